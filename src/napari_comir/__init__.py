@@ -1,0 +1,31 @@
+"""napari-comir: multimodal image registration with CoMIRs, in napari and headless.
+
+>>> import napari_comir as nc
+>>> model = nc.load_model("bf-shg")
+>>> result = nc.register_multimodal(shg_image, bf_image, model)   # doctest: +SKIP
+>>> result.transform.matrix_xy                                      # doctest: +SKIP
+"""
+
+import os
+
+# A spinning OpenMP pool made CPU training up to 8x slower on a busy 2-core machine
+# (docs/benchmarks.md); this only takes effect if torch is not imported yet. Users may override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+__version__ = "0.1.0"
+
+_API = (
+    "load_model", "list_models", "new_model", "save_model", "compute_comirs", "fine_tune",
+    "register", "register_multimodal", "resample", "RigidTransform", "TrainConfig", "AlignedPair",
+    "read_image", "read_pairs_csv",
+)
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name):
+    # Lazy: napari imports this package at start-up; torch loads only when the API is used.
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'napari_comir' has no attribute {name!r}")

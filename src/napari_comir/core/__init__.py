@@ -1,0 +1,1 @@
+"""Pure numpy/torch core of napari-comir: no Qt, no napari imports anywhere below here."""

@@ -1,0 +1,259 @@
+"""Input validation, normalisation, aligned pairs and the random patch sampler for training."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+from .io import read_image
+
+MIN_SIZE = 16
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """How one modality's raw image becomes network input.
+
+    Parameters
+    ----------
+    channels : int
+        Channels the network expects (3 for RGB, 1 for grey).
+    log1p : bool
+        Apply log(1 + x) first (SHG: sparse, heavy-tailed intensities).
+    percentiles : tuple of float
+        Per-channel intensity percentiles mapped to 0 and 1.
+    """
+
+    channels: int
+    log1p: bool = False
+    percentiles: tuple[float, float] = (0.5, 99.5)
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> ModalitySpec:
+        return cls(int(spec["channels"]), bool(spec.get("log1p", False)),
+                   tuple(float(p) for p in spec.get("percentiles", (0.5, 99.5))))
+
+    def to_dict(self) -> dict:
+        return {"channels": self.channels, "log1p": self.log1p, "percentiles": list(self.percentiles)}
+
+
+def validate_image(image, channels: int | None = None, *, name: str = "image",
+                   min_size: int = MIN_SIZE) -> np.ndarray:
+    """Check that ``image`` is a usable 2-D grey or colour image and return it as (H, W, C).
+
+    Parameters
+    ----------
+    image : array-like
+        (rows, cols) or (rows, cols, channels). An alpha channel of an RGBA image is dropped.
+    channels : int, optional
+        Channels the caller needs; a mismatch is an error.
+    name : str
+        Used in error messages ("fixed image", "bf image"...).
+    min_size : int
+        Smallest allowed side in pixels.
+
+    Raises
+    ------
+    InputError
+        With a message naming what was wrong and what was expected.
+    """
+    array = np.asarray(image)
+    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer)
+                                   or np.issubdtype(array.dtype, np.floating)):
+        raise InputError(f"{name}: dtype {array.dtype} is not supported; expected integer or float intensities")
+    if array.size == 0:
+        raise InputError(f"{name} is empty (shape {array.shape})")
+    if array.ndim == 3 and array.shape[-1] == 4 and channels != 4:
+        array = array[..., :3]
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] > 4:
+        raise InputError(
+            f"{name}: shape {np.shape(image)} is not a 2-D image; expected (rows, cols) or "
+            "(rows, cols, channels) with ≤ 4 channels — 3-D stacks and time series are not supported"
+        )
+    if channels is not None and array.shape[-1] != channels:
+        raise InputError(f"{name} has {array.shape[-1]} channel(s) but {channels} are expected "
+                         f"({'RGB' if channels == 3 else 'grey' if channels == 1 else channels})")
+    if min(array.shape[:2]) < min_size:
+        raise InputError(f"{name} is too small: {array.shape[0]}x{array.shape[1]} px, "
+                         f"need at least {min_size}x{min_size}")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise InputError(f"{name} contains NaN or infinite values")
+    return array
+
+
+def _subsample(array: np.ndarray, max_pixels: int = 1_000_000) -> np.ndarray:
+    """A strided view with at most ``max_pixels`` pixels, for cheap percentiles of huge images."""
+    stride = max(1, math.ceil(math.sqrt(array.shape[0] * array.shape[1] / max_pixels)))
+    return np.asarray(array[::stride, ::stride])
+
+
+def intensity_range(image: np.ndarray, spec: ModalitySpec) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (low, high) intensities after log1p that :func:`normalize` maps to 0 and 1."""
+    sample = _prepare(_subsample(image), spec)
+    low, high = np.percentile(sample.reshape(-1, sample.shape[-1]), spec.percentiles, axis=0)
+    return low.astype(np.float32), np.maximum(high, low + 1e-6).astype(np.float32)
+
+
+def _prepare(image: np.ndarray, spec: ModalitySpec) -> np.ndarray:
+    image = image.astype(np.float32, copy=False)
+    if spec.log1p:
+        image = np.log1p(np.maximum(image, 0.0))
+    return image
+
+
+def normalize(image: np.ndarray, spec: ModalitySpec,
+              value_range: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Map a validated (H, W, C) image to float32 in [0, 1] per the modality spec.
+
+    ``value_range`` (from :func:`intensity_range`) lets tiles of a large image share one scaling.
+    """
+    low, high = value_range if value_range is not None else intensity_range(image, spec)
+    return np.clip((_prepare(image, spec) - low) / (high - low), 0.0, 1.0)
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, C) numpy -> (C, H, W) float32 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0), dtype=np.float32))
+
+
+@dataclass
+class AlignedPair:
+    """Two pixel-aligned images of one scene, keyed by modality name, e.g. ``{"bf": ..., "shg": ...}``."""
+
+    images: dict[str, np.ndarray]
+    name: str = "pair"
+
+    def __post_init__(self):
+        shapes = {key: np.shape(image)[:2] for key, image in self.images.items()}
+        if len(set(shapes.values())) != 1:
+            raise InputError(f"pair {self.name!r}: images are not the same size {shapes}; "
+                             "aligned pairs must share one pixel grid")
+
+
+def read_pairs_csv(path: str | os.PathLike, modalities: Sequence[str], split: str | None = None,
+                   root: str | os.PathLike | None = None) -> list[AlignedPair]:
+    """Read aligned pairs listed in a CSV with columns ``name`` and ``<modality>_file``.
+
+    Parameters
+    ----------
+    path : path
+        The CSV. Relative image paths are resolved against ``root`` (default: the CSV's folder).
+    modalities : sequence of str
+        E.g. ``("bf", "shg")``: columns ``bf_file`` and ``shg_file`` must exist.
+    split : str, optional
+        Keep only rows whose ``split`` column equals this (e.g. "train").
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no such pairs file: {path}")
+    root = Path(root) if root is not None else path.parent
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = [f"{m}_file" for m in modalities if rows and f"{m}_file" not in rows[0]]
+    if missing or not rows:
+        raise InputError(f"{path.name}: need a header with columns name and {', '.join(missing) or 'file'} "
+                         "and at least one row")
+    if split is not None:
+        rows = [row for row in rows if row.get("split") == split]
+        if not rows:
+            raise InputError(f"{path.name}: no rows with split == {split!r}")
+    return [AlignedPair({m: read_image(root / row[f"{m}_file"]) for m in modalities},
+                        name=row.get("name") or row[f"{modalities[0]}_file"]) for row in rows]
+
+
+class PatchSampler:
+    """Random aligned patches from aligned pairs, with rotation, flips and intensity jitter.
+
+    All augmentation is torch-native: one ``grid_sample`` per patch applies the same random
+    rotation/flip to both modalities so patches stay aligned; jitter is independent per modality.
+
+    Parameters
+    ----------
+    pairs : list of AlignedPair
+    specs : dict of str to ModalitySpec
+        Normalisation per modality; the two keys define the modality order of :meth:`sample`.
+    patch_size : int
+    seed : int
+    jitter : bool
+        Random gamma, contrast, brightness and noise per patch and modality.
+    """
+
+    def __init__(self, pairs: Sequence[AlignedPair], specs: dict[str, ModalitySpec],
+                 patch_size: int = 128, seed: int = 0, jitter: bool = True):
+        if not pairs:
+            raise InputError("need at least one aligned pair to train on")
+        self.modalities = list(specs)
+        self.patch_size, self.jitter = patch_size, jitter
+        self.generator = torch.Generator().manual_seed(seed)
+        self.tensors = []
+        for pair in pairs:
+            images = {}
+            for modality, spec in specs.items():
+                if modality not in pair.images:
+                    raise InputError(f"pair {pair.name!r} has no {modality!r} image")
+                image = validate_image(pair.images[modality], spec.channels,
+                                       name=f"{pair.name} {modality}", min_size=patch_size)
+                images[modality] = to_tensor(normalize(image, spec))
+            self.tensors.append(images)
+        areas = torch.tensor([float(t[self.modalities[0]].shape[-1] * t[self.modalities[0]].shape[-2])
+                              for t in self.tensors])
+        self.weights = areas / areas.sum()
+
+    def _uniform(self, low: float, high: float, n: int) -> torch.Tensor:
+        return low + (high - low) * torch.rand(n, generator=self.generator)
+
+    def _grid(self, height: int, width: int) -> torch.Tensor:
+        """Sampling grid (1, P, P, 2) of a randomly rotated, flipped, placed square patch."""
+        size = self.patch_size
+        angle = float(self._uniform(0.0, 2 * math.pi, 1))
+        half_extent = 0.5 * (size - 1) * (abs(math.cos(angle)) + abs(math.sin(angle)))
+        if 2 * half_extent + 1 > min(height, width):  # too small to rotate freely: stay axis-aligned
+            angle, half_extent = 0.0, 0.5 * (size - 1)
+        cx = float(self._uniform(half_extent, width - 1 - half_extent, 1))
+        cy = float(self._uniform(half_extent, height - 1 - half_extent, 1))
+        offsets = torch.arange(size, dtype=torch.float32) - 0.5 * (size - 1)
+        flips = torch.randint(0, 2, (2,), generator=self.generator) * 2 - 1
+        oy, ox = torch.meshgrid(offsets * flips[0], offsets * flips[1], indexing="ij")
+        cos, sin = math.cos(angle), math.sin(angle)
+        x = cx + cos * ox - sin * oy
+        y = cy + sin * ox + cos * oy
+        # align_corners=True: -1 and 1 are the centres of the first and last pixels
+        return torch.stack([2 * x / (width - 1) - 1, 2 * y / (height - 1) - 1], dim=-1)[None]
+
+    def _jitter(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        shape = (n, 1, 1, 1)
+        gamma = torch.exp(self._uniform(math.log(0.7), math.log(1.4), n)).view(shape)
+        contrast = self._uniform(0.8, 1.2, n).view(shape)
+        brightness = self._uniform(-0.1, 0.1, n).view(shape)
+        noise = self._uniform(0.0, 0.03, n).view(shape)
+        x = x.clamp_min(0.0).pow(gamma) * contrast + brightness
+        return x + noise * torch.randn(x.shape, generator=self.generator)
+
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return aligned patches of the two modalities, each (N, C_m, P, P)."""
+        picks = torch.multinomial(self.weights, batch_size, replacement=True, generator=self.generator)
+        patches = {m: [] for m in self.modalities}
+        for index in picks.tolist():
+            tensors = self.tensors[index]
+            height, width = tensors[self.modalities[0]].shape[-2:]
+            grid = self._grid(height, width)
+            for modality in self.modalities:
+                patches[modality].append(
+                    F.grid_sample(tensors[modality][None], grid, mode="bilinear", align_corners=True)
+                )
+        first, second = (torch.cat(patches[m]) for m in self.modalities)
+        if self.jitter:
+            first, second = self._jitter(first), self._jitter(second)
+        return first, second

@@ -1,0 +1,603 @@
+"""Rigid registration of two images of the same modality (e.g. two CoMIRs).
+
+Engine of :func:`register` with ``method="search"``:
+
+1. **Global search** at a coarse level (block-averaged so the smaller image is ~40 px): the moving
+   image is rotated about its centre for a grid of angles, and the masked normalised
+   cross-correlation (Padfield 2012) with the fixed image is computed for *all* translations at once
+   with FFTs, batched over angles in torch. Translations whose overlap is below
+   :data:`MIN_OVERLAP` of the smaller image are excluded. The best few (angle, shift) peaks are kept.
+2. **Refinement**: Gauss-Newton on (angle, translation) with a per-channel linear intensity fit
+   (i.e. it maximises NCC), coarse to fine over a pyramid, ending at full resolution.
+3. **Score**: masked NCC of the fixed image and the warped moving image on their overlap.
+
+``method="sift"`` matches SIFT features and fits a rigid transform with RANSAC instead of step 1.
+
+Coordinates: transforms map moving ``(x, y)`` to fixed ``(x, y)`` (x = column, y = row, 0-based
+pixel centres, see :mod:`napari_comir.core.transforms`). Internally arrays are ``(C, rows, cols)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError, RegistrationError
+from .transforms import RigidTransform
+
+#: Scores (masked NCC on the overlap) at or above this count as a likely success.
+SCORE_THRESHOLD = 0.3
+#: Minimum overlap, as a fraction of the smaller image's area, for a transform to be considered.
+MIN_OVERLAP = 0.25
+#: Smallest image side accepted (pixels).
+MIN_SIZE = 16
+#: Long side of the smaller image at the global-search level (pixels), when ``downsample=None``.
+SEARCH_SIZE = 40
+#: Default angle step of the global search: this arc length (search-level px) at the corners.
+ANGLE_STEP_PX = 1.5
+#: Number of (angle, shift) candidates of the global search that are refined.
+N_CANDIDATES = 4
+#: Images whose aspect ratio (long / short side) is at most this are searched with a disk mask.
+DISK_ASPECT = 1.25
+
+#: Gauss-Newton stops when the largest pixel displacement of a step is below these (level px).
+COARSE_TOL, FINAL_TOL = 0.1, 0.02
+#: Gauss-Newton iterations per pyramid level at most.
+MAX_ITER = 15
+
+METHODS = ("search", "sift")
+
+
+@dataclass
+class RegistrationResult:
+    """Outcome of :func:`register`.
+
+    Attributes
+    ----------
+    transform : RigidTransform
+        Moving -> fixed, in (x, y) pixel coordinates of the full-resolution images.
+    score : float
+        Masked NCC in [-1, 1] of fixed and warped moving on their overlap (mean over channels).
+    seconds : float
+        Wall time of the whole call.
+    method : str
+        ``"search"`` or ``"sift"``.
+    timings : dict of str to float
+        Seconds per phase.
+    success_likely : bool
+        ``score >= SCORE_THRESHOLD``.
+    """
+
+    transform: RigidTransform
+    score: float
+    seconds: float
+    method: str
+    timings: dict[str, float] = field(default_factory=dict)
+    success_likely: bool = False
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+def _as_chw(image, name: str) -> np.ndarray:
+    """Validate an (H, W) or (H, W, C) image and return it as float32 (C, H, W)."""
+    arr = np.asarray(image)
+    if arr.size == 0:
+        raise InputError(f"{name} image is empty (shape {arr.shape})")
+    if arr.ndim not in (2, 3):
+        raise InputError(f"{name} image must be 2-D (H, W) or 3-D (H, W, C), got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise InputError(f"{name} image must be numeric, got dtype {arr.dtype}")
+    arr = arr.astype(np.float32) if arr.ndim == 3 else arr.astype(np.float32)[..., None]
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"{name} image contains NaN or infinite values")
+    if min(arr.shape[:2]) < MIN_SIZE:
+        raise InputError(
+            f"{name} image is too small to register: {arr.shape[:2]} (need at least "
+            f"{MIN_SIZE} x {MIN_SIZE} px)"
+        )
+    chw = np.ascontiguousarray(arr.transpose(2, 0, 1))
+    std = chw.reshape(chw.shape[0], -1).std(axis=1)
+    if np.all(std <= 1e-6 * (1.0 + np.abs(chw).max())):
+        raise RegistrationError(f"{name} image is constant — nothing to register")
+    return chw
+
+
+def _angle_bounds(rotation_range) -> tuple[float, float]:
+    """Return ``(lo, hi)`` degrees from ``r`` (meaning ``[-r, r]``) or a ``(lo, hi)`` pair."""
+    try:
+        if np.ndim(rotation_range) == 0:
+            r = float(rotation_range)
+            lo, hi = -r, r
+        else:
+            lo, hi = (float(v) for v in rotation_range)
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            f"rotation_range must be a number r (search [-r, r] degrees) or a (lo, hi) pair, "
+            f"got {rotation_range!r}"
+        ) from exc
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi or hi - lo > 360.0 or lo < -360.0:
+        raise InputError(
+            f"rotation_range must satisfy lo <= hi, hi - lo <= 360 and finite values "
+            f"(a single r must be in [0, 180]), got ({lo}, {hi})"
+        )
+    return lo, hi
+
+
+def _search_angles(lo: float, hi: float, step: float) -> np.ndarray:
+    """Angles (degrees) covering ``[lo, hi]`` with at most ``step`` spacing; no duplicate at 360."""
+    if hi - lo >= 360.0 - 1e-9:
+        n = max(1, math.ceil(360.0 / step))
+        return lo + np.arange(n) * (360.0 / n)
+    n = max(1, math.ceil((hi - lo) / step))
+    return np.linspace(lo, hi, n + 1)
+
+
+# ----------------------------------------------------------------------------- pyramid helpers
+
+
+def _standardise(x: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit std per channel (NCC is invariant to it; keeps float32 sums well scaled)."""
+    flat = x.reshape(x.shape[0], -1)
+    mean = flat.mean(dim=1).view(-1, 1, 1)
+    std = flat.std(dim=1).clamp_min(1e-12).view(-1, 1, 1)
+    return (x - mean) / std
+
+
+def _block_mean(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Average k x k blocks of (C, H, W) (remainder rows/cols dropped).
+
+    Pixel ``i`` of the result has its centre at ``k * i + (k - 1) / 2`` in the input, for any image,
+    so the same ``k`` keeps fixed and moving in one consistent coordinate system.
+    """
+    if k == 1:
+        return x
+    return F.avg_pool2d(x[None], kernel_size=k, stride=k)[0]
+
+
+def _to_level(t: RigidTransform, k: int) -> RigidTransform:
+    """Express a full-resolution transform in the coordinates of block-average level ``k``."""
+    rot = t.matrix_xy[:2, :2]
+    c = np.full(2, (k - 1) / 2.0)
+    tt = (rot @ c + np.asarray(t.translation_xy) - c) / k
+    return RigidTransform(t.angle_deg, (tt[0], tt[1]))
+
+
+def _from_level(t: RigidTransform, k: int) -> RigidTransform:
+    """Inverse of :func:`_to_level`: a level-``k`` transform in full-resolution coordinates."""
+    rot = t.matrix_xy[:2, :2]
+    c = np.full(2, (k - 1) / 2.0)
+    tt = k * np.asarray(t.translation_xy) + c - rot @ c
+    return RigidTransform(t.angle_deg, (tt[0], tt[1]))
+
+
+def _fast_len(n: int) -> int:
+    """Smallest integer >= n whose prime factors are 2, 3 and 5 (fast FFT sizes)."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+def _pyramid_factors(k: int) -> list[int]:
+    """Coarse-to-fine block sizes from ``k`` down to 1 (then powers of two)."""
+    levels = [k]
+    p = 2 ** max(0, math.ceil(math.log2(k)) - 1)
+    while p >= 1:
+        if p < levels[-1]:
+            levels.append(p)
+        p //= 2
+    return levels
+
+
+# ----------------------------------------------------------------------------- global search
+
+
+def _rotate_batch(m: torch.Tensor, angles_deg: np.ndarray, canvas_hw, centre_m) -> tuple:
+    """Rotate (C, h, w) about ``centre_m`` (x, y) onto a canvas centred on the rotation centre.
+
+    ``canvas(p) = m(R^-1 (p - c_canvas) + centre_m)``. Returns the rotated stack (B, C, Hc, Wc)
+    and a validity mask (B, 1, Hc, Wc) of canvas pixels whose source lies inside ``m``.
+    """
+    c, h, w = m.shape
+    hc, wc = canvas_hw
+    dev = m.device
+    ys, xs = torch.meshgrid(torch.arange(hc, device=dev, dtype=torch.float32) - (hc - 1) / 2,
+                            torch.arange(wc, device=dev, dtype=torch.float32) - (wc - 1) / 2,
+                            indexing="ij")
+    a = torch.as_tensor(np.radians(angles_deg), dtype=torch.float32, device=dev).view(-1, 1, 1)
+    cos, sin = torch.cos(a), torch.sin(a)
+    # R^-1 = R(-a): x' = cos x + sin y, y' = -sin x + cos y.
+    src_x = cos * xs + sin * ys + centre_m[0]
+    src_y = -sin * xs + cos * ys + centre_m[1]
+    valid = (src_x >= 0) & (src_x <= w - 1) & (src_y >= 0) & (src_y <= h - 1)
+    grid = torch.stack([2 * src_x / (w - 1) - 1, 2 * src_y / (h - 1) - 1], dim=-1)
+    rotated = F.grid_sample(m[None].expand(len(angles_deg), -1, -1, -1), grid, mode="bilinear",
+                            padding_mode="zeros", align_corners=True)
+    return rotated, valid[:, None].float()
+
+
+def _masked_ncc_maps(f: torch.Tensor, mov: torch.Tensor, mask_m: torch.Tensor,
+                     min_overlap: float) -> torch.Tensor:
+    """Masked NCC (Padfield 2012) for all integer shifts, averaged over channels.
+
+    Parameters
+    ----------
+    f : (C, Hf, Wf) fixed image (its mask is all ones).
+    mov : (B, C, Hc, Wc) moving canvases; mask_m : (B or 1, 1, Hc, Wc) their masks.
+    min_overlap : minimum number of overlapping pixels for a valid shift.
+
+    Returns
+    -------
+    (B, N0, N1) tensor: entry ``[b, i, j]`` is the NCC of ``f(p + u)`` and ``mov[b](p)`` with
+    ``u = (i, j)`` modulo ``(N0, N1)`` in (row, col); invalid shifts are ``-inf``.
+    """
+    _, hf, wf = f.shape
+    hc, wc = mov.shape[-2:]
+    size = (_fast_len(hf + hc - 1), _fast_len(wf + wc - 1))
+    fft = lambda x: torch.fft.rfft2(x, s=size)  # noqa: E731
+    corr = lambda a, b: torch.fft.irfft2(a * b.conj(), s=size)  # noqa: E731
+    ones_f = torch.ones_like(f[:1])
+    mf, ff, fff = fft(ones_f), fft(f), fft(f * f)
+    mm = mov * mask_m
+    m_m, m_mm, m_mmm = fft(mask_m), fft(mm), fft(mm * mov)
+    n = corr(mf, m_m).round()  # (B or 1, 1, N0, N1): overlap pixel counts
+    s_f, s_ff = corr(ff, m_m), corr(fff, m_m)
+    s_m, s_mm = corr(mf, m_mm), corr(mf, m_mmm)
+    s_fm = corr(ff, m_mm)
+    n_safe = n.clamp_min(1.0)
+    num = s_fm - s_f * s_m / n_safe
+    var_f = (s_ff - s_f * s_f / n_safe).clamp_min(0)
+    var_m = (s_mm - s_m * s_m / n_safe).clamp_min(0)
+    den = torch.sqrt(var_f * var_m)
+    ok = (n >= min_overlap) & (den > 1e-3 * n_safe)
+    ncc = torch.where(ok, num / den.clamp_min(1e-12), torch.full_like(num, -math.inf))
+    return ncc.mean(dim=1)
+
+
+def _subpixel_offset(lo: float, mid: float, hi: float) -> float:
+    """Vertex offset in [-0.5, 0.5] of the parabola through three equally spaced samples."""
+    den = lo - 2 * mid + hi
+    if not math.isfinite(den) or den >= 0:
+        return 0.0
+    return float(np.clip(0.5 * (lo - hi) / den, -0.5, 0.5))
+
+
+def _global_search(f: torch.Tensor, m: torch.Tensor, angles: np.ndarray,
+                   n_candidates: int) -> list[RigidTransform]:
+    """Best (angle, shift) candidates of the coarse images ``f`` and ``m`` (transforms at this level)."""
+    _, h, w = m.shape
+    centre_m = ((w - 1) / 2.0, (h - 1) / 2.0)
+    if max(h, w) / min(h, w) <= DISK_ASPECT:
+        # A disk is rotation invariant: one mask (and its FFT terms) serves every angle.
+        canvas = (h, w)
+        ys, xs = torch.meshgrid(torch.arange(h, device=m.device) - centre_m[1],
+                                torch.arange(w, device=m.device) - centre_m[0], indexing="ij")
+        radius = min(h, w) / 2.0
+        mask = ((xs ** 2 + ys ** 2) <= (radius - 0.5) ** 2).float()[None, None]
+        rotated, _ = _rotate_batch(m, angles, canvas, centre_m)
+    else:
+        diag = math.ceil(math.hypot(h, w))
+        canvas = (diag, diag)
+        rotated, mask = _rotate_batch(m, angles, canvas, centre_m)
+    min_area = min(f.shape[1] * f.shape[2], float(mask.sum(dim=(1, 2, 3)).min()))
+    ncc = _masked_ncc_maps(f, rotated, mask, MIN_OVERLAP * min_area)
+    best = ncc.flatten(1).max(dim=1)
+    scores = best.values.cpu().numpy()
+    idx = best.indices.cpu().numpy()
+    n0, n1 = ncc.shape[-2:]
+    # Keep local maxima along the angle axis (circular when the angles close the circle).
+    circular = len(angles) > 2 and (angles[1] - angles[0]) * len(angles) >= 360.0 - 1e-6
+    prev_s = np.roll(scores, 1) if circular else np.r_[-np.inf, scores[:-1]]
+    next_s = np.roll(scores, -1) if circular else np.r_[scores[1:], -np.inf]
+    peaks = np.flatnonzero((scores >= prev_s) & (scores >= next_s) & np.isfinite(scores))
+    peaks = peaks[np.argsort(-scores[peaks])][:n_candidates]
+    step = float(angles[1] - angles[0]) if len(angles) > 1 else 0.0
+    cc = np.array([(canvas[1] - 1) / 2.0, (canvas[0] - 1) / 2.0])
+    out = []
+    for b in peaks:
+        i, j = divmod(int(idx[b]), n1)
+        surf = ncc[b]
+        di = _subpixel_offset(float(surf[(i - 1) % n0, j]), float(surf[i, j]), float(surf[(i + 1) % n0, j]))
+        dj = _subpixel_offset(float(surf[i, (j - 1) % n1]), float(surf[i, j]), float(surf[i, (j + 1) % n1]))
+        da = _subpixel_offset(prev_s[b], scores[b], next_s[b]) * step
+        u_rc = np.array([i if i < n0 // 2 else i - n0, j if j < n1 // 2 else j - n1], float)
+        u_xy = u_rc[::-1] + (dj, di)
+        # moving p -> canvas R (p - c_m) + c_canvas -> fixed  ... + u.
+        t = RigidTransform.about_center(float(angles[b] + da), centre_m, cc - centre_m + u_xy)
+        out.append(t)
+    return out
+
+
+# ----------------------------------------------------------------------------- refinement
+
+
+def _gradients(m: torch.Tensor) -> torch.Tensor:
+    """Stack (C, H, W) images with their central-difference x and y gradients -> (3C, H, W)."""
+    pad = F.pad(m[None], (1, 1, 1, 1), mode="replicate")[0]
+    gx = (pad[:, 1:-1, 2:] - pad[:, 1:-1, :-2]) / 2
+    gy = (pad[:, 2:, 1:-1] - pad[:, :-2, 1:-1]) / 2
+    return torch.cat([m, gx, gy], dim=0)
+
+
+def _centred_stats(w: torch.Tensor, f: torch.Tensor):
+    """Centred (C, N) values and per-channel NCC of two sampled images."""
+    wc = w - w.mean(dim=1, keepdim=True)
+    fc = f - f.mean(dim=1, keepdim=True)
+    var_w = (wc * wc).sum(dim=1)
+    cov = (wc * fc).sum(dim=1)
+    ncc = cov / torch.sqrt(var_w * (fc * fc).sum(dim=1)).clamp_min(1e-12)
+    return wc, fc, var_w, cov, ncc
+
+
+class _Level:
+    """Fixed and moving images at one pyramid level, ready for NCC / Gauss-Newton evaluations.
+
+    The warp is parametrised fixed -> moving around the fixed centre ``c_f``:
+    ``x_m = R(phi) (x_f - c_f) + s`` (decouples angle and shift).
+    """
+
+    def __init__(self, f: torch.Tensor, m: torch.Tensor, gradients: bool = True):
+        self.c, hf, wf = f.shape
+        _, self.h, self.w = m.shape
+        self.f = f.reshape(self.c, -1)
+        self.stack = (_gradients(m) if gradients else m)[None]
+        ys, xs = torch.meshgrid(torch.arange(hf, device=f.device, dtype=torch.float32),
+                                torch.arange(wf, device=f.device, dtype=torch.float32),
+                                indexing="ij")
+        self.centre = ((wf - 1) / 2.0, (hf - 1) / 2.0)
+        self.dx = (xs - self.centre[0]).reshape(-1)
+        self.dy = (ys - self.centre[1]).reshape(-1)
+        self.min_overlap = MIN_OVERLAP * min(hf * wf, self.h * self.w)
+
+    def params(self, t: RigidTransform) -> tuple[float, np.ndarray]:
+        """``(phi, s)`` of the fixed -> moving warp equal to ``t.inverse()``."""
+        inv = t.inverse()
+        return math.radians(inv.angle_deg), inv.apply_xy(self.centre)[0]
+
+    def transform(self, phi: float, s: np.ndarray) -> RigidTransform:
+        """Moving -> fixed transform of the warp parameters ``(phi, s)``."""
+        inv = RigidTransform.about_center(math.degrees(phi), self.centre,
+                                          np.asarray(s) - np.asarray(self.centre))
+        return inv.inverse()
+
+    def sample(self, phi: float, s):
+        """Sample the moving stack at the warped fixed pixels that fall inside the moving image.
+
+        Returns the valid mask (N,), the samples (rows of the stack, Nv) and the valid
+        ``x_f - c_f`` offsets.
+        """
+        cos, sin = math.cos(phi), math.sin(phi)
+        xm = cos * self.dx - sin * self.dy + float(s[0])
+        ym = sin * self.dx + cos * self.dy + float(s[1])
+        valid = (xm >= 0) & (xm <= self.w - 1) & (ym >= 0) & (ym <= self.h - 1)
+        xm, ym = xm[valid], ym[valid]
+        grid = torch.stack([xm * (2 / (self.w - 1)) - 1, ym * (2 / (self.h - 1)) - 1], dim=-1)
+        vals = F.grid_sample(self.stack, grid.view(1, 1, -1, 2), mode="bilinear",
+                             padding_mode="border", align_corners=True)[0, :, 0]
+        return valid, vals, self.dx[valid], self.dy[valid]
+
+    def ncc(self, phi: float, s) -> float:
+        """NCC on the overlap, averaged over channels (-1 if the overlap is too small)."""
+        valid, vals, _, _ = self.sample(phi, s)
+        if int(valid.sum()) < self.min_overlap:
+            return -1.0
+        return float(_centred_stats(vals[: self.c], self.f[:, valid])[4].mean())
+
+    def step(self, phi: float, s):
+        """One Gauss-Newton step: returns (NCC before it, delta (phi, sx, sy)) or (-1, None).
+
+        Minimises ``|f - a w(p) - b|^2`` per channel with the intensity fit (a, b) solved in
+        closed form at each step, which maximises the NCC.
+        """
+        valid, vals, dx, dy = self.sample(phi, s)
+        if int(valid.sum()) < self.min_overlap:
+            return -1.0, None
+        c = self.c
+        w, gx, gy = vals[:c], vals[c:2 * c], vals[2 * c:]
+        wc, fc, var_w, cov, ncc = _centred_stats(w, self.f[:, valid])
+        a = (cov / var_w.clamp_min(1e-12))[:, None]
+        cos, sin = math.cos(phi), math.sin(phi)
+        g_phi = gx * (-sin * dx - cos * dy) + gy * (cos * dx - sin * dy)
+        jac = torch.stack([g_phi, gx, gy], dim=-1) * a[..., None]
+        jac = (jac - jac.mean(dim=1, keepdim=True)).reshape(-1, 3)  # b absorbs constant changes
+        resid = (fc - a * wc).reshape(-1, 1)
+        hess = (jac.T @ jac).double()
+        grad = (jac.T @ resid).double()[:, 0]
+        hess = hess + 1e-9 * torch.trace(hess) * torch.eye(3, dtype=hess.dtype, device=hess.device)
+        return float(ncc.mean()), torch.linalg.solve(hess, grad).cpu().numpy()
+
+
+def _refine_level(level: _Level, t: RigidTransform, max_iter: int, tol: float):
+    """Gauss-Newton refinement of a level transform; returns (transform, NCC)."""
+    phi, s = level.params(t)
+    radius = math.hypot(*level.centre)
+    for _ in range(max_iter):
+        ncc, delta = level.step(phi, s)
+        if delta is None:
+            return t, -1.0
+        phi += float(delta[0])
+        s = s + delta[1:]
+        if max(abs(delta[0]) * radius, float(np.hypot(*delta[1:]))) < tol:
+            break
+    return level.transform(phi, s), level.ncc(phi, s)
+
+
+def _masked_ncc(f: torch.Tensor, m: torch.Tensor, t: RigidTransform) -> float:
+    """NCC of fixed and moving warped by ``t`` on their overlap, averaged over channels."""
+    level = _Level(f, m, gradients=False)
+    return level.ncc(*level.params(t))
+
+
+def _refine(f: torch.Tensor, m: torch.Tensor, candidates: list[RigidTransform],
+            factors: list[int]) -> tuple[RigidTransform, float]:
+    """Refine every candidate at the coarsest level, then the best one down to the finest level.
+
+    Returns the refined full-resolution transform and its NCC at the finest level.
+    """
+    results = [(t, -1.0) for t in candidates]
+    for i, k in enumerate(factors):
+        level = _Level(_block_mean(f, k), _block_mean(m, k))
+        final = i == len(factors) - 1
+        # Intermediate levels only need to land in the next level's basin.
+        tol = FINAL_TOL if final else COARSE_TOL
+        results = [_refine_level(level, _to_level(t, k), max_iter=MAX_ITER, tol=tol)
+                   for t, _ in results]
+        results = [max(((_from_level(t, k), score) for t, score in results), key=lambda r: r[1])]
+    return results[0]
+
+
+# ----------------------------------------------------------------------------- SIFT
+
+
+def _sift_transform(fixed: np.ndarray, moving: np.ndarray) -> RigidTransform:
+    """Rigid transform from SIFT matches + RANSAC (first channel, rescaled to [0, 1])."""
+    from skimage.feature import SIFT, match_descriptors
+    from skimage.measure import ransac
+    from skimage.transform import EuclideanTransform
+
+    def features(img):
+        g = img[0].astype(np.float64)
+        g = (g - g.min()) / max(float(np.ptp(g)), 1e-12)
+        sift = SIFT()
+        try:
+            sift.detect_and_extract(g)
+        except RuntimeError as exc:  # skimage raises when no keypoint survives
+            raise RegistrationError(f"SIFT found no features: {exc}") from exc
+        return sift.keypoints[:, ::-1].astype(float), sift.descriptors  # (x, y)
+
+    kf, df = features(fixed)
+    km, dm = features(moving)
+    matches = match_descriptors(dm, df, max_ratio=0.8, cross_check=True)
+    if len(matches) < 4:
+        raise RegistrationError(
+            f"SIFT found only {len(matches)} matching features (need at least 4); "
+            "try method='search'"
+        )
+    model, inliers = ransac((km[matches[:, 0]], kf[matches[:, 1]]), EuclideanTransform,
+                            min_samples=3, residual_threshold=2.0, max_trials=2000,
+                            rng=np.random.default_rng(0))
+    if model is None or inliers is None or int(inliers.sum()) < 4:
+        n_in = 0 if inliers is None else int(inliers.sum())
+        raise RegistrationError(
+            f"SIFT matches are inconsistent ({n_in} of {len(matches)} agree on one rigid "
+            "transform; need at least 4); try method='search'"
+        )
+    return RigidTransform.from_matrix_xy(model.params)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _resolve_device(device) -> torch.device:
+    """``None`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"unknown torch device {device!r}") from exc
+
+
+def register(fixed, moving, *, method: str = "search", rotation_range=180.0, angle_step=None,
+             refine: bool = True, downsample=None, device=None) -> RegistrationResult:
+    """Find the rigid transform that maps the moving image onto the fixed image.
+
+    Parameters
+    ----------
+    fixed : np.ndarray
+        (H, W) or (H, W, C) image, e.g. a CoMIR of the fixed modality.
+    moving : np.ndarray
+        (h, w) or (h, w, C) image with the same number of channels; sizes may differ.
+    method : {"search", "sift"}
+        ``"search"``: exhaustive FFT search over rotations and translations (robust, any angle).
+        ``"sift"``: SIFT feature matching + RANSAC (first channel only).
+    rotation_range : float or (float, float)
+        ``r`` searches angles in ``[-r, r]`` degrees (180 = full circle); a pair searches
+        ``[lo, hi]``. Angles are in the (x, y) frame: positive is clockwise on screen.
+        Only used by ``"search"``.
+    angle_step : float, optional
+        Angle spacing (degrees) of the global search; default ~ 1 px of arc at the search level.
+    refine : bool
+        Refine angle and translation sub-pixel, coarse to fine, up to full resolution.
+    downsample : int, optional
+        Block-averaging factor of the global search; default makes the smaller image ~40 px.
+    device : str or torch.device, optional
+        Torch device; default CUDA when available, else CPU.
+
+    Returns
+    -------
+    RegistrationResult
+        ``transform`` maps moving (x, y) pixel coordinates to fixed (x, y) pixel coordinates;
+        use ``transform.matrix_rc`` as the napari ``affine`` of the moving layer.
+
+    Raises
+    ------
+    InputError
+        Unusable images or parameters (shape, channels, NaN/inf, too small, bad range).
+    RegistrationError
+        Constant image, no valid overlap, or too few SIFT matches.
+    """
+    t0 = time.perf_counter()
+    if method not in METHODS:
+        raise InputError(f"method must be one of {METHODS}, got {method!r}")
+    f_np, m_np = _as_chw(fixed, "fixed"), _as_chw(moving, "moving")
+    if f_np.shape[0] != m_np.shape[0]:
+        raise InputError(
+            f"fixed and moving images must have the same number of channels, got "
+            f"{f_np.shape[0]} and {m_np.shape[0]}"
+        )
+    lo, hi = _angle_bounds(rotation_range)
+    if angle_step is not None and not (math.isfinite(float(angle_step)) and float(angle_step) > 0):
+        raise InputError(f"angle_step must be a positive number of degrees, got {angle_step!r}")
+    small = min(max(f_np.shape[1:]), max(m_np.shape[1:]))
+    if downsample is None:
+        k = max(1, round(small / SEARCH_SIZE))
+    elif isinstance(downsample, (int, np.integer)) and downsample >= 1:
+        k = int(downsample)
+    else:
+        raise InputError(f"downsample must be a positive integer or None, got {downsample!r}")
+    k = min(k, max(1, min(*f_np.shape[1:], *m_np.shape[1:]) // 8))  # keep >= 8 px per side
+    dev = _resolve_device(device)
+    f = _standardise(torch.from_numpy(f_np).to(dev))
+    m = _standardise(torch.from_numpy(m_np).to(dev))
+    timings = {"prepare": time.perf_counter() - t0}
+
+    t1 = time.perf_counter()
+    if method == "search":
+        fk, mk = _block_mean(f, k), _block_mean(m, k)
+        radius = 0.5 * math.hypot(*mk.shape[1:])
+        step = float(angle_step) if angle_step is not None else math.degrees(ANGLE_STEP_PX / radius)
+        candidates = [_from_level(t, k) for t in
+                      _global_search(fk, mk, _search_angles(lo, hi, step), N_CANDIDATES)]
+        if not candidates:
+            raise RegistrationError("no rotation/translation gives enough overlap to compare the images")
+    else:
+        candidates = [_sift_transform(f_np, m_np)]
+    timings[method] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    if refine:
+        factors = _pyramid_factors(k) if method == "search" else [1]
+        transform, _ = _refine(f, m, candidates, factors)
+    else:
+        transform = candidates[0]
+    timings["refine"] = time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    score = _masked_ncc(f, m, transform)
+    timings["score"] = time.perf_counter() - t3
+    angle = (transform.angle_deg + 180.0) % 360.0 - 180.0
+    transform = RigidTransform(angle, transform.translation_xy)
+    return RegistrationResult(transform=transform, score=score, seconds=time.perf_counter() - t0,
+                              method=method, timings=timings,
+                              success_likely=bool(score >= SCORE_THRESHOLD))

@@ -1,0 +1,162 @@
+"""Training and fine-tuning as a generator of progress events (the GUI and CLI consume the same stream)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .data import AlignedPair, PatchSampler
+from .device import resolve_device
+from .errors import InputError, ModelFileError
+from .io import atomic_path
+from .losses import activation_penalty, equivariant_forward, info_nce
+from .progress import Progress
+from .zoo import ComirModel, ModelCard
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a training or fine-tuning run.
+
+    The defaults suit CPU fine-tuning on a few pairs (Adam); the paper used SGD
+    (lr 1e-2, momentum 0.9, batch 32) for longer GPU runs.
+    """
+
+    steps: int = 300
+    batch_size: int = 16
+    patch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    l1: float = 1e-4
+    l2: float = 1e-4
+    equivariant: bool = True
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    checkpoint: str | None = None
+    checkpoint_every: int = 100
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.batch_size < 2 or self.patch_size < 32:
+            raise InputError("need steps ≥ 1, batch_size ≥ 2 (negatives come from the batch) "
+                             "and patch_size ≥ 32")
+        if not self.lr > 0:
+            raise InputError(f"learning rate must be positive, got {self.lr}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise InputError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+
+
+def _optimizer(model: ComirModel, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9)
+    return torch.optim.Adam(model.parameters(), lr=config.lr)
+
+
+def save_checkpoint(path: str | os.PathLike, model: ComirModel, optimizer: torch.optim.Optimizer,
+                    step: int, sampler: PatchSampler, config: TrainConfig) -> None:
+    """Atomically write everything needed to resume (tensors and plain types only)."""
+    state = {
+        "card": json.dumps(model.card.to_dict()),
+        "config": json.dumps(asdict(config)),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "sampler_rng": sampler.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint with ``weights_only=True``: a crafted pickle cannot execute code."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"no such checkpoint: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state["card"] = ModelCard.from_dict(json.loads(state["card"]), source=path.name)
+    except ModelFileError:
+        raise
+    except Exception as exc:
+        raise ModelFileError(f"{path.name}: not a napari-comir checkpoint or corrupt "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from exc
+    return state
+
+
+def train(model: ComirModel, pairs: Sequence[AlignedPair], config: TrainConfig | None = None,
+          *, resume: str | os.PathLike | None = None) -> Iterator[Progress]:
+    """Train ``model`` in place on aligned pairs; yield a :class:`Progress` after every step.
+
+    Stop at any time by closing the generator (or simply not iterating further): the model
+    then holds the weights of the last finished step. The last event's ``result`` is the model.
+
+    Parameters
+    ----------
+    model : ComirModel
+        Freshly built or loaded (fine-tuning); its card gives modalities, τ and critic.
+    pairs : sequence of AlignedPair
+        Images keyed by the model's modality names.
+    config : TrainConfig
+    resume : path, optional
+        Checkpoint to continue from (model, optimiser, step and random state).
+    """
+    config = config or TrainConfig()
+    config.validate()
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    sampler = PatchSampler(pairs, model.card.modalities, config.patch_size, seed=config.seed)
+    model.to(device).train()
+    optimizer = _optimizer(model, config)
+    start = 0
+    if resume is not None:
+        state = load_checkpoint(resume)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        sampler.generator.set_state(state["sampler_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["step"])
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / config.steps, 1.0))),
+        last_epoch=start - 1 if start else -1)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    first, second = model.modalities
+    nets = model.networks
+    forward = equivariant_forward if config.equivariant else (lambda net, x, generator=None: net(x))
+    card = model.card
+    try:
+        for step in range(start + 1, config.steps + 1):
+            tic = time.perf_counter()
+            x_a, x_b = (t.to(device, non_blocking=True) for t in sampler.sample(config.batch_size))
+            with torch.autocast(device.type, enabled=use_amp):
+                z_a = forward(nets[first], x_a, sampler.generator)
+                z_b = forward(nets[second], x_b, sampler.generator)
+                loss = info_nce(z_a, z_b, card.tau, card.critic)
+                total = loss + activation_penalty(z_a, z_b, l1=config.l1, l2=config.l2)
+            if not torch.isfinite(total):
+                raise RuntimeError(f"training diverged at step {step} (loss {total.item()}); lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            if config.checkpoint and (step % config.checkpoint_every == 0 or step == config.steps):
+                save_checkpoint(config.checkpoint, model, optimizer, step, sampler, config)
+            seconds = time.perf_counter() - tic
+            done = step == config.steps
+            if done:
+                model.eval()
+            yield Progress("train", step, config.steps, f"step {step}/{config.steps} loss {loss.item():.3f}",
+                           {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
+                            "patches_per_s": config.batch_size / seconds},
+                           result=model if done else None)
+    finally:
+        model.eval()  # also when the caller stops early: leave an inference-ready model

@@ -1,0 +1,210 @@
+"""CoMIR models on disk: model cards, safe weight files, bundled and user models.
+
+A model is two files side by side: ``<name>.safetensors`` (weights; loading it cannot run code)
+and ``<name>.json`` (the model card: modalities, normalisation, architecture, training, metrics,
+and the SHA-256 of the weights, checked on load).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .data import ModalitySpec
+from .errors import ModelFileError
+from .io import atomic_path, write_text_atomic
+from .models import build_network
+
+CARD_FORMAT = 1
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
+USER_DIR_ENV = "NAPARI_COMIR_MODELS_DIR"
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass
+class ModelCard:
+    """Human-readable description of a CoMIR model, stored as JSON beside its weights."""
+
+    name: str
+    modalities: dict[str, ModalitySpec]
+    fixed_modality: str
+    moving_modality: str
+    comir_channels: int = 1
+    tau: float = 0.5
+    critic: str = "mse"
+    architecture: dict = field(default_factory=lambda: {"type": "unet", "base_channels": 8, "depth": 3})
+    version: str = "0.1.0"
+    description: str = ""
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    sha256: str = ""
+
+    def to_dict(self) -> dict:
+        card = asdict(self)
+        card["modalities"] = {k: v.to_dict() for k, v in self.modalities.items()}
+        return {"format": CARD_FORMAT, **card}
+
+    @classmethod
+    def from_dict(cls, card: dict, source: str = "model card") -> ModelCard:
+        """Validate a card dict (schema, types, consistency) and build the card."""
+        if not isinstance(card, dict):
+            raise ModelFileError(f"{source}: expected a JSON object")
+        if card.get("format") != CARD_FORMAT:
+            raise ModelFileError(f"{source}: unsupported card format {card.get('format')!r} "
+                                 f"(this napari-comir reads format {CARD_FORMAT})")
+        required = ("name", "modalities", "fixed_modality", "moving_modality")
+        missing = [key for key in required if key not in card]
+        if missing:
+            raise ModelFileError(f"{source}: missing field(s) {', '.join(missing)}")
+        known = set(cls.__dataclass_fields__)
+        try:
+            fields = {k: v for k, v in card.items() if k in known}
+            modalities = {str(k): ModalitySpec.from_dict(v) for k, v in card["modalities"].items()}
+            fields["modalities"] = modalities
+            result = cls(**fields)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise ModelFileError(f"{source}: invalid field ({exc})") from exc
+        if len(modalities) != 2 or {result.fixed_modality, result.moving_modality} != set(modalities):
+            raise ModelFileError(f"{source}: needs exactly two modalities, fixed and moving, "
+                                 f"got {list(modalities)} / {result.fixed_modality}, {result.moving_modality}")
+        if not 1 <= result.comir_channels <= 3 or any(not 1 <= s.channels <= 4 for s in modalities.values()):
+            raise ModelFileError(f"{source}: channel counts out of range (CoMIR 1-3, inputs 1-4)")
+        return result
+
+
+class ComirModel(nn.Module):
+    """Two networks, one per modality, plus the card that says how to feed them.
+
+    ``model.networks[modality]`` maps normalised (N, C_in, H, W) input to (N, comir_channels, H, W).
+    """
+
+    def __init__(self, card: ModelCard):
+        super().__init__()
+        self.card = card
+        self.networks = nn.ModuleDict({
+            modality: build_network(spec.channels, card.comir_channels, card.architecture)
+            for modality, spec in card.modalities.items()
+        })
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.card.modalities)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+def user_models_dir() -> Path:
+    """Where saved user models live: ``$NAPARI_COMIR_MODELS_DIR`` or the per-user data folder."""
+    if os.environ.get(USER_DIR_ENV):
+        return Path(os.environ[USER_DIR_ENV])
+    base = os.environ.get("XDG_DATA_HOME") or (
+        Path(os.environ.get("APPDATA", Path.home())) if os.name == "nt" else Path.home() / ".local" / "share")
+    return Path(base) / "napari-comir" / "models"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_model(model: ComirModel, path: str | os.PathLike) -> Path:
+    """Write ``<path>.safetensors`` and ``<path>.json`` atomically; return the card path.
+
+    ``path`` may be given with or without suffix.
+    """
+    from safetensors.torch import save_file
+
+    stem = Path(path).with_suffix("") if Path(path).suffix in (".json", ".safetensors") else Path(path)
+    weights_path, card_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(weights_path) as tmp:
+        save_file(state, str(tmp), metadata={"napari_comir_card_format": str(CARD_FORMAT)})
+        model.card.sha256 = _sha256(tmp)
+    write_text_atomic(card_path, json.dumps(model.card.to_dict(), indent=2) + "\n")
+    return card_path
+
+
+def save_user_model(model: ComirModel, name: str) -> Path:
+    """Save under the user models folder as ``name`` so it shows in :func:`list_models`."""
+    if not _NAME_PATTERN.match(name):
+        raise ModelFileError(f"invalid model name {name!r}: use letters, digits, '-', '_' or '.' (≤ 64)")
+    folder = user_models_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.card.name = name
+    return save_model(model, folder / name)
+
+
+def list_models() -> dict[str, Path]:
+    """Names of bundled and user models mapped to their card paths (user models shadow none)."""
+    found = {}
+    for folder in (user_models_dir(), BUNDLED_DIR):  # bundled last: a bundled name always wins
+        if folder.is_dir():
+            found.update({card.stem: card for card in sorted(folder.glob("*.json"))
+                          if card.with_suffix(".safetensors").is_file()})
+    return found
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
+    """The card path of a bundled/user model name, or of a model file path (.json or .safetensors)."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".json", ".safetensors") or candidate.exists():
+        card_path = candidate.with_suffix(".json")
+        if not card_path.is_file():
+            raise ModelFileError(f"no model card {card_path.name} beside {candidate}; a model is a "
+                                 ".safetensors file with its .json card")
+        return card_path
+    models = list_models()
+    if str(name_or_path) not in models:
+        raise ModelFileError(f"unknown model {str(name_or_path)!r}; available: {', '.join(models) or 'none'} "
+                             "(or give a path to a .json/.safetensors model file)")
+    return models[str(name_or_path)]
+
+
+def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> ComirModel:
+    """Load a model by bundled/user name or file path, safely (no pickle, hash checked).
+
+    Raises
+    ------
+    ModelFileError
+        Unknown name, missing/corrupt file, invalid card, hash mismatch or weights that do
+        not fit the card's architecture.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    card_path = resolve_model_path(name_or_path)
+    weights_path = card_path.with_suffix(".safetensors")
+    try:
+        card_dict = json.loads(card_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{card_path.name}: not a readable JSON model card ({exc})") from exc
+    card = ModelCard.from_dict(card_dict, source=card_path.name)
+    if not weights_path.is_file():
+        raise ModelFileError(f"weights file missing: {weights_path}")
+    if card.sha256 and _sha256(weights_path) != card.sha256:
+        raise ModelFileError(f"{weights_path.name}: SHA-256 does not match the model card — "
+                             "the file is corrupt or was replaced")
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{weights_path.name}: not a valid safetensors weights file ({exc}); "
+                             "pickled .pt/.pth files are refused because loading them can run code") from exc
+    model = ComirModel(card)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"{weights_path.name}: weights do not fit the card's architecture "
+                             f"{card.architecture} ({str(exc).splitlines()[0]})") from exc
+    return model.to(device).eval()
