@@ -1,0 +1,246 @@
+"""The ``napari-comir`` command: train, infer, register, batch, models, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EPILOG_TRAIN = """examples:
+  napari-comir train --pairs ../shared/data/bf_shg/pairs.csv --split train --preset bf-shg \\
+      --steps 600 --out my-model
+  napari-comir train --fixed shg.tif --moving bf.tif --from bf-shg --steps 60 --save-as my-tissue
+"""
+EPILOG_REGISTER = """The transform in the JSON maps MOVING pixel (x, y) to FIXED pixel (x, y), 0-based pixel
+centres ("matrix_xy"); "matrix_rc" is the same in (row, col), ready for a napari layer's affine.
+With --model bf-shg the fixed image is SHG (grey) and the moving image is bright-field (RGB).
+
+example:
+  napari-comir register --fixed shg.tif --moving bf.tif --model bf-shg --out result.json \\
+      --resampled bf_on_shg.tif
+"""
+
+
+def _progress_bar(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+
+def _train(args) -> int:
+    from . import api
+    from .core.data import AlignedPair
+    from .core.training import TrainConfig
+
+    if args.from_model:
+        model = api.load_model(args.from_model, args.device)
+    else:
+        model = api.new_model(args.preset, name=args.name or args.preset,
+                              comir_channels=args.comir_channels,
+                              architecture={"type": "unet", "base_channels": args.base_channels,
+                                            "depth": args.depth})
+    fixed_modality, moving_modality = model.card.fixed_modality, model.card.moving_modality
+    if args.pairs:
+        pairs = api.read_pairs_csv(args.pairs, model.modalities, split=args.split)
+    elif args.fixed and args.moving:
+        pairs = [AlignedPair({fixed_modality: api.read_image(args.fixed),
+                              moving_modality: api.read_image(args.moving)}, name=Path(args.fixed).stem)]
+    else:
+        raise SystemExit("error: give --pairs CSV, or --fixed and --moving aligned images")
+    if args.synthetic:
+        from .core.synthetic import synthetic_pair
+
+        for seed in range(args.synthetic):
+            bf, shg = synthetic_pair(seed=seed)
+            pairs.append(AlignedPair({moving_modality: bf, fixed_modality: shg}, name=f"synthetic-{seed}"))
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, patch_size=args.patch_size,
+                         lr=args.lr, optimizer=args.optimizer, seed=args.seed, device=args.device,
+                         checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every)
+    model.card.training = {
+        "pairs": [p.name for p in pairs], "steps": args.steps, "batch_size": args.batch_size,
+        "patch_size": args.patch_size, "lr": args.lr, "optimizer": args.optimizer, "seed": args.seed,
+        "started_from": args.from_model or "scratch", "command": " ".join(sys.argv[1:]),
+    }
+    with _progress_bar(args.steps, "train") as bar:
+        for event in api.fine_tune(model, pairs, config, resume=args.resume, copy_model=False):
+            bar.n = event.step
+            bar.set_postfix(loss=f"{event.metrics['loss']:.3f}",
+                            pps=f"{event.metrics['patches_per_s']:.0f}", refresh=False)
+            bar.refresh()
+    path = api.save_user_model(model, args.save_as) if args.save_as else api.save_model(model, args.out)
+    print(f"saved model card {path}")
+    return 0
+
+
+def _infer(args) -> int:
+    from . import api
+    from .core.inference import compute_comir
+    from .core.io import write_tiff
+
+    model = api.load_model(args.model, args.device)
+    modality = args.modality
+    image = api.read_image(args.image)
+    with _progress_bar(0, f"CoMIR {modality}") as bar:
+        def update(event):
+            bar.total, bar.n = event.total, event.step
+            bar.refresh()
+
+        comir = compute_comir(model, image, modality, update, tile=args.tile, overlap=args.overlap)
+    write_tiff(args.out, comir.squeeze(-1) if comir.shape[-1] == 1 else comir)
+    print(f"wrote {args.out} ({comir.shape[0]}x{comir.shape[1]}, {comir.shape[-1]} channel(s))")
+    return 0
+
+
+def _register(args) -> int:
+    from . import api
+    from .core.io import write_text_atomic, write_tiff
+
+    model = api.load_model(args.model, args.device)
+    fixed, moving = api.read_image(args.fixed), api.read_image(args.moving)
+    result = api.register_multimodal(fixed, moving, model, method=args.method,
+                                     rotation_range=args.rotation_range,
+                                     fixed_modality=args.fixed_modality,
+                                     moving_modality=args.moving_modality)
+    report = {
+        **result.transform.to_dict(),
+        "score": result.score, "success_likely": result.success_likely, "seconds": result.seconds,
+        "timings": result.timings, "method": result.method,
+        "model": model.card.name, "model_version": model.card.version,
+        "fixed": str(args.fixed), "moving": str(args.moving),
+    }
+    write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
+    if args.resampled:
+        write_tiff(args.resampled, api.resample(moving, result.transform, fixed.shape[:2]))
+    warning = "" if result.success_likely else "  (low confidence: check the overlay)"
+    print(f"angle {result.transform.angle_deg:.2f}°, translation (x, y) "
+          f"({result.transform.translation_xy[0]:.2f}, {result.transform.translation_xy[1]:.2f}) px, "
+          f"score {result.score:.3f}, {result.seconds:.2f} s -> {args.out}{warning}")
+    return 0
+
+
+def _models(args) -> int:
+    from .core.zoo import BUNDLED_DIR, list_models
+
+    for name, card_path in list_models().items():
+        card = json.loads(card_path.read_text())
+        origin = "bundled" if card_path.parent == BUNDLED_DIR else "user"
+        modalities = ", ".join(f"{k} ({v['channels']} ch)" for k, v in card["modalities"].items())
+        print(f"{name:20s} {origin:8s} {modalities:30s} {card.get('description', '')}")
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(headless=args.headless, model=args.model)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-comir", description="Multimodal image registration with CoMIRs "
+        "(contrastive multimodal image representations).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train or fine-tune a CoMIR model on aligned pairs",
+                           epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = train.add_argument_group("aligned training data (a CSV, or one pair)")
+    source.add_argument("--pairs", help="CSV with columns name, <modality>_file (e.g. bf_file, "
+                        "shg_file) and optional split; paths relative to the CSV")
+    source.add_argument("--split", help="use only rows whose split column equals this, e.g. train")
+    source.add_argument("--fixed", help="fixed-modality image of one aligned pair (SHG for bf-shg)")
+    source.add_argument("--moving", help="moving-modality image of the same pair (BF for bf-shg)")
+    source.add_argument("--synthetic", type=int, default=0, metavar="N",
+                        help="also train on N generated BF/SHG-like pairs (bf-shg only; default 0)")
+    model = train.add_argument_group("model")
+    model.add_argument("--from", dest="from_model", metavar="MODEL",
+                       help="fine-tune this model (bundled name, user model or file) instead of "
+                       "starting from scratch")
+    model.add_argument("--preset", default="bf-shg", choices=["bf-shg", "rgb-nir"],
+                       help="modality pair of a model trained from scratch (default bf-shg)")
+    model.add_argument("--name", help="model name written into the card (default: the preset)")
+    model.add_argument("--comir-channels", type=int, default=1, help="CoMIR channels, 1-3 (default 1)")
+    model.add_argument("--base-channels", type=int, default=8, help="U-Net width (default 8)")
+    model.add_argument("--depth", type=int, default=4, help="U-Net resolution levels (default 4)")
+    opts = train.add_argument_group("optimisation")
+    opts.add_argument("--steps", type=int, default=300, help="optimiser steps (default 300)")
+    opts.add_argument("--batch-size", type=int, default=16, help="patch pairs per step (default 16)")
+    opts.add_argument("--patch-size", type=int, default=128, help="patch side in px (default 128)")
+    opts.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    opts.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="default adam")
+    opts.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    opts.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    opts.add_argument("--checkpoint", help="write a resumable checkpoint here (atomic)")
+    opts.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    opts.add_argument("--resume", help="continue from this checkpoint")
+    out = train.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", help="write OUT.safetensors and OUT.json (the model card)")
+    out.add_argument("--save-as", help="save as a named user model (see `napari-comir models`)")
+    train.set_defaults(func=_train)
+
+    infer = sub.add_parser("infer", help="compute the CoMIR of an image and write it as TIFF",
+                           epilog="example:\n  napari-comir infer bf.tif --model bf-shg --modality bf "
+                           "--out bf_comir.tif", formatter_class=argparse.RawDescriptionHelpFormatter)
+    infer.add_argument("image", help="input image (TIFF, PNG, JPEG)")
+    infer.add_argument("--model", default="bf-shg", help="model name or file (default bf-shg)")
+    infer.add_argument("--modality", required=True, help="which network, e.g. bf or shg")
+    infer.add_argument("--out", required=True, help="output TIFF (float32)")
+    infer.add_argument("--tile", type=int, default=1024, help="tile side in px (default 1024)")
+    infer.add_argument("--overlap", type=int, default=64, help="tile overlap in px (default 64)")
+    infer.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    infer.set_defaults(func=_infer)
+
+    reg = sub.add_parser("register", help="register a moving image onto a fixed image of another "
+                         "modality", epilog=EPILOG_REGISTER,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    reg.add_argument("--fixed", required=True, help="fixed image (stays put)")
+    reg.add_argument("--moving", required=True, help="moving image (is transformed)")
+    reg.add_argument("--model", default="bf-shg", help="model name or file (default bf-shg)")
+    reg.add_argument("--out", required=True, help="result JSON")
+    reg.add_argument("--resampled", help="also write the moving image resampled onto the fixed grid")
+    reg.add_argument("--method", default="search", choices=["search", "sift"],
+                     help="global rotation x translation search (default) or SIFT + RANSAC")
+    reg.add_argument("--rotation-range", type=float, default=180.0, metavar="DEG",
+                     help="search rotations within ±DEG degrees (default 180: any rotation)")
+    reg.add_argument("--fixed-modality", help="network for the fixed image (default from the card: "
+                     "shg for bf-shg)")
+    reg.add_argument("--moving-modality", help="network for the moving image (default from the "
+                     "card: bf for bf-shg)")
+    reg.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    reg.set_defaults(func=_register)
+
+    models = sub.add_parser("models", help="list bundled and user models")
+    models.set_defaults(func=_models)
+
+    demo = sub.add_parser("demo", help="register the bundled sample pair (opens napari unless "
+                          "--headless)")
+    demo.add_argument("--headless", action="store_true", help="no GUI: print the result")
+    demo.add_argument("--model", default="bf-shg", help="model name or file (default bf-shg)")
+    demo.set_defaults(func=_demo)
+
+    try:
+        from .batch import add_batch_parser
+    except ImportError:  # dask is an optional extra
+        pass
+    else:
+        add_batch_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user errors print one line and exit with status 2, never a traceback."""
+    from .core.errors import ComirError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ComirError as exc:
+        print(f"napari-comir {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"napari-comir {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_comir.core.errors import InputError
+from napari_comir.core.inference import compute_comir, iter_tiles
+from napari_comir.core.models import UNet, build_network, count_parameters
+
+
+@pytest.mark.parametrize("shape", [(37, 50), (64, 64), (129, 17)])
+def test_unet_any_size(shape):
+    net = UNet(3, 2, base_channels=4, depth=3).eval()
+    with torch.no_grad():
+        out = net(torch.rand(2, 3, *shape))
+    assert out.shape == (2, 2, *shape)
+
+
+def test_build_network_unknown_type():
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_network(1, 1, {"type": "transformer"})
+    assert count_parameters(build_network(1, 1, {"type": "unet", "base_channels": 4, "depth": 2})) > 0
+
+
+def test_iter_tiles_cover_image_exactly():
+    covered = np.zeros((300, 517), int)
+    for rows, cols in iter_tiles((300, 517), tile=128, overlap=32):
+        covered[rows, cols] += 1
+    assert covered.min() >= 1
+
+
+def _randomise_batchnorm(model):
+    """Untrained BatchNorm is identity-like; random running stats make the tiling test stricter."""
+    g = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(module.num_features, generator=g) * 0.1)
+            module.running_var.copy_(torch.rand(module.num_features, generator=g) + 0.5)
+    return model.eval()
+
+
+def test_tiled_equals_whole_image(tiny_model, rng):
+    """Seamless tiling: tiled output equals whole-image output within 1e-3 of its range."""
+    model = _randomise_batchnorm(tiny_model)
+    image = (rng.random((200, 260, 3)) * 255).astype(np.uint8)
+    whole = compute_comir(model, image, "bf", tile=1024)
+    tiled = compute_comir(model, image, "bf", tile=128, overlap=64)
+    assert tiled.shape == whole.shape == (200, 260, 1)
+    scale = whole.max() - whole.min()
+    assert np.abs(tiled - whole).max() <= 1e-3 * scale
+
+
+def test_inference_progress_and_memmap_output(tiny_model, rng, tmp_path):
+    image = rng.random((150, 150)).astype(np.float32)
+    out = np.lib.format.open_memmap(tmp_path / "comir.npy", mode="w+", dtype=np.float32,
+                                    shape=(150, 150, 1))
+    events = []
+    result = compute_comir(tiny_model, image, "shg", events.append, tile=96, overlap=16, out=out)
+    assert result is out and events[-1].result is out
+    assert [e.step for e in events[:-1]] == list(range(1, 5)) and events[0].total == 4
+
+
+@pytest.mark.parametrize("image, modality, message", [
+    (np.zeros((64, 64)), "bf", "1 channel"),
+    (np.zeros((64, 64, 3)), "shg", "3 channel"),
+    (np.full((64, 64), np.nan), "shg", "NaN"),
+    (np.zeros((0, 64)), "shg", "empty"),
+    (np.zeros((8, 64)), "shg", "too small"),
+    (np.zeros((5, 64, 64, 3)), "bf", "not a 2-D image"),
+    (np.zeros((64, 64), bool), "shg", "dtype bool"),
+    (np.zeros((64, 64)), "nir", "no modality"),
+])
+def test_inference_bad_inputs(tiny_model, image, modality, message):
+    with pytest.raises(InputError, match=message):
+        compute_comir(tiny_model, image, modality)
+
+
+def test_rgba_alpha_is_dropped(tiny_model, rng):
+    rgb = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    rgba = np.dstack([rgb, np.full((64, 64), 255, np.uint8)])
+    assert np.allclose(compute_comir(tiny_model, rgba, "bf"), compute_comir(tiny_model, rgb, "bf"))
