@@ -100,7 +100,9 @@ class RigidTransform:
         """Build from a 3x3 or 2x3 matrix acting on ``(x, y)``; raise InputError unless rigid."""
         m = np.asarray(m, dtype=float)
         if m.shape not in ((3, 3), (2, 3)):
-            raise InputError(f"a 2-D rigid transform matrix must be 3x3 or 2x3, got shape {m.shape}")
+            raise InputError(
+                f"a 2-D rigid transform matrix must be 3x3 or 2x3, got shape {m.shape}"
+            )
         if not np.all(np.isfinite(m)):
             raise InputError("transform matrix contains NaN or infinite values")
         if m.shape == (3, 3) and not np.allclose(m[2], [0.0, 0.0, 1.0], atol=RIGID_TOLERANCE):
@@ -116,12 +118,14 @@ class RigidTransform:
 
     @classmethod
     def from_matrix_rc(cls, m) -> RigidTransform:
-        """Build from a 3x3 or 2x3 matrix acting on ``(row, col)``; raise InputError unless rigid."""
+        """Build from a 3x3 or 2x3 matrix on ``(row, col)``; raise InputError unless rigid."""
         m = np.asarray(m, dtype=float)
         if m.shape == (2, 3):
             m = np.vstack([m, [0.0, 0.0, 1.0]])
         if m.shape != (3, 3):
-            raise InputError(f"a 2-D rigid transform matrix must be 3x3 or 2x3, got shape {m.shape}")
+            raise InputError(
+                f"a 2-D rigid transform matrix must be 3x3 or 2x3, got shape {m.shape}"
+            )
         return cls.from_matrix_xy(_SWAP @ m @ _SWAP)
 
     @classmethod
@@ -157,7 +161,7 @@ class RigidTransform:
         return self.apply_xy(_as_points(points_rc)[:, ::-1])[:, ::-1]
 
     def to_dict(self) -> dict:
-        """Return plain-Python fields: angle_deg, translation_xy, matrix_xy and matrix_rc (lists)."""
+        """Return plain-Python angle_deg, translation_xy, matrix_xy and matrix_rc (lists)."""
         return {
             "angle_deg": self.angle_deg,
             "translation_xy": list(self.translation_xy),
@@ -167,9 +171,11 @@ class RigidTransform:
 
     @classmethod
     def from_dict(cls, d: dict) -> RigidTransform:
-        """Build from a dict with ``matrix_xy`` (preferred) or ``angle_deg`` + ``translation_xy``."""
+        """Build from a dict with ``matrix_xy`` (preferred) or ``angle_deg``+``translation_xy``."""
         if not isinstance(d, dict):
-            raise InputError(f"expected a dict describing a rigid transform, got {type(d).__name__}")
+            raise InputError(
+                f"expected a dict describing a rigid transform, got {type(d).__name__}"
+            )
         if "matrix_xy" in d:
             return cls.from_matrix_xy(d["matrix_xy"])
         if "angle_deg" in d and "translation_xy" in d:
@@ -177,7 +183,9 @@ class RigidTransform:
             if t.shape != (2,):
                 raise InputError(f"translation_xy must have 2 values, got {t.size}")
             return cls(float(d["angle_deg"]), (t[0], t[1]))
-        raise InputError("a transform dict needs 'matrix_xy' or both 'angle_deg' and 'translation_xy'")
+        raise InputError(
+            "a transform dict needs 'matrix_xy' or both 'angle_deg' and 'translation_xy'"
+        )
 
     def to_json(self, path=None) -> str:
         """Return the :meth:`to_dict` fields as JSON; also write them to ``path`` when given."""
@@ -228,7 +236,9 @@ class RigidTransform:
             text = path.read_text(encoding="utf-8")
         rows = list(csv.DictReader(io.StringIO(text)))
         if len(rows) != 1:
-            raise InputError(f"transform CSV must have one header row and one value row, got {len(rows)} rows")
+            raise InputError(
+                f"transform CSV must have one header row and one value row, got {len(rows)} rows"
+            )
         row = rows[0]
         use_matrix = all(k in row for k in CSV_COLUMNS[3:])
         try:
@@ -237,12 +247,21 @@ class RigidTransform:
             else:
                 angle, tx, ty = (float(row[k]) for k in CSV_COLUMNS[:3])
         except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"transform CSV needs columns {', '.join(CSV_COLUMNS)}: {exc}") from exc
+            raise InputError(
+                f"transform CSV needs columns {', '.join(CSV_COLUMNS)}: {exc}"
+            ) from exc
         return cls.from_matrix_xy(m) if use_matrix else cls(angle, (tx, ty))
 
 
-def resample(moving, transform: RigidTransform, output_shape, *, order: int = 1, cval: float = 0.0,
-             preserve_dtype: bool = True) -> np.ndarray:
+def resample(
+    moving,
+    transform: RigidTransform,
+    output_shape,
+    *,
+    order: int = 1,
+    cval: float = 0.0,
+    preserve_dtype: bool = True,
+) -> np.ndarray:
     """Warp the moving image onto the fixed pixel grid.
 
     ``out[r_f, c_f] = moving[T^-1 (r_f, c_f)]`` with ``T = transform`` (moving -> fixed), so the
@@ -271,19 +290,31 @@ def resample(moving, transform: RigidTransform, output_shape, *, order: int = 1,
     """
     moving = np.asarray(moving)
     if moving.ndim not in (2, 3):
-        raise InputError(f"moving image must be 2-D (H, W) or 3-D (H, W, C), got shape {moving.shape}")
+        raise InputError(
+            f"moving image must be 2-D (H, W) or 3-D (H, W, C), got shape {moving.shape}"
+        )
     if order not in range(6):
         raise InputError(f"interpolation order must be an integer 0..5, got {order}")
     out_rc = tuple(int(v) for v in tuple(output_shape)[:2])
     if len(out_rc) != 2 or min(out_rc) < 1:
-        raise InputError(f"output_shape must be (rows, cols) with positive sizes, got {output_shape}")
+        raise InputError(
+            f"output_shape must be (rows, cols) with positive sizes, got {output_shape}"
+        )
     # scipy maps output coordinates to input coordinates, i.e. it needs fixed -> moving in (r, c).
     inv = transform.inverse().matrix_rc
     work = moving if order == 0 else moving.astype(np.float64, copy=False)
     channels = [work] if work.ndim == 2 else [work[..., c] for c in range(work.shape[2])]
     warped = [
-        ndimage.affine_transform(ch, inv[:2, :2], offset=inv[:2, 2], output_shape=out_rc,
-                                 order=order, mode="constant", cval=cval, prefilter=order > 1)
+        ndimage.affine_transform(
+            ch,
+            inv[:2, :2],
+            offset=inv[:2, 2],
+            output_shape=out_rc,
+            order=order,
+            mode="constant",
+            cval=cval,
+            prefilter=order > 1,
+        )
         for ch in channels
     ]
     out = warped[0] if moving.ndim == 2 else np.stack(warped, axis=-1)

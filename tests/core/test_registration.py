@@ -1,0 +1,160 @@
+"""Rigid registration engine: accuracy on known transforms, scores, and input errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_comir.core.errors import InputError, RegistrationError
+from napari_comir.core.registration import SCORE_THRESHOLD, register
+from napari_comir.core.transforms import RigidTransform, corner_error, resample
+
+SHG_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "bf_shg"
+MAX_CORNER_PX = 0.5
+MAX_ANGLE_DEG = 0.2
+
+
+def make_pair(full, angle_deg, shift_xy, crop):
+    """Central crops of ``full`` (fixed) and of ``full`` warped by a rigid ``A`` (moving).
+
+    ``A`` rotates about the image centre, then shifts. Moving pixel ``p`` is warped pixel
+    ``p + o``, i.e. original pixel ``A^-1 (p + o)``, i.e. fixed pixel ``A^-1 (p + o) - o``.
+    """
+    h, w = full.shape[:2]
+    a = RigidTransform.about_center(angle_deg, ((w - 1) / 2, (h - 1) / 2), shift_xy)
+    warped = resample(full, a, (h, w), order=3)
+    o = (h - crop) // 2
+    shift = RigidTransform(0.0, (o, o))
+    true = shift.inverse().compose(a.inverse()).compose(shift)
+    return full[o : o + crop, o : o + crop], warped[o : o + crop, o : o + crop], true
+
+
+def texture(seed, size=512):
+    """Smooth random texture with structure at two scales (no shared data needed)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(size=(size, size))
+    return ndimage.gaussian_filter(noise, 2) + 2 * ndimage.gaussian_filter(noise, 8)
+
+
+def load_shg(name):
+    path = SHG_DIR / f"{name}_SHG.tif"
+    if not path.is_file():
+        pytest.skip("shared SHG data is not beside the checkout")
+    import tifffile
+
+    img = np.log1p(tifffile.imread(path).astype(np.float64))
+    return img / img.max()
+
+
+def assert_recovered(true, result, shape):
+    err = corner_error(true, result.transform, shape)
+    d_angle = (result.transform.angle_deg - true.angle_deg + 180) % 360 - 180
+    assert err <= MAX_CORNER_PX, f"corner error {err:.3f} px"
+    assert abs(d_angle) <= MAX_ANGLE_DEG, f"angle error {d_angle:.3f} deg"
+    assert result.success_likely and result.score >= SCORE_THRESHOLD
+
+
+def test_synthetic_full_circle():
+    fixed, moving, true = make_pair(texture(0), -143.0, (11.0, -6.5), 256)
+    result = register(fixed, moving, device="cpu")
+    assert_recovered(true, result, moving.shape)
+    assert result.method == "search" and result.seconds > 0
+    assert {"prepare", "search", "refine"} <= set(result.timings)
+
+
+def test_synthetic_multichannel_and_different_sizes():
+    full = texture(1)
+    rgb = np.stack([full, full**2, -full], axis=-1)
+    fixed, moving, true = make_pair(rgb, 71.0, (-4.0, 9.0), 288)
+    moving = moving[40:240, 20:260]  # moving smaller and not square
+    true = true.compose(RigidTransform(0.0, (20, 40)))
+    result = register(fixed, moving, device="cpu")
+    assert_recovered(true, result, moving.shape)
+
+
+def test_restricted_rotation_range():
+    # A turns the image by +31 degrees, so the moving -> fixed angle is -31 degrees.
+    fixed, moving, true = make_pair(texture(2), 31.0, (5.0, 5.0), 200)
+    result = register(fixed, moving, rotation_range=(-40.0, -20.0), device="cpu")
+    assert_recovered(true, result, moving.shape)
+
+
+def test_without_refinement_is_coarse_but_close():
+    fixed, moving, true = make_pair(texture(3), -60.0, (3.0, -8.0), 256)
+    result = register(fixed, moving, refine=False, device="cpu")
+    assert corner_error(true, result.transform, moving.shape) < 0.02 * 256
+
+
+def test_unrelated_images_score_low():
+    fixed, _, _ = make_pair(texture(4), 0.0, (0, 0), 256)
+    moving, _, _ = make_pair(texture(5), 0.0, (0, 0), 256)
+    result = register(fixed, moving, device="cpu")
+    assert result.score < SCORE_THRESHOLD and not result.success_likely
+
+
+@pytest.mark.parametrize(("angle", "shift"), [(-172.0, (14.0, -9.0)), (63.5, (-3.0, 18.0))])
+def test_shg_known_transform(angle, shift):
+    fixed, moving, true = make_pair(load_shg("X01Y05"), angle, shift, 300)
+    assert_recovered(true, register(fixed, moving, device="cpu"), moving.shape)
+
+
+def test_shg_gamma_and_noise():
+    rng = np.random.default_rng(7)
+    fixed, moving, true = make_pair(load_shg("sa_stroma_pancreas_2000_95"), 121.0, (-25, 30), 256)
+    moving = np.clip(moving, 0, None) ** 1.5
+    moving = moving + rng.normal(0, 0.05 * np.ptp(moving), moving.shape)
+    fixed = fixed**0.7 + rng.normal(0, 0.03, fixed.shape)
+    assert_recovered(true, register(fixed, moving, device="cpu"), moving.shape)
+
+
+def test_shg_unrelated_pair_scores_low():
+    fixed, _, _ = make_pair(load_shg("X01Y05"), 0.0, (0, 0), 300)
+    moving, _, _ = make_pair(load_shg("sa_stroma_pancreas_2000_95"), 0.0, (0, 0), 300)
+    assert register(fixed, moving, device="cpu").score < SCORE_THRESHOLD
+
+
+def test_sift_method():
+    fixed, moving, true = make_pair(load_shg("X01Y05"), 47.0, (6.0, -12.0), 200)
+    result = register(fixed, moving, method="sift", device="cpu")
+    assert result.method == "sift"
+    assert_recovered(true, result, moving.shape)
+
+
+def test_sift_without_features_raises():
+    yy, xx = np.mgrid[:64, :64]
+    blob = np.exp(-((xx - 32.0) ** 2 + (yy - 32.0) ** 2) / 400.0)
+    with pytest.raises(RegistrationError, match="SIFT"):
+        register(blob, blob, method="sift", device="cpu")
+
+
+GOOD = np.random.default_rng(0).random((32, 32))
+
+
+@pytest.mark.parametrize(
+    ("fixed", "moving", "kwargs", "message"),
+    [
+        (np.zeros((2, 32, 32, 1)), GOOD, {}, "2-D"),
+        (np.zeros((0, 32)), GOOD, {}, "empty"),
+        (np.dstack([GOOD, GOOD]), GOOD, {}, "channels"),
+        (np.where(GOOD > 0.5, np.nan, GOOD), GOOD, {}, "NaN"),
+        (GOOD[:10], GOOD, {}, "too small"),
+        (GOOD, GOOD, {"rotation_range": -5}, "rotation_range"),
+        (GOOD, GOOD, {"rotation_range": (40, 10)}, "rotation_range"),
+        (GOOD, GOOD, {"rotation_range": "all"}, "rotation_range"),
+        (GOOD, GOOD, {"rotation_range": (0, 400)}, "rotation_range"),
+        (GOOD, GOOD, {"method": "phase"}, "method"),
+        (GOOD, GOOD, {"angle_step": 0}, "angle_step"),
+        (GOOD, GOOD, {"downsample": 1.5}, "downsample"),
+    ],
+)
+def test_input_errors(fixed, moving, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        register(fixed, moving, device="cpu", **kwargs)
+
+
+def test_constant_image_raises_registration_error():
+    with pytest.raises(RegistrationError, match="constant"):
+        register(np.full((32, 32), 3.0), GOOD, device="cpu")
