@@ -1,0 +1,154 @@
+"""Batch registration with Dask: broken pairs, resume, early stop, CLI and a killed worker."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+pytest.importorskip("distributed")
+
+from napari_comir import api  # noqa: E402
+from napari_comir.batch import run_batch  # noqa: E402
+from napari_comir.cli import main  # noqa: E402
+from napari_comir.core.errors import InputError, ModelFileError  # noqa: E402
+from napari_comir.core.io import read_image, write_tiff  # noqa: E402
+from napari_comir.core.synthetic import misaligned_pair  # noqa: E402
+
+SIZE = (128, 128)
+
+
+def _write_pairs(folder, n_good: int, broken: bool = True):
+    """Write ``n_good`` synthetic pairs (+ a missing file and a truncated TIFF) and their CSV."""
+    rows = []
+    for i in range(n_good):
+        bf, shg, _ = misaligned_pair(SIZE, seed=i, angle_deg=7.0 * i, translation_xy=(3, -2))
+        write_tiff(folder / f"bf{i}.tif", bf)
+        write_tiff(folder / f"shg{i}.tif", shg)
+        rows.append((f"p{i}", f"shg{i}.tif", f"bf{i}.tif"))
+    if broken:
+        data = (folder / "bf0.tif").read_bytes()
+        (folder / "truncated.tif").write_bytes(data[: len(data) // 3])
+        rows += [("missing", "nope.tif", "bf0.tif"), ("corrupt", "shg0.tif", "truncated.tif")]
+    path = folder / "pairs.csv"
+    path.write_text("name,shg_file,bf_file\n" + "".join(",".join(r) + "\n" for r in rows))
+    return path
+
+
+def _results(out):
+    with open(out / "results.csv", newline="") as handle:
+        return {row["pair"]: row for row in csv.DictReader(handle)}
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """An in-process (threads) cluster: fast to start; worker loss is tested separately."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture
+def model_path(tmp_path, tiny_model):
+    return str(api.save_model(tiny_model, tmp_path / "m"))
+
+
+def test_broken_pairs_are_recorded_and_rerun_skips_done(tmp_path, scheduler, model_path):
+    pairs = _write_pairs(tmp_path, 3)
+    out = tmp_path / "out"
+    events = list(run_batch(pairs, model_path, out, scheduler=scheduler))
+    assert [e.step for e in events] == [1, 2, 3, 4, 5, 5]
+    assert events[-1].result["ok"] == 3 and events[-1].result["errors"] == 2
+    rows = _results(out)
+    assert [rows[f"p{i}"]["status"] for i in range(3)] == ["ok"] * 3
+    assert json.loads(rows["p0"]["matrix_xy"])[2] == [0.0, 0.0, 1.0]
+    assert rows["missing"]["status"] == rows["corrupt"]["status"] == "error"
+    assert "no such image file" in rows["missing"]["error"]
+    assert "cannot read the image" in rows["corrupt"]["error"]
+
+    before = {p.name: p.read_text() for p in (out / "pairs").glob("p*.json")}
+    summary = list(run_batch(pairs, model_path, out, scheduler=scheduler))[-1].result
+    assert summary["skipped"] == 3 and summary["errors"] == 2  # only the broken pairs ran again
+    assert {p.name: p.read_text() for p in (out / "pairs").glob("p*.json")} == before
+    assert len(_results(out)) == 5
+
+
+def test_stopping_early_keeps_finished_pairs_and_a_rerun_completes(tmp_path, scheduler, model_path):
+    pairs = _write_pairs(tmp_path, 4, broken=False)
+    out = tmp_path / "out"
+    events = run_batch(pairs, model_path, out, scheduler=scheduler)
+    first = next(events)
+    events.close()
+    assert list(_results(out)) == [first.message.split(":")[0]]  # CSV written on close
+    summary = list(run_batch(pairs, model_path, out, scheduler=scheduler))[-1].result
+    assert summary["skipped"] >= 1 and summary["ok"] == 4 and summary["errors"] == 0
+
+
+def test_model_object_changed_settings_and_resampled_output(tmp_path, scheduler, tiny_model):
+    pairs = _write_pairs(tmp_path, 2, broken=False)
+    out = tmp_path / "out"
+    list(run_batch(pairs, tiny_model, out, scheduler=scheduler))
+    assert (out / "model.json").is_file()
+    # Asking for resampled images (or other settings) reruns pairs that lack them.
+    events = list(run_batch(pairs, tiny_model, out, scheduler=scheduler, resampled=True))
+    summary = events[-1].result
+    assert summary["skipped"] == 0 and summary["ok"] == 2
+    assert read_image(out / "resampled" / "p1.tif").shape == SIZE + (3,)
+
+
+def test_cli_batch(tmp_path, scheduler, model_path, capsys):
+    pairs = _write_pairs(tmp_path, 1)
+    status = main(["batch", str(pairs), "--model", model_path, "--out", str(tmp_path / "out"),
+                   "--scheduler", scheduler, "--rotation-range", "30"])
+    assert status == 1  # some pairs failed
+    assert "1/3 pairs ok (0 already done), 2 failed" in capsys.readouterr().out
+    assert _results(tmp_path / "out")["p0"]["rotation_range"] == "30.0"
+    with pytest.raises(SystemExit):
+        main(["batch", "--help"])
+    assert "napari-comir batch pairs.csv --model bf-shg --out results/" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("csv_text, message", [
+    ("name,shg_file\np,a.tif\n", "bf_file"),
+    ("name,shg_file,bf_file\n", "at least one row"),
+    ("name,shg_file,bf_file\np,a.tif,b.tif\np,c.tif,d.tif\n", "names must be unique"),
+    ("name,shg_file,bf_file\np,,b.tif\n", "empty shg_file"),
+])
+def test_bad_pairs_csv_fails_before_starting(tmp_path, model_path, csv_text, message):
+    (tmp_path / "pairs.csv").write_text(csv_text)
+    with pytest.raises(InputError, match=message):
+        run_batch(tmp_path / "pairs.csv", model_path, tmp_path / "out")
+
+
+def test_bad_model_or_settings_fail_before_starting(tmp_path, model_path):
+    pairs = _write_pairs(tmp_path, 1, broken=False)
+    with pytest.raises(ModelFileError, match="unknown model"):
+        run_batch(pairs, "no-such-model", tmp_path / "out")
+    with pytest.raises(InputError, match="method"):
+        run_batch(pairs, model_path, tmp_path / "out", method="magic")
+    with pytest.raises(InputError, match="rotation_range"):
+        run_batch(pairs, model_path, tmp_path / "out", rotation_range=float("nan"))
+
+
+def test_killed_worker_loses_no_pair(tmp_path, model_path):
+    """Real 2-process LocalCluster on 127.0.0.1 (the default cluster); SIGKILL one worker."""
+    psutil = pytest.importorskip("psutil")
+    n = 8
+    pairs = _write_pairs(tmp_path, n, broken=False)
+    out = tmp_path / "out"
+    events = run_batch(pairs, model_path, out, n_workers=2)
+    first = next(events)  # both workers are up and busy with the remaining pairs now
+    workers = [p for p in psutil.Process().children(recursive=True)
+               if "spawn_main" in " ".join(p.cmdline())]
+    assert len(workers) == 2
+    victim = workers[0]
+    victim.kill()
+    victim.wait(10)
+    rest = list(events)
+    assert first.step == 1 and rest[-1].result["ok"] == n and rest[-1].result["errors"] == 0
+    assert not victim.is_running()
+    rows = _results(out)
+    assert all(row["status"] == "ok" for row in rows.values()) and len(rows) == n
