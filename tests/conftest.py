@@ -32,8 +32,11 @@ def real_pair(bf_shg_dir):
 @pytest.fixture
 def tiny_model():
     """An untrained bf-shg model small enough for fast tests."""
+    import torch
+
     from napari_comir.api import new_model
 
+    torch.manual_seed(0)  # weight initialisation
     return new_model("bf-shg", architecture={"type": "unet", "base_channels": 4, "depth": 3})
 
 

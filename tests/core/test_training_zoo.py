@@ -1,0 +1,118 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_comir import api
+from napari_comir.core.data import AlignedPair
+from napari_comir.core.errors import ModelFileError
+from napari_comir.core.inference import compute_comir
+from napari_comir.core.training import TrainConfig, load_checkpoint, train
+from napari_comir.core.zoo import list_models, load_model, save_model, save_user_model
+
+FAST = dict(batch_size=6, patch_size=64, lr=3e-3, device="cpu")
+
+
+def _losses(events):
+    return [e.metrics["loss"] for e in events]
+
+
+def test_loss_falls_on_a_real_pair(real_pair):
+    torch.manual_seed(0)
+    model = api.new_model("bf-shg")  # the shipped architecture
+    bf, shg = real_pair
+    events = list(train(model, [AlignedPair({"bf": bf, "shg": shg})],
+                        TrainConfig(steps=40, seed=0, **FAST)))
+    losses = _losses(events)
+    assert len(losses) == 40 and events[-1].result is model
+    assert losses[0] > 2.2  # near chance: log(2N - 1) = log(11) = 2.40
+    assert np.mean(losses[-8:]) < 0.85 * np.mean(losses[:8])
+    assert not model.training
+
+
+def _pair(seed=0, size=96):
+    rng = np.random.default_rng(seed)
+    shg = rng.random((size, size)).astype(np.float32)
+    return AlignedPair({"shg": shg, "bf": np.repeat(1 - shg[..., None], 3, axis=2)})
+
+
+def test_training_is_deterministic(tiny_model):
+    other = api.new_model("bf-shg", architecture=tiny_model.card.architecture)
+    other.load_state_dict(tiny_model.state_dict())
+    config = TrainConfig(steps=3, seed=5, **FAST)
+    assert _losses(train(tiny_model, [_pair()], config)) == _losses(train(other, [_pair()], config))
+
+
+def test_stop_early_leaves_eval_model(tiny_model):
+    run = train(tiny_model, [_pair()], TrainConfig(steps=50, seed=0, **FAST))
+    for event in run:
+        if event.step == 2:
+            break
+    run.close()
+    assert not tiny_model.training
+
+
+def test_checkpoint_resume_matches_uninterrupted(tmp_path, tiny_model):
+    start = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    config = TrainConfig(steps=4, seed=1, checkpoint=str(tmp_path / "ck.pt"), checkpoint_every=2, **FAST)
+    full = _losses(train(tiny_model, [_pair()], config))
+
+    tiny_model.load_state_dict(start)
+    run = train(tiny_model, [_pair()], config)
+    first_half = [next(run).metrics["loss"] for _ in range(2)]
+    run.close()
+    assert load_checkpoint(tmp_path / "ck.pt")["step"] == 2
+    resumed = _losses(train(tiny_model, [_pair()], config, resume=tmp_path / "ck.pt"))
+    np.testing.assert_allclose(first_half + resumed, full, rtol=1e-4)
+
+
+def test_save_load_round_trip(tmp_path, tiny_model, rng):
+    card_path = save_model(tiny_model, tmp_path / "m")
+    card = json.loads(card_path.read_text())
+    assert card["modalities"]["shg"]["log1p"] is True and len(card["sha256"]) == 64
+    loaded = load_model(card_path)
+    image = rng.random((40, 40)).astype(np.float32)
+    np.testing.assert_array_equal(compute_comir(loaded, image, "shg"),
+                                  compute_comir(tiny_model.eval(), image, "shg"))
+    assert load_model(tmp_path / "m.safetensors").card.name == "bf-shg"
+
+
+def test_user_models_are_listed_and_loadable(tiny_model):
+    save_user_model(tiny_model, "my-tissue")
+    assert "my-tissue" in list_models()
+    assert load_model("my-tissue").card.name == "my-tissue"
+    with pytest.raises(ModelFileError, match="invalid model name"):
+        save_user_model(tiny_model, "../escape")
+
+
+def test_load_errors_are_clear(tmp_path, tiny_model):
+    with pytest.raises(ModelFileError, match="unknown model 'nope'"):
+        load_model("nope")
+    card_path = save_model(tiny_model, tmp_path / "m")
+    weights = tmp_path / "m.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ModelFileError, match="SHA-256"):
+        load_model(card_path)
+    card = json.loads(card_path.read_text())
+    card["sha256"] = ""
+    card["architecture"]["base_channels"] = 8
+    card_path.write_text(json.dumps(card))
+    save_model(tiny_model, tmp_path / "other")
+    (tmp_path / "other.json").write_text(json.dumps(card))
+    with pytest.raises(ModelFileError, match="do not fit"):
+        load_model(tmp_path / "other.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "bad.safetensors").write_bytes(b"")
+    with pytest.raises(ModelFileError, match="not a readable JSON"):
+        load_model(tmp_path / "bad.json")
+
+
+def test_pickled_weights_are_refused(tmp_path, tiny_model):
+    save_model(tiny_model, tmp_path / "m")
+    torch.save(tiny_model.state_dict(), tmp_path / "m.safetensors")  # a pickle in disguise
+    card = json.loads((tmp_path / "m.json").read_text())
+    card["sha256"] = ""
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    with pytest.raises(ModelFileError, match="not a valid safetensors"):
+        load_model(tmp_path / "m.json")
