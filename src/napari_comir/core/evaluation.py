@@ -55,3 +55,63 @@ def equivariance_score(model: ComirModel, image: np.ndarray, modality: str,
         back = _rotate(compute_comir(model, rotated, modality), -angle)
         scores[float(angle)] = pearson(back, reference, disc)
     return scores
+
+
+def make_rigid_case(fixed_full: np.ndarray, moving_full: np.ndarray, angle_deg: float,
+                    shift_xy: tuple[float, float], crop: int):
+    """A registration case from an aligned pair, as in the MultiRegEval protocol.
+
+    The fixed patch is the central ``crop`` x ``crop`` window of ``fixed_full``. The moving
+    patch is the central window of ``moving_full`` after a rigid warp ``A`` (rotation by
+    ``angle_deg`` about the image centre, then ``shift_xy``), so moving pixel ``p`` shows
+    aligned pixel ``A^-1 (p + o)``, i.e. fixed-patch pixel ``A^-1 (p + o) - o`` (``o`` the
+    crop offset).
+
+    Parameters
+    ----------
+    fixed_full, moving_full : numpy.ndarray
+        Aligned images (rows, cols[, channels]) of one size.
+    shift_xy : (float, float)
+        Translation in (x, y) pixels.
+
+    Returns
+    -------
+    fixed, moving : numpy.ndarray
+    true : RigidTransform
+        Moving (x, y) -> fixed (x, y) of the two patches.
+    """
+    from .transforms import RigidTransform, resample
+
+    rows, cols = fixed_full.shape[:2]
+    warp = RigidTransform.about_center(angle_deg, ((cols - 1) / 2, (rows - 1) / 2), shift_xy)
+    warped = resample(np.asarray(moving_full, np.float32), warp, (rows, cols), order=3,
+                      cval=_border_value(moving_full), preserve_dtype=False)
+    r0, c0 = (rows - crop) // 2, (cols - crop) // 2
+    offset = RigidTransform(0.0, (c0, r0))
+    true = offset.inverse().compose(warp.inverse()).compose(offset)
+    window = (slice(r0, r0 + crop), slice(c0, c0 + crop))
+    return fixed_full[window], warped[window], true
+
+
+def _border_value(image: np.ndarray) -> float:
+    """Median of the border pixels: what lies beyond the frame (slide background)."""
+    border = np.concatenate([image[0].ravel(), image[-1].ravel(), image[:, 0].ravel(),
+                             image[:, -1].ravel()])
+    return float(np.median(border))
+
+
+def random_rigid(rng: np.random.Generator, max_angle_deg: float, max_shift: float):
+    """(angle_deg, (tx, ty)): angle ~ U(±max_angle), shift uniform in the disc of radius max_shift."""
+    angle = rng.uniform(-max_angle_deg, max_angle_deg)
+    radius, phi = max_shift * np.sqrt(rng.uniform()), rng.uniform(0, 2 * np.pi)
+    return angle, (radius * np.cos(phi), radius * np.sin(phi))
+
+
+def degrade(image: np.ndarray, rng: np.random.Generator, gamma_range=(0.7, 1.4),
+            noise_std: float = 0.05) -> np.ndarray:
+    """Random gamma and Gaussian noise (std relative to the range) on an image scaled to [0, 1]."""
+    image = np.asarray(image, np.float32)
+    low, high = float(image.min()), float(image.max())
+    unit = (image - low) / max(high - low, 1e-6)
+    out = unit ** rng.uniform(*gamma_range) + rng.normal(0.0, noise_std, unit.shape)
+    return np.clip(out, 0, 1).astype(np.float32) * (high - low) + low
