@@ -1,0 +1,90 @@
+"""Small layer helpers shared by the widgets: choices, image data, pixel <-> world matrices."""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Image, Labels, Layer
+
+from ..core.errors import InputError
+from ..core.transforms import RigidTransform
+
+
+def layer_choices(viewer, *types: type[Layer]):
+    """A magicgui ``choices`` callable listing the viewer's layers of ``types`` (all if none)."""
+    def choices(_widget=None):
+        return [(layer.name, layer) for layer in viewer.layers
+                if not types or isinstance(layer, types)]
+    return choices
+
+
+def image_data(layer: Layer) -> np.ndarray:
+    """The 2-D (rows, cols) or RGB (rows, cols, 3|4) array of an image/labels layer."""
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    data = np.asarray(data)
+    rgb = isinstance(layer, Image) and layer.rgb
+    if data.ndim != (3 if rgb else 2):
+        raise InputError(f"layer {layer.name!r} has shape {data.shape}: napari-comir works on 2-D "
+                         "grey or RGB images (take a single slice/channel first)")
+    return data
+
+
+def grid_matrix(layer: Layer) -> np.ndarray:
+    """3x3 (row, col) matrix from the layer's pixel grid to world (its scale and translate)."""
+    scale, translate = np.asarray(layer.scale)[-2:], np.asarray(layer.translate)[-2:]
+    return np.array([[scale[0], 0.0, translate[0]], [0.0, scale[1], translate[1]], [0, 0, 1.0]])
+
+
+def world_affine(fixed: Layer, moving: Layer, transform: RigidTransform) -> np.ndarray:
+    """``affine`` for the moving layer that overlays it on the fixed layer per ``transform``.
+
+    The transform maps moving pixels to fixed pixels; the layers' own scale/translate are
+    applied before napari's affine, so undo the moving grid and redo the fixed one.
+    """
+    return grid_matrix(fixed) @ transform.matrix_rc @ np.linalg.inv(grid_matrix(moving))
+
+
+def pixel_transform(fixed: Layer, moving: Layer) -> RigidTransform:
+    """The moving -> fixed pixel transform currently shown by the moving layer's affine."""
+    affine = np.asarray(moving.affine.affine_matrix)[-3:, -3:]
+    return RigidTransform.from_matrix_rc(
+        np.linalg.inv(grid_matrix(fixed)) @ affine @ grid_matrix(moving))
+
+
+def percentile_limits(data: np.ndarray, low: float = 1.0,
+                      high: float = 99.0) -> tuple[float, float]:
+    """Robust contrast limits; never an empty range (napari rejects it)."""
+    sample = np.asarray(data, dtype=np.float32)[:: max(1, data.shape[0] // 512),
+                                                :: max(1, data.shape[1] // 512)]
+    lo, hi = (float(v) for v in np.nanpercentile(sample, [low, high]))
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def upsert_image(viewer, name: str, data: np.ndarray, like: Layer | None = None, **kwargs) -> Image:
+    """Update the image layer ``name`` in place (re-runs replace, not pile up) or add it.
+
+    ``like`` gives scale and translate (the grid the data lives on).
+    """
+    if like is not None:
+        kwargs.setdefault("scale", tuple(like.scale)[-2:])
+        kwargs.setdefault("translate", tuple(like.translate)[-2:])
+    if name in viewer.layers and isinstance(viewer.layers[name], Image) and \
+            viewer.layers[name].rgb == bool(kwargs.get("rgb", False)):
+        layer = viewer.layers[name]
+        layer.data = data
+        for key, value in kwargs.items():
+            if key not in ("rgb", "name"):
+                setattr(layer, key, value)
+        return layer
+    if name in viewer.layers:
+        viewer.layers.remove(name)
+    return viewer.add_image(data, name=name, **kwargs)
+
+
+def is_labels(layer: Layer) -> bool:
+    return isinstance(layer, Labels)
+
+
+def grid(viewer):
+    """The viewer's grid settings (``viewer.canvas.grid`` in napari ≥ 0.9, else ``viewer.grid``)."""
+    canvas = getattr(viewer, "canvas", None)
+    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid

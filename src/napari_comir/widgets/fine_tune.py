@@ -1,0 +1,229 @@
+"""Fine-tune widget: train the current model further on aligned image pairs, live."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    Select,
+    SpinBox,
+)
+from napari.layers import Image
+from napari.utils.notifications import show_error, show_info
+
+from .. import api
+from ..core.errors import ComirError, InputError
+from ..core.inference import compute_comir
+from ..core.progress import Progress
+from ..core.training import TrainConfig
+from ..core.zoo import ComirModel
+from . import _worker
+from ._layers import image_data, layer_choices, percentile_limits, upsert_image
+from ._loss_plot import LossPlot
+from ._state import current
+
+PREVIEW_LAYER = "CoMIR preview (fine-tuning)"
+PREVIEW_SIZE = 512  # preview a central crop: fast enough to run between training steps
+
+
+@dataclass
+class PairEntry:
+    """One training pair: two image layers, or images read from a pairs CSV."""
+
+    label: str
+    moving: Image | np.ndarray
+    fixed: Image | np.ndarray
+
+    def aligned_pair(self, model: ComirModel) -> api.AlignedPair:
+        def data(item):
+            return image_data(item) if isinstance(item, Image) else item
+        card = model.card
+        return api.AlignedPair({card.moving_modality: data(self.moving),
+                                card.fixed_modality: data(self.fixed)}, name=self.label)
+
+
+def training_events(model: ComirModel, pairs: list, config: TrainConfig,
+                    preview_every: int) -> Iterator[Progress]:
+    """The fine-tuning stream, plus a "preview" event with a CoMIR every ``preview_every`` steps."""
+    moving_modality = model.card.moving_modality
+    preview_image = pairs[0].images[moving_modality]
+    rows, cols = preview_image.shape[:2]
+    r0, c0 = max(0, (rows - PREVIEW_SIZE) // 2), max(0, (cols - PREVIEW_SIZE) // 2)
+    preview_image = preview_image[r0:r0 + PREVIEW_SIZE, c0:c0 + PREVIEW_SIZE]
+    # copy_model=False: the widget already trains a copy and must keep it to survive Stop.
+    for event in api.fine_tune(model, pairs, config, copy_model=False):
+        yield event
+        if preview_every and event.step % preview_every == 0 and event.result is None:
+            comir = compute_comir(model, preview_image, moving_modality)
+            model.train()  # inference switched the networks to eval mode; training continues
+            yield Progress("preview", event.step, event.total, "preview", result=comir)
+
+
+class FineTuneWidget(Container):
+    """Choose aligned pairs, train with Start/Stop and a live loss curve, save as a user model."""
+
+    def __init__(self, napari_viewer):
+        self.viewer = napari_viewer
+        images = layer_choices(napari_viewer, Image)
+        self._moving = ComboBox(label="moving (bf)", choices=images, nullable=True)
+        self._fixed = ComboBox(label="fixed (shg)", choices=images, nullable=True)
+        self._add = PushButton(text="Add pair")
+        self._pairs_list = Select(label="aligned pairs", choices=self._pair_choices)
+        self._remove = PushButton(text="Remove selected pairs")
+        self._csv = FileEdit(label="pairs CSV", filter="*.csv", value="",
+                             tooltip="Columns name, <moving>_file, <fixed>_file (paths relative "
+                             "to the CSV)")
+        self._load_csv = PushButton(text="Add pairs from CSV")
+        self._steps = SpinBox(label="steps", min=1, max=100_000, value=300)
+        self._lr = FloatSpinBox(label="learning rate", min=1e-6, max=1.0, step=1e-4, value=1e-3)
+        self._patch = SpinBox(label="patch size", min=32, max=1024, step=16, value=128)
+        self._batch = SpinBox(label="batch", min=2, max=256, value=8,
+                              tooltip="Other patches of the batch are the negatives of InfoNCE")
+        self._preview_every = SpinBox(label="preview every", min=0, max=100_000, value=0,
+                                      tooltip="Show the CoMIR of the first pair every N steps "
+                                      "(0 = off)")
+        self._start = PushButton(text="Start")
+        self._stop = PushButton(text="Stop", enabled=False)
+        self._progress = ProgressBar(value=0, max=1)
+        self._status = Label(value="")
+        self._name = LineEdit(label="save as", value="my-bf-shg")
+        self._save = PushButton(text="Save user model", enabled=False)
+        super().__init__(widgets=[
+            self._moving, self._fixed, self._add, self._pairs_list, self._remove, self._csv,
+            self._load_csv, self._steps, self._lr, self._patch, self._batch, self._preview_every,
+            self._start, self._stop, self._progress, self._status, self._name, self._save])
+        self.loss_plot = LossPlot()
+        self.native.layout().insertWidget(self.native.layout().count() - 2, self.loss_plot)
+        self.pairs: list[PairEntry] = []
+        self.model: ComirModel | None = None  # the model being / last fine-tuned
+        self.job: _worker.Job | None = None
+        self._add.clicked.connect(self.add_pair)
+        self._remove.clicked.connect(self._remove_selected)
+        self._load_csv.clicked.connect(lambda: self.add_pairs_csv(self._csv.value))
+        self._start.clicked.connect(self.start)
+        self._stop.clicked.connect(self.stop)
+        self._save.clicked.connect(lambda: self.save(self._name.value))
+        for event in ("inserted", "removed", "reordered"):
+            getattr(napari_viewer.layers.events, event).connect(self.reset_choices)
+        current.changed.connect(self._relabel)
+        self.native.destroyed.connect(lambda *_: current.changed.disconnect(self._relabel))
+        if current.model is not None:
+            self._relabel(current.model)
+
+    def _relabel(self, model: ComirModel):
+        self._moving.label = f"moving ({model.card.moving_modality})"
+        self._fixed.label = f"fixed ({model.card.fixed_modality})"
+
+    # ------------------------------------------------------------------ pairs
+    def _pair_choices(self, _widget=None):
+        return [(entry.label, index) for index, entry in enumerate(getattr(self, "pairs", []))]
+
+    def add_pair(self, moving: Image | None = None, fixed: Image | None = None) -> None:
+        """Add an aligned pair of layers (default: the two chosen in the combo boxes)."""
+        moving = moving if isinstance(moving, Image) else self._moving.value
+        fixed = fixed if isinstance(fixed, Image) else self._fixed.value
+        if moving is None or fixed is None or moving is fixed:
+            show_error("Fine-tune: choose two different layers, moving and fixed modality")
+            return
+        self.pairs.append(PairEntry(f"{moving.name} ↔ {fixed.name}", moving, fixed))
+        self._pairs_list.reset_choices()
+
+    def add_pairs_csv(self, path) -> None:
+        """Add the pairs listed in a CSV (columns name, <moving>_file, <fixed>_file)."""
+        try:
+            card = current.get().card
+            pairs = api.read_pairs_csv(path, (card.moving_modality, card.fixed_modality))
+        except ComirError as exc:
+            show_error(f"Fine-tune: {exc}")
+            return
+        for pair in pairs:
+            self.pairs.append(PairEntry(f"csv: {pair.name}", pair.images[card.moving_modality],
+                                        pair.images[card.fixed_modality]))
+        self._pairs_list.reset_choices()
+
+    def _remove_selected(self):
+        drop = set(self._pairs_list.value or [])
+        self.pairs = [entry for index, entry in enumerate(self.pairs) if index not in drop]
+        self._pairs_list.reset_choices()
+
+    # ------------------------------------------------------------------ training
+    def config(self) -> TrainConfig:
+        return TrainConfig(steps=int(self._steps.value), lr=float(self._lr.value),
+                           patch_size=int(self._patch.value), batch_size=int(self._batch.value),
+                           device=current.device)
+
+    def start(self) -> _worker.Job | None:
+        """Fine-tune a copy of the current model on the pairs (the bundled one never changes)."""
+        try:
+            if not self.pairs:
+                raise InputError("add at least one aligned pair (moving + fixed layer)")
+            base = current.get()
+            pairs = [entry.aligned_pair(base) for entry in self.pairs]
+            config = self.config()
+            config.validate()
+        except ComirError as exc:
+            show_error(f"Fine-tune: {exc}")
+            return None
+        self.model = copy.deepcopy(base)
+        self.model.card.training = {**self.model.card.training, "fine_tuned_from": base.card.name,
+                                    "fine_tune_pairs": [entry.label for entry in self.pairs]}
+        self.loss_plot.clear()
+        self._start.enabled, self._stop.enabled, self._save.enabled = False, True, False
+        self._status.value = "training…"
+        self.job = _worker.Job()
+        _worker.run_job(training_events, self.model, pairs, config,
+                        int(self._preview_every.value), on_event=self._on_event,
+                        on_done=self._on_done, progress_bar=self._progress, job=self.job,
+                        title="Fine-tune")
+        return self.job
+
+    def stop(self) -> None:
+        """Stop after the current step; the model keeps the weights of the last finished step."""
+        if self.job is not None:
+            self.job.quit()
+            self._status.value = "stopping…"
+
+    def _on_event(self, event: Progress):
+        if event.stage == "train":
+            self.loss_plot.append(event.metrics.get("loss", float("nan")))
+            self._status.value = event.message
+        elif event.stage == "preview" and event.result is not None:
+            comir = event.result[..., 0] if event.result.shape[-1] == 1 else event.result[..., :3]
+            upsert_image(self.viewer, PREVIEW_LAYER, comir, rgb=False,
+                         contrast_limits=percentile_limits(comir))
+
+    def _on_done(self, job: _worker.Job):
+        self._start.enabled, self._stop.enabled = True, False
+        self.model.eval()
+        steps = len(self.loss_plot.values)
+        if job.failed:
+            self._status.value = f"failed after {steps} steps"
+            return
+        self.model.card.training = {**self.model.card.training, "fine_tune_steps": steps}
+        self._status.value = (f"stopped at step {steps}" if job.stopped else f"done: {steps} steps")
+        self._save.enabled = steps > 0
+
+    def save(self, name: str):
+        """Save the fine-tuned model as a user model; it appears in the Model widget's list."""
+        if self.model is None:
+            show_error("Fine-tune: nothing to save yet, train first")
+            return None
+        try:
+            path = api.save_user_model(self.model, name)
+        except ComirError as exc:
+            show_error(f"Fine-tune: {exc}")
+            return None
+        show_info(f"saved model {name!r} to {path}")
+        current.models_saved.emit(name)
+        return path

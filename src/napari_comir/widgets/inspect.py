@@ -1,0 +1,240 @@
+"""Inspect widget: compare two CoMIRs, map their agreement, check rotation equivariance."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from napari.layers import Image, Layer
+from napari.utils.notifications import show_error
+from scipy import ndimage
+
+from ..core.errors import ComirError, InputError
+from ..core.inference import comir_tiles
+from ..core.progress import Progress
+from ..core.transforms import RigidTransform, resample
+from ..core.zoo import ComirModel
+from . import _worker
+from ._layers import grid as _grid
+from ._layers import image_data, layer_choices, pixel_transform, upsert_image
+from ._state import current
+
+AGREEMENT_LAYER = "CoMIR agreement (local NCC)"
+EQUIVARIANCE_LAYER = "CoMIR rotated back (equivariance)"
+
+
+def _comir_array(layer: Layer) -> np.ndarray:
+    """(rows, cols, channels) float CoMIR of a layer (raw values kept by Representations)."""
+    data = layer.metadata.get("comir")
+    data = image_data(layer) if data is None else data
+    data = np.asarray(data, dtype=np.float32)
+    return data[..., None] if data.ndim == 2 else data
+
+
+def local_ncc(a: np.ndarray, b: np.ndarray, window: int,
+              valid: np.ndarray | None = None) -> np.ndarray:
+    """Windowed normalised cross-correlation of two (rows, cols, C) images, averaged over channels.
+
+    1 = the CoMIRs agree locally, 0 = unrelated, -1 = inverted; NaN where a window is flat
+    (no structure to compare) or outside ``valid``.
+    """
+    out = np.zeros(a.shape[:2], np.float64)
+    for c in range(a.shape[-1]):
+        x, y = a[..., c].astype(np.float64), b[..., c].astype(np.float64)
+
+        def mean(v):
+            return ndimage.uniform_filter(v, window, mode="reflect")
+
+        mx, my = mean(x), mean(y)
+        cov = mean(x * y) - mx * my
+        var = np.maximum(mean(x * x) - mx**2, 0) * np.maximum(mean(y * y) - my**2, 0)
+        flat = var <= 1e-6 * max(x.var() * y.var(), 1e-30)  # relative: CoMIRs are unscaled
+        out += np.where(flat, np.nan, cov / np.sqrt(np.where(flat, 1.0, var)))
+    out /= a.shape[-1]
+    if valid is not None:
+        out[~valid] = np.nan
+    return out.astype(np.float32)
+
+
+def pearson(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    x, y = a[mask].ravel().astype(np.float64), b[mask].ravel().astype(np.float64)
+    if x.size < 2 or x.std() == 0 or y.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def equivariance_events(model: ComirModel, image: np.ndarray, modality: str,
+                        angle: float) -> Iterator[Progress]:
+    """CoMIR(image) vs rotate⁻¹(CoMIR(rotate(image))); last result: (r, rotated-back CoMIR)."""
+    rows, cols = image.shape[:2]
+    rotation = RigidTransform.about_center(angle, ((cols - 1) / 2, (rows - 1) / 2))
+    rotated = resample(image, rotation, (rows, cols), order=1)
+    comirs = []
+    for label, img in (("original", image), ("rotated", rotated)):
+        for event in comir_tiles(model, img, modality):
+            if event.result is not None:
+                comirs.append(event.result)
+            yield Progress("infer", event.step, event.total, f"{label}: {event.message}")
+    back = resample(comirs[1], rotation.inverse(), (rows, cols), order=1)
+    # Compare only pixels that stayed inside the image both ways, away from the padded border.
+    inside = resample(np.ones((rows, cols), np.float32), rotation, (rows, cols), order=1)
+    inside = resample(inside, rotation.inverse(), (rows, cols), order=1) > 0.999
+    inside = ndimage.binary_erosion(inside, iterations=4)
+    r = pearson(comirs[0], back, np.repeat(inside[..., None], comirs[0].shape[-1], -1))
+    yield Progress("infer", 1, 1, f"r = {r:.3f}", result=(r, back))
+
+
+class InspectWidget(Container):
+    """Side-by-side / overlay views, an agreement map, and the rotation-equivariance check."""
+
+    def __init__(self, napari_viewer):
+        self.viewer = napari_viewer
+        images = layer_choices(napari_viewer, Image)
+        self._fixed = ComboBox(label="fixed CoMIR", choices=images, nullable=True)
+        self._moving = ComboBox(label="moving CoMIR", choices=images, nullable=True)
+        self._side = PushButton(text="Side by side")
+        self._overlay = PushButton(text="Overlay")
+        self._window = SpinBox(label="window px", min=3, max=255, step=2, value=15)
+        self._agree = PushButton(text="Agreement map")
+        self._agree_label = Label(value="")
+        self._image = ComboBox(label="image", choices=images, nullable=True)
+        self._modality = ComboBox(label="modality", choices=self._modalities)
+        self._angle = FloatSpinBox(label="angle °", min=-180, max=180, value=90, step=5)
+        self._check = PushButton(text="Check equivariance")
+        self._progress = ProgressBar(value=0, max=1)
+        self._equi_label = Label(value="")
+        super().__init__(widgets=[
+            self._fixed, self._moving, self._side, self._overlay, self._window, self._agree,
+            self._agree_label, self._image, self._modality, self._angle, self._check,
+            self._progress, self._equi_label])
+        self.agreement: float | None = None
+        self.equivariance: float | None = None
+        self.job: _worker.Job | None = None
+        self._side.clicked.connect(self.side_by_side)
+        self._overlay.clicked.connect(self.overlay)
+        self._agree.clicked.connect(self.agreement_map)
+        self._check.clicked.connect(self.check_equivariance)
+        for event in ("inserted", "removed", "reordered"):
+            getattr(napari_viewer.layers.events, event).connect(self.reset_choices)
+        current.changed.connect(self._on_model)
+        self.native.destroyed.connect(lambda *_: current.changed.disconnect(self._on_model))
+        self._guess_layers()
+
+    @staticmethod
+    def _modalities(_widget=None) -> list[str]:
+        return current.model.modalities if current.model is not None else ["bf", "shg"]
+
+    def _on_model(self, _model):
+        self._modality.reset_choices()
+
+    def _guess_layers(self):
+        """Default to the CoMIR layers made by the Representations/Register widgets."""
+        comirs = [lay for lay in self.viewer.layers
+                  if isinstance(lay, Image) and "comir_modality" in lay.metadata]
+        model = current.model
+        for combo, role in ((self._fixed, "fixed"), (self._moving, "moving")):
+            if combo.value is None and comirs:
+                wanted = getattr(model.card, f"{role}_modality") if model else None
+                match = [lay for lay in comirs if lay.metadata["comir_modality"] == wanted]
+                combo.value = (match or comirs)[0 if role == "fixed" else -1]
+        if self._image.value is None:
+            raw = [lay for lay in self.viewer.layers
+                   if isinstance(lay, Image) and "comir_modality" not in lay.metadata]
+            if raw:
+                self._image.value = raw[0]
+
+    def reset_choices(self, *_):
+        super().reset_choices()
+        self._guess_layers()
+
+    def _pair(self) -> tuple[Image, Image]:
+        fixed, moving = self._fixed.value, self._moving.value
+        if fixed is None or moving is None or fixed is moving:
+            raise InputError("choose two different CoMIR layers "
+                             "(compute them in 'CoMIR representations')")
+        return fixed, moving
+
+    def side_by_side(self) -> None:
+        """Grid mode with only the two CoMIRs visible."""
+        try:
+            pair = self._pair()
+        except ComirError as exc:
+            show_error(f"Inspect: {exc}")
+            return
+        for layer in self.viewer.layers:
+            layer.visible = layer in pair
+        _grid(self.viewer).enabled = True
+
+    def overlay(self) -> None:
+        """One view: fixed magenta, moving green (with its registration affine), additive."""
+        try:
+            fixed, moving = self._pair()
+        except ComirError as exc:
+            show_error(f"Inspect: {exc}")
+            return
+        _grid(self.viewer).enabled = False
+        for layer, colormap in ((fixed, "magenta"), (moving, "green")):
+            layer.visible = True
+            if not layer.rgb:
+                layer.colormap, layer.blending = colormap, "additive"
+
+    def agreement_map(self) -> float | None:
+        """Local NCC of the fixed CoMIR and the moving CoMIR as shown (affine); returns the mean."""
+        try:
+            fixed, moving = self._pair()
+            transform = pixel_transform(fixed, moving)
+            a = _comir_array(fixed)
+            b_raw = _comir_array(moving)
+            if a.shape[-1] != b_raw.shape[-1]:
+                raise InputError("the two CoMIRs have different channel counts")
+            b = resample(b_raw, transform, a.shape[:2], order=1)
+            valid = resample(np.ones(b_raw.shape[:2], np.float32), transform, a.shape[:2]) > 0.999
+        except ComirError as exc:
+            show_error(f"Inspect: {exc}")
+            return None
+        ncc = local_ncc(a, b, int(self._window.value), valid)
+        defined = np.isfinite(ncc)
+        self.agreement = float(ncc[defined].mean()) if defined.any() else float("nan")
+        upsert_image(self.viewer, AGREEMENT_LAYER, np.nan_to_num(ncc), like=fixed, colormap="PiYG",
+                     contrast_limits=(-1.0, 1.0), blending="translucent", visible=True)
+        self._agree_label.value = (f"mean local NCC {self.agreement:.3f} on the overlap "
+                                   "(green = agree, pink = disagree, 0 = flat/outside)")
+        return self.agreement
+
+    def check_equivariance(self) -> _worker.Job | None:
+        """Rotate the image, compute its CoMIR, rotate back; report the correlation r."""
+        layer = self._image.value
+        try:
+            if layer is None:
+                raise InputError("choose a raw image layer")
+            model = current.get()
+            image = image_data(layer)
+        except ComirError as exc:
+            show_error(f"Inspect: {exc}")
+            return None
+        angle = float(self._angle.value)
+
+        def done(job):
+            if job.failed or job.stopped or job.result is None:
+                return
+            self.equivariance, back = job.result
+            upsert_image(self.viewer, EQUIVARIANCE_LAYER, back[..., 0] if back.shape[-1] == 1
+                         else back, like=layer, visible=False)
+            self._equi_label.value = (f"r = {self.equivariance:.3f} between CoMIR and "
+                                      f"rotate(-{angle:g}°)·CoMIR·rotate({angle:g}°) "
+                                      "(1 = perfectly equivariant)")
+
+        self.job = _worker.Job()
+        _worker.run_job(equivariance_events, model, image, self._modality.value, angle,
+                        on_done=done, progress_bar=self._progress, job=self.job,
+                        title="Inspect")
+        return self.job

@@ -1,0 +1,120 @@
+"""Model widget: choose the CoMIR model (bundled, user-saved or a file) and the device."""
+
+from __future__ import annotations
+
+import json
+
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, TextEdit
+from napari.utils.notifications import show_error
+
+from .. import api
+from ..core.device import DEVICES
+from ..core.errors import ComirError
+from ..core.zoo import ComirModel
+from ._state import current
+
+
+def card_text(model: ComirModel) -> str:
+    """Plain-text model card: what a user needs to judge whether the model fits their images."""
+    card = model.card
+    lines = [f"{card.name}  (v{card.version}, device {model.device})"]
+    if card.description:
+        lines.append(card.description)
+    for role, modality in (("moving", card.moving_modality), ("fixed", card.fixed_modality)):
+        spec = card.modalities[modality]
+        lines.append(f"{role}: {modality} — {spec.channels} channel(s)"
+                     f"{', log1p' if spec.log1p else ''}, percentiles {tuple(spec.percentiles)}")
+    lines.append(f"CoMIR channels: {card.comir_channels}, tau {card.tau}, critic {card.critic}")
+    lines.append(f"architecture: {json.dumps(card.architecture)}")
+    lines.append("training: " + (json.dumps(card.training, indent=1) if card.training
+                                 else "untrained / unknown"))
+    lines.append("validation metrics: " + (json.dumps(card.metrics, indent=1) if card.metrics
+                                           else "none recorded"))
+    if card.sha256:
+        lines.append(f"weights sha256: {card.sha256[:16]}…")
+    return "\n".join(lines)
+
+
+class ModelWidget(Container):
+    """Pick the model all CoMIR widgets use; shows its model card read-only."""
+
+    def __init__(self, napari_viewer=None):
+        self._model_name = ComboBox(label="model", choices=self._model_names, nullable=True,
+                                    tooltip="Bundled and saved user models")
+        self._file = FileEdit(label="or file", filter="*.json *.safetensors", value="",
+                              tooltip="A model card (.json), or weights (.safetensors) beside it")
+        self._load_file = PushButton(text="Load file")
+        self._device = ComboBox(label="device", choices=list(DEVICES), value=current.device,
+                                tooltip="auto = CUDA, then Apple MPS, then CPU")
+        self._refresh = PushButton(text="Refresh list")
+        self._status = Label(value="")
+        self._card = TextEdit(label="model card")
+        self._card.read_only = True
+        super().__init__(widgets=[self._model_name, self._refresh, self._file, self._load_file,
+                                  self._device, self._status, self._card])
+        self.viewer = napari_viewer
+        self._model_name.changed.connect(self._on_name)
+        self._load_file.clicked.connect(self._on_file)
+        self._device.changed.connect(self._on_device)
+        self._refresh.clicked.connect(self.refresh)
+        current.changed.connect(self._show)
+        current.models_saved.connect(self._on_saved)
+        self.native.destroyed.connect(self._disconnect)
+        if current.model is not None:
+            self._show(current.model)
+        elif self._model_name.choices:
+            with self._model_name.changed.blocked():
+                self._model_name.value = self._initial_choice()
+            self.load(self._model_name.value)
+
+    def _disconnect(self, *_):
+        current.changed.disconnect(self._show)
+        current.models_saved.disconnect(self._on_saved)
+
+    @staticmethod
+    def _model_names(_widget=None) -> list[str]:
+        return list(api.list_models())
+
+    def _initial_choice(self) -> str:
+        names = self._model_name.choices
+        return "bf-shg" if "bf-shg" in names else names[0]
+
+    def refresh(self) -> None:
+        """Re-read the bundled and user model folders."""
+        self._model_name.reset_choices()
+
+    def load(self, name_or_path: str) -> bool:
+        """Load and make current; errors become notifications. Returns True on success."""
+        try:
+            current.load(str(name_or_path), self._device.value)
+        except ComirError as exc:
+            show_error(f"CoMIR model: {exc}")
+            self._status.value = "load failed"
+            return False
+        return True
+
+    def _on_name(self, name):
+        if name and name != current.source:
+            self.load(name)
+
+    def _on_file(self):
+        path = self._file.value
+        if path and str(path) not in ("", "."):
+            self.load(str(path))
+
+    def _on_device(self, device):
+        try:
+            current.set_device(device)
+        except ComirError as exc:
+            show_error(f"CoMIR model: {exc}")
+            self._device.value = "auto"
+
+    def _on_saved(self, name: str):
+        self.refresh()
+
+    def _show(self, model: ComirModel):
+        self._card.value = card_text(model)
+        self._status.value = f"current: {current.source}"
+        if current.source in self._model_name.choices and self._model_name.value != current.source:
+            with self._model_name.changed.blocked():
+                self._model_name.value = current.source

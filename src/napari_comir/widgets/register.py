@@ -1,0 +1,335 @@
+"""Register widget: CoMIR-based rigid registration with an interactive overlay."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    Label,
+    ProgressBar,
+    PushButton,
+    Select,
+    Slider,
+)
+from napari.layers import Image, Labels, Layer, Points, Shapes
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from ..core.errors import ComirError, InputError
+from ..core.progress import Progress
+from ..core.registration import RegistrationResult, register
+from ..core.transforms import RigidTransform, resample
+from ..core.zoo import ComirModel
+from . import _worker
+from ._layers import (
+    grid_matrix,
+    image_data,
+    layer_choices,
+    percentile_limits,
+    upsert_image,
+    world_affine,
+)
+from ._state import current
+from .representations import comir_events, comir_layer_name, find_comir, show_comir
+
+CHECKERBOARD = "Checkerboard (fixed | moving)"
+
+
+def registration_events(model: ComirModel, fixed: np.ndarray, moving: np.ndarray,
+                        comirs: dict, method: str, rotation_range: float) -> Iterator[Progress]:
+    """Compute the missing CoMIRs, then register them; the last result is (result, comirs)."""
+    card = model.card
+    jobs = [(key, image, modality) for key, image, modality in
+            (("fixed", fixed, card.fixed_modality), ("moving", moving, card.moving_modality))
+            if comirs.get(key) is None]
+    if jobs:
+        for event in comir_events(model, jobs):
+            if event.result is not None:
+                comirs = {**comirs, **event.result}
+            else:
+                yield event
+    yield Progress("register", 0, 1, f"registering ({method})…")
+    result = register(comirs["fixed"], comirs["moving"], method=method,
+                      rotation_range=rotation_range, device=model.device)
+    yield Progress("register", 1, 1, f"score {result.score:.2f}", result=(result, comirs))
+
+
+def _display_grey(image: np.ndarray) -> np.ndarray:
+    """Percentile-stretched float image in [0, 1] (grey or RGB), for the checkerboard."""
+    image = np.asarray(image, dtype=np.float32)
+    lo, hi = percentile_limits(image)
+    return np.clip((image - lo) / (hi - lo), 0.0, 1.0)
+
+
+def checkerboard(fixed: np.ndarray, moving_on_fixed: np.ndarray, square: int) -> np.ndarray:
+    """Alternate squares of the fixed and the (already resampled) moving image."""
+    a, b = _display_grey(fixed), _display_grey(moving_on_fixed)
+    if a.ndim != b.ndim:  # one RGB, one grey: show both as RGB
+        a, b = (np.repeat(x[..., None], 3, -1) if x.ndim == 2 else x[..., :3] for x in (a, b))
+    rows, cols = np.indices(a.shape[:2])
+    mask = ((rows // square + cols // square) % 2).astype(bool)
+    if a.ndim == 3:
+        mask = mask[..., None]
+    return np.where(mask, b, a)
+
+
+class RegisterWidget(Container):
+    """Register a moving layer onto a fixed layer of another modality through their CoMIRs."""
+
+    def __init__(self, napari_viewer):
+        self.viewer = napari_viewer
+        images = layer_choices(napari_viewer, Image)
+        self._fixed = ComboBox(label="fixed", choices=images, nullable=True)
+        self._moving = ComboBox(label="moving", choices=images, nullable=True)
+        self._method = ComboBox(label="method", value="search",
+                                choices=[("global search", "search"), ("SIFT", "sift")],
+                                tooltip="Global search handles any rotation and weak structure; "
+                                "SIFT is faster on large, textured images")
+        self._rotation = FloatSlider(label="rotation ±°", min=0, max=180, value=180, step=5,
+                                     tooltip="Angles searched: ±value (180 = any rotation)")
+        self._reuse = CheckBox(text="reuse CoMIRs from Representations", value=True)
+        self._run = PushButton(text="Register")
+        self._progress = ProgressBar(value=0, max=1)
+        self._score = Label(value="")
+        self._warning = Label(value="")
+        self._warning.native.setStyleSheet("color: #ff6060; font-weight: bold")
+        self._warning.native.setWordWrap(True)
+        self._after = CheckBox(text="show found transform (after)", value=True, enabled=False)
+        self._checker = CheckBox(text="checkerboard", value=False, enabled=False)
+        self._square = Slider(label="square px", min=4, max=512, value=32, enabled=False)
+        self._accept = PushButton(text="Accept (resample moving)", enabled=False)
+        self._export = PushButton(text="Export transform…", enabled=False)
+        self._targets = Select(label="apply to", choices=layer_choices(napari_viewer),
+                               nullable=True)
+        self._apply = PushButton(text="Apply to selected layers", enabled=False)
+        super().__init__(widgets=[
+            self._fixed, self._moving, self._method, self._rotation, self._reuse, self._run,
+            self._progress, self._score, self._warning, self._after, self._checker, self._square,
+            self._accept, self._export, self._targets, self._apply])
+        self.result: RegistrationResult | None = None
+        self.job: _worker.Job | None = None
+        self._pair: tuple[Layer, Layer] | None = None
+        self._run.clicked.connect(self.run)
+        self._after.changed.connect(self.show_after)
+        self._checker.changed.connect(self._update_checkerboard)
+        self._square.changed.connect(self._update_checkerboard)
+        self._accept.clicked.connect(self.accept)
+        self._export.clicked.connect(self._export_dialog)
+        self._apply.clicked.connect(lambda: self.apply_to(self._targets.value or []))
+        for event in ("inserted", "removed", "reordered"):
+            getattr(napari_viewer.layers.events, event).connect(self.reset_choices)
+        self._guess_layers()
+
+    # ------------------------------------------------------------------ choosing and running
+    def _guess_layers(self):
+        """Default: a grey non-CoMIR layer is fixed (SHG), an RGB one moving (BF)."""
+        raw = [lay for lay in self.viewer.layers
+               if isinstance(lay, Image) and "comir_source" not in lay.metadata
+               and "comir_transform" not in lay.metadata and lay.name != CHECKERBOARD]
+        if self._fixed.value is None and (grey := [lay for lay in raw if not lay.rgb]):
+            self._fixed.value = grey[0]
+        if self._moving.value is None and (rgb := [lay for lay in raw if lay.rgb]):
+            self._moving.value = rgb[0]
+
+    def reset_choices(self, *_):
+        super().reset_choices()
+        self._guess_layers()
+
+    def run(self) -> _worker.Job | None:
+        """Register the chosen layers in a worker; the overlay appears when it finishes."""
+        fixed, moving = self._fixed.value, self._moving.value
+        try:
+            if fixed is None or moving is None or fixed is moving:
+                raise InputError("choose two different image layers, fixed and moving")
+            model = current.get()
+            fixed_data, moving_data = image_data(fixed), image_data(moving)
+            comirs = {}
+            if self._reuse.value:
+                comirs = {"fixed": find_comir(self.viewer, fixed, model),
+                          "moving": find_comir(self.viewer, moving, model)}
+        except ComirError as exc:
+            show_error(f"Register: {exc}")
+            return None
+        self._run.enabled = False
+        self._score.value, self._warning.value = "running…", ""
+
+        def done(job):
+            self._run.enabled = True
+            if job.failed or job.stopped or job.result is None:
+                self._score.value = "registration failed" if job.failed else "stopped"
+                return
+            result, found = job.result
+            for key, layer in (("fixed", fixed), ("moving", moving)):
+                card = model.card
+                show_comir(self.viewer, layer, found[key], model,
+                           card.fixed_modality if key == "fixed" else card.moving_modality)
+            self.show_result(result, fixed, moving)
+
+        self.job = _worker.Job()
+        _worker.run_job(registration_events, model, fixed_data, moving_data, comirs,
+                        self._method.value, float(self._rotation.value), on_done=done,
+                        progress_bar=self._progress, job=self.job, title="Register")
+        return self.job
+
+    # ------------------------------------------------------------------ interactive overlay
+    def show_result(self, result: RegistrationResult, fixed: Layer, moving: Layer) -> None:
+        """Show a registration result: lossless affine preview, colours, score and warning."""
+        self.result, self._pair = result, (fixed, moving)
+        t = result.transform
+        self._score.value = (f"score (NCC) {result.score:.3f} · angle {t.angle_deg:.2f}° · "
+                             f"shift x {t.translation_xy[0]:.1f}, y {t.translation_xy[1]:.1f} px · "
+                             f"{result.seconds:.1f} s")
+        if not result.success_likely:
+            self._warning.value = ("⚠ Low score: the registration has probably FAILED. Check the "
+                                   "overlay; try another method, a narrower rotation range or a "
+                                   "model fine-tuned on your images.")
+            show_warning(f"Register: low score {result.score:.2f}; registration probably failed")
+        else:
+            self._warning.value = ""
+        # Fixed magenta, moving green, additive: aligned structures turn white.
+        for layer, colormap in ((fixed, "magenta"), (moving, "green")):
+            for lay in (layer, self._comir_layer(layer)):
+                if lay is not None and not lay.rgb:
+                    lay.colormap, lay.blending = colormap, "additive"
+        for widget in (self._after, self._checker, self._square, self._accept, self._export,
+                       self._apply):
+            widget.enabled = True
+        with self._after.changed.blocked():
+            self._after.value = True
+        self.show_after(True)
+        self._update_checkerboard()
+
+    def _comir_layer(self, source: Layer) -> Layer | None:
+        name = comir_layer_name(source)
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def show_after(self, after: bool = True) -> None:
+        """Before/after: the moving layer (and its CoMIR) with identity or the found affine."""
+        if self.result is None or self._pair is None:
+            return
+        fixed, moving = self._pair
+        transform = self.result.transform if after else RigidTransform()
+        for lay in (moving, self._comir_layer(moving)):
+            if lay is not None:
+                lay.affine = world_affine(fixed, lay, transform)
+        self._update_checkerboard()
+
+    def _update_checkerboard(self, *_):
+        if self.result is None or self._pair is None:
+            return
+        if not self._checker.value:
+            if CHECKERBOARD in self.viewer.layers:
+                self.viewer.layers[CHECKERBOARD].visible = False
+            return
+        fixed, moving = self._pair
+        transform = self.result.transform if self._after.value else RigidTransform()
+        fixed_data = image_data(fixed)
+        warped = resample(image_data(moving), transform, fixed_data.shape[:2])
+        board = checkerboard(fixed_data, warped, int(self._square.value))
+        layer = upsert_image(self.viewer, CHECKERBOARD, board, like=fixed, rgb=board.ndim == 3,
+                             contrast_limits=(0.0, 1.0), blending="translucent", visible=True)
+        if board.ndim == 2:
+            layer.colormap = "gray"
+
+    # ------------------------------------------------------------------ results
+    def _require_result(self) -> tuple[RigidTransform, Layer, Layer]:
+        if self.result is None or self._pair is None:
+            raise InputError("register first")
+        return (self.result.transform, *self._pair)
+
+    def accept(self) -> Image | None:
+        """Resample the moving image onto the fixed grid as a new layer (transform in metadata)."""
+        try:
+            layer = self.apply_to([self._require_result()[2]])[0]
+        except (ComirError, IndexError) as exc:
+            show_error(f"Register: {exc}")
+            return None
+        self._pair[1].visible = False
+        return layer
+
+    def export_transform(self, path: str | Path) -> Path:
+        """Write the transform as JSON, or CSV when the path ends in .csv."""
+        transform = self._require_result()[0]
+        path = Path(path)
+        if path.suffix.lower() == ".csv":
+            transform.to_csv(path)
+        else:
+            transform.to_json(path)
+        show_info(f"transform saved to {path}")
+        return path
+
+    def _export_dialog(self):
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getSaveFileName(self.native, "Export transform", "transform.json",
+                                              "JSON (*.json);;CSV (*.csv)")
+        if path:
+            try:
+                self.export_transform(path)
+            except (ComirError, OSError) as exc:
+                show_error(f"Register: cannot export: {exc}")
+
+    def apply_to(self, layers: list[Layer]) -> list[Layer]:
+        """Map layers of the moving image's frame onto the fixed grid as new layers.
+
+        Images are resampled (bilinear), labels with nearest neighbour, points and shapes have
+        their coordinates transformed. Their data coordinates are taken in the world frame of
+        the moving layer's grid (scale/translate), the affine preview ignored.
+        """
+        try:
+            transform, fixed, moving = self._require_result()
+        except ComirError as exc:
+            show_error(f"Register: {exc}")
+            return []
+        to_moving = np.linalg.inv(grid_matrix(moving))
+        to_fixed_grid = dict(scale=tuple(fixed.scale)[-2:], translate=tuple(fixed.translate)[-2:])
+        meta = {"comir_transform": transform.to_dict(), "comir_fixed": fixed.name}
+        fixed_shape = image_data(fixed).shape[:2]
+        added = []
+        for layer in layers:
+            name = f"{layer.name} (registered)"
+            try:
+                if isinstance(layer, (Image, Labels)):
+                    order = 0 if isinstance(layer, Labels) else 1
+                    data = resample(image_data(layer), transform, fixed_shape, order=order)
+                    kwargs = dict(metadata=meta, **to_fixed_grid)
+                    if isinstance(layer, Labels):
+                        new = self.viewer.add_labels(data, name=name, **kwargs)
+                    else:
+                        new = upsert_image(self.viewer, name, data, rgb=layer.rgb,
+                                           colormap=None if layer.rgb else layer.colormap,
+                                           contrast_limits=layer.contrast_limits, **kwargs)
+                        new.metadata = meta
+                elif isinstance(layer, Points):
+                    coords = self._map_coords(layer.data, layer, to_moving, transform)
+                    new = self.viewer.add_points(coords, name=name, features=layer.features,
+                                                 size=layer.size, metadata=meta, **to_fixed_grid)
+                elif isinstance(layer, Shapes):
+                    shapes = [self._map_coords(vertices, layer, to_moving, transform)
+                              for vertices in layer.data]
+                    new = self.viewer.add_shapes(shapes, shape_type=layer.shape_type, name=name,
+                                                 metadata=meta, **to_fixed_grid)
+                else:
+                    raise InputError(f"cannot transform a {type(layer).__name__} layer")
+            except ComirError as exc:
+                show_error(f"Register: {layer.name}: {exc}")
+                continue
+            added.append(new)
+        return added
+
+    @staticmethod
+    def _map_coords(coords: np.ndarray, layer: Layer, to_moving: np.ndarray,
+                    transform: RigidTransform) -> np.ndarray:
+        """Layer data (…, row, col) -> moving pixels -> fixed pixels (leading axes kept)."""
+        coords = np.array(coords, dtype=float)
+        if len(coords) == 0:
+            return coords
+        rc = coords[:, -2:] * np.asarray(layer.scale)[-2:] + np.asarray(layer.translate)[-2:]
+        rc = rc @ to_moving[:2, :2].T + to_moving[:2, 2]
+        coords[:, -2:] = transform.apply_rc(rc)
+        return coords

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from napari_comir import api
+from napari_comir.core.inference import compute_comir
+from napari_comir.widgets.fine_tune import PREVIEW_LAYER, FineTuneWidget
+from napari_comir.widgets.model import ModelWidget
+
+pytestmark = pytest.mark.gui
+
+
+def _widget(viewer):
+    widget = FineTuneWidget(viewer)
+    widget._moving.value, widget._fixed.value = viewer.layers["BF"], viewer.layers["SHG"]
+    widget.add_pair()
+    widget._steps.value, widget._patch.value, widget._batch.value = 50, 32, 2
+    return widget
+
+
+def test_stop_early_gives_a_usable_model_that_can_be_saved(viewer_with_pair, pair, errors):
+    viewer = viewer_with_pair
+    model_widget = ModelWidget(viewer)
+    widget = _widget(viewer)
+    widget._preview_every.value = 2
+    append = widget.loss_plot.append
+
+    def append_then_stop(value):  # "click" Stop after the third step
+        append(value)
+        if len(widget.loss_plot.values) == 3:
+            widget.stop()
+
+    widget.loss_plot.append = append_then_stop
+    job = widget.start()
+    assert job.stopped and not job.failed, errors
+    assert len(widget.loss_plot.values) == 3 < 50
+    assert "stopped at step 3" in widget._status.value
+    assert PREVIEW_LAYER in viewer.layers
+    assert not widget.model.training
+    comir = compute_comir(widget.model, pair[0], "bf")
+    assert comir.shape == (96, 96, 1) and np.isfinite(comir).all()
+
+    assert widget.save("tuned-test") is not None
+    assert "tuned-test" in api.list_models()
+    assert "tuned-test" in model_widget._model_name.choices
+    card = api.load_model("tuned-test", "cpu").card
+    assert card.training["fine_tune_steps"] == 3
+
+
+def test_pairs_from_csv_and_errors(viewer_with_pair, pair, tmp_path, errors):
+    from napari_comir.core.io import write_tiff
+
+    write_tiff(tmp_path / "a_bf.tif", pair[0])
+    write_tiff(tmp_path / "a_shg.tif", pair[1])
+    (tmp_path / "pairs.csv").write_text("name,bf_file,shg_file\na,a_bf.tif,a_shg.tif\n")
+    widget = FineTuneWidget(viewer_with_pair)
+    assert widget.start() is None and errors  # no pairs yet
+    widget.add_pairs_csv(tmp_path / "pairs.csv")
+    assert [entry.label for entry in widget.pairs] == ["csv: a"]
+    widget._steps.value, widget._patch.value, widget._batch.value = 2, 32, 2
+    job = widget.start()
+    assert not job.failed and len(widget.loss_plot.values) == 2
+    assert "done" in widget._status.value
+    widget._pairs_list.value = [0]
+    widget._remove_selected()
+    assert widget.pairs == []

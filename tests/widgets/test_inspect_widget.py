@@ -1,0 +1,34 @@
+import pytest
+
+from napari_comir.widgets._layers import grid as _grid
+from napari_comir.widgets.inspect import AGREEMENT_LAYER, InspectWidget
+from napari_comir.widgets.representations import RepresentationsWidget
+
+pytestmark = pytest.mark.gui
+
+
+def test_views_agreement_and_equivariance(viewer_with_pair, errors):
+    viewer = viewer_with_pair
+    RepresentationsWidget(viewer).run()
+    widget = InspectWidget(viewer)
+    assert widget._fixed.value.name == "CoMIR (SHG)"
+    assert widget._moving.value.name == "CoMIR (BF)"
+    widget.side_by_side()
+    assert _grid(viewer).enabled and not viewer.layers["BF"].visible
+    widget.overlay()
+    assert not _grid(viewer).enabled and viewer.layers["CoMIR (BF)"].colormap.name == "green"
+
+    score = widget.agreement_map()
+    assert -1.0 <= score <= 1.0
+    assert viewer.layers[AGREEMENT_LAYER].data.shape == (96, 96)
+
+    twin = viewer.add_image(viewer.layers["CoMIR (SHG)"].data, name="twin")
+    widget._moving.value = twin  # a CoMIR agrees with itself
+    assert widget.agreement_map() == pytest.approx(1.0, abs=1e-3)
+
+    widget._image.value, widget._modality.value = viewer.layers["SHG"], "shg"
+    widget._angle.value = 90
+    job = widget.check_equivariance()
+    assert not job.failed, errors
+    assert -1.0 <= widget.equivariance <= 1.0
+    assert "r = " in widget._equi_label.value

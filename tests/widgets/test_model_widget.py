@@ -1,0 +1,44 @@
+import pytest
+
+from napari_comir import api
+from napari_comir.widgets._state import current
+from napari_comir.widgets.model import ModelWidget
+
+pytestmark = pytest.mark.gui
+
+
+def test_lists_models_and_shows_card(make_napari_viewer, model_dir):
+    viewer = make_napari_viewer()
+    widget = ModelWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert "test-model" in widget._model_name.choices
+    assert widget._model_name.value == "test-model"
+    text = widget._card.value
+    assert "moving: bf" in text and "fixed: shg" in text and "3 channel" in text
+
+
+def test_load_file_device_and_saved_models_refresh(make_napari_viewer, model_dir, errors):
+    widget = ModelWidget(make_napari_viewer())
+    other = api.new_model("rgb-nir", architecture={"type": "unet", "base_channels": 4, "depth": 2})
+    (model_dir.parent / "elsewhere").mkdir()
+    path = api.save_model(other, model_dir.parent / "elsewhere" / "aerial")
+    assert widget.load(str(path.with_suffix(".safetensors")))
+    assert current.source.endswith("aerial.safetensors") and "moving: rgb" in widget._card.value
+    widget._device.value = "cpu"
+    assert current.device == "cpu" and errors == []
+
+    api.save_user_model(api.new_model("bf-shg"), "fresh")
+    current.models_saved.emit("fresh")
+    assert "fresh" in widget._model_name.choices
+    widget._model_name.value = "fresh"
+    assert current.source == "fresh"
+
+
+def test_bad_file_is_a_notification_not_a_crash(make_napari_viewer, tmp_path, errors):
+    widget = ModelWidget(make_napari_viewer())
+    bad = tmp_path / "broken.json"
+    bad.write_text("{not json")
+    (tmp_path / "broken.safetensors").write_bytes(b"junk")
+    assert not widget.load(str(bad))
+    assert errors and "broken.json" in errors[0]
+    assert current.source == "test-model"  # the previous model stays current

@@ -1,0 +1,92 @@
+import json
+
+import numpy as np
+import pytest
+
+from napari_comir.core.registration import RegistrationResult
+from napari_comir.core.transforms import RigidTransform, resample
+from napari_comir.widgets.register import CHECKERBOARD, RegisterWidget
+
+pytestmark = pytest.mark.gui
+
+KNOWN = RigidTransform.about_center(20.0, (47.5, 47.5), (5.0, -3.0))
+
+
+@pytest.fixture
+def registered(viewer_with_pair, errors):
+    """A widget that ran a real (untrained-model) registration of BF onto SHG."""
+    viewer = viewer_with_pair
+    bf = viewer.layers["BF"].data
+    viewer.layers["BF"].data = resample(bf, KNOWN.inverse(), bf.shape[:2])  # misalign
+    widget = RegisterWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget._fixed.value.name == "SHG" and widget._moving.value.name == "BF"
+    widget._rotation.value = 30
+    job = widget.run()
+    assert job is not None and not job.failed, errors
+    return viewer, widget
+
+
+def test_register_sets_affine_overlay_and_toggles(registered):
+    viewer, widget = registered
+    transform = widget.result.transform
+    bf = viewer.layers["BF"]
+    assert np.allclose(bf.affine.affine_matrix, transform.matrix_rc)
+    assert np.allclose(viewer.layers["CoMIR (BF)"].affine.affine_matrix, transform.matrix_rc)
+    assert viewer.layers["SHG"].colormap.name == "magenta"
+    assert viewer.layers["SHG"].blending == "additive"
+    assert "score" in widget._score.value
+
+    widget._after.value = False
+    assert np.allclose(bf.affine.affine_matrix, np.eye(3))
+    widget._after.value = True
+    assert np.allclose(bf.affine.affine_matrix, transform.matrix_rc)
+
+    widget._checker.value = True
+    board = viewer.layers[CHECKERBOARD]
+    assert board.visible and board.data.shape == (96, 96, 3)
+    widget._square.value = 8
+    assert board.data.shape == (96, 96, 3)
+    widget._checker.value = False
+    assert not board.visible
+
+
+def test_accept_export_and_apply(registered, tmp_path):
+    viewer, widget = registered
+    # A known result makes the expected coordinates exact.
+    widget.show_result(RegistrationResult(KNOWN, 0.9, 0.1, "search", {}, True),
+                       viewer.layers["SHG"], viewer.layers["BF"])
+    assert widget._warning.value == ""
+    layer = widget.accept()
+    assert layer.name == "BF (registered)" and layer.rgb
+    assert layer.data.shape == viewer.layers["BF"].data.shape
+    assert layer.metadata["comir_transform"] == KNOWN.to_dict()
+
+    path = widget.export_transform(tmp_path / "t.json")
+    assert RigidTransform.from_dict(json.loads(path.read_text())) == KNOWN
+    csv_path = widget.export_transform(tmp_path / "t.csv")
+    found = RigidTransform.from_csv(csv_path)
+    assert np.allclose(found.matrix_xy, KNOWN.matrix_xy)
+
+    points = viewer.add_points(np.array([[10.0, 20.0], [50.0, 60.0]]), name="cells")
+    labels = viewer.add_labels(np.zeros((96, 96), np.int32), name="nuclei")
+    labels.data[30:50, 30:50] = 7
+    shapes = viewer.add_shapes([np.array([[10, 10], [10, 40], [40, 25]])], shape_type="polygon",
+                               name="roi")
+    new_points, new_labels, new_shapes = widget.apply_to([points, labels, shapes])
+    assert np.allclose(new_points.data, KNOWN.apply_rc(points.data))
+    assert set(np.unique(new_labels.data)) == {0, 7}  # nearest neighbour: no blended labels
+    assert np.allclose(new_shapes.data[0], KNOWN.apply_rc(shapes.data[0]))
+
+
+def test_low_score_warns(registered):
+    viewer, widget = registered
+    widget.show_result(RegistrationResult(KNOWN, 0.05, 0.1, "search", {}, False),
+                       viewer.layers["SHG"], viewer.layers["BF"])
+    assert "FAILED" in widget._warning.value
+
+
+def test_register_needs_two_layers(make_napari_viewer, errors):
+    widget = RegisterWidget(make_napari_viewer())
+    assert widget.run() is None and errors
+    assert widget.accept() is None

@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+from napari_comir.widgets.representations import RepresentationsWidget
+
+pytestmark = pytest.mark.gui
+
+
+def test_computes_both_comirs_and_rerun_updates_in_place(viewer_with_pair, errors):
+    viewer = viewer_with_pair
+    viewer.layers["SHG"].scale = (0.5, 0.5)
+    widget = RepresentationsWidget(viewer)
+    assert widget._moving.value.name == "BF" and widget._fixed.value.name == "SHG"
+    job = widget.run()
+    assert job is not None and not job.failed and errors == []
+    bf_comir, shg_comir = viewer.layers["CoMIR (BF)"], viewer.layers["CoMIR (SHG)"]
+    assert bf_comir.data.shape == viewer.layers["BF"].data.shape[:2]
+    assert tuple(shg_comir.scale) == (0.5, 0.5)
+    lo, hi = shg_comir.contrast_limits
+    assert hi > lo and shg_comir.metadata["comir_modality"] == "shg"
+
+    n_layers = len(viewer.layers)
+    viewer.layers["BF"].data = viewer.layers["BF"].data[::-1].copy()
+    widget.run()
+    assert len(viewer.layers) == n_layers
+    assert viewer.layers["CoMIR (BF)"] is bf_comir  # same layer, new data
+    assert np.allclose(bf_comir.metadata["comir"][..., 0], bf_comir.data)
+
+
+def test_no_layers_is_an_error_message(make_napari_viewer, errors):
+    widget = RepresentationsWidget(make_napari_viewer())
+    assert widget.run() is None
+    assert errors
