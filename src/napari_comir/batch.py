@@ -94,23 +94,19 @@ def _read_jobs(pairs_csv: Path, fixed_column: str, moving_column: str) -> list[d
     return jobs
 
 
-def _model_reference(model: ComirModel | str | os.PathLike,
-                     out_dir: Path) -> tuple[str, ComirModel]:
-    """What workers load the model from, and the model itself (loaded here to fail early).
+def _model_reference(model: ComirModel | str | os.PathLike, out_dir: Path) -> str:
+    """What workers load the model from.
 
     Names of bundled/user models stay names (a remote worker resolves them in its own install);
     files become absolute paths; a model object is saved to ``out_dir/model.json``.
     """
-    from .api import load_model
     from .core.zoo import ComirModel, list_models, resolve_model_path, save_model
 
     if isinstance(model, ComirModel):
-        return str(save_model(model, out_dir / "model")), model
+        return str(save_model(model, out_dir / "model"))
     if str(model) in list_models():
-        reference = str(model)
-    else:
-        reference = str(resolve_model_path(model).resolve())
-    return reference, load_model(reference, "cpu")
+        return str(model)
+    return str(resolve_model_path(model).resolve())
 
 
 _worker_models: dict[tuple[str, int], ComirModel] = {}
@@ -266,11 +262,16 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
     ModelFileError
         Unknown or invalid model.
     """
+    from .api import load_model
     from .core.registration import METHODS, _angle_bounds
+    from .core.zoo import ComirModel
 
+    # Check everything before writing anything, so a bad call leaves no output folder behind.
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
     _angle_bounds(rotation_range)
+    jobs = _read_jobs(Path(pairs_csv), fixed_column, moving_column)
+    loaded = model if isinstance(model, ComirModel) else load_model(model, "cpu")
     out_dir = Path(out_dir)
     try:
         (out_dir / RECORDS_DIR).mkdir(parents=True, exist_ok=True)
@@ -280,8 +281,7 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
         raise InputError(f"cannot create the output folder {out_dir}: {exc.strerror}") from exc
     if not os.access(out_dir / RECORDS_DIR, os.W_OK):
         raise InputError(f"output folder is not writable: {out_dir}")
-    jobs = _read_jobs(Path(pairs_csv), fixed_column, moving_column)
-    reference, loaded = _model_reference(model, out_dir)
+    reference = _model_reference(model, out_dir)
     for job in jobs:
         job.update(model=loaded.card.name, model_sha256=loaded.card.sha256, method=method,
                    rotation_range=float(rotation_range),
