@@ -1,0 +1,91 @@
+"""Validation metrics of a bf-shg model, written into its model card (docs/models.md quotes them).
+
+- equivariance: correlation of f(rotated input) rotated back vs f(input), angles 0-345° in 15°
+  steps, on the val images of both modalities (min and mean over angles, mean over images);
+- registration success on the val split (CoMIR + global search), scenarios 180 and hard of
+  benchmarks/registration.py, 10 seeds per pair.
+
+Usage: ``python benchmarks/evaluate_model.py bf-shg [--update-card] [--seeds 10]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+
+from napari_comir import api  # noqa: E402
+from napari_comir.core.data import read_pairs_csv  # noqa: E402
+from napari_comir.core.evaluation import (  # noqa: E402
+    degrade,
+    equivariance_score,
+    make_rigid_case,
+    random_rigid,
+)
+from napari_comir.core.io import write_text_atomic  # noqa: E402
+from napari_comir.core.transforms import corner_error  # noqa: E402
+from napari_comir.core.zoo import resolve_model_path  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bf_shg"
+SCENARIOS = {"180": (300, 180.0, 20.0, False), "hard": (256, 180.0, 40.0, True)}
+
+
+def registration_success(model, pairs, seeds: int) -> dict:
+    results = {}
+    for scenario, (crop, max_angle, max_shift, noisy) in SCENARIOS.items():
+        errors = []
+        for index, pair in enumerate(pairs):
+            for seed in range(seeds):
+                rng = np.random.default_rng([seed, index, crop, int(max_angle)])
+                angle, shift = random_rigid(rng, max_angle, max_shift)
+                fixed, moving, truth = make_rigid_case(pair.images["shg"], pair.images["bf"],
+                                                       angle, shift, crop)
+                if noisy:
+                    fixed, moving = degrade(fixed, rng), degrade(moving, rng)
+                found = api.register_multimodal(fixed, moving, model).transform
+                errors.append(corner_error(truth, found, moving.shape[:2]))
+        errors = np.array(errors)
+        results[scenario] = {"success_pct": round(float(100 * np.mean(errors <= 0.02 * crop)), 1),
+                             "median_error_px": round(float(np.median(errors)), 3),
+                             "cases": int(errors.size)}
+        print(scenario, results[scenario], flush=True)
+    return results
+
+
+def equivariance(model, pairs) -> dict:
+    results = {}
+    for modality in model.modalities:
+        per_image = [equivariance_score(model, pair.images[modality], modality) for pair in pairs]
+        by_angle = {a: float(np.mean([s[a] for s in per_image])) for a in per_image[0]}
+        results[modality] = {"min": round(min(by_angle.values()), 4),
+                             "mean": round(float(np.mean(list(by_angle.values()))), 4),
+                             "worst_angle_deg": min(by_angle, key=by_angle.get)}
+        print("equivariance", modality, results[modality], flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--update-card", action="store_true")
+    args = parser.parse_args()
+    model = api.load_model(args.model, "cpu")
+    val = read_pairs_csv(DATA / "pairs.csv", ("bf", "shg"), split="val")
+    metrics = {"val_equivariance": equivariance(model, val),
+               "val_registration": registration_success(model, val, args.seeds)}
+    if args.update_card:
+        card_path = resolve_model_path(args.model)
+        card = json.loads(card_path.read_text())
+        card["metrics"] = metrics
+        write_text_atomic(card_path, json.dumps(card, indent=2) + "\n")
+        print(f"updated {card_path}")
+
+
+if __name__ == "__main__":
+    main()
