@@ -1,0 +1,181 @@
+"""Model and checkpoint files from untrusted sources: refused clearly, and nothing runs.
+
+A pickle can execute code while it is loaded; the payload below would create a marker file.
+Every way of handing it to napari-comir (model path, .safetensors in disguise, checkpoint,
+``train --resume``, ``register --model``) must raise a clear error and leave no marker.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from napari_comir import api
+from napari_comir.cli import main
+from napari_comir.core.errors import ModelFileError
+from napari_comir.core.training import load_checkpoint
+
+
+class _Payload:
+    """Unpickling this calls ``open(marker, "w")``: the file appears if the pickle is loaded."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+@pytest.fixture
+def marker(tmp_path):
+    path = tmp_path / "PAYLOAD_RAN"
+    yield path
+    assert not path.exists(), "the pickle payload ran"
+
+
+@pytest.fixture
+def evil(tmp_path, marker):
+    """Crafted pickles: torch.save's zip format and a plain (legacy) pickle."""
+    torch.save({"model": _Payload(marker), "step": 1}, tmp_path / "evil.pt")
+    with open(tmp_path / "legacy.pt", "wb") as handle:
+        pickle.dump({"model": _Payload(marker)}, handle)
+    return tmp_path
+
+
+@pytest.fixture
+def saved(tmp_path, tiny_model):
+    """A valid tiny model: (card path, weights path, card dict)."""
+    card = api.save_model(tiny_model, tmp_path / "good")
+    return card, card.with_suffix(".safetensors"), json.loads(card.read_text())
+
+
+def _write_card(path, card: dict):
+    path.write_text(json.dumps(card))
+    return path
+
+
+def test_pickle_as_model_path_is_refused(evil):
+    with pytest.raises(ModelFileError, match="no model card evil.json beside"):
+        api.load_model(str(evil / "evil.pt"))
+
+
+def test_pickle_disguised_as_safetensors_is_refused(evil, saved):
+    card = {**saved[2], "sha256": ""}  # no hash to catch it: the safetensors parser must
+    (evil / "disguised.safetensors").write_bytes((evil / "evil.pt").read_bytes())
+    _write_card(evil / "disguised.json", card)
+    with pytest.raises(ModelFileError, match="not a valid safetensors weights file.*pickled"):
+        api.load_model(str(evil / "disguised.json"))
+
+
+@pytest.mark.parametrize("name", ["evil.pt", "legacy.pt"])
+def test_pickle_as_checkpoint_is_refused(evil, name):
+    with pytest.raises(ModelFileError, match=f"{name}: not a napari-comir checkpoint"):
+        load_checkpoint(evil / name)
+
+
+@pytest.mark.xfail(strict=True, reason="training.load_checkpoint passes on torch's advice to "
+                   "re-run torch.load with weights_only=False (unsafe) and ANSI codes; it should "
+                   "catch pickle.UnpicklingError and say the file holds non-tensor objects")
+@pytest.mark.parametrize("name", ["evil.pt", "legacy.pt"])
+def test_checkpoint_refusal_gives_no_unsafe_advice(evil, name):
+    with pytest.raises(ModelFileError) as info:
+        load_checkpoint(evil / name)
+    assert "weights_only" not in str(info.value) and "\x1b" not in str(info.value)
+
+
+def test_cli_refuses_pickles(evil, tmp_path, capsys, pair_files):
+    fixed, moving = pair_files
+    status = main(["register", "--fixed", fixed, "--moving", moving, "--model",
+                   str(evil / "evil.pt"), "--out", str(tmp_path / "r.json")])
+    assert status == 2 and "no model card" in capsys.readouterr().err
+    status = main(["train", "--fixed", fixed, "--moving", moving, "--base-channels", "4",
+                   "--depth", "3", "--steps", "1", "--patch-size", "32", "--batch-size", "2",
+                   "--resume", str(evil / "evil.pt"), "--out", str(tmp_path / "m")])
+    assert status == 2 and "not a napari-comir checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "m.json").exists()
+
+
+@pytest.fixture
+def pair_files(tmp_path):
+    """A tiny aligned pair on disk (synthetic, 64 x 64)."""
+    from napari_comir.core.io import write_tiff
+    from napari_comir.core.synthetic import synthetic_pair
+
+    bf, shg = synthetic_pair((64, 64), seed=0)
+    write_tiff(tmp_path / "shg.tif", shg)
+    write_tiff(tmp_path / "bf.tif", bf)
+    return str(tmp_path / "shg.tif"), str(tmp_path / "bf.tif")
+
+
+def _truncate(weights):
+    weights.write_bytes(weights.read_bytes()[:100])
+
+
+def _flip_last_byte(weights):
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # still valid safetensors: one weight changed
+    weights.write_bytes(bytes(data))
+
+
+def _break_header(weights):
+    data = bytearray(weights.read_bytes())
+    data[8:12] = b"{{{{"
+    weights.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, keep_hash, match", [
+    (_truncate, True, "SHA-256 does not match"),
+    (_flip_last_byte, True, "SHA-256 does not match"),
+    (_truncate, False, "not a valid safetensors weights file"),
+    (_break_header, False, "not a valid safetensors weights file"),
+    (lambda w: w.unlink(), True, "weights file missing"),
+], ids=["truncated", "one byte changed", "truncated, no hash", "broken header, no hash",
+        "missing"])
+def test_damaged_weights(saved, damage, keep_hash, match):
+    card_path, weights, card = saved
+    if not keep_hash:
+        _write_card(card_path, {**card, "sha256": ""})
+    damage(weights)
+    with pytest.raises(ModelFileError, match=match):
+        api.load_model(str(card_path))
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda c: {**c, "format": 99}, "unsupported card format 99"),
+    (lambda c: {k: v for k, v in c.items() if k != "modalities"}, "missing field.*modalities"),
+    (lambda c: {**c, "modalities": "bf,shg"}, "invalid field"),
+    (lambda c: {**c, "modalities": {"bf": {"channels": "three"}, "shg": {"channels": 1}}},
+     "invalid field"),
+    (lambda c: {**c, "fixed_modality": "nir"}, "exactly two modalities"),
+    (lambda c: {**c, "comir_channels": 7}, "channel counts out of range"),
+    (lambda c: [c], "expected a JSON object"),
+], ids=["format", "missing field", "modalities not a dict", "channels not a number",
+        "unknown fixed modality", "too many CoMIR channels", "not an object"])
+def test_card_with_wrong_schema(saved, change, match):
+    card_path, _, card = saved
+    _write_card(card_path, change(card))
+    with pytest.raises(ModelFileError, match=match):
+        api.load_model(str(card_path))
+
+
+def test_card_that_is_not_json(saved):
+    saved[0].write_bytes(b"\x00\xff not json")
+    with pytest.raises(ModelFileError, match="not a readable JSON model card"):
+        api.load_model(str(saved[0]))
+
+
+@pytest.mark.parametrize("change", [
+    lambda c: {**c, "architecture": {**c["architecture"], "base_channels": 8}},
+    lambda c: {**c, "architecture": {**c["architecture"], "depth": 4}},
+    lambda c: {**c, "modalities": {**c["modalities"], "bf": {**c["modalities"]["bf"],
+                                                             "channels": 1}}},
+    lambda c: {**c, "comir_channels": 2},
+], ids=["wider", "deeper", "input channels", "CoMIR channels"])
+def test_weights_that_do_not_fit_the_card(saved, change):
+    card_path, _, card = saved
+    _write_card(card_path, change(card))
+    with pytest.raises(ModelFileError, match="weights do not fit the card's architecture"):
+        api.load_model(str(card_path))
