@@ -18,6 +18,7 @@ def registered(viewer_with_pair, errors):
     viewer = viewer_with_pair
     bf = viewer.layers["BF"].data
     viewer.layers["BF"].data = resample(bf, KNOWN.inverse(), bf.shape[:2])  # misalign
+    viewer.layers["BF"].metadata["comir_true_transform"] = KNOWN.to_dict()
     widget = RegisterWidget(viewer)
     viewer.window.add_dock_widget(widget)
     assert widget._fixed.value.name == "SHG" and widget._moving.value.name == "BF"
@@ -35,7 +36,7 @@ def test_register_sets_affine_overlay_and_toggles(registered):
     assert np.allclose(viewer.layers["CoMIR (BF)"].affine.affine_matrix, transform.matrix_rc)
     assert viewer.layers["SHG"].colormap.name == "magenta"
     assert viewer.layers["SHG"].blending == "additive"
-    assert "score" in widget._score.value
+    assert "score" in widget._score.value and "error vs." in widget._score.value
 
     widget._after.value = False
     assert np.allclose(bf.affine.affine_matrix, np.eye(3))

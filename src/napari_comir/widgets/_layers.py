@@ -88,3 +88,12 @@ def grid(viewer):
     """The viewer's grid settings (``viewer.canvas.grid`` in napari ≥ 0.9, else ``viewer.grid``)."""
     canvas = getattr(viewer, "canvas", None)
     return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
+
+
+def wrap(label, max_height: int | None = None):
+    """Let a Label wrap (long status lines must not widen the dock), or cap a list's height."""
+    if max_height is not None:
+        label.native.setMaximumHeight(max_height)
+    elif hasattr(label.native, "setWordWrap"):
+        label.native.setWordWrap(True)
+    return label

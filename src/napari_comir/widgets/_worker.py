@@ -81,7 +81,8 @@ def run_job(generator_function: Callable[..., Iterator[Progress]], *args,
         if progress_bar is not None and event.total:
             progress_bar.max = event.total
             progress_bar.value = min(event.step, event.total)
-            progress_bar.label = event.message
+            # Text inside the bar (the widget's label is its form-row name: leave it alone).
+            progress_bar.native.setFormat(f"{event.message}  %p%" if event.message else "%p%")
         if on_event is not None:
             on_event(event)
 

@@ -29,7 +29,7 @@ from ..core.progress import Progress
 from ..core.training import TrainConfig
 from ..core.zoo import ComirModel
 from . import _worker
-from ._layers import image_data, layer_choices, percentile_limits, upsert_image
+from ._layers import image_data, layer_choices, percentile_limits, upsert_image, wrap
 from ._loss_plot import LossPlot
 from ._state import current
 
@@ -79,7 +79,8 @@ class FineTuneWidget(Container):
         self._moving = ComboBox(label="moving (bf)", choices=images, nullable=True)
         self._fixed = ComboBox(label="fixed (shg)", choices=images, nullable=True)
         self._add = PushButton(text="Add pair")
-        self._pairs_list = Select(label="aligned pairs", choices=self._pair_choices)
+        self._pairs_list = wrap(Select(label="aligned pairs", choices=self._pair_choices),
+                                max_height=90)
         self._remove = PushButton(text="Remove selected pairs")
         self._csv = FileEdit(label="pairs CSV", filter="*.csv", value="",
                              tooltip="Columns name, <moving>_file, <fixed>_file (paths relative "
@@ -96,7 +97,7 @@ class FineTuneWidget(Container):
         self._start = PushButton(text="Start")
         self._stop = PushButton(text="Stop", enabled=False)
         self._progress = ProgressBar(value=0, max=1)
-        self._status = Label(value="")
+        self._status = wrap(Label(value=""))
         self._name = LineEdit(label="save as", value="my-bf-shg")
         self._save = PushButton(text="Save user model", enabled=False)
         super().__init__(widgets=[

@@ -48,6 +48,7 @@ class ModelWidget(Container):
                                 tooltip="auto = CUDA, then Apple MPS, then CPU")
         self._refresh = PushButton(text="Refresh list")
         self._status = Label(value="")
+        self._status.native.setWordWrap(True)
         self._card = TextEdit(label="model card")
         self._card.read_only = True
         super().__init__(widgets=[self._model_name, self._refresh, self._file, self._load_file,

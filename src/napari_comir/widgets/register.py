@@ -23,7 +23,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from ..core.errors import ComirError, InputError
 from ..core.progress import Progress
 from ..core.registration import RegistrationResult, register
-from ..core.transforms import RigidTransform, resample
+from ..core.transforms import RigidTransform, corner_error, resample
 from ..core.zoo import ComirModel
 from . import _worker
 from ._layers import (
@@ -33,11 +33,13 @@ from ._layers import (
     percentile_limits,
     upsert_image,
     world_affine,
+    wrap,
 )
 from ._state import current
 from .representations import comir_events, comir_layer_name, find_comir, show_comir
 
 CHECKERBOARD = "Checkerboard (fixed | moving)"
+TRUE_TRANSFORM_KEY = "comir_true_transform"  # set by the misaligned sample data
 
 
 def registration_events(model: ComirModel, fixed: np.ndarray, moving: np.ndarray,
@@ -95,17 +97,16 @@ class RegisterWidget(Container):
         self._reuse = CheckBox(text="reuse CoMIRs from Representations", value=True)
         self._run = PushButton(text="Register")
         self._progress = ProgressBar(value=0, max=1)
-        self._score = Label(value="")
-        self._warning = Label(value="")
+        self._score = wrap(Label(value=""))
+        self._warning = wrap(Label(value=""))
         self._warning.native.setStyleSheet("color: #ff6060; font-weight: bold")
-        self._warning.native.setWordWrap(True)
         self._after = CheckBox(text="show found transform (after)", value=True, enabled=False)
         self._checker = CheckBox(text="checkerboard", value=False, enabled=False)
         self._square = Slider(label="square px", min=4, max=512, value=32, enabled=False)
         self._accept = PushButton(text="Accept (resample moving)", enabled=False)
         self._export = PushButton(text="Export transform…", enabled=False)
-        self._targets = Select(label="apply to", choices=layer_choices(napari_viewer),
-                               nullable=True)
+        self._targets = wrap(Select(label="apply to", choices=layer_choices(napari_viewer)),
+                             max_height=110)
         self._apply = PushButton(text="Apply to selected layers", enabled=False)
         super().__init__(widgets=[
             self._fixed, self._moving, self._method, self._rotation, self._reuse, self._run,
@@ -181,9 +182,13 @@ class RegisterWidget(Container):
         """Show a registration result: lossless affine preview, colours, score and warning."""
         self.result, self._pair = result, (fixed, moving)
         t = result.transform
-        self._score.value = (f"score (NCC) {result.score:.3f} · angle {t.angle_deg:.2f}° · "
-                             f"shift x {t.translation_xy[0]:.1f}, y {t.translation_xy[1]:.1f} px · "
-                             f"{result.seconds:.1f} s")
+        self._score.value = (f"score (NCC) {result.score:.3f} · {result.seconds:.1f} s\n"
+                             f"angle {t.angle_deg:.2f}° · shift x {t.translation_xy[0]:.1f}, "
+                             f"y {t.translation_xy[1]:.1f} px")
+        truth = moving.metadata.get(TRUE_TRANSFORM_KEY)  # the misaligned sample knows the answer
+        if truth is not None:
+            error = corner_error(RigidTransform.from_dict(truth), t, image_data(moving).shape)
+            self._score.value += f"\nerror vs. the known transform: {error:.1f} px"
         if not result.success_likely:
             self._warning.value = ("⚠ Low score: the registration has probably FAILED. Check the "
                                    "overlay; try another method, a narrower rotation range or a "

@@ -14,7 +14,7 @@ from ..core.inference import comir_tiles
 from ..core.progress import Progress
 from ..core.zoo import ComirModel
 from . import _worker
-from ._layers import image_data, layer_choices, percentile_limits, upsert_image
+from ._layers import image_data, layer_choices, percentile_limits, upsert_image, wrap
 from ._state import current
 
 
@@ -80,7 +80,7 @@ class RepresentationsWidget(Container):
         self._run = PushButton(text="Compute CoMIRs")
         self._stop = PushButton(text="Stop", enabled=False)
         self._progress = ProgressBar(value=0, max=1)
-        self._status = Label(value="")
+        self._status = wrap(Label(value=""))
         super().__init__(widgets=[self._moving, self._fixed, self._run, self._stop,
                                   self._progress, self._status])
         self._run.clicked.connect(self.run)
