@@ -51,6 +51,7 @@ class ModelWidget(Container):
         self._status.native.setWordWrap(True)
         self._card = TextEdit(label="model card")
         self._card.read_only = True
+        self._card.native.setMinimumHeight(260)
         super().__init__(widgets=[self._model_name, self._refresh, self._file, self._load_file,
                                   self._device, self._status, self._card])
         self.viewer = napari_viewer

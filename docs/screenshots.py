@@ -1,0 +1,142 @@
+"""Screenshots of every napari-comir dock widget in a meaningful state, for the user guide.
+
+Run under a display (``xvfb-run -a python docs/screenshots.py``); writes docs/images/*.png.
+It fine-tunes a small model on the synthetic aligned sample (~1-2 min on CPU), then registers
+the misaligned sample with it, so the pictures show real results. Models are saved to a
+temporary folder, never to your user models folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ["NAPARI_COMIR_MODELS_DIR"] = tempfile.mkdtemp(prefix="napari-comir-models-")
+
+import napari  # noqa: E402
+from qtpy.QtCore import Qt  # noqa: E402
+from qtpy.QtWidgets import QApplication  # noqa: E402
+
+from napari_comir import _sample_data, api  # noqa: E402
+from napari_comir.widgets import _worker, fine_tune  # noqa: E402
+from napari_comir.widgets.fine_tune import FineTuneWidget  # noqa: E402
+from napari_comir.widgets.inspect import InspectWidget  # noqa: E402
+from napari_comir.widgets.model import ModelWidget  # noqa: E402
+from napari_comir.widgets.register import RegisterWidget  # noqa: E402
+from napari_comir.widgets.representations import RepresentationsWidget  # noqa: E402
+
+IMAGES = Path(__file__).resolve().parent / "images"
+WIDTH = 1000  # px of the saved PNGs: readable, small files
+
+
+def settle(viewer, seconds: float = 0.3):
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(int(seconds * 1000), loop.quit)
+    loop.exec()
+    QApplication.processEvents()
+
+
+def shot(viewer, name: str):
+    settle(viewer)
+    path = IMAGES / f"{name}.png"
+    pixmap = viewer.window._qt_window.grab()
+    pixmap.scaledToWidth(WIDTH, Qt.TransformationMode.SmoothTransformation).save(str(path))
+    try:  # a 256-colour palette keeps the PNGs a few hundred kB at most
+        from PIL import Image
+
+        Image.open(path).convert("RGB").quantize(128, dither=Image.Dither.NONE).save(
+            path, optimize=True)
+    except ImportError:
+        pass
+    print("wrote", path, f"{path.stat().st_size // 1024} kB")
+
+
+def add_layers(viewer, layer_data):
+    for data, kwargs, _kind in layer_data:
+        viewer.add_image(data, **kwargs)
+
+
+def dock(viewer, widget, title):
+    return viewer.window.add_dock_widget(widget, name=title, area="right")
+
+
+def main():
+    IMAGES.mkdir(exist_ok=True)
+    _worker.SYNCHRONOUS = True  # a script: run jobs inline, in order
+    fine_tune.show_info = print  # no "saved" toast over the later pictures
+    if "bf-shg" not in api.list_models():
+        api.save_user_model(api.new_model("bf-shg"), "bf-shg-untrained")
+    viewer = napari.Viewer(title="napari-comir")
+    viewer.window._qt_window.resize(1500, 950)
+
+    # Fine-tune on the aligned sample, with the live loss curve and a CoMIR preview.
+    add_layers(viewer, _sample_data.sample_pair())
+    tune = FineTuneWidget(viewer)
+    tune._moving.value = viewer.layers["BF (sample)"]
+    tune._fixed.value = viewer.layers["SHG (sample)"]
+    tune.add_pair()
+    tune._steps.value, tune._patch.value, tune._batch.value, tune._lr.value = 150, 64, 8, 3e-3
+    tune._preview_every.value = 50
+    tune._name.value = "bf-shg-demo"
+    dock_tune = dock(viewer, tune, "Fine-tune CoMIR")
+    tune.start()
+    viewer.layers["SHG (sample)"].visible = False
+    shot(viewer, "fine_tune")
+    tune.save("bf-shg-demo")
+    viewer.window.remove_dock_widget(dock_tune)
+    viewer.layers.clear()
+
+    # The model widget with the fine-tuned model chosen.
+    add_layers(viewer, _sample_data.sample_pair_misaligned())
+    model = ModelWidget(viewer)
+    dock_model = dock(viewer, model, "CoMIR model")
+    model._model_name.value = "bf-shg-demo"
+    shot(viewer, "model")
+    viewer.window.remove_dock_widget(dock_model)
+
+    # CoMIRs of both images (side by side so the shared representation is visible).
+    reps = RepresentationsWidget(viewer)
+    dock_reps = dock(viewer, reps, "CoMIR representations")
+    reps.run()
+    viewer.canvas.grid.enabled = True
+    viewer.reset_view()
+    shot(viewer, "representations")
+    viewer.canvas.grid.enabled = False
+    viewer.window.remove_dock_widget(dock_reps)
+    viewer.reset_view()
+
+    # Registration: overlay (fixed magenta, moving green), then the checkerboard.
+    register = RegisterWidget(viewer)
+    dock_register = dock(viewer, register, "Register (CoMIR)")
+    register.run()
+    viewer.layers["BF (sample, misaligned)"].visible = False
+    shot(viewer, "register")
+    register._square.value = 64
+    register._checker.value = True
+    shot(viewer, "register_checkerboard")
+    register._checker.value = False
+    viewer.window.remove_dock_widget(dock_register)
+
+    # Inspect: agreement map of the registered CoMIRs and the equivariance check.
+    inspect = InspectWidget(viewer)
+    dock(viewer, inspect, "Inspect CoMIRs")
+    inspect._fixed.value = viewer.layers["CoMIR (SHG (sample))"]
+    inspect._moving.value = viewer.layers["CoMIR (BF (sample, misaligned))"]
+    inspect.agreement_map()
+    inspect._image.value = viewer.layers["SHG (sample)"]
+    inspect._modality.value = "shg"
+    inspect.check_equivariance()
+    for layer in viewer.layers:
+        layer.visible = layer.name.startswith("CoMIR agreement")
+    shot(viewer, "inspect")
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
