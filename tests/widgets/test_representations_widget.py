@@ -31,3 +31,14 @@ def test_no_layers_is_an_error_message(make_napari_viewer, errors):
     widget = RepresentationsWidget(make_napari_viewer())
     assert widget.run() is None
     assert errors
+
+
+def test_runs_in_a_worker_thread(viewer_with_pair, qtbot, monkeypatch, errors):
+    from napari_comir.widgets import _worker
+
+    monkeypatch.setattr(_worker, "SYNCHRONOUS", False)
+    widget = RepresentationsWidget(viewer_with_pair)
+    job = widget.run()
+    assert job.running and not widget._run.enabled  # returned at once; GUI not blocked
+    qtbot.waitUntil(lambda: not job.running, timeout=20000)
+    assert "CoMIR (SHG)" in viewer_with_pair.layers and widget._run.enabled and errors == []
