@@ -1,1 +1,1 @@
-"""Dock widgets (Qt/magicgui only); each file is one widget and imports the core, never the reverse."""
+"""Dock widgets (Qt/magicgui only): one file per widget; they import the core, never the reverse."""
