@@ -74,6 +74,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise InputError(f"output folder is not writable: {path.parent}")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs should get normal permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path
