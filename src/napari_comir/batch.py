@@ -203,12 +203,20 @@ def _client(scheduler: str | None, n_workers: int | None, threads_per_worker: in
         with Client(scheduler) as client:
             yield client
         return
+    import dask
+
     threads = threads_per_worker or 1
     workers = n_workers or max(1, (os.cpu_count() or 1) // threads)
-    # Dask's nanny starts workers with OMP_NUM_THREADS=1, so torch uses one thread per task.
-    with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
-                      host="127.0.0.1", dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    # Dask's nanny starts workers with OMP_NUM_THREADS=1 (one torch thread per task, as wanted)
+    # and MALLOC_TRIM_THRESHOLD_, which turns off glibc's adaptive mmap threshold: every large
+    # tensor is then mmapped and page-faulted afresh, making registration ~2x slower. Drop it.
+    environ = {key: value for key, value in
+               dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
+               if key != "MALLOC_TRIM_THRESHOLD_"}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
+            LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+                         host="127.0.0.1", dashboard_address=None,
+                         silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
 
 
