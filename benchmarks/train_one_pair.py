@@ -68,7 +68,7 @@ def main() -> None:
                          lr=args.lr, device="cpu")
     start = time.perf_counter()
     run = api.fine_tune(model, train_pair, config, copy_model=False)
-    for event in run:
+    for event in run:  # noqa: B007 (the last event is used below)
         if time.perf_counter() - start >= args.seconds:
             break
     run.close()

@@ -3,7 +3,6 @@
 Every row of the tables below is one input tried; accepted inputs (RGBA, uint16, float) must
 register. CLI failures must exit with status 2, print exactly one line
 ``napari-comir <command>: error: ...`` to stderr and leave no partial output file.
-Rows marked xfail are known gaps in files owned by others (the reason names the fix).
 """
 
 from __future__ import annotations
@@ -70,9 +69,7 @@ API_CASES = [
      "rotation_range"),
     ("unknown modality", lambda s, b: (s, b), {"fixed_modality": "nir"}, InputError,
      "no modality 'nir'; it knows bf, shg"),
-    ("unknown device", lambda s, b: (s, b), {"device": "tpu"}, InputError, "unknown device",
-     pytest.mark.xfail(strict=True, reason="device= is ignored for a loaded model: "
-                       "api.register_multimodal should resolve_device(device) always")),
+    ("unknown device", lambda s, b: (s, b), {"device": "tpu"}, InputError, "unknown device"),
 ]
 
 
@@ -142,10 +139,6 @@ def _infer(image, modality, *extra, out="{out}/c.tif"):
             *extra]
 
 
-def _gap(reason):
-    return pytest.mark.xfail(reason=reason, strict=True)
-
-
 # id, argv ({name} = a file of the `files` fixture, {out} = a fresh output folder),
 # expected message (None: success), marks
 CLI_CASES = [
@@ -157,9 +150,7 @@ CLI_CASES = [
     ("zero-byte TIFF", _register("zero_bytes", "bf"), "zero_bytes.tif: cannot read", ()),
     ("text as TIFF", _register("text", "bf"), "text.tif: cannot read", ()),
     ("corrupt PNG", _register("shg", "png_named_tif"), "fake.png: cannot read", ()),
-    ("garbage TIFF", _register("garbage", "bf"), "garbage.tif:",
-     _gap("tifffile logs 'invalid offset to first page' to stderr: io.read_image should silence "
-          "the tifffile logger while reading")),
+    ("garbage TIFF", _register("garbage", "bf"), "garbage.tif:", ()),
     ("not an image type", _register("model", "bf"), "unsupported file type .json", ()),
     ("3-D stack", _register("stack", "bf"), "multi-page stacks and 3-D volumes", ()),
     ("bool", _register("bool", "bf"), "dtype bool is not supported", ()),
@@ -174,24 +165,14 @@ CLI_CASES = [
     ("unknown device", _register("shg", "bf", "--device", "tpu"), "unknown device 'tpu'", ()),
     ("output folder missing", _register("shg", "bf", out="{out}/no/r.json"),
      "output folder does not exist", ()),
-    ("output folder is a file", _register("shg", "bf", out="{a_file}/r.json"), "a_file",
-     _gap("NotADirectoryError traceback from mkstemp: io.atomic_path should check "
-          "path.parent.is_dir(), not exists()")),
-    ("output is a folder", _register("shg", "bf", out="{out}"), "is a folder",
-     _gap("OSError traceback from os.replace: io.atomic_path should refuse a path that is a "
-          "directory")),
+    ("output folder is a file", _register("shg", "bf", out="{a_file}/r.json"), "a_file", ()),
+    ("output is a folder", _register("shg", "bf", out="{out}"), "is a folder", ()),
     ("resampled output unwritable", _register("shg", "bf", "--resampled", "{out}/no/x.tif"),
-     "output folder does not exist",
-     _gap("the result JSON is written before --resampled fails: cli._register should check "
-          "both output folders before registering and write the JSON last")),
+     "output folder does not exist", ()),
     ("infer ok", _infer("bf", "bf"), None, ()),
-    ("infer unknown modality", _infer("bf", "nir"), "no modality 'nir'",
-     _gap("the tqdm bar is drawn before comir_tiles validates: cli._infer should check "
-          "the modality/tile before opening the bar (or comir_tiles validate eagerly)")),
+    ("infer unknown modality", _infer("bf", "nir"), "no modality 'nir'", ()),
     ("infer output folder missing", _infer("bf", "bf", out="{out}/no/c.tif"),
-     "output folder does not exist",
-     _gap("tqdm bar before the error, and the CoMIR is computed before the output is "
-          "checked: cli._infer should check the output folder first")),
+     "output folder does not exist", ()),
     ("batch missing CSV", ["batch", "{missing}", "--model", "{model}", "--out", "{out}/b"],
      "no such pairs file", ()),
     ("batch output under a file", ["batch", "{pairs}", "--model", "{model}", "--out",

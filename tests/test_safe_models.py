@@ -76,9 +76,6 @@ def test_pickle_as_checkpoint_is_refused(evil, name):
         load_checkpoint(evil / name)
 
 
-@pytest.mark.xfail(strict=True, reason="training.load_checkpoint passes on torch's advice to "
-                   "re-run torch.load with weights_only=False (unsafe) and ANSI codes; it should "
-                   "catch pickle.UnpicklingError and say the file holds non-tensor objects")
 @pytest.mark.parametrize("name", ["evil.pt", "legacy.pt"])
 def test_checkpoint_refusal_gives_no_unsafe_advice(evil, name):
     with pytest.raises(ModelFileError) as info:

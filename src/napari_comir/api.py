@@ -59,8 +59,11 @@ def load_model(name_or_path: str = "bf-shg", device: str = "auto") -> ComirModel
     return _load_model(name_or_path, resolve_device(device))
 
 
-def _as_model(model: ComirModel | str, device: str = "auto") -> ComirModel:
-    return load_model(model, device) if isinstance(model, str) else model
+def _as_model(model: ComirModel | str, device: str | None = None) -> ComirModel:
+    """A model by name/path loaded on ``device``, or a given model moved to ``device`` if one is named."""
+    if isinstance(model, str):
+        return load_model(model, device or "auto")
+    return model.to(resolve_device(device)) if device is not None else model
 
 
 def compute_comirs(model: ComirModel | str, fixed_image, moving_image, *,
@@ -83,7 +86,7 @@ def compute_comirs(model: ComirModel | str, fixed_image, moving_image, *,
 def register_multimodal(fixed_image, moving_image, model: ComirModel | str = "bf-shg", *,
                         method: str = "search", rotation_range: float | tuple[float, float] = 180.0,
                         fixed_modality: str | None = None, moving_modality: str | None = None,
-                        device: str = "auto") -> RegistrationResult:
+                        device: str | None = None) -> RegistrationResult:
     """Register a moving image onto a fixed image of another modality through their CoMIRs.
 
     Parameters
@@ -94,6 +97,8 @@ def register_multimodal(fixed_image, moving_image, model: ComirModel | str = "bf
         A loaded model or a model name/path.
     method : {"search", "sift"}
         Global rotation x translation search with sub-pixel refinement, or SIFT + RANSAC.
+    device : str, optional
+        "auto", "cpu", "cuda", "mps"; default: where the model is ("auto" for a name).
     rotation_range : float or (float, float)
         Angles searched, degrees: ±value (180 = any rotation) or a (low, high) range.
 

@@ -271,13 +271,13 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
         Unknown or invalid model.
     """
     from .api import load_model
-    from .core.registration import METHODS, _angle_bounds
+    from .core.registration import METHODS, angle_bounds
     from .core.zoo import ComirModel
 
     # Check everything before writing anything, so a bad call leaves no output folder behind.
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
-    _angle_bounds(rotation_range)
+    angle_bounds(rotation_range)
     jobs = _read_jobs(Path(pairs_csv), fixed_column, moving_column)
     loaded = model if isinstance(model, ComirModel) else load_model(model, "cpu")
     out_dir = Path(out_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -29,10 +30,19 @@ def _progress_bar(total: int, desc: str):
 
 
 def _train(args) -> int:
+    import torch
+
     from . import api
     from .core.data import AlignedPair
+    from .core.errors import InputError
+    from .core.io import check_output_path
     from .core.training import TrainConfig
 
+    if not (args.pairs or (args.fixed and args.moving)):
+        raise InputError("give --pairs CSV, or --fixed and --moving aligned images")
+    if args.out:
+        check_output_path(Path(args.out).with_suffix(".json"))
+    torch.manual_seed(args.seed)  # initial weights
     if args.from_model:
         model = api.load_model(args.from_model, args.device)
     else:
@@ -43,11 +53,9 @@ def _train(args) -> int:
     fixed_modality, moving_modality = model.card.fixed_modality, model.card.moving_modality
     if args.pairs:
         pairs = api.read_pairs_csv(args.pairs, model.modalities, split=args.split)
-    elif args.fixed and args.moving:
+    else:
         pairs = [AlignedPair({fixed_modality: api.read_image(args.fixed),
                               moving_modality: api.read_image(args.moving)}, name=Path(args.fixed).stem)]
-    else:
-        raise SystemExit("error: give --pairs CSV, or --fixed and --moving aligned images")
     if args.synthetic:
         from .core.synthetic import synthetic_pair
 
@@ -62,8 +70,10 @@ def _train(args) -> int:
         "patch_size": args.patch_size, "lr": args.lr, "optimizer": args.optimizer, "seed": args.seed,
         "started_from": args.from_model or "scratch", "command": " ".join(sys.argv[1:]),
     }
+    run = api.fine_tune(model, pairs, config, resume=args.resume, copy_model=False)
+    first = next(run)  # validation errors surface here, before a progress bar is drawn
     with _progress_bar(args.steps, "train") as bar:
-        for event in api.fine_tune(model, pairs, config, resume=args.resume, copy_model=False):
+        for event in itertools.chain([first], run):
             bar.n = event.step
             bar.set_postfix(loss=f"{event.metrics['loss']:.3f}",
                             pps=f"{event.metrics['patches_per_s']:.0f}", refresh=False)
@@ -75,18 +85,18 @@ def _train(args) -> int:
 
 def _infer(args) -> int:
     from . import api
-    from .core.inference import compute_comir
-    from .core.io import write_tiff
+    from .core.inference import comir_tiles
+    from .core.io import check_output_path, write_tiff
 
+    check_output_path(args.out)
     model = api.load_model(args.model, args.device)
-    modality = args.modality
     image = api.read_image(args.image)
-    with _progress_bar(0, f"CoMIR {modality}") as bar:
-        def update(event):
+    events = comir_tiles(model, image, args.modality, tile=args.tile, overlap=args.overlap)
+    with _progress_bar(0, f"CoMIR {args.modality}") as bar:
+        for event in events:
             bar.total, bar.n = event.total, event.step
             bar.refresh()
-
-        comir = compute_comir(model, image, modality, update, tile=args.tile, overlap=args.overlap)
+    comir = event.result
     write_tiff(args.out, comir.squeeze(-1) if comir.shape[-1] == 1 else comir)
     print(f"wrote {args.out} ({comir.shape[0]}x{comir.shape[1]}, {comir.shape[-1]} channel(s))")
     return 0
@@ -94,8 +104,10 @@ def _infer(args) -> int:
 
 def _register(args) -> int:
     from . import api
-    from .core.io import write_text_atomic, write_tiff
+    from .core.io import check_output_path, write_text_atomic, write_tiff
 
+    for output in filter(None, (args.out, args.resampled)):
+        check_output_path(output)
     model = api.load_model(args.model, args.device)
     fixed, moving = api.read_image(args.fixed), api.read_image(args.moving)
     result = api.register_multimodal(fixed, moving, model, method=args.method,
@@ -109,9 +121,9 @@ def _register(args) -> int:
         "model": model.card.name, "model_version": model.card.version,
         "fixed": str(args.fixed), "moving": str(args.moving),
     }
-    write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
     if args.resampled:
         write_tiff(args.resampled, api.resample(moving, result.transform, fixed.shape[:2]))
+    write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")  # last: it marks success
     warning = "" if result.success_likely else "  (low confidence: check the overlay)"
     print(f"angle {result.transform.angle_deg:.2f}°, translation (x, y) "
           f"({result.transform.translation_xy[0]:.2f}, {result.transform.translation_xy[1]:.2f}) px, "

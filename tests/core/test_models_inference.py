@@ -78,3 +78,14 @@ def test_rgba_alpha_is_dropped(tiny_model, rng):
     rgb = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
     rgba = np.dstack([rgb, np.full((64, 64), 255, np.uint8)])
     assert np.allclose(compute_comir(tiny_model, rgba, "bf"), compute_comir(tiny_model, rgb, "bf"))
+
+
+def test_c4_average_is_exactly_equivariant_to_quarter_turns(tiny_model, rng):
+    model = _randomise_batchnorm(tiny_model)
+    image = rng.random((96, 96)).astype(np.float32)
+    turned = np.rot90(image).copy()
+    plain = compute_comir(model, turned, "shg")[..., 0]
+    averaged = compute_comir(model, turned, "shg", c4_average=True)[..., 0]
+    reference = compute_comir(model, image, "shg", c4_average=True)[..., 0]
+    np.testing.assert_allclose(np.rot90(reference), averaged, atol=1e-5)
+    assert np.abs(np.rot90(compute_comir(model, image, "shg")[..., 0]) - plain).max() > 1e-4

@@ -69,7 +69,8 @@ def validate_image(image, channels: int | None = None, *, name: str = "image",
     array = np.asarray(image)
     if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer)
                                    or np.issubdtype(array.dtype, np.floating)):
-        raise InputError(f"{name}: dtype {array.dtype} is not supported; expected integer or float intensities")
+        raise InputError(f"{name}: dtype {array.dtype} is not supported; "
+                         "expected integer or float intensities")
     if array.size == 0:
         raise InputError(f"{name} is empty (shape {array.shape})")
     if array.ndim == 3 and array.shape[-1] == 4 and channels != 4:

@@ -27,7 +27,8 @@ def _rotate(image: np.ndarray, angle_deg: float, order: int = 1) -> np.ndarray:
 
 
 def equivariance_score(model: ComirModel, image: np.ndarray, modality: str,
-                       angles: Sequence[float] = tuple(range(0, 360, 15))) -> dict[float, float]:
+                       angles: Sequence[float] = tuple(range(0, 360, 15)),
+                       **options) -> dict[float, float]:
     """How well the CoMIR follows rotations of the input.
 
     For each angle: rotate the input, compute the CoMIR, rotate it back, and correlate it
@@ -39,12 +40,15 @@ def equivariance_score(model: ComirModel, image: np.ndarray, modality: str,
     image : numpy.ndarray
         (rows, cols) or (rows, cols, channels) raw image of ``modality``, ideally square.
 
+    options
+        Passed to :func:`napari_comir.core.inference.comir_tiles` (e.g. ``c4_average=True``).
+
     Returns
     -------
     dict
         angle in degrees -> Pearson correlation.
     """
-    reference = compute_comir(model, image, modality)
+    reference = compute_comir(model, image, modality, **options)
     rows, cols = reference.shape[:2]
     yy, xx = np.mgrid[:rows, :cols]
     radius = 0.5 * min(rows, cols) - 8  # margin: interpolation and padding effects at the rim
@@ -52,7 +56,7 @@ def equivariance_score(model: ComirModel, image: np.ndarray, modality: str,
     scores = {}
     for angle in angles:
         rotated = _rotate(np.asarray(image, np.float32), angle)
-        back = _rotate(compute_comir(model, rotated, modality), -angle)
+        back = _rotate(compute_comir(model, rotated, modality, **options), -angle)
         scores[float(angle)] = pearson(back, reference, disc)
     return scores
 

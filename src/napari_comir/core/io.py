@@ -26,11 +26,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no such image file: {path}")
-    suffix = "".join(path.suffixes[-2:]).lower() if path.name.lower().endswith(".ome.tif") else path.suffix.lower()
+    suffix = path.suffix.lower()  # OME-TIFF ends in .tif too
     try:
-        if suffix in TIFF_SUFFIXES or suffix == ".ome.tif":
+        if suffix in TIFF_SUFFIXES:
+            import logging
+
             import tifffile
 
+            # tifffile logs its own complaint about broken files; ours below says it once.
+            logging.getLogger("tifffile").setLevel(logging.CRITICAL)
             with tifffile.TiffFile(path) as tif:
                 if len(tif.series) == 0:
                     raise InputError(f"{path.name}: the TIFF holds no image")
@@ -61,6 +65,20 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return image
 
 
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Refuse an output path that cannot be written, before any work is done for it."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"output path is a folder, expected a file name: {path}")
+    if not path.parent.exists():
+        raise InputError(f"output folder does not exist: {path.parent}")
+    if not path.parent.is_dir():
+        raise InputError(f"output folder is not a folder: {path.parent}")
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"output folder is not writable: {path.parent}")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and move it into place.
@@ -68,11 +86,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     Readers never see a half-written file, and a crash leaves the old file intact.
     """
     path = Path(path)
-    if not path.parent.exists():
-        raise InputError(f"output folder does not exist: {path.parent}")
-    if not os.access(path.parent, os.W_OK):
-        raise InputError(f"output folder is not writable: {path.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    check_output_path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"cannot write into {path.parent}: {exc.strerror or exc}") from exc
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -82,7 +100,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp_path, path)
+        try:
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
         with contextlib.suppress(OSError):  # directory fsync is not supported everywhere
             dir_fd = os.open(path.parent, os.O_RDONLY)
             try:

@@ -82,7 +82,7 @@ ARCHITECTURES = {"unet": UNet}
 
 
 def build_network(in_channels: int, out_channels: int, architecture: dict) -> nn.Module:
-    """Build a network from a model card's ``architecture`` entry, e.g. ``{"type": "unet", "base_channels": 16, "depth": 3}``."""
+    """Build a network from a model card's ``architecture``, e.g. ``{"type": "unet", "base_channels": 8}``."""
     options = dict(architecture)
     kind = options.pop("type", "unet")
     if kind not in ARCHITECTURES:

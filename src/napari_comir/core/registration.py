@@ -112,7 +112,7 @@ def _as_chw(image, name: str) -> np.ndarray:
     return chw
 
 
-def _angle_bounds(rotation_range) -> tuple[float, float]:
+def angle_bounds(rotation_range) -> tuple[float, float]:
     """Return ``(lo, hi)`` degrees from ``r`` (meaning ``[-r, r]``) or a ``(lo, hi)`` pair."""
     try:
         if np.ndim(rotation_range) == 0:
@@ -591,7 +591,7 @@ def register(
             f"fixed and moving images must have the same number of channels, got "
             f"{f_np.shape[0]} and {m_np.shape[0]}"
         )
-    lo, hi = _angle_bounds(rotation_range)
+    lo, hi = angle_bounds(rotation_range)
     if angle_step is not None and not (math.isfinite(float(angle_step)) and float(angle_step) > 0):
         raise InputError(f"angle_step must be a positive number of degrees, got {angle_step!r}")
     small = min(max(f_np.shape[1:]), max(m_np.shape[1:]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -82,6 +83,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise ModelFileError(f"no such checkpoint: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelFileError(f"{path.name}: not a napari-comir checkpoint — refused, it holds Python "
+                             "objects other than tensors, and loading them could run code") from exc
+    except Exception as exc:
+        raise ModelFileError(f"{path.name}: not a napari-comir checkpoint or corrupt "
+                             f"({type(exc).__name__})") from exc
+    try:
         state["card"] = ModelCard.from_dict(json.loads(state["card"]), source=path.name)
     except ModelFileError:
         raise
@@ -142,7 +150,8 @@ def train(model: ComirModel, pairs: Sequence[AlignedPair], config: TrainConfig |
                 loss = info_nce(z_a, z_b, card.tau, card.critic)
                 total = loss + activation_penalty(z_a, z_b, l1=config.l1, l2=config.l2)
             if not torch.isfinite(total):
-                raise RuntimeError(f"training diverged at step {step} (loss {total.item()}); lower the learning rate")
+                raise RuntimeError(f"training diverged at step {step} (loss {total.item()}); "
+                                   "lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             scaler.step(optimizer)

@@ -40,6 +40,8 @@ class ModelCard:
     tau: float = 0.5
     critic: str = "mse"
     architecture: dict = field(default_factory=lambda: {"type": "unet", "base_channels": 8, "depth": 3})
+    # Default inference mode: average over the 4 quarter-turns (exact C4 equivariance, 4x compute).
+    c4_average: bool = False
     version: str = "0.1.0"
     description: str = ""
     training: dict = field(default_factory=dict)
@@ -73,7 +75,8 @@ class ModelCard:
             raise ModelFileError(f"{source}: invalid field ({exc})") from exc
         if len(modalities) != 2 or {result.fixed_modality, result.moving_modality} != set(modalities):
             raise ModelFileError(f"{source}: needs exactly two modalities, fixed and moving, "
-                                 f"got {list(modalities)} / {result.fixed_modality}, {result.moving_modality}")
+                                 f"got {list(modalities)} / {result.fixed_modality}, "
+                                 f"{result.moving_modality}")
         if not 1 <= result.comir_channels <= 3 or any(not 1 <= s.channels <= 4 for s in modalities.values()):
             raise ModelFileError(f"{source}: channel counts out of range (CoMIR 1-3, inputs 1-4)")
         return result
