@@ -1,11 +1,16 @@
-"""Validation metrics of a bf-shg model, written into its model card (docs/models.md quotes them).
+"""Validation metrics of a bundled-style model, written into its model card (docs/models.md quotes them).
 
 - equivariance: correlation of f(rotated input) rotated back vs f(input), angles 0-345° in 15°
   steps, on the val images of both modalities (min and mean over angles, mean over images);
 - registration success on the val split (CoMIR + global search), scenarios 180 and hard of
   benchmarks/registration.py, 10 seeds per pair.
 
+bf-shg models are scored on the val pairs of shared/data/bf_shg; rgb-nir models on the four
+512² corners of the one Zurich scene (which the model was trained on: the paper's one-pair
+setting has no held-out scene).
+
 Usage: ``python benchmarks/evaluate_model.py bf-shg [--update-card] [--seeds 10]``
+(or ``rgb-nir``, or a model file path)
 """
 
 from __future__ import annotations
@@ -20,22 +25,32 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 from napari_comir import api  # noqa: E402
-from napari_comir.core.data import read_pairs_csv  # noqa: E402
+from napari_comir.core.data import AlignedPair, read_pairs_csv  # noqa: E402
 from napari_comir.core.evaluation import (  # noqa: E402
     degrade,
     equivariance_score,
     make_rigid_case,
     random_rigid,
 )
-from napari_comir.core.io import write_text_atomic  # noqa: E402
+from napari_comir.core.io import read_image, write_text_atomic  # noqa: E402
 from napari_comir.core.transforms import corner_error  # noqa: E402
 from napari_comir.core.zoo import resolve_model_path  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bf_shg"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SCENARIOS = {"180": (300, 180.0, 20.0, False), "hard": (256, 180.0, 40.0, True)}
 
 
+def evaluation_pairs(model) -> list[AlignedPair]:
+    if set(model.modalities) == {"bf", "shg"}:
+        return read_pairs_csv(SHARED / "bf_shg" / "pairs.csv", ("bf", "shg"), split="val")
+    rgb, nir = (read_image(SHARED / "zurich" / f"zh17_{m}.tif") for m in ("RGB", "NIR"))
+    corners = [(r, c) for r in (0, rgb.shape[0] - 512) for c in (0, rgb.shape[1] - 512)]
+    return [AlignedPair({"rgb": rgb[r:r + 512, c:c + 512], "nir": nir[r:r + 512, c:c + 512]},
+                        name=f"zh17 corner {r},{c}") for r, c in corners]
+
+
 def registration_success(model, pairs, seeds: int) -> dict:
+    fixed_modality, moving_modality = model.card.fixed_modality, model.card.moving_modality
     results = {}
     for scenario, (crop, max_angle, max_shift, noisy) in SCENARIOS.items():
         errors = []
@@ -43,8 +58,8 @@ def registration_success(model, pairs, seeds: int) -> dict:
             for seed in range(seeds):
                 rng = np.random.default_rng([seed, index, crop, int(max_angle)])
                 angle, shift = random_rigid(rng, max_angle, max_shift)
-                fixed, moving, truth = make_rigid_case(pair.images["shg"], pair.images["bf"],
-                                                       angle, shift, crop)
+                fixed, moving, truth = make_rigid_case(pair.images[fixed_modality],
+                                                       pair.images[moving_modality], angle, shift, crop)
                 if noisy:
                     fixed, moving = degrade(fixed, rng), degrade(moving, rng)
                 found = api.register_multimodal(fixed, moving, model).transform
@@ -76,7 +91,7 @@ def main() -> None:
     parser.add_argument("--update-card", action="store_true")
     args = parser.parse_args()
     model = api.load_model(args.model, "cpu")
-    val = read_pairs_csv(DATA / "pairs.csv", ("bf", "shg"), split="val")
+    val = evaluation_pairs(model)
     metrics = {"val_equivariance": equivariance(model, val),
                "val_registration": registration_success(model, val, args.seeds)}
     if args.update_card:

@@ -110,9 +110,10 @@ def _tile_events(model: ComirModel, image, modality: str, tile: int, overlap: in
     spec = model.card.modalities[modality]
     shape = tuple(image.shape[:2])
     value_range = intensity_range(image[..., None] if image.ndim == 2 else image, spec)
-    network = model.networks[modality].eval()
+    # channels_last made CPU convolutions ~1.6x faster here (docs/benchmarks.md)
+    network = model.networks[modality].eval().to(memory_format=torch.channels_last)
     device = model.device
-    dtype = torch.float16 if half and device.type == "cuda" else torch.float32
+    use_half = half and device.type == "cuda"
     channels = model.card.comir_channels
     c4_average = model.card.c4_average if c4_average is None else c4_average
     result = out if out is not None else np.zeros(shape + (channels,), np.float32)
@@ -130,8 +131,10 @@ def _tile_events(model: ComirModel, image, modality: str, tile: int, overlap: in
         for index, (rows, cols) in enumerate(tiles, start=1):
             block = validate_image(image[rows, cols], spec.channels, name=f"{modality} image",
                                    min_size=1)
-            x = to_tensor(normalize(block, spec, value_range))[None].to(device, dtype)
-            z = (_c4_average(network, x) if c4_average else network(x))[0]
+            x = to_tensor(normalize(block, spec, value_range))[None].to(device)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_half):
+                z = (_c4_average(network, x) if c4_average else network(x))[0]
             weight = (_interior_mask(rows, shape[0], margin)[:, None]
                       * _interior_mask(cols, shape[1], margin)[None, :])
             result[rows, cols] += z.float().permute(1, 2, 0).cpu().numpy() * weight[..., None]
