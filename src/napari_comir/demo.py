@@ -38,12 +38,16 @@ def run_demo(headless: bool = False, model: str = "bf-shg") -> int:
     return 0 if success else 1
 
 
-def _open_napari() -> int:
-    import napari
-
-    viewer = napari.Viewer(title="napari-comir demo")
+def setup_demo_viewer(viewer) -> None:
+    """Open the misaligned sample pair in ``viewer`` and dock the plugin's widgets."""
     viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
     for name in WIDGETS:
         viewer.window.add_plugin_dock_widget("napari-comir", name, tabify=True)
+
+
+def _open_napari() -> int:
+    import napari
+
+    setup_demo_viewer(napari.Viewer(title="napari-comir demo"))
     napari.run()
     return 0
