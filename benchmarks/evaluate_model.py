@@ -89,12 +89,15 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--update-card", action="store_true")
+    parser.add_argument("--c4-average", action="store_true",
+                        help="measure with C4-averaged inference (4x compute) instead of the card's mode")
     args = parser.parse_args()
     model = api.load_model(args.model, "cpu")
+    model.card.c4_average = model.card.c4_average or args.c4_average
     val = evaluation_pairs(model)
     metrics = {"val_equivariance": equivariance(model, val),
                "val_registration": registration_success(model, val, args.seeds)}
-    if args.update_card:
+    if args.update_card and not args.c4_average:
         card_path = resolve_model_path(args.model)
         card = json.loads(card_path.read_text())
         card["metrics"] = metrics
