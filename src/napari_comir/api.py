@@ -115,7 +115,7 @@ def register_multimodal(fixed_image, moving_image, model: ComirModel | str = "bf
                                                moving_modality=moving_modality)
     comir_seconds = time.perf_counter() - start
     result = register(fixed_comir, moving_comir, method=method, rotation_range=rotation_range,
-                      device=model.device)
+                      device=model.device, score_threshold=model.card.score_threshold)
     result.timings = {"comir": comir_seconds, **result.timings}
     result.seconds = time.perf_counter() - start
     return result

@@ -32,9 +32,10 @@ from .device import resolve_device
 from .errors import InputError, RegistrationError
 from .transforms import RigidTransform
 
-#: Scores (masked NCC on the overlap) at or above this count as a likely success. Calibrated on
-#: log-SHG crops (benchmarks/registration_engine.py): successes >= 0.90, unrelated image pairs
-#: <= 0.61 after the full search. Recalibrate on real CoMIR pairs.
+#: Default score (masked NCC on the overlap) at or above which a result counts as a likely
+#: success, for two images of one modality. Calibrated on log-SHG crops
+#: (benchmarks/registration_engine.py): successes >= 0.90, unrelated image pairs <= 0.61 after
+#: the full search. CoMIRs score lower; their threshold lives in the model card.
 SCORE_THRESHOLD = 0.65
 #: Minimum overlap, as a fraction of the smaller image's area, for a transform to be considered.
 MIN_OVERLAP = 0.25
@@ -74,7 +75,7 @@ class RegistrationResult:
     timings : dict of str to float
         Seconds per phase.
     success_likely : bool
-        ``score >= SCORE_THRESHOLD``.
+        ``score >= score_threshold`` (see :func:`register`).
     """
 
     transform: RigidTransform
@@ -544,6 +545,7 @@ def register(
     refine: bool = True,
     downsample=None,
     device=None,
+    score_threshold: float = SCORE_THRESHOLD,
 ) -> RegistrationResult:
     """Find the rigid transform that maps the moving image onto the fixed image.
 
@@ -568,6 +570,9 @@ def register(
         Block-averaging factor of the global search; default makes the smaller image ~40 px.
     device : str or torch.device, optional
         Torch device (see :func:`napari_comir.core.device.resolve_device`); ``None`` = "auto".
+    score_threshold : float
+        ``success_likely`` is ``score >= score_threshold``; the default suits two images of one
+        modality, a CoMIR model's card gives the value calibrated for its CoMIRs.
 
     Returns
     -------
@@ -642,5 +647,5 @@ def register(
         seconds=time.perf_counter() - t0,
         method=method,
         timings=timings,
-        success_likely=bool(score >= SCORE_THRESHOLD),
+        success_likely=bool(score >= score_threshold),
     )

@@ -42,6 +42,8 @@ class ModelCard:
     architecture: dict = field(default_factory=lambda: {"type": "unet", "base_channels": 8, "depth": 3})
     # Default inference mode: average over the 4 quarter-turns (exact C4 equivariance, 4x compute).
     c4_average: bool = False
+    # success_likely threshold on the NCC of this model's CoMIRs (benchmarks/score_calibration.py)
+    score_threshold: float = 0.33
     version: str = "0.1.0"
     description: str = ""
     training: dict = field(default_factory=dict)

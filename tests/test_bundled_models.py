@@ -1,0 +1,52 @@
+"""The shipped models do their job on held-out real data (val split of ../shared)."""
+
+import numpy as np
+import pytest
+
+from napari_comir import api
+from napari_comir.core.data import read_pairs_csv
+from napari_comir.core.evaluation import equivariance_score, make_rigid_case
+from napari_comir.core.io import read_image
+from napari_comir.core.transforms import corner_error
+
+
+@pytest.fixture(scope="module")
+def model():
+    return api.load_model("bf-shg", "cpu")
+
+
+@pytest.fixture(scope="module")
+def val_pairs(bf_shg_dir):
+    return read_pairs_csv(bf_shg_dir / "pairs.csv", ("bf", "shg"), split="val")
+
+
+@pytest.mark.parametrize("index, angle, shift", [(0, 137.0, (12.0, -7.0)), (3, -71.0, (-15.0, 9.0))])
+def test_bf_shg_registers_unseen_tissue(model, val_pairs, index, angle, shift):
+    pair = val_pairs[index]
+    fixed, moving, truth = make_rigid_case(pair.images["shg"], pair.images["bf"], angle, shift, 300)
+    result = api.register_multimodal(fixed, moving, model)
+    assert corner_error(truth, result.transform, moving.shape[:2]) < 1.5  # success: < 6 px
+    assert result.success_likely
+
+
+def test_confidence_flags_a_pair_with_nothing_to_find(model, val_pairs):
+    fixed, _, _ = make_rigid_case(val_pairs[0].images["shg"], val_pairs[0].images["bf"], 0, (0, 0), 300)
+    _, unrelated, _ = make_rigid_case(val_pairs[2].images["shg"], val_pairs[2].images["bf"], 40,
+                                      (5, 5), 300)
+    assert not api.register_multimodal(fixed, unrelated, model).success_likely
+
+
+def test_bf_shg_is_nearly_rotation_equivariant(model, val_pairs):
+    scores = equivariance_score(model, val_pairs[1].images["bf"], "bf", angles=(45, 90, 200))
+    assert min(scores.values()) > 0.9
+    exact = equivariance_score(model, val_pairs[1].images["bf"], "bf", angles=(90,), c4_average=True)
+    assert exact[90.0] > 0.999
+
+
+def test_rgb_nir_registers_a_crop_of_its_scene(bf_shg_dir):
+    zurich = bf_shg_dir.parent / "zurich"
+    rgb, nir = read_image(zurich / "zh17_RGB.tif"), read_image(zurich / "zh17_NIR.tif")
+    fixed, moving, truth = make_rigid_case(nir[:512, :512], rgb[:512, :512], -150.0, (8.0, 14.0), 300)
+    result = api.register_multimodal(fixed, moving, "rgb-nir", device="cpu")
+    assert corner_error(truth, result.transform, moving.shape[:2]) < 1.5
+    assert np.isfinite(result.score)
