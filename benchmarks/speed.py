@@ -4,7 +4,9 @@ Each setting runs in a fresh subprocess, because OMP_WAIT_POLICY only takes effe
 is imported. Prints patch pairs/s for training (default architecture, batch 16, 128² patches,
 C4 trick on) and seconds for both CoMIRs of a 512² BF/SHG pair.
 
-Usage: ``python benchmarks/speed.py [--steps 10] [--settings PASSIVE:2,ACTIVE:2,PASSIVE:1]``
+``--load N`` keeps N busy processes running meanwhile, like a laptop doing other work.
+
+Usage: ``python benchmarks/speed.py [--steps 10] [--settings PASSIVE:2,ACTIVE:2,PASSIVE:1] [--load 1]``
 """
 
 from __future__ import annotations
@@ -44,7 +46,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--settings", default="PASSIVE:2,ACTIVE:2,PASSIVE:1")
+    parser.add_argument("--load", type=int, default=0, help="busy background processes")
     args = parser.parse_args()
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
+    try:
+        _measure(args)
+    finally:
+        for hog in hogs:
+            hog.kill()
+
+
+def _measure(args) -> None:
     print(f"{'OMP_WAIT_POLICY':16s} {'threads':>7s} {'train pairs/s':>13s} {'CoMIRs 512² s':>13s}")
     for setting in args.settings.split(","):
         policy, threads = setting.split(":")

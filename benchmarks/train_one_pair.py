@@ -52,7 +52,9 @@ def main() -> None:
     parser.add_argument("--from", dest="from_model", help="fine-tune this model instead")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--patch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, help="default 3e-3 from scratch, 3e-4 fine-tuning")
+    parser.add_argument("--update-batchnorm", action="store_true",
+                        help="fine-tuning: re-estimate BatchNorm statistics (default: keep them)")
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
     everything = read_pairs_csv(DATA / "pairs.csv", ("bf", "shg"))
@@ -64,8 +66,10 @@ def main() -> None:
     if args.from_model:
         before = success_rate(model, val, args.seeds)
         print(f"before fine-tuning: success {before[0]:.1f} %, median {before[1]:.2f} px")
+    fine_tuning = bool(args.from_model)
     config = TrainConfig(steps=10_000, batch_size=args.batch_size, patch_size=args.patch_size,
-                         lr=args.lr, device="cpu")
+                         lr=args.lr or (3e-4 if fine_tuning else 3e-3), device="cpu",
+                         freeze_batchnorm=fine_tuning and not args.update_batchnorm)
     start = time.perf_counter()
     run = api.fine_tune(model, train_pair, config, copy_model=False)
     for event in run:  # noqa: B007 (the last event is used below)

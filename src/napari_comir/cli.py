@@ -62,12 +62,14 @@ def _train(args) -> int:
         for seed in range(args.synthetic):
             bf, shg = synthetic_pair(seed=seed)
             pairs.append(AlignedPair({moving_modality: bf, fixed_modality: shg}, name=f"synthetic-{seed}"))
+    lr = args.lr or (3e-4 if args.from_model else 1e-3)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, patch_size=args.patch_size,
-                         lr=args.lr, optimizer=args.optimizer, seed=args.seed, device=args.device,
+                         lr=lr, optimizer=args.optimizer, seed=args.seed, device=args.device,
+                         freeze_batchnorm=bool(args.from_model) and not args.update_batchnorm,
                          checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every)
     model.card.training = {
         "pairs": [p.name for p in pairs], "steps": args.steps, "batch_size": args.batch_size,
-        "patch_size": args.patch_size, "lr": args.lr, "optimizer": args.optimizer, "seed": args.seed,
+        "patch_size": args.patch_size, "lr": lr, "optimizer": args.optimizer, "seed": args.seed,
         "started_from": args.from_model or "scratch", "command": " ".join(sys.argv[1:]),
     }
     run = api.fine_tune(model, pairs, config, resume=args.resume, copy_model=False)
@@ -178,7 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add_argument("--steps", type=int, default=300, help="optimiser steps (default 300)")
     opts.add_argument("--batch-size", type=int, default=16, help="patch pairs per step (default 16)")
     opts.add_argument("--patch-size", type=int, default=128, help="patch side in px (default 128)")
-    opts.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    opts.add_argument("--lr", type=float, help="learning rate (default 1e-3 from scratch, 3e-4 with --from)")
+    opts.add_argument("--update-batchnorm", action="store_true",
+                      help="with --from: also re-estimate BatchNorm statistics on the new pairs "
+                      "(default: keep the pretrained ones, which fine-tunes far more gently)")
     opts.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="default adam")
     opts.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     opts.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")

@@ -116,3 +116,15 @@ def test_pickled_weights_are_refused(tmp_path, tiny_model):
     (tmp_path / "m.json").write_text(json.dumps(card))
     with pytest.raises(ModelFileError, match="not a valid safetensors"):
         load_model(tmp_path / "m.json")
+
+
+def test_freeze_batchnorm_keeps_pretrained_statistics(tiny_model):
+    def running_means():
+        return [m.running_mean.clone() for m in tiny_model.modules()
+                if isinstance(m, torch.nn.BatchNorm2d)]
+
+    before = running_means()
+    list(train(tiny_model, [_pair()], TrainConfig(steps=2, seed=0, freeze_batchnorm=True, **FAST)))
+    assert all(torch.equal(a, b) for a, b in zip(before, running_means(), strict=True))
+    list(train(tiny_model, [_pair()], TrainConfig(steps=2, seed=0, **FAST)))
+    assert not all(torch.equal(a, b) for a, b in zip(before, running_means(), strict=True))

@@ -38,6 +38,9 @@ class TrainConfig:
     l1: float = 1e-4
     l2: float = 1e-4
     equivariant: bool = True
+    # Fine-tuning on one or two pairs: keep BatchNorm statistics of the pretrained model, so
+    # the network does not re-centre itself on the new pair's intensities (learned scales train).
+    freeze_batchnorm: bool = False
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -58,6 +61,14 @@ def _optimizer(model: ComirModel, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9)
     return torch.optim.Adam(model.parameters(), lr=config.lr)
+
+
+def _training_mode(model: ComirModel, freeze_batchnorm: bool) -> None:
+    model.train()
+    if freeze_batchnorm:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()  # use and keep the pretrained running statistics
 
 
 def save_checkpoint(path: str | os.PathLike, model: ComirModel, optimizer: torch.optim.Optimizer,
@@ -121,7 +132,7 @@ def train(model: ComirModel, pairs: Sequence[AlignedPair], config: TrainConfig |
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     sampler = PatchSampler(pairs, model.card.modalities, config.patch_size, seed=config.seed)
-    model.to(device).train()
+    model.to(device)
     optimizer = _optimizer(model, config)
     start = 0
     if resume is not None:
@@ -143,6 +154,7 @@ def train(model: ComirModel, pairs: Sequence[AlignedPair], config: TrainConfig |
     try:
         for step in range(start + 1, config.steps + 1):
             tic = time.perf_counter()
+            _training_mode(model, config.freeze_batchnorm)  # per step: a consumer may run inference
             x_a, x_b = (t.to(device, non_blocking=True) for t in sampler.sample(config.batch_size))
             with torch.autocast(device.type, enabled=use_amp):
                 z_a = forward(nets[first], x_a, sampler.generator)
