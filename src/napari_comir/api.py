@@ -23,7 +23,7 @@ from .core.zoo import load_model as _load_model
 __all__ = [
     "AlignedPair", "ComirModel", "Progress", "RigidTransform", "TrainConfig", "compute_comirs",
     "fine_tune", "list_models", "load_model", "new_model", "read_image", "read_pairs_csv", "register",
-    "register_multimodal", "resample", "save_model", "save_user_model",
+    "register_comirs", "register_multimodal", "resample", "save_model", "save_user_model",
 ]
 
 PRESETS = {
@@ -114,11 +114,22 @@ def register_multimodal(fixed_image, moving_image, model: ComirModel | str = "bf
                                                fixed_modality=fixed_modality,
                                                moving_modality=moving_modality)
     comir_seconds = time.perf_counter() - start
-    result = register(fixed_comir, moving_comir, method=method, rotation_range=rotation_range,
-                      device=model.device, score_threshold=model.card.score_threshold)
+    result = register_comirs(model, fixed_comir, moving_comir, method=method,
+                             rotation_range=rotation_range)
     result.timings = {"comir": comir_seconds, **result.timings}
     result.seconds = time.perf_counter() - start
     return result
+
+
+def register_comirs(model: ComirModel, fixed_comir: np.ndarray, moving_comir: np.ndarray, *,
+                    method: str = "search",
+                    rotation_range: float | tuple[float, float] = 180.0) -> RegistrationResult:
+    """Register two CoMIRs of ``model`` (e.g. computed once and reused), with its calibrated confidence.
+
+    ``result.success_likely`` uses the model card's ``score_threshold``.
+    """
+    return register(fixed_comir, moving_comir, method=method, rotation_range=rotation_range,
+                    device=model.device, score_threshold=model.card.score_threshold)
 
 
 def fine_tune(model: ComirModel | str, pairs: Sequence[AlignedPair], config: TrainConfig | None = None,

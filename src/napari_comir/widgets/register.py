@@ -20,9 +20,10 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels, Layer, Points, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from .. import api
 from ..core.errors import ComirError, InputError
 from ..core.progress import Progress
-from ..core.registration import RegistrationResult, register
+from ..core.registration import RegistrationResult
 from ..core.transforms import RigidTransform, corner_error, resample
 from ..core.zoo import ComirModel
 from . import _worker
@@ -56,8 +57,8 @@ def registration_events(model: ComirModel, fixed: np.ndarray, moving: np.ndarray
             else:
                 yield event
     yield Progress("register", 0, 1, f"registering ({method})…")
-    result = register(comirs["fixed"], comirs["moving"], method=method,
-                      rotation_range=rotation_range, device=model.device)
+    result = api.register_comirs(model, comirs["fixed"], comirs["moving"], method=method,
+                                 rotation_range=rotation_range)
     yield Progress("register", 1, 1, f"score {result.score:.2f}", result=(result, comirs))
 
 
