@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -87,14 +85,6 @@ def test_not_one_intensity_mapping(pair):
     means = np.bincount(keys.ravel(), shg.ravel()) / np.maximum(np.bincount(keys.ravel()), 1)
     residual = shg - means[keys]
     assert residual.var() > 0.3 * shg.var()
-
-
-def test_fast_enough():
-    synthetic_pair()  # warm-up: imports, FFT plans
-    start = time.perf_counter()
-    synthetic_pair((512, 512), seed=1)
-    # 0.5 s on an idle core; slack for shared CI machines
-    assert time.perf_counter() - start < 1.5
 
 
 def test_misaligned_pair_true_transform_realigns():
