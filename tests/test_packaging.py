@@ -38,3 +38,13 @@ def test_wheel_carries_manifest_and_bundled_models(tmp_path):
     for model in ("bf-shg", "rgb-nir"):
         assert {f"napari_comir/models/{model}.json", f"napari_comir/models/{model}.safetensors"} <= names
     assert "napari-comir = napari_comir:napari.yaml" in entry_points
+
+
+def test_widgets_are_in_the_layers_register_menu():
+    from npe2 import PluginManifest
+
+    menus = PluginManifest.from_distribution("napari-comir").contributions.menus
+    assert [item.submenu for item in menus["napari/layers/register"]] == ["comir_submenu"]
+    assert {item.command for item in menus["comir_submenu"]} == {
+        f"napari-comir.{name}_widget"
+        for name in ("model", "fine_tune", "representations", "register", "inspect")}
