@@ -14,6 +14,7 @@ from .core.errors import InputError
 from .core.inference import compute_comir
 from .core.io import read_image
 from .core.progress import Progress
+from .core.pyramid import register_pyramid
 from .core.registration import RegistrationResult, register
 from .core.training import TrainConfig, train
 from .core.transforms import RigidTransform, resample
@@ -37,6 +38,7 @@ PRESETS = {
         description="Aerial RGB (moving) and near-infrared (fixed)."),
 }
 DEFAULT_ARCHITECTURE = {"type": "unet", "base_channels": 8, "depth": 4}
+LARGE_SIDE = 4096  # above this, registration goes through the coarse-to-fine pyramid
 
 
 def new_model(preset: str = "bf-shg", *, name: str | None = None, comir_channels: int = 1,
@@ -107,9 +109,18 @@ def register_multimodal(fixed_image, moving_image, model: ComirModel | str = "bf
     RegistrationResult
         ``result.transform`` maps MOVING pixel (x, y) to FIXED pixel (x, y); ``timings`` include
         the CoMIR inference ("comir").
+
+    Notes
+    -----
+    Images with a side over ``LARGE_SIDE`` (4096 px) go through
+    :func:`napari_comir.core.pyramid.register_pyramid`: a coarse search on block-averaged copies,
+    then refinement on a full-resolution window, so no full-size CoMIR is ever held in memory.
     """
     start = time.perf_counter()
     model = _as_model(model, device)
+    if method == "search" and max(*np.shape(fixed_image)[:2], *np.shape(moving_image)[:2]) > LARGE_SIDE:
+        return register_pyramid(model, fixed_image, moving_image, rotation_range=rotation_range,
+                                fixed_modality=fixed_modality, moving_modality=moving_modality)
     fixed_comir, moving_comir = compute_comirs(model, fixed_image, moving_image,
                                                fixed_modality=fixed_modality,
                                                moving_modality=moving_modality)
