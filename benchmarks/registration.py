@@ -8,7 +8,8 @@ corners; success = error <= 2 % of the width; a method that gives up counts as a
 - ``180``:   300² crops, angle ~ U(±180°), |t| <= 20 px
 - ``hard``:  256² crops, angle ~ U(±180°), |t| <= 40 px, gamma 0.7-1.4 and Gaussian noise (5 %)
 
-Methods: ``comir`` (CoMIR + global search), ``comir-sift`` (CoMIR + SIFT/RANSAC), ``mi``
+Methods: ``comir`` (CoMIR + global search), ``comir-c4`` (the same with C4-averaged CoMIRs,
+4x the inference), ``comir-sift`` (CoMIR + SIFT/RANSAC), ``mi``
 (SimpleITK Mattes MI, rigid, 3 pyramid levels, 3 starts at -0.4/0/+0.4 rad), ``raw`` (global
 search on the raw images, no CoMIR: a sanity floor).
 
@@ -91,9 +92,11 @@ def run_case(method: str, model, fixed, moving, max_angle: float) -> tuple[Rigid
 
 
 def _transform(method: str, model, fixed, moving, max_angle: float) -> RigidTransform:
-    if method == "comir":
+    if method in ("comir", "comir-c4"):
+        model.card.c4_average = method == "comir-c4"
         transform = api.register_multimodal(fixed, moving, model, rotation_range=max_angle).transform
     elif method == "comir-sift":
+        model.card.c4_average = False
         transform = api.register_multimodal(fixed, moving, model, method="sift").transform
     elif method == "mi":
         transform = mutual_information(fixed, moving, max_angle)

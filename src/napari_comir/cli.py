@@ -111,6 +111,7 @@ def _register(args) -> int:
     for output in filter(None, (args.out, args.resampled)):
         check_output_path(output)
     model = api.load_model(args.model, args.device)
+    model.card.c4_average = model.card.c4_average or args.c4_average
     fixed, moving = api.read_image(args.fixed), api.read_image(args.moving)
     result = api.register_multimodal(fixed, moving, model, method=args.method,
                                      rotation_range=args.rotation_range,
@@ -224,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--moving-modality", help="network for the moving image (default from the "
                      "card: bf for bf-shg)")
     reg.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    reg.add_argument("--c4-average", action="store_true",
+                     help="average the CoMIRs over the 4 quarter-turns: exactly rotation-equivariant and "
+                     "more precise (median error 0.28 vs 0.54 px on the val benchmark), 4x slower")
     reg.set_defaults(func=_register)
 
     models = sub.add_parser("models", help="list bundled and user models")

@@ -1,0 +1,37 @@
+"""The CLI contract the benchmarks and users rely on."""
+
+import json
+
+import numpy as np
+import tifffile
+
+from napari_comir.cli import main
+from napari_comir.core.evaluation import make_rigid_case
+from napari_comir.core.transforms import RigidTransform, corner_error
+
+
+def test_register_writes_the_documented_json(real_pair, tmp_path, capsys):
+    bf, shg = real_pair
+    fixed, moving, truth = make_rigid_case(shg, bf, 64.0, (-11.0, 6.0), 300)
+    tifffile.imwrite(tmp_path / "shg.tif", fixed.astype(np.uint8))
+    tifffile.imwrite(tmp_path / "bf.tif", np.clip(moving, 0, 255).astype(np.uint8))
+    assert main(["register", "--fixed", str(tmp_path / "shg.tif"), "--moving", str(tmp_path / "bf.tif"),
+                 "--out", str(tmp_path / "r.json"), "--resampled", str(tmp_path / "bf_on_shg.tif"),
+                 "--c4-average"]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert {"matrix_xy", "matrix_rc", "angle_deg", "translation_xy", "score", "seconds", "model",
+            "model_version"} <= set(report)
+    found = RigidTransform.from_matrix_xy(np.array(report["matrix_xy"]))
+    assert corner_error(truth, found, moving.shape[:2]) < 1.5
+    assert tifffile.imread(tmp_path / "bf_on_shg.tif").shape == (300, 300, 3)
+    assert "score" in capsys.readouterr().out
+
+
+def test_infer_and_models(real_pair, tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "shg.tif", real_pair[1])
+    assert main(["infer", str(tmp_path / "shg.tif"), "--modality", "shg", "--out",
+                 str(tmp_path / "c.tif")]) == 0
+    assert tifffile.imread(tmp_path / "c.tif").shape == (512, 512)
+    assert main(["models"]) == 0
+    listed = capsys.readouterr().out
+    assert "bf-shg" in listed and "rgb-nir" in listed
