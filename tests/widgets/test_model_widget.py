@@ -42,3 +42,12 @@ def test_bad_file_is_a_notification_not_a_crash(make_napari_viewer, tmp_path, er
     assert not widget.load(str(bad))
     assert errors and "broken.json" in errors[0]
     assert current.source == "test-model"  # the previous model stays current
+
+
+def test_c4_checkbox_switches_the_current_models_inference(make_napari_viewer, model_dir):
+    widget = ModelWidget(make_napari_viewer())
+    assert widget._c4.value is False and current.model.card.c4_average is False
+    widget._c4.value = True
+    assert current.model.card.c4_average is True
+    widget.load("test-model")  # a freshly loaded model shows its own setting
+    assert widget._c4.value is False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, TextEdit
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, TextEdit
 from napari.utils.notifications import show_error
 
 from .. import api
@@ -46,6 +46,10 @@ class ModelWidget(Container):
         self._load_file = PushButton(text="Load file")
         self._device = ComboBox(label="device", choices=list(DEVICES), value=current.device,
                                 tooltip="auto = CUDA, then Apple MPS, then CPU")
+        self._c4 = CheckBox(text="C4-averaged CoMIRs (precise, 4x slower)", value=False,
+                            tooltip="Average each CoMIR over the 4 quarter-turns of the image: exactly "
+                            "rotation-equivariant, median registration error 0.26 instead of 0.54 px "
+                            "on the val benchmark, 4x the inference time")
         self._refresh = PushButton(text="Refresh list")
         self._status = Label(value="")
         self._status.native.setWordWrap(True)
@@ -53,11 +57,12 @@ class ModelWidget(Container):
         self._card.read_only = True
         self._card.native.setMinimumHeight(260)
         super().__init__(widgets=[self._model_name, self._refresh, self._file, self._load_file,
-                                  self._device, self._status, self._card])
+                                  self._device, self._c4, self._status, self._card])
         self.viewer = napari_viewer
         self._model_name.changed.connect(self._on_name)
         self._load_file.clicked.connect(self._on_file)
         self._device.changed.connect(self._on_device)
+        self._c4.changed.connect(self._on_c4)
         self._refresh.clicked.connect(self.refresh)
         current.changed.connect(self._show)
         current.models_saved.connect(self._on_saved)
@@ -111,11 +116,17 @@ class ModelWidget(Container):
             show_error(f"CoMIR model: {exc}")
             self._device.value = "auto"
 
+    def _on_c4(self, enabled: bool):
+        if current.model is not None:
+            current.model.card.c4_average = bool(enabled)
+
     def _on_saved(self, name: str):
         self.refresh()
 
     def _show(self, model: ComirModel):
         self._card.value = card_text(model)
+        with self._c4.changed.blocked():
+            self._c4.value = model.card.c4_average
         self._status.value = f"current: {current.source}"
         if current.source in self._model_name.choices and self._model_name.value != current.source:
             with self._model_name.changed.blocked():
