@@ -56,20 +56,25 @@ def main() -> None:
     parser.add_argument("--update-batchnorm", action="store_true",
                         help="fine-tuning: re-estimate BatchNorm statistics (default: keep them)")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--base-channels", type=int, default=8, help="U-Net width, from scratch")
+    parser.add_argument("--no-c4", action="store_true", help="train without the C4 trick")
     args = parser.parse_args()
     everything = read_pairs_csv(DATA / "pairs.csv", ("bf", "shg"))
     train_pair = [p for p in everything if p.name == args.pair]
     val = [p for p in read_pairs_csv(DATA / "pairs.csv", ("bf", "shg"), split="val")
            if p.name != args.pair]
     torch.manual_seed(0)
-    model = api.load_model(args.from_model, "cpu") if args.from_model else api.new_model("bf-shg")
+    model = (api.load_model(args.from_model, "cpu") if args.from_model else
+             api.new_model("bf-shg", architecture={"type": "unet", "base_channels": args.base_channels,
+                                                   "depth": 4}))
     if args.from_model:
         before = success_rate(model, val, args.seeds)
         print(f"before fine-tuning: success {before[0]:.1f} %, median {before[1]:.2f} px")
     fine_tuning = bool(args.from_model)
     config = TrainConfig(steps=10_000, batch_size=args.batch_size, patch_size=args.patch_size,
                          lr=args.lr or (3e-4 if fine_tuning else 3e-3), device="cpu",
-                         freeze_batchnorm=fine_tuning and not args.update_batchnorm)
+                         freeze_batchnorm=fine_tuning and not args.update_batchnorm,
+                         equivariant=not args.no_c4)
     start = time.perf_counter()
     run = api.fine_tune(model, train_pair, config, copy_model=False)
     for event in run:  # noqa: B007 (the last event is used below)
