@@ -29,3 +29,9 @@ def test_package_import_is_lazy():
     code = "import sys, napari_comir; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_top_level_names_resolve():
+    """Every name the package advertises is importable from it (lazily, through the API)."""
+    missing = [name for name in napari_comir.__all__ if not hasattr(napari_comir, name)]
+    assert missing == []
