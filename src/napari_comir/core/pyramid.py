@@ -43,10 +43,12 @@ def _scaled(transform: RigidTransform, factor: int) -> RigidTransform:
 
 
 def _window(shape: tuple[int, int], centre_xy, size: int) -> tuple[slice, slice]:
-    """A ``size`` x ``size`` window (clipped to the image) centred near ``centre_xy``."""
-    starts = [int(round(c - size / 2)) for c in centre_xy[::-1]]
-    return tuple(slice(min(max(0, s), max(0, n - size)), min(max(0, s), max(0, n - size)) + size)
-                 for s, n in zip(starts, shape, strict=True))
+    """(row, col) slices of a ``size`` x ``size`` window near ``centre_xy``, moved inside the image."""
+    def axis(centre: float, length: int) -> slice:
+        start = int(np.clip(round(centre - size / 2), 0, max(0, length - size)))
+        return slice(start, start + size)
+
+    return axis(centre_xy[1], shape[0]), axis(centre_xy[0], shape[1])
 
 
 def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = 1024,
