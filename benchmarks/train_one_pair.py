@@ -58,6 +58,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--base-channels", type=int, default=8, help="U-Net width, from scratch")
     parser.add_argument("--no-c4", action="store_true", help="train without the C4 trick")
+    parser.add_argument("--schedule-steps", type=int, default=10_000,
+                        help="steps the cosine learning-rate decay is planned for (default: so many "
+                        "that the rate stays nearly constant within the budget)")
     args = parser.parse_args()
     everything = read_pairs_csv(DATA / "pairs.csv", ("bf", "shg"))
     train_pair = [p for p in everything if p.name == args.pair]
@@ -71,7 +74,7 @@ def main() -> None:
         before = success_rate(model, val, args.seeds)
         print(f"before fine-tuning: success {before[0]:.1f} %, median {before[1]:.2f} px")
     fine_tuning = bool(args.from_model)
-    config = TrainConfig(steps=10_000, batch_size=args.batch_size, patch_size=args.patch_size,
+    config = TrainConfig(steps=args.schedule_steps, batch_size=args.batch_size, patch_size=args.patch_size,
                          lr=args.lr or (3e-4 if fine_tuning else 3e-3), device="cpu",
                          freeze_batchnorm=fine_tuning and not args.update_batchnorm,
                          equivariant=not args.no_c4)
