@@ -12,6 +12,8 @@ EPILOG_TRAIN = """examples:
   napari-comir train --pairs ../shared/data/bf_shg/pairs.csv --split train --preset bf-shg \\
       --steps 600 --out my-model
   napari-comir train --fixed shg.tif --moving bf.tif --from bf-shg --steps 60 --save-as my-tissue
+  napari-comir train --fixed shg.tif --moving bf.tif --steps 100000 --max-seconds 60 --lr 5e-3 \
+      --out quick-model
 """
 EPILOG_REGISTER = """The transform in the JSON maps MOVING pixel (x, y) to FIXED pixel (x, y), 0-based pixel
 centres ("matrix_xy"); "matrix_rc" is the same in (row, col), ready for a napari layer's affine.
@@ -66,7 +68,8 @@ def _train(args) -> int:
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, patch_size=args.patch_size,
                          lr=lr, optimizer=args.optimizer, seed=args.seed, device=args.device,
                          freeze_batchnorm=bool(args.from_model) and not args.update_batchnorm,
-                         checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every)
+                         checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+                         max_seconds=args.max_seconds)
     model.card.training = {
         "pairs": [p.name for p in pairs], "steps": args.steps, "batch_size": args.batch_size,
         "patch_size": args.patch_size, "lr": lr, "optimizer": args.optimizer, "seed": args.seed,
@@ -76,10 +79,11 @@ def _train(args) -> int:
     first = next(run)  # validation errors surface here, before a progress bar is drawn
     with _progress_bar(args.steps, "train") as bar:
         for event in itertools.chain([first], run):
-            bar.n = event.step
+            bar.total, bar.n = event.total, event.step  # the total shrinks under --max-seconds
             bar.set_postfix(loss=f"{event.metrics['loss']:.3f}",
                             pps=f"{event.metrics['patches_per_s']:.0f}", refresh=False)
             bar.refresh()
+    model.card.training["steps"] = event.step  # fewer than --steps under --max-seconds
     path = api.save_user_model(model, args.save_as) if args.save_as else api.save_model(model, args.out)
     print(f"saved model card {path}")
     return 0
@@ -179,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--depth", type=int, default=4, help="U-Net resolution levels (default 4)")
     opts = train.add_argument_group("optimisation")
     opts.add_argument("--steps", type=int, default=300, help="optimiser steps (default 300)")
+    opts.add_argument("--max-seconds", type=float,
+                      help="wall-clock budget: stop when spent, with the learning-rate decay planned "
+                      "for the steps that fit (use with a large --steps)")
     opts.add_argument("--batch-size", type=int, default=16, help="patch pairs per step (default 16)")
     opts.add_argument("--patch-size", type=int, default=128, help="patch side in px (default 128)")
     opts.add_argument("--lr", type=float, help="learning rate (default 1e-3 from scratch, 3e-4 with --from)")

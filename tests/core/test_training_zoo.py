@@ -1,4 +1,5 @@
 import json
+import time
 
 import numpy as np
 import pytest
@@ -128,3 +129,13 @@ def test_freeze_batchnorm_keeps_pretrained_statistics(tiny_model):
     assert all(torch.equal(a, b) for a, b in zip(before, running_means(), strict=True))
     list(train(tiny_model, [_pair()], TrainConfig(steps=2, seed=0, **FAST)))
     assert not all(torch.equal(a, b) for a, b in zip(before, running_means(), strict=True))
+
+
+def test_time_budget_ends_the_run_and_anneals_within_it(tiny_model):
+    config = TrainConfig(steps=100_000, seed=0, max_seconds=3.0, **FAST)
+    tic = time.perf_counter()
+    events = list(train(tiny_model, [_pair()], config))
+    assert time.perf_counter() - tic < 3.0 + 5.0  # the budget, plus at most a slow last step
+    last = events[-1]
+    assert last.result is tiny_model and last.step == last.total < 100_000
+    assert last.metrics["lr"] < 0.5 * FAST["lr"]  # the cosine decay was planned for the budget

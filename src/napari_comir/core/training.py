@@ -15,7 +15,7 @@ import torch
 
 from .data import AlignedPair, PatchSampler
 from .device import resolve_device
-from .errors import InputError, ModelFileError
+from .errors import ComirError, InputError, ModelFileError
 from .io import atomic_path
 from .losses import activation_penalty, equivariant_forward, info_nce
 from .progress import Progress
@@ -46,6 +46,9 @@ class TrainConfig:
     amp: bool = True
     checkpoint: str | None = None
     checkpoint_every: int = 100
+    # Wall-clock budget: training ends when it is spent, and the learning-rate decay is planned
+    # for the steps that fit (measured as training goes), so the run still anneals.
+    max_seconds: float | None = None
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 2 or self.patch_size < 32:
@@ -53,6 +56,8 @@ class TrainConfig:
                              "and patch_size ≥ 32")
         if not self.lr > 0:
             raise InputError(f"learning rate must be positive, got {self.lr}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise InputError(f"max_seconds must be positive, got {self.max_seconds}")
         if self.optimizer not in ("adam", "sgd"):
             raise InputError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
 
@@ -61,6 +66,15 @@ def _optimizer(model: ComirModel, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9)
     return torch.optim.Adam(model.parameters(), lr=config.lr)
+
+
+def _replan(plan: dict, config: TrainConfig, start: int, step: int, elapsed: float) -> None:
+    """Plan the run for the steps that fit in ``config.max_seconds`` at the pace measured so far."""
+    timed = step - start
+    if elapsed >= config.max_seconds:
+        plan["steps"] = step
+    elif timed >= 3:  # the first steps include warm-up; a few are enough for a pace
+        plan["steps"] = min(config.steps, max(step + 1, start + int(config.max_seconds * timed / elapsed)))
 
 
 def _training_mode(model: ComirModel, freeze_batchnorm: bool) -> None:
@@ -142,9 +156,11 @@ def train(model: ComirModel, pairs: Sequence[AlignedPair], config: TrainConfig |
         sampler.generator.set_state(state["sampler_rng"])
         torch.set_rng_state(state["torch_rng"])
         start = int(state["step"])
+    plan = {"steps": config.steps}  # shrinks to what fits in max_seconds once steps are timed
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / config.steps, 1.0))),
+        optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / plan["steps"], 1.0))),
         last_epoch=start - 1 if start else -1)
+    run_start = time.perf_counter()
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     first, second = model.modalities
@@ -162,22 +178,27 @@ def train(model: ComirModel, pairs: Sequence[AlignedPair], config: TrainConfig |
                 loss = info_nce(z_a, z_b, card.tau, card.critic)
                 total = loss + activation_penalty(z_a, z_b, l1=config.l1, l2=config.l2)
             if not torch.isfinite(total):
-                raise RuntimeError(f"training diverged at step {step} (loss {total.item()}); "
-                                   "lower the learning rate")
+                raise ComirError(f"training diverged at step {step} (loss {total.item()}); "
+                                 "lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             scaler.step(optimizer)
             scaler.update()
+            if config.max_seconds:
+                _replan(plan, config, start, step, time.perf_counter() - run_start)
             schedule.step()
-            if config.checkpoint and (step % config.checkpoint_every == 0 or step == config.steps):
+            done = step >= plan["steps"]
+            if config.checkpoint and (step % config.checkpoint_every == 0 or done):
                 save_checkpoint(config.checkpoint, model, optimizer, step, sampler, config)
             seconds = time.perf_counter() - tic
-            done = step == config.steps
             if done:
                 model.eval()
-            yield Progress("train", step, config.steps, f"step {step}/{config.steps} loss {loss.item():.3f}",
+            yield Progress("train", step, plan["steps"],
+                           f"step {step}/{plan['steps']} loss {loss.item():.3f}",
                            {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
                             "patches_per_s": config.batch_size / seconds},
                            result=model if done else None)
+            if done:
+                break
     finally:
         model.eval()  # also when the caller stops early: leave an inference-ready model
