@@ -42,3 +42,13 @@ def test_runs_in_a_worker_thread(viewer_with_pair, qtbot, monkeypatch, errors):
     assert job.running and not widget._run.enabled  # returned at once; GUI not blocked
     qtbot.waitUntil(lambda: not job.running, timeout=20000)
     assert "CoMIR (SHG)" in viewer_with_pair.layers and widget._run.enabled and errors == []
+
+
+def test_layer_pickers_follow_the_current_models_modalities(make_napari_viewer, model_dir):
+    from napari_comir import api
+    from napari_comir.widgets._state import current
+
+    widget = RepresentationsWidget(make_napari_viewer())
+    assert (widget._moving.label, widget._fixed.label) == ("moving (bf)", "fixed (shg)")
+    current.set(api.new_model("rgb-nir", architecture={"type": "unet", "base_channels": 4, "depth": 2}))
+    assert (widget._moving.label, widget._fixed.label) == ("moving (rgb)", "fixed (nir)")

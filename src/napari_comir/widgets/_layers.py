@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from magicgui.widgets import ComboBox
 from napari.layers import Image, Labels, Layer
 
 from ..core.errors import InputError
 from ..core.transforms import RigidTransform
+from ._state import current
 
 
 def layer_choices(viewer, *types: type[Layer]):
@@ -15,6 +17,23 @@ def layer_choices(viewer, *types: type[Layer]):
         return [(layer.name, layer) for layer in viewer.layers
                 if not types or isinstance(layer, types)]
     return choices
+
+
+def modality_pickers(viewer) -> tuple[ComboBox, ComboBox]:
+    """Moving and fixed image-layer pickers, labelled with the current model's modalities."""
+    choices = layer_choices(viewer, Image)
+    moving = ComboBox(label="moving", choices=choices, nullable=True)
+    fixed = ComboBox(label="fixed", choices=choices, nullable=True)
+
+    def relabel(model) -> None:
+        moving.label = f"moving ({model.card.moving_modality})"
+        fixed.label = f"fixed ({model.card.fixed_modality})"
+
+    if current.model is not None:
+        relabel(current.model)
+    current.changed.connect(relabel)
+    moving.native.destroyed.connect(lambda *_: current.changed.disconnect(relabel))
+    return moving, fixed
 
 
 def image_data(layer: Layer) -> np.ndarray:

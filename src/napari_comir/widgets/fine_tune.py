@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from magicgui.widgets import (
-    ComboBox,
     Container,
     FileEdit,
     FloatSpinBox,
@@ -29,7 +28,7 @@ from ..core.progress import Progress
 from ..core.training import TrainConfig
 from ..core.zoo import ComirModel
 from . import _worker
-from ._layers import image_data, layer_choices, percentile_limits, upsert_image, wrap
+from ._layers import image_data, modality_pickers, percentile_limits, upsert_image, wrap
 from ._loss_plot import LossPlot
 from ._state import current
 
@@ -74,9 +73,7 @@ class FineTuneWidget(Container):
 
     def __init__(self, napari_viewer):
         self.viewer = napari_viewer
-        images = layer_choices(napari_viewer, Image)
-        self._moving = ComboBox(label="moving (bf)", choices=images, nullable=True)
-        self._fixed = ComboBox(label="fixed (shg)", choices=images, nullable=True)
+        self._moving, self._fixed = modality_pickers(napari_viewer)
         self._add = PushButton(text="Add pair")
         self._pairs_list = wrap(Select(label="aligned pairs", choices=self._pair_choices),
                                 max_height=90)
@@ -116,14 +113,6 @@ class FineTuneWidget(Container):
         self._save.clicked.connect(lambda: self.save(self._name.value))
         for event in ("inserted", "removed", "reordered"):
             getattr(napari_viewer.layers.events, event).connect(self.reset_choices)
-        current.changed.connect(self._relabel)
-        self.native.destroyed.connect(lambda *_: current.changed.disconnect(self._relabel))
-        if current.model is not None:
-            self._relabel(current.model)
-
-    def _relabel(self, model: ComirModel):
-        self._moving.label = f"moving ({model.card.moving_modality})"
-        self._fixed.label = f"fixed ({model.card.fixed_modality})"
 
     # ------------------------------------------------------------------ pairs
     def _pair_choices(self, _widget=None):

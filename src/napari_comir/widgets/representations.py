@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton
+from magicgui.widgets import Container, Label, ProgressBar, PushButton
 from napari.layers import Image, Layer
 from napari.utils.notifications import show_error
 
@@ -14,7 +14,7 @@ from ..core.inference import comir_tiles
 from ..core.progress import Progress
 from ..core.zoo import ComirModel
 from . import _worker
-from ._layers import image_data, layer_choices, percentile_limits, upsert_image, wrap
+from ._layers import image_data, modality_pickers, percentile_limits, upsert_image, wrap
 from ._state import current
 
 
@@ -74,9 +74,7 @@ class RepresentationsWidget(Container):
 
     def __init__(self, napari_viewer):
         self.viewer = napari_viewer
-        choices = layer_choices(napari_viewer, Image)
-        self._moving = ComboBox(label="moving (bf)", choices=choices, nullable=True)
-        self._fixed = ComboBox(label="fixed (shg)", choices=choices, nullable=True)
+        self._moving, self._fixed = modality_pickers(napari_viewer)
         self._run = PushButton(text="Compute CoMIRs")
         self._stop = PushButton(text="Stop", enabled=False)
         self._progress = ProgressBar(value=0, max=1)
@@ -88,15 +86,7 @@ class RepresentationsWidget(Container):
         self.job: _worker.Job | None = None
         for event in ("inserted", "removed", "reordered"):
             getattr(napari_viewer.layers.events, event).connect(self.reset_choices)
-        current.changed.connect(self._relabel)
-        self.native.destroyed.connect(lambda *_: current.changed.disconnect(self._relabel))
-        if current.model is not None:
-            self._relabel(current.model)
         self._guess_layers()
-
-    def _relabel(self, model: ComirModel):
-        self._moving.label = f"moving ({model.card.moving_modality})"
-        self._fixed.label = f"fixed ({model.card.fixed_modality})"
 
     def _guess_layers(self):
         """Default: an RGB layer as moving (BF) and a grey non-CoMIR layer as fixed (SHG)."""
