@@ -26,18 +26,12 @@ import numpy as np  # noqa: E402
 
 from napari_comir import api  # noqa: E402
 from napari_comir.core.data import AlignedPair, read_pairs_csv  # noqa: E402
-from napari_comir.core.evaluation import (  # noqa: E402
-    degrade,
-    equivariance_score,
-    make_rigid_case,
-    random_rigid,
-)
+from napari_comir.core.evaluation import SCENARIOS, equivariance_score, rigid_cases  # noqa: E402
 from napari_comir.core.io import read_image, write_text_atomic  # noqa: E402
 from napari_comir.core.transforms import corner_error  # noqa: E402
 from napari_comir.core.zoo import resolve_model_path  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SCENARIOS = {"180": (300, 180.0, 20.0, False), "hard": (256, 180.0, 40.0, True)}
 
 
 def evaluation_pairs(model) -> list[AlignedPair]:
@@ -52,20 +46,13 @@ def evaluation_pairs(model) -> list[AlignedPair]:
 def registration_success(model, pairs, seeds: int) -> dict:
     fixed_modality, moving_modality = model.card.fixed_modality, model.card.moving_modality
     results = {}
-    for scenario, (crop, max_angle, max_shift, noisy) in SCENARIOS.items():
-        errors = []
-        for index, pair in enumerate(pairs):
-            for seed in range(seeds):
-                rng = np.random.default_rng([seed, index, crop, int(max_angle)])
-                angle, shift = random_rigid(rng, max_angle, max_shift)
-                fixed, moving, truth = make_rigid_case(pair.images[fixed_modality],
-                                                       pair.images[moving_modality], angle, shift, crop)
-                if noisy:
-                    fixed, moving = degrade(fixed, rng), degrade(moving, rng)
-                found = api.register_multimodal(fixed, moving, model).transform
-                errors.append(corner_error(truth, found, moving.shape[:2]))
-        errors = np.array(errors)
-        results[scenario] = {"success_pct": round(float(100 * np.mean(errors <= 0.02 * crop)), 1),
+    for scenario in ("180", "hard"):
+        errors = np.array([
+            corner_error(case.truth, api.register_multimodal(case.fixed, case.moving, model).transform,
+                         case.moving.shape[:2])
+            for case in rigid_cases(pairs, SCENARIOS[scenario], seeds, fixed_modality, moving_modality)])
+        success = errors <= SCENARIOS[scenario].success_px
+        results[scenario] = {"success_pct": round(float(100 * np.mean(success)), 1),
                              "median_error_px": round(float(np.median(errors)), 3),
                              "cases": int(errors.size)}
         print(scenario, results[scenario], flush=True)

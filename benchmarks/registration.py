@@ -32,16 +32,11 @@ import numpy as np  # noqa: E402
 from napari_comir import api  # noqa: E402
 from napari_comir.core.data import read_pairs_csv  # noqa: E402
 from napari_comir.core.errors import RegistrationError  # noqa: E402
-from napari_comir.core.evaluation import degrade, make_rigid_case, random_rigid  # noqa: E402
+from napari_comir.core.evaluation import SCENARIOS, rigid_cases  # noqa: E402
 from napari_comir.core.registration import register  # noqa: E402
 from napari_comir.core.transforms import RigidTransform, corner_error  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bf_shg"
-SCENARIOS = {
-    "30": dict(crop=300, max_angle=30.0, max_shift=20.0, noisy=False),
-    "180": dict(crop=300, max_angle=180.0, max_shift=20.0, noisy=False),
-    "hard": dict(crop=256, max_angle=180.0, max_shift=40.0, noisy=True),
-}
 
 
 def grey(image: np.ndarray) -> np.ndarray:
@@ -124,20 +119,13 @@ def main() -> None:
         spec = SCENARIOS[scenario]
         for method in args.methods.split(","):
             errors, seconds = [], []
-            for index, pair in enumerate(pairs):
-                for seed in range(args.seeds):
-                    rng = np.random.default_rng([seed, index, spec["crop"], int(spec["max_angle"])])
-                    angle, shift = random_rigid(rng, spec["max_angle"], spec["max_shift"])
-                    fixed, moving, truth = make_rigid_case(pair.images["shg"], pair.images["bf"],
-                                                           angle, shift, spec["crop"])
-                    if spec["noisy"]:
-                        fixed, moving = degrade(fixed, rng), degrade(moving, rng)
-                    found, sec = run_case(method, model, fixed, moving, spec["max_angle"])
-                    errors.append(np.inf if found is None else
-                                  corner_error(truth, found, moving.shape[:2]))
-                    seconds.append(sec)
+            for case in rigid_cases(pairs, spec, args.seeds):
+                found, sec = run_case(method, model, case.fixed, case.moving, spec.max_angle)
+                errors.append(np.inf if found is None else
+                              corner_error(case.truth, found, case.moving.shape[:2]))
+                seconds.append(sec)
             errors = np.array(errors)
-            success = 100 * np.mean(errors <= 0.02 * spec["crop"])
+            success = 100 * np.mean(errors <= spec.success_px)
             print(f"{scenario:9s} {method:11s} {success:9.1f} {np.median(errors):9.2f} "
                   f"{np.mean(seconds):7.3f}", flush=True)
 

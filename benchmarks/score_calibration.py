@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 
 from napari_comir import api  # noqa: E402
 from napari_comir.core.data import read_pairs_csv  # noqa: E402
-from napari_comir.core.evaluation import degrade, make_rigid_case, random_rigid  # noqa: E402
+from napari_comir.core.evaluation import SCENARIOS, degrade, make_rigid_case, rigid_cases  # noqa: E402
 from napari_comir.core.transforms import corner_error  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bf_shg"
@@ -34,25 +34,21 @@ def main() -> None:
     parser.add_argument("--hard", action="store_true",
                         help="the hard variant: 256² crops, |t| <= 40 px, gamma and noise")
     args = parser.parse_args()
-    crop, max_shift = (256, 40.0) if args.hard else (300, 20.0)
+    scenario = SCENARIOS["hard" if args.hard else "180"]
     model = api.load_model(args.model, "cpu")
     pairs = read_pairs_csv(DATA / "pairs.csv", ("bf", "shg"), split=args.split)
     good, bad = [], []
-    for index, pair in enumerate(pairs):
-        other = pairs[(index + 1) % len(pairs)]
-        for seed in range(args.seeds):
-            rng = np.random.default_rng([seed, index, crop, 180])
-            angle, shift = random_rigid(rng, 180.0, max_shift)
-            fixed, moving, truth = make_rigid_case(pair.images["shg"], pair.images["bf"], angle,
-                                                   shift, crop)
-            _, wrong_moving, _ = make_rigid_case(other.images["shg"], other.images["bf"], angle,
-                                                 shift, crop)
-            if args.hard:
-                fixed, moving, wrong_moving = (degrade(x, rng) for x in (fixed, moving, wrong_moving))
-            result = api.register_multimodal(fixed, moving, model)
-            ok = corner_error(truth, result.transform, moving.shape[:2]) <= 0.02 * crop
-            (good if ok else bad).append(result.score)
-            bad.append(api.register_multimodal(fixed, wrong_moving, model).score)
+    for case in rigid_cases(pairs, scenario, args.seeds):
+        # a decoy: the same transform applied to a different pair, so there is nothing to find
+        other = pairs[(case.pair_index + 1) % len(pairs)]
+        _, decoy, _ = make_rigid_case(other.images["shg"], other.images["bf"], case.angle, case.shift,
+                                      scenario.crop)
+        if scenario.noisy:
+            decoy = degrade(decoy, case.rng)
+        result = api.register_multimodal(case.fixed, case.moving, model)
+        ok = corner_error(case.truth, result.transform, case.moving.shape[:2]) <= scenario.success_px
+        (good if ok else bad).append(result.score)
+        bad.append(api.register_multimodal(case.fixed, decoy, model).score)
     good, bad = np.array(good), np.array(bad)
     print(f"successes: n={good.size} min {good.min():.3f} p5 {np.percentile(good, 5):.3f} "
           f"median {np.median(good):.3f}")

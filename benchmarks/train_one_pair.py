@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from napari_comir import api  # noqa: E402
 from napari_comir.core.data import read_pairs_csv  # noqa: E402
-from napari_comir.core.evaluation import make_rigid_case, random_rigid  # noqa: E402
+from napari_comir.core.evaluation import SCENARIOS, rigid_cases  # noqa: E402
 from napari_comir.core.training import TrainConfig  # noqa: E402
 from napari_comir.core.transforms import corner_error  # noqa: E402
 
@@ -32,17 +32,12 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bf_shg"
 
 
 def success_rate(model, pairs, seeds: int) -> tuple[float, float]:
-    errors = []
-    for index, pair in enumerate(pairs):
-        for seed in range(seeds):
-            rng = np.random.default_rng([seed, index, 300, 180])
-            angle, shift = random_rigid(rng, 180.0, 20.0)
-            fixed, moving, truth = make_rigid_case(pair.images["shg"], pair.images["bf"], angle,
-                                                   shift, 300)
-            found = api.register_multimodal(fixed, moving, model).transform
-            errors.append(corner_error(truth, found, moving.shape[:2]))
-    errors = np.array(errors)
-    return 100 * float(np.mean(errors <= 6.0)), float(np.median(errors))
+    scenario = SCENARIOS["180"]
+    errors = np.array([
+        corner_error(case.truth, api.register_multimodal(case.fixed, case.moving, model).transform,
+                     case.moving.shape[:2])
+        for case in rigid_cases(pairs, scenario, seeds)])
+    return 100 * float(np.mean(errors <= scenario.success_px)), float(np.median(errors))
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -12,13 +13,16 @@ from .zoo import ComirModel
 
 
 def pearson(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Pearson correlation of two arrays of one shape, over ``mask`` (rows, cols) when given."""
+    """Pearson correlation of two arrays of one shape, over ``mask`` when given.
+
+    NaN when it is undefined (a constant array, or fewer than 2 values).
+    """
     if mask is not None:
         a, b = a[mask], b[mask]
     a = a.astype(np.float64).ravel() - a.mean()
     b = b.astype(np.float64).ravel() - b.mean()
     denominator = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / denominator) if denominator > 0 else 0.0
+    return float((a * b).sum() / denominator) if denominator > 0 else float("nan")
 
 
 def _rotate(image: np.ndarray, angle_deg: float, order: int = 1) -> np.ndarray:
@@ -119,3 +123,54 @@ def degrade(image: np.ndarray, rng: np.random.Generator, gamma_range=(0.7, 1.4),
     unit = (image - low) / max(high - low, 1e-6)
     out = unit ** rng.uniform(*gamma_range) + rng.normal(0.0, noise_std, unit.shape)
     return np.clip(out, 0, 1).astype(np.float32) * (high - low) + low
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A registration benchmark setting: crop side, angle ~ U(±max_angle), |t| <= max_shift."""
+
+    crop: int
+    max_angle: float
+    max_shift: float
+    noisy: bool = False  # gamma and Gaussian noise on both images (see :func:`degrade`)
+
+    @property
+    def success_px(self) -> float:
+        """Largest corner error that counts as a success: 2 % of the width."""
+        return 0.02 * self.crop
+
+
+SCENARIOS = {
+    "30": Scenario(300, 30.0, 20.0),
+    "180": Scenario(300, 180.0, 20.0),
+    "hard": Scenario(256, 180.0, 40.0, noisy=True),
+}
+
+
+@dataclass
+class Case:
+    """One benchmark case; ``rng`` may be drawn on further (e.g. to degrade a decoy image)."""
+
+    pair_index: int
+    pair: object
+    rng: np.random.Generator
+    angle: float
+    shift: tuple[float, float]
+    fixed: np.ndarray
+    moving: np.ndarray
+    truth: object  # RigidTransform, moving (x, y) -> fixed (x, y)
+
+
+def rigid_cases(pairs: Sequence, scenario: Scenario, seeds: int, fixed_modality: str = "shg",
+                moving_modality: str = "bf") -> Iterator[Case]:
+    """The cases of ``scenario`` for each aligned pair and seed, reproducible across scripts."""
+    for index, pair in enumerate(pairs):
+        for seed in range(seeds):
+            rng = np.random.default_rng([seed, index, scenario.crop, int(scenario.max_angle)])
+            angle, shift = random_rigid(rng, scenario.max_angle, scenario.max_shift)
+            fixed, moving, truth = make_rigid_case(pair.images[fixed_modality],
+                                                   pair.images[moving_modality], angle, shift,
+                                                   scenario.crop)
+            if scenario.noisy:
+                fixed, moving = degrade(fixed, rng), degrade(moving, rng)
+            yield Case(index, pair, rng, angle, shift, fixed, moving, truth)
