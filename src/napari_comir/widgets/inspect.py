@@ -19,6 +19,7 @@ from napari.utils.notifications import show_error
 from scipy import ndimage
 
 from ..core.errors import ComirError, InputError
+from ..core.evaluation import pearson
 from ..core.inference import comir_tiles
 from ..core.progress import Progress
 from ..core.transforms import RigidTransform, resample
@@ -63,13 +64,6 @@ def local_ncc(a: np.ndarray, b: np.ndarray, window: int,
     if valid is not None:
         out[~valid] = np.nan
     return out.astype(np.float32)
-
-
-def pearson(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    x, y = a[mask].ravel().astype(np.float64), b[mask].ravel().astype(np.float64)
-    if x.size < 2 or x.std() == 0 or y.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
 
 
 def equivariance_events(model: ComirModel, image: np.ndarray, modality: str,
