@@ -34,19 +34,19 @@ from napari_comir.core.zoo import resolve_model_path  # noqa: E402
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def evaluation_pairs(model) -> list[AlignedPair]:
+def evaluation_pairs(model, data: Path = SHARED) -> list[AlignedPair]:
     if set(model.modalities) == {"bf", "shg"}:
-        return read_pairs_csv(SHARED / "bf_shg" / "pairs.csv", ("bf", "shg"), split="val")
-    rgb, nir = (read_image(SHARED / "zurich" / f"zh17_{m}.tif") for m in ("RGB", "NIR"))
+        return read_pairs_csv(data / "bf_shg" / "pairs.csv", ("bf", "shg"), split="val")
+    rgb, nir = (read_image(data / "zurich" / f"zh17_{m}.tif") for m in ("RGB", "NIR"))
     corners = [(r, c) for r in (0, rgb.shape[0] - 512) for c in (0, rgb.shape[1] - 512)]
     return [AlignedPair({"rgb": rgb[r:r + 512, c:c + 512], "nir": nir[r:r + 512, c:c + 512]},
                         name=f"zh17 corner {r},{c}") for r, c in corners]
 
 
-def registration_success(model, pairs, seeds: int) -> dict:
+def registration_success(model, pairs, seeds: int, scenarios=("180", "hard")) -> dict:
     fixed_modality, moving_modality = model.card.fixed_modality, model.card.moving_modality
     results = {}
-    for scenario in ("180", "hard"):
+    for scenario in scenarios:
         errors = np.array([
             corner_error(case.truth, api.register_multimodal(case.fixed, case.moving, model).transform,
                          case.moving.shape[:2])
@@ -78,12 +78,17 @@ def main() -> None:
     parser.add_argument("--update-card", action="store_true")
     parser.add_argument("--c4-average", action="store_true",
                         help="measure with C4-averaged inference (4x compute) instead of the card's mode")
+    parser.add_argument("--scenarios", default="180,hard", help="of core.evaluation.SCENARIOS")
+    parser.add_argument("--data", type=Path, default=SHARED, help="folder holding bf_shg/ and zurich/")
+    parser.add_argument("--device", default="cpu", help="cpu (the card's numbers), cuda for quick screening")
     args = parser.parse_args()
-    model = api.load_model(args.model, "cpu")
+    if args.update_card and args.device != "cpu":
+        parser.error("--update-card records CPU numbers (CUDA inference runs in half precision)")
+    model = api.load_model(args.model, args.device)
     model.card.c4_average = model.card.c4_average or args.c4_average
-    val = evaluation_pairs(model)
+    val = evaluation_pairs(model, args.data)
     metrics = {"val_equivariance": equivariance(model, val),
-               "val_registration": registration_success(model, val, args.seeds)}
+               "val_registration": registration_success(model, val, args.seeds, args.scenarios.split(","))}
     if args.update_card and not args.c4_average:
         card_path = resolve_model_path(args.model)
         card = json.loads(card_path.read_text())

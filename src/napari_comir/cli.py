@@ -69,10 +69,11 @@ def _train(args) -> int:
                          lr=lr, optimizer=args.optimizer, seed=args.seed, device=args.device,
                          freeze_batchnorm=bool(args.from_model) and not args.update_batchnorm,
                          checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-                         max_seconds=args.max_seconds)
+                         max_seconds=args.max_seconds, equivariance_weight=args.equivariance_weight)
     model.card.training = {
         "pairs": [p.name for p in pairs], "steps": args.steps, "batch_size": args.batch_size,
         "patch_size": args.patch_size, "lr": lr, "optimizer": args.optimizer, "seed": args.seed,
+        "equivariance_weight": args.equivariance_weight,
         "started_from": args.from_model or "scratch", "command": " ".join(sys.argv[1:]),
     }
     run = api.fine_tune(model, pairs, config, resume=args.resume, copy_model=False)
@@ -192,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add_argument("--update-batchnorm", action="store_true",
                       help="with --from: also re-estimate BatchNorm statistics on the new pairs "
                       "(default: keep the pretrained ones, which fine-tunes far more gently)")
+    opts.add_argument("--equivariance-weight", type=float, default=0.0, metavar="W",
+                      help="weight of an extra loss term asking f(rotate(x)) = rotate(f(x)) at any angle, "
+                      "not only quarter turns (default 0 = off; 1 is a good start; doubles the cost "
+                      "of a step)")
     opts.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="default adam")
     opts.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     opts.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")

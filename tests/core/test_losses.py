@@ -6,9 +6,11 @@ from torch import nn
 
 from napari_comir.core.losses import (
     activation_penalty,
+    equivariance_penalty,
     equivariant_forward,
     info_nce,
     rotate90,
+    rotate_about_centre,
     similarity_matrix,
 )
 
@@ -89,3 +91,45 @@ def test_equivariant_forward_rotates_back():
     turns = torch.randint(0, 4, (6,), generator=torch.Generator().manual_seed(3))
     expected = rotate90(directional(rotate90(x, turns)), (4 - turns) % 4)
     assert torch.allclose(equivariant_forward(directional, x, g), expected, atol=1e-6)
+
+
+def test_rotate_about_centre_quarter_turn_is_rot90():
+    x = torch.randn(2, 1, 9, 9, generator=torch.Generator().manual_seed(4))
+    turned = rotate_about_centre(x, torch.tensor([math.pi / 2, -math.pi / 2]))
+    # the sign convention is the grid's; what matters is that +angle and -angle are inverse quarter turns
+    assert torch.allclose(turned[0], torch.rot90(x[0], 1, dims=(-2, -1)), atol=1e-5)
+    assert torch.allclose(turned[1], torch.rot90(x[1], -1, dims=(-2, -1)), atol=1e-5)
+
+
+def test_equivariance_penalty_zero_for_pointwise_large_for_directional():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 1, 32, 32, generator=g).cumsum(-1).cumsum(-2)  # smooth, like image content
+    pointwise = nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        penalty = equivariance_penalty(pointwise, x, pointwise(x), torch.Generator().manual_seed(0))
+    assert penalty < 1e-6  # a pointwise map commutes with (bilinear) rotation
+
+    directional = nn.Conv2d(1, 1, (1, 3), padding=(0, 1), bias=False)
+    with torch.no_grad():
+        directional.weight.copy_(torch.tensor([[[[-1.0, 0.0, 1.0]]]]))
+        penalty = equivariance_penalty(directional, x, directional(x), torch.Generator().manual_seed(0))
+    assert penalty > 0.3  # d/dx of a rotated image is not the rotated d/dx
+
+
+def test_equivariance_penalty_trains_towards_equivariance():
+    """Minimising the penalty alone turns a directional filter into an isotropic one."""
+    torch.manual_seed(0)
+    net = nn.Conv2d(1, 1, 3, padding=1, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[[[0.0, 0.0, 0.0], [-1.0, 0.2, 1.0], [0.0, 0.0, 0.0]]]]))
+    x = torch.randn(8, 1, 32, 32, generator=torch.Generator().manual_seed(6)).cumsum(-1).cumsum(-2)
+    g = torch.Generator().manual_seed(7)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.02)
+    before = equivariance_penalty(net, x, net(x), torch.Generator().manual_seed(8)).item()
+    for _ in range(150):
+        loss = equivariance_penalty(net, x, net(x), g)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = equivariance_penalty(net, x, net(x), torch.Generator().manual_seed(8)).item()
+    assert after < 0.1 * before

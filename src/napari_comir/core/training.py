@@ -17,7 +17,7 @@ from .data import AlignedPair, PatchSampler
 from .device import resolve_device
 from .errors import ComirError, InputError, ModelFileError
 from .io import atomic_path
-from .losses import activation_penalty, equivariant_forward, info_nce
+from .losses import activation_penalty, equivariance_penalty, equivariant_forward, info_nce
 from .progress import Progress
 from .zoo import ComirModel, ModelCard
 
@@ -38,6 +38,9 @@ class TrainConfig:
     l1: float = 1e-4
     l2: float = 1e-4
     equivariant: bool = True
+    # Weight of the arbitrary-angle equivariance term (losses.equivariance_penalty); 0 = off.
+    # It costs a second forward pass per network, so it is for (GPU) training of bundled models.
+    equivariance_weight: float = 0.0
     # Fine-tuning on one or two pairs: keep BatchNorm statistics of the pretrained model, so
     # the network does not re-centre itself on the new pair's intensities (learned scales train).
     freeze_batchnorm: bool = False
@@ -54,6 +57,8 @@ class TrainConfig:
         if self.steps < 1 or self.batch_size < 2 or self.patch_size < 32:
             raise InputError("need steps ≥ 1, batch_size ≥ 2 (negatives come from the batch) "
                              "and patch_size ≥ 32")
+        if not self.equivariance_weight >= 0:
+            raise InputError(f"equivariance_weight must be ≥ 0, got {self.equivariance_weight}")
         if not self.lr > 0:
             raise InputError(f"learning rate must be positive, got {self.lr}")
         if self.max_seconds is not None and not self.max_seconds > 0:
@@ -177,6 +182,10 @@ def train(model: ComirModel, pairs: Sequence[AlignedPair], config: TrainConfig |
                 z_b = forward(nets[second], x_b, sampler.generator)
                 loss = info_nce(z_a, z_b, card.tau, card.critic)
                 total = loss + activation_penalty(z_a, z_b, l1=config.l1, l2=config.l2)
+                if config.equivariance_weight:
+                    total = total + config.equivariance_weight * (
+                        equivariance_penalty(nets[first], x_a, z_a, sampler.generator)
+                        + equivariance_penalty(nets[second], x_b, z_b, sampler.generator))
             if not torch.isfinite(total):
                 raise ComirError(f"training diverged at step {step} (loss {total.item()}); "
                                  "lower the learning rate")
