@@ -12,9 +12,9 @@ DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-runs/gpu-out}
 mkdir -p runs/gpu "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python -c "import torch, numpy, skimage, tifffile, safetensors, tqdm; print('torch', torch.__version__)"
+python3 -c "import torch, numpy, skimage, tifffile, safetensors, tqdm; print('torch', torch.__version__)"
 
-[ "$DEVICE" = cpu ] || timeout 120 python benchmarks/gpu.py --data "$DATA" --train-steps 30 2>&1 | tee "$OUT/gpu_benchmark.md"
+[ "$DEVICE" = cpu ] || timeout 120 python3 benchmarks/gpu.py --data "$DATA" --train-steps 30 2>&1 | tee "$OUT/gpu_benchmark.md"
 
 train() {  # name preset weight [extra args...]
     local name=$1 preset=$2 weight=$3; shift 3
@@ -23,7 +23,7 @@ train() {  # name preset weight [extra args...]
     else
         source=(--fixed "$DATA/zurich/zh17_NIR.tif" --moving "$DATA/zurich/zh17_RGB.tif")
     fi
-    python -m napari_comir train "${source[@]}" --preset "$preset" --name "$preset" \
+    python3 -m napari_comir train "${source[@]}" --preset "$preset" --name "$preset" \
         --steps 1000000 --max-seconds "$BUDGET" --batch-size 32 --lr 1e-3 --seed 0 --device "$DEVICE" \
         --equivariance-weight "$weight" --out "runs/gpu/$name" "$@" > "runs/gpu/$name.log" 2>&1
     echo "$name: $(tail -c 300 "runs/gpu/$name.log" | tr '\r' '\n' | tail -n 2 | tr '\n' ' ')"
@@ -37,7 +37,7 @@ train rgb-nir-w1 rgb-nir 1 &
 wait
 
 for card in runs/gpu/*.json; do
-    timeout 75 python benchmarks/evaluate_model.py "$card" --device "$DEVICE" --seeds 5 --data "$DATA" \
+    timeout 75 python3 benchmarks/evaluate_model.py "$card" --device "$DEVICE" --seeds 5 --data "$DATA" \
         --scenarios 30,180,hard > "${card%.json}.eval" 2>&1 &
 done
 wait
