@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--base-channels", type=int, default=8, help="U-Net width, from scratch")
     parser.add_argument("--no-c4", action="store_true", help="train without the C4 trick")
+    parser.add_argument("--equivariance-weight", type=float, default=0.0,
+                        help="weight of the arbitrary-angle equivariance term (default 0: off)")
     parser.add_argument("--schedule-steps", type=int, default=10_000,
                         help="steps the cosine learning-rate decay is planned for (default: so many "
                         "that the rate stays nearly constant within the budget)")
@@ -66,13 +68,14 @@ def main() -> None:
              api.new_model("bf-shg", architecture={"type": "unet", "base_channels": args.base_channels,
                                                    "depth": 4}))
     if args.from_model:
-        before = success_rate(model, val, args.seeds)
-        print(f"before fine-tuning: success {before[0]:.1f} %, median {before[1]:.2f} px")
+        before, own = success_rate(model, val, args.seeds), success_rate(model, train_pair, args.seeds)
+        print(f"before fine-tuning: val success {before[0]:.1f} %, median {before[1]:.2f} px; "
+              f"{args.pair} itself {own[0]:.1f} %, {own[1]:.2f} px")
     fine_tuning = bool(args.from_model)
     config = TrainConfig(steps=args.schedule_steps, batch_size=args.batch_size, patch_size=args.patch_size,
                          lr=args.lr or (3e-4 if fine_tuning else 3e-3), device="cpu",
                          freeze_batchnorm=fine_tuning and not args.update_batchnorm,
-                         equivariant=not args.no_c4)
+                         equivariant=not args.no_c4, equivariance_weight=args.equivariance_weight)
     start = time.perf_counter()
     run = api.fine_tune(model, train_pair, config, copy_model=False)
     for event in run:  # noqa: B007 (the last event is used below)
@@ -81,9 +84,11 @@ def main() -> None:
     run.close()
     elapsed = time.perf_counter() - start
     success, median = success_rate(model, val, args.seeds)
+    own = success_rate(model, train_pair, args.seeds)
     print(f"{'fine-tuned' if args.from_model else 'from scratch'} on {args.pair}: {event.step} steps "
           f"in {elapsed:.1f} s (loss {event.metrics['loss']:.3f}); val ({len(val)} pairs x "
-          f"{args.seeds} seeds, ±180°): success {success:.1f} %, median error {median:.2f} px")
+          f"{args.seeds} seeds, ±180°): success {success:.1f} %, median error {median:.2f} px; "
+          f"{args.pair} itself (seen tissue): {own[0]:.1f} %, {own[1]:.2f} px")
 
 
 if __name__ == "__main__":

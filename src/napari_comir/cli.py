@@ -238,8 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "card: bf for bf-shg)")
     reg.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     reg.add_argument("--c4-average", action="store_true",
-                     help="average the CoMIRs over the 4 quarter-turns: exactly rotation-equivariant and "
-                     "more precise (median error 0.28 vs 0.54 px on the val benchmark), 4x slower")
+                     help="average the CoMIRs over the 4 quarter-turns: exactly equivariant to quarter "
+                     "turns, slightly more precise (median error 0.33-0.35 vs 0.37-0.38 px with bf-shg "
+                     "on the val benchmark), 4x the inference time")
     reg.set_defaults(func=_register)
 
     models = sub.add_parser("models", help="list bundled and user models")

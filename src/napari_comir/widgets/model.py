@@ -46,10 +46,11 @@ class ModelWidget(Container):
         self._load_file = PushButton(text="Load file")
         self._device = ComboBox(label="device", choices=list(DEVICES), value=current.device,
                                 tooltip="auto = CUDA, then Apple MPS, then CPU")
-        self._c4 = CheckBox(text="C4-averaged CoMIRs (precise, 4x slower)", value=False,
+        self._c4 = CheckBox(text="C4-averaged CoMIRs (4x slower)", value=False,
                             tooltip="Average each CoMIR over the 4 quarter-turns of the image: exactly "
-                            "rotation-equivariant, median registration error 0.26 instead of 0.54 px "
-                            "on the val benchmark, 4x the inference time")
+                            "equivariant to quarter turns; with bf-shg a median registration error of "
+                            "0.33-0.35 instead of 0.37-0.38 px on the val benchmark, for 4x the "
+                            "inference time. Worth it for models trained without the equivariance term")
         self._refresh = PushButton(text="Refresh list")
         self._status = Label(value="")
         self._status.native.setWordWrap(True)
