@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--from", dest="from_model", help="fine-tune this model instead")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--patch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, help="default 3e-3 from scratch, 3e-4 fine-tuning")
+    parser.add_argument("--lr", type=float, help="default 3e-3 from scratch, 1e-4 fine-tuning")
     parser.add_argument("--update-batchnorm", action="store_true",
                         help="fine-tuning: re-estimate BatchNorm statistics (default: keep them)")
     parser.add_argument("--seeds", type=int, default=5)
@@ -73,7 +73,7 @@ def main() -> None:
               f"{args.pair} itself {own[0]:.1f} %, {own[1]:.2f} px")
     fine_tuning = bool(args.from_model)
     config = TrainConfig(steps=args.schedule_steps, batch_size=args.batch_size, patch_size=args.patch_size,
-                         lr=args.lr or (3e-4 if fine_tuning else 3e-3), device="cpu",
+                         lr=args.lr or (1e-4 if fine_tuning else 3e-3), device="cpu",
                          freeze_batchnorm=fine_tuning and not args.update_batchnorm,
                          equivariant=not args.no_c4, equivariance_weight=args.equivariance_weight)
     start = time.perf_counter()

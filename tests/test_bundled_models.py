@@ -36,9 +36,14 @@ def test_confidence_flags_a_pair_with_nothing_to_find(model, val_pairs):
     assert not api.register_multimodal(fixed, unrelated, model).success_likely
 
 
-def test_bf_shg_is_nearly_rotation_equivariant(model, val_pairs):
-    scores = equivariance_score(model, val_pairs[1].images["bf"], "bf", angles=(45, 90, 200))
-    assert min(scores.values()) > 0.9
+@pytest.mark.parametrize("modality", ["bf", "shg"])
+def test_bf_shg_is_rotation_equivariant_at_every_angle(model, val_pairs, modality):
+    """The issue's target, ≥ 0.97, at the worst angles of earlier models (between quarter turns)."""
+    scores = equivariance_score(model, val_pairs[1].images[modality], modality, angles=(45, 120, 200))
+    assert min(scores.values()) > 0.97
+
+
+def test_c4_averaging_is_exact_for_quarter_turns(model, val_pairs):
     exact = equivariance_score(model, val_pairs[1].images["bf"], "bf", angles=(90,), c4_average=True)
     assert exact[90.0] > 0.999
 

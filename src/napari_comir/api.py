@@ -149,7 +149,12 @@ def fine_tune(model: ComirModel | str, pairs: Sequence[AlignedPair], config: Tra
 
     The bundled model is never changed in place: with ``copy_model`` (default) training runs
     on a copy. Save the result with :func:`save_user_model` to reuse it by name.
+
+    Without ``config``, a gentle fine-tuning setting: learning rate 1e-4 and the pretrained
+    BatchNorm statistics kept (higher rates made the bundled ``bf-shg`` worse after 30 s on one
+    pair, docs/benchmarks.md). Pass a :class:`TrainConfig` to train from scratch.
     """
+    config = config or TrainConfig(lr=1e-4, freeze_batchnorm=True)
     model = _as_model(model)
     if copy_model:
         model = copy.deepcopy(model)

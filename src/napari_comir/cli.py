@@ -64,7 +64,7 @@ def _train(args) -> int:
         for seed in range(args.synthetic):
             bf, shg = synthetic_pair(seed=seed)
             pairs.append(AlignedPair({moving_modality: bf, fixed_modality: shg}, name=f"synthetic-{seed}"))
-    lr = args.lr or (3e-4 if args.from_model else 1e-3)
+    lr = args.lr or (1e-4 if args.from_model else 1e-3)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, patch_size=args.patch_size,
                          lr=lr, optimizer=args.optimizer, seed=args.seed, device=args.device,
                          freeze_batchnorm=bool(args.from_model) and not args.update_batchnorm,
@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "for the steps that fit (use with a large --steps)")
     opts.add_argument("--batch-size", type=int, default=16, help="patch pairs per step (default 16)")
     opts.add_argument("--patch-size", type=int, default=128, help="patch side in px (default 128)")
-    opts.add_argument("--lr", type=float, help="learning rate (default 1e-3 from scratch, 3e-4 with --from)")
+    opts.add_argument("--lr", type=float, help="learning rate (default 1e-3 from scratch, 1e-4 with --from)")
     opts.add_argument("--update-batchnorm", action="store_true",
                       help="with --from: also re-estimate BatchNorm statistics on the new pairs "
                       "(default: keep the pretrained ones, which fine-tunes far more gently)")

@@ -131,6 +131,21 @@ def test_freeze_batchnorm_keeps_pretrained_statistics(tiny_model):
     assert not all(torch.equal(a, b) for a, b in zip(before, running_means(), strict=True))
 
 
+def test_api_fine_tune_defaults_are_gentle(tiny_model):
+    """Without a config, fine-tuning keeps the BatchNorm statistics and uses lr 1e-4."""
+    def running_means():
+        return [m.running_mean.clone() for m in tiny_model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+    before = running_means()
+    weights = {k: v.clone() for k, v in tiny_model.state_dict().items() if k.endswith("weight")}
+    run = api.fine_tune(tiny_model, [_pair(size=128)], copy_model=False)
+    event = next(run)
+    run.close()
+    assert event.metrics["lr"] == pytest.approx(1e-4, rel=1e-3)
+    assert all(torch.equal(a, b) for a, b in zip(before, running_means(), strict=True))
+    assert any(not torch.equal(v, tiny_model.state_dict()[k]) for k, v in weights.items())  # it did train
+
+
 def test_time_budget_ends_the_run_and_anneals_within_it(tiny_model):
     config = TrainConfig(steps=100_000, seed=0, max_seconds=3.0, **FAST)
     tic = time.perf_counter()
