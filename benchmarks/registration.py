@@ -11,7 +11,10 @@ corners; success = error <= 2 % of the width; a method that gives up counts as a
 Methods: ``comir`` (CoMIR + global search), ``comir-c4`` (the same with C4-averaged CoMIRs,
 4x the inference), ``comir-sift`` (CoMIR + SIFT/RANSAC), ``mi``
 (SimpleITK Mattes MI, rigid, 3 pyramid levels, 3 starts at -0.4/0/+0.4 rad), ``raw`` (global
-search on the raw images, no CoMIR: a sanity floor).
+search on the raw images, no CoMIR: a sanity floor), ``zcmir`` (the zcmir peer: POS-GIFT keypoints
+and square-loss-MI refinement, affine model; ``pip install zcmir`` and, without a GPU, Mesa's
+software Vulkan ``mesa-vulkan-drivers``; minutes per pair on a 2-core CPU, so run it on a subset,
+e.g. ``--methods zcmir --scenarios 180 --seeds 2``).
 
 Usage::
 
@@ -76,7 +79,31 @@ def mutual_information(fixed: np.ndarray, moving: np.ndarray, max_angle: float) 
     return fixed_to_moving.inverse()
 
 
-def run_case(method: str, model, fixed, moving, max_angle: float) -> tuple[RigidTransform | None, float]:
+class MatrixTransform:
+    """A 3x3 moving (x, y) -> fixed (x, y) matrix, 0-based pixel centres (affine or projective)."""
+
+    def __init__(self, matrix: np.ndarray):
+        self.matrix = matrix
+
+    def apply_xy(self, points: np.ndarray) -> np.ndarray:
+        mapped = np.c_[points, np.ones(len(points))] @ self.matrix.T
+        return mapped[:, :2] / mapped[:, 2:]
+
+
+def zcmir_transform(fixed: np.ndarray, moving: np.ndarray) -> MatrixTransform:
+    """The zcmir peer with an affine model (it has no rigid one)."""
+    import zcmir
+
+    def as_uint8(image):  # zcmir rejects float images
+        return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+    result = zcmir.register(as_uint8(moving), as_uint8(fixed), model="affine")
+    one_based = np.array([[1.0, 0, 1], [0, 1, 1], [0, 0, 1]])  # zcmir's H uses 1-based pixels
+    return MatrixTransform(np.linalg.inv(one_based) @ result.H @ one_based)
+
+
+def run_case(method: str, model, fixed, moving,
+             max_angle: float) -> tuple[RigidTransform | MatrixTransform | None, float]:
     """The transform a method finds (None when it gives up) and its wall-clock seconds."""
     start = time.perf_counter()
     try:
@@ -86,7 +113,7 @@ def run_case(method: str, model, fixed, moving, max_angle: float) -> tuple[Rigid
     return transform, time.perf_counter() - start
 
 
-def _transform(method: str, model, fixed, moving, max_angle: float) -> RigidTransform:
+def _transform(method: str, model, fixed, moving, max_angle: float) -> RigidTransform | MatrixTransform:
     if method in ("comir", "comir-c4"):
         model.card.c4_average = method == "comir-c4"
         transform = api.register_multimodal(fixed, moving, model, rotation_range=max_angle).transform
@@ -95,6 +122,8 @@ def _transform(method: str, model, fixed, moving, max_angle: float) -> RigidTran
         transform = api.register_multimodal(fixed, moving, model, method="sift").transform
     elif method == "mi":
         transform = mutual_information(fixed, moving, max_angle)
+    elif method == "zcmir":
+        transform = zcmir_transform(fixed, moving)
     elif method == "raw":
         shg = np.log1p(fixed.astype(np.float32))
         transform = register(shg, -grey(moving), rotation_range=max_angle).transform
