@@ -154,3 +154,19 @@ def test_time_budget_ends_the_run_and_anneals_within_it(tiny_model):
     last = events[-1]
     assert last.result is tiny_model and last.step == last.total < 100_000
     assert last.metrics["lr"] < 0.5 * FAST["lr"]  # the cosine decay was planned for the budget
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"steps": 0}, "steps ≥ 1"),
+    ({"batch_size": 1}, "negatives come from the batch"),
+    ({"patch_size": 16}, "patch_size ≥ 32"),
+    ({"lr": 0.0}, "learning rate must be positive"),
+    ({"max_seconds": 0.0}, "max_seconds must be positive"),
+    ({"optimizer": "rmsprop"}, "optimizer must be"),
+    ({"equivariance_weight": -1.0}, "equivariance_weight must be ≥ 0"),
+])
+def test_bad_training_settings_are_refused_before_training(tiny_model, options, message):
+    from napari_comir.core.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        next(train(tiny_model, [_pair()], TrainConfig(**options)))
