@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from napari_comir import api  # noqa: E402
 from napari_comir.core.data import read_pairs_csv  # noqa: E402
 from napari_comir.core.evaluation import SCENARIOS, rigid_cases  # noqa: E402
-from napari_comir.core.training import TrainConfig  # noqa: E402
+from napari_comir.core.training import FINE_TUNE_LR, TrainConfig  # noqa: E402
 from napari_comir.core.transforms import corner_error  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bf_shg"
@@ -73,7 +73,7 @@ def main() -> None:
               f"{args.pair} itself {own[0]:.1f} %, {own[1]:.2f} px")
     fine_tuning = bool(args.from_model)
     config = TrainConfig(steps=args.schedule_steps, batch_size=args.batch_size, patch_size=args.patch_size,
-                         lr=args.lr or (1e-4 if fine_tuning else 3e-3), device="cpu",
+                         lr=args.lr or (FINE_TUNE_LR if fine_tuning else 3e-3), device="cpu",
                          freeze_batchnorm=fine_tuning and not args.update_batchnorm,
                          equivariant=not args.no_c4, equivariance_weight=args.equivariance_weight)
     start = time.perf_counter()

@@ -16,7 +16,7 @@ from .core.io import read_image
 from .core.progress import Progress
 from .core.pyramid import register_pyramid
 from .core.registration import RegistrationResult, register
-from .core.training import TrainConfig, train
+from .core.training import FINE_TUNE_LR, TrainConfig, train
 from .core.transforms import RigidTransform, resample
 from .core.zoo import ComirModel, ModelCard, list_models, save_model, save_user_model
 from .core.zoo import load_model as _load_model
@@ -150,11 +150,11 @@ def fine_tune(model: ComirModel | str, pairs: Sequence[AlignedPair], config: Tra
     The bundled model is never changed in place: with ``copy_model`` (default) training runs
     on a copy. Save the result with :func:`save_user_model` to reuse it by name.
 
-    Without ``config``, a gentle fine-tuning setting: learning rate 1e-4 and the pretrained
-    BatchNorm statistics kept (higher rates made the bundled ``bf-shg`` worse after 30 s on one
-    pair, docs/benchmarks.md). Pass a :class:`TrainConfig` to train from scratch.
+    Without ``config``, a gentle fine-tuning setting: learning rate ``FINE_TUNE_LR`` (1e-4) and
+    the pretrained BatchNorm statistics kept (higher rates made the bundled ``bf-shg`` worse after
+    30 s on one pair, docs/benchmarks.md). Pass a :class:`TrainConfig` to train from scratch.
     """
-    config = config or TrainConfig(lr=1e-4, freeze_batchnorm=True)
+    config = config or TrainConfig(lr=FINE_TUNE_LR, freeze_batchnorm=True)
     model = _as_model(model)
     if copy_model:
         model = copy.deepcopy(model)

@@ -38,7 +38,7 @@ def _train(args) -> int:
     from .core.data import AlignedPair
     from .core.errors import InputError
     from .core.io import check_output_path
-    from .core.training import TrainConfig
+    from .core.training import FINE_TUNE_LR, TrainConfig
 
     if not (args.pairs or (args.fixed and args.moving)):
         raise InputError("give --pairs CSV, or --fixed and --moving aligned images")
@@ -64,7 +64,7 @@ def _train(args) -> int:
         for seed in range(args.synthetic):
             bf, shg = synthetic_pair(seed=seed)
             pairs.append(AlignedPair({moving_modality: bf, fixed_modality: shg}, name=f"synthetic-{seed}"))
-    lr = args.lr or (1e-4 if args.from_model else 1e-3)
+    lr = args.lr or (FINE_TUNE_LR if args.from_model else 1e-3)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, patch_size=args.patch_size,
                          lr=lr, optimizer=args.optimizer, seed=args.seed, device=args.device,
                          freeze_batchnorm=bool(args.from_model) and not args.update_batchnorm,

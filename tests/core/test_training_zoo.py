@@ -7,7 +7,7 @@ import torch
 
 from napari_comir import api
 from napari_comir.core.data import AlignedPair
-from napari_comir.core.errors import ModelFileError
+from napari_comir.core.errors import InputError, ModelFileError
 from napari_comir.core.inference import compute_comir
 from napari_comir.core.training import TrainConfig, load_checkpoint, train
 from napari_comir.core.zoo import list_models, load_model, save_model, save_user_model
@@ -166,7 +166,5 @@ def test_time_budget_ends_the_run_and_anneals_within_it(tiny_model):
     ({"equivariance_weight": -1.0}, "equivariance_weight must be ≥ 0"),
 ])
 def test_bad_training_settings_are_refused_before_training(tiny_model, options, message):
-    from napari_comir.core.errors import InputError
-
     with pytest.raises(InputError, match=message):
         next(train(tiny_model, [_pair()], TrainConfig(**options)))

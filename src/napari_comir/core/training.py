@@ -21,6 +21,10 @@ from .losses import activation_penalty, equivariance_penalty, equivariant_forwar
 from .progress import Progress
 from .zoo import ComirModel, ModelCard
 
+# Fine-tuning a pretrained model: at 3e-4, 30 s on one pair made bf-shg 2.0.0 worse, even on
+# that pair; 1e-4 keeps it where it was (docs/benchmarks.md).
+FINE_TUNE_LR = 1e-4
+
 
 @dataclass
 class TrainConfig:

@@ -25,7 +25,7 @@ from .. import api
 from ..core.errors import ComirError, InputError
 from ..core.inference import compute_comir
 from ..core.progress import Progress
-from ..core.training import TrainConfig
+from ..core.training import FINE_TUNE_LR, TrainConfig
 from ..core.zoo import ComirModel
 from . import _worker
 from ._layers import image_data, modality_pickers, percentile_limits, upsert_image, wrap
@@ -83,7 +83,7 @@ class FineTuneWidget(Container):
                              "to the CSV)")
         self._load_csv = PushButton(text="Add pairs from CSV")
         self._steps = SpinBox(label="steps", min=1, max=100_000, value=300)
-        self._lr = FloatSpinBox(label="learning rate", min=1e-6, max=1.0, step=1e-4, value=1e-4)
+        self._lr = FloatSpinBox(label="learning rate", min=1e-6, max=1.0, step=1e-4, value=FINE_TUNE_LR)
         self._patch = SpinBox(label="patch size", min=32, max=1024, step=16, value=128)
         self._batch = SpinBox(label="batch", min=2, max=256, value=8,
                               tooltip="Other patches of the batch are the negatives of InfoNCE")
