@@ -16,14 +16,35 @@ from napari_comir.core.errors import InputError
 def test_normalize_percentiles_and_log():
     image = np.arange(10000, dtype=np.float32).reshape(100, 100, 1)
     out = normalize(image, ModalitySpec(1, percentiles=(1, 99)))
-    assert out.dtype == np.float32 and out.min() == 0 and out.max() == 1
-    assert np.isclose(np.median(out), 0.5, atol=0.01)
+    assert out.dtype == torch.float32 and out.shape == (1, 100, 100)
+    assert out.min() == 0 and out.max() == 1
+    assert np.isclose(float(out.median()), 0.5, atol=0.01)
     logged = normalize(image, ModalitySpec(1, log1p=True, percentiles=(0, 100)))
-    assert logged[50, 50, 0] > 0.9  # log compresses the high end
+    assert logged[0, 50, 50] > 0.9  # log compresses the high end
+
+
+def test_normalize_rgb_is_channels_last_per_channel():
+    rng = np.random.default_rng(0)
+    image = (rng.random((40, 50, 3)) * [50, 100, 250]).astype(np.uint8)
+    out = normalize(image, ModalitySpec(3, percentiles=(0, 100)))
+    assert out.shape == (3, 40, 50) and out[None].is_contiguous(memory_format=torch.channels_last)
+    for c in range(3):  # each channel stretched to [0, 1] on its own
+        expected = (image[..., c] - image[..., c].min()) / np.ptp(image[..., c])
+        np.testing.assert_allclose(out[c].numpy(), expected, atol=1e-6)
 
 
 def test_normalize_constant_image_is_finite():
-    assert np.isfinite(normalize(np.full((32, 32, 1), 7.0), ModalitySpec(1))).all()
+    assert torch.isfinite(normalize(np.full((32, 32, 1), 7.0), ModalitySpec(1))).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_normalize_on_cuda_matches_cpu():
+    rng = np.random.default_rng(1)
+    image = (rng.random((300, 280, 3)) * 4000).astype(np.uint16)
+    spec = ModalitySpec(3, log1p=True)
+    on_gpu = normalize(image, spec, device="cuda")
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), normalize(image, spec), atol=1e-5, rtol=0)
 
 
 def test_validate_image_keeps_grey_and_rgb():

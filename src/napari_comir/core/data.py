@@ -99,33 +99,48 @@ def _subsample(array: np.ndarray, max_pixels: int = 1_000_000) -> np.ndarray:
     return np.asarray(array[::stride, ::stride])
 
 
-def intensity_range(image: np.ndarray, spec: ModalitySpec) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (low, high) intensities after log1p that :func:`normalize` maps to 0 and 1."""
-    sample = _prepare(_subsample(image), spec)
-    low, high = np.percentile(sample.reshape(-1, sample.shape[-1]), spec.percentiles, axis=0)
-    return low.astype(np.float32), np.maximum(high, low + 1e-6).astype(np.float32)
+_TORCH_FRIENDLY = tuple(map(np.dtype, ("uint8", "int8", "int16", "uint16", "int32", "float16", "float32")))
 
 
-def _prepare(image: np.ndarray, spec: ModalitySpec) -> np.ndarray:
-    image = image.astype(np.float32, copy=False)
-    if spec.log1p:
-        image = np.log1p(np.maximum(image, 0.0))
-    return image
+def _as_tensor(image: np.ndarray, device) -> torch.Tensor:
+    """(H, W, C) numpy -> float32 tensor on ``device``; integers travel in their own dtype (4x less)."""
+    array = np.ascontiguousarray(image)
+    if array.dtype not in _TORCH_FRIENDLY:
+        array = array.astype(np.float32)
+    return torch.from_numpy(array).to(device).float()
+
+
+def _prepare(x: torch.Tensor, spec: ModalitySpec) -> torch.Tensor:
+    return torch.log1p(x.clamp_min(0.0)) if spec.log1p else x
+
+
+def intensity_range(image: np.ndarray, spec: ModalitySpec,
+                    device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (low, high) intensities after log1p that :func:`normalize` maps to 0 and 1.
+
+    Computed on ``device``; returns two (C,) float32 tensors there.
+    """
+    sample = _prepare(_as_tensor(_subsample(image), device), spec)
+    sample = sample.reshape(-1, sample.shape[-1])
+    if sample.device.type == "cpu":  # numpy's selection beats torch's full sort here (5 vs 19 ms, 300² RGB)
+        low, high = torch.from_numpy(np.percentile(sample.numpy(), spec.percentiles, axis=0)).float()
+    else:
+        q = torch.tensor(spec.percentiles, device=sample.device) / 100
+        low, high = torch.quantile(sample.T, q, dim=1)
+    return low, torch.maximum(high, low + 1e-6)
 
 
 def normalize(image: np.ndarray, spec: ModalitySpec,
-              value_range: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """Map a validated (H, W, C) image to float32 in [0, 1] per the modality spec.
+              value_range: tuple[torch.Tensor, torch.Tensor] | None = None,
+              device: str | torch.device = "cpu") -> torch.Tensor:
+    """Map a validated (H, W, C) image to a (C, H, W) float32 tensor in [0, 1] on ``device``.
 
     ``value_range`` (from :func:`intensity_range`) lets tiles of a large image share one scaling.
+    The result is a channels-last view (what the networks run fastest on), not a copy.
     """
-    low, high = value_range if value_range is not None else intensity_range(image, spec)
-    return np.clip((_prepare(image, spec) - low) / (high - low), 0.0, 1.0)
-
-
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H, W, C) numpy -> (C, H, W) float32 tensor."""
-    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0), dtype=np.float32))
+    low, high = value_range if value_range is not None else intensity_range(image, spec, device)
+    x = _prepare(_as_tensor(image, device), spec)
+    return ((x - low.to(x.device)) / (high - low).to(x.device)).clamp(0.0, 1.0).permute(2, 0, 1)
 
 
 @dataclass
@@ -205,7 +220,7 @@ class PatchSampler:
                     raise InputError(f"pair {pair.name!r} has no {modality!r} image")
                 image = validate_image(pair.images[modality], spec.channels,
                                        name=f"{pair.name} {modality}", min_size=patch_size)
-                images[modality] = to_tensor(normalize(image, spec))
+                images[modality] = normalize(image, spec).contiguous()
             self.tensors.append(images)
         areas = torch.tensor([float(t[self.modalities[0]].shape[-1] * t[self.modalities[0]].shape[-2])
                               for t in self.tensors])

@@ -349,27 +349,30 @@ def _gradients(m: torch.Tensor) -> torch.Tensor:
     return torch.cat([m, gx, gy], dim=0)
 
 
-def _centred_stats(w: torch.Tensor, f: torch.Tensor):
-    """Centred (C, N) values and per-channel NCC of two sampled images."""
-    wc = w - w.mean(dim=1, keepdim=True)
-    fc = f - f.mean(dim=1, keepdim=True)
-    var_w = (wc * wc).sum(dim=1)
-    cov = (wc * fc).sum(dim=1)
-    ncc = cov / torch.sqrt(var_w * (fc * fc).sum(dim=1)).clamp_min(1e-12)
-    return wc, fc, var_w, cov, ncc
+def _solve(hess: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Batched ``hess @ delta = grad`` in float64 (MPS has none: solved on the host there)."""
+    if hess.device.type == "mps":
+        return _solve(hess.cpu(), grad.cpu()).to(hess.device)
+    hess, grad = hess.double(), grad.double()
+    trace = hess.diagonal(dim1=1, dim2=2).sum(-1)
+    hess = hess + 1e-9 * trace[:, None, None] * torch.eye(3, dtype=hess.dtype, device=hess.device)
+    return torch.linalg.solve(hess, grad).float()
 
 
 class _Level:
-    """Fixed and moving images at one pyramid level, ready for NCC / Gauss-Newton evaluations.
+    """Fixed and moving images at one pyramid level, for batched NCC / Gauss-Newton evaluations.
 
     The warp is parametrised fixed -> moving around the fixed centre ``c_f``:
-    ``x_m = R(phi) (x_f - c_f) + s`` (decouples angle and shift).
+    ``x_m = R(phi) (x_f - c_f) + s`` (decouples angle and shift). Parameters are (B, 3) tensors
+    ``(phi, sx, sy)``, one row per candidate; every evaluation stays on the device (no host
+    round trip, which dominated the refinement on a GPU). Pixels whose warp falls outside the
+    moving image get weight 0.
     """
 
     def __init__(self, f: torch.Tensor, m: torch.Tensor, gradients: bool = True):
         self.c, hf, wf = f.shape
         _, self.h, self.w = m.shape
-        self.f = f.reshape(self.c, -1)
+        self.f = f.reshape(self.c, 1, -1)
         self.stack = (_gradients(m) if gradients else m)[None]
         ys, xs = torch.meshgrid(
             torch.arange(hf, device=f.device, dtype=torch.float32),
@@ -377,95 +380,112 @@ class _Level:
             indexing="ij",
         )
         self.centre = ((wf - 1) / 2.0, (hf - 1) / 2.0)
-        self.dx = (xs - self.centre[0]).reshape(-1)
-        self.dy = (ys - self.centre[1]).reshape(-1)
+        self.dx = (xs - self.centre[0]).reshape(1, -1)
+        self.dy = (ys - self.centre[1]).reshape(1, -1)
         self.min_overlap = MIN_OVERLAP * min(hf * wf, self.h * self.w)
 
-    def params(self, t: RigidTransform) -> tuple[float, np.ndarray]:
-        """``(phi, s)`` of the fixed -> moving warp equal to ``t.inverse()``."""
-        inv = t.inverse()
-        return math.radians(inv.angle_deg), inv.apply_xy(self.centre)[0]
+    def params(self, transforms: list[RigidTransform]) -> torch.Tensor:
+        """(B, 3) warp parameters equal to the inverses of moving -> fixed ``transforms``."""
+        rows = []
+        for t in transforms:
+            inv = t.inverse()
+            rows.append([math.radians(inv.angle_deg), *inv.apply_xy(self.centre)[0]])
+        return torch.tensor(rows, dtype=torch.float32, device=self.f.device)
 
-    def transform(self, phi: float, s: np.ndarray) -> RigidTransform:
-        """Moving -> fixed transform of the warp parameters ``(phi, s)``."""
-        inv = RigidTransform.about_center(
-            math.degrees(phi), self.centre, np.asarray(s) - np.asarray(self.centre)
-        )
-        return inv.inverse()
+    def transforms(self, p: torch.Tensor) -> list[RigidTransform]:
+        """Moving -> fixed transforms of the warp parameters ``p`` (B, 3)."""
+        return [
+            RigidTransform.about_center(
+                math.degrees(phi), self.centre, np.array([sx, sy]) - np.asarray(self.centre)
+            ).inverse()
+            for phi, sx, sy in p.double().cpu().tolist()
+        ]
 
-    def sample(self, phi: float, s):
-        """Sample the moving stack at the warped fixed pixels that fall inside the moving image.
-
-        Returns the valid mask (N,), the samples (rows of the stack, Nv) and the valid
-        ``x_f - c_f`` offsets.
-        """
-        cos, sin = math.cos(phi), math.sin(phi)
-        xm = cos * self.dx - sin * self.dy + float(s[0])
-        ym = sin * self.dx + cos * self.dy + float(s[1])
-        valid = (xm >= 0) & (xm <= self.w - 1) & (ym >= 0) & (ym <= self.h - 1)
-        xm, ym = xm[valid], ym[valid]
+    def _sample(self, p: torch.Tensor):
+        """Moving stack at the warped fixed pixels: samples (3C or C, B, N), weights (B, N)."""
+        cos, sin = torch.cos(p[:, :1]), torch.sin(p[:, :1])
+        xm = cos * self.dx - sin * self.dy + p[:, 1:2]
+        ym = sin * self.dx + cos * self.dy + p[:, 2:3]
+        inside = (xm >= 0) & (xm <= self.w - 1) & (ym >= 0) & (ym <= self.h - 1)
         grid = torch.stack([xm * (2 / (self.w - 1)) - 1, ym * (2 / (self.h - 1)) - 1], dim=-1)
         vals = F.grid_sample(
-            self.stack,
-            grid.view(1, 1, -1, 2),
-            mode="bilinear",
-            padding_mode="border",
-            align_corners=True,
-        )[0, :, 0]
-        return valid, vals, self.dx[valid], self.dy[valid]
+            self.stack, grid[None], mode="bilinear", padding_mode="border", align_corners=True
+        )[0]
+        return vals, inside.float(), cos, sin
 
-    def ncc(self, phi: float, s) -> float:
-        """NCC on the overlap, averaged over channels (-1 if the overlap is too small)."""
-        valid, vals, _, _ = self.sample(phi, s)
-        if int(valid.sum()) < self.min_overlap:
-            return -1.0
-        return float(_centred_stats(vals[: self.c], self.f[:, valid])[4].mean())
+    def _stats(self, w: torch.Tensor, weight: torch.Tensor):
+        """Centred, masked values of moving and fixed, their statistics and the mean NCC (B,)."""
+        count = weight.sum(dim=1).clamp_min(1.0)
+        wc = (w - (w * weight).sum(-1, keepdim=True) / count[:, None]) * weight
+        fc = (self.f - (self.f * weight).sum(-1, keepdim=True) / count[:, None]) * weight
+        var_w = (wc * wc).sum(-1)
+        cov = (wc * fc).sum(-1)
+        ncc = cov / torch.sqrt(var_w * (fc * fc).sum(-1)).clamp_min(1e-12)
+        enough = weight.sum(dim=1) >= self.min_overlap
+        return wc, fc, var_w, cov, torch.where(enough, ncc.mean(0), -1.0), enough
 
-    def step(self, phi: float, s):
-        """One Gauss-Newton step: returns (NCC before it, delta (phi, sx, sy)) or (-1, None).
+    def ncc(self, p: torch.Tensor) -> torch.Tensor:
+        """(B,) NCC on the overlap, averaged over channels (-1 where the overlap is too small)."""
+        vals, weight, _, _ = self._sample(p)
+        return self._stats(vals[: self.c], weight)[4]
+
+    def step(self, p: torch.Tensor):
+        """One Gauss-Newton step for every row of ``p``.
 
         Minimises ``|f - a w(p) - b|^2`` per channel with the intensity fit (a, b) solved in
-        closed form at each step, which maximises the NCC.
+        closed form at each step, which maximises the NCC. Returns the NCC before the step (B,),
+        the step (B, 3) and whether the overlap was large enough (B,).
         """
-        valid, vals, dx, dy = self.sample(phi, s)
-        if int(valid.sum()) < self.min_overlap:
-            return -1.0, None
+        vals, weight, cos, sin = self._sample(p)
         c = self.c
-        w, gx, gy = vals[:c], vals[c : 2 * c], vals[2 * c :]
-        wc, fc, var_w, cov, ncc = _centred_stats(w, self.f[:, valid])
-        a = (cov / var_w.clamp_min(1e-12))[:, None]
-        cos, sin = math.cos(phi), math.sin(phi)
-        g_phi = gx * (-sin * dx - cos * dy) + gy * (cos * dx - sin * dy)
+        gx, gy = vals[c : 2 * c], vals[2 * c :]
+        wc, fc, var_w, cov, ncc, enough = self._stats(vals[:c], weight)
+        a = (cov / var_w.clamp_min(1e-12))[..., None]
+        g_phi = gx * (-sin * self.dx - cos * self.dy) + gy * (cos * self.dx - sin * self.dy)
         jac = torch.stack([g_phi, gx, gy], dim=-1) * a[..., None]
-        jac = (jac - jac.mean(dim=1, keepdim=True)).reshape(-1, 3)  # b absorbs constant changes
-        resid = (fc - a * wc).reshape(-1, 1)
-        # The 3x3 solve runs in float64 numpy (MPS has no float64).
-        hess = (jac.T @ jac).cpu().numpy().astype(np.float64)
-        grad = (jac.T @ resid).cpu().numpy().astype(np.float64)[:, 0]
-        hess += 1e-9 * np.trace(hess) * np.eye(3)
-        return float(ncc.mean()), np.linalg.solve(hess, grad)
+        count = weight.sum(dim=1).clamp_min(1.0)[:, None, None]
+        # b absorbs constant changes: centre the Jacobian on the overlap.
+        jac = (jac - (jac * weight[..., None]).sum(2, keepdim=True) / count) * weight[..., None]
+        resid = fc - a * wc
+        hess = torch.einsum("cbni,cbnj->bij", jac, jac)
+        grad = torch.einsum("cbni,cbn->bi", jac, resid)
+        # A candidate without overlap has no equations: solve a harmless identity system.
+        hess = torch.where(enough[:, None, None], hess, torch.eye(3, device=hess.device))
+        return ncc, _solve(hess, grad[..., None])[..., 0], enough
 
 
-def _refine_level(level: _Level, t: RigidTransform, max_iter: int, tol: float):
-    """Gauss-Newton refinement of a level transform; returns (transform, NCC)."""
-    phi, s = level.params(t)
+def _refine_level(level: _Level, transforms: list[RigidTransform], max_iter: int, tol: float):
+    """Batched Gauss-Newton refinement of level transforms; returns [(transform, NCC)].
+
+    A candidate stops when a step moves no pixel by more than ``tol``, and fails (NCC -1,
+    transform unchanged) when its overlap becomes too small. On a GPU the loop only asks
+    the device whether everything has stopped every few iterations.
+    """
+    p = level.params(transforms)
     radius = math.hypot(*level.centre)
-    for _ in range(max_iter):
-        ncc, delta = level.step(phi, s)
-        if delta is None:
-            return t, -1.0
-        phi += float(delta[0])
-        s = s + delta[1:]
-        if max(abs(delta[0]) * radius, float(np.hypot(*delta[1:]))) < tol:
-            # The last step moved no pixel by more than tol: its NCC is that of the result.
-            return level.transform(phi, s), ncc
-    return level.transform(phi, s), level.ncc(phi, s)
+    active = torch.ones(len(p), dtype=torch.bool, device=p.device)
+    score = torch.full((len(p),), -1.0, device=p.device)
+    check_every = 1 if p.device.type == "cpu" else 4
+    for i in range(max_iter):
+        ncc, delta, enough = level.step(p)
+        moving = active & enough
+        p = p + torch.where(moving[:, None], delta, 0.0)
+        # The NCC before a candidate's last step is that of its result (it moved < tol px).
+        score = torch.where(active, torch.where(enough, ncc, -1.0), score)
+        moved = torch.maximum(delta[:, 0].abs() * radius, torch.hypot(delta[:, 1], delta[:, 2]))
+        active = moving & (moved >= tol)
+        if (i + 1) % check_every == 0 and not bool(active.any()):
+            break
+    # Candidates still moving at the last iteration are scored where they ended.
+    if bool(active.any()):
+        score = torch.where(active, level.ncc(p), score)
+    return list(zip(level.transforms(p), score.cpu().tolist(), strict=True))
 
 
 def _masked_ncc(f: torch.Tensor, m: torch.Tensor, t: RigidTransform) -> float:
     """NCC of fixed and moving warped by ``t`` on their overlap, averaged over channels."""
     level = _Level(f, m, gradients=False)
-    return level.ncc(*level.params(t))
+    return float(level.ncc(level.params([t]))[0])
 
 
 def _refine(
@@ -475,17 +495,15 @@ def _refine(
 
     Returns the refined full-resolution transform and its NCC at the finest level.
     """
-    results = [(t, -1.0) for t in candidates]
+    best = candidates
     for i, k in enumerate(factors):
         level = _Level(_block_mean(f, k), _block_mean(m, k))
-        final = i == len(factors) - 1
         # Intermediate levels only need to land in the next level's basin.
-        tol = FINAL_TOL if final else COARSE_TOL
-        results = [
-            _refine_level(level, _to_level(t, k), max_iter=MAX_ITER, tol=tol) for t, _ in results
-        ]
-        results = [max(((_from_level(t, k), score) for t, score in results), key=lambda r: r[1])]
-    return results[0]
+        tol = FINAL_TOL if i == len(factors) - 1 else COARSE_TOL
+        results = _refine_level(level, [_to_level(t, k) for t in best], max_iter=MAX_ITER, tol=tol)
+        t, score = max(results, key=lambda r: r[1])
+        best = [_from_level(t, k)]
+    return best[0], score
 
 
 # ----------------------------------------------------------------------------- SIFT
