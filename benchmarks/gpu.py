@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--model", default="bf-shg")
     parser.add_argument("--seeds", type=int, default=5, help="cases per val pair (registration)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048, 8192])
-    parser.add_argument("--train-steps", type=int, default=40)
+    parser.add_argument("--train-steps", type=int, default=40, help="0 skips the training throughput")
     args = parser.parse_args()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -129,7 +129,8 @@ def main() -> None:
     model = api.load_model(args.model, str(device))
     registration_timing(model, val, device, args.seeds)
     inference_throughput(model, val[0], device, args.sizes)
-    training_throughput(read_pairs_csv(csv, ("bf", "shg"), split="train"), device, args.train_steps)
+    if args.train_steps:
+        training_throughput(read_pairs_csv(csv, ("bf", "shg"), split="train"), device, args.train_steps)
 
 
 if __name__ == "__main__":
