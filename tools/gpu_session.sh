@@ -2,14 +2,18 @@
 # One lent-GPU session, run from the repository root (session 3's plan): core tests on CUDA, the
 # GPU benchmark alone, then — sharing the GPU — rgb-nir retraining candidates and a screening
 # sweep of from-scratch one-pair recipes, then a screening of the rgb-nir candidates.
-# Everything lands in $OUT as it is produced, so a cut-off run still returns what finished.
+# Results go to runs/session and, packed as one tarball, to $OUT when the script ends (also when
+# cut off): the device tool returns only a few files per call, so never leave many there.
+# Call it with carry [".devdata"] and DATA=.devdata (a copy of ../shared/data).
 #   DATA=folder with bf_shg/ and zurich/   SECONDS_PER_RUN=rgb-nir training budget (default 230)
 set -u
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 DATA=${DATA:-../shared/data}
 BUDGET=${SECONDS_PER_RUN:-230}
-OUT=${OUT:-runs/gpu-out}
-mkdir -p runs/gpu "$OUT/one_pair"
+FINAL_OUT=${OUT:-runs/gpu-out}
+OUT=runs/session
+mkdir -p runs/gpu "$OUT/one_pair" "$FINAL_OUT"
+trap 'tar czf "$FINAL_OUT/session.tgz" runs/session runs/gpu' EXIT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"
 
@@ -29,7 +33,6 @@ rgbnir() {  # name weight lr [extra args...]
         --preset rgb-nir --name rgb-nir --steps 1000000 --max-seconds "$BUDGET" --batch-size 32 \
         --lr "$lr" --device cuda --equivariance-weight "$weight" --out "runs/gpu/$name" "$@" \
         > "runs/gpu/$name.log" 2>&1
-    cp "runs/gpu/$name".* "$OUT/" 2>/dev/null
 }
 rgbnir cont-w005 0.05 2e-4 --from rgb-nir --update-batchnorm &
 rgbnir cont-w01 0.1 2e-4 --from rgb-nir --update-batchnorm &
@@ -60,7 +63,7 @@ for seed in 0 1 2 3 4 5 6 7 8 9 10 11; do
     for recipe in "${recipes[@]}"; do
         echo "${recipe%%|*}|$seed|${recipe#*|}"
     done
-done | timeout 260 xargs -P 9 -I{} bash -c '
+done | timeout 240 xargs -P 12 -I{} bash -c '
     IFS="|" read -r name seed args <<< "{}"
     python3 benchmarks/train_one_pair.py --data "'"$DATA"'/bf_shg" --device cuda --seeds 5 --c4-eval \
         --seed "$seed" $args > "'"$OUT"'/one_pair/${name}_s${seed}.txt" 2>&1'
