@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from napari_comir.core.errors import InputError, RegistrationError
@@ -158,3 +159,28 @@ def test_input_errors(fixed, moving, kwargs, message):
 def test_constant_image_raises_registration_error():
     with pytest.raises(RegistrationError, match="constant"):
         register(np.full((32, 32), 3.0), GOOD, device="cpu")
+
+
+def test_closed_form_solve_matches_linalg():
+    from napari_comir.core.registration import _solve
+
+    rng = np.random.default_rng(3)
+    a = torch.from_numpy(rng.normal(size=(6, 3, 3))).float()
+    hess = a @ a.transpose(1, 2) + 0.1 * torch.eye(3)
+    grad = torch.from_numpy(rng.normal(size=(6, 3))).float()
+    expected = torch.linalg.solve(hess.double(), grad.double()[..., None])[..., 0]
+    torch.testing.assert_close(_solve(hess, grad).double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_batched_refinement_survives_a_candidate_without_overlap():
+    """Candidates are refined together: one that leaves the image must fail alone."""
+    from napari_comir.core.registration import _Level, _refine_level
+
+    full = texture(5, 200)
+    fixed, moving, true = make_pair(full, 12.0, (3.0, -2.0), 120)
+    level = _Level(torch.from_numpy(fixed[None]).float(), torch.from_numpy(moving[None]).float())
+    near = RigidTransform(true.angle_deg + 1.0, np.asarray(true.translation_xy) + (1.5, -1.0))
+    outside = RigidTransform(0.0, (500.0, 500.0))
+    (found, score), (lost, lost_score) = _refine_level(level, [near, outside], max_iter=30, tol=0.01)
+    assert corner_error(true, found, moving.shape) < 0.05 and score > 0.99
+    assert lost_score == -1.0 and corner_error(outside, lost, moving.shape) < 1e-6
