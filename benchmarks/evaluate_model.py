@@ -43,7 +43,8 @@ def evaluation_pairs(model, data: Path = SHARED) -> list[AlignedPair]:
                         name=f"zh17 corner {r},{c}") for r, c in corners]
 
 
-def registration_success(model, pairs, seeds: int, scenarios=("180", "hard")) -> dict:
+def registration_success(model, pairs, seeds: int, scenarios=("180", "hard"), verbose: bool = True) -> dict:
+    """Success %, median corner error (px) and case count of CoMIR + search per scenario."""
     fixed_modality, moving_modality = model.card.fixed_modality, model.card.moving_modality
     results = {}
     for scenario in scenarios:
@@ -55,7 +56,8 @@ def registration_success(model, pairs, seeds: int, scenarios=("180", "hard")) ->
         results[scenario] = {"success_pct": round(float(100 * np.mean(success)), 1),
                              "median_error_px": round(float(np.median(errors)), 3),
                              "cases": int(errors.size)}
-        print(scenario, results[scenario], flush=True)
+        if verbose:
+            print(scenario, results[scenario], flush=True)
     return results
 
 

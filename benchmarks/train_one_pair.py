@@ -23,26 +23,20 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from evaluate_model import registration_success  # noqa: E402  (a sibling script)
 
 from napari_comir import api  # noqa: E402
 from napari_comir.core.data import read_pairs_csv  # noqa: E402
-from napari_comir.core.evaluation import SCENARIOS, rigid_cases  # noqa: E402
 from napari_comir.core.training import FINE_TUNE_LR, TrainConfig  # noqa: E402
-from napari_comir.core.transforms import corner_error  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bf_shg"
 
 
 def success_rate(model, pairs, seeds: int, angle: str = "180") -> tuple[float, float]:
     """Success % and median corner error (px) of CoMIR + search on ±``angle``° crops of ``pairs``."""
-    scenario = SCENARIOS[angle]
-    errors = np.array([
-        corner_error(case.truth, api.register_multimodal(case.fixed, case.moving, model).transform,
-                     case.moving.shape[:2])
-        for case in rigid_cases(pairs, scenario, seeds)])
-    return 100 * float(np.mean(errors <= scenario.success_px)), float(np.median(errors))
+    result = registration_success(model, pairs, seeds, (angle,), verbose=False)[angle]
+    return result["success_pct"], result["median_error_px"]
 
 
 def main() -> None:
