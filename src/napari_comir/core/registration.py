@@ -371,9 +371,9 @@ class _Level:
 
     The warp is parametrised fixed -> moving around the fixed centre ``c_f``:
     ``x_m = R(phi) (x_f - c_f) + s`` (decouples angle and shift). Parameters are (B, 3) tensors
-    ``(phi, sx, sy)``, one row per candidate; every evaluation stays on the device (no host
-    round trip, which dominated the refinement on a GPU). Pixels whose warp falls outside the
-    moving image get weight 0.
+    ``(phi, sx, sy)``, one row per candidate; every evaluation stays on the device, so a GPU
+    need not wait for the host at each iteration. Pixels whose warp falls outside the moving
+    image get weight 0.
     """
 
     def __init__(self, f: torch.Tensor, m: torch.Tensor, gradients: bool = True):
