@@ -39,11 +39,12 @@ def _train(args) -> int:
     from .core.errors import InputError
     from .core.io import check_output_path
     from .core.training import FINE_TUNE_LR, TrainConfig
+    from .core.zoo import model_file_paths
 
     if not (args.pairs or (args.fixed and args.moving)):
         raise InputError("give --pairs CSV, or --fixed and --moving aligned images")
     if args.out:
-        check_output_path(Path(args.out).with_suffix(".json"))
+        check_output_path(model_file_paths(args.out)[1])
     torch.manual_seed(args.seed)  # initial weights
     if args.from_model:
         model = api.load_model(args.from_model, args.device)

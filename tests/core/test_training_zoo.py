@@ -79,10 +79,22 @@ def test_save_load_round_trip(tmp_path, tiny_model, rng):
     assert load_model(tmp_path / "m.safetensors").card.name == "bf-shg"
 
 
+def test_dots_in_a_model_name_are_kept(tmp_path, tiny_model):
+    """``run-w0.05`` is a name, not ``run-w0`` with suffix ``.05`` (two runs once overwrote each other)."""
+    card_path = save_model(tiny_model, tmp_path / "run-w0.05")
+    assert card_path.name == "run-w0.05.json" and (tmp_path / "run-w0.05.safetensors").is_file()
+    assert load_model(tmp_path / "run-w0.05.safetensors").card.name == "bf-shg"
+    save_model(tiny_model, tmp_path / "run-w0.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "run-w0.05.json", "run-w0.05.safetensors", "run-w0.json", "run-w0.safetensors"]
+
+
 def test_user_models_are_listed_and_loadable(tiny_model):
     save_user_model(tiny_model, "my-tissue")
     assert "my-tissue" in list_models()
     assert load_model("my-tissue").card.name == "my-tissue"
+    save_user_model(tiny_model, "my-tissue-v1.2")
+    assert load_model("my-tissue-v1.2").card.name == "my-tissue-v1.2"
     with pytest.raises(ModelFileError, match="invalid model name"):
         save_user_model(tiny_model, "../escape")
 

@@ -124,15 +124,26 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def model_file_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The ``(.safetensors, .json)`` paths of a model saved as ``path``.
+
+    ``path`` may end in either suffix or in neither; other dots belong to the name
+    (``tissue-v1.2`` -> ``tissue-v1.2.json``, not ``tissue-v1.json``).
+    """
+    path = Path(path)
+    if path.suffix in (".json", ".safetensors"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+
+
 def save_model(model: ComirModel, path: str | os.PathLike) -> Path:
     """Write ``<path>.safetensors`` and ``<path>.json`` atomically; return the card path.
 
-    ``path`` may be given with or without suffix.
+    ``path`` may be given with or without suffix (see :func:`model_file_paths`).
     """
     from safetensors.torch import save_file
 
-    stem = Path(path).with_suffix("") if Path(path).suffix in (".json", ".safetensors") else Path(path)
-    weights_path, card_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    weights_path, card_path = model_file_paths(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(weights_path) as tmp:
         save_file(state, str(tmp), metadata={"napari_comir_card_format": str(CARD_FORMAT)})
