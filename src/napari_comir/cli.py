@@ -12,7 +12,7 @@ EPILOG_TRAIN = """examples:
   napari-comir train --pairs ../shared/data/bf_shg/pairs.csv --split train --preset bf-shg \\
       --steps 600 --out my-model
   napari-comir train --fixed shg.tif --moving bf.tif --from bf-shg --steps 60 --save-as my-tissue
-  napari-comir train --fixed shg.tif --moving bf.tif --steps 100000 --max-seconds 60 --lr 5e-3 \
+  napari-comir train --fixed shg.tif --moving bf.tif --steps 100000 --max-seconds 60 --lr 5e-3 \\
       --out quick-model
 """
 EPILOG_REGISTER = """The transform in the JSON maps MOVING pixel (x, y) to FIXED pixel (x, y), 0-based pixel
