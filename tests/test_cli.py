@@ -21,6 +21,7 @@ def test_register_writes_the_documented_json(real_pair, tmp_path, capsys):
     report = json.loads((tmp_path / "r.json").read_text())
     assert {"matrix_xy", "matrix_rc", "angle_deg", "translation_xy", "score", "seconds", "model",
             "model_version"} <= set(report)
+    assert report["c4_average"] is True  # asked for, although bf-shg's card says no
     found = RigidTransform.from_matrix_xy(np.array(report["matrix_xy"]))
     assert corner_error(truth, found, moving.shape[:2]) < 1.5
     assert tifffile.imread(tmp_path / "bf_on_shg.tif").shape == (300, 300, 3)
@@ -35,3 +36,14 @@ def test_infer_and_models(real_pair, tmp_path, capsys):
     assert main(["models"]) == 0
     listed = capsys.readouterr().out
     assert "bf-shg" in listed and "rgb-nir" in listed
+
+
+def test_register_can_switch_off_a_cards_c4_averaging(tmp_path):
+    """rgb-nir's card averages quarter turns; --no-c4-average overrides it for one run."""
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "nir.tif", (rng.random((64, 64)) * 255).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "rgb.tif", (rng.random((64, 64, 3)) * 255).astype(np.uint8))
+    for flag, expected in (([], True), (["--no-c4-average"], False)):
+        assert main(["register", "--fixed", str(tmp_path / "nir.tif"), "--moving", str(tmp_path / "rgb.tif"),
+                     "--model", "rgb-nir", "--out", str(tmp_path / "r.json"), *flag]) == 0
+        assert json.loads((tmp_path / "r.json").read_text())["c4_average"] is expected
