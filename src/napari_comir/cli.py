@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="average the CoMIRs over the 4 quarter-turns: exactly equivariant to quarter "
                      "turns and more precise, for 4x the inference time (default: the model card's "
                      "choice — off for bf-shg, whose median error it lowers only from 0.37-0.38 to "
-                     "0.33-0.35 px; on for rgb-nir, 0.10 instead of 0.34-0.48 px)")
+                     "0.33-0.35 px; on for rgb-nir, 0.11-0.13 instead of 0.34-0.48 px)")
     reg.set_defaults(func=_register)
 
     models = sub.add_parser("models", help="list bundled and user models")
