@@ -477,8 +477,9 @@ def _refine_level(level: _Level, transforms: list[RigidTransform], max_iter: int
         ncc, delta, enough = level.step(p)
         moving = active & enough
         p = p + torch.where(moving[:, None], delta, 0.0)
-        # The NCC before a candidate's last step is that of its result (it moved < tol px).
-        score = torch.where(active, torch.where(enough, ncc, -1.0), score)
+        # The NCC before a candidate's last step is that of its result (it moved < tol px);
+        # it is already -1 where the overlap became too small.
+        score = torch.where(active, ncc, score)
         moved = torch.maximum(delta[:, 0].abs() * radius, torch.hypot(delta[:, 1], delta[:, 2]))
         active = moving & (moved >= tol)
         if (i + 1) % check_every == 0 and not bool(active.any()):
