@@ -52,8 +52,9 @@ DISK_ASPECT = 1.25
 
 #: Gauss-Newton stops when the largest pixel displacement of a step is below these (level px).
 COARSE_TOL, FINAL_TOL = 0.1, 0.05
-#: Gauss-Newton iterations per pyramid level at most.
-MAX_ITER = 15
+#: Gauss-Newton iterations at most, at coarser levels and at the finest one. The right candidate
+#: converges in 1-3 iterations at any level; wrong ones wander and would use up any budget.
+COARSE_MAX_ITER, FINAL_MAX_ITER = 5, 15
 
 METHODS = ("search", "sift")
 
@@ -309,10 +310,10 @@ def _global_search(
         canvas = (diag, diag)
         rotated, mask = _rotate_batch(m, angles, canvas, centre_m)
     min_area = min(f.shape[1] * f.shape[2], float(mask.sum(dim=(1, 2, 3)).min()))
-    ncc = _masked_ncc_maps(f, rotated, mask, MIN_OVERLAP * min_area)
-    best = ncc.flatten(1).max(dim=1)
-    scores = best.values.cpu().numpy()
-    idx = best.indices.cpu().numpy()
+    # One copy to the host (a few MB at most): a GPU then waits once, not once per peak sample.
+    ncc = _masked_ncc_maps(f, rotated, mask, MIN_OVERLAP * min_area).cpu().numpy()
+    idx = ncc.reshape(len(ncc), -1).argmax(axis=1)
+    scores = ncc.reshape(len(ncc), -1)[np.arange(len(ncc)), idx]
     n0, n1 = ncc.shape[-2:]
     # Keep local maxima along the angle axis (circular when the angles close the circle).
     circular = len(angles) > 2 and (angles[1] - angles[0]) * len(angles) >= 360.0 - 1e-6
@@ -349,16 +350,19 @@ def _gradients(m: torch.Tensor) -> torch.Tensor:
     return torch.cat([m, gx, gy], dim=0)
 
 
+def _exact_dtype(device: torch.device) -> torch.dtype:
+    """float64 where the device has it (MPS does not): moment sums and 3x3 solves need it."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def _solve(hess: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """Batched 3x3 ``hess @ delta = grad`` by the adjugate, in float64 where the device has it.
+    """Batched 3x3 ``hess @ delta = grad`` by the adjugate (float64 in, float32 out).
 
     Element-wise on the device: ``torch.linalg.solve`` calls a solver library and waits for the
     device to check its result, which made the GPU refinement slower than with host solves.
     """
-    dtype = torch.float32 if hess.device.type == "mps" else torch.float64
-    hess, grad = hess.to(dtype), grad.to(dtype)
     trace = hess.diagonal(dim1=1, dim2=2).sum(-1)
-    hess = hess + 1e-9 * trace[:, None, None] * torch.eye(3, dtype=dtype, device=hess.device)
+    hess = hess + 1e-9 * trace[:, None, None] * torch.eye(3, dtype=hess.dtype, device=hess.device)
     r0, r1, r2 = hess.unbind(1)
     adjugate = torch.stack([torch.linalg.cross(r1, r2), torch.linalg.cross(r2, r0),
                             torch.linalg.cross(r0, r1)], dim=-1)  # columns: inverse x det
@@ -374,6 +378,10 @@ class _Level:
     ``(phi, sx, sy)``, one row per candidate; every evaluation stays on the device, so a GPU
     need not wait for the host at each iteration. Pixels whose warp falls outside the moving
     image get weight 0.
+
+    Each evaluation reduces the sampled images to one small matrix of weighted moments (a Gram
+    matrix, in float64) from which the NCC and the Gauss-Newton system follow in closed form:
+    few passes over the pixels and few, small device operations per iteration.
     """
 
     def __init__(self, f: torch.Tensor, m: torch.Tensor, gradients: bool = True):
@@ -390,6 +398,7 @@ class _Level:
         self.dx = (xs - self.centre[0]).reshape(1, -1)
         self.dy = (ys - self.centre[1]).reshape(1, -1)
         self.min_overlap = MIN_OVERLAP * min(hf * wf, self.h * self.w)
+        self.dtype = _exact_dtype(f.device)
 
     def params(self, transforms: list[RigidTransform]) -> torch.Tensor:
         """(B, 3) warp parameters equal to the inverses of moving -> fixed ``transforms``."""
@@ -408,33 +417,43 @@ class _Level:
             for phi, sx, sy in p.double().cpu().tolist()
         ]
 
-    def _sample(self, p: torch.Tensor):
-        """Moving stack at the warped fixed pixels: samples (3C or C, B, N), weights (B, N)."""
+    def _moments(self, p: torch.Tensor, jacobian: bool) -> torch.Tensor:
+        """Weighted Gram matrices (C, B, K, K) of per-pixel features on the overlap.
+
+        Features: 1, moving w, fixed f and, with ``jacobian``, dw/dphi, dw/dsx, dw/dsy (the
+        warped moving image's derivatives with respect to the parameters).
+        """
         cos, sin = torch.cos(p[:, :1]), torch.sin(p[:, :1])
-        xm = cos * self.dx - sin * self.dy + p[:, 1:2]
-        ym = sin * self.dx + cos * self.dy + p[:, 2:3]
-        inside = (xm >= 0) & (xm <= self.w - 1) & (ym >= 0) & (ym <= self.h - 1)
+        rx = cos * self.dx - sin * self.dy  # warped offsets from the rotation centre s
+        ry = sin * self.dx + cos * self.dy
+        xm, ym = rx + p[:, 1:2], ry + p[:, 2:3]
         grid = torch.stack([xm * (2 / (self.w - 1)) - 1, ym * (2 / (self.h - 1)) - 1], dim=-1)
+        weight = (grid.abs() <= 1).all(dim=-1).float()  # (B, N): inside the moving image
         vals = F.grid_sample(
             self.stack, grid[None], mode="bilinear", padding_mode="border", align_corners=True
         )[0]
-        return vals, inside.float(), cos, sin
+        c = self.c
+        w = vals[:c]
+        features = [weight.expand_as(w), w, self.f.expand_as(w)]
+        if jacobian:
+            gx, gy = vals[c : 2 * c], vals[2 * c :]
+            features += [gy * rx - gx * ry, gx, gy]
+        v = torch.stack(features, dim=2).to(self.dtype)  # (C, B, K, N)
+        return (v * weight.to(self.dtype)[:, None]) @ v.transpose(-1, -2)
 
-    def _stats(self, w: torch.Tensor, weight: torch.Tensor):
-        """Centred, masked values of moving and fixed, their statistics and the mean NCC (B,)."""
-        count = weight.sum(dim=1).clamp_min(1.0)
-        wc = (w - (w * weight).sum(-1, keepdim=True) / count[:, None]) * weight
-        fc = (self.f - (self.f * weight).sum(-1, keepdim=True) / count[:, None]) * weight
-        var_w = (wc * wc).sum(-1)
-        cov = (wc * fc).sum(-1)
-        ncc = cov / torch.sqrt(var_w * (fc * fc).sum(-1)).clamp_min(1e-12)
-        enough = weight.sum(dim=1) >= self.min_overlap
-        return wc, fc, var_w, cov, torch.where(enough, ncc.mean(0), -1.0), enough
+    def _ncc(self, g: torch.Tensor):
+        """NCC (B,) averaged over channels (-1 where the overlap is too small), from moments."""
+        n = g[0, :, 0, 0]
+        var_w = g[..., 1, 1] - g[..., 0, 1] ** 2 / n.clamp_min(1.0)
+        var_f = g[..., 2, 2] - g[..., 0, 2] ** 2 / n.clamp_min(1.0)
+        cov = g[..., 1, 2] - g[..., 0, 1] * g[..., 0, 2] / n.clamp_min(1.0)
+        ncc = cov / torch.sqrt(var_w * var_f).clamp_min(1e-12)
+        enough = n >= self.min_overlap
+        return torch.where(enough, ncc.mean(0), -1.0).float(), enough, var_w, cov
 
     def ncc(self, p: torch.Tensor) -> torch.Tensor:
         """(B,) NCC on the overlap, averaged over channels (-1 where the overlap is too small)."""
-        vals, weight, _, _ = self._sample(p)
-        return self._stats(vals[: self.c], weight)[4]
+        return self._ncc(self._moments(p, jacobian=False))[0]
 
     def step(self, p: torch.Tensor):
         """One Gauss-Newton step for every row of ``p``.
@@ -443,21 +462,18 @@ class _Level:
         closed form at each step, which maximises the NCC. Returns the NCC before the step (B,),
         the step (B, 3) and whether the overlap was large enough (B,).
         """
-        vals, weight, cos, sin = self._sample(p)
-        c = self.c
-        gx, gy = vals[c : 2 * c], vals[2 * c :]
-        wc, fc, var_w, cov, ncc, enough = self._stats(vals[:c], weight)
-        a = (cov / var_w.clamp_min(1e-12))[..., None]
-        g_phi = gx * (-sin * self.dx - cos * self.dy) + gy * (cos * self.dx - sin * self.dy)
-        jac = torch.stack([g_phi, gx, gy], dim=-1) * a[..., None]
-        count = weight.sum(dim=1).clamp_min(1.0)[:, None, None]
-        # b absorbs constant changes: centre the Jacobian on the overlap.
-        jac = (jac - (jac * weight[..., None]).sum(2, keepdim=True) / count) * weight[..., None]
-        resid = fc - a * wc
-        hess = torch.einsum("cbni,cbnj->bij", jac, jac)
-        grad = torch.einsum("cbni,cbn->bi", jac, resid)
+        g = self._moments(p, jacobian=True)
+        ncc, enough, var_w, cov = self._ncc(g)
+        a = cov / var_w.clamp_min(1e-12)
+        n = g[..., :1, :1].clamp_min(1.0)
+        # Centred on the overlap (b absorbs constant changes): S_xy - S_x S_y / n.
+        centred = g[..., 3:, :] - g[..., 3:, :1] * g[..., :1, :] / n  # (C, B, 3, K)
+        hess = (a**2)[..., None, None] * centred[..., 3:]
+        grad = a[..., None] * (centred[..., 2] - a[..., None] * centred[..., 1])
+        hess, grad = hess.sum(0), grad.sum(0)
         # A candidate without overlap has no equations: solve a harmless identity system.
-        hess = torch.where(enough[:, None, None], hess, torch.eye(3, device=hess.device))
+        eye = torch.eye(3, dtype=hess.dtype, device=hess.device)
+        hess = torch.where(enough[:, None, None], hess, eye)
         return ncc, _solve(hess, grad), enough
 
 
@@ -507,8 +523,10 @@ def _refine(
     for i, k in enumerate(factors):
         level = _Level(_block_mean(f, k), _block_mean(m, k))
         # Intermediate levels only need to land in the next level's basin.
-        tol = FINAL_TOL if i == len(factors) - 1 else COARSE_TOL
-        results = _refine_level(level, [_to_level(t, k) for t in best], max_iter=MAX_ITER, tol=tol)
+        final = i == len(factors) - 1
+        results = _refine_level(level, [_to_level(t, k) for t in best],
+                                max_iter=FINAL_MAX_ITER if final else COARSE_MAX_ITER,
+                                tol=FINAL_TOL if final else COARSE_TOL)
         t, score = max(results, key=lambda r: r[1])
         best = [_from_level(t, k)]
     return best[0], score
