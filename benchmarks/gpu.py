@@ -71,6 +71,20 @@ def registration_timing(model, pairs, device, seeds: int) -> None:
     model.card.c4_average = False
 
 
+def profile_registration(model, pairs, device, rows: int = 25) -> None:
+    """Operator table (device and host time) of ten 300² registrations: where the time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cases = list(rigid_cases(pairs, SCENARIOS["180"], 3))[:10]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for case in cases:
+            api.register_multimodal(case.fixed, case.moving, model)
+        _sync(device)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print("\n```\n" + prof.key_averages().table(sort_by=sort, row_limit=rows) + "\n```")
+
+
 def inference_throughput(model, pair, device, sizes) -> None:
     print("\n| image | modality | seconds | MP/s | peak GPU memory GB |")
     print("|---|---|---|---|---|")
@@ -120,6 +134,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="cases per val pair (registration)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048, 8192])
     parser.add_argument("--train-steps", type=int, default=40, help="0 skips the training throughput")
+    parser.add_argument("--profile", action="store_true", help="also print an operator profile")
     args = parser.parse_args()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -128,6 +143,8 @@ def main() -> None:
     val = read_pairs_csv(csv, ("bf", "shg"), split="val")
     model = api.load_model(args.model, str(device))
     registration_timing(model, val, device, args.seeds)
+    if args.profile:
+        profile_registration(model, val, device)
     inference_throughput(model, val[0], device, args.sizes)
     if args.train_steps:
         training_throughput(read_pairs_csv(csv, ("bf", "shg"), split="train"), device, args.train_steps)
