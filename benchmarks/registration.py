@@ -46,8 +46,13 @@ def grey(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32).mean(axis=-1) if image.ndim == 3 else image.astype(np.float32)
 
 
-def mutual_information(fixed: np.ndarray, moving: np.ndarray, max_angle: float) -> RigidTransform:
-    """SimpleITK Mattes-MI rigid registration, best of 3 starting angles (the classic baseline)."""
+def mutual_information(fixed: np.ndarray, moving: np.ndarray, max_angle: float,
+                       sampling: float | None = 0.25) -> RigidTransform:
+    """SimpleITK Mattes-MI rigid registration, best of 3 starting angles (the classic baseline).
+
+    ``sampling``: fraction of the pixels, drawn at random, that the metric uses; ``None`` uses
+    every pixel (SimpleITK's default).
+    """
     import SimpleITK as sitk
 
     f = sitk.GetImageFromArray(grey(fixed))
@@ -56,8 +61,9 @@ def mutual_information(fixed: np.ndarray, moving: np.ndarray, max_angle: float) 
     for start in (-0.4, 0.0, 0.4) if max_angle > 0 else (0.0,):
         reg = sitk.ImageRegistrationMethod()
         reg.SetMetricAsMattesMutualInformation(32)
-        reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(0.25, seed=1)
+        if sampling is not None:
+            reg.SetMetricSamplingStrategy(reg.RANDOM)
+            reg.SetMetricSamplingPercentage(sampling, seed=1)
         reg.SetInterpolator(sitk.sitkLinear)
         reg.SetOptimizerAsRegularStepGradientDescent(1.0, 1e-4, 200, relaxationFactor=0.7)
         reg.SetOptimizerScalesFromPhysicalShift()
@@ -120,8 +126,8 @@ def _transform(method: str, model, fixed, moving, max_angle: float) -> RigidTran
     elif method == "comir-sift":
         model.card.c4_average = False
         transform = api.register_multimodal(fixed, moving, model, method="sift").transform
-    elif method == "mi":
-        transform = mutual_information(fixed, moving, max_angle)
+    elif method in ("mi", "mi-all"):
+        transform = mutual_information(fixed, moving, max_angle, None if method == "mi-all" else 0.25)
     elif method == "zcmir":
         transform = zcmir_transform(fixed, moving)
     elif method == "raw":

@@ -161,15 +161,29 @@ def test_constant_image_raises_registration_error():
         register(np.full((32, 32), 3.0), GOOD, device="cpu")
 
 
-def test_closed_form_solve_matches_linalg():
-    from napari_comir.core.registration import _solve
+def test_moments_give_the_overlap_ncc():
+    """The NCC derived from moment sums equals the NCC computed directly on the overlap."""
+    from napari_comir.core.registration import _Level
 
     rng = np.random.default_rng(3)
-    a = torch.from_numpy(rng.normal(size=(6, 3, 3))).float()
-    hess = a @ a.transpose(1, 2) + 0.1 * torch.eye(3)
-    grad = torch.from_numpy(rng.normal(size=(6, 3))).float()
-    expected = torch.linalg.solve(hess.double(), grad.double()[..., None])[..., 0]
-    torch.testing.assert_close(_solve(hess, grad).double(), expected, atol=1e-5, rtol=1e-5)
+    fixed, moving = rng.normal(size=(2, 40, 50)), rng.normal(size=(2, 30, 60))
+    level = _Level(torch.from_numpy(fixed).float(), torch.from_numpy(moving).float(), gradients=False)
+    shift = RigidTransform(0.0, (-4.0, 6.0))  # moving (x, y) -> fixed (x - 4, y + 6)
+    rows, cols = np.mgrid[:40, :50]
+    xm, ym = cols + 4, rows - 6  # the moving pixel on each fixed pixel
+    inside = (xm <= 59) & (ym >= 0) & (ym <= 29)
+    expected = np.mean([np.corrcoef(fixed[c][inside], moving[c][ym[inside], xm[inside]])[0, 1]
+                        for c in range(2)])
+    assert level.ncc(level.params([shift]))[0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_textureless_candidate_gets_a_zero_step():
+    from napari_comir.core.registration import _gauss_newton, _Level
+
+    level = _Level(torch.randn(1, 32, 32), torch.ones(1, 32, 32))
+    _, delta, enough = _gauss_newton(level.moments(level.params([RigidTransform(0.0, (1.0, 2.0))])),
+                                     level.min_overlap)
+    assert enough[0] and np.all(delta == 0)
 
 
 def test_batched_refinement_survives_a_candidate_without_overlap():

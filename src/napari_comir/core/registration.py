@@ -350,38 +350,57 @@ def _gradients(m: torch.Tensor) -> torch.Tensor:
     return torch.cat([m, gx, gy], dim=0)
 
 
-def _exact_dtype(device: torch.device) -> torch.dtype:
-    """float64 where the device has it (MPS does not): moment sums and 3x3 solves need it."""
+def _moment_dtype(device: torch.device) -> torch.dtype:
+    """float64 where the device has it (MPS does not): uncentred moment sums need it."""
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-def _solve(hess: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """Batched 3x3 ``hess @ delta = grad`` by the adjugate (float64 in, float32 out).
+def _ncc_from_moments(g: np.ndarray, min_overlap: float):
+    """NCC (B,) averaged over channels (-1 where the overlap is too small), its validity (B,),
+    and the per-channel variance of the moving image and covariance (C, B), from moments."""
+    n = np.maximum(g[0, :, 0, 0], 1.0)
+    var_w = g[..., 1, 1] - g[..., 0, 1] ** 2 / n
+    var_f = g[..., 2, 2] - g[..., 0, 2] ** 2 / n
+    cov = g[..., 1, 2] - g[..., 0, 1] * g[..., 0, 2] / n
+    ncc = cov / np.maximum(np.sqrt(np.maximum(var_w * var_f, 0.0)), 1e-12)
+    enough = g[0, :, 0, 0] >= min_overlap
+    return np.where(enough, ncc.mean(axis=0), -1.0), enough, var_w, cov
 
-    Element-wise on the device: ``torch.linalg.solve`` calls a solver library and waits for the
-    device to check its result, which made the GPU refinement slower than with host solves.
+
+def _gauss_newton(g: np.ndarray, min_overlap: float):
+    """One Gauss-Newton step per candidate from its moments (see :meth:`_Level.moments`).
+
+    Minimises ``|f - a w(p) - b|^2`` per channel with the intensity fit (a, b) solved in closed
+    form, which maximises the NCC. Returns the NCC before the step (B,), the step (B, 3) and
+    whether the overlap was large enough (B,).
     """
-    trace = hess.diagonal(dim1=1, dim2=2).sum(-1)
-    hess = hess + 1e-9 * trace[:, None, None] * torch.eye(3, dtype=hess.dtype, device=hess.device)
-    r0, r1, r2 = hess.unbind(1)
-    adjugate = torch.stack([torch.linalg.cross(r1, r2), torch.linalg.cross(r2, r0),
-                            torch.linalg.cross(r0, r1)], dim=-1)  # columns: inverse x det
-    det = (r0 * adjugate[..., 0]).sum(-1)
-    return ((adjugate @ grad[..., None])[..., 0] / det[:, None]).float()
+    ncc, enough, var_w, cov = _ncc_from_moments(g, min_overlap)
+    a = cov / np.maximum(var_w, 1e-12)
+    n = np.maximum(g[..., :1, :1], 1.0)
+    # Centred on the overlap (b absorbs constant changes): S_xy - S_x S_y / n.
+    centred = g[..., 3:, :] - g[..., 3:, :1] * g[..., :1, :] / n  # (C, B, 3, K)
+    hess = ((a**2)[..., None, None] * centred[..., 3:]).sum(axis=0)
+    grad = (a[..., None] * (centred[..., 2] - a[..., None] * centred[..., 1])).sum(axis=0)
+    trace = np.trace(hess, axis1=1, axis2=2)
+    solvable = enough & (trace > 0)
+    # A candidate without overlap or texture has no equations: it gets a zero step.
+    hess = np.where(solvable[:, None, None], hess + 1e-9 * trace[:, None, None] * np.eye(3), np.eye(3))
+    delta = np.linalg.solve(hess, np.where(solvable[:, None], grad, 0.0)[..., None])[..., 0]
+    return ncc, delta, enough
 
 
 class _Level:
     """Fixed and moving images at one pyramid level, for batched NCC / Gauss-Newton evaluations.
 
     The warp is parametrised fixed -> moving around the fixed centre ``c_f``:
-    ``x_m = R(phi) (x_f - c_f) + s`` (decouples angle and shift). Parameters are (B, 3) tensors
-    ``(phi, sx, sy)``, one row per candidate; every evaluation stays on the device, so a GPU
-    need not wait for the host at each iteration. Pixels whose warp falls outside the moving
+    ``x_m = R(phi) (x_f - c_f) + s`` (decouples angle and shift). Parameters are (B, 3) float64
+    arrays ``(phi, sx, sy)``, one row per candidate. Pixels whose warp falls outside the moving
     image get weight 0.
 
-    Each evaluation reduces the sampled images to one small matrix of weighted moments (a Gram
-    matrix, in float64) from which the NCC and the Gauss-Newton system follow in closed form:
-    few passes over the pixels and few, small device operations per iteration.
+    The device reduces the sampled images to one small matrix of weighted moments per candidate
+    and channel; the NCC and the Gauss-Newton system follow from it on the host. A handful of
+    device operations per iteration, and one small copy back: on a GPU the time goes to launching
+    operations, not to waiting for the copy.
     """
 
     def __init__(self, f: torch.Tensor, m: torch.Tensor, gradients: bool = True):
@@ -398,112 +417,79 @@ class _Level:
         self.dx = (xs - self.centre[0]).reshape(1, -1)
         self.dy = (ys - self.centre[1]).reshape(1, -1)
         self.min_overlap = MIN_OVERLAP * min(hf * wf, self.h * self.w)
-        self.dtype = _exact_dtype(f.device)
+        self.dtype = _moment_dtype(f.device)
 
-    def params(self, transforms: list[RigidTransform]) -> torch.Tensor:
+    def params(self, transforms: list[RigidTransform]) -> np.ndarray:
         """(B, 3) warp parameters equal to the inverses of moving -> fixed ``transforms``."""
         rows = []
         for t in transforms:
             inv = t.inverse()
             rows.append([math.radians(inv.angle_deg), *inv.apply_xy(self.centre)[0]])
-        return torch.tensor(rows, dtype=torch.float32, device=self.f.device)
+        return np.array(rows, dtype=np.float64)
 
-    def transforms(self, p: torch.Tensor) -> list[RigidTransform]:
+    def transforms(self, p: np.ndarray) -> list[RigidTransform]:
         """Moving -> fixed transforms of the warp parameters ``p`` (B, 3)."""
         return [
             RigidTransform.about_center(
                 math.degrees(phi), self.centre, np.array([sx, sy]) - np.asarray(self.centre)
             ).inverse()
-            for phi, sx, sy in p.double().cpu().tolist()
+            for phi, sx, sy in p
         ]
 
-    def _moments(self, p: torch.Tensor, jacobian: bool) -> torch.Tensor:
-        """Weighted Gram matrices (C, B, K, K) of per-pixel features on the overlap.
+    def moments(self, p: np.ndarray, jacobian: bool = True) -> np.ndarray:
+        """Weighted Gram matrices (C, B, K, K), float64, of per-pixel features on the overlap.
 
         Features: 1, moving w, fixed f and, with ``jacobian``, dw/dphi, dw/dsx, dw/dsy (the
         warped moving image's derivatives with respect to the parameters).
         """
+        p = torch.as_tensor(p, dtype=torch.float32).to(self.f.device, non_blocking=True)
         cos, sin = torch.cos(p[:, :1]), torch.sin(p[:, :1])
         rx = cos * self.dx - sin * self.dy  # warped offsets from the rotation centre s
         ry = sin * self.dx + cos * self.dy
-        xm, ym = rx + p[:, 1:2], ry + p[:, 2:3]
-        grid = torch.stack([xm * (2 / (self.w - 1)) - 1, ym * (2 / (self.h - 1)) - 1], dim=-1)
-        weight = (grid.abs() <= 1).all(dim=-1).float()  # (B, N): inside the moving image
+        grid = torch.stack([(rx + p[:, 1:2]) * (2 / (self.w - 1)) - 1,
+                            (ry + p[:, 2:3]) * (2 / (self.h - 1)) - 1], dim=-1)
+        weight = (grid.abs() <= 1).all(dim=-1).to(self.dtype)  # (B, N): inside the moving image
         vals = F.grid_sample(
             self.stack, grid[None], mode="bilinear", padding_mode="border", align_corners=True
         )[0]
         c = self.c
         w = vals[:c]
-        features = [weight.expand_as(w), w, self.f.expand_as(w)]
+        features = [torch.ones_like(w), w, self.f.expand_as(w)]
         if jacobian:
             gx, gy = vals[c : 2 * c], vals[2 * c :]
             features += [gy * rx - gx * ry, gx, gy]
         v = torch.stack(features, dim=2).to(self.dtype)  # (C, B, K, N)
-        return (v * weight.to(self.dtype)[:, None]) @ v.transpose(-1, -2)
+        return ((v * weight[:, None]) @ v.transpose(-1, -2)).cpu().numpy()
 
-    def _ncc(self, g: torch.Tensor):
-        """NCC (B,) averaged over channels (-1 where the overlap is too small), from moments."""
-        n = g[0, :, 0, 0]
-        var_w = g[..., 1, 1] - g[..., 0, 1] ** 2 / n.clamp_min(1.0)
-        var_f = g[..., 2, 2] - g[..., 0, 2] ** 2 / n.clamp_min(1.0)
-        cov = g[..., 1, 2] - g[..., 0, 1] * g[..., 0, 2] / n.clamp_min(1.0)
-        ncc = cov / torch.sqrt(var_w * var_f).clamp_min(1e-12)
-        enough = n >= self.min_overlap
-        return torch.where(enough, ncc.mean(0), -1.0).float(), enough, var_w, cov
-
-    def ncc(self, p: torch.Tensor) -> torch.Tensor:
+    def ncc(self, p: np.ndarray) -> np.ndarray:
         """(B,) NCC on the overlap, averaged over channels (-1 where the overlap is too small)."""
-        return self._ncc(self._moments(p, jacobian=False))[0]
-
-    def step(self, p: torch.Tensor):
-        """One Gauss-Newton step for every row of ``p``.
-
-        Minimises ``|f - a w(p) - b|^2`` per channel with the intensity fit (a, b) solved in
-        closed form at each step, which maximises the NCC. Returns the NCC before the step (B,),
-        the step (B, 3) and whether the overlap was large enough (B,).
-        """
-        g = self._moments(p, jacobian=True)
-        ncc, enough, var_w, cov = self._ncc(g)
-        a = cov / var_w.clamp_min(1e-12)
-        n = g[..., :1, :1].clamp_min(1.0)
-        # Centred on the overlap (b absorbs constant changes): S_xy - S_x S_y / n.
-        centred = g[..., 3:, :] - g[..., 3:, :1] * g[..., :1, :] / n  # (C, B, 3, K)
-        hess = (a**2)[..., None, None] * centred[..., 3:]
-        grad = a[..., None] * (centred[..., 2] - a[..., None] * centred[..., 1])
-        hess, grad = hess.sum(0), grad.sum(0)
-        # A candidate without overlap has no equations: solve a harmless identity system.
-        eye = torch.eye(3, dtype=hess.dtype, device=hess.device)
-        hess = torch.where(enough[:, None, None], hess, eye)
-        return ncc, _solve(hess, grad), enough
+        return _ncc_from_moments(self.moments(p, jacobian=False), self.min_overlap)[0]
 
 
 def _refine_level(level: _Level, transforms: list[RigidTransform], max_iter: int, tol: float):
     """Batched Gauss-Newton refinement of level transforms; returns [(transform, NCC)].
 
     A candidate stops when a step moves no pixel by more than ``tol``, and fails (NCC -1,
-    transform unchanged) when its overlap becomes too small. On a GPU the loop only asks
-    the device whether everything has stopped every few iterations.
+    transform unchanged) when its overlap becomes too small.
     """
     p = level.params(transforms)
     radius = math.hypot(*level.centre)
-    active = torch.ones(len(p), dtype=torch.bool, device=p.device)
-    score = torch.full((len(p),), -1.0, device=p.device)
-    check_every = 1 if p.device.type == "cpu" else 4
-    for i in range(max_iter):
-        ncc, delta, enough = level.step(p)
+    active = np.ones(len(p), dtype=bool)
+    score = np.full(len(p), -1.0)
+    for _ in range(max_iter):
+        ncc, delta, enough = _gauss_newton(level.moments(p), level.min_overlap)
         moving = active & enough
-        p = p + torch.where(moving[:, None], delta, 0.0)
+        p = p + np.where(moving[:, None], delta, 0.0)
         # The NCC before a candidate's last step is that of its result (it moved < tol px);
         # it is already -1 where the overlap became too small.
-        score = torch.where(active, ncc, score)
-        moved = torch.maximum(delta[:, 0].abs() * radius, torch.hypot(delta[:, 1], delta[:, 2]))
+        score = np.where(active, ncc, score)
+        moved = np.maximum(np.abs(delta[:, 0]) * radius, np.hypot(delta[:, 1], delta[:, 2]))
         active = moving & (moved >= tol)
-        if (i + 1) % check_every == 0 and not bool(active.any()):
+        if not active.any():
             break
-    # Candidates still moving at the last iteration are scored where they ended.
-    if bool(active.any()):
-        score = torch.where(active, level.ncc(p), score)
-    return list(zip(level.transforms(p), score.cpu().tolist(), strict=True))
+    else:  # candidates still moving at the last iteration are scored where they ended
+        score = np.where(active, level.ncc(p), score)
+    return list(zip(level.transforms(p), score.tolist(), strict=True))
 
 
 def _masked_ncc(f: torch.Tensor, m: torch.Tensor, t: RigidTransform) -> float:
