@@ -5,6 +5,7 @@ Runs everything on one CUDA device (default ``cuda``) and prints one table per m
 - registration: ``api.register_multimodal`` on val cases (300², ±180°, |t| ≤ 20 and the 512²
   whole pair), mean / median milliseconds per pair after warm-up, success and median error as a
   sanity check, default and C4-averaged CoMIRs;
+- CUDA graphs: both CoMIRs of a 300² crop with and without them;
 - inference: one CoMIR of a BF (RGB) and an SHG image of 512², 2048², 8192²: megapixels/s and
   peak GPU memory;
 - training: patch pairs/s of the shipped architecture (128² patches, C4 trick, AMP) at two
@@ -69,6 +70,23 @@ def registration_timing(model, pairs, device, seeds: int) -> None:
                   f"{np.median(errors):.2f} | {np.mean(ms):.1f} | {np.median(ms):.1f} | "
                   + " | ".join(f"{v:.1f}" for v in phase_ms) + " |", flush=True)
     model.card.c4_average = False
+
+
+def graph_ablation(model, pair, device, reps: int = 20) -> None:
+    """Both CoMIRs of a 300² crop with and without CUDA graphs: median ms after warm-up."""
+    print("\n| both CoMIRs, 300² | CUDA graphs | median ms |")
+    print("|---|---|---|")
+    fixed, moving = pair.images["shg"][:300, :300], pair.images["bf"][:300, :300]
+    for graphs in (False, True):
+        times = []
+        for rep in range(reps + 3):
+            _sync(device)
+            tic = time.perf_counter()
+            api.compute_comirs(model, fixed, moving, cuda_graphs=graphs)
+            _sync(device)
+            if rep >= 3:
+                times.append(1000 * (time.perf_counter() - tic))
+        print(f"| plain | {'on' if graphs else 'off'} | {statistics.median(times):.1f} |", flush=True)
 
 
 def profile_registration(model, pairs, device, rows: int = 25) -> None:
@@ -144,6 +162,8 @@ def main() -> None:
     val = read_pairs_csv(csv, ("bf", "shg"), split="val")
     model = api.load_model(args.model, str(device))
     registration_timing(model, val, device, args.seeds)
+    if device.type == "cuda":
+        graph_ablation(model, val[0], device)
     if args.profile:
         profile_registration(model, val, device)
     inference_throughput(model, val[0], device, args.sizes)

@@ -89,3 +89,24 @@ def test_c4_average_is_exactly_equivariant_to_quarter_turns(tiny_model, rng):
     reference = compute_comir(model, image, "shg", c4_average=True)[..., 0]
     np.testing.assert_allclose(np.rot90(reference), averaged, atol=1e-5)
     assert np.abs(np.rot90(compute_comir(model, image, "shg")[..., 0]) - plain).max() > 1e-4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_replay_equals_eager_and_follows_weight_updates():
+    from napari_comir.api import new_model
+    from napari_comir.core.graphed import _CACHE
+
+    model = new_model("bf-shg").to(torch.device("cuda"))
+    image = np.random.default_rng(0).random((96, 80)).astype(np.float32)
+    eager = compute_comir(model, image, "shg", cuda_graphs=False)
+    np.testing.assert_allclose(compute_comir(model, image, "shg"), eager, atol=1e-5)
+    np.testing.assert_allclose(compute_comir(model, image, "shg"), eager, atol=1e-5)  # replayed
+    network = model.networks["shg"]
+    assert len(_CACHE[network]) == 1
+    with torch.no_grad():  # in place, like an optimiser step: the same graph sees it
+        network.head.bias += 1.0
+    np.testing.assert_allclose(compute_comir(model, image, "shg"), eager + 1.0, atol=1e-5)
+    network.to(torch.float64).to(torch.float32)  # new memory: a new graph
+    np.testing.assert_allclose(compute_comir(model, image, "shg"), eager + 1.0, atol=1e-5)
+    half = compute_comir(model, image, "shg", half=True)
+    np.testing.assert_allclose(half, eager + 1.0, atol=0.05 * np.ptp(eager))

@@ -9,6 +9,7 @@ import torch
 
 from .data import intensity_range, normalize, validate_image
 from .errors import InputError
+from .graphed import graphed_forward
 from .progress import Progress
 from .zoo import ComirModel
 
@@ -64,7 +65,7 @@ def iter_tiles(shape: tuple[int, int], tile: int, overlap: int,
 
 def comir_tiles(model: ComirModel, image, modality: str, *, tile: int = DEFAULT_TILE,
                 overlap: int = DEFAULT_OVERLAP, half: bool = False, c4_average: bool | None = None,
-                out: np.ndarray | None = None) -> Iterator[Progress]:
+                cuda_graphs: bool = True, out: np.ndarray | None = None) -> Iterator[Progress]:
     """Compute the CoMIR of ``image`` tile by tile, yielding progress; the last event's result is it.
 
     Parameters
@@ -85,6 +86,9 @@ def comir_tiles(model: ComirModel, image, modality: str, *, tile: int = DEFAULT_
         Average the outputs of the 4 quarter-turned inputs, each turned back: exact equivariance
         to 90° rotations and better equivariance at every angle, for 4x the compute.
         Default: the model card's ``c4_average``.
+    cuda_graphs : bool
+        On CUDA, replay a cached CUDA graph of the network for tile shapes seen before
+        (:mod:`napari_comir.core.graphed`): same output, a fraction of the launch overhead.
     out : numpy.ndarray, optional
         (rows, cols, comir_channels) float32 target, e.g. a ``numpy.memmap`` for huge images.
 
@@ -101,11 +105,12 @@ def comir_tiles(model: ComirModel, image, modality: str, *, tile: int = DEFAULT_
         raise InputError(f"tile ({tile}) must exceed the overlap ({overlap}) by at least 32 px")
     spec = model.card.modalities[modality]
     image = _check_lazy_image(image, spec.channels, f"{modality} image")
-    return _tile_events(model, image, modality, tile, overlap, half, c4_average, out)
+    return _tile_events(model, image, modality, tile, overlap, half, c4_average, cuda_graphs, out)
 
 
 def _tile_events(model: ComirModel, image, modality: str, tile: int, overlap: int, half: bool,
-                 c4_average: bool | None, out: np.ndarray | None) -> Iterator[Progress]:
+                 c4_average: bool | None, cuda_graphs: bool,
+                 out: np.ndarray | None) -> Iterator[Progress]:
     """The work of :func:`comir_tiles`, after validation (a generator: runs lazily)."""
     spec = model.card.modalities[modality]
     shape = tuple(image.shape[:2])
@@ -119,6 +124,12 @@ def _tile_events(model: ComirModel, image, modality: str, tile: int, overlap: in
     result = out if out is not None else np.zeros(shape + (channels,), np.float32)
     if out is not None:
         result[...] = 0
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        # No autocast weight cache: a CUDA graph must not capture casts freed after capture.
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_half, cache_enabled=False):
+            return _c4_average(network, x) if c4_average else network(x)
+
     tiles = list(iter_tiles(shape, tile, overlap, getattr(network, "size_multiple", 1)))
     margin = overlap // 2
     # Weights are separable, so their sum over tiles is too: two 1-D arrays, not an image.
@@ -132,8 +143,10 @@ def _tile_events(model: ComirModel, image, modality: str, tile: int, overlap: in
             block = validate_image(image[rows, cols], spec.channels, name=f"{modality} image",
                                    min_size=1)
             x = normalize(block, spec, value_range, device)[None]  # channels_last already
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_half):
-                z = (_c4_average(network, x) if c4_average else network(x))[0]
+            if cuda_graphs and device.type == "cuda":
+                z = graphed_forward(network, forward, x, key=(use_half, c4_average))[0]
+            else:
+                z = forward(x)[0]
             weight = (_interior_mask(rows, shape[0], margin)[:, None]
                       * _interior_mask(cols, shape[1], margin)[None, :])
             result[rows, cols] += z.float().permute(1, 2, 0).cpu().numpy() * weight[..., None]

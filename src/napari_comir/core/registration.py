@@ -197,13 +197,14 @@ def _fast_len(n: int) -> int:
 
 
 def _pyramid_factors(k: int) -> list[int]:
-    """Coarse-to-fine block sizes from ``k`` down to 1 (then powers of two)."""
+    """Coarse-to-fine block sizes from ``k`` down to 1: then powers of 4, each >= 2x finer.
+
+    Gauss-Newton converges from the previous level's estimate across a factor of 4 as well as
+    across 2 (same results on the benchmark), and every level costs a fixed overhead.
+    """
     levels = [k]
-    p = 2 ** max(0, math.ceil(math.log2(k)) - 1)
-    while p >= 1:
-        if p < levels[-1]:
-            levels.append(p)
-        p //= 2
+    while levels[-1] > 1:
+        levels.append(4 ** int(math.log(levels[-1] / 2, 4) + 1e-9))
     return levels
 
 
@@ -310,10 +311,9 @@ def _global_search(
         canvas = (diag, diag)
         rotated, mask = _rotate_batch(m, angles, canvas, centre_m)
     min_area = min(f.shape[1] * f.shape[2], float(mask.sum(dim=(1, 2, 3)).min()))
-    # One copy to the host (a few MB at most): a GPU then waits once, not once per peak sample.
-    ncc = _masked_ncc_maps(f, rotated, mask, MIN_OVERLAP * min_area).cpu().numpy()
-    idx = ncc.reshape(len(ncc), -1).argmax(axis=1)
-    scores = ncc.reshape(len(ncc), -1)[np.arange(len(ncc)), idx]
+    ncc = _masked_ncc_maps(f, rotated, mask, MIN_OVERLAP * min_area)
+    best = ncc.flatten(1).max(dim=1)
+    scores, idx = best.values.cpu().numpy(), best.indices.cpu().numpy()
     n0, n1 = ncc.shape[-2:]
     # Keep local maxima along the angle axis (circular when the angles close the circle).
     circular = len(angles) > 2 and (angles[1] - angles[0]) * len(angles) >= 360.0 - 1e-6
@@ -321,17 +321,20 @@ def _global_search(
     next_s = np.roll(scores, -1) if circular else np.r_[scores[1:], -np.inf]
     peaks = np.flatnonzero((scores >= prev_s) & (scores >= next_s) & np.isfinite(scores))
     peaks = peaks[np.argsort(-scores[peaks])][:n_candidates]
+    # Each peak and its 4 neighbours (circular shifts), fetched from the device in one copy.
+    i, j = np.divmod(idx[peaks], n1)
+    rows = np.stack([i, i - 1, i + 1, i, i], axis=1) % n0
+    cols = np.stack([j, j, j, j - 1, j + 1], axis=1) % n1
+    samples = ncc[torch.as_tensor(np.repeat(peaks, 5)), torch.as_tensor(rows.ravel()),
+                  torch.as_tensor(cols.ravel())].view(-1, 5).cpu().numpy().astype(float)
     step = float(angles[1] - angles[0]) if len(angles) > 1 else 0.0
     cc = np.array([(canvas[1] - 1) / 2.0, (canvas[0] - 1) / 2.0])
     out = []
-    for b in peaks:
-        i, j = divmod(int(idx[b]), n1)
-        surf = ncc[b]
-        peak = float(surf[i, j])
-        di = _subpixel_offset(float(surf[(i - 1) % n0, j]), peak, float(surf[(i + 1) % n0, j]))
-        dj = _subpixel_offset(float(surf[i, (j - 1) % n1]), peak, float(surf[i, (j + 1) % n1]))
+    for b, ib, jb, (peak, up, down, left, right) in zip(peaks, i, j, samples, strict=True):
+        di = _subpixel_offset(up, peak, down)
+        dj = _subpixel_offset(left, peak, right)
         da = _subpixel_offset(prev_s[b], scores[b], next_s[b]) * step
-        u_rc = np.array([i if i < n0 // 2 else i - n0, j if j < n1 // 2 else j - n1], float)
+        u_rc = np.array([ib if ib < n0 // 2 else ib - n0, jb if jb < n1 // 2 else jb - n1], float)
         u_xy = u_rc[::-1] + (dj, di)
         # moving p -> canvas R (p - c_m) + c_canvas -> fixed  ... + u.
         t = RigidTransform.about_center(float(angles[b] + da), centre_m, cc - centre_m + u_xy)
