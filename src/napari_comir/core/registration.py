@@ -44,7 +44,7 @@ MIN_SIZE = 16
 #: Long side of the smaller image at the global-search level (pixels), when ``downsample=None``.
 SEARCH_SIZE = 40
 #: Default angle step of the global search: this arc length (search-level px) at the corners.
-ANGLE_STEP_PX = 2.0
+ANGLE_STEP_PX = 3.0
 #: Number of (angle, shift) candidates of the global search that are refined.
 N_CANDIDATES = 3
 #: Images whose aspect ratio (long / short side) is at most this are searched with a disk mask.
@@ -451,7 +451,7 @@ class _Level:
         ry = sin * self.dx + cos * self.dy
         grid = torch.stack([(rx + p[:, 1:2]) * (2 / (self.w - 1)) - 1,
                             (ry + p[:, 2:3]) * (2 / (self.h - 1)) - 1], dim=-1)
-        weight = (grid.abs() <= 1).all(dim=-1).to(self.dtype)  # (B, N): inside the moving image
+        inside = (grid.abs() <= 1).all(dim=-1).float()  # (B, N): inside the moving image
         vals = F.grid_sample(
             self.stack, grid[None], mode="bilinear", padding_mode="border", align_corners=True
         )[0]
@@ -461,8 +461,9 @@ class _Level:
         if jacobian:
             gx, gy = vals[c : 2 * c], vals[2 * c :]
             features += [gy * rx - gx * ry, gx, gy]
-        v = torch.stack(features, dim=2).to(self.dtype)  # (C, B, K, N)
-        return ((v * weight[:, None]) @ v.transpose(-1, -2)).cpu().numpy()
+        # Weights are 0 or 1, so masking the features once masks every product.
+        v = (torch.stack(features, dim=2) * inside[:, None]).to(self.dtype)  # (C, B, K, N)
+        return (v @ v.transpose(-1, -2)).cpu().numpy()
 
     def ncc(self, p: np.ndarray) -> np.ndarray:
         """(B,) NCC on the overlap, averaged over channels (-1 where the overlap is too small)."""
@@ -596,7 +597,8 @@ def register(
         ``[lo, hi]``. Angles are in the (x, y) frame: positive is clockwise on screen.
         Only used by ``"search"``.
     angle_step : float, optional
-        Angle spacing (degrees) of the global search; default ~ 1 px of arc at the search level.
+        Angle spacing (degrees) of the global search; default: :data:`ANGLE_STEP_PX` of arc at the
+        corners of the search level (6.6° for a 300² image).
     refine : bool
         Refine angle and translation sub-pixel, coarse to fine, up to full resolution.
     downsample : int, optional
