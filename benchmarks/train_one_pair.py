@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--no-c4", action="store_true", help="train without the C4 trick")
     parser.add_argument("--equivariance-weight", type=float, default=0.0,
                         help="weight of the arbitrary-angle equivariance term (default 0: off)")
+    parser.add_argument("--turned-negatives", action="store_true",
+                        help="partners turned by 90/180/270° as extra negatives")
     parser.add_argument("--schedule-steps", type=int, default=10_000,
                         help="steps the cosine learning-rate decay is planned for (default: so many "
                         "that the rate stays nearly constant within the budget)")
@@ -87,7 +89,8 @@ def main() -> None:
                          optimizer=args.optimizer, l1=args.penalty, l2=args.penalty,
                          lr=args.lr or (FINE_TUNE_LR if fine_tuning else 3e-3),
                          freeze_batchnorm=fine_tuning and not args.update_batchnorm,
-                         equivariant=not args.no_c4, equivariance_weight=args.equivariance_weight)
+                         equivariant=not args.no_c4, equivariance_weight=args.equivariance_weight,
+                         turned_negatives=args.turned_negatives)
     start = time.perf_counter()
     run = api.fine_tune(model, train_pair, config, copy_model=False)
     for event in run:  # noqa: B007 (the last event is used below)

@@ -47,3 +47,17 @@ def test_register_can_switch_off_a_cards_c4_averaging(tmp_path):
         assert main(["register", "--fixed", str(tmp_path / "nir.tif"), "--moving", str(tmp_path / "rgb.tif"),
                      "--model", "rgb-nir", "--out", str(tmp_path / "r.json"), *flag]) == 0
         assert json.loads((tmp_path / "r.json").read_text())["c4_average"] is expected
+
+
+def test_train_with_turned_negatives_records_it_in_the_card(tmp_path):
+    from napari_comir.core.io import write_tiff
+    from napari_comir.core.synthetic import synthetic_pair
+
+    bf, shg = synthetic_pair((64, 64), seed=0)
+    write_tiff(tmp_path / "shg.tif", shg)
+    write_tiff(tmp_path / "bf.tif", bf)
+    assert main(["train", "--fixed", str(tmp_path / "shg.tif"), "--moving", str(tmp_path / "bf.tif"),
+                 "--base-channels", "4", "--depth", "3", "--steps", "2", "--patch-size", "32",
+                 "--batch-size", "2", "--turned-negatives", "--out", str(tmp_path / "m")]) == 0
+    card = json.loads((tmp_path / "m.json").read_text())
+    assert card["training"]["turned_negatives"] is True

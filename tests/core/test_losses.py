@@ -57,6 +57,19 @@ def test_info_nce_symmetric_and_gradients_finite():
     assert torch.isfinite(z_a.grad).all()
 
 
+def test_turned_negatives_penalise_representations_that_look_the_same_turned():
+    g = torch.Generator().manual_seed(3)
+    oriented = torch.randn(4, 1, 16, 16, generator=g) * 3
+    # Each sample made invariant to quarter turns: its turned copies tie with the positive.
+    symmetric = sum(torch.rot90(oriented, k, (-2, -1)) for k in range(4))
+    for z in (oriented, symmetric):  # plain InfoNCE cannot tell them apart
+        assert info_nce(z, z.clone()) < 0.01
+    assert info_nce(oriented, oriented.clone(), turned_negatives=True) < 0.01
+    # 3 turned negatives as similar as the positive: -log(1/4)
+    turned_loss = info_nce(symmetric, symmetric.clone(), turned_negatives=True).item()
+    assert math.isclose(turned_loss, math.log(4), rel_tol=1e-3)
+
+
 def test_info_nce_rejects_bad_batches():
     with pytest.raises(ValueError, match="at least 2"):
         info_nce(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))

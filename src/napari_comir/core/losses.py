@@ -25,7 +25,8 @@ def similarity_matrix(z: torch.Tensor, critic: str = "mse") -> torch.Tensor:
     raise ValueError(f"unknown critic {critic!r}; choose one of {CRITICS}")
 
 
-def info_nce(z_a: torch.Tensor, z_b: torch.Tensor, tau: float = 0.5, critic: str = "mse") -> torch.Tensor:
+def info_nce(z_a: torch.Tensor, z_b: torch.Tensor, tau: float = 0.5, critic: str = "mse",
+             turned_negatives: bool = False) -> torch.Tensor:
     """Symmetric InfoNCE loss of aligned representations.
 
     Parameters
@@ -36,6 +37,11 @@ def info_nce(z_a: torch.Tensor, z_b: torch.Tensor, tau: float = 0.5, critic: str
     tau : float
         Temperature.
     critic : {"mse", "cosine"}
+    turned_negatives : bool
+        Also count each anchor's partner turned by 90°, 180° and 270° as negatives (square
+        patches). Not in the paper: a representation that looks the same turned cannot tell
+        rotations apart, and from one training pair the plain loss often learns one
+        (docs/benchmarks.md, one-pair training).
 
     Returns
     -------
@@ -47,11 +53,23 @@ def info_nce(z_a: torch.Tensor, z_b: torch.Tensor, tau: float = 0.5, critic: str
     n = z_a.shape[0]
     if n < 2:
         raise ValueError("InfoNCE needs at least 2 pairs per batch (negatives come from the batch)")
-    z = torch.cat([z_a, z_b]).flatten(1).float()
+    both = torch.cat([z_a, z_b])
+    z = both.flatten(1).float()
     logits = similarity_matrix(z, critic) / tau
     logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
     positives = torch.arange(2 * n, device=z.device).roll(n)
+    if turned_negatives:
+        partners = both.roll(n, dims=0)
+        turned = torch.stack([torch.rot90(partners, k, (-2, -1)) for k in (1, 2, 3)], 1)
+        logits = torch.cat([logits, _critic(z[:, None], turned.flatten(2).float(), critic) / tau], 1)
     return F.cross_entropy(logits, positives)
+
+
+def _critic(u: torch.Tensor, v: torch.Tensor, critic: str) -> torch.Tensor:
+    """Critic h(u, v) over the last dimension, broadcasting the others."""
+    if critic == "mse":
+        return -(u - v).pow(2).mean(-1)
+    return F.cosine_similarity(u, v, dim=-1)
 
 
 def activation_penalty(*outputs: torch.Tensor, l1: float = 0.0, l2: float = 0.0) -> torch.Tensor:

@@ -45,6 +45,9 @@ class TrainConfig:
     # Weight of the arbitrary-angle equivariance term (losses.equivariance_penalty); 0 = off.
     # It costs a second forward pass per network, so it is for (GPU) training of bundled models.
     equivariance_weight: float = 0.0
+    # Partners turned by 90/180/270° as extra InfoNCE negatives (losses.info_nce): helped
+    # training from scratch on one pair.
+    turned_negatives: bool = False
     # Fine-tuning on one or two pairs: keep BatchNorm statistics of the pretrained model, so
     # the network does not re-centre itself on the new pair's intensities (learned scales train).
     freeze_batchnorm: bool = False
@@ -184,7 +187,7 @@ def train(model: ComirModel, pairs: Sequence[AlignedPair], config: TrainConfig |
             with torch.autocast(device.type, enabled=use_amp):
                 z_a = forward(nets[first], x_a, sampler.generator)
                 z_b = forward(nets[second], x_b, sampler.generator)
-                loss = info_nce(z_a, z_b, card.tau, card.critic)
+                loss = info_nce(z_a, z_b, card.tau, card.critic, config.turned_negatives)
                 total = loss + activation_penalty(z_a, z_b, l1=config.l1, l2=config.l2)
                 if config.equivariance_weight:
                     total = total + config.equivariance_weight * (
