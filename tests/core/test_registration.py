@@ -186,13 +186,18 @@ def test_textureless_candidate_gets_a_zero_step():
     assert enough[0] and np.all(delta == 0)
 
 
-def test_batched_refinement_survives_a_candidate_without_overlap():
-    """Candidates are refined together: one that leaves the image must fail alone."""
+@pytest.mark.parametrize("stride", [1, 2])
+def test_batched_refinement_survives_a_candidate_without_overlap(stride):
+    """Candidates are refined together: one that leaves the image must fail alone.
+
+    With ``stride`` 2 only every other fixed pixel is compared: the result must not move.
+    """
     from napari_comir.core.registration import _Level, _refine_level
 
     full = texture(5, 200)
     fixed, moving, true = make_pair(full, 12.0, (3.0, -2.0), 120)
-    level = _Level(torch.from_numpy(fixed[None]).float(), torch.from_numpy(moving[None]).float())
+    level = _Level(torch.from_numpy(fixed[None]).float(), torch.from_numpy(moving[None]).float(),
+                   stride=stride)
     near = RigidTransform(true.angle_deg + 1.0, np.asarray(true.translation_xy) + (1.5, -1.0))
     outside = RigidTransform(0.0, (500.0, 500.0))
     (found, score), (lost, lost_score) = _refine_level(level, [near, outside], max_iter=30, tol=0.01)

@@ -9,7 +9,8 @@ Engine of :func:`register` with ``method="search"``:
    :data:`MIN_OVERLAP` of the smaller image are excluded. The best few (angle, shift) peaks are
    kept.
 2. **Refinement**: Gauss-Newton on (angle, translation) with a per-channel linear intensity fit
-   (i.e. it maximises NCC), coarse to fine over a pyramid, ending at full resolution.
+   (i.e. it maximises NCC), coarse to fine over a pyramid, ending at full resolution (every
+   other fixed pixel of a large image, the moving image sampled at full resolution).
 3. **Score**: masked NCC of the fixed image and the warped moving image on their overlap.
 
 ``method="sift"`` matches SIFT features and fits a rigid transform with RANSAC instead of step 1.
@@ -55,6 +56,10 @@ COARSE_TOL, FINAL_TOL = 0.1, 0.05
 #: Gauss-Newton iterations at most, at coarser levels and at the finest one. The right candidate
 #: converges in 1-3 iterations at any level; wrong ones wander and would use up any budget.
 COARSE_MAX_ITER, FINAL_MAX_ITER = 5, 15
+#: The finest level compares every FINAL_STRIDE-th fixed pixel in each direction (the moving image
+#: is still sampled at full resolution) once the fixed image has FINAL_STRIDE_MIN_SIDE px a side:
+#: half the refinement time on the CPU, same errors on the benchmark (docs/benchmarks.md).
+FINAL_STRIDE, FINAL_STRIDE_MIN_SIDE = 2, 128
 
 METHODS = ("search", "sift")
 
@@ -398,7 +403,8 @@ class _Level:
     The warp is parametrised fixed -> moving around the fixed centre ``c_f``:
     ``x_m = R(phi) (x_f - c_f) + s`` (decouples angle and shift). Parameters are (B, 3) float64
     arrays ``(phi, sx, sy)``, one row per candidate. Pixels whose warp falls outside the moving
-    image get weight 0.
+    image get weight 0. With ``stride`` > 1 only every stride-th fixed pixel (in each direction)
+    is compared.
 
     The device reduces the sampled images to one small matrix of weighted moments per candidate
     and channel; the NCC and the Gauss-Newton system follow from it on the host. A handful of
@@ -406,20 +412,20 @@ class _Level:
     operations, not to waiting for the copy.
     """
 
-    def __init__(self, f: torch.Tensor, m: torch.Tensor, gradients: bool = True):
+    def __init__(self, f: torch.Tensor, m: torch.Tensor, gradients: bool = True, stride: int = 1):
         self.c, hf, wf = f.shape
         _, self.h, self.w = m.shape
-        self.f = f.reshape(self.c, 1, -1)
+        self.f = f[:, ::stride, ::stride].reshape(self.c, 1, -1)
         self.stack = (_gradients(m) if gradients else m)[None]
         ys, xs = torch.meshgrid(
-            torch.arange(hf, device=f.device, dtype=torch.float32),
-            torch.arange(wf, device=f.device, dtype=torch.float32),
+            torch.arange(0, hf, stride, device=f.device, dtype=torch.float32),
+            torch.arange(0, wf, stride, device=f.device, dtype=torch.float32),
             indexing="ij",
         )
         self.centre = ((wf - 1) / 2.0, (hf - 1) / 2.0)
         self.dx = (xs - self.centre[0]).reshape(1, -1)
         self.dy = (ys - self.centre[1]).reshape(1, -1)
-        self.min_overlap = MIN_OVERLAP * min(hf * wf, self.h * self.w)
+        self.min_overlap = MIN_OVERLAP * min(hf * wf, self.h * self.w) / stride**2
         self.dtype = _moment_dtype(f.device)
 
     def params(self, transforms: list[RigidTransform]) -> np.ndarray:
@@ -511,9 +517,10 @@ def _refine(
     """
     best = candidates
     for i, k in enumerate(factors):
-        level = _Level(_block_mean(f, k), _block_mean(m, k))
-        # Intermediate levels only need to land in the next level's basin.
         final = i == len(factors) - 1
+        stride = FINAL_STRIDE if final and min(f.shape[1:]) >= FINAL_STRIDE_MIN_SIDE else 1
+        level = _Level(_block_mean(f, k), _block_mean(m, k), stride=stride)
+        # Intermediate levels only need to land in the next level's basin.
         results = _refine_level(level, [_to_level(t, k) for t in best],
                                 max_iter=FINAL_MAX_ITER if final else COARSE_MAX_ITER,
                                 tol=FINAL_TOL if final else COARSE_TOL)
