@@ -68,6 +68,8 @@ def test_turned_negatives_penalise_representations_that_look_the_same_turned():
     # 3 turned negatives as similar as the positive: -log(1/4)
     turned_loss = info_nce(symmetric, symmetric.clone(), turned_negatives=True).item()
     assert math.isclose(turned_loss, math.log(4), rel_tol=1e-3)
+    with pytest.raises(ValueError, match="square"):
+        info_nce(oriented[..., :8], oriented[..., :8], turned_negatives=True)
 
 
 def test_info_nce_rejects_bad_batches():

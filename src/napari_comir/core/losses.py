@@ -59,6 +59,8 @@ def info_nce(z_a: torch.Tensor, z_b: torch.Tensor, tau: float = 0.5, critic: str
     logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
     positives = torch.arange(2 * n, device=z.device).roll(n)
     if turned_negatives:
+        if z_a.shape[-1] != z_a.shape[-2]:
+            raise ValueError(f"turned negatives need square patches, got {tuple(z_a.shape[-2:])}")
         partners = both.roll(n, dims=0)
         turned = torch.stack([torch.rot90(partners, k, (-2, -1)) for k in (1, 2, 3)], 1)
         logits = torch.cat([logits, _critic(z[:, None], turned.flatten(2).float(), critic) / tau], 1)
