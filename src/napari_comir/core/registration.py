@@ -451,7 +451,7 @@ class _Level:
         Features: 1, moving w, fixed f and, with ``jacobian``, dw/dphi, dw/dsx, dw/dsy (the
         warped moving image's derivatives with respect to the parameters).
         """
-        p = torch.as_tensor(p, dtype=torch.float32).to(self.f.device, non_blocking=True)
+        p = torch.as_tensor(p, dtype=torch.float32, device=self.f.device)
         cos, sin = torch.cos(p[:, :1]), torch.sin(p[:, :1])
         rx = cos * self.dx - sin * self.dy  # warped offsets from the rotation centre s
         ry = sin * self.dx + cos * self.dy
