@@ -2,17 +2,30 @@ import numpy as np
 import pytest
 import torch
 
+from napari_comir.api import new_model
 from napari_comir.core.errors import InputError
 from napari_comir.core.inference import compute_comir, iter_tiles
 from napari_comir.core.models import UNet, build_network, count_parameters
 
 
+@pytest.mark.parametrize("space_to_depth", [1, 2])
 @pytest.mark.parametrize("shape", [(37, 50), (64, 64), (129, 17)])
-def test_unet_any_size(shape):
-    net = UNet(3, 2, base_channels=4, depth=3).eval()
+def test_unet_any_size(shape, space_to_depth):
+    net = UNet(3, 2, base_channels=4, depth=3, space_to_depth=space_to_depth).eval()
+    assert net.size_multiple == 4 * space_to_depth
     with torch.no_grad():
         out = net(torch.rand(2, 3, *shape))
     assert out.shape == (2, 2, *shape)
+
+
+def test_space_to_depth_output_has_full_resolution_detail():
+    """Each output pixel of a 2x2 block comes from its own channel: not a blocky upsampling."""
+    torch.manual_seed(0)
+    net = UNet(1, 1, base_channels=4, depth=2, space_to_depth=2).eval()
+    with torch.no_grad():
+        out = net(torch.rand(1, 1, 32, 32))[0, 0]
+    blocks = out.reshape(16, 2, 16, 2)
+    assert (blocks - blocks.mean(dim=(1, 3), keepdim=True)).abs().max() > 1e-3
 
 
 def test_build_network_unknown_type():
@@ -38,9 +51,12 @@ def _randomise_batchnorm(model):
     return model.eval()
 
 
-def test_tiled_equals_whole_image(tiny_model, rng):
+@pytest.mark.parametrize("space_to_depth", [1, 2])
+def test_tiled_equals_whole_image(space_to_depth, rng):
     """Seamless tiling: tiled output equals whole-image output within 1e-3 of its range."""
-    model = _randomise_batchnorm(tiny_model)
+    torch.manual_seed(0)
+    model = _randomise_batchnorm(new_model("bf-shg", architecture={
+        "type": "unet", "base_channels": 4, "depth": 3, "space_to_depth": space_to_depth}))
     image = (rng.random((200, 260, 3)) * 255).astype(np.uint8)
     whole = compute_comir(model, image, "bf", tile=1024)
     tiled = compute_comir(model, image, "bf", tile=128, overlap=64)

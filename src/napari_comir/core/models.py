@@ -24,6 +24,12 @@ class UNet(nn.Module):
     BatchNorm (not GroupNorm) keeps inference pointwise at eval time, so tiled
     inference equals whole-image inference. The output has no activation.
 
+    With ``space_to_depth=2`` the U-Net runs at half resolution: each 2x2 block of input
+    pixels becomes 4x the channels (``pixel_unshuffle``) and each output pixel is read back
+    from 4 channels (``pixel_shuffle``). Full-resolution convolutions on few channels are
+    memory-bound on a CPU; this made both CoMIRs of a 300² pair ~3x faster at the same width
+    (docs/models.md).
+
     Parameters
     ----------
     in_channels : int
@@ -34,16 +40,22 @@ class UNet(nn.Module):
         Channels at full resolution.
     depth : int
         Number of resolution levels (``depth - 1`` down-samplings).
+    space_to_depth : int
+        1 (plain) or a block size: the U-Net works at 1/``space_to_depth`` resolution.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, base_channels: int = 16, depth: int = 3):
+    def __init__(self, in_channels: int, out_channels: int, base_channels: int = 16, depth: int = 3,
+                 space_to_depth: int = 1):
         super().__init__()
         if depth < 1:
             raise ValueError("depth must be >= 1")
+        if space_to_depth < 1:
+            raise ValueError("space_to_depth must be >= 1")
         widths = [base_channels * 2**level for level in range(depth)]
         self.in_channels, self.out_channels = in_channels, out_channels
+        self.space_to_depth = space_to_depth
         self.encoders = nn.ModuleList()
-        previous = in_channels
+        previous = in_channels * space_to_depth**2
         for width in widths:
             self.encoders.append(_conv_block(previous, width))
             previous = width
@@ -51,12 +63,12 @@ class UNet(nn.Module):
             _conv_block(widths[level + 1] + widths[level], widths[level])
             for level in reversed(range(depth - 1))
         )
-        self.head = nn.Conv2d(widths[0], out_channels, 1)
+        self.head = nn.Conv2d(widths[0], out_channels * space_to_depth**2, 1)
 
     @property
     def size_multiple(self) -> int:
         """Spatial sizes are padded internally to a multiple of this."""
-        return 2 ** (len(self.encoders) - 1)
+        return self.space_to_depth * 2 ** (len(self.encoders) - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``x`` of shape (N, C_in, H, W), any H and W, to (N, C_out, H, W)."""
@@ -66,6 +78,8 @@ class UNet(nn.Module):
         if pad_h or pad_w:
             mode = "reflect" if min(height, width) > max(pad_h, pad_w) else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        if self.space_to_depth > 1:
+            x = F.pixel_unshuffle(x, self.space_to_depth)
         skips = []
         for level, encoder in enumerate(self.encoders):
             if level:
@@ -75,7 +89,10 @@ class UNet(nn.Module):
         for decoder, skip in zip(self.decoders, reversed(skips[:-1]), strict=True):
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
             x = decoder(torch.cat([x, skip], dim=1))
-        return self.head(x)[..., :height, :width]
+        x = self.head(x)
+        if self.space_to_depth > 1:
+            x = F.pixel_shuffle(x, self.space_to_depth)
+        return x[..., :height, :width]
 
 
 ARCHITECTURES = {"unet": UNet}
