@@ -60,7 +60,6 @@ def main() -> None:
     parser.add_argument("--c4-eval", action="store_true",
                         help="also report success with C4-averaged CoMIRs")
     parser.add_argument("--base-channels", type=int, default=8, help="U-Net width, from scratch")
-    parser.add_argument("--space-to-depth", type=int, default=1, help="U-Net block size, from scratch")
     parser.add_argument("--no-c4", action="store_true", help="train without the C4 trick")
     parser.add_argument("--equivariance-weight", type=float, default=0.0,
                         help="weight of the arbitrary-angle equivariance term (default 0: off)")
@@ -77,7 +76,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = (api.load_model(args.from_model, args.device) if args.from_model else
              api.new_model("bf-shg", architecture={"type": "unet", "base_channels": args.base_channels,
-                                                   "depth": 4, "space_to_depth": args.space_to_depth}))
+                                                   "depth": 4}))
     if args.tau:
         model.card.tau = args.tau
     if args.from_model:

@@ -52,8 +52,7 @@ def _train(args) -> int:
         model = api.new_model(args.preset, name=args.name or args.preset,
                               comir_channels=args.comir_channels,
                               architecture={"type": "unet", "base_channels": args.base_channels,
-                                            "depth": args.depth,
-                                            "space_to_depth": args.space_to_depth})
+                                            "depth": args.depth})
     fixed_modality, moving_modality = model.card.fixed_modality, model.card.moving_modality
     if args.pairs:
         pairs = api.read_pairs_csv(args.pairs, model.modalities, split=args.split)
@@ -186,9 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--comir-channels", type=int, default=1, help="CoMIR channels, 1-3 (default 1)")
     model.add_argument("--base-channels", type=int, default=8, help="U-Net width (default 8)")
     model.add_argument("--depth", type=int, default=4, help="U-Net resolution levels (default 4)")
-    model.add_argument("--space-to-depth", type=int, default=1, metavar="BLOCK",
-                       help="run the U-Net at 1/BLOCK resolution, BLOCK² pixels as channels "
-                       "(2: ~3x faster CPU inference; default 1)")
     opts = train.add_argument_group("optimisation")
     opts.add_argument("--steps", type=int, default=300, help="optimiser steps (default 300)")
     opts.add_argument("--max-seconds", type=float,

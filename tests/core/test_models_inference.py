@@ -2,30 +2,17 @@ import numpy as np
 import pytest
 import torch
 
-from napari_comir.api import new_model
 from napari_comir.core.errors import InputError
 from napari_comir.core.inference import compute_comir, iter_tiles
 from napari_comir.core.models import UNet, build_network, count_parameters
 
 
-@pytest.mark.parametrize("space_to_depth", [1, 2])
 @pytest.mark.parametrize("shape", [(37, 50), (64, 64), (129, 17)])
-def test_unet_any_size(shape, space_to_depth):
-    net = UNet(3, 2, base_channels=4, depth=3, space_to_depth=space_to_depth).eval()
-    assert net.size_multiple == 4 * space_to_depth
+def test_unet_any_size(shape):
+    net = UNet(3, 2, base_channels=4, depth=3).eval()
     with torch.no_grad():
         out = net(torch.rand(2, 3, *shape))
     assert out.shape == (2, 2, *shape)
-
-
-def test_space_to_depth_output_has_full_resolution_detail():
-    """Each output pixel of a 2x2 block comes from its own channel: not a blocky upsampling."""
-    torch.manual_seed(0)
-    net = UNet(1, 1, base_channels=4, depth=2, space_to_depth=2).eval()
-    with torch.no_grad():
-        out = net(torch.rand(1, 1, 32, 32))[0, 0]
-    blocks = out.reshape(16, 2, 16, 2)
-    assert (blocks - blocks.mean(dim=(1, 3), keepdim=True)).abs().max() > 1e-3
 
 
 def test_build_network_unknown_type():
@@ -51,12 +38,9 @@ def _randomise_batchnorm(model):
     return model.eval()
 
 
-@pytest.mark.parametrize("space_to_depth", [1, 2])
-def test_tiled_equals_whole_image(space_to_depth, rng):
+def test_tiled_equals_whole_image(tiny_model, rng):
     """Seamless tiling: tiled output equals whole-image output within 1e-3 of its range."""
-    torch.manual_seed(0)
-    model = _randomise_batchnorm(new_model("bf-shg", architecture={
-        "type": "unet", "base_channels": 4, "depth": 3, "space_to_depth": space_to_depth}))
+    model = _randomise_batchnorm(tiny_model)
     image = (rng.random((200, 260, 3)) * 255).astype(np.uint8)
     whole = compute_comir(model, image, "bf", tile=1024)
     tiled = compute_comir(model, image, "bf", tile=128, overlap=64)
@@ -126,3 +110,42 @@ def test_cuda_graph_replay_equals_eager_and_follows_weight_updates():
     np.testing.assert_allclose(compute_comir(model, image, "shg"), eager + 1.0, atol=1e-5)
     half = compute_comir(model, image, "shg", half=True)
     np.testing.assert_allclose(half, eager + 1.0, atol=0.05 * np.ptp(eager))
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_folded_network_equals_the_network(onednn, monkeypatch):
+    """BatchNorm folded, skips summed, ReLU fused by oneDNN (or not): the same function."""
+    from napari_comir.core import models
+
+    if onednn and not models._onednn_fusion_works():
+        pytest.skip("this torch build has no oneDNN fused convolutions")
+    if not onednn:
+        monkeypatch.setattr(models, "_onednn_fusion_works", lambda: False)
+    torch.manual_seed(0)
+    net = _randomise_batchnorm(UNet(3, 2, base_channels=4, depth=3))
+    x = torch.rand(2, 3, 40, 56)
+    with torch.inference_mode():
+        reference = net(x)
+        folded = net.folded()(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.folded().modules())
+    torch.testing.assert_close(folded, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_inference_refolds_after_any_weight_change(tiny_model, rng):
+    """The cached folded copy must follow in-place updates (optimiser steps, BatchNorm statistics)."""
+    from napari_comir.core.inference import _FOLDED, _inference_network
+
+    model = _randomise_batchnorm(tiny_model)
+    image = rng.random((64, 64)).astype(np.float32)
+    network = model.networks["shg"]
+    before = compute_comir(model, image, "shg")
+    assert _inference_network(model, "shg") is _inference_network(model, "shg")  # cached
+    with torch.no_grad():
+        network.head.bias += 1.0
+    np.testing.assert_allclose(compute_comir(model, image, "shg"), before + 1.0, atol=1e-5)
+    bn = next(m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_var.mul_(4.0)
+    changed = compute_comir(model, image, "shg")
+    _FOLDED.clear()
+    np.testing.assert_allclose(changed, compute_comir(model, image, "shg"), atol=1e-6)
+    assert np.abs(changed - before - 1.0).max() > 1e-3
