@@ -11,7 +11,7 @@ import numpy as np
 from .core.data import AlignedPair, ModalitySpec, read_pairs_csv
 from .core.device import resolve_device
 from .core.errors import InputError
-from .core.inference import compute_comir
+from .core.inference import compute_comir_pair
 from .core.io import read_image
 from .core.progress import Progress
 from .core.pyramid import register_pyramid
@@ -75,14 +75,14 @@ def compute_comirs(model: ComirModel | str, fixed_image, moving_image, *,
     """CoMIRs of a fixed and a moving image, each (rows, cols, comir_channels) float32.
 
     Modalities default to the model card's (bf-shg: fixed SHG, moving BF). ``options`` go to
-    :func:`napari_comir.core.inference.comir_tiles` (tile, overlap, half).
+    :func:`napari_comir.core.inference.comir_tiles` (tile, overlap, half). On a CPU both
+    networks run at once, so ``progress`` may be called from two threads.
     """
     model = _as_model(model)
     fixed_modality = fixed_modality or model.card.fixed_modality
     moving_modality = moving_modality or model.card.moving_modality
-    fixed = compute_comir(model, fixed_image, fixed_modality, progress, **options)
-    moving = compute_comir(model, moving_image, moving_modality, progress, **options)
-    return fixed, moving
+    return compute_comir_pair(model, fixed_image, fixed_modality, moving_image, moving_modality,
+                              progress, **options)
 
 
 def register_multimodal(fixed_image, moving_image, model: ComirModel | str = "bf-shg", *,

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from napari_comir.core.errors import InputError
-from napari_comir.core.inference import compute_comir, iter_tiles
+from napari_comir.core.inference import compute_comir, compute_comir_pair, iter_tiles
 from napari_comir.core.models import UNet, build_network, count_parameters
 
 
@@ -72,6 +72,18 @@ def test_inference_progress_and_memmap_output(tiny_model, rng, tmp_path):
 def test_inference_bad_inputs(tiny_model, image, modality, message):
     with pytest.raises(InputError, match=message):
         compute_comir(tiny_model, image, modality)
+
+
+def test_comir_pair_equals_one_at_a_time_and_reports_bad_input(tiny_model, rng):
+    """Both networks side by side (two threads on a CPU): same CoMIRs, same clear errors."""
+    model = _randomise_batchnorm(tiny_model)
+    fixed = rng.random((64, 80)).astype(np.float32)
+    moving = (rng.random((72, 60, 3)) * 255).astype(np.uint8)
+    fixed_comir, moving_comir = compute_comir_pair(model, fixed, "shg", moving, "bf")
+    np.testing.assert_array_equal(fixed_comir, compute_comir(model, fixed, "shg"))
+    np.testing.assert_array_equal(moving_comir, compute_comir(model, moving, "bf"))
+    with pytest.raises(InputError, match="bf image.*1 channel"):
+        compute_comir_pair(model, fixed, "shg", fixed, "bf")
 
 
 def test_rgba_alpha_is_dropped(tiny_model, rng):

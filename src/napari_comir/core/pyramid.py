@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .inference import compute_comir
+from .inference import compute_comir_pair
 from .registration import RegistrationResult, register
 from .transforms import RigidTransform
 from .zoo import ComirModel
@@ -83,8 +83,7 @@ def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = 102
     moving_modality = moving_modality or card.moving_modality
     factor = max(1, math.ceil(max(*fixed.shape[:2], *moving.shape[:2]) / coarse_side))
     fixed_lo, moving_lo = block_mean(fixed, factor), block_mean(moving, factor)
-    coarse = register(compute_comir(model, fixed_lo, fixed_modality),
-                      compute_comir(model, moving_lo, moving_modality),
+    coarse = register(*compute_comir_pair(model, fixed_lo, fixed_modality, moving_lo, moving_modality),
                       rotation_range=rotation_range, device=model.device,
                       score_threshold=card.score_threshold)
     estimate = _scaled(coarse.transform, factor)
@@ -94,8 +93,8 @@ def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = 102
     rows_m, cols_m = _window(moving.shape[:2], centre_m, window)
     margin = 2 * factor + 16  # the coarse estimate is good to about a coarse pixel
     rows_f, cols_f = _window(fixed.shape[:2], estimate.apply_xy([centre_m])[0], window + 2 * margin)
-    fine = register(compute_comir(model, fixed[rows_f, cols_f], fixed_modality),
-                    compute_comir(model, moving[rows_m, cols_m], moving_modality),
+    fine = register(*compute_comir_pair(model, fixed[rows_f, cols_f], fixed_modality,
+                                        moving[rows_m, cols_m], moving_modality),
                     rotation_range=(coarse.transform.angle_deg - fine_range_deg,
                                     coarse.transform.angle_deg + fine_range_deg),
                     device=model.device, score_threshold=card.score_threshold)
