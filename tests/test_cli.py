@@ -49,15 +49,22 @@ def test_register_can_switch_off_a_cards_c4_averaging(tmp_path):
         assert json.loads((tmp_path / "r.json").read_text())["c4_average"] is expected
 
 
-def test_train_with_turned_negatives_records_it_in_the_card(tmp_path):
+def test_train_options_reach_the_loss_and_the_card(tmp_path, monkeypatch):
+    from napari_comir import api
     from napari_comir.core.io import write_tiff
     from napari_comir.core.synthetic import synthetic_pair
 
     bf, shg = synthetic_pair((64, 64), seed=0)
     write_tiff(tmp_path / "shg.tif", shg)
     write_tiff(tmp_path / "bf.tif", bf)
+    configs, fine_tune = [], api.fine_tune
+    monkeypatch.setattr(api, "fine_tune", lambda model, pairs, config, **kw: (
+        configs.append(config), fine_tune(model, pairs, config, **kw))[1])
     assert main(["train", "--fixed", str(tmp_path / "shg.tif"), "--moving", str(tmp_path / "bf.tif"),
                  "--base-channels", "4", "--depth", "3", "--steps", "2", "--patch-size", "32",
-                 "--batch-size", "2", "--turned-negatives", "--out", str(tmp_path / "m")]) == 0
+                 "--batch-size", "2", "--turned-negatives", "--activation-penalty", "1e-3",
+                 "--out", str(tmp_path / "m")]) == 0
+    assert configs[0].turned_negatives and configs[0].l1 == configs[0].l2 == 1e-3
     card = json.loads((tmp_path / "m.json").read_text())
     assert card["training"]["turned_negatives"] is True
+    assert card["training"]["activation_penalty"] == 1e-3
