@@ -207,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "paper): helps training from scratch on one or a few pairs learn CoMIRs that "
                       "tell rotations apart")
     opts.add_argument("--activation-penalty", type=float, default=1e-4, metavar="W",
-                      help="weight of the L1 and of the L2 penalty on the CoMIRs' values (default "
-                      "1e-4; 1e-3 made training from scratch on one pair more reliable)")
+                      help="weight of the L1 and of the L2 penalty on the CoMIRs' values, which "
+                      "keeps them bounded (default 1e-4)")
     opts.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="default adam")
     opts.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     opts.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
