@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
@@ -237,3 +238,8 @@ def _pair_pool() -> ThreadPoolExecutor:
     """Two threads kept for the process's life: a new thread also starts a new OpenMP team and
     oneDNN state, which cost as much as running the networks side by side saved."""
     return ThreadPoolExecutor(max_workers=2, thread_name_prefix="comir")
+
+
+# A forked child inherits the pool object but not its threads: it must make its own.
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_pair_pool.cache_clear)
