@@ -167,8 +167,8 @@ def _tile_events(model: ComirModel, image, modality: str, tile: int, overlap: in
 def _inference_network(model: ComirModel, modality: str) -> torch.nn.Module:
     """The modality's network in eval mode with channels_last weights; on a CPU, its folded copy.
 
-    channels_last made CPU convolutions ~1.6x faster and the folded copy (BatchNorm folded into
-    the convolutions, ReLU fused) ~1.3x more (docs/benchmarks.md). Converting walks every module
+    channels_last made CPU convolutions ~1.6x faster, and the folded copy (``UNet.folded``) made
+    CPU registration ~1.4x faster again (docs/benchmarks.md). Converting walks every module
     (~1 ms a call), so it runs only when needed: the layout survives ``to(device)``, optimiser
     steps and ``load_state_dict``, and one weight tells it; the folded copy is rebuilt when any
     weight or statistic has changed (moved, replaced or updated in place).
@@ -221,8 +221,9 @@ def compute_comir_pair(model: ComirModel, fixed_image, fixed_modality: str, movi
     """The CoMIRs of a fixed and a moving image (see :func:`compute_comir`).
 
     On a CPU the two networks run side by side in two threads: each one's operators are too
-    small to keep two cores busy, and together they took 0.6x the time of one after the other
-    (docs/benchmarks.md). ``progress`` may then be called from either thread.
+    small to keep two cores busy; the networks took ~0.6x, both CoMIRs with their normalisation
+    ~0.85x the time of one after the other (docs/benchmarks.md). ``progress`` may then be called
+    from either thread.
     """
     jobs = ((fixed_image, fixed_modality), (moving_image, moving_modality))
     if model.device.type != "cpu" or fixed_modality == moving_modality:  # one network: in turn
