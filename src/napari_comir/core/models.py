@@ -42,15 +42,13 @@ class FoldedConvBlock(nn.Module):
         first, self.second = (fuse_conv_bn_eval(block[i], block[i + 1]) for i in (0, 3))
         split = first.in_channels - skip_channels
         self.main_weight = nn.Parameter(first.weight[:, :split].contiguous(), requires_grad=False)
-        self.skip_weight = nn.Parameter(first.weight[:, split:].contiguous(), requires_grad=False)
+        self.skip_weight = (nn.Parameter(first.weight[:, split:].contiguous(), requires_grad=False)
+                            if skip_channels else None)
         self.bias = nn.Parameter(first.bias, requires_grad=False)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        if skip is None:
-            x = _conv_relu(x, self.main_weight, self.bias)
-        else:
-            x = _conv_relu(x, self.main_weight, self.bias,
-                           add=F.conv2d(skip, self.skip_weight, padding=1))
+        add = None if skip is None else F.conv2d(skip, self.skip_weight, padding=1)
+        x = _conv_relu(x, self.main_weight, self.bias, add=add)
         return _conv_relu(x, self.second.weight, self.second.bias)
 
 
