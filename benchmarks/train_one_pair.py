@@ -29,6 +29,7 @@ from evaluate_model import registration_success  # noqa: E402  (a sibling script
 from napari_comir import api  # noqa: E402
 from napari_comir.core.data import read_pairs_csv  # noqa: E402
 from napari_comir.core.training import FINE_TUNE_LR, TrainConfig  # noqa: E402
+from napari_comir.core.zoo import save_model  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bf_shg"
 
@@ -50,7 +51,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, help="default 3e-3 from scratch, 1e-4 fine-tuning")
     parser.add_argument("--update-batchnorm", action="store_true",
                         help="fine-tuning: re-estimate BatchNorm statistics (default: keep them)")
-    parser.add_argument("--seeds", type=int, default=5, help="evaluation cases per val pair")
+    parser.add_argument("--seeds", type=int, default=5,
+                        help="evaluation cases per val pair (0: train only, e.g. with --save)")
+    parser.add_argument("--save", type=Path, help="also save the trained model here (no suffix)")
     parser.add_argument("--seed", type=int, default=0, help="initialisation and sampling seed")
     parser.add_argument("--steps", type=int, help="train exactly this many steps (no time budget)")
     parser.add_argument("--device", default="cpu")
@@ -79,7 +82,7 @@ def main() -> None:
                                                    "depth": 4}))
     if args.tau:
         model.card.tau = args.tau
-    if args.from_model:
+    if args.from_model and args.seeds:
         before, own = success_rate(model, val, args.seeds), success_rate(model, train_pair, args.seeds)
         print(f"before fine-tuning: val success {before[0]:.1f} %, median {before[1]:.2f} px; "
               f"{args.pair} itself {own[0]:.1f} %, {own[1]:.2f} px")
@@ -98,6 +101,11 @@ def main() -> None:
             break
     run.close()
     elapsed = time.perf_counter() - start
+    if args.save:
+        save_model(model, args.save)
+    if not args.seeds:
+        print(f"trained {event.step} steps in {elapsed:.1f} s (loss {event.metrics['loss']:.3f})")
+        return
     success, median = success_rate(model, val, args.seeds)
     own = success_rate(model, train_pair, args.seeds)
     print(f"{'fine-tuned' if args.from_model else 'from scratch'} on {args.pair}: {event.step} steps "

@@ -177,6 +177,36 @@ def test_moments_give_the_overlap_ncc():
     assert level.ncc(level.params([shift]))[0] == pytest.approx(expected, abs=1e-5)
 
 
+def test_search_map_is_the_significance_of_the_overlap_ncc():
+    """Each entry of the search map is Fisher's z of the overlap NCC times sqrt(overlap)."""
+    from napari_comir.core.registration import _masked_ncc_maps
+
+    rng = np.random.default_rng(4)
+    fixed, moving = rng.normal(size=(2, 30, 36)), rng.normal(size=(3, 2, 24, 24))
+    mask = (rng.uniform(size=(24, 24)) > 0.2).astype(np.float64)
+    scores = _masked_ncc_maps(torch.from_numpy(fixed).float(), torch.from_numpy(moving).float(),
+                              torch.from_numpy(mask).float()[None, None], min_overlap=100)
+    du, dv = 3, -5  # fixed pixel (r + du, c + dv) meets canvas pixel (r, c)
+    rows, cols = np.mgrid[:24, :24]
+    both = (mask > 0) & (rows + du < 30) & (cols + dv >= 0)
+    for b in range(3):
+        ncc = np.mean([np.corrcoef(fixed[c][rows[both] + du, cols[both] + dv],
+                                   moving[b, c][both])[0, 1] for c in range(2)])
+        expected = np.arctanh(ncc) * np.sqrt(both.sum())
+        assert scores[b, du, dv].item() == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    assert torch.isinf(scores[:, 29, 0]).all()  # an overlap of one row: below min_overlap
+
+
+def test_significance_prefers_the_larger_overlap():
+    """A chance NCC of 0.6 over a quarter of the pixels ranks below 0.4 over all of them."""
+    from napari_comir.core.registration import _significance
+
+    ncc, count = np.array([0.6, 0.4, -np.inf]), np.array([2500.0, 10000.0, 10000.0])
+    scores = _significance(ncc, count)
+    assert scores[1] > scores[0] and scores[2] == -np.inf
+    assert np.allclose(_significance(torch.from_numpy(ncc), torch.from_numpy(count)).numpy(), scores)
+
+
 def test_textureless_candidate_gets_a_zero_step():
     from napari_comir.core.registration import _gauss_newton, _Level
 
@@ -200,6 +230,8 @@ def test_batched_refinement_survives_a_candidate_without_overlap(stride):
                    stride=stride)
     near = RigidTransform(true.angle_deg + 1.0, np.asarray(true.translation_xy) + (1.5, -1.0))
     outside = RigidTransform(0.0, (500.0, 500.0))
-    (found, score), (lost, lost_score) = _refine_level(level, [near, outside], max_iter=30, tol=0.01)
+    (found, score, overlap), (lost, lost_score, _) = _refine_level(level, [near, outside],
+                                                                   max_iter=30, tol=0.01)
     assert corner_error(true, found, moving.shape) < 0.05 and score > 0.99
+    assert 0.8 * 120**2 / stride**2 < overlap <= 120**2 / stride**2
     assert lost_score == -1.0 and corner_error(outside, lost, moving.shape) < 1e-6

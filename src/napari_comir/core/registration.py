@@ -2,15 +2,16 @@
 
 Engine of :func:`register` with ``method="search"``:
 
-1. **Global search** at a coarse level (block-averaged so the smaller image is ~40 px): the moving
+1. **Global search** at a coarse level (block-averaged so the smaller image is ~50 px): the moving
    image is rotated about its centre for a grid of angles, and the masked normalised
    cross-correlation (Padfield 2012) with the fixed image is computed for *all* translations at once
    with FFTs, batched over angles in torch. Translations whose overlap is below
-   :data:`MIN_OVERLAP` of the smaller image are excluded. The best few (angle, shift) peaks are
-   kept.
+   :data:`MIN_OVERLAP` of the smaller image are excluded. The best few (angle, shift) peaks by
+   significance (the NCC's Fisher z times the square root of the overlap) are kept.
 2. **Refinement**: Gauss-Newton on (angle, translation) with a per-channel linear intensity fit
    (i.e. it maximises NCC), coarse to fine over a pyramid, ending at full resolution (every
-   other fixed pixel of a large image, the moving image sampled at full resolution).
+   other fixed pixel of a large image, the moving image sampled at full resolution). The most
+   significant candidate after the coarsest level goes on.
 3. **Score**: masked NCC of the fixed image and the warped moving image on their overlap.
 
 ``method="sift"`` matches SIFT features and fits a rigid transform with RANSAC instead of step 1.
@@ -43,7 +44,9 @@ MIN_OVERLAP = 0.25
 #: Smallest image side accepted (pixels).
 MIN_SIZE = 16
 #: Long side of the smaller image at the global-search level (pixels), when ``downsample=None``.
-SEARCH_SIZE = 40
+#: 50 rather than 40: CoMIRs of a model trained on one pair for a minute keep too little at 40 px
+#: to be found (docs/benchmarks.md, one-pair training); the search costs ~1.5x.
+SEARCH_SIZE = 50
 #: Default angle step of the global search: this arc length (search-level px) at the corners.
 ANGLE_STEP_PX = 3.0
 #: Number of (angle, shift) candidates of the global search that are refined.
@@ -250,7 +253,11 @@ def _rotate_batch(m: torch.Tensor, angles_deg: np.ndarray, canvas_hw, centre_m) 
 def _masked_ncc_maps(
     f: torch.Tensor, mov: torch.Tensor, mask_m: torch.Tensor, min_overlap: float
 ) -> torch.Tensor:
-    """Masked NCC (Padfield 2012) for all integer shifts, averaged over channels.
+    """Significance of the masked NCC (Padfield 2012) for all integer shifts.
+
+    The NCC, averaged over channels, as Fisher's z times the square root of the overlap (see
+    :func:`_significance`), so that a small overlap's chance correlation does not outrank the
+    true one.
 
     Parameters
     ----------
@@ -260,30 +267,46 @@ def _masked_ncc_maps(
 
     Returns
     -------
-    (B, N0, N1) tensor: entry ``[b, i, j]`` is the NCC of ``f(p + u)`` and ``mov[b](p)`` with
+    (B, N0, N1) tensor: entry ``[b, i, j]`` scores ``f(p + u)`` against ``mov[b](p)`` with
     ``u = (i, j)`` modulo ``(N0, N1)`` in (row, col); invalid shifts are ``-inf``.
     """
     _, hf, wf = f.shape
     hc, wc = mov.shape[-2:]
     size = (_fast_len(hf + hc - 1), _fast_len(wf + wc - 1))
     fft = lambda x: torch.fft.rfft2(x, s=size)  # noqa: E731
-    corr = lambda a, b: torch.fft.irfft2(a * b.conj(), s=size)  # noqa: E731
     ones_f = torch.ones_like(f[:1])
     mf, ff, fff = fft(ones_f), fft(f), fft(f * f)
     mm = mov * mask_m
     m_m, m_mm, m_mmm = fft(mask_m), fft(mm), fft(mm * mov)
-    n = corr(mf, m_m).round()  # (B or 1, 1, N0, N1): overlap pixel counts
+    n = torch.fft.irfft2(mf * m_m.conj(), s=size).round()  # overlap pixel counts
+    # The per-shift arithmetic only where some canvas overlaps enough (about a third of the map).
+    keep = (n >= min_overlap).any(dim=0).flatten().nonzero()[:, 0]
+    corr = lambda a, b: torch.fft.irfft2(a * b.conj(), s=size).flatten(2)[..., keep]  # noqa: E731
+    n = n.flatten(2)[..., keep]
     s_f, s_ff = corr(ff, m_m), corr(fff, m_m)
-    s_m, s_mm = corr(mf, m_mm), corr(mf, m_mmm)
-    s_fm = corr(ff, m_mm)
+    s_m, s_mm, s_fm = corr(mf, m_mm), corr(mf, m_mmm), corr(ff, m_mm)
     n_safe = n.clamp_min(1.0)
     num = s_fm - s_f * s_m / n_safe
     var_f = (s_ff - s_f * s_f / n_safe).clamp_min(0)
     var_m = (s_mm - s_m * s_m / n_safe).clamp_min(0)
     den = torch.sqrt(var_f * var_m)
     ok = (n >= min_overlap) & (den > 1e-3 * n_safe)
-    ncc = torch.where(ok, num / den.clamp_min(1e-12), torch.full_like(num, -math.inf))
-    return ncc.mean(dim=1)
+    ncc = torch.where(ok, num / den.clamp_min(1e-12), torch.full_like(num, -math.inf)).mean(dim=1)
+    out = torch.full((mov.shape[0], size[0] * size[1]), -math.inf, device=f.device)
+    out[:, keep] = _significance(ncc, n[:, 0])
+    return out.view(-1, *size)
+
+
+def _significance(ncc, count):
+    """How unlikely an NCC over ``count`` pixels is by chance: Fisher's z times sqrt(count).
+
+    Ranks candidates of different overlaps: a chance correlation over a small overlap is
+    larger than over a big one, and weak CoMIRs (a model trained on one pair for a minute)
+    otherwise let such a match win. Works on numpy arrays and torch tensors; -inf stays -inf.
+    """
+    lib = torch if isinstance(ncc, torch.Tensor) else np
+    z = lib.arctanh(lib.clip(ncc, -0.999999, 0.999999)) * lib.sqrt(count)
+    return lib.where(ncc > -math.inf, z, ncc)
 
 
 def _subpixel_offset(lo: float, mid: float, hi: float) -> float:
@@ -477,7 +500,8 @@ class _Level:
 
 
 def _refine_level(level: _Level, transforms: list[RigidTransform], max_iter: int, tol: float):
-    """Batched Gauss-Newton refinement of level transforms; returns [(transform, NCC)].
+    """Batched Gauss-Newton refinement of level transforms; returns [(transform, NCC, overlap)]
+    with the overlap in (compared) pixels.
 
     A candidate stops when a step moves no pixel by more than ``tol``, and fails (NCC -1,
     transform unchanged) when its overlap becomes too small.
@@ -486,20 +510,25 @@ def _refine_level(level: _Level, transforms: list[RigidTransform], max_iter: int
     radius = math.hypot(*level.centre)
     active = np.ones(len(p), dtype=bool)
     score = np.full(len(p), -1.0)
+    count = np.zeros(len(p))
     for _ in range(max_iter):
-        ncc, delta, enough = _gauss_newton(level.moments(p), level.min_overlap)
+        g = level.moments(p)
+        ncc, delta, enough = _gauss_newton(g, level.min_overlap)
         moving = active & enough
         p = p + np.where(moving[:, None], delta, 0.0)
         # The NCC before a candidate's last step is that of its result (it moved < tol px);
         # it is already -1 where the overlap became too small.
         score = np.where(active, ncc, score)
+        count = np.where(active, g[0, :, 0, 0], count)
         moved = np.maximum(np.abs(delta[:, 0]) * radius, np.hypot(delta[:, 1], delta[:, 2]))
         active = moving & (moved >= tol)
         if not active.any():
             break
     else:  # candidates still moving at the last iteration are scored where they ended
-        score = np.where(active, level.ncc(p), score)
-    return list(zip(level.transforms(p), score.tolist(), strict=True))
+        g = level.moments(p, jacobian=False)
+        score = np.where(active, _ncc_from_moments(g, level.min_overlap)[0], score)
+        count = np.where(active, g[0, :, 0, 0], count)
+    return list(zip(level.transforms(p), score.tolist(), count.tolist(), strict=True))
 
 
 def _masked_ncc(f: torch.Tensor, m: torch.Tensor, t: RigidTransform) -> float:
@@ -511,7 +540,8 @@ def _masked_ncc(f: torch.Tensor, m: torch.Tensor, t: RigidTransform) -> float:
 def _refine(
     f: torch.Tensor, m: torch.Tensor, candidates: list[RigidTransform], factors: list[int]
 ) -> tuple[RigidTransform, float]:
-    """Refine every candidate at the coarsest level, then the best one down to the finest level.
+    """Refine every candidate at the coarsest level, then the most significant one (see
+    :func:`_significance`) down to the finest level.
 
     Returns the refined full-resolution transform and its NCC at the finest level.
     """
@@ -524,7 +554,7 @@ def _refine(
         results = _refine_level(level, [_to_level(t, k) for t in best],
                                 max_iter=FINAL_MAX_ITER if final else COARSE_MAX_ITER,
                                 tol=FINAL_TOL if final else COARSE_TOL)
-        t, score = max(results, key=lambda r: r[1])
+        t, score, _ = max(results, key=lambda r: _significance(r[1], r[2]))
         best = [_from_level(t, k)]
     return best[0], score
 
@@ -609,7 +639,7 @@ def register(
     refine : bool
         Refine angle and translation sub-pixel, coarse to fine, up to full resolution.
     downsample : int, optional
-        Block-averaging factor of the global search; default makes the smaller image ~40 px.
+        Block-averaging factor of the global search; default makes the smaller image ~50 px.
     device : str or torch.device, optional
         Torch device (see :func:`napari_comir.core.device.resolve_device`); ``None`` = "auto".
     score_threshold : float
