@@ -47,7 +47,8 @@ MIN_SIZE = 16
 #: 50 rather than 40: CoMIRs of a model trained on one pair for a minute keep too little at 40 px
 #: to be found (docs/benchmarks.md, one-pair training); the search costs ~1.5x.
 SEARCH_SIZE = 50
-#: Default angle step of the global search: this arc length (search-level px) at the corners.
+#: Default angle step of the global search: this arc length (search-level px) at the rim of what
+#: is compared (the disc inscribed in the moving image, or its corners; see DISK_ASPECT).
 ANGLE_STEP_PX = 3.0
 #: Number of (angle, shift) candidates of the global search that are refined.
 N_CANDIDATES = 3
@@ -317,13 +318,23 @@ def _subpixel_offset(lo: float, mid: float, hi: float) -> float:
     return float(np.clip(0.5 * (lo - hi) / den, -0.5, 0.5))
 
 
+def _uses_disk(m: torch.Tensor) -> bool:
+    """Whether the search compares only the disc inscribed in the moving image (near-square)."""
+    return max(m.shape[1:]) / min(m.shape[1:]) <= DISK_ASPECT
+
+
+def _rim_radius(m: torch.Tensor) -> float:
+    """Distance from the moving image's centre to the farthest pixel the search compares."""
+    return min(m.shape[1:]) / 2.0 if _uses_disk(m) else 0.5 * math.hypot(*m.shape[1:])
+
+
 def _global_search(
     f: torch.Tensor, m: torch.Tensor, angles: np.ndarray, n_candidates: int
 ) -> list[RigidTransform]:
     """Best (angle, shift) candidates for coarse images ``f``, ``m`` (transforms at this level)."""
     _, h, w = m.shape
     centre_m = ((w - 1) / 2.0, (h - 1) / 2.0)
-    if max(h, w) / min(h, w) <= DISK_ASPECT:
+    if _uses_disk(m):
         # A disk is rotation invariant: one mask (and its FFT terms) serves every angle.
         canvas = (h, w)
         ys, xs = torch.meshgrid(
@@ -635,7 +646,7 @@ def register(
         Only used by ``"search"``.
     angle_step : float, optional
         Angle spacing (degrees) of the global search; default: :data:`ANGLE_STEP_PX` of arc at the
-        corners of the search level (6.6° for a 300² image).
+        rim of what the search level compares (6.9° for a 300² image).
     refine : bool
         Refine angle and translation sub-pixel, coarse to fine, up to full resolution.
     downsample : int, optional
@@ -687,8 +698,7 @@ def register(
     t1 = time.perf_counter()
     if method == "search":
         fk, mk = _block_mean(f, k), _block_mean(m, k)
-        radius = 0.5 * math.hypot(*mk.shape[1:])
-        step = float(angle_step) if angle_step is not None else math.degrees(ANGLE_STEP_PX / radius)
+        step = float(angle_step) if angle_step is not None else math.degrees(ANGLE_STEP_PX / _rim_radius(mk))
         candidates = [
             _from_level(t, k)
             for t in _global_search(fk, mk, _search_angles(lo, hi, step), N_CANDIDATES)
