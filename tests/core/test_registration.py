@@ -179,12 +179,12 @@ def test_moments_give_the_overlap_ncc():
 
 def test_search_map_is_the_significance_of_the_overlap_ncc():
     """Each entry of the search map is Fisher's z of the overlap NCC times sqrt(overlap)."""
-    from napari_comir.core.registration import _masked_ncc_maps
+    from napari_comir.core.registration import _significance_maps
 
     rng = np.random.default_rng(4)
     fixed, moving = rng.normal(size=(2, 30, 36)), rng.normal(size=(3, 2, 24, 24))
     mask = (rng.uniform(size=(24, 24)) > 0.2).astype(np.float64)
-    scores = _masked_ncc_maps(torch.from_numpy(fixed).float(), torch.from_numpy(moving).float(),
+    scores = _significance_maps(torch.from_numpy(fixed).float(), torch.from_numpy(moving).float(),
                               torch.from_numpy(mask).float()[None, None], min_overlap=100)
     du, dv = 3, -5  # fixed pixel (r + du, c + dv) meets canvas pixel (r, c)
     rows, cols = np.mgrid[:24, :24]

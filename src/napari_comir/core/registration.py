@@ -251,7 +251,7 @@ def _rotate_batch(m: torch.Tensor, angles_deg: np.ndarray, canvas_hw, centre_m) 
     return rotated, valid[:, None].float()
 
 
-def _masked_ncc_maps(
+def _significance_maps(
     f: torch.Tensor, mov: torch.Tensor, mask_m: torch.Tensor, min_overlap: float
 ) -> torch.Tensor:
     """Significance of the masked NCC (Padfield 2012) for all integer shifts.
@@ -350,10 +350,10 @@ def _global_search(
         canvas = (diag, diag)
         rotated, mask = _rotate_batch(m, angles, canvas, centre_m)
     min_area = min(f.shape[1] * f.shape[2], float(mask.sum(dim=(1, 2, 3)).min()))
-    ncc = _masked_ncc_maps(f, rotated, mask, MIN_OVERLAP * min_area)
-    best = ncc.flatten(1).max(dim=1)
+    significance = _significance_maps(f, rotated, mask, MIN_OVERLAP * min_area)
+    best = significance.flatten(1).max(dim=1)
     scores, idx = best.values.cpu().numpy(), best.indices.cpu().numpy()
-    n0, n1 = ncc.shape[-2:]
+    n0, n1 = significance.shape[-2:]
     # Keep local maxima along the angle axis (circular when the angles close the circle).
     circular = len(angles) > 2 and (angles[1] - angles[0]) * len(angles) >= 360.0 - 1e-6
     prev_s = np.roll(scores, 1) if circular else np.r_[-np.inf, scores[:-1]]
@@ -364,7 +364,7 @@ def _global_search(
     i, j = np.divmod(idx[peaks], n1)
     rows = np.stack([i, i - 1, i + 1, i, i], axis=1) % n0
     cols = np.stack([j, j, j, j - 1, j + 1], axis=1) % n1
-    samples = ncc[torch.as_tensor(np.repeat(peaks, 5)), torch.as_tensor(rows.ravel()),
+    samples = significance[torch.as_tensor(np.repeat(peaks, 5)), torch.as_tensor(rows.ravel()),
                   torch.as_tensor(cols.ravel())].view(-1, 5).cpu().numpy().astype(float)
     step = float(angles[1] - angles[0]) if len(angles) > 1 else 0.0
     cc = np.array([(canvas[1] - 1) / 2.0, (canvas[0] - 1) / 2.0])
