@@ -45,7 +45,7 @@ MIN_OVERLAP = 0.25
 MIN_SIZE = 16
 #: Long side of the smaller image at the global-search level (pixels), when ``downsample=None``.
 #: 50 rather than 40: CoMIRs of a model trained on one pair for a minute keep too little at 40 px
-#: to be found (docs/benchmarks.md, one-pair training); the search costs ~1.5x.
+#: to be found (docs/benchmarks.md, one-pair training); ~6 ms more per 300² pair on 2 CPU cores.
 SEARCH_SIZE = 50
 #: Default angle step of the global search: this arc length (search-level px) at the rim of what
 #: is compared (the disc inscribed in the moving image, or its corners; see DISK_ASPECT).
@@ -280,7 +280,7 @@ def _significance_maps(
     mm = mov * mask_m
     m_m, m_mm, m_mmm = fft(mask_m), fft(mm), fft(mm * mov)
     n = torch.fft.irfft2(mf * m_m.conj(), s=size).round()  # overlap pixel counts
-    # The per-shift arithmetic only where some canvas overlaps enough (about a third of the map).
+    # The per-shift arithmetic only where some canvas overlaps enough (a fraction of the map).
     keep = (n >= min_overlap).any(dim=0).flatten().nonzero()[:, 0]
     corr = lambda a, b: torch.fft.irfft2(a * b.conj(), s=size).flatten(2)[..., keep]  # noqa: E731
     n = n.flatten(2)[..., keep]
@@ -365,7 +365,7 @@ def _global_search(
     rows = np.stack([i, i - 1, i + 1, i, i], axis=1) % n0
     cols = np.stack([j, j, j, j - 1, j + 1], axis=1) % n1
     samples = significance[torch.as_tensor(np.repeat(peaks, 5)), torch.as_tensor(rows.ravel()),
-                  torch.as_tensor(cols.ravel())].view(-1, 5).cpu().numpy().astype(float)
+                           torch.as_tensor(cols.ravel())].view(-1, 5).cpu().numpy().astype(float)
     step = float(angles[1] - angles[0]) if len(angles) > 1 else 0.0
     cc = np.array([(canvas[1] - 1) / 2.0, (canvas[0] - 1) / 2.0])
     out = []
