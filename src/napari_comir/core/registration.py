@@ -342,8 +342,7 @@ def _global_search(
             torch.arange(w, device=m.device) - centre_m[0],
             indexing="ij",
         )
-        radius = min(h, w) / 2.0
-        mask = ((xs**2 + ys**2) <= (radius - 0.5) ** 2).float()[None, None]
+        mask = ((xs**2 + ys**2) <= (_rim_radius(m) - 0.5) ** 2).float()[None, None]
         rotated, _ = _rotate_batch(m, angles, canvas, centre_m)
     else:
         diag = math.ceil(math.hypot(h, w))
