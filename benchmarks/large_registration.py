@@ -30,11 +30,11 @@ REGISTER = r"""
 import json, resource, sys, time, tifffile
 from napari_comir import api
 from napari_comir.core.pyramid import register_pyramid
-from napari_comir.core.transforms import RigidTransform, corner_error
+from napari_comir.core.transforms import AffineTransform, corner_error
 size, folder = int(sys.argv[1]), sys.argv[2]
 model = api.load_model("bf-shg", "cpu")
 bf, shg = tifffile.memmap(f"{folder}/bf_{size}.tif"), tifffile.memmap(f"{folder}/shg_{size}.tif")
-truth = RigidTransform.from_json(open(f"{folder}/truth_{size}.json").read())
+truth = AffineTransform.from_json(open(f"{folder}/truth_{size}.json").read())
 start = time.perf_counter()
 result = register_pyramid(model, shg, bf)
 seconds = time.perf_counter() - start

@@ -42,7 +42,7 @@ from napari_comir.core.data import read_pairs_csv  # noqa: E402
 from napari_comir.core.errors import RegistrationError  # noqa: E402
 from napari_comir.core.evaluation import SCENARIOS, rigid_cases  # noqa: E402
 from napari_comir.core.registration import register  # noqa: E402
-from napari_comir.core.transforms import RigidTransform, corner_error  # noqa: E402
+from napari_comir.core.transforms import AffineTransform, corner_error  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bf_shg"
 
@@ -52,7 +52,7 @@ def grey(image: np.ndarray) -> np.ndarray:
 
 
 def mutual_information(fixed: np.ndarray, moving: np.ndarray, max_angle: float,
-                       sampling: float | None = 0.25) -> RigidTransform:
+                       sampling: float | None = 0.25) -> AffineTransform:
     """SimpleITK Mattes-MI rigid registration, best of 3 starting angles (the classic baseline).
 
     ``sampling``: fraction of the pixels, drawn at random, that the metric uses; ``None`` uses
@@ -86,7 +86,7 @@ def mutual_information(fixed: np.ndarray, moving: np.ndarray, max_angle: float,
                                   else best[1])
     # SimpleITK maps FIXED physical points to MOVING ones: p_m = R (p_f - c) + c + t; invert it.
     angle, (cx, cy), (tx, ty) = euler.GetAngle(), euler.GetCenter(), euler.GetTranslation()
-    fixed_to_moving = RigidTransform.about_center(np.degrees(angle), (cx, cy), (tx, ty))
+    fixed_to_moving = AffineTransform.about_center(np.degrees(angle), (cx, cy), (tx, ty))
     return fixed_to_moving.inverse()
 
 
@@ -114,7 +114,7 @@ def zcmir_transform(fixed: np.ndarray, moving: np.ndarray) -> MatrixTransform:
 
 
 def run_case(method: str, model, fixed, moving,
-             max_angle: float) -> tuple[RigidTransform | MatrixTransform | None, float]:
+             max_angle: float) -> tuple[AffineTransform | MatrixTransform | None, float]:
     """The transform a method finds (None when it gives up) and its wall-clock seconds."""
     start = time.perf_counter()
     try:
@@ -124,7 +124,7 @@ def run_case(method: str, model, fixed, moving,
     return transform, time.perf_counter() - start
 
 
-def _transform(method: str, model, fixed, moving, max_angle: float) -> RigidTransform | MatrixTransform:
+def _transform(method: str, model, fixed, moving, max_angle: float) -> AffineTransform | MatrixTransform:
     if method in ("comir", "comir-c4"):
         model.card.c4_average = method == "comir-c4"
         transform = api.register_multimodal(fixed, moving, model, rotation_range=max_angle).transform

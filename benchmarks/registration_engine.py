@@ -20,7 +20,7 @@ import numpy as np
 import tifffile
 
 from napari_comir.core.registration import SCORE_THRESHOLD, register
-from napari_comir.core.transforms import RigidTransform, corner_error, resample
+from napari_comir.core.transforms import AffineTransform, corner_error, resample
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bf_shg"
 
@@ -39,10 +39,10 @@ def make_pair(full, angle_deg, shift_xy, crop):
     ``A^-1 (p + o) - o``.
     """
     h, w = full.shape
-    a = RigidTransform.about_center(angle_deg, ((w - 1) / 2, (h - 1) / 2), shift_xy)
+    a = AffineTransform.about_center(angle_deg, ((w - 1) / 2, (h - 1) / 2), shift_xy)
     warped = resample(full, a, full.shape, order=3)
     o = (h - crop) // 2
-    shift = RigidTransform(0.0, (o, o))
+    shift = AffineTransform.rigid(0.0, (o, o))
     true = shift.inverse().compose(a.inverse()).compose(shift)
     return full[o : o + crop, o : o + crop], warped[o : o + crop, o : o + crop], true
 

@@ -14,7 +14,7 @@ from napari_comir._reader import get_reader
 from napari_comir._sample_data import TRUE_TRANSFORM_KEY, sample_pair, sample_pair_misaligned
 from napari_comir._writer import write_transform
 from napari_comir.core.errors import InputError
-from napari_comir.core.transforms import RigidTransform
+from napari_comir.core.transforms import AffineTransform
 
 MANIFEST = Path(__file__).resolve().parents[1] / "src" / "napari_comir" / "napari.yaml"
 
@@ -83,20 +83,20 @@ def test_reader_declines_a_list_with_a_foreign_file():
 
 
 def test_writer_round_trip(tmp_path):
-    transform = RigidTransform(12.5, (3.0, -4.5))
+    transform = AffineTransform.rigid(12.5, (3.0, -4.5))
     attributes = {"name": "BF", "metadata": {"comir_transform": transform.to_dict()}}
     [written] = write_transform(str(tmp_path / "t.json"), np.zeros((4, 4)), attributes)
     assert written == str(tmp_path / "t.json")
     stored = json.loads(Path(written).read_text())
     assert stored["moving_layer"] == "BF"
-    back = RigidTransform.from_json(written)
+    back = AffineTransform.from_json(written)
     np.testing.assert_allclose(back.matrix_xy, transform.matrix_xy, atol=1e-12)
     assert [p.name for p in tmp_path.iterdir()] == ["t.json"]  # no temporary files left
 
 
 def test_writer_appends_json_and_keeps_numpy_extras(tmp_path):
-    meta = {"comir_transform": {**RigidTransform(-3.0, (1.0, 2.0)).to_dict(),
-                                "matrix_xy": RigidTransform(-3.0, (1.0, 2.0)).matrix_xy,
+    meta = {"comir_transform": {**AffineTransform.rigid(-3.0, (1.0, 2.0)).to_dict(),
+                                "matrix_xy": AffineTransform.rigid(-3.0, (1.0, 2.0)).matrix_xy,
                                 "score": np.float32(0.75)}}
     [written] = write_transform(str(tmp_path / "t"), None, {"name": "BF", "metadata": meta})
     assert written.endswith("t.json")
@@ -132,7 +132,7 @@ def test_sample_pair_layers():
 
 def test_sample_pair_misaligned_carries_the_true_transform():
     kwargs = _check_pair_layers(sample_pair_misaligned(), "BF (sample, misaligned)")
-    true = RigidTransform.from_dict(kwargs["metadata"][TRUE_TRANSFORM_KEY])
+    true = AffineTransform.from_dict(kwargs["metadata"][TRUE_TRANSFORM_KEY])
     assert true.angle_deg == pytest.approx(23.0)
     json.dumps(kwargs["metadata"])  # plain Python: survives napari session saving
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .core.synthetic import misaligned_pair, synthetic_pair
 
 #: Layer metadata key holding the known moving -> fixed transform of the misaligned sample
-#: (``RigidTransform.to_dict()``). Distinct from ``"comir_transform"``, the registration result.
+#: (``AffineTransform.to_dict()``). Distinct from ``"comir_transform"``, the registration result.
 TRUE_TRANSFORM_KEY = "comir_true_transform"
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from .core.errors import InputError
 from .core.io import write_text_atomic
-from .core.transforms import RigidTransform
+from .core.transforms import AffineTransform
 
-#: Layer metadata key under which the Register widget stores ``RigidTransform.to_dict()``.
+#: Layer metadata key under which the Register widget stores ``AffineTransform.to_dict()``.
 TRANSFORM_KEY = "comir_transform"
 
 
@@ -24,7 +24,7 @@ def write_transform(path: str, data, attributes: dict) -> list[str]:
         The layer data (unused: only the transform is written).
     attributes : dict
         Layer attributes; ``attributes["metadata"]["comir_transform"]`` must hold the moving ->
-        fixed transform as a dict (``RigidTransform.to_dict()``: ``matrix_xy`` acting on
+        fixed transform as a dict (``AffineTransform.to_dict()``: ``matrix_xy`` acting on
         (x, y) = (col, row), or ``angle_deg`` and ``translation_xy``).
 
     Returns
@@ -42,7 +42,7 @@ def write_transform(path: str, data, attributes: dict) -> list[str]:
     if stored is None:
         raise InputError(f"layer {name!r} has no CoMIR registration result; run Register first")
     # Validate and canonicalise the matrix; keep any extra fields the widget stored (e.g. scores).
-    payload = {**stored, **RigidTransform.from_dict(stored).to_dict(), "moving_layer": name}
+    payload = {**stored, **AffineTransform.from_dict(stored).to_dict(), "moving_layer": name}
     path = Path(path)
     if path.suffix.lower() != ".json":
         path = path.with_name(path.name + ".json")

@@ -3,28 +3,33 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from .core.data import AlignedPair, ModalitySpec, read_pairs_csv
 from .core.device import resolve_device
-from .core.errors import InputError
-from .core.inference import compute_comir_pair
+from .core.errors import InputError, RegistrationError
+from .core.inference import COMIR_EDGE_PX, compute_comir, compute_comir_pair
 from .core.io import read_image
 from .core.progress import Progress
 from .core.pyramid import register_pyramid
-from .core.registration import RegistrationResult, register
+from .core.registration import (DEFAULT_MODEL, METHODS, MIN_SIZE, RegistrationResult, angle_bounds,
+                                check_model, register, scale_bounds)
 from .core.training import FINE_TUNE_LR, TrainConfig, train
-from .core.transforms import RigidTransform, resample
+from .core.transforms import AffineTransform, resample
 from .core.zoo import ComirModel, ModelCard, list_models, save_model, save_user_model
 from .core.zoo import load_model as _load_model
 
 __all__ = [
-    "AlignedPair", "ComirModel", "Progress", "RigidTransform", "TrainConfig", "compute_comirs",
+    "AlignedPair", "ComirModel", "Progress", "AffineTransform", "TrainConfig", "compute_comirs",
     "fine_tune", "list_models", "load_model", "new_model", "read_image", "read_pairs_csv", "register",
-    "register_comirs", "register_multimodal", "resample", "save_model", "save_user_model",
+    "register_comirs", "register_multimodal", "registration_events", "RegistrationOutcome",
+    "resample", "save_model", "save_user_model",
 ]
 
 PRESETS = {
@@ -39,6 +44,8 @@ PRESETS = {
 }
 DEFAULT_ARCHITECTURE = {"type": "unet", "base_channels": 8, "depth": 4}
 LARGE_SIDE = 4096  # above this, registration goes through the coarse-to-fine pyramid
+#: With known pixel sizes, the scale still searched: nominal pixel sizes are good to a few percent.
+PIXEL_SIZE_TOLERANCE = 1.05
 
 
 def new_model(preset: str = "bf-shg", *, name: str | None = None, comir_channels: int = 1,
@@ -85,8 +92,168 @@ def compute_comirs(model: ComirModel | str, fixed_image, moving_image, *,
                               progress, **options)
 
 
+@dataclass
+class RegistrationOutcome:
+    """The last event of :func:`registration_events`: the result and the CoMIRs it compared.
+
+    ``fixed_comir`` and ``moving_comir`` are (rows, cols, comir_channels) on the grids of the
+    fixed and the moving image (``None`` on the pyramid route, which never holds them whole).
+    """
+
+    result: RegistrationResult
+    fixed_comir: np.ndarray | None
+    moving_comir: np.ndarray | None
+
+
+def _pixel_size(value, name: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        size = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be a number of µm per pixel, got {value!r}") from exc
+    if not (math.isfinite(size) and size > 0):
+        raise InputError(f"{name} must be a positive number of µm per pixel, got {value!r}")
+    return size
+
+
+def _scale_plan(transform: str, scale_range, fixed_pixel_size, moving_pixel_size):
+    """(pre-scale of the moving image, scale range left to search) from what the user knows.
+
+    With both pixel sizes the moving image is resampled to the fixed pixel size (when they differ
+    by more than the residual range), so the networks see tissue at one scale, and only the
+    residual :data:`PIXEL_SIZE_TOLERANCE` is searched.
+    """
+    fixed_pixel_size = _pixel_size(fixed_pixel_size, "fixed_pixel_size")
+    moving_pixel_size = _pixel_size(moving_pixel_size, "moving_pixel_size")
+    if (fixed_pixel_size is None) != (moving_pixel_size is None):
+        raise InputError("give both pixel sizes (fixed and moving) or neither")
+    if fixed_pixel_size is None or transform == "rigid":
+        return 1.0, scale_range
+    if scale_range is not None:
+        raise InputError("give pixel sizes or a scale_range, not both")
+    ratio = moving_pixel_size / fixed_pixel_size  # fixed px per moving px
+    residual = (1 / PIXEL_SIZE_TOLERANCE, PIXEL_SIZE_TOLERANCE)
+    if abs(math.log(ratio)) <= math.log(PIXEL_SIZE_TOLERANCE):
+        return 1.0, (ratio * residual[0], ratio * residual[1])
+    return ratio, residual
+
+
+def _rescale(image: np.ndarray, scale: float) -> np.ndarray:
+    """``image`` resampled by ``scale`` (new px per old px) about pixel (0, 0), low-passed first
+    when it shrinks."""
+    image = np.asarray(image)
+    if scale < 1:
+        sigma = (0.4 / scale,) * 2 + (0,) * (image.ndim - 2)
+        image = ndimage.gaussian_filter(image.astype(np.float32), sigma)
+    shape = tuple(max(1, round(n * scale)) for n in image.shape[:2])
+    return resample(image, AffineTransform.similarity(0.0, scale), shape)
+
+
+def registration_events(fixed_image, moving_image, model: ComirModel | str = "bf-shg", *,
+                        method: str = "search", transform: str = DEFAULT_MODEL,
+                        rotation_range: float | tuple[float, float] = 180.0,
+                        scale_range: tuple[float, float] | None = None,
+                        fixed_pixel_size: float | None = None, moving_pixel_size: float | None = None,
+                        fixed_modality: str | None = None, moving_modality: str | None = None,
+                        fixed_comir: np.ndarray | None = None, moving_comir: np.ndarray | None = None,
+                        device: str | None = None) -> Iterator[Progress]:
+    """The whole multimodal registration as a stream of :class:`Progress` events.
+
+    CoMIRs (those not given), the global search and the refinement, and the verdict; the last
+    event's ``result`` is a :class:`RegistrationOutcome`. Arguments are validated when this is
+    called, before any work. The CLI, batch and the widgets all run this generator;
+    :func:`register_multimodal` is it run to the end.
+
+    Parameters are those of :func:`register_multimodal`, plus ``fixed_comir`` / ``moving_comir``:
+    CoMIRs already computed with ``model`` for these images (e.g. shown in napari), reused.
+    """
+    model = _as_model(model, device)
+    card = model.card
+    fixed_modality = fixed_modality or card.fixed_modality
+    moving_modality = moving_modality or card.moving_modality
+    check_model(transform)
+    if method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    angle_bounds(rotation_range)
+    pre_scale, search_range = _scale_plan(transform, scale_range, fixed_pixel_size, moving_pixel_size)
+    scale_bounds(search_range, transform)
+    for name, image in (("fixed", fixed_image), ("moving", moving_image)):
+        shape = np.shape(image)
+        if len(shape) not in (2, 3):
+            raise InputError(f"{name} image must be 2-D (rows, cols) or (rows, cols, channels), "
+                             f"got shape {shape}")
+        if min(shape[:2]) < MIN_SIZE:
+            raise InputError(f"{name} image is too small to register: {shape[0]} x {shape[1]} px "
+                             f"(need at least {MIN_SIZE} x {MIN_SIZE}: smaller images match noise "
+                             "as well as tissue)")
+    large = max(*np.shape(fixed_image)[:2], *np.shape(moving_image)[:2]) > LARGE_SIDE
+    return _registration_events(model, fixed_image, moving_image, method, transform,
+                                rotation_range, search_range, pre_scale, fixed_modality,
+                                moving_modality, fixed_comir, moving_comir, large)
+
+
+def _registration_events(model, fixed_image, moving_image, method, transform, rotation_range,
+                         scale_range, pre_scale, fixed_modality, moving_modality, fixed_comir,
+                         moving_comir, large) -> Iterator[Progress]:
+    """The work of :func:`registration_events`, after validation (a generator: runs lazily)."""
+    start = time.perf_counter()
+    for name, image in (("fixed", fixed_image), ("moving", moving_image)):
+        if not large and np.ptp(np.asarray(image)) == 0:
+            raise RegistrationError(f"{name} image is constant — nothing to register")
+    if large and method == "search":
+        yield Progress("register", 0, 1, "registering a large pair: coarse search, then a fine window")
+        result = register_pyramid(model, fixed_image, moving_image, rotation_range=rotation_range,
+                                  transform=transform, scale_range=scale_range,
+                                  border=COMIR_EDGE_PX, fixed_modality=fixed_modality,
+                                  moving_modality=moving_modality)
+        yield Progress("register", 1, 1, _summary(result), result=RegistrationOutcome(result, None, None))
+        return
+    moving_scaled = moving_image if pre_scale == 1.0 else _rescale(moving_image, pre_scale)
+    if pre_scale != 1.0:
+        moving_comir = None  # the cached one is on the other grid
+    todo = [(key, image, modality) for key, image, modality, comir in
+            (("fixed", fixed_image, fixed_modality, fixed_comir),
+             ("moving", moving_scaled, moving_modality, moving_comir)) if comir is None]
+    comirs = {"fixed": fixed_comir, "moving": moving_comir}
+    if todo:
+        yield Progress("infer", 0, len(todo), f"computing the CoMIR of the {' and '.join(k for k, *_ in todo)} image")
+        if len(todo) == 2:
+            comirs["fixed"], comirs["moving"] = compute_comir_pair(
+                model, fixed_image, fixed_modality, moving_scaled, moving_modality)
+        else:
+            key, image, modality = todo[0]
+            comirs[key] = compute_comir(model, image, modality)
+        yield Progress("infer", len(todo), len(todo), "CoMIRs done")
+    comir_seconds = time.perf_counter() - start
+    yield Progress("register", 0, 1, f"registering the CoMIRs ({transform}, {method})")
+    result = register_comirs(model, comirs["fixed"], comirs["moving"], method=method,
+                             transform=transform, rotation_range=rotation_range,
+                             scale_range=scale_range)
+    moving_comir = comirs["moving"]
+    if pre_scale != 1.0:
+        to_scaled = AffineTransform.similarity(0.0, pre_scale)
+        result.transform = result.transform.compose(to_scaled)
+        result.moving_shape = tuple(np.shape(moving_image)[:2])
+        moving_comir = resample(moving_comir, to_scaled.inverse(), result.moving_shape)
+        moving_comir = moving_comir.reshape(*result.moving_shape, -1)
+        result.timings["pixel size"] = pre_scale
+    result.timings = {"comir": comir_seconds, **result.timings}
+    result.seconds = time.perf_counter() - start
+    yield Progress("register", 1, 1, _summary(result),
+                   result=RegistrationOutcome(result, comirs["fixed"], moving_comir))
+
+
+def _summary(result: RegistrationResult) -> str:
+    verdict = "likely right" if result.success_likely else "probably wrong"
+    return f"score {result.score:.2f}, {verdict}"
+
+
 def register_multimodal(fixed_image, moving_image, model: ComirModel | str = "bf-shg", *,
-                        method: str = "search", rotation_range: float | tuple[float, float] = 180.0,
+                        method: str = "search", transform: str = DEFAULT_MODEL,
+                        rotation_range: float | tuple[float, float] = 180.0,
+                        scale_range: tuple[float, float] | None = None,
+                        fixed_pixel_size: float | None = None, moving_pixel_size: float | None = None,
                         fixed_modality: str | None = None, moving_modality: str | None = None,
                         device: str | None = None) -> RegistrationResult:
     """Register a moving image onto a fixed image of another modality through their CoMIRs.
@@ -94,21 +261,31 @@ def register_multimodal(fixed_image, moving_image, model: ComirModel | str = "bf
     Parameters
     ----------
     fixed_image, moving_image : numpy.ndarray
-        (rows, cols) or (rows, cols, channels) raw images; sizes may differ.
+        (rows, cols) or (rows, cols, channels) raw images; sizes may differ. A grey image is
+        accepted for an RGB modality (bright field).
     model : ComirModel or str
         A loaded model or a model name/path.
     method : {"search", "sift"}
-        Global rotation x translation search with sub-pixel refinement, or SIFT + RANSAC.
-    device : str, optional
-        "auto", "cpu", "cuda", "mps"; default: where the model is ("auto" for a name).
+        Global rotation x scale x translation search with sub-pixel refinement, or SIFT + RANSAC.
+    transform : {"rigid", "similarity", "affine"}
+        The transform model (default ``"affine"``: two microscopes' pixel grids differ by scale,
+        rotation and a little stretch; docs/benchmarks.md, "Real pairs").
     rotation_range : float or (float, float)
         Angles searched, degrees: ±value (180 = any rotation) or a (low, high) range.
+    scale_range : (float, float), optional
+        Scales (fixed px per moving px) searched when the pixel sizes are unknown; default
+        0.8-1.25, at most 0.5-2.
+    fixed_pixel_size, moving_pixel_size : float, optional
+        Pixel sizes (µm, or any one unit): the moving image is brought to the fixed pixel size
+        and only ±5 % of scale is searched.
+    device : str, optional
+        "auto", "cpu", "cuda", "mps"; default: where the model is ("auto" for a name).
 
     Returns
     -------
     RegistrationResult
         ``result.transform`` maps MOVING pixel (x, y) to FIXED pixel (x, y); ``timings`` include
-        the CoMIR inference ("comir").
+        the CoMIR inference ("comir"); ``success_likely`` and ``reasons`` the verdict.
 
     Notes
     -----
@@ -116,31 +293,29 @@ def register_multimodal(fixed_image, moving_image, model: ComirModel | str = "bf
     :func:`napari_comir.core.pyramid.register_pyramid`: a coarse search on block-averaged copies,
     then refinement on a full-resolution window, so no full-size CoMIR is ever held in memory.
     """
-    start = time.perf_counter()
-    model = _as_model(model, device)
-    if method == "search" and max(*np.shape(fixed_image)[:2], *np.shape(moving_image)[:2]) > LARGE_SIDE:
-        return register_pyramid(model, fixed_image, moving_image, rotation_range=rotation_range,
-                                fixed_modality=fixed_modality, moving_modality=moving_modality)
-    fixed_comir, moving_comir = compute_comirs(model, fixed_image, moving_image,
-                                               fixed_modality=fixed_modality,
-                                               moving_modality=moving_modality)
-    comir_seconds = time.perf_counter() - start
-    result = register_comirs(model, fixed_comir, moving_comir, method=method,
-                             rotation_range=rotation_range)
-    result.timings = {"comir": comir_seconds, **result.timings}
-    result.seconds = time.perf_counter() - start
-    return result
+    events = registration_events(fixed_image, moving_image, model, method=method,
+                                 transform=transform, rotation_range=rotation_range,
+                                 scale_range=scale_range, fixed_pixel_size=fixed_pixel_size,
+                                 moving_pixel_size=moving_pixel_size, fixed_modality=fixed_modality,
+                                 moving_modality=moving_modality, device=device)
+    for event in events:
+        pass
+    return event.result.result
 
 
 def register_comirs(model: ComirModel, fixed_comir: np.ndarray, moving_comir: np.ndarray, *,
-                    method: str = "search",
-                    rotation_range: float | tuple[float, float] = 180.0) -> RegistrationResult:
+                    method: str = "search", transform: str = DEFAULT_MODEL,
+                    rotation_range: float | tuple[float, float] = 180.0,
+                    scale_range: tuple[float, float] | None = None) -> RegistrationResult:
     """Register two CoMIRs of ``model`` (e.g. computed once and reused), with its calibrated confidence.
 
-    ``result.success_likely`` uses the model card's ``score_threshold``.
+    ``result.success_likely`` uses the model card's ``score_threshold`` and ``detail_threshold``; the CoMIRs' outer
+    :data:`COMIR_EDGE_PX` are left out of the refinement.
     """
-    return register(fixed_comir, moving_comir, method=method, rotation_range=rotation_range,
-                    device=model.device, score_threshold=model.card.score_threshold)
+    return register(fixed_comir, moving_comir, method=method, transform=transform,
+                    rotation_range=rotation_range, scale_range=scale_range, border=COMIR_EDGE_PX,
+                    device=model.device, score_threshold=model.card.score_threshold,
+                    detail_threshold=model.card.detail_threshold)
 
 
 def fine_tune(model: ComirModel | str, pairs: Sequence[AlignedPair], config: TrainConfig | None = None,

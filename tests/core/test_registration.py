@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from napari_comir.core.errors import InputError, RegistrationError
 from napari_comir.core.registration import SCORE_THRESHOLD, register
-from napari_comir.core.transforms import RigidTransform, corner_error, resample
+from napari_comir.core.transforms import AffineTransform, corner_error, resample
 
 SHG_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "bf_shg"
 MAX_CORNER_PX = 0.5
@@ -25,10 +25,10 @@ def make_pair(full, angle_deg, shift_xy, crop):
     ``p + o``, i.e. original pixel ``A^-1 (p + o)``, i.e. fixed pixel ``A^-1 (p + o) - o``.
     """
     h, w = full.shape[:2]
-    a = RigidTransform.about_center(angle_deg, ((w - 1) / 2, (h - 1) / 2), shift_xy)
+    a = AffineTransform.about_center(angle_deg, ((w - 1) / 2, (h - 1) / 2), shift_xy)
     warped = resample(full, a, (h, w), order=3)
     o = (h - crop) // 2
-    shift = RigidTransform(0.0, (o, o))
+    shift = AffineTransform.rigid(0.0, (o, o))
     true = shift.inverse().compose(a.inverse()).compose(shift)
     return full[o : o + crop, o : o + crop], warped[o : o + crop, o : o + crop], true
 
@@ -71,7 +71,7 @@ def test_synthetic_multichannel_and_different_sizes():
     rgb = np.stack([full, full**2, -full], axis=-1)
     fixed, moving, true = make_pair(rgb, 71.0, (-4.0, 9.0), 288)
     moving = moving[40:240, 20:260]  # moving smaller and not square
-    true = true.compose(RigidTransform(0.0, (20, 40)))
+    true = true.compose(AffineTransform.rigid(0.0, (20, 40)))
     result = register(fixed, moving, device="cpu")
     assert_recovered(true, result, moving.shape)
 
@@ -168,7 +168,7 @@ def test_moments_give_the_overlap_ncc():
     rng = np.random.default_rng(3)
     fixed, moving = rng.normal(size=(2, 40, 50)), rng.normal(size=(2, 30, 60))
     level = _Level(torch.from_numpy(fixed).float(), torch.from_numpy(moving).float(), gradients=False)
-    shift = RigidTransform(0.0, (-4.0, 6.0))  # moving (x, y) -> fixed (x - 4, y + 6)
+    shift = AffineTransform.rigid(0.0, (-4.0, 6.0))  # moving (x, y) -> fixed (x - 4, y + 6)
     rows, cols = np.mgrid[:40, :50]
     xm, ym = cols + 4, rows - 6  # the moving pixel on each fixed pixel
     inside = (xm <= 59) & (ym >= 0) & (ym <= 29)
@@ -211,7 +211,7 @@ def test_textureless_candidate_gets_a_zero_step():
     from napari_comir.core.registration import _gauss_newton, _Level
 
     level = _Level(torch.randn(1, 32, 32), torch.ones(1, 32, 32))
-    _, delta, enough = _gauss_newton(level.moments(level.params([RigidTransform(0.0, (1.0, 2.0))])),
+    _, delta, enough = _gauss_newton(level.moments(level.params([AffineTransform.rigid(0.0, (1.0, 2.0))])),
                                      level.min_overlap)
     assert enough[0] and np.all(delta == 0)
 
@@ -228,8 +228,8 @@ def test_batched_refinement_survives_a_candidate_without_overlap(stride):
     fixed, moving, true = make_pair(full, 12.0, (3.0, -2.0), 120)
     level = _Level(torch.from_numpy(fixed[None]).float(), torch.from_numpy(moving[None]).float(),
                    stride=stride)
-    near = RigidTransform(true.angle_deg + 1.0, np.asarray(true.translation_xy) + (1.5, -1.0))
-    outside = RigidTransform(0.0, (500.0, 500.0))
+    near = AffineTransform.rigid(true.angle_deg + 1.0, np.asarray(true.translation_xy) + (1.5, -1.0))
+    outside = AffineTransform.rigid(0.0, (500.0, 500.0))
     (found, score, overlap), (lost, lost_score, _) = _refine_level(level, [near, outside],
                                                                    max_iter=30, tol=0.01)
     assert corner_error(true, found, moving.shape) < 0.05 and score > 0.99

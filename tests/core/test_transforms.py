@@ -1,4 +1,4 @@
-"""RigidTransform conventions, serialisation, resample, and agreement with skimage and napari."""
+"""AffineTransform conventions, serialisation, resample, and agreement with skimage and napari."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import pytest
 from skimage.transform import EuclideanTransform, warp
 
 from napari_comir.core.errors import InputError
-from napari_comir.core.transforms import RigidTransform, corner_error, resample
+from napari_comir.core.transforms import AffineTransform, corner_error, resample
 
-T = RigidTransform(37.0, (12.5, -7.25))
+T = AffineTransform.rigid(37.0, (12.5, -7.25))
 
 
 def test_positive_angle_turns_x_axis_towards_y_down():
     # (1, 0) -> (0, 1): with y pointing down this is clockwise on screen.
-    np.testing.assert_allclose(RigidTransform(90.0).apply_xy([1.0, 0.0]), [[0.0, 1.0]], atol=1e-12)
+    np.testing.assert_allclose(AffineTransform.rigid(90.0).apply_xy([1.0, 0.0]), [[0.0, 1.0]], atol=1e-12)
 
 
 def test_matrix_rc_is_matrix_xy_with_axes_swapped():
@@ -27,15 +27,15 @@ def test_matrix_rc_is_matrix_xy_with_axes_swapped():
 @pytest.mark.parametrize(
     "build",
     [
-        lambda t: RigidTransform.from_matrix_xy(t.matrix_xy),
-        lambda t: RigidTransform.from_matrix_xy(t.matrix_xy[:2]),
-        lambda t: RigidTransform.from_matrix_rc(t.matrix_rc),
-        lambda t: RigidTransform.from_dict(t.to_dict()),
-        lambda t: RigidTransform.from_dict(
+        lambda t: AffineTransform.from_matrix_xy(t.matrix_xy),
+        lambda t: AffineTransform.from_matrix_xy(t.matrix_xy[:2]),
+        lambda t: AffineTransform.from_matrix_rc(t.matrix_rc),
+        lambda t: AffineTransform.from_dict(t.to_dict()),
+        lambda t: AffineTransform.from_dict(
             {"angle_deg": t.angle_deg, "translation_xy": t.translation_xy}
         ),
-        lambda t: RigidTransform.from_json(t.to_json()),
-        lambda t: RigidTransform.from_csv(t.to_csv()),
+        lambda t: AffineTransform.from_json(t.to_json()),
+        lambda t: AffineTransform.from_csv(t.to_csv()),
     ],
 )
 def test_round_trips(build):
@@ -48,8 +48,8 @@ def test_file_round_trips(tmp_path):
     T.to_json(tmp_path / "t.json")
     T.to_csv(tmp_path / "t.csv")
     for back in (
-        RigidTransform.from_json(tmp_path / "t.json"),
-        RigidTransform.from_csv(str(tmp_path / "t.csv")),
+        AffineTransform.from_json(tmp_path / "t.json"),
+        AffineTransform.from_csv(str(tmp_path / "t.csv")),
     ):
         np.testing.assert_allclose(back.matrix_xy, T.matrix_xy)
     assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("angle_deg,tx,ty,m00")
@@ -68,32 +68,32 @@ def test_file_round_trips(tmp_path):
 )
 def test_non_rigid_matrices_are_rejected(bad):
     with pytest.raises(InputError):
-        RigidTransform.from_matrix_xy(bad)
+        AffineTransform.from_matrix_xy(bad)
 
 
 def test_bad_files_and_dicts_raise_input_error(tmp_path):
     with pytest.raises(InputError):
-        RigidTransform.from_dict({"angle_deg": 3})
+        AffineTransform.from_dict({"angle_deg": 3})
     with pytest.raises(InputError):
-        RigidTransform.from_json(tmp_path / "missing.json")
+        AffineTransform.from_json(tmp_path / "missing.json")
     with pytest.raises(InputError):
-        RigidTransform.from_json("{not json")
+        AffineTransform.from_json("{not json")
     with pytest.raises(InputError):
-        RigidTransform.from_csv("angle_deg,tx\n1,2\n")
+        AffineTransform.from_csv("angle_deg,tx\n1,2\n")
 
 
 def test_inverse_compose_and_about_center():
-    a, b = T, RigidTransform(-120.0, (3.0, 4.0))
+    a, b = T, AffineTransform.rigid(-120.0, (3.0, 4.0))
     pts = np.random.default_rng(0).normal(size=(5, 2)) * 50
     np.testing.assert_allclose(a.compose(b).apply_xy(pts), a.apply_xy(b.apply_xy(pts)))
     np.testing.assert_allclose(a.compose(a.inverse()).matrix_xy, np.eye(3), atol=1e-12)
-    c = RigidTransform.about_center(33.0, (10.0, 20.0), (1.0, 2.0))
+    c = AffineTransform.about_center(33.0, (10.0, 20.0), (1.0, 2.0))
     np.testing.assert_allclose(c.apply_xy([10.0, 20.0]), [[11.0, 22.0]])
 
 
 def test_corner_error():
     assert corner_error(T, T, (50, 80)) == pytest.approx(0.0)
-    assert corner_error(RigidTransform(), RigidTransform(0, (3, 4)), (50, 80)) == pytest.approx(5.0)
+    assert corner_error(AffineTransform.rigid(), AffineTransform.rigid(0, (3, 4)), (50, 80)) == pytest.approx(5.0)
 
 
 def _bright_pixel_image(shape=(40, 50), rc=(12, 31)):
@@ -107,7 +107,7 @@ def _argmax_rc(img):
 
 
 def test_resample_puts_a_pixel_where_the_transform_sends_it():
-    t = RigidTransform(90.0, (40.0, 5.0))  # integer-exact destination
+    t = AffineTransform.rigid(90.0, (40.0, 5.0))  # integer-exact destination
     moving = _bright_pixel_image()
     out = resample(moving, t, (60, 70), order=0)
     np.testing.assert_allclose(_argmax_rc(out), t.apply_rc([12, 31])[0])
@@ -119,7 +119,7 @@ def test_resample_channels_dtype_and_labels():
     out = resample(labels, T, (35, 45), order=0)
     assert out.dtype == np.uint16 and set(np.unique(out)) <= set(range(5))
     rgb = rng.random((30, 40, 3)).astype(np.float32)
-    out = resample(rgb, RigidTransform(), (30, 40))
+    out = resample(rgb, AffineTransform.rigid(), (30, 40))
     assert out.shape == (30, 40, 3) and out.dtype == np.float32
     np.testing.assert_allclose(out, rgb, atol=1e-6)
     with pytest.raises(InputError):
@@ -127,7 +127,7 @@ def test_resample_channels_dtype_and_labels():
 
 
 def test_agrees_with_skimage():
-    t = RigidTransform(-23.0, (6.3, -2.2))
+    t = AffineTransform.rigid(-23.0, (6.3, -2.2))
     pts = np.random.default_rng(2).random((10, 2)) * 60
     np.testing.assert_allclose(EuclideanTransform(matrix=t.matrix_xy)(pts), t.apply_xy(pts))
     moving = np.random.default_rng(3).random((64, 64))
@@ -152,7 +152,7 @@ def test_matrix_rc_is_napari_affine():
     pytest.importorskip("napari")
     from napari.components import ViewerModel
 
-    t = RigidTransform(90.0, (40.0, 5.0))
+    t = AffineTransform.rigid(90.0, (40.0, 5.0))
     moving = _bright_pixel_image()
     viewer = ViewerModel()
     viewer.add_image(np.zeros((60, 70)), name="fixed")
@@ -163,7 +163,7 @@ def test_matrix_rc_is_napari_affine():
     out = resample(moving, t, (60, 70), order=0)
     np.testing.assert_allclose(fixed_rc, _argmax_rc(out), atol=1e-9)
     # A non-90-degree angle: napari and resample agree for arbitrary points too.
-    t2 = RigidTransform(-31.0, (7.5, 3.25))
+    t2 = AffineTransform.rigid(-31.0, (7.5, 3.25))
     layer.affine = t2.matrix_rc
     pts = np.array([[3.0, 4.0], [20.5, 11.0]])
     np.testing.assert_allclose([layer.data_to_world(p) for p in pts], t2.apply_rc(pts), atol=1e-9)

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from napari_comir.core.registration import RegistrationResult
-from napari_comir.core.transforms import RigidTransform, resample
+from napari_comir.core.transforms import AffineTransform, resample
 from napari_comir.widgets.register import CHECKERBOARD, RegisterWidget
 
 pytestmark = pytest.mark.gui
 
-KNOWN = RigidTransform.about_center(20.0, (47.5, 47.5), (5.0, -3.0))
+KNOWN = AffineTransform.about_center(20.0, (47.5, 47.5), (5.0, -3.0))
 
 
 @pytest.fixture
@@ -64,9 +64,9 @@ def test_accept_export_and_apply(registered, tmp_path):
     assert layer.metadata["comir_transform"] == KNOWN.to_dict()
 
     path = widget.export_transform(tmp_path / "t.json")
-    assert RigidTransform.from_dict(json.loads(path.read_text())) == KNOWN
+    assert AffineTransform.from_dict(json.loads(path.read_text())) == KNOWN
     csv_path = widget.export_transform(tmp_path / "t.csv")
-    found = RigidTransform.from_csv(csv_path)
+    found = AffineTransform.from_csv(csv_path)
     assert np.allclose(found.matrix_xy, KNOWN.matrix_xy)
 
     points = viewer.add_points(np.array([[10.0, 20.0], [50.0, 60.0]]), name="cells")

@@ -85,17 +85,17 @@ def make_rigid_case(fixed_full: np.ndarray, moving_full: np.ndarray, angle_deg: 
     Returns
     -------
     fixed, moving : numpy.ndarray
-    true : RigidTransform
+    true : AffineTransform
         Moving (x, y) -> fixed (x, y) of the two patches.
     """
-    from .transforms import RigidTransform, resample
+    from .transforms import AffineTransform, resample
 
     rows, cols = fixed_full.shape[:2]
-    warp = RigidTransform.about_center(angle_deg, ((cols - 1) / 2, (rows - 1) / 2), shift_xy)
+    warp = AffineTransform.about_center(angle_deg, ((cols - 1) / 2, (rows - 1) / 2), shift_xy)
     warped = resample(np.asarray(moving_full, np.float32), warp, (rows, cols), order=3,
                       cval=_border_value(moving_full), preserve_dtype=False)
     r0, c0 = (rows - crop) // 2, (cols - crop) // 2
-    offset = RigidTransform(0.0, (c0, r0))
+    offset = AffineTransform.rigid(0.0, (c0, r0))
     true = offset.inverse().compose(warp.inverse()).compose(offset)
     window = (slice(r0, r0 + crop), slice(c0, c0 + crop))
     return fixed_full[window], warped[window], true
@@ -158,7 +158,7 @@ class Case:
     shift: tuple[float, float]
     fixed: np.ndarray
     moving: np.ndarray
-    truth: object  # RigidTransform, moving (x, y) -> fixed (x, y)
+    truth: object  # AffineTransform, moving (x, y) -> fixed (x, y)
 
 
 def rigid_cases(pairs: Sequence, scenario: Scenario, seeds: int, fixed_modality: str = "shg",
@@ -174,3 +174,52 @@ def rigid_cases(pairs: Sequence, scenario: Scenario, seeds: int, fixed_modality:
             if scenario.noisy:
                 fixed, moving = degrade(fixed, rng), degrade(moving, rng)
             yield Case(index, pair, rng, angle, shift, fixed, moving, truth)
+
+
+@dataclass
+class RawCase:
+    """A real registration case: an SHG, the raw H&E as scanned, and the reference transform.
+
+    ``truth`` maps the raw H&E (moving) (x, y) to the SHG (fixed) (x, y).
+    """
+
+    name: str
+    split: str
+    fixed: np.ndarray
+    moving: np.ndarray
+    truth: object  # AffineTransform
+
+    def error(self, found) -> float:
+        """The shared data's score: mean distance of the SHG frame's corners (0, 0), (w, 0),
+        (w, h), (0, h) sent into the raw H&E by the inverse of ``truth`` and of ``found``."""
+        h, w = self.fixed.shape[:2]
+        corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], float)
+        return float(np.linalg.norm(self.truth.inverse().apply_xy(corners)
+                                    - found.inverse().apply_xy(corners), axis=1).mean())
+
+    @property
+    def success_px(self) -> float:
+        """2 % of the fixed image's width."""
+        return 0.02 * self.fixed.shape[1]
+
+
+def raw_cases(folder, split: str | None = None) -> list[RawCase]:
+    """The cases of ``bf_shg_raw/pairs.csv`` in ``folder`` (optionally one split)."""
+    import csv
+    import json
+    from pathlib import Path
+
+    from .io import read_image
+    from .transforms import AffineTransform
+
+    folder = Path(folder)
+    cases = []
+    with open(folder / "pairs.csv", newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if split is not None and row["split"] != split:
+                continue
+            reference = json.loads((folder / row["affine_file"]).read_text(encoding="utf-8"))
+            cases.append(RawCase(row["name"], row["split"], read_image(folder / row["shg_file"]),
+                                 read_image(folder / row["bf_raw_file"]),
+                                 AffineTransform(reference["matrix_bf_raw_to_shg"])))
+    return cases

@@ -12,7 +12,7 @@ from weakref import WeakKeyDictionary
 import numpy as np
 import torch
 
-from .data import intensity_range, normalize, validate_image
+from .data import intensity_range, normalize, subsample, validate_image
 from .errors import InputError
 from .graphed import graphed_forward
 from .progress import Progress
@@ -20,6 +20,10 @@ from .zoo import ComirModel
 
 DEFAULT_TILE = 1024
 DEFAULT_OVERLAP = 64
+#: Width (px) of a CoMIR's unreliable rim: the networks pad their input with zeros and the two
+#: networks' edge artefacts differ. Registration leaves it out of the comparison; including it
+#: pulled the scale by ~1 % on the raw BF/SHG cases (4-6 px at the corners; docs/benchmarks.md).
+COMIR_EDGE_PX = 16
 # network -> (the state its folded copy was made from, that copy); see _inference_network
 _FOLDED: WeakKeyDictionary = WeakKeyDictionary()
 
@@ -111,7 +115,7 @@ def comir_tiles(model: ComirModel, image, modality: str, *, tile: int = DEFAULT_
     if overlap < 0 or tile < overlap + 32:
         raise InputError(f"tile ({tile}) must exceed the overlap ({overlap}) by at least 32 px")
     spec = model.card.modalities[modality]
-    image = _check_lazy_image(image, spec.channels, f"{modality} image")
+    image = _check_lazy_image(image, spec, f"{modality} image")
     return _tile_events(model, image, modality, tile, overlap, half, c4_average, cuda_graphs, out)
 
 
@@ -123,7 +127,8 @@ def _tile_events(model: ComirModel, image, modality: str, tile: int, overlap: in
     shape = tuple(image.shape[:2])
     device = model.device
     # Normalised on the model's device: on a GPU the host's percentiles took longer than the network.
-    value_range = intensity_range(image[..., None] if image.ndim == 2 else image, spec, device)
+    value_range = intensity_range(validate_image(subsample(image), spec.channels, min_size=1,
+                                                 grey_palette=spec.grey_palette), spec, device)
     network = _inference_network(model, modality)
     use_half = half and device.type == "cuda"
     channels = model.card.comir_channels
@@ -148,7 +153,7 @@ def _tile_events(model: ComirModel, image, modality: str, tile: int, overlap: in
     with torch.inference_mode():
         for index, (rows, cols) in enumerate(tiles, start=1):
             block = validate_image(image[rows, cols], spec.channels, name=f"{modality} image",
-                                   min_size=1)
+                                   min_size=1, grey_palette=spec.grey_palette)
             x = normalize(block, spec, value_range, device)[None]  # channels_last already
             if cuda_graphs and device.type == "cuda":
                 z = graphed_forward(network, forward, x, key=(use_half, c4_average))[0]
@@ -193,13 +198,14 @@ def _c4_average(network: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return sum(torch.rot90(network(torch.rot90(x, k, (2, 3))), -k, (2, 3)) for k in range(4)) / 4
 
 
-def _check_lazy_image(image, channels: int, name: str):
+def _check_lazy_image(image, spec, name: str):
     """Validate what can be checked without loading a large image (NaN is checked per tile).
 
     Small images are validated whole; an alpha channel is dropped lazily.
     """
+    channels = spec.channels
     if not hasattr(image, "shape") or image.size <= DEFAULT_TILE**2:
-        return validate_image(image, channels, name=name)
+        return validate_image(image, channels, name=name, grey_palette=spec.grey_palette)
     if len(image.shape) not in (2, 3):
         raise InputError(f"{name}: shape {tuple(image.shape)} is not a 2-D image")
     validate_image(image[:16, :16], channels, name=name, min_size=1)  # dtype and channels

@@ -7,12 +7,14 @@ windows are ever in memory; the inputs may be numpy memmaps, zarr or dask arrays
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
 from .inference import compute_comir_pair
-from .registration import RegistrationResult, register
-from .transforms import RigidTransform
+from .registration import DEFAULT_MODEL, RegistrationResult, register
+from .registration.levels import from_level
+from .transforms import AffineTransform
 from .zoo import ComirModel
 
 
@@ -34,14 +36,6 @@ def block_mean(image, factor: int, band_rows: int = 1024) -> np.ndarray:
     return out
 
 
-def _scaled(transform: RigidTransform, factor: int) -> RigidTransform:
-    """A transform between block-averaged images, expressed between the full images."""
-    level_to_full = RigidTransform(0.0, ((factor - 1) / 2, (factor - 1) / 2))
-    scaled = RigidTransform(transform.angle_deg, tuple(factor * t for t in transform.translation_xy))
-    # x_full = factor * x_level + (factor - 1) / 2, the same on both sides
-    return level_to_full.compose(scaled).compose(level_to_full.inverse())
-
-
 def _window(shape: tuple[int, int], centre_xy, size: int) -> tuple[slice, slice]:
     """(row, col) slices of a ``size`` x ``size`` window near ``centre_xy``, moved inside the image."""
     def axis(centre: float, length: int) -> slice:
@@ -53,6 +47,7 @@ def _window(shape: tuple[int, int], centre_xy, size: int) -> tuple[slice, slice]
 
 def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = 1024,
                      window: int = 768, rotation_range=180.0, fine_range_deg: float = 3.0,
+                     transform: str = DEFAULT_MODEL, scale_range=None, border: int = 0,
                      fixed_modality: str | None = None,
                      moving_modality: str | None = None) -> RegistrationResult:
     """Register large images: coarse CoMIR search on block-averaged copies, then a full-resolution window.
@@ -70,38 +65,49 @@ def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = 102
     rotation_range : float or (float, float)
         Angles of the coarse search, as in :func:`napari_comir.core.registration.register`.
     fine_range_deg : float
-        The fine search looks within ± this of the coarse angle.
+        The fine search looks within ± this of the coarse angle (and ± this many percent of
+        its scale).
+    transform, scale_range, border
+        As in :func:`napari_comir.core.registration.register`.
 
     Returns
     -------
     RegistrationResult
         ``transform`` maps MOVING full-resolution pixel (x, y) to FIXED pixel (x, y); ``score``
-        is the window's NCC.
+        is the window's NCC; ``seconds`` the wall time of the whole call.
     """
+    start = time.perf_counter()
     card = model.card
     fixed_modality = fixed_modality or card.fixed_modality
     moving_modality = moving_modality or card.moving_modality
     factor = max(1, math.ceil(max(*fixed.shape[:2], *moving.shape[:2]) / coarse_side))
     fixed_lo, moving_lo = block_mean(fixed, factor), block_mean(moving, factor)
     coarse = register(*compute_comir_pair(model, fixed_lo, fixed_modality, moving_lo, moving_modality),
-                      rotation_range=rotation_range, device=model.device,
-                      score_threshold=card.score_threshold)
-    estimate = _scaled(coarse.transform, factor)
+                      transform=transform, rotation_range=rotation_range, scale_range=scale_range,
+                      border=math.ceil(border / factor), device=model.device,
+                      score_threshold=card.score_threshold, detail_threshold=card.detail_threshold)
     if factor == 1:
         return coarse
+    estimate = from_level(coarse.transform, factor)
     centre_m = ((moving.shape[1] - 1) / 2, (moving.shape[0] - 1) / 2)
     rows_m, cols_m = _window(moving.shape[:2], centre_m, window)
     margin = 2 * factor + 16  # the coarse estimate is good to about a coarse pixel
     rows_f, cols_f = _window(fixed.shape[:2], estimate.apply_xy([centre_m])[0], window + 2 * margin)
+    # The window's transform differs from the whole image's only by the windows' offsets.
+    to_fixed = AffineTransform.rigid(0.0, (cols_f.start, rows_f.start))
+    from_moving = AffineTransform.rigid(0.0, (-cols_m.start, -rows_m.start))
+    coarse_scale = math.sqrt(abs(np.linalg.det(estimate.matrix_xy[:2, :2])))
+    fine_scale = None if transform == "rigid" else (coarse_scale * (1 - fine_range_deg / 100),
+                                                    coarse_scale * (1 + fine_range_deg / 100))
     fine = register(*compute_comir_pair(model, fixed[rows_f, cols_f], fixed_modality,
                                         moving[rows_m, cols_m], moving_modality),
+                    transform=transform, scale_range=fine_scale, border=border,
                     rotation_range=(coarse.transform.angle_deg - fine_range_deg,
                                     coarse.transform.angle_deg + fine_range_deg),
-                    device=model.device, score_threshold=card.score_threshold)
-    # moving window -> fixed window, between the full images
-    to_fixed = RigidTransform(0.0, (cols_f.start, rows_f.start))
-    from_moving = RigidTransform(0.0, (-cols_m.start, -rows_m.start))
-    transform = to_fixed.compose(fine.transform).compose(from_moving)
+                    device=model.device, score_threshold=card.score_threshold,
+                    detail_threshold=card.detail_threshold)
+    found = to_fixed.compose(fine.transform).compose(from_moving)
     timings = {"coarse": coarse.seconds, "fine": fine.seconds}
-    return RegistrationResult(transform, fine.score, coarse.seconds + fine.seconds, "pyramid",
-                              timings, fine.success_likely)
+    return RegistrationResult(found, fine.score, time.perf_counter() - start, "pyramid", timings,
+                              fine.success_likely, fine.detail_score, fine.overlap, fine.reasons,
+                              tuple(moving.shape[:2]))

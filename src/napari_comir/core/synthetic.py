@@ -21,7 +21,7 @@ from scipy import fft as sp_fft
 from scipy import ndimage
 
 from .errors import InputError
-from .transforms import RigidTransform, resample
+from .transforms import AffineTransform, resample
 
 # Optical density per unit stain (R, G, B), base 10: haematoxylin as in Ruifrok & Johnston
 # (2001); eosin absorbs more blue than theirs, which gives the pink-red of real scans.
@@ -198,7 +198,7 @@ def synthetic_pair(shape=(512, 512), seed: int = 0) -> tuple[np.ndarray, np.ndar
 
 
 def misaligned_pair(shape=(512, 512), seed: int = 0, angle_deg: float = 23.0,
-                    translation_xy=(14.0, -9.0)) -> tuple[np.ndarray, np.ndarray, RigidTransform]:
+                    translation_xy=(14.0, -9.0)) -> tuple[np.ndarray, np.ndarray, AffineTransform]:
     """A synthetic pair whose BF image is moved by a known rigid transform.
 
     Parameters
@@ -218,7 +218,7 @@ def misaligned_pair(shape=(512, 512), seed: int = 0, angle_deg: float = 23.0,
         ``shg``; pixels that come from outside the original image are background white.
     shg : np.ndarray
         uint8 ``(rows, cols)``: the fixed image, as from :func:`synthetic_pair`.
-    true_transform : RigidTransform
+    true_transform : AffineTransform
         Maps moving (``bf_moved``) pixel centres ``(x, y)`` to fixed (``shg``) pixel centres:
         ``[x_f, y_f] = R @ [x_m, y_m] + t``. Because the rotation is about the centre,
         ``true_transform.translation_xy`` is ``c - R c + translation_xy`` with ``c`` the image
@@ -227,7 +227,7 @@ def misaligned_pair(shape=(512, 512), seed: int = 0, angle_deg: float = 23.0,
     """
     bf, shg = synthetic_pair(shape, seed)
     rows, cols = shg.shape
-    true_transform = RigidTransform.about_center(angle_deg, ((cols - 1) / 2, (rows - 1) / 2),
+    true_transform = AffineTransform.about_center(angle_deg, ((cols - 1) / 2, (rows - 1) / 2),
                                                  translation_xy)
     # bf_moved[p] = bf[T p]: resample with T^-1 as the "moving -> fixed" map. Work relative to
     # the background so pixels from outside the slide come out as empty-slide white.

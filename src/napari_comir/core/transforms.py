@@ -1,4 +1,4 @@
-"""Rigid 2-D transforms between a moving and a fixed image, and resampling onto the fixed grid.
+"""2-D affine transforms between a moving and a fixed image, and resampling onto the fixed grid.
 
 Conventions used everywhere in napari-comir
 -------------------------------------------
@@ -6,9 +6,14 @@ Conventions used everywhere in napari-comir
 * Points are either ``(x, y)`` with ``x = column`` and ``y = row`` (the "xy" frame, y pointing down,
   as in scikit-image and OpenCV) or ``(row, col)`` (the "rc" frame, as in napari and scipy.ndimage).
 * Coordinates are 0-based pixel centres: pixel ``[0, 0]`` has centre ``(0, 0)``.
-* A :class:`RigidTransform` maps **moving** pixel coordinates to **fixed** pixel coordinates:
-  ``[x_f, y_f] = R(angle) @ [x_m, y_m] + t`` with ``R = [[cos, -sin], [sin, cos]]``.
-  Because y points down, a positive angle turns the image **clockwise** on screen.
+* An :class:`AffineTransform` maps **moving** pixel coordinates to **fixed** pixel coordinates:
+  ``[x_f, y_f, 1] = matrix_xy @ [x_m, y_m, 1]``. Rigid (rotation + translation) and similarity
+  (rotation + isotropic scale + translation) transforms are affine transforms whose ``model``
+  says which constraint they satisfy. ``R(angle) = [[cos, -sin], [sin, cos]]``: because y points
+  down, a positive angle turns the image **clockwise** on screen.
+* A microscopist reads a transform as :meth:`AffineTransform.decompose` gives it: rotation,
+  scale (x, y) and shear of the linear part ``A = R(angle) @ [[sx, 0], [0, sy]] @ [[1, shear], [0, 1]]``,
+  and the shift of the moving image's centre.
 """
 
 from __future__ import annotations
@@ -25,14 +30,24 @@ from scipy import ndimage
 
 from .errors import InputError
 
-#: Tolerance on ``R^T R = I`` and ``det R = 1`` when a matrix is read as a rigid transform.
-RIGID_TOLERANCE = 1e-4
+#: The transform models, from the most to the least constrained.
+MODELS = ("rigid", "similarity", "affine")
+#: Tolerance on a matrix's constraints when it is read as a rigid or similarity transform.
+CONSTRAINT_TOLERANCE = 1e-4
 
-#: Column order of :meth:`RigidTransform.to_csv` (the m.. columns are ``matrix_xy[:2]`` row by row).
-CSV_COLUMNS = ("angle_deg", "tx", "ty", "m00", "m01", "m02", "m10", "m11", "m12")
+#: Column order of :meth:`AffineTransform.to_csv` (the m.. columns are ``matrix_xy[:2]`` row by row;
+#: angle, scales and shear are the decomposition, for reading; the matrix is what is read back).
+CSV_COLUMNS = ("model", "angle_deg", "scale_x", "scale_y", "shear", "tx", "ty",
+               "m00", "m01", "m02", "m10", "m11", "m12")
 
 # Swaps (x, y) <-> (row, col) in homogeneous coordinates; it is its own inverse.
 _SWAP = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+def rotation_matrix(angle_deg: float) -> np.ndarray:
+    """2x2 rotation ``[[cos, -sin], [sin, cos]]`` acting on (x, y) (clockwise on screen)."""
+    a = math.radians(angle_deg)
+    return np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
 
 
 def _wrap_angle(angle_deg: float) -> float:
@@ -50,41 +65,150 @@ def _as_points(points) -> np.ndarray:
     return pts
 
 
-@dataclass(frozen=True)
-class RigidTransform:
-    """Rotation + translation mapping moving pixel coordinates to fixed pixel coordinates.
+def _check_model(model: str) -> str:
+    if model not in MODELS:
+        raise InputError(f"transform model must be one of {', '.join(MODELS)}, got {model!r}")
+    return model
 
-    ``[x_f, y_f] = R(angle_deg) @ [x_m, y_m] + translation_xy`` with
-    ``R = [[cos, -sin], [sin, cos]]``, ``x`` = column, ``y`` = row, 0-based pixel centres.
-    With y pointing down, a positive angle is a **clockwise** rotation on screen.
+
+def _homogeneous_xy(m) -> np.ndarray:
+    """A validated 3x3 float matrix from a 3x3 or 2x3 one."""
+    try:
+        m = np.array(m, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"a 2-D transform matrix must be numeric: {exc}") from exc
+    if m.shape == (2, 3):
+        m = np.vstack([m, [0.0, 0.0, 1.0]])
+    if m.shape != (3, 3):
+        raise InputError(f"a 2-D transform matrix must be 3x3 or 2x3, got shape {m.shape}")
+    if not np.all(np.isfinite(m)):
+        raise InputError("transform matrix contains NaN or infinite values")
+    if not np.allclose(m[2], [0.0, 0.0, 1.0], atol=CONSTRAINT_TOLERANCE):
+        raise InputError(f"last row of a homogeneous 2-D matrix must be [0, 0, 1], got {m[2]}")
+    m[2] = [0.0, 0.0, 1.0]
+    if abs(np.linalg.det(m[:2, :2])) < 1e-9:
+        raise InputError(f"transform matrix is singular: its 2x2 part is {m[:2, :2].round(6).tolist()}")
+    return m
+
+
+@dataclass(frozen=True)
+class Decomposition:
+    """An affine transform as a microscopist reads it (see :meth:`AffineTransform.decompose`).
+
+    Attributes
+    ----------
+    angle_deg : float
+        Rotation in the (x, y) frame, degrees (positive = clockwise on screen).
+    scale_xy : tuple of float
+        Scale along the moving image's x and y axes (fixed px per moving px); a negative
+        ``scale_xy[1]`` is a mirror.
+    shear : float
+        Shear of x by y, before the scale and rotation (0 for rigid and similarity transforms).
+    shift_xy : tuple of float
+        Where the moving image's ``centre_xy`` lands in the fixed image, minus ``centre_xy``:
+        the shift a person sees when the images are overlaid (fixed px).
+    centre_xy : tuple of float
+        The centre the rotation, scale and shear are taken about.
+    """
+
+    angle_deg: float
+    scale_xy: tuple[float, float]
+    shear: float
+    shift_xy: tuple[float, float]
+    centre_xy: tuple[float, float]
+
+    def to_dict(self) -> dict:
+        return {"angle_deg": self.angle_deg, "scale_xy": list(self.scale_xy), "shear": self.shear,
+                "shift_xy": list(self.shift_xy), "centre_xy": list(self.centre_xy)}
+
+
+@dataclass(frozen=True, eq=False)
+class AffineTransform:
+    """Affine map of moving pixel coordinates to fixed pixel coordinates.
+
+    ``[x_f, y_f, 1] = matrix_xy @ [x_m, y_m, 1]``, ``x`` = column, ``y`` = row, 0-based pixel
+    centres. Build one with :meth:`rigid`, :meth:`similarity`, :meth:`about_center` or
+    :meth:`from_matrix_xy`.
 
     Parameters
     ----------
-    angle_deg : float
-        Rotation angle in degrees, in the (x, y) frame.
-    translation_xy : tuple of float
-        Translation ``(tx, ty)`` in fixed pixels, applied after the rotation.
+    matrix_xy : array_like
+        3x3 (or 2x3) homogeneous matrix acting on ``(x, y)``.
+    model : {"rigid", "similarity", "affine"}
+        The constraint the transform satisfies (checked): what it was estimated as.
     """
 
-    angle_deg: float = 0.0
-    translation_xy: tuple[float, float] = (0.0, 0.0)
+    matrix_xy: np.ndarray
+    model: str = "affine"
 
     def __post_init__(self):
-        tx, ty = (float(v) for v in self.translation_xy)
-        angle = float(self.angle_deg)
-        if not all(math.isfinite(v) for v in (angle, tx, ty)):
-            raise InputError("transform angle and translation must be finite numbers")
-        # Frozen dataclass: normalise the stored values through object.__setattr__.
-        object.__setattr__(self, "angle_deg", angle)
-        object.__setattr__(self, "translation_xy", (tx, ty))
+        m = _homogeneous_xy(self.matrix_xy)
+        _check_model(self.model)
+        a = m[:2, :2]
+        if self.model != "affine":
+            similar = (np.isclose(a[0, 0], a[1, 1], atol=CONSTRAINT_TOLERANCE * (1 + abs(a[0, 0])))
+                       and np.isclose(a[0, 1], -a[1, 0], atol=CONSTRAINT_TOLERANCE * (1 + abs(a[0, 1]))))
+            if not similar or np.linalg.det(a) <= 0:
+                raise InputError(f"matrix is not a {self.model} transform (it shears or mirrors); "
+                                 f"its 2x2 part is {a.round(6).tolist()}")
+            if self.model == "rigid" and not np.isclose(np.linalg.det(a), 1.0, atol=CONSTRAINT_TOLERANCE):
+                raise InputError("matrix is not a rigid transform (it scales); "
+                                 f"its 2x2 part is {a.round(6).tolist()}")
+        m.setflags(write=False)
+        object.__setattr__(self, "matrix_xy", m)
 
-    @property
-    def matrix_xy(self) -> np.ndarray:
-        """3x3 homogeneous matrix mapping moving ``(x, y, 1)`` to fixed ``(x, y, 1)``."""
-        a = math.radians(self.angle_deg)
-        c, s = math.cos(a), math.sin(a)
-        tx, ty = self.translation_xy
-        return np.array([[c, -s, tx], [s, c, ty], [0.0, 0.0, 1.0]])
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def rigid(cls, angle_deg: float = 0.0, translation_xy=(0.0, 0.0)) -> AffineTransform:
+        """``x_f = R(angle_deg) x_m + translation_xy``."""
+        return cls.similarity(angle_deg, 1.0, translation_xy)
+
+    @classmethod
+    def similarity(cls, angle_deg: float = 0.0, scale: float = 1.0,
+                   translation_xy=(0.0, 0.0)) -> AffineTransform:
+        """``x_f = scale R(angle_deg) x_m + translation_xy`` (rigid when ``scale`` is 1)."""
+        values = [float(angle_deg), float(scale), *(float(v) for v in translation_xy)]
+        if len(values) != 4 or not all(math.isfinite(v) for v in values) or values[1] <= 0:
+            raise InputError("transform angle, scale and translation must be finite numbers, "
+                             f"the scale positive; got {angle_deg!r}, {scale!r}, {translation_xy!r}")
+        m = np.eye(3)
+        m[:2, :2] = values[1] * rotation_matrix(values[0])
+        m[:2, 2] = values[2:]
+        return cls(m, "rigid" if values[1] == 1.0 else "similarity")
+
+    @classmethod
+    def about_center(cls, angle_deg: float, center_xy, translation_xy=(0.0, 0.0),
+                     scale: float = 1.0) -> AffineTransform:
+        """Rotate by ``angle_deg`` and scale by ``scale`` about ``center_xy`` (x, y), then translate.
+
+        ``p -> scale R (p - c) + c + translation_xy``.
+        """
+        c = np.asarray(center_xy, dtype=float).reshape(2)
+        about_origin = cls.similarity(angle_deg, scale)
+        t = c - about_origin.matrix_xy[:2, :2] @ c + np.asarray(translation_xy, dtype=float).reshape(2)
+        return cls.similarity(angle_deg, scale, t)
+
+    @classmethod
+    def from_matrix_xy(cls, m, model: str | None = None) -> AffineTransform:
+        """Build from a 3x3 or 2x3 matrix on ``(x, y)``; ``model`` defaults to the most
+        constrained one the matrix satisfies."""
+        if model is not None:
+            return cls(m, model)
+        for candidate in MODELS:
+            try:
+                return cls(m, candidate)
+            except InputError:
+                if candidate == "affine":
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def from_matrix_rc(cls, m, model: str | None = None) -> AffineTransform:
+        """Build from a 3x3 or 2x3 matrix acting on ``(row, col)`` (a napari layer's ``affine``)."""
+        return cls.from_matrix_xy(_SWAP @ _homogeneous_xy(m) @ _SWAP, model)
+
+    # ------------------------------------------------------------------ views
 
     @property
     def matrix_rc(self) -> np.ndarray:
@@ -95,107 +219,88 @@ class RigidTransform:
         """
         return _SWAP @ self.matrix_xy @ _SWAP
 
-    @classmethod
-    def from_matrix_xy(cls, m) -> RigidTransform:
-        """Build from a 3x3 or 2x3 matrix acting on ``(x, y)``; raise InputError unless rigid."""
-        m = np.asarray(m, dtype=float)
-        if m.shape not in ((3, 3), (2, 3)):
-            raise InputError(
-                f"a 2-D rigid transform matrix must be 3x3 or 2x3, got shape {m.shape}"
-            )
-        if not np.all(np.isfinite(m)):
-            raise InputError("transform matrix contains NaN or infinite values")
-        if m.shape == (3, 3) and not np.allclose(m[2], [0.0, 0.0, 1.0], atol=RIGID_TOLERANCE):
-            raise InputError(f"last row of a homogeneous 2-D matrix must be [0, 0, 1], got {m[2]}")
-        rot = m[:2, :2]
-        if not np.allclose(rot.T @ rot, np.eye(2), atol=RIGID_TOLERANCE) or np.linalg.det(rot) < 0:
-            raise InputError(
-                "matrix is not a rigid transform (it scales, shears or mirrors); "
-                f"its 2x2 part is {rot.round(6).tolist()}"
-            )
-        angle = math.degrees(math.atan2(rot[1, 0], rot[0, 0]))
-        return cls(angle, (m[0, 2], m[1, 2]))
+    @property
+    def translation_xy(self) -> tuple[float, float]:
+        """Where the moving pixel (0, 0) lands: the matrix's last column."""
+        return float(self.matrix_xy[0, 2]), float(self.matrix_xy[1, 2])
 
-    @classmethod
-    def from_matrix_rc(cls, m) -> RigidTransform:
-        """Build from a 3x3 or 2x3 matrix on ``(row, col)``; raise InputError unless rigid."""
-        m = np.asarray(m, dtype=float)
-        if m.shape == (2, 3):
-            m = np.vstack([m, [0.0, 0.0, 1.0]])
-        if m.shape != (3, 3):
-            raise InputError(
-                f"a 2-D rigid transform matrix must be 3x3 or 2x3, got shape {m.shape}"
-            )
-        return cls.from_matrix_xy(_SWAP @ m @ _SWAP)
+    @property
+    def angle_deg(self) -> float:
+        """Rotation angle in degrees (that of :meth:`decompose`; any centre)."""
+        return _wrap_angle(math.degrees(math.atan2(self.matrix_xy[1, 0], self.matrix_xy[0, 0])))
 
-    @classmethod
-    def about_center(cls, angle_deg: float, center_xy, translation_xy=(0.0, 0.0)) -> RigidTransform:
-        """Rotate by ``angle_deg`` about ``center_xy`` (x, y), then translate by ``translation_xy``.
+    def decompose(self, center_xy=(0.0, 0.0)) -> Decomposition:
+        """Rotation, scale (x, y), shear, and the shift of ``center_xy`` (see :class:`Decomposition`).
 
-        ``p -> R (p - c) + c + t``.
+        ``A = R(angle) @ diag(scale_xy) @ [[1, shear], [0, 1]]`` with ``A`` the linear part.
         """
+        a = self.matrix_xy[:2, :2]
+        angle = math.atan2(a[1, 0], a[0, 0])
+        upper = rotation_matrix(-math.degrees(angle)) @ a  # [[sx, sx * shear], [0, sy]]
+        sx, sy = float(upper[0, 0]), float(upper[1, 1])
         c = np.asarray(center_xy, dtype=float).reshape(2)
-        rot = cls(angle_deg).matrix_xy[:2, :2]
-        t = c - rot @ c + np.asarray(translation_xy, dtype=float).reshape(2)
-        return cls(angle_deg, (t[0], t[1]))
+        shift = self.apply_xy(c)[0] - c
+        return Decomposition(_wrap_angle(math.degrees(angle)), (sx, sy), float(upper[0, 1] / sx),
+                             (float(shift[0]), float(shift[1])), (float(c[0]), float(c[1])))
 
-    def inverse(self) -> RigidTransform:
+    # ------------------------------------------------------------------ algebra
+
+    def inverse(self) -> AffineTransform:
         """Return the transform mapping fixed coordinates back to moving coordinates."""
-        rot = self.matrix_xy[:2, :2]
-        t = -rot.T @ np.asarray(self.translation_xy)
-        return RigidTransform(-self.angle_deg, (t[0], t[1]))
+        return AffineTransform(np.linalg.inv(self.matrix_xy), self.model)
 
-    def compose(self, other: RigidTransform) -> RigidTransform:
-        """Return ``self ∘ other``: apply ``other`` first, then ``self``."""
-        m = self.matrix_xy @ other.matrix_xy
-        return RigidTransform(_wrap_angle(self.angle_deg + other.angle_deg), (m[0, 2], m[1, 2]))
+    def compose(self, other: AffineTransform) -> AffineTransform:
+        """Return ``self ∘ other``: apply ``other`` first, then ``self`` (the looser model)."""
+        model = MODELS[max(MODELS.index(self.model), MODELS.index(other.model))]
+        return AffineTransform(self.matrix_xy @ other.matrix_xy, model)
 
     def apply_xy(self, points_xy) -> np.ndarray:
         """Map moving ``(x, y)`` points (N, 2) to fixed ``(x, y)`` points (N, 2)."""
         pts = _as_points(points_xy)
-        m = self.matrix_xy
-        return pts @ m[:2, :2].T + m[:2, 2]
+        return pts @ self.matrix_xy[:2, :2].T + self.matrix_xy[:2, 2]
 
     def apply_rc(self, points_rc) -> np.ndarray:
         """Map moving ``(row, col)`` points (N, 2) to fixed ``(row, col)`` points (N, 2)."""
         return self.apply_xy(_as_points(points_rc)[:, ::-1])[:, ::-1]
 
-    def to_dict(self) -> dict:
-        """Return plain-Python angle_deg, translation_xy, matrix_xy and matrix_rc (lists)."""
-        return {
-            "angle_deg": self.angle_deg,
-            "translation_xy": list(self.translation_xy),
-            "matrix_xy": self.matrix_xy.tolist(),
-            "matrix_rc": self.matrix_rc.tolist(),
-        }
+    # ------------------------------------------------------------------ serialisation
+
+    def to_dict(self, center_xy=None) -> dict:
+        """Plain-Python ``model``, ``matrix_xy``, ``matrix_rc``, ``angle_deg``, ``translation_xy``
+        and, when ``center_xy`` is given, the :meth:`decompose` about it."""
+        out = {"model": self.model, "matrix_xy": self.matrix_xy.tolist(),
+               "matrix_rc": self.matrix_rc.tolist(), "angle_deg": self.angle_deg,
+               "translation_xy": list(self.translation_xy)}
+        if center_xy is not None:
+            out["decomposition"] = self.decompose(center_xy).to_dict()
+        return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> RigidTransform:
+    def from_dict(cls, d: dict) -> AffineTransform:
         """Build from a dict with ``matrix_xy`` (preferred) or ``angle_deg``+``translation_xy``."""
         if not isinstance(d, dict):
-            raise InputError(
-                f"expected a dict describing a rigid transform, got {type(d).__name__}"
-            )
+            raise InputError(f"expected a dict describing a transform, got {type(d).__name__}")
+        model = d.get("model")
+        if model is not None:
+            _check_model(model)
         if "matrix_xy" in d:
-            return cls.from_matrix_xy(d["matrix_xy"])
+            return cls.from_matrix_xy(d["matrix_xy"], model)
         if "angle_deg" in d and "translation_xy" in d:
             t = np.asarray(d["translation_xy"], dtype=float).reshape(-1)
             if t.shape != (2,):
                 raise InputError(f"translation_xy must have 2 values, got {t.size}")
-            return cls(float(d["angle_deg"]), (t[0], t[1]))
-        raise InputError(
-            "a transform dict needs 'matrix_xy' or both 'angle_deg' and 'translation_xy'"
-        )
+            return cls.rigid(float(d["angle_deg"]), (t[0], t[1]))
+        raise InputError("a transform dict needs 'matrix_xy' or both 'angle_deg' and 'translation_xy'")
 
-    def to_json(self, path=None) -> str:
+    def to_json(self, path=None, center_xy=None) -> str:
         """Return the :meth:`to_dict` fields as JSON; also write them to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=2)
+        text = json.dumps(self.to_dict(center_xy), indent=2)
         if path is not None:
             Path(path).write_text(text + "\n", encoding="utf-8")
         return text
 
     @classmethod
-    def from_json(cls, path_or_str) -> RigidTransform:
+    def from_json(cls, path_or_str) -> AffineTransform:
         """Read from a JSON string or from a path to a JSON file written by :meth:`to_json`."""
         text = str(path_or_str)
         if not text.lstrip().startswith("{"):
@@ -211,23 +316,24 @@ class RigidTransform:
     def to_csv(self, path=None) -> str:
         """Return one header row and one value row (columns :data:`CSV_COLUMNS`).
 
-        ``tx, ty`` is the translation; ``m00..m12`` are the first two rows of :attr:`matrix_xy`.
-        The text is also written to ``path`` when given.
+        ``angle_deg, scale_x, scale_y, shear`` are :meth:`decompose`'s; ``tx, ty`` the translation;
+        ``m00..m12`` the first two rows of :attr:`matrix_xy`. Also written to ``path`` when given.
         """
+        d = self.decompose()
         m = self.matrix_xy
-        values = [self.angle_deg, *self.translation_xy, *m[0], *m[1]]
+        values = [d.angle_deg, *d.scale_xy, d.shear, *self.translation_xy, *m[0], *m[1]]
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
-        writer.writerow([repr(float(v)) for v in values])
+        writer.writerow([self.model, *(repr(float(v)) for v in values)])
         text = buf.getvalue()
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
         return text
 
     @classmethod
-    def from_csv(cls, path_or_str) -> RigidTransform:
-        """Read from CSV text or a CSV file written by :meth:`to_csv` (the matrix columns win)."""
+    def from_csv(cls, path_or_str) -> AffineTransform:
+        """Read CSV text or a CSV file written by :meth:`to_csv` (the matrix columns are read)."""
         text = str(path_or_str)
         if "\n" not in text.strip():
             path = Path(text)
@@ -237,25 +343,18 @@ class RigidTransform:
         rows = list(csv.DictReader(io.StringIO(text)))
         if len(rows) != 1:
             raise InputError(
-                f"transform CSV must have one header row and one value row, got {len(rows)} rows"
-            )
+                f"transform CSV must have one header row and one value row, got {len(rows)} rows")
         row = rows[0]
-        use_matrix = all(k in row for k in CSV_COLUMNS[3:])
         try:
-            if use_matrix:
-                m = [[float(row[f"m{i}{j}"]) for j in range(3)] for i in range(2)]
-            else:
-                angle, tx, ty = (float(row[k]) for k in CSV_COLUMNS[:3])
+            m = [[float(row[f"m{i}{j}"]) for j in range(3)] for i in range(2)]
         except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(
-                f"transform CSV needs columns {', '.join(CSV_COLUMNS)}: {exc}"
-            ) from exc
-        return cls.from_matrix_xy(m) if use_matrix else cls(angle, (tx, ty))
+            raise InputError(f"transform CSV needs columns m00, m01, m02, m10, m11, m12: {exc}") from exc
+        return cls.from_matrix_xy(m, row.get("model") or None)
 
 
 def resample(
     moving,
-    transform: RigidTransform,
+    transform: AffineTransform,
     output_shape,
     *,
     order: int = 1,
@@ -272,7 +371,7 @@ def resample(
     ----------
     moving : np.ndarray
         Image of shape (H, W) or (H, W, C).
-    transform : RigidTransform
+    transform : AffineTransform
         Moving -> fixed transform.
     output_shape : tuple of int
         Fixed grid shape ``(rows, cols)`` (a trailing channel size is ignored).
@@ -328,7 +427,7 @@ def resample(
     return out
 
 
-def corner_error(true: RigidTransform, found: RigidTransform, shape_rc) -> float:
+def corner_error(true: AffineTransform, found: AffineTransform, shape_rc) -> float:
     """Mean distance in pixels between where two transforms send the 4 corners of a moving image.
 
     The corners are the pixel centres ``(0, 0), (w-1, 0), (0, h-1), (w-1, h-1)`` in (x, y) of a
@@ -337,7 +436,7 @@ def corner_error(true: RigidTransform, found: RigidTransform, shape_rc) -> float
 
     Parameters
     ----------
-    true, found : RigidTransform
+    true, found : AffineTransform
         Reference and estimated moving -> fixed transforms.
     shape_rc : tuple of int
         Moving image shape ``(rows, cols[, ...])``.

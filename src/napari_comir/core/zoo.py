@@ -21,6 +21,7 @@ from .data import ModalitySpec
 from .errors import ModelFileError
 from .io import atomic_path, write_text_atomic
 from .models import build_network
+from .registration.confidence import DETAIL_THRESHOLD
 
 CARD_FORMAT = 1
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -42,8 +43,10 @@ class ModelCard:
     architecture: dict = field(default_factory=lambda: {"type": "unet", "base_channels": 8, "depth": 3})
     # Default inference mode: average over the 4 quarter-turns (exact C4 equivariance, 4x compute).
     c4_average: bool = False
-    # success_likely threshold on the NCC of this model's CoMIRs (benchmarks/score_calibration.py)
+    # success_likely thresholds on the NCC of this model's CoMIRs and on that of their details
+    # (a high-pass), measured by benchmarks/confidence.py
     score_threshold: float = 0.33
+    detail_threshold: float = DETAIL_THRESHOLD
     version: str = "0.1.0"
     description: str = ""
     training: dict = field(default_factory=dict)
@@ -81,6 +84,10 @@ class ModelCard:
                                  f"{result.moving_modality}")
         if not 1 <= result.comir_channels <= 3 or any(not 1 <= s.channels <= 4 for s in modalities.values()):
             raise ModelFileError(f"{source}: channel counts out of range (CoMIR 1-3, inputs 1-4)")
+        for key in ("score_threshold", "detail_threshold"):
+            value = getattr(result, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ModelFileError(f"{source}: {key} must be a number in [0, 1), got {value!r}")
         return result
 
 

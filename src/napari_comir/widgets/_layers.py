@@ -7,7 +7,7 @@ from magicgui.widgets import ComboBox
 from napari.layers import Image, Labels, Layer
 
 from ..core.errors import InputError
-from ..core.transforms import RigidTransform
+from ..core.transforms import AffineTransform
 from ._state import current
 
 
@@ -53,7 +53,7 @@ def grid_matrix(layer: Layer) -> np.ndarray:
     return np.array([[scale[0], 0.0, translate[0]], [0.0, scale[1], translate[1]], [0, 0, 1.0]])
 
 
-def world_affine(fixed: Layer, moving: Layer, transform: RigidTransform) -> np.ndarray:
+def world_affine(fixed: Layer, moving: Layer, transform: AffineTransform) -> np.ndarray:
     """``affine`` for the moving layer that overlays it on the fixed layer per ``transform``.
 
     The transform maps moving pixels to fixed pixels; the layers' own scale/translate are
@@ -62,10 +62,10 @@ def world_affine(fixed: Layer, moving: Layer, transform: RigidTransform) -> np.n
     return grid_matrix(fixed) @ transform.matrix_rc @ np.linalg.inv(grid_matrix(moving))
 
 
-def pixel_transform(fixed: Layer, moving: Layer) -> RigidTransform:
+def pixel_transform(fixed: Layer, moving: Layer) -> AffineTransform:
     """The moving -> fixed pixel transform currently shown by the moving layer's affine."""
     affine = np.asarray(moving.affine.affine_matrix)[-3:, -3:]
-    return RigidTransform.from_matrix_rc(
+    return AffineTransform.from_matrix_rc(
         np.linalg.inv(grid_matrix(fixed)) @ affine @ grid_matrix(moving))
 
 

@@ -22,7 +22,7 @@ from ..core.errors import ComirError, InputError
 from ..core.evaluation import pearson
 from ..core.inference import comir_tiles
 from ..core.progress import Progress
-from ..core.transforms import RigidTransform, resample
+from ..core.transforms import AffineTransform, resample
 from ..core.zoo import ComirModel
 from . import _worker
 from ._layers import grid as _grid
@@ -70,7 +70,7 @@ def equivariance_events(model: ComirModel, image: np.ndarray, modality: str,
                         angle: float) -> Iterator[Progress]:
     """CoMIR(image) vs rotate⁻¹(CoMIR(rotate(image))); last result: (r, rotated-back CoMIR)."""
     rows, cols = image.shape[:2]
-    rotation = RigidTransform.about_center(angle, ((cols - 1) / 2, (rows - 1) / 2))
+    rotation = AffineTransform.about_center(angle, ((cols - 1) / 2, (rows - 1) / 2))
     rotated = resample(image, rotation, (rows, cols), order=1)
     comirs = []
     for label, img in (("original", image), ("rotated", rotated)):

@@ -24,7 +24,7 @@ from .. import api
 from ..core.errors import ComirError, InputError
 from ..core.progress import Progress
 from ..core.registration import RegistrationResult
-from ..core.transforms import RigidTransform, corner_error, resample
+from ..core.transforms import AffineTransform, corner_error, resample
 from ..core.zoo import ComirModel
 from . import _worker
 from ._layers import (
@@ -188,7 +188,7 @@ class RegisterWidget(Container):
                              f"y {t.translation_xy[1]:.1f} px")
         truth = moving.metadata.get(TRUE_TRANSFORM_KEY)  # the misaligned sample knows the answer
         if truth is not None:
-            error = corner_error(RigidTransform.from_dict(truth), t, image_data(moving).shape)
+            error = corner_error(AffineTransform.from_dict(truth), t, image_data(moving).shape)
             self._score.value += f"\nerror vs. the known transform: {error:.1f} px"
         if not result.success_likely:
             self._warning.value = ("⚠ Low score: the registration has probably FAILED. Check the "
@@ -219,7 +219,7 @@ class RegisterWidget(Container):
         if self.result is None or self._pair is None:
             return
         fixed, moving = self._pair
-        transform = self.result.transform if after else RigidTransform()
+        transform = self.result.transform if after else AffineTransform.rigid()
         for lay in (moving, self._comir_layer(moving)):
             if lay is not None:
                 lay.affine = world_affine(fixed, lay, transform)
@@ -233,7 +233,7 @@ class RegisterWidget(Container):
                 self.viewer.layers[CHECKERBOARD].visible = False
             return
         fixed, moving = self._pair
-        transform = self.result.transform if self._after.value else RigidTransform()
+        transform = self.result.transform if self._after.value else AffineTransform.rigid()
         fixed_data = image_data(fixed)
         warped = resample(image_data(moving), transform, fixed_data.shape[:2])
         board = checkerboard(fixed_data, warped, int(self._square.value))
@@ -243,7 +243,7 @@ class RegisterWidget(Container):
             layer.colormap = "gray"
 
     # ------------------------------------------------------------------ results
-    def _require_result(self) -> tuple[RigidTransform, Layer, Layer]:
+    def _require_result(self) -> tuple[AffineTransform, Layer, Layer]:
         if self.result is None or self._pair is None:
             raise InputError("register first")
         return (self.result.transform, *self._pair)
@@ -330,7 +330,7 @@ class RegisterWidget(Container):
 
     @staticmethod
     def _map_coords(coords: np.ndarray, layer: Layer, to_moving: np.ndarray,
-                    transform: RigidTransform) -> np.ndarray:
+                    transform: AffineTransform) -> np.ndarray:
         """Layer data (…, row, col) -> moving pixels -> fixed pixels (leading axes kept)."""
         coords = np.array(coords, dtype=float)
         if len(coords) == 0:
