@@ -61,7 +61,8 @@ def noise_images(rng: np.random.Generator, n: int):
 def features(result) -> dict:
     parts = result.transform.decompose(result.moving_centre_xy)
     sx, sy = parts.scale_xy
-    return {"score": result.score, "detail": result.detail_score, "overlap": result.overlap, "scale": float(np.sqrt(abs(sx * sy))),
+    return {"score": result.score, "detail": result.detail_score, "overlap": result.overlap,
+            "scale": float(np.sqrt(abs(sx * sy))),
             "stretch": float(abs(np.log(abs(sx / sy)))), "shear": abs(parts.shear),
             "likely": result.success_likely, "reasons": "; ".join(result.reasons)}
 
@@ -105,9 +106,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for i, (label, image) in enumerate(noise_images(rng, args.noise)):
         run("noise", label, cases[i % len(cases)].fixed, image)
-    for i in range(args.mismatched):
+    for _ in range(args.mismatched):
         a, b = rng.choice(len(cases), 2, replace=False)
-        run("mismatched", f"{cases[a].name} SHG vs {cases[b].name} H&E", cases[a].fixed, cases[b].moving)
+        run("mismatched", f"{cases[a].name} SHG vs {cases[b].name} H&E", cases[a].fixed,
+            cases[b].moving)
     run("constant", "constant BF", cases[0].fixed, np.full((256, 256, 3), 200, np.uint8))
 
     print(f"{len(rows)} cases in {time.perf_counter() - started:.0f} s\n")

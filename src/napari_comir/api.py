@@ -18,8 +18,15 @@ from .core.inference import COMIR_EDGE_PX, compute_comir, compute_comir_pair
 from .core.io import read_image
 from .core.progress import Progress
 from .core.pyramid import register_pyramid
-from .core.registration import (DEFAULT_MODEL, METHODS, MIN_SIZE, RegistrationResult, angle_bounds,
-                                check_model, register, scale_bounds)
+from .core.registration import (
+    DEFAULT_TRANSFORM,
+    METHODS,
+    RegistrationResult,
+    angle_bounds,
+    check_model,
+    register,
+    scale_bounds,
+)
 from .core.training import FINE_TUNE_LR, TrainConfig, train
 from .core.transforms import AffineTransform, resample
 from .core.zoo import ComirModel, ModelCard, list_models, save_model, save_user_model
@@ -44,6 +51,9 @@ PRESETS = {
 }
 DEFAULT_ARCHITECTURE = {"type": "unet", "base_channels": 8, "depth": 4}
 LARGE_SIDE = 4096  # above this, registration goes through the coarse-to-fine pyramid
+#: Smallest side (px) of an image registered through CoMIRs: at 32-48 px, random noise against a
+#: real SHG scored 0.95 (benchmarks/confidence.py).
+MIN_SIDE = 64
 #: With known pixel sizes, the scale still searched: nominal pixel sizes are good to a few percent.
 PIXEL_SIZE_TOLERANCE = 1.05
 
@@ -151,7 +161,7 @@ def _rescale(image: np.ndarray, scale: float) -> np.ndarray:
 
 
 def registration_events(fixed_image, moving_image, model: ComirModel | str = "bf-shg", *,
-                        method: str = "search", transform: str = DEFAULT_MODEL,
+                        method: str = "search", transform: str = DEFAULT_TRANSFORM,
                         rotation_range: float | tuple[float, float] = 180.0,
                         scale_range: tuple[float, float] | None = None,
                         fixed_pixel_size: float | None = None, moving_pixel_size: float | None = None,
@@ -183,10 +193,10 @@ def registration_events(fixed_image, moving_image, model: ComirModel | str = "bf
         if len(shape) not in (2, 3):
             raise InputError(f"{name} image must be 2-D (rows, cols) or (rows, cols, channels), "
                              f"got shape {shape}")
-        if min(shape[:2]) < MIN_SIZE:
+        if min(shape[:2]) < MIN_SIDE:
             raise InputError(f"{name} image is too small to register: {shape[0]} x {shape[1]} px "
-                             f"(need at least {MIN_SIZE} x {MIN_SIZE}: smaller images match noise "
-                             "as well as tissue)")
+                             f"(need at least {MIN_SIDE} x {MIN_SIDE}: the networks see a 16 px grid "
+                             "at their deepest level, and smaller images match noise as well as tissue)")
     large = max(*np.shape(fixed_image)[:2], *np.shape(moving_image)[:2]) > LARGE_SIDE
     return _registration_events(model, fixed_image, moving_image, method, transform,
                                 rotation_range, search_range, pre_scale, fixed_modality,
@@ -217,7 +227,8 @@ def _registration_events(model, fixed_image, moving_image, method, transform, ro
              ("moving", moving_scaled, moving_modality, moving_comir)) if comir is None]
     comirs = {"fixed": fixed_comir, "moving": moving_comir}
     if todo:
-        yield Progress("infer", 0, len(todo), f"computing the CoMIR of the {' and '.join(k for k, *_ in todo)} image")
+        names = " and ".join(key for key, *_ in todo)
+        yield Progress("infer", 0, len(todo), f"computing the CoMIR of the {names} image")
         if len(todo) == 2:
             comirs["fixed"], comirs["moving"] = compute_comir_pair(
                 model, fixed_image, fixed_modality, moving_scaled, moving_modality)
@@ -250,7 +261,7 @@ def _summary(result: RegistrationResult) -> str:
 
 
 def register_multimodal(fixed_image, moving_image, model: ComirModel | str = "bf-shg", *,
-                        method: str = "search", transform: str = DEFAULT_MODEL,
+                        method: str = "search", transform: str = DEFAULT_TRANSFORM,
                         rotation_range: float | tuple[float, float] = 180.0,
                         scale_range: tuple[float, float] | None = None,
                         fixed_pixel_size: float | None = None, moving_pixel_size: float | None = None,
@@ -298,19 +309,18 @@ def register_multimodal(fixed_image, moving_image, model: ComirModel | str = "bf
                                  scale_range=scale_range, fixed_pixel_size=fixed_pixel_size,
                                  moving_pixel_size=moving_pixel_size, fixed_modality=fixed_modality,
                                  moving_modality=moving_modality, device=device)
-    for event in events:
-        pass
-    return event.result.result
+    *_, last = events
+    return last.result.result
 
 
 def register_comirs(model: ComirModel, fixed_comir: np.ndarray, moving_comir: np.ndarray, *,
-                    method: str = "search", transform: str = DEFAULT_MODEL,
+                    method: str = "search", transform: str = DEFAULT_TRANSFORM,
                     rotation_range: float | tuple[float, float] = 180.0,
                     scale_range: tuple[float, float] | None = None) -> RegistrationResult:
     """Register two CoMIRs of ``model`` (e.g. computed once and reused), with its calibrated confidence.
 
-    ``result.success_likely`` uses the model card's ``score_threshold`` and ``detail_threshold``; the CoMIRs' outer
-    :data:`COMIR_EDGE_PX` are left out of the refinement.
+    ``result.success_likely`` uses the model card's ``score_threshold`` and ``detail_threshold``;
+    the CoMIRs' outer :data:`COMIR_EDGE_PX` are left out of the comparison.
     """
     return register(fixed_comir, moving_comir, method=method, transform=transform,
                     rotation_range=rotation_range, scale_range=scale_range, border=COMIR_EDGE_PX,

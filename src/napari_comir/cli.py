@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from .core.defaults import DEFAULT_TRANSFORM, TRANSFORM_MODELS
+
 EPILOG_TRAIN = """examples:
   napari-comir train --pairs ../shared/data/bf_shg/pairs.csv --split train --preset bf-shg \\
       --steps 600 --out my-model
@@ -16,8 +18,11 @@ EPILOG_TRAIN = """examples:
       --out quick-model
 """
 EPILOG_REGISTER = """The transform in the JSON maps MOVING pixel (x, y) to FIXED pixel (x, y), 0-based pixel
-centres ("matrix_xy"); "matrix_rc" is the same in (row, col), ready for a napari layer's affine.
-With --model bf-shg the fixed image is SHG (grey) and the moving image is bright-field (RGB).
+centres ("matrix_xy"); "matrix_rc" is the same in (row, col), ready for a napari layer's affine;
+"decomposition" reads it as rotation, scale (x, y), shear and the shift of the moving image's
+centre. "success_likely" is false, with "reasons", when the result is probably wrong.
+With --model bf-shg the fixed image is SHG (grey) and the moving image is bright field (RGB or
+grey).
 
 example:
   napari-comir register --fixed shg.tif --moving bf.tif --model bf-shg --out result.json \\
@@ -115,33 +120,53 @@ def _infer(args) -> int:
 
 def _register(args) -> int:
     from . import api
-    from .core.io import check_output_path, write_text_atomic, write_tiff
+    from .core.errors import InputError
+    from .core.io import check_output_path, read_pixel_size, write_text_atomic, write_tiff
 
     for output in filter(None, (args.out, args.resampled)):
         check_output_path(output)
+    pixel_sizes = [args.fixed_pixel_size, args.moving_pixel_size]
+    if pixel_sizes == [None, None] and args.scale_range is None:
+        pixel_sizes = [read_pixel_size(args.fixed), read_pixel_size(args.moving)]
+        if None in pixel_sizes:  # one known size says nothing about the ratio
+            pixel_sizes = [None, None]
+    elif None in pixel_sizes:
+        raise InputError("give both --fixed-pixel-size and --moving-pixel-size, or neither")
     model = api.load_model(args.model, args.device)
     if args.c4_average is not None:
         model.card.c4_average = args.c4_average
     fixed, moving = api.read_image(args.fixed), api.read_image(args.moving)
-    result = api.register_multimodal(fixed, moving, model, method=args.method,
-                                     rotation_range=args.rotation_range,
-                                     fixed_modality=args.fixed_modality,
-                                     moving_modality=args.moving_modality)
+    events = api.registration_events(
+        fixed, moving, model, method=args.method, transform=args.transform,
+        rotation_range=args.rotation_range, scale_range=args.scale_range,
+        fixed_pixel_size=pixel_sizes[0], moving_pixel_size=pixel_sizes[1],
+        fixed_modality=args.fixed_modality, moving_modality=args.moving_modality)
+    for event in events:
+        print(f"  {event.message}", file=sys.stderr)
+    result = event.result.result
     report = {
-        **result.transform.to_dict(),
-        "score": result.score, "success_likely": result.success_likely, "seconds": result.seconds,
-        "timings": result.timings, "method": result.method,
+        **result.to_dict(),
+        "fixed_pixel_size_um": pixel_sizes[0], "moving_pixel_size_um": pixel_sizes[1],
         "model": model.card.name, "model_version": model.card.version,
         "c4_average": model.card.c4_average, "fixed": str(args.fixed), "moving": str(args.moving),
     }
     if args.resampled:
         write_tiff(args.resampled, api.resample(moving, result.transform, fixed.shape[:2]))
     write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")  # last: it marks success
-    warning = "" if result.success_likely else "  (low confidence: check the overlay)"
-    print(f"angle {result.transform.angle_deg:.2f}°, translation (x, y) "
-          f"({result.transform.translation_xy[0]:.2f}, {result.transform.translation_xy[1]:.2f}) px, "
-          f"score {result.score:.3f}, {result.seconds:.2f} s -> {args.out}{warning}")
+    print(f"{describe(result)} -> {args.out}")
     return 0
+
+
+def describe(result) -> str:
+    """The result as a microscopist reads it: rotation, scale, shift of the centre, verdict."""
+    parts = result.transform.decompose(result.moving_centre_xy)
+    text = (f"{result.transform.model}: rotation {parts.angle_deg:.2f}°, scale "
+            f"{parts.scale_xy[0]:.4f} x {parts.scale_xy[1]:.4f}, shear {parts.shear:.4f}, centre "
+            f"shifted by ({parts.shift_xy[0]:.1f}, {parts.shift_xy[1]:.1f}) px; score "
+            f"{result.score:.3f}, detail {result.detail_score:.1f}, {result.seconds:.2f} s")
+    if not result.success_likely:
+        text += "\n  PROBABLY WRONG (check the overlay): " + "; ".join(result.reasons)
+    return text
 
 
 def _models(args) -> int:
@@ -242,8 +267,19 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--resampled", help="also write the moving image resampled onto the fixed grid")
     reg.add_argument("--method", default="search", choices=["search", "sift"],
                      help="global rotation x translation search (default) or SIFT + RANSAC")
+    reg.add_argument("--transform", default=DEFAULT_TRANSFORM, choices=TRANSFORM_MODELS,
+                     help="transform model: rotation + shift; + one scale; or any affine map (default "
+                     "affine: two microscopes' pixel grids differ by scale, rotation and a little stretch)")
     reg.add_argument("--rotation-range", type=float, default=180.0, metavar="DEG",
                      help="search rotations within ±DEG degrees (default 180: any rotation)")
+    reg.add_argument("--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                     help="scales (fixed px per moving px) searched when the pixel sizes are unknown "
+                     "(default 0.8 1.25; at most 0.5 2)")
+    reg.add_argument("--fixed-pixel-size", type=float, metavar="UM",
+                     help="fixed pixel size (µm); default: from the file (OME-TIFF PhysicalSizeX, "
+                     "TIFF resolution tags) when both files record one")
+    reg.add_argument("--moving-pixel-size", type=float, metavar="UM",
+                     help="moving pixel size (µm); with both sizes only ±5 %% of scale is searched")
     reg.add_argument("--fixed-modality", help="network for the fixed image (default from the card: "
                      "shg for bf-shg)")
     reg.add_argument("--moving-modality", help="network for the moving image (default from the "

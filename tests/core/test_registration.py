@@ -131,7 +131,7 @@ def test_sift_without_features_raises():
         register(blob, blob, method="sift", device="cpu")
 
 
-GOOD = np.random.default_rng(0).random((32, 32))
+GOOD = np.random.default_rng(0).random((40, 40))
 
 
 @pytest.mark.parametrize(
@@ -163,11 +163,12 @@ def test_constant_image_raises_registration_error():
 
 def test_moments_give_the_overlap_ncc():
     """The NCC derived from moment sums equals the NCC computed directly on the overlap."""
-    from napari_comir.core.registration import _Level
+    from napari_comir.core.registration.refine import Level
 
     rng = np.random.default_rng(3)
     fixed, moving = rng.normal(size=(2, 40, 50)), rng.normal(size=(2, 30, 60))
-    level = _Level(torch.from_numpy(fixed).float(), torch.from_numpy(moving).float(), gradients=False)
+    level = Level(torch.from_numpy(fixed).float(), torch.from_numpy(moving).float(), 0.25,
+                  gradients=False)
     shift = AffineTransform.rigid(0.0, (-4.0, 6.0))  # moving (x, y) -> fixed (x - 4, y + 6)
     rows, cols = np.mgrid[:40, :50]
     xm, ym = cols + 4, rows - 6  # the moving pixel on each fixed pixel
@@ -179,7 +180,7 @@ def test_moments_give_the_overlap_ncc():
 
 def test_search_map_is_the_significance_of_the_overlap_ncc():
     """Each entry of the search map is Fisher's z of the overlap NCC times sqrt(overlap)."""
-    from napari_comir.core.registration import _significance_maps
+    from napari_comir.core.registration.search import _significance_maps
 
     rng = np.random.default_rng(4)
     fixed, moving = rng.normal(size=(2, 30, 36)), rng.normal(size=(3, 2, 24, 24))
@@ -199,21 +200,23 @@ def test_search_map_is_the_significance_of_the_overlap_ncc():
 
 def test_significance_prefers_the_larger_overlap():
     """A chance NCC of 0.6 over a quarter of the pixels ranks below 0.4 over all of them."""
-    from napari_comir.core.registration import _significance
+    from napari_comir.core.registration.search import significance
 
     ncc, count = np.array([0.6, 0.4, -np.inf]), np.array([2500.0, 10000.0, 10000.0])
-    scores = _significance(ncc, count)
+    scores = significance(ncc, count)
     assert scores[1] > scores[0] and scores[2] == -np.inf
-    assert np.allclose(_significance(torch.from_numpy(ncc), torch.from_numpy(count)).numpy(), scores)
+    assert np.allclose(significance(torch.from_numpy(ncc), torch.from_numpy(count)).numpy(), scores)
 
 
 def test_textureless_candidate_gets_a_zero_step():
-    from napari_comir.core.registration import _gauss_newton, _Level
+    from napari_comir.core.registration.refine import Level, _project, gauss_newton, step_basis
 
-    level = _Level(torch.randn(1, 32, 32), torch.ones(1, 32, 32))
-    _, delta, enough = _gauss_newton(level.moments(level.params([AffineTransform.rigid(0.0, (1.0, 2.0))])),
-                                     level.min_overlap)
-    assert enough[0] and np.all(delta == 0)
+    level = Level(torch.randn(1, 32, 32), torch.ones(1, 32, 32), 0.25)
+    p = level.params([AffineTransform.rigid(0.0, (1.0, 2.0))])
+    for model in ("rigid", "similarity", "affine"):
+        moments = _project(level.moments(p), step_basis(model, p))
+        _, delta, enough = gauss_newton(moments, level.min_overlap)
+        assert enough[0] and np.all(delta == 0)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -222,16 +225,100 @@ def test_batched_refinement_survives_a_candidate_without_overlap(stride):
 
     With ``stride`` 2 only every other fixed pixel is compared: the result must not move.
     """
-    from napari_comir.core.registration import _Level, _refine_level
+    from napari_comir.core.registration.refine import Level, refine_level
 
     full = texture(5, 200)
     fixed, moving, true = make_pair(full, 12.0, (3.0, -2.0), 120)
-    level = _Level(torch.from_numpy(fixed[None]).float(), torch.from_numpy(moving[None]).float(),
-                   stride=stride)
+    level = Level(torch.from_numpy(fixed[None]).float(), torch.from_numpy(moving[None]).float(),
+                  0.25, stride=stride)
     near = AffineTransform.rigid(true.angle_deg + 1.0, np.asarray(true.translation_xy) + (1.5, -1.0))
     outside = AffineTransform.rigid(0.0, (500.0, 500.0))
-    (found, score, overlap), (lost, lost_score, _) = _refine_level(level, [near, outside],
-                                                                   max_iter=30, tol=0.01)
+    (found, score, overlap), (lost, lost_score, _) = refine_level(level, [near, outside], "rigid",
+                                                                  max_iterations=30, tolerance=0.01)
     assert corner_error(true, found, moving.shape) < 0.05 and score > 0.99
     assert 0.8 * 120**2 / stride**2 < overlap <= 120**2 / stride**2
     assert lost_score == -1.0 and corner_error(outside, lost, moving.shape) < 1e-6
+
+
+def make_affine_pair(full, matrix_xy, crop):
+    """Central crop of ``full`` (fixed) and of ``full`` warped by ``matrix_xy`` about the centre
+    (moving), with the true moving -> fixed transform."""
+    h, w = full.shape[:2]
+    centre = np.array([(w - 1) / 2, (h - 1) / 2])
+    warp_matrix = np.eye(3)
+    warp_matrix[:2, :2] = matrix_xy[:2, :2]
+    warp_matrix[:2, 2] = centre - matrix_xy[:2, :2] @ centre + matrix_xy[:2, 2]
+    a = AffineTransform(warp_matrix)
+    warped = resample(full, a, (h, w), order=3)
+    o = (h - crop) // 2
+    shift = AffineTransform.rigid(0.0, (o, o))
+    true = shift.inverse().compose(a.inverse()).compose(shift)
+    return full[o : o + crop, o : o + crop], warped[o : o + crop, o : o + crop], true
+
+
+@pytest.mark.parametrize(
+    ("model", "linear"),
+    [
+        ("similarity", 1.12 * AffineTransform.rigid(-37.0).matrix_xy),
+        ("similarity", 0.86 * AffineTransform.rigid(4.0).matrix_xy),
+        ("affine", AffineTransform.rigid(9.0).matrix_xy @ np.diag([1.08, 0.97, 1.0])
+         @ np.array([[1.0, 0.04, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])),
+    ],
+)
+def test_scale_and_affine_warps_are_recovered(model, linear):
+    matrix = linear.copy()
+    matrix[:2, 2] = (6.0, -9.0)
+    fixed, moving, true = make_affine_pair(texture(8), matrix, 256)
+    result = register(fixed, moving, transform=model, device="cpu")
+    assert result.transform.model == model
+    assert corner_error(true, result.transform, moving.shape) <= MAX_CORNER_PX
+    assert result.success_likely, result.reasons
+
+
+def test_rigid_cannot_fit_a_scaled_pair_but_similarity_can():
+    matrix = 1.15 * AffineTransform.rigid(12.0).matrix_xy
+    fixed, moving, true = make_affine_pair(texture(9), matrix, 256)
+    rigid = register(fixed, moving, transform="rigid", device="cpu")
+    similar = register(fixed, moving, transform="similarity", device="cpu")
+    assert rigid.transform.decompose().scale_xy == pytest.approx((1.0, 1.0))
+    assert corner_error(true, rigid.transform, moving.shape) > 5
+    assert corner_error(true, similar.transform, moving.shape) <= MAX_CORNER_PX
+    assert similar.transform.decompose().scale_xy[0] == pytest.approx(1.15, abs=0.005)
+
+
+def test_scale_outside_the_searched_range_is_not_found():
+    matrix = 1.6 * np.eye(3)
+    fixed, moving, true = make_affine_pair(texture(10), matrix, 256)
+    narrow = register(fixed, moving, transform="similarity", device="cpu")
+    wide = register(fixed, moving, transform="similarity", scale_range=(0.5, 2.0), device="cpu")
+    assert corner_error(true, narrow.transform, moving.shape) > 10 or not narrow.success_likely
+    assert corner_error(true, wide.transform, moving.shape) <= MAX_CORNER_PX
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"transform": "projective"}, "transform must be one of"),
+        ({"transform": "rigid", "scale_range": (0.9, 1.1)}, "does not scale"),
+        ({"transform": "similarity", "scale_range": (0.2, 1.0)}, "scale_range"),
+        ({"transform": "affine", "scale_range": (1.2, 1.1)}, "scale_range"),
+        ({"transform": "affine", "scale_range": "wide"}, "scale_range"),
+        ({"border": -1}, "border"),
+    ],
+)
+def test_transform_and_scale_errors(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        register(GOOD, GOOD, device="cpu", **kwargs)
+
+
+def test_edges_left_out_of_the_comparison_do_not_pull_the_result():
+    """Edge artefacts that differ between the images (as a CoMIR's do) bias the fit unless the
+    ``border`` is left out."""
+    fixed, moving, true = make_pair(texture(11), 0.0, (0.0, 0.0), 256)
+    fixed, moving = fixed.copy(), moving.copy()
+    fixed[:12], fixed[:, :12] = 4.0, 4.0  # a bright rim on two edges of one image only
+    biased = register(fixed, moving, device="cpu")
+    clean = register(fixed, moving, border=16, device="cpu")
+    assert corner_error(true, clean.transform, moving.shape) < corner_error(true, biased.transform,
+                                                                            moving.shape)
+    assert corner_error(true, clean.transform, moving.shape) <= MAX_CORNER_PX

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from skimage.transform import EuclideanTransform, warp
@@ -52,23 +54,73 @@ def test_file_round_trips(tmp_path):
         AffineTransform.from_csv(str(tmp_path / "t.csv")),
     ):
         np.testing.assert_allclose(back.matrix_xy, T.matrix_xy)
-    assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("angle_deg,tx,ty,m00")
+    header, values = (tmp_path / "t.csv").read_text().splitlines()
+    assert header.startswith("model,angle_deg,scale_x,scale_y,shear,tx,ty,m00")
+    assert values.startswith("rigid,")
+
+
+@pytest.mark.parametrize(
+    ("matrix", "loosest_rejected"),
+    [
+        (np.diag([2.0, 2.0, 1.0]), "rigid"),  # isotropic scale
+        ([[1, 0.3, 0], [0, 1, 0], [0, 0, 1]], "similarity"),  # shear
+        (np.diag([1.2, 0.9, 1.0]), "similarity"),  # stretch
+        (np.diag([-1.0, 1.0, 1.0]), "similarity"),  # mirror
+    ],
+)
+def test_models_check_their_constraints(matrix, loosest_rejected):
+    models = ("rigid", "similarity", "affine")
+    for model in models[: models.index(loosest_rejected) + 1]:
+        with pytest.raises(InputError, match=f"not a {model}"):
+            AffineTransform(matrix, model)
+    inferred = AffineTransform.from_matrix_xy(matrix)
+    assert inferred.model == models[models.index(loosest_rejected) + 1]
+    np.testing.assert_allclose(inferred.matrix_xy, matrix)
 
 
 @pytest.mark.parametrize(
     "bad",
     [
-        np.diag([2.0, 2.0, 1.0]),  # scaling
-        [[1, 0.3, 0], [0, 1, 0], [0, 0, 1]],  # shear
-        np.diag([-1.0, 1.0, 1.0]),  # mirror
         [[1, 0, 0], [0, 1, 0], [0.1, 0, 1]],  # projective
         np.eye(4),
         [[np.nan, 0, 0], [0, 1, 0]],
+        [[1, 2, 0], [2, 4, 0], [0, 0, 1]],  # singular
     ],
 )
-def test_non_rigid_matrices_are_rejected(bad):
+def test_unusable_matrices_are_rejected(bad):
     with pytest.raises(InputError):
         AffineTransform.from_matrix_xy(bad)
+
+
+def test_decomposition_reads_back_rotation_scale_shear_and_centre_shift():
+    angle, sx, sy, shear = 17.0, 1.12, 0.93, 0.05
+    rotation = AffineTransform.rigid(angle).matrix_xy[:2, :2]
+    linear = rotation @ np.diag([sx, sy]) @ np.array([[1.0, shear], [0.0, 1.0]])
+    centre = np.array([255.5, 199.5])
+    matrix = np.eye(3)
+    matrix[:2, :2] = linear
+    matrix[:2, 2] = centre + (7.0, -3.0) - linear @ centre  # the centre moves by (7, -3)
+    parts = AffineTransform(matrix).decompose(centre)
+    assert parts.angle_deg == pytest.approx(angle)
+    np.testing.assert_allclose(parts.scale_xy, (sx, sy))
+    assert parts.shear == pytest.approx(shear)
+    np.testing.assert_allclose(parts.shift_xy, (7.0, -3.0))
+    similar = AffineTransform.about_center(-30.0, centre, (2.0, 1.0), scale=0.9)
+    assert similar.model == "similarity"
+    parts = similar.decompose(centre)
+    np.testing.assert_allclose((parts.angle_deg, *parts.scale_xy, parts.shear, *parts.shift_xy),
+                               (-30.0, 0.9, 0.9, 0.0, 2.0, 1.0), atol=1e-12)
+
+
+def test_json_carries_model_and_decomposition():
+    t = AffineTransform([[1.1, 0.02, 5.0], [-0.01, 0.95, -2.0]])
+    d = json.loads(t.to_json(center_xy=(10.0, 20.0)))
+    assert d["model"] == "affine"
+    assert set(d["decomposition"]) >= {"angle_deg", "scale_xy", "shear", "shift_xy"}
+    back = AffineTransform.from_json(json.dumps(d))
+    assert back.model == "affine"
+    np.testing.assert_allclose(back.matrix_xy, t.matrix_xy)
+    np.testing.assert_allclose(AffineTransform.from_csv(t.to_csv()).matrix_xy, t.matrix_xy)
 
 
 def test_bad_files_and_dicts_raise_input_error(tmp_path):
@@ -93,7 +145,8 @@ def test_inverse_compose_and_about_center():
 
 def test_corner_error():
     assert corner_error(T, T, (50, 80)) == pytest.approx(0.0)
-    assert corner_error(AffineTransform.rigid(), AffineTransform.rigid(0, (3, 4)), (50, 80)) == pytest.approx(5.0)
+    shifted = AffineTransform.rigid(0, (3, 4))
+    assert corner_error(AffineTransform.rigid(), shifted, (50, 80)) == pytest.approx(5.0)
 
 
 def _bright_pixel_image(shape=(40, 50), rc=(12, 31)):

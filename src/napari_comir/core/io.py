@@ -65,6 +65,71 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return image
 
 
+#: Largest pixel size (µm) read from TIFF resolution tags: scanners and microscopes record
+#: 0.1-10 µm; the 72 or 96 dpi (353 or 265 µm) that image editors write means "unknown".
+MAX_TAGGED_PIXEL_UM = 50.0
+_UNIT_TO_UM = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.0,
+               "mm": 1e3, "cm": 1e4, "m": 1e6}
+
+
+def read_pixel_size(path: str | os.PathLike) -> float | None:
+    """The pixel size (µm, along x) a TIFF records, or ``None`` when it records none that means anything.
+
+    In order: OME-XML ``PhysicalSizeX`` (with its unit), ImageJ's ``unit`` with the resolution
+    tags, then the TIFF resolution tags in centimetres or inches, if they give at most
+    :data:`MAX_TAGGED_PIXEL_UM` µm. Other files: ``None``.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if tif.ome_metadata:
+                size = _ome_pixel_size(tif.ome_metadata)
+                if size is not None:
+                    return size
+            page = tif.pages[0]
+            tag = page.tags.get("XResolution")
+            if tag is None:
+                return None
+            numerator, denominator = tag.value
+            pixels_per_unit = numerator / denominator if denominator else 0.0
+            if pixels_per_unit <= 0:
+                return None
+            unit = (tif.imagej_metadata or {}).get("unit")
+            if unit in _UNIT_TO_UM:
+                um_per_unit = _UNIT_TO_UM[unit]
+            else:
+                resolution_unit = page.tags.get("ResolutionUnit")
+                code = int(resolution_unit.value) if resolution_unit is not None else 2
+                um_per_unit = {2: 25400.0, 3: 10000.0}.get(code)
+                if um_per_unit is None:
+                    return None
+    except Exception:  # unreadable metadata is no pixel size; read_image reports broken files
+        return None
+    size = um_per_unit / pixels_per_unit
+    return size if 0 < size <= MAX_TAGGED_PIXEL_UM else None
+
+
+def _ome_pixel_size(xml: str) -> float | None:
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return None
+    for element in root.iter():
+        if element.tag.endswith("}Pixels") or element.tag == "Pixels":
+            value = element.get("PhysicalSizeX")
+            unit = element.get("PhysicalSizeXUnit", "µm")
+            if value is not None and unit in _UNIT_TO_UM:
+                size = float(value) * _UNIT_TO_UM[unit]
+                return size if size > 0 else None
+    return None
+
+
 def check_output_path(path: str | os.PathLike) -> Path:
     """Refuse an output path that cannot be written, before any work is done for it."""
     path = Path(path)

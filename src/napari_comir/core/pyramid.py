@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from .inference import compute_comir_pair
-from .registration import DEFAULT_MODEL, RegistrationResult, register
+from .registration import DEFAULT_TRANSFORM, RegistrationResult, register
 from .registration.levels import from_level
 from .transforms import AffineTransform
 from .zoo import ComirModel
@@ -47,7 +47,7 @@ def _window(shape: tuple[int, int], centre_xy, size: int) -> tuple[slice, slice]
 
 def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = 1024,
                      window: int = 768, rotation_range=180.0, fine_range_deg: float = 3.0,
-                     transform: str = DEFAULT_MODEL, scale_range=None, border: int = 0,
+                     transform: str = DEFAULT_TRANSFORM, scale_range=None, border: int = 0,
                      fixed_modality: str | None = None,
                      moving_modality: str | None = None) -> RegistrationResult:
     """Register large images: coarse CoMIR search on block-averaged copies, then a full-resolution window.

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .defaults import TRANSFORM_MODELS
 from .errors import InputError
 
-#: The transform models, from the most to the least constrained.
-MODELS = ("rigid", "similarity", "affine")
+MODELS = TRANSFORM_MODELS  # from the most to the least constrained
 #: Tolerance on a matrix's constraints when it is read as a rigid or similarity transform.
 CONSTRAINT_TOLERANCE = 1e-4
 

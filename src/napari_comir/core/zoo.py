@@ -84,10 +84,10 @@ class ModelCard:
                                  f"{result.moving_modality}")
         if not 1 <= result.comir_channels <= 3 or any(not 1 <= s.channels <= 4 for s in modalities.values()):
             raise ModelFileError(f"{source}: channel counts out of range (CoMIR 1-3, inputs 1-4)")
-        for key in ("score_threshold", "detail_threshold"):
+        for key, (low, high) in (("score_threshold", (0, 1)), ("detail_threshold", (0, 20))):
             value = getattr(result, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ModelFileError(f"{source}: {key} must be a number in [0, 1), got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
+                raise ModelFileError(f"{source}: {key} must be a number in [{low}, {high}), got {value!r}")
         return result
 
 

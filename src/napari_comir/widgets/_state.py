@@ -5,11 +5,10 @@ from __future__ import annotations
 from psygnal import Signal
 
 from .. import api
+from ..core.defaults import DEFAULT_MODEL_NAME
 from ..core.device import resolve_device
 from ..core.errors import ModelFileError
 from ..core.zoo import ComirModel
-
-DEFAULT_MODEL = "bf-shg"
 
 
 class ModelState:
@@ -49,7 +48,7 @@ class ModelState:
             if not names:
                 raise ModelFileError("no CoMIR model available: choose a model file in the "
                                      "'CoMIR model' widget or fine-tune one")
-            self.load(DEFAULT_MODEL if DEFAULT_MODEL in names else names[0])
+            self.load(DEFAULT_MODEL_NAME if DEFAULT_MODEL_NAME in names else names[0])
         return self.model
 
 

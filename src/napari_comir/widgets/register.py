@@ -1,8 +1,7 @@
-"""Register widget: CoMIR-based rigid registration with an interactive overlay."""
+"""Register widget: CoMIR-based registration (rigid, similarity, affine) with an interactive overlay."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +20,10 @@ from napari.layers import Image, Labels, Layer, Points, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from .. import api
+from ..core.defaults import DEFAULT_TRANSFORM, TRANSFORM_MODELS
 from ..core.errors import ComirError, InputError
-from ..core.progress import Progress
 from ..core.registration import RegistrationResult
 from ..core.transforms import AffineTransform, corner_error, resample
-from ..core.zoo import ComirModel
 from . import _worker
 from ._layers import (
     grid_matrix,
@@ -37,29 +35,17 @@ from ._layers import (
     wrap,
 )
 from ._state import current
-from .representations import comir_events, comir_layer_name, find_comir, show_comir
+from .representations import comir_layer_name, find_comir, show_comir
 
 CHECKERBOARD = "Checkerboard (fixed | moving)"
 TRUE_TRANSFORM_KEY = "comir_true_transform"  # set by the misaligned sample data
 
 
-def registration_events(model: ComirModel, fixed: np.ndarray, moving: np.ndarray,
-                        comirs: dict, method: str, rotation_range: float) -> Iterator[Progress]:
-    """Compute the missing CoMIRs, then register them; the last result is (result, comirs)."""
-    card = model.card
-    jobs = [(key, image, modality) for key, image, modality in
-            (("fixed", fixed, card.fixed_modality), ("moving", moving, card.moving_modality))
-            if comirs.get(key) is None]
-    if jobs:
-        for event in comir_events(model, jobs):
-            if event.result is not None:
-                comirs = {**comirs, **event.result}
-            else:
-                yield event
-    yield Progress("register", 0, 1, f"registering ({method})…")
-    result = api.register_comirs(model, comirs["fixed"], comirs["moving"], method=method,
-                                 rotation_range=rotation_range)
-    yield Progress("register", 1, 1, f"score {result.score:.2f}", result=(result, comirs))
+def layer_pixel_sizes(fixed: Layer, moving: Layer) -> tuple[float | None, float | None]:
+    """The layers' pixel sizes from their ``scale`` (x), or (None, None) when both are napari's
+    default 1: then nothing is known and the registration searches the scale."""
+    sizes = float(np.asarray(fixed.scale)[-1]), float(np.asarray(moving.scale)[-1])
+    return (None, None) if sizes == (1.0, 1.0) else sizes
 
 
 def _display_grey(image: np.ndarray) -> np.ndarray:
@@ -93,6 +79,11 @@ class RegisterWidget(Container):
                                 choices=[("global search", "search"), ("SIFT", "sift")],
                                 tooltip="Global search handles any rotation and weak structure; "
                                 "SIFT is faster on large, textured images")
+        self._transform = ComboBox(label="transform", value=DEFAULT_TRANSFORM, choices=TRANSFORM_MODELS,
+                                   tooltip="rigid: rotation + shift; similarity: + one scale; affine: "
+                                   "any linear map + shift (two microscopes' grids differ by a scale "
+                                   "and a little stretch). The scale comes from the layers' pixel "
+                                   "sizes (scale) when set, else it is searched (0.8-1.25)")
         self._rotation = FloatSlider(label="rotation ±°", min=0, max=180, value=180, step=5,
                                      tooltip="Angles searched: ±value (180 = any rotation)")
         self._reuse = CheckBox(text="reuse CoMIRs from Representations", value=True)
@@ -110,7 +101,8 @@ class RegisterWidget(Container):
                              max_height=110)
         self._apply = PushButton(text="Apply to selected layers", enabled=False)
         super().__init__(widgets=[
-            self._fixed, self._moving, self._method, self._rotation, self._reuse, self._run,
+            self._fixed, self._moving, self._method, self._transform, self._rotation, self._reuse,
+            self._run,
             self._progress, self._score, self._warning, self._after, self._checker, self._square,
             self._accept, self._export, self._targets, self._apply])
         self.result: RegistrationResult | None = None
@@ -152,8 +144,13 @@ class RegisterWidget(Container):
             fixed_data, moving_data = image_data(fixed), image_data(moving)
             comirs = {}
             if self._reuse.value:
-                comirs = {"fixed": find_comir(self.viewer, fixed, model),
-                          "moving": find_comir(self.viewer, moving, model)}
+                comirs = {"fixed_comir": find_comir(self.viewer, fixed, model),
+                          "moving_comir": find_comir(self.viewer, moving, model)}
+            fixed_size, moving_size = layer_pixel_sizes(fixed, moving)
+            events = api.registration_events(
+                fixed_data, moving_data, model, method=self._method.value,
+                transform=self._transform.value, rotation_range=float(self._rotation.value),
+                fixed_pixel_size=fixed_size, moving_pixel_size=moving_size, **comirs)
         except ComirError as exc:
             show_error(f"Register: {exc}")
             return None
@@ -165,17 +162,17 @@ class RegisterWidget(Container):
             if job.failed or job.stopped or job.result is None:
                 self._score.value = "registration failed" if job.failed else "stopped"
                 return
-            result, found = job.result
-            for key, layer in (("fixed", fixed), ("moving", moving)):
-                card = model.card
-                show_comir(self.viewer, layer, found[key], model,
-                           card.fixed_modality if key == "fixed" else card.moving_modality)
-            self.show_result(result, fixed, moving)
+            outcome = job.result
+            card = model.card
+            for layer, comir, modality in ((fixed, outcome.fixed_comir, card.fixed_modality),
+                                           (moving, outcome.moving_comir, card.moving_modality)):
+                if comir is not None:
+                    show_comir(self.viewer, layer, comir, model, modality)
+            self.show_result(outcome.result, fixed, moving)
 
         self.job = _worker.Job()
-        _worker.run_job(registration_events, model, fixed_data, moving_data, comirs,
-                        self._method.value, float(self._rotation.value), on_done=done,
-                        progress_bar=self._progress, job=self.job, title="Register")
+        _worker.run_job(lambda: events, on_done=done, progress_bar=self._progress, job=self.job,
+                        title="Register")
         return self.job
 
     # ------------------------------------------------------------------ interactive overlay
@@ -183,18 +180,21 @@ class RegisterWidget(Container):
         """Show a registration result: lossless affine preview, colours, score and warning."""
         self.result, self._pair = result, (fixed, moving)
         t = result.transform
-        self._score.value = (f"score (NCC) {result.score:.3f} · {result.seconds:.1f} s\n"
-                             f"angle {t.angle_deg:.2f}° · shift x {t.translation_xy[0]:.1f}, "
-                             f"y {t.translation_xy[1]:.1f} px")
+        parts = t.decompose(result.moving_centre_xy)
+        self._score.value = (f"score {result.score:.3f} · detail {result.detail_score:.1f} · "
+                             f"{result.seconds:.1f} s\n{t.model}: rotation {parts.angle_deg:.2f}° · "
+                             f"scale {parts.scale_xy[0]:.3f} x {parts.scale_xy[1]:.3f}\n"
+                             f"centre shifted by x {parts.shift_xy[0]:.1f}, y {parts.shift_xy[1]:.1f} px")
         truth = moving.metadata.get(TRUE_TRANSFORM_KEY)  # the misaligned sample knows the answer
         if truth is not None:
             error = corner_error(AffineTransform.from_dict(truth), t, image_data(moving).shape)
             self._score.value += f"\nerror vs. the known transform: {error:.1f} px"
         if not result.success_likely:
-            self._warning.value = ("⚠ Low score: the registration has probably FAILED. Check the "
-                                   "overlay; try another method, a narrower rotation range or a "
-                                   "model fine-tuned on your images.")
-            show_warning(f"Register: low score {result.score:.2f}; registration probably failed")
+            self._warning.value = ("⚠ The registration has probably FAILED: "
+                                   + "; ".join(result.reasons) + ". Check the overlay; try another "
+                                   "transform, a narrower rotation range, the pixel sizes, or a model "
+                                   "fine-tuned on your images.")
+            show_warning(f"Register: registration probably failed ({result.reasons[0]})")
         else:
             self._warning.value = ""
         # Fixed magenta, moving green, additive: aligned structures turn white.

@@ -25,13 +25,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..defaults import DEFAULT_SCALE_RANGE, DEFAULT_TRANSFORM, WIDEST_SCALE_RANGE
 from ..device import resolve_device
 from ..errors import InputError, RegistrationError
 from ..transforms import MODELS, AffineTransform
 from . import confidence
 from .confidence import DETAIL_THRESHOLD, SCORE_THRESHOLD
 from .levels import block_mean, from_level, pyramid_factors, standardise
-from .refine import masked_ncc, refine as refine_candidates
+from .refine import masked_ncc
+from .refine import refine as refine_candidates
 from .search import global_search, rim_radius, search_angles, search_scales
 from .sift import sift_transform
 
@@ -50,15 +52,6 @@ SEARCH_SIZE = 50
 GRID_STEP_PX = 3.0
 #: Number of (angle, scale, shift) candidates of the global search that are refined.
 N_CANDIDATES = 3
-#: Scales (fixed px per moving px) searched when the pixel sizes are unknown: the raw H&E of the
-#: shared cases lies within 0.88-1.10 of its SHG; microscopes' nominal sizes are rarely further off.
-DEFAULT_SCALE_RANGE = (0.8, 1.25)
-#: Widest scale range accepted: outside it the CoMIRs' features differ too much in size; resample
-#: the images to similar pixel sizes first (the API does, from known pixel sizes).
-WIDEST_SCALE_RANGE = (0.5, 2.0)
-#: The transform model by default (docs/benchmarks.md, "Real pairs": the choice, measured).
-DEFAULT_MODEL = "affine"
-
 METHODS = ("search", "sift")
 
 
@@ -81,7 +74,8 @@ class RegistrationResult:
     success_likely : bool
         The verdict of :func:`napari_comir.core.registration.confidence.verdict`.
     detail_score : float
-        NCC of the images' fine details under ``transform`` (see :mod:`.confidence`).
+        How significantly the images' fine details agree under ``transform`` (see
+        :func:`napari_comir.core.registration.confidence.detail_score`).
     overlap : float
         Overlap of the images under ``transform``, as a fraction of the smaller one.
     reasons : list of str
@@ -196,7 +190,7 @@ def register(
     moving,
     *,
     method: str = "search",
-    transform: str = DEFAULT_MODEL,
+    transform: str = DEFAULT_TRANSFORM,
     rotation_range=180.0,
     scale_range=None,
     angle_step=None,
@@ -303,14 +297,14 @@ def register(
     if refine:
         # The finest level is full resolution, so the refinement's NCC is the score.
         factors = pyramid_factors(k) if method == "search" else [1]
-        found_transform, score, overlap = refine_candidates(f, m, candidates, factors, model, MIN_OVERLAP,
-                                                                int(border))
+        found_transform, score = refine_candidates(f, m, candidates, factors, model, MIN_OVERLAP,
+                                                   int(border))
         timings["refine"] = time.perf_counter() - t2
     else:
         found_transform = AffineTransform(candidates[0].matrix_xy, model)
         score = masked_ncc(f, m, found_transform, MIN_OVERLAP)
-        overlap = confidence.overlap_fraction(f.shape[1:], m.shape[1:], found_transform)
         timings["score"] = time.perf_counter() - t2
+    overlap = confidence.overlap_fraction(f.shape[1:], m.shape[1:], found_transform)
     detail = confidence.detail_score(f, m, found_transform, MIN_OVERLAP, int(border))
     likely, reasons = confidence.verdict(found_transform, score, detail, overlap,
                                          (score_threshold, detail_threshold), (scale_lo, scale_hi))

@@ -240,7 +240,7 @@ def refine_level(level: Level, transforms: list[AffineTransform], model: str,
 
 def refine(f: torch.Tensor, m: torch.Tensor, candidates: list[AffineTransform], factors: list[int],
            model: str, min_overlap_fraction: float,
-           border: int = 0) -> tuple[AffineTransform, float, float]:
+           border: int = 0) -> tuple[AffineTransform, float]:
     """Refine every candidate at the coarsest level, then the most significant one down to the
     finest level.
 
@@ -251,8 +251,7 @@ def refine(f: torch.Tensor, m: torch.Tensor, candidates: list[AffineTransform], 
     The coarsest level fits at most a similarity: a few hundred pixels do not constrain a shear,
     and a wrong candidate free to shear can out-score the right one there.
 
-    Returns the refined full-resolution transform, its NCC and the overlap fraction of the
-    smaller image at the finest level.
+    Returns the refined full-resolution transform and its NCC at the finest level.
     """
     best = candidates
     for i, k in enumerate(factors):
@@ -265,10 +264,9 @@ def refine(f: torch.Tensor, m: torch.Tensor, candidates: list[AffineTransform], 
         results = refine_level(level, [to_level(t, k) for t in best], level_model,
                                max_iterations=FINAL_MAX_ITERATIONS if final else COARSE_MAX_ITERATIONS,
                                tolerance=FINAL_TOLERANCE if final else COARSE_TOLERANCE)
-        t, score, count = max(results, key=lambda r: significance(r[1], r[2]))
+        t, score, _ = max(results, key=lambda r: significance(r[1], r[2]))
         best = [from_level(AffineTransform(t.matrix_xy, model), k)]
-        overlap = count * min_overlap_fraction / level.min_overlap
-    return best[0], score, overlap
+    return best[0], score
 
 
 def masked_ncc(f: torch.Tensor, m: torch.Tensor, t: AffineTransform, min_overlap_fraction: float) -> float:
