@@ -7,11 +7,18 @@ corners; success = error <= 2 % of the width; a method that gives up counts as a
 - ``30``:    300² crops, angle ~ U(±30°),  |t| <= 20 px
 - ``180``:   300² crops, angle ~ U(±180°), |t| <= 20 px
 - ``hard``:  256² crops, angle ~ U(±180°), |t| <= 40 px, gamma 0.7-1.4 and Gaussian noise (5 %)
+- ``raw``:   the 20 real cases of ../shared/data/bf_shg_raw: the H&E as scanned against its SHG
+  (scale 0.88-1.10, a few degrees, up to 58 px), scored as that folder's README says; val and
+  train reported apart (the model was trained on the train pairs, aligned). Any rotation searched.
 
-Methods: ``comir`` (CoMIR + global search), ``comir-c4`` (the same with C4-averaged CoMIRs,
-4x the inference), ``comir-sift`` (CoMIR + SIFT/RANSAC), ``mi-all`` (SimpleITK Mattes MI, rigid,
-3 pyramid levels, 3 starts at -0.4/0/+0.4 rad, every pixel), ``mi`` (the same on a random 25 % of
-the pixels: twice as fast, far fewer successes), ``raw`` (global
+Methods: ``comir`` (CoMIR + global search, the default affine model: the simplest model that
+fits), ``comir-rigid`` and ``comir-similarity`` (that model only), ``comir-c4`` (C4-averaged
+CoMIRs, 4x the inference), ``comir-sift`` (CoMIR + SIFT/RANSAC), ``mi-all`` (SimpleITK Mattes MI,
+rigid, 3 pyramid levels, 3 starts at -0.4/0/+0.4 rad, every pixel), ``mi-similarity`` and
+``mi-affine`` (the same with a similarity transform; affine refines the best similarity),
+``mi`` (rigid on a random 25 % of the pixels: twice as fast, far fewer successes),
+``best-rigid`` (the rigid transform nearest the reference: the floor of every rigid method on
+non-rigid cases; raw scenario only), ``raw`` (global
 search on the raw images, no CoMIR: a sanity floor), ``zcmir`` (the zcmir peer: POS-GIFT keypoints
 and square-loss-MI refinement, affine model; ``pip install zcmir`` and, without a GPU, Mesa's
 software Vulkan ``mesa-vulkan-drivers``; minutes per pair on a 2-core CPU, so run it on a subset,
@@ -22,6 +29,8 @@ and each method runs in its own process, so no method's memory state slows anoth
 Usage::
 
     python benchmarks/registration.py --split val --seeds 10 --methods comir,comir-sift,mi-all,mi,raw
+    python benchmarks/registration.py --scenarios raw \
+        --methods comir,comir-rigid,comir-similarity,best-rigid,mi-all,mi-similarity,mi-affine
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ import numpy as np  # noqa: E402
 from napari_comir import api  # noqa: E402
 from napari_comir.core.data import read_pairs_csv  # noqa: E402
 from napari_comir.core.errors import RegistrationError  # noqa: E402
-from napari_comir.core.evaluation import SCENARIOS, rigid_cases  # noqa: E402
+from napari_comir.core.evaluation import SCENARIOS, raw_cases, rigid_cases  # noqa: E402
 from napari_comir.core.registration import register  # noqa: E402
 from napari_comir.core.transforms import AffineTransform, corner_error  # noqa: E402
 
@@ -51,19 +60,36 @@ def grey(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32).mean(axis=-1) if image.ndim == 3 else image.astype(np.float32)
 
 
-def mutual_information(fixed: np.ndarray, moving: np.ndarray, max_angle: float,
-                       sampling: float | None = 0.25) -> AffineTransform:
-    """SimpleITK Mattes-MI rigid registration, best of 3 starting angles (the classic baseline).
+def _sitk_matrix(transform, model: str) -> AffineTransform:
+    """A SimpleITK transform (FIXED physical -> MOVING physical, p_m = A (p_f - c) + c + t) as our
+    moving -> fixed AffineTransform (pixel = physical here: unit spacing, zero origin)."""
+    import SimpleITK as sitk
 
-    ``sampling``: fraction of the pixels, drawn at random, that the metric uses; ``None`` uses
-    every pixel (SimpleITK's default).
+    inner = transform.GetNthTransform(0) if hasattr(transform, "GetNthTransform") else transform
+    typed = {"rigid": sitk.Euler2DTransform, "similarity": sitk.Similarity2DTransform,
+             "affine": sitk.AffineTransform}[model](inner)
+    a = np.array(typed.GetMatrix()).reshape(2, 2)
+    c, t = np.array(typed.GetCenter()), np.array(typed.GetTranslation())
+    fixed_to_moving = np.eye(3)
+    fixed_to_moving[:2, :2] = a
+    fixed_to_moving[:2, 2] = c + t - a @ c
+    return AffineTransform(fixed_to_moving).inverse()
+
+
+def mutual_information(fixed: np.ndarray, moving: np.ndarray, max_angle: float,
+                       sampling: float | None = 0.25, model: str = "rigid") -> AffineTransform:
+    """SimpleITK Mattes-MI registration, best of 3 starting angles (the classic baseline).
+
+    ``model``: rigid (Euler2D), similarity (Similarity2D) or affine (the best similarity, then
+    an affine refinement from it). ``sampling``: fraction of the pixels, drawn at random, that
+    the metric uses; ``None`` uses every pixel (SimpleITK's default).
     """
     import SimpleITK as sitk
 
     f = sitk.GetImageFromArray(grey(fixed))
     m = sitk.GetImageFromArray(grey(moving))
-    best = None
-    for start in (-0.4, 0.0, 0.4) if max_angle > 0 else (0.0,):
+
+    def run(initial):
         reg = sitk.ImageRegistrationMethod()
         reg.SetMetricAsMattesMutualInformation(32)
         if sampling is not None:
@@ -74,20 +100,41 @@ def mutual_information(fixed: np.ndarray, moving: np.ndarray, max_angle: float,
         reg.SetOptimizerScalesFromPhysicalShift()
         reg.SetShrinkFactorsPerLevel([4, 2, 1])
         reg.SetSmoothingSigmasPerLevel([2, 1, 0])
-        initial = sitk.CenteredTransformInitializer(f, m, sitk.Euler2DTransform(),
-                                                    sitk.CenteredTransformInitializerFilter.GEOMETRY)
-        initial.SetAngle(start)
         reg.SetInitialTransform(initial, inPlace=False)
         transform = reg.Execute(f, m)
-        metric = reg.GetMetricValue()
+        return reg.GetMetricValue(), transform
+
+    start_model = "rigid" if model == "rigid" else "similarity"
+    kind = sitk.Euler2DTransform() if start_model == "rigid" else sitk.Similarity2DTransform()
+    best = None
+    for start in (-0.4, 0.0, 0.4) if max_angle > 0 else (0.0,):
+        initial = sitk.CenteredTransformInitializer(f, m, kind,
+                                                    sitk.CenteredTransformInitializerFilter.GEOMETRY)
+        initial.SetAngle(start)
+        metric, transform = run(initial)
         if best is None or metric < best[0]:
             best = (metric, transform)
-    euler = sitk.Euler2DTransform(best[1].GetNthTransform(0) if hasattr(best[1], "GetNthTransform")
-                                  else best[1])
-    # SimpleITK maps FIXED physical points to MOVING ones: p_m = R (p_f - c) + c + t; invert it.
-    angle, (cx, cy), (tx, ty) = euler.GetAngle(), euler.GetCenter(), euler.GetTranslation()
-    fixed_to_moving = AffineTransform.about_center(np.degrees(angle), (cx, cy), (tx, ty))
-    return fixed_to_moving.inverse()
+    found = _sitk_matrix(best[1], start_model)
+    if model != "affine":
+        return found
+    inverse = found.inverse().matrix_xy  # fixed -> moving, about the origin
+    affine = sitk.AffineTransform(2)
+    affine.SetMatrix(inverse[:2, :2].ravel().tolist())
+    affine.SetTranslation(inverse[:2, 2].tolist())
+    return _sitk_matrix(run(affine)[1], "affine")
+
+
+def best_rigid(truth: AffineTransform, shape) -> AffineTransform:
+    """The rigid transform closest to ``truth`` on the moving image's pixel grid (least squares,
+    Kabsch): the floor any rigid method meets on a case that is not rigid."""
+    rows, cols = np.mgrid[0:shape[0]:8, 0:shape[1]:8]
+    source = np.c_[cols.ravel(), rows.ravel()].astype(float)
+    target = truth.apply_xy(source)
+    sc, tc = source.mean(0), target.mean(0)
+    u, _, vt = np.linalg.svd((source - sc).T @ (target - tc))
+    rotation = (u @ np.diag([1.0, np.sign(np.linalg.det(u @ vt))]) @ vt).T
+    return AffineTransform.rigid(np.degrees(np.arctan2(rotation[1, 0], rotation[0, 0])),
+                                 tuple(tc - rotation @ sc))
 
 
 class MatrixTransform:
@@ -113,52 +160,66 @@ def zcmir_transform(fixed: np.ndarray, moving: np.ndarray) -> MatrixTransform:
     return MatrixTransform(np.linalg.inv(one_based) @ result.H @ one_based)
 
 
-def run_case(method: str, model, fixed, moving,
-             max_angle: float) -> tuple[AffineTransform | MatrixTransform | None, float]:
+def run_case(method: str, model, fixed, moving, max_angle: float,
+             truth=None) -> tuple[AffineTransform | MatrixTransform | None, float]:
     """The transform a method finds (None when it gives up) and its wall-clock seconds."""
     start = time.perf_counter()
     try:
-        transform = _transform(method, model, fixed, moving, max_angle)
+        transform = _transform(method, model, fixed, moving, max_angle, truth)
     except (RegistrationError, RuntimeError):  # SIFT without enough matches, ITK failures
         transform = None
     return transform, time.perf_counter() - start
 
 
-def _transform(method: str, model, fixed, moving, max_angle: float) -> AffineTransform | MatrixTransform:
-    if method in ("comir", "comir-c4"):
+def _transform(method: str, model, fixed, moving, max_angle: float, truth=None):
+    if method.startswith("comir"):
+        # comir (the default: affine, the simplest model that fits), comir-rigid,
+        # comir-similarity, comir-c4 (C4-averaged CoMIRs), comir-sift
         model.card.c4_average = method == "comir-c4"
-        transform = api.register_multimodal(fixed, moving, model, rotation_range=max_angle).transform
-    elif method == "comir-sift":
-        model.card.c4_average = False
-        transform = api.register_multimodal(fixed, moving, model, method="sift").transform
-    elif method in ("mi", "mi-all"):
-        transform = mutual_information(fixed, moving, max_angle, None if method == "mi-all" else 0.25)
-    elif method == "zcmir":
-        transform = zcmir_transform(fixed, moving)
-    elif method == "raw":
+        transform = {"comir-rigid": "rigid", "comir-similarity": "similarity"}.get(method, "affine")
+        search = "sift" if method == "comir-sift" else "search"
+        return api.register_multimodal(fixed, moving, model, rotation_range=max_angle, method=search,
+                                       transform=transform).transform
+    if method in ("mi", "mi-all", "mi-similarity", "mi-affine"):
+        return mutual_information(fixed, moving, max_angle, 0.25 if method == "mi" else None,
+                                  {"mi-similarity": "similarity", "mi-affine": "affine"}.get(method, "rigid"))
+    if method == "best-rigid":
+        return best_rigid(truth, moving.shape)
+    if method == "zcmir":
+        return zcmir_transform(fixed, moving)
+    if method == "raw":
         shg = np.log1p(fixed.astype(np.float32))
-        transform = register(shg, -grey(moving), rotation_range=max_angle).transform
-    else:
-        raise ValueError(method)
-    return transform
+        return register(shg, -grey(moving), rotation_range=max_angle).transform
+    raise ValueError(method)
+
+
+def _cases(scenario: str, split: str, seeds: int):
+    """(max_angle, success_px, [(split, fixed, moving, error function, truth)]) of a scenario."""
+    if scenario == "raw":  # every raw case; split says which split a row belongs to
+        cases = raw_cases(DATA.parent / "bf_shg_raw")
+        return 180.0, [(c.split, c.fixed, c.moving, c.error, c.success_px, c.truth) for c in cases]
+    spec = SCENARIOS[scenario]
+    pairs = read_pairs_csv(DATA / "pairs.csv", ("bf", "shg"), split=split)
+    return spec.max_angle, [
+        (split, c.fixed, c.moving, lambda t, c=c: corner_error(c.truth, t, c.moving.shape[:2]),
+         spec.success_px, c.truth) for c in rigid_cases(pairs, spec, seeds)]
 
 
 def method_results(method: str, model_name: str, split: str, seeds: int,
-                   scenarios: list[str]) -> dict[str, tuple[np.ndarray, list[float]]]:
-    """Corner errors and seconds of one method on every case of each scenario."""
+                   scenarios: list[str]) -> dict[str, list[tuple[str, float, bool, float]]]:
+    """(split, corner error, success, seconds) of one method on every case of each scenario."""
     model = api.load_model(model_name, "cpu")
-    pairs = read_pairs_csv(DATA / "pairs.csv", ("bf", "shg"), split=split)
     results = {}
     for scenario in scenarios:
-        spec = SCENARIOS[scenario]
-        cases = list(rigid_cases(pairs, spec, seeds))
-        run_case(method, model, cases[0].fixed, cases[0].moving, spec.max_angle)  # warm-up, untimed
-        errors, seconds = [], []
-        for case in cases:
-            found, sec = run_case(method, model, case.fixed, case.moving, spec.max_angle)
-            errors.append(np.inf if found is None else corner_error(case.truth, found, case.moving.shape[:2]))
-            seconds.append(sec)
-        results[scenario] = np.array(errors), seconds
+        max_angle, cases = _cases(scenario, split, seeds)
+        _, fixed, moving, *_, truth = cases[0]
+        run_case(method, model, fixed, moving, max_angle, truth)  # warm-up, untimed
+        rows = []
+        for case_split, fixed, moving, error, success_px, truth in cases:
+            found, sec = run_case(method, model, fixed, moving, max_angle, truth)
+            err = np.inf if found is None else error(found)
+            rows.append((case_split, err, err <= success_px, sec))
+        results[scenario] = rows
     return results
 
 
@@ -180,14 +241,20 @@ def main() -> None:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as worker:
             results[method] = worker.submit(method_results, method, args.model, args.split,
                                             args.seeds, scenarios).result()
-    print(f"{'scenario':9s} {'method':11s} {'success %':>9s} {'median px':>9s} {'mean s':>7s}")
+    print(f"{'scenario':11s} {'method':17s} {'cases':>5s} {'success %':>9s} {'median px':>9s} {'mean s':>7s}")
     for scenario in scenarios:
-        spec = SCENARIOS[scenario]
         for method in methods:
-            errors, seconds = results[method][scenario]
-            success = 100 * np.mean(errors <= spec.success_px)
-            print(f"{scenario:9s} {method:11s} {success:9.1f} {np.median(errors):9.2f} "
-                  f"{np.mean(seconds):7.3f}")
+            rows = results[method][scenario]
+            groups = [("", rows)]
+            if scenario == "raw":  # val and train apart, then all
+                groups = [(f" {part}", [r for r in rows if r[0] == part]) for part in ("val", "train")]
+                groups.append((" all", rows))
+            for label, part in groups:
+                errors = np.array([r[1] for r in part])
+                success = 100 * np.mean([r[2] for r in part])
+                seconds = np.mean([r[3] for r in part])
+                print(f"{scenario + label:11s} {method:17s} {len(part):5d} {success:9.1f} "
+                      f"{np.median(errors):9.2f} {seconds:7.3f}", flush=True)
 
 
 if __name__ == "__main__":

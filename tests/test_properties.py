@@ -1,5 +1,5 @@
-"""Property-based tests: rigid-transform algebra and serialisation, and registration of a real
-SHG image under random rigid transforms."""
+"""Property-based tests: transform algebra, decomposition and serialisation (rigid, similarity,
+affine), and registration of a real SHG image under random rigid transforms."""
 
 from __future__ import annotations
 
@@ -13,12 +13,28 @@ from napari_comir.core.transforms import AffineTransform, corner_error, resample
 
 angles = st.floats(-180.0, 180.0, exclude_max=True, allow_nan=False)
 shifts = st.floats(-1e3, 1e3, allow_nan=False)
-transforms = st.builds(AffineTransform, angles, st.tuples(shifts, shifts))
+scales = st.floats(0.3, 3.0)
+shears = st.floats(-0.5, 0.5)
+
+
+def _affine(angle, scale_x, scale_y, shear, tx, ty):
+    matrix = np.eye(3)
+    matrix[:2, :2] = (AffineTransform.rigid(angle).matrix_xy[:2, :2] @ np.diag([scale_x, scale_y])
+                      @ np.array([[1.0, shear], [0.0, 1.0]]))
+    matrix[:2, 2] = tx, ty
+    return AffineTransform(matrix)
+
+
+transforms = st.one_of(
+    st.builds(AffineTransform.rigid, angles, st.tuples(shifts, shifts)),
+    st.builds(AffineTransform.similarity, angles, scales, st.tuples(shifts, shifts)),
+    st.builds(_affine, angles, scales, scales, shears, shifts, shifts),
+)
 points = st.lists(st.tuples(shifts, shifts), min_size=1, max_size=5).map(np.array)
 
 
 def _close(a: AffineTransform, b: AffineTransform) -> bool:
-    return np.allclose(a.matrix_xy, b.matrix_xy, atol=1e-7)
+    return np.allclose(a.matrix_xy, b.matrix_xy, atol=1e-7, rtol=1e-7)
 
 
 @given(transforms)
@@ -41,6 +57,19 @@ def test_compose_applies_other_first(a, b, pts):
     assert np.allclose(a.compose(b).apply_xy(pts), a.apply_xy(b.apply_xy(pts)), atol=1e-6)
 
 
+@given(angles, scales, scales, shears, shifts, shifts, st.tuples(shifts, shifts))
+def test_decomposition_rebuilds_the_matrix(angle, scale_x, scale_y, shear, tx, ty, centre):
+    t = _affine(angle, scale_x, scale_y, shear, tx, ty)
+    parts = t.decompose(centre)
+    assert parts.angle_deg == pytest.approx(angle, abs=1e-6) or abs(abs(angle) - 180) < 1e-6
+    assert np.allclose(parts.scale_xy, (scale_x, scale_y))
+    assert parts.shear == pytest.approx(shear, abs=1e-9)
+    about_centre = _affine(parts.angle_deg, *parts.scale_xy, parts.shear, 0.0, 0.0)
+    probe = np.array([[0.0, 0.0], [100.0, -50.0]])
+    rebuilt = about_centre.apply_xy(probe - centre) + np.asarray(centre) + parts.shift_xy
+    np.testing.assert_allclose(rebuilt, t.apply_xy(probe), atol=1e-6)
+
+
 @given(transforms, points)
 def test_rc_and_xy_frames_agree(t, pts):
     assert np.allclose(t.apply_rc(pts[:, ::-1]), t.apply_xy(pts)[:, ::-1], atol=1e-9)
@@ -51,8 +80,9 @@ def test_rc_and_xy_frames_agree(t, pts):
 def test_json_dict_and_csv_round_trips(t):
     assert _close(AffineTransform.from_json(t.to_json()), t)
     assert _close(AffineTransform.from_dict(t.to_dict()), t)
-    assert _close(AffineTransform.from_dict({"angle_deg": t.angle_deg,
-                                            "translation_xy": list(t.translation_xy)}), t)
+    if t.model == "rigid":
+        assert _close(AffineTransform.from_dict({"angle_deg": t.angle_deg,
+                                                "translation_xy": list(t.translation_xy)}), t)
     assert _close(AffineTransform.from_csv(t.to_csv()), t)
     assert _close(AffineTransform.from_matrix_xy(t.matrix_xy[:2]), t)
 

@@ -110,9 +110,9 @@ def test_writer_without_registration_result(tmp_path, metadata):
     assert not any(tmp_path.iterdir())
 
 
-def test_writer_refuses_a_non_rigid_matrix(tmp_path):
-    meta = {"comir_transform": {"matrix_xy": [[2.0, 0, 0], [0, 1.0, 0], [0, 0, 1]]}}
-    with pytest.raises(InputError, match="not a rigid transform"):
+def test_writer_refuses_a_singular_matrix(tmp_path):
+    meta = {"comir_transform": {"matrix_xy": [[2.0, 1.0, 0], [4.0, 2.0, 0], [0, 0, 1]]}}
+    with pytest.raises(InputError, match="singular"):
         write_transform(str(tmp_path / "t.json"), None, {"name": "BF", "metadata": meta})
 
 

@@ -14,7 +14,7 @@ from scipy import ndimage
 from .core.data import AlignedPair, ModalitySpec, read_pairs_csv
 from .core.device import resolve_device
 from .core.errors import InputError, RegistrationError
-from .core.inference import COMIR_EDGE_PX, compute_comir, compute_comir_pair
+from .core.inference import COMIR_EDGE_PX, check_image, compute_comir, compute_comir_pair
 from .core.io import read_image
 from .core.progress import Progress
 from .core.pyramid import register_pyramid
@@ -188,15 +188,19 @@ def registration_events(fixed_image, moving_image, model: ComirModel | str = "bf
     angle_bounds(rotation_range)
     pre_scale, search_range = _scale_plan(transform, scale_range, fixed_pixel_size, moving_pixel_size)
     scale_bounds(search_range, transform)
-    for name, image in (("fixed", fixed_image), ("moving", moving_image)):
-        shape = np.shape(image)
-        if len(shape) not in (2, 3):
-            raise InputError(f"{name} image must be 2-D (rows, cols) or (rows, cols, channels), "
-                             f"got shape {shape}")
-        if min(shape[:2]) < MIN_SIDE:
-            raise InputError(f"{name} image is too small to register: {shape[0]} x {shape[1]} px "
-                             f"(need at least {MIN_SIDE} x {MIN_SIDE}: the networks see a 16 px grid "
-                             "at their deepest level, and smaller images match noise as well as tissue)")
+    for name, image, modality in (("fixed", fixed_image, fixed_modality),
+                                  ("moving", moving_image, moving_modality)):
+        if modality not in card.modalities:
+            raise InputError(f"model {card.name!r} has no modality {modality!r}; "
+                             f"it knows {', '.join(model.modalities)}")
+        checked = check_image(image, card.modalities[modality], f"{modality} image")
+        if min(checked.shape[:2]) < MIN_SIDE:
+            raise InputError(f"{name} image is too small to register: {checked.shape[0]}x"
+                             f"{checked.shape[1]} px (need at least {MIN_SIDE}x{MIN_SIDE}: the "
+                             "networks see a 16 px grid at their deepest level, and smaller images "
+                             "match noise as well as tissue)")
+        if isinstance(checked, np.ndarray) and np.ptp(checked) == 0:
+            raise RegistrationError(f"{name} image is constant — nothing to register")
     large = max(*np.shape(fixed_image)[:2], *np.shape(moving_image)[:2]) > LARGE_SIDE
     return _registration_events(model, fixed_image, moving_image, method, transform,
                                 rotation_range, search_range, pre_scale, fixed_modality,
@@ -208,9 +212,6 @@ def _registration_events(model, fixed_image, moving_image, method, transform, ro
                          moving_comir, large) -> Iterator[Progress]:
     """The work of :func:`registration_events`, after validation (a generator: runs lazily)."""
     start = time.perf_counter()
-    for name, image in (("fixed", fixed_image), ("moving", moving_image)):
-        if not large and np.ptp(np.asarray(image)) == 0:
-            raise RegistrationError(f"{name} image is constant — nothing to register")
     if large and method == "search":
         yield Progress("register", 0, 1, "registering a large pair: coarse search, then a fine window")
         result = register_pyramid(model, fixed_image, moving_image, rotation_range=rotation_range,

@@ -60,7 +60,7 @@ def test_inference_progress_and_memmap_output(tiny_model, rng, tmp_path):
 
 
 @pytest.mark.parametrize("image, modality, message", [
-    (np.zeros((64, 64)), "bf", "1 channel"),
+    (np.zeros((64, 64, 2)), "bf", "2 channel"),
     (np.zeros((64, 64, 3)), "shg", "3 channel"),
     (np.full((64, 64), np.nan), "shg", "NaN"),
     (np.zeros((0, 64)), "shg", "empty"),
@@ -82,8 +82,27 @@ def test_comir_pair_equals_one_at_a_time_and_reports_bad_input(tiny_model, rng):
     fixed_comir, moving_comir = compute_comir_pair(model, fixed, "shg", moving, "bf")
     np.testing.assert_array_equal(fixed_comir, compute_comir(model, fixed, "shg"))
     np.testing.assert_array_equal(moving_comir, compute_comir(model, moving, "bf"))
-    with pytest.raises(InputError, match="bf image.*1 channel"):
-        compute_comir_pair(model, fixed, "shg", fixed, "bf")
+    with pytest.raises(InputError, match="bf image.*2 channel"):
+        compute_comir_pair(model, fixed, "shg", np.dstack([fixed, fixed]), "bf")
+
+
+def test_grey_bright_field_is_coloured_by_the_palette(tiny_model, rng):
+    """A grey image for an RGB modality is coloured with the card's palette (or repeated into
+    R, G and B without one), and tiles of a large grey image get the same colours."""
+    from dataclasses import replace
+
+    from napari_comir.core.data import PALETTE_LEVELS, colourise
+
+    grey = (rng.random((64, 64)) * 255).astype(np.uint8)
+    repeated = compute_comir(tiny_model, np.repeat(grey[..., None], 3, -1), "bf")
+    np.testing.assert_allclose(compute_comir(tiny_model, grey, "bf"), repeated, atol=1e-5)
+    palette = tuple((v, 0.5 * v, 255 - v) for v in PALETTE_LEVELS)
+    spec = replace(tiny_model.card.modalities["bf"], grey_palette=palette)
+    tiny_model.card.modalities["bf"] = spec
+    coloured = colourise(grey, palette)
+    np.testing.assert_allclose(coloured[..., 2], 255 - grey, atol=1e-4)
+    np.testing.assert_allclose(compute_comir(tiny_model, grey, "bf"),
+                               compute_comir(tiny_model, coloured, "bf"), atol=1e-5)
 
 
 def test_rgba_alpha_is_dropped(tiny_model, rng):

@@ -23,7 +23,7 @@ DEFAULT_OVERLAP = 64
 #: Width (px) of a CoMIR's unreliable rim: the networks pad their input with zeros and the two
 #: networks' edge artefacts differ. Registration leaves it out of the comparison; including it
 #: pulled the scale by ~1 % on the raw BF/SHG cases (4-6 px at the corners; docs/benchmarks.md).
-COMIR_EDGE_PX = 16
+COMIR_EDGE_PX = 8
 # network -> (the state its folded copy was made from, that copy); see _inference_network
 _FOLDED: WeakKeyDictionary = WeakKeyDictionary()
 
@@ -115,7 +115,7 @@ def comir_tiles(model: ComirModel, image, modality: str, *, tile: int = DEFAULT_
     if overlap < 0 or tile < overlap + 32:
         raise InputError(f"tile ({tile}) must exceed the overlap ({overlap}) by at least 32 px")
     spec = model.card.modalities[modality]
-    image = _check_lazy_image(image, spec, f"{modality} image")
+    image = check_image(image, spec, f"{modality} image")
     return _tile_events(model, image, modality, tile, overlap, half, c4_average, cuda_graphs, out)
 
 
@@ -198,10 +198,13 @@ def _c4_average(network: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return sum(torch.rot90(network(torch.rot90(x, k, (2, 3))), -k, (2, 3)) for k in range(4)) / 4
 
 
-def _check_lazy_image(image, spec, name: str):
-    """Validate what can be checked without loading a large image (NaN is checked per tile).
+def check_image(image, spec, name: str):
+    """Validate an image for a modality's network without loading a large one (its NaN are
+    checked per tile).
 
-    Small images are validated whole; an alpha channel is dropped lazily.
+    Small images are validated whole and returned as (rows, cols, channels) (a grey one for an
+    RGB modality coloured, see :func:`napari_comir.core.data.validate_image`); an alpha channel
+    is dropped lazily.
     """
     channels = spec.channels
     if not hasattr(image, "shape") or image.size <= DEFAULT_TILE**2:

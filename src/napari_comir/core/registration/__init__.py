@@ -52,7 +52,22 @@ SEARCH_SIZE = 50
 GRID_STEP_PX = 3.0
 #: Number of (angle, scale, shift) candidates of the global search that are refined.
 N_CANDIDATES = 3
+#: How much more significant (detail score, see :mod:`.confidence`) a looser transform model's
+#: fit must be to be kept over a stricter one's. The raw pancreas cases gained 5-11 from affine
+#: over similarity; rigid synthetic cases gained at most 0.1, and lost precision (docs/benchmarks.md).
+MODEL_SELECTION_GAIN = 1.0
+
 METHODS = ("search", "sift")
+
+
+def _constrained(transform: AffineTransform, model: str) -> AffineTransform:
+    """``transform`` projected onto ``model`` (the nearest rotation / similarity of its linear part)."""
+    if model == "affine":
+        return AffineTransform(transform.matrix_xy, model)
+    a = transform.matrix_xy[:2, :2]
+    c, s = (a[0, 0] + a[1, 1]) / 2, (a[1, 0] - a[0, 1]) / 2
+    scale = 1.0 if model == "rigid" else math.hypot(c, s)
+    return AffineTransform.similarity(math.degrees(math.atan2(s, c)), scale, transform.translation_xy)
 
 
 @dataclass
@@ -197,6 +212,7 @@ def register(
     refine: bool = True,
     downsample=None,
     border: int = 0,
+    select_model: bool = True,
     device=None,
     score_threshold: float = SCORE_THRESHOLD,
     detail_threshold: float = DETAIL_THRESHOLD,
@@ -213,7 +229,8 @@ def register(
         ``"search"``: exhaustive FFT search over rotations, scales and translations (robust, any
         angle). ``"sift"``: SIFT feature matching + RANSAC (first channel only).
     transform : {"rigid", "similarity", "affine"}
-        The transform model: rotation + translation; + isotropic scale; or any affine map.
+        The transform model: rotation + translation; + isotropic scale; or any affine map (see
+        ``select_model``).
     rotation_range : float or (float, float)
         ``r`` searches angles in ``[-r, r]`` degrees (180 = full circle); a pair searches
         ``[lo, hi]``. Angles are in the (x, y) frame: positive is clockwise on screen.
@@ -229,8 +246,13 @@ def register(
     downsample : int, optional
         Block-averaging factor of the global search; default makes the smaller image ~50 px.
     border : int
-        Pixels along both images' edges left out of the refinement's comparison (a CoMIR's edge
-        is unreliable: see :func:`napari_comir.core.registration.refine.refine`).
+        Pixels along both images' edges left out of the similarity and affine refinements and of
+        the detail score (a CoMIR's edge is unreliable and pulls the scale: see
+        :func:`napari_comir.core.registration.refine.refine`).
+    select_model : bool
+        Fit every model from rigid up to ``transform`` and keep the simplest whose details agree
+        about as well as any looser one's (by :data:`MODEL_SELECTION_GAIN`); ``transform`` is
+        then the loosest model allowed. ``False`` fits ``transform`` alone.
     device : str or torch.device, optional
         Torch device (see :func:`napari_comir.core.device.resolve_device`); ``None`` = "auto".
     score_threshold, detail_threshold : float
@@ -294,18 +316,28 @@ def register(
     timings[method] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    if refine:
-        # The finest level is full resolution, so the refinement's NCC is the score.
-        factors = pyramid_factors(k) if method == "search" else [1]
-        found_transform, score = refine_candidates(f, m, candidates, factors, model, MIN_OVERLAP,
-                                                   int(border))
-        timings["refine"] = time.perf_counter() - t2
-    else:
-        found_transform = AffineTransform(candidates[0].matrix_xy, model)
-        score = masked_ncc(f, m, found_transform, MIN_OVERLAP)
-        timings["score"] = time.perf_counter() - t2
+    # The simplest model that fits: each looser one is kept only if its details agree
+    # significantly better (a looser fit of a rigid pair only adds noise to it).
+    looser = MODELS[: MODELS.index(model) + 1] if select_model else (model,)
+    best = None
+    for candidate_model in looser:
+        if refine:
+            # The finest level is full resolution, so the refinement's NCC is the score.
+            factors = pyramid_factors(k) if method == "search" else [1]
+            # Edge artefacts pull a fit only through its scale: a rigid fit keeps every pixel
+            # (0.17-0.45 px instead of 0.42-0.6 px on 300² rigid cases).
+            edge = 0 if candidate_model == "rigid" else int(border)
+            fitted, score = refine_candidates(f, m, candidates, factors, candidate_model, MIN_OVERLAP,
+                                              edge)
+        else:
+            fitted = _constrained(candidates[0], candidate_model)
+            score = masked_ncc(f, m, fitted, MIN_OVERLAP)
+        detail = confidence.detail_score(f, m, fitted, MIN_OVERLAP, int(border))
+        if best is None or detail >= best[2] + MODEL_SELECTION_GAIN:
+            best = (fitted, score, detail)
+    found_transform, score, detail = best
+    timings["refine" if refine else "score"] = time.perf_counter() - t2
     overlap = confidence.overlap_fraction(f.shape[1:], m.shape[1:], found_transform)
-    detail = confidence.detail_score(f, m, found_transform, MIN_OVERLAP, int(border))
     likely, reasons = confidence.verdict(found_transform, score, detail, overlap,
                                          (score_threshold, detail_threshold), (scale_lo, scale_hi))
     return RegistrationResult(
