@@ -12,6 +12,7 @@ import numpy as np
 from scipy import ndimage
 
 from .core.data import AlignedPair, ModalitySpec, read_pairs_csv
+from .core.defaults import DEFAULT_SCALE_RANGE
 from .core.device import resolve_device
 from .core.errors import InputError, RegistrationError
 from .core.inference import COMIR_EDGE_PX, check_image, compute_comir, compute_comir_pair
@@ -130,9 +131,9 @@ def _pixel_size(value, name: str) -> float | None:
 def _scale_plan(transform: str, scale_range, fixed_pixel_size, moving_pixel_size):
     """(pre-scale of the moving image, scale range left to search) from what the user knows.
 
-    With both pixel sizes the moving image is resampled to the fixed pixel size (when they differ
-    by more than the residual range), so the networks see tissue at one scale, and only the
-    residual :data:`PIXEL_SIZE_TOLERANCE` is searched.
+    With both pixel sizes only :data:`PIXEL_SIZE_TOLERANCE` around their ratio is searched. When
+    the ratio lies outside :data:`DEFAULT_SCALE_RANGE`, the networks would see tissue at too
+    different scales: the moving image is first resampled to the fixed pixel size.
     """
     fixed_pixel_size = _pixel_size(fixed_pixel_size, "fixed_pixel_size")
     moving_pixel_size = _pixel_size(moving_pixel_size, "moving_pixel_size")
@@ -144,7 +145,7 @@ def _scale_plan(transform: str, scale_range, fixed_pixel_size, moving_pixel_size
         raise InputError("give pixel sizes or a scale_range, not both")
     ratio = moving_pixel_size / fixed_pixel_size  # fixed px per moving px
     residual = (1 / PIXEL_SIZE_TOLERANCE, PIXEL_SIZE_TOLERANCE)
-    if abs(math.log(ratio)) <= math.log(PIXEL_SIZE_TOLERANCE):
+    if DEFAULT_SCALE_RANGE[0] <= ratio <= DEFAULT_SCALE_RANGE[1]:
         return 1.0, (ratio * residual[0], ratio * residual[1])
     return ratio, residual
 
@@ -249,7 +250,6 @@ def _registration_events(model, fixed_image, moving_image, method, transform, ro
         result.moving_shape = tuple(np.shape(moving_image)[:2])
         moving_comir = resample(moving_comir, to_scaled.inverse(), result.moving_shape)
         moving_comir = moving_comir.reshape(*result.moving_shape, -1)
-        result.timings["pixel size"] = pre_scale
     result.timings = {"comir": comir_seconds, **result.timings}
     result.seconds = time.perf_counter() - start
     yield Progress("register", 1, 1, _summary(result),

@@ -57,6 +57,9 @@ N_CANDIDATES = 3
 #: over similarity; rigid synthetic cases gained at most 0.1, and lost precision (docs/benchmarks.md).
 MODEL_SELECTION_GAIN = 1.0
 
+#: Gauss-Newton iterations at most of a stricter model's fit started from the loosest one's.
+STRICTER_MAX_ITERATIONS = 4
+
 METHODS = ("search", "sift")
 
 
@@ -316,25 +319,33 @@ def register(
     timings[method] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    # The simplest model that fits: each looser one is kept only if its details agree
-    # significantly better (a looser fit of a rigid pair only adds noise to it).
-    looser = MODELS[: MODELS.index(model) + 1] if select_model else (model,)
-    best = None
-    for candidate_model in looser:
+    factors = pyramid_factors(k) if method == "search" else [1]
+    fixed_details, moving_details = confidence.details(f), confidence.details(m)
+
+    def fit(start: list[AffineTransform], fit_model: str, levels: list[int], iterations=None):
         if refine:
-            # The finest level is full resolution, so the refinement's NCC is the score.
-            factors = pyramid_factors(k) if method == "search" else [1]
             # Edge artefacts pull a fit only through its scale: a rigid fit keeps every pixel
             # (0.17-0.45 px instead of 0.42-0.6 px on 300² rigid cases).
-            edge = 0 if candidate_model == "rigid" else int(border)
-            fitted, score = refine_candidates(f, m, candidates, factors, candidate_model, MIN_OVERLAP,
-                                              edge)
+            edge = 0 if fit_model == "rigid" else int(border)
+            fitted, score = refine_candidates(f, m, start, levels, fit_model, MIN_OVERLAP, edge,
+                                              iterations)
         else:
-            fitted = _constrained(candidates[0], candidate_model)
+            fitted = _constrained(start[0], fit_model)
             score = masked_ncc(f, m, fitted, MIN_OVERLAP)
-        detail = confidence.detail_score(f, m, fitted, MIN_OVERLAP, int(border))
-        if best is None or detail >= best[2] + MODEL_SELECTION_GAIN:
-            best = (fitted, score, detail)
+        detail = confidence.detail_score(fixed_details, moving_details, fitted, MIN_OVERLAP, int(border))
+        return fitted, score, detail
+
+    # The loosest model allowed, coarse to fine; then each stricter one from its projection, at
+    # full resolution only. The simplest model that fits wins: a looser one must make the details
+    # agree significantly better (fitted to a rigid pair it only adds noise).
+    best = loosest = fit(candidates, model, factors)
+    if select_model:
+        for stricter in reversed(MODELS[: MODELS.index(model)]):
+            # Near the loosest fit it converges in 2-3 steps; one that needs more is far from it.
+            fitted = fit([_constrained(loosest[0], stricter)], stricter, factors[-1:],
+                         STRICTER_MAX_ITERATIONS)
+            if fitted[2] > loosest[2] - MODEL_SELECTION_GAIN:
+                best = fitted
     found_transform, score, detail = best
     timings["refine" if refine else "score"] = time.perf_counter() - t2
     overlap = confidence.overlap_fraction(f.shape[1:], m.shape[1:], found_transform)

@@ -85,8 +85,10 @@ def overlap_fraction(fixed_shape, moving_shape, transform: AffineTransform) -> f
     return _area(polygon) / min(hf * wf, moving_area)
 
 
-def _details(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(C, H, W) minus its Gaussian blur (separable, reflected at the edges)."""
+def details(x: torch.Tensor, sigma: float = DETAIL_SIGMA) -> torch.Tensor:
+    """(C, H, W) minus its Gaussian blur (separable, reflected at the edges): what
+    :func:`detail_score` compares. ``sigma`` is kept below an eighth of the smaller side."""
+    sigma = min(sigma, min(x.shape[1:]) / 8)
     radius = max(1, math.ceil(3 * sigma))
     taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
@@ -99,18 +101,17 @@ def _details(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return x - blurred.reshape(c, w, h).transpose(1, 2)
 
 
-def detail_score(fixed: torch.Tensor, moving: torch.Tensor, transform: AffineTransform,
-                 min_overlap_fraction: float, border: int = 0, sigma: float = DETAIL_SIGMA) -> float:
-    """How significant the agreement of the details of fixed (C, H, W) and moving (C, h, w)
-    under ``transform`` is: Fisher's z of their NCC on the overlap times the square root of the
-    overlap in :data:`DETAIL_PATCH_PX` patches (``border`` px along the edges left out).
+def detail_score(fixed_details: torch.Tensor, moving_details: torch.Tensor,
+                 transform: AffineTransform, min_overlap_fraction: float, border: int = 0) -> float:
+    """How significant the agreement of the :func:`details` of fixed (C, H, W) and moving
+    (C, h, w) under ``transform`` is: Fisher's z of their NCC on the overlap times the square root
+    of the overlap in :data:`DETAIL_PATCH_PX` patches (``border`` px along the edges left out).
 
     A chance agreement shrinks as the overlap grows; the z does not, for a real one.
     """
-    sigma = min(sigma, min(*fixed.shape[1:], *moving.shape[1:]) / 8)
-    stride = 2 if min(fixed.shape[1:]) >= 256 else 1
-    level = Level(_details(fixed, sigma), _details(moving, sigma), min_overlap_fraction,
-                  gradients=False, stride=stride, border=border)
+    stride = 2 if min(fixed_details.shape[1:]) >= 256 else 1
+    level = Level(fixed_details, moving_details, min_overlap_fraction, gradients=False,
+                  stride=stride, border=border)
     moments = level.moments(level.params([transform]), jacobian=False)
     ncc = float(ncc_from_moments(moments, level.min_overlap)[0][0])
     pixels = float(moments[0, 0, 0, 0]) * stride**2

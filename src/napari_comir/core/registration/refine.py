@@ -240,11 +240,12 @@ def refine_level(level: Level, transforms: list[AffineTransform], model: str,
 
 def refine(f: torch.Tensor, m: torch.Tensor, candidates: list[AffineTransform], factors: list[int],
            model: str, min_overlap_fraction: float,
-           border: int = 0) -> tuple[AffineTransform, float]:
+           border: int = 0, final_max_iterations: int | None = None) -> tuple[AffineTransform, float]:
     """Refine every candidate at the coarsest level, then the most significant one down to the
     finest level.
 
-    ``border`` (full-resolution px) of both images is left out of the comparison: a CoMIR network
+    ``final_max_iterations`` overrides :data:`FINAL_MAX_ITERATIONS`. ``border`` (full-resolution
+    px) of both images is left out of the comparison: a CoMIR network
     pads its input with zeros, and its two networks' edge artefacts differ, so a comparison that
     includes them pulls the scale by ~1 % (4-6 px at the corners of a 512² pair).
 
@@ -262,7 +263,8 @@ def refine(f: torch.Tensor, m: torch.Tensor, candidates: list[AffineTransform], 
         level_model = "similarity" if model == "affine" and i == 0 and len(factors) > 1 else model
         # Intermediate levels only need to land in the next level's basin.
         results = refine_level(level, [to_level(t, k) for t in best], level_model,
-                               max_iterations=FINAL_MAX_ITERATIONS if final else COARSE_MAX_ITERATIONS,
+                               max_iterations=(final_max_iterations or FINAL_MAX_ITERATIONS) if final
+                               else COARSE_MAX_ITERATIONS,
                                tolerance=FINAL_TOLERANCE if final else COARSE_TOLERANCE)
         t, score, _ = max(results, key=lambda r: significance(r[1], r[2]))
         best = [from_level(AffineTransform(t.matrix_xy, model), k)]
