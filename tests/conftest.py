@@ -49,3 +49,14 @@ def _user_models_dir(tmp_path, monkeypatch):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def raw_cases():
+    """The 20 real cases of ../shared/data/bf_shg_raw (H&E as scanned vs its SHG)."""
+    folder = SHARED / "bf_shg_raw"
+    if not (folder / "pairs.csv").is_file():
+        pytest.skip("../shared/data/bf_shg_raw is not beside the checkout")
+    from napari_comir.core.evaluation import raw_cases as read_cases
+
+    return {case.name: case for case in read_cases(folder)}

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .core.defaults import DEFAULT_TRANSFORM, TRANSFORM_MODELS
 from .core.errors import ComirError, InputError
 from .core.io import write_text_atomic
 from .core.progress import Progress
@@ -38,11 +39,13 @@ if TYPE_CHECKING:  # torch is imported only when a batch runs: keeps `napari-com
 RESULTS_NAME = "results.csv"
 RECORDS_DIR = "pairs"
 RESAMPLED_DIR = "resampled"
-RESULT_COLUMNS = ("pair", "status", "angle_deg", "tx", "ty", "score", "success_likely", "seconds",
-                  "matrix_xy", "error", "fixed", "moving", "resampled", "model", "model_sha256",
-                  "method", "rotation_range", "worker")
+RESULT_COLUMNS = ("pair", "status", "transform", "angle_deg", "scale_x", "scale_y", "shear", "tx",
+                  "ty", "score", "detail_score", "success_likely", "reasons", "seconds", "matrix_xy",
+                  "error", "fixed", "moving", "resampled", "model", "model_sha256", "method",
+                  "rotation_range", "scale_range", "worker")
 # A record is reused on a rerun only if these match the current job.
-_RESUME_KEYS = ("fixed", "moving", "model_sha256", "method", "rotation_range")
+_RESUME_KEYS = ("fixed", "moving", "model_sha256", "method", "transform_model", "rotation_range",
+                "scale_range")
 # How often the results CSV is rebuilt while results arrive (the per-pair JSONs are the
 # durable record, so rebuilding less often loses nothing; it keeps huge batches O(n)).
 CSV_REFRESH_S = 1.0
@@ -144,16 +147,21 @@ def _register_pair(job: dict, model_reference: str, options: dict) -> dict:
         model = _worker_model(model_reference)
         fixed, moving = read_image(job["fixed"]), read_image(job["moving"])
         result = register_multimodal(fixed, moving, model, method=options["method"],
-                                     rotation_range=options["rotation_range"])
+                                     transform=options["transform"],
+                                     rotation_range=options["rotation_range"],
+                                     scale_range=options["scale_range"])
         if job["resampled"]:
             write_tiff(job["resampled"], resample(moving, result.transform, fixed.shape[:2]))
     except Exception as exc:  # a bad pair must not stop the batch: record why it failed
         return {**job, "status": "error", "error": _describe(exc),
                 "seconds": time.perf_counter() - start}
     transform = result.transform
-    return {**job, "status": "ok", "error": "", "angle_deg": transform.angle_deg,
-            "tx": transform.translation_xy[0], "ty": transform.translation_xy[1],
-            "score": result.score, "success_likely": result.success_likely,
+    parts = transform.decompose(result.moving_centre_xy)
+    return {**job, "status": "ok", "error": "", "transform": transform.model,
+            "angle_deg": parts.angle_deg, "scale_x": parts.scale_xy[0], "scale_y": parts.scale_xy[1],
+            "shear": parts.shear, "tx": transform.translation_xy[0], "ty": transform.translation_xy[1],
+            "score": result.score, "detail_score": result.detail_score,
+            "success_likely": result.success_likely, "reasons": "; ".join(result.reasons),
             "seconds": time.perf_counter() - start, "matrix_xy": transform.matrix_xy.tolist()}
 
 
@@ -225,7 +233,8 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
               n_workers: int | None = None, threads_per_worker: int | None = None,
               resampled: bool = False, fixed_column: str = "shg_file",
               moving_column: str = "bf_file", method: str = "search",
-              rotation_range: float = 180.0) -> Iterator[Progress]:
+              transform: str = DEFAULT_TRANSFORM, rotation_range: float = 180.0,
+              scale_range: tuple[float, float] | None = None) -> Iterator[Progress]:
     """Register every pair of a CSV in parallel; yield one :class:`Progress` per finished pair.
 
     Inputs, the model and the output folder are checked before this returns; the cluster starts
@@ -252,7 +261,7 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
         Also write the resampled moving images.
     fixed_column, moving_column : str
         CSV columns of the fixed and moving images (default SHG fixed, BF moving).
-    method, rotation_range
+    method, transform, rotation_range, scale_range
         As in :func:`napari_comir.api.register_multimodal`.
 
     Returns
@@ -271,13 +280,15 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
         Unknown or invalid model.
     """
     from .api import load_model
-    from .core.registration import METHODS, angle_bounds
+    from .core.registration import METHODS, angle_bounds, check_model, scale_bounds
     from .core.zoo import ComirModel
 
     # Check everything before writing anything, so a bad call leaves no output folder behind.
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
     angle_bounds(rotation_range)
+    scale_bounds(scale_range, check_model(transform))
+    scale_range = None if scale_range is None else [float(v) for v in scale_range]
     jobs = _read_jobs(Path(pairs_csv), fixed_column, moving_column)
     loaded = model if isinstance(model, ComirModel) else load_model(model, "cpu")
     out_dir = Path(out_dir)
@@ -292,10 +303,12 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
     reference = _model_reference(model, out_dir)
     for job in jobs:
         job.update(model=loaded.card.name, model_sha256=loaded.card.sha256, method=method,
-                   rotation_range=float(rotation_range),
+                   transform_model=transform, rotation_range=float(rotation_range),
+                   scale_range=scale_range,
                    resampled=str((out_dir / RESAMPLED_DIR / f"{job['stem']}.tif").resolve())
                    if resampled else "")
-    options = {"method": method, "rotation_range": rotation_range}
+    options = {"method": method, "transform": transform, "rotation_range": rotation_range,
+               "scale_range": scale_range}
     return _run(jobs, reference, options, out_dir, scheduler, n_workers, threads_per_worker)
 
 
@@ -363,7 +376,8 @@ def _batch(args: argparse.Namespace) -> int:
                        n_workers=args.workers, threads_per_worker=args.threads_per_worker,
                        resampled=args.resampled, fixed_column=args.fixed_column,
                        moving_column=args.moving_column, method=args.method,
-                       rotation_range=args.rotation_range)
+                       transform=args.transform, rotation_range=args.rotation_range,
+                       scale_range=args.scale_range)
     with tqdm(desc="batch", unit="pair", dynamic_ncols=True, file=sys.stderr) as bar:
         for event in events:
             bar.total, bar.n = event.total, event.step
@@ -393,8 +407,12 @@ def add_batch_parser(subparsers) -> argparse.ArgumentParser:
                         help="also write each moving image resampled onto its fixed grid")
     parser.add_argument("--method", default="search", choices=["search", "sift"],
                         help="global rotation x translation search (default) or SIFT + RANSAC")
+    parser.add_argument("--transform", default=DEFAULT_TRANSFORM, choices=TRANSFORM_MODELS,
+                        help="transform model, as for register (default affine)")
     parser.add_argument("--rotation-range", type=float, default=180.0, metavar="DEG",
                         help="search rotations within ±DEG degrees (default 180: any rotation)")
+    parser.add_argument("--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="scales searched (default 0.8 1.25)")
     parser.add_argument("--fixed-column", default="shg_file", help="CSV column of the fixed images "
                         "(default shg_file)")
     parser.add_argument("--moving-column", default="bf_file", help="CSV column of the moving "

@@ -55,7 +55,7 @@ def test_file_round_trips(tmp_path):
     ):
         np.testing.assert_allclose(back.matrix_xy, T.matrix_xy)
     header, values = (tmp_path / "t.csv").read_text().splitlines()
-    assert header.startswith("model,angle_deg,scale_x,scale_y,shear,tx,ty,m00")
+    assert header.startswith("transform,angle_deg,scale_x,scale_y,shear,tx,ty,m00")
     assert values.startswith("rigid,")
 
 
@@ -115,7 +115,7 @@ def test_decomposition_reads_back_rotation_scale_shear_and_centre_shift():
 def test_json_carries_model_and_decomposition():
     t = AffineTransform([[1.1, 0.02, 5.0], [-0.01, 0.95, -2.0]])
     d = json.loads(t.to_json(center_xy=(10.0, 20.0)))
-    assert d["model"] == "affine"
+    assert d["transform"] == "affine"
     assert set(d["decomposition"]) >= {"angle_deg", "scale_xy", "shear", "shift_xy"}
     back = AffineTransform.from_json(json.dumps(d))
     assert back.model == "affine"

@@ -37,7 +37,7 @@ CONSTRAINT_TOLERANCE = 1e-4
 
 #: Column order of :meth:`AffineTransform.to_csv` (the m.. columns are ``matrix_xy[:2]`` row by row;
 #: angle, scales and shear are the decomposition, for reading; the matrix is what is read back).
-CSV_COLUMNS = ("model", "angle_deg", "scale_x", "scale_y", "shear", "tx", "ty",
+CSV_COLUMNS = ("transform", "angle_deg", "scale_x", "scale_y", "shear", "tx", "ty",
                "m00", "m01", "m02", "m10", "m11", "m12")
 
 # Swaps (x, y) <-> (row, col) in homogeneous coordinates; it is its own inverse.
@@ -266,9 +266,9 @@ class AffineTransform:
     # ------------------------------------------------------------------ serialisation
 
     def to_dict(self, center_xy=None) -> dict:
-        """Plain-Python ``model``, ``matrix_xy``, ``matrix_rc``, ``angle_deg``, ``translation_xy``
-        and, when ``center_xy`` is given, the :meth:`decompose` about it."""
-        out = {"model": self.model, "matrix_xy": self.matrix_xy.tolist(),
+        """Plain-Python ``transform`` (the model), ``matrix_xy``, ``matrix_rc``, ``angle_deg``,
+        ``translation_xy`` and, when ``center_xy`` is given, the :meth:`decompose` about it."""
+        out = {"transform": self.model, "matrix_xy": self.matrix_xy.tolist(),
                "matrix_rc": self.matrix_rc.tolist(), "angle_deg": self.angle_deg,
                "translation_xy": list(self.translation_xy)}
         if center_xy is not None:
@@ -280,7 +280,7 @@ class AffineTransform:
         """Build from a dict with ``matrix_xy`` (preferred) or ``angle_deg``+``translation_xy``."""
         if not isinstance(d, dict):
             raise InputError(f"expected a dict describing a transform, got {type(d).__name__}")
-        model = d.get("model")
+        model = d.get("transform")
         if model is not None:
             _check_model(model)
         if "matrix_xy" in d:
@@ -349,7 +349,7 @@ class AffineTransform:
             m = [[float(row[f"m{i}{j}"]) for j in range(3)] for i in range(2)]
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"transform CSV needs columns m00, m01, m02, m10, m11, m12: {exc}") from exc
-        return cls.from_matrix_xy(m, row.get("model") or None)
+        return cls.from_matrix_xy(m, row.get("transform") or None)
 
 
 def resample(

@@ -1,0 +1,138 @@
+"""Real microscope pairs: the raw H&E as scanned against its SHG (scale, rotation, shift, a little
+stretch), the grey bright field, pixel sizes, and a confidence that rejects garbage.
+
+One case per subgroup (TMA 1B, TMA XnnYnn, pancreas; val split where it has one); the full
+20-case table is benchmarks/registration.py --scenarios raw, the garbage table
+benchmarks/confidence.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_comir import api
+from napari_comir.cli import main
+from napari_comir.core.errors import InputError, RegistrationError
+from napari_comir.core.transforms import AffineTransform
+
+CASES = ["1B_B7", "X01Y05", "sa_stroma_pancreas_2000_95"]
+MAX_ERROR_PX = 3.0  # the reference itself is good to ~1-2 px; success is 10.24 px
+
+
+@pytest.fixture(scope="module")
+def model():
+    return api.load_model("bf-shg", "cpu")
+
+
+def grey(rgb):
+    return (rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("name", "kept"), [("1B_B7", "rigid"), ("X01Y05", "similarity"),
+                                            ("sa_stroma_pancreas_2000_95", "affine")])
+def test_raw_pair_registers_by_default(model, raw_cases, name, kept):
+    """The default (affine) keeps the simplest model that fits: 1B_B7's H&E is at the SHG's scale
+    (1.002), X01Y05's is scaled by 0.89, the pancreas core's also stretched."""
+    case = raw_cases[name]
+    result = api.register_multimodal(case.fixed, case.moving, model)
+    assert case.error(result.transform) <= MAX_ERROR_PX
+    assert result.success_likely, result.reasons
+    assert result.transform.model == kept
+
+
+def test_rigid_cannot_register_a_scaled_raw_pair(model, raw_cases):
+    case = raw_cases["X01Y05"]  # scale 0.89
+    rigid = api.register_multimodal(case.fixed, case.moving, model, transform="rigid")
+    assert case.error(rigid.transform) > 10.24
+
+
+def test_pancreas_needs_the_affine_model(model, raw_cases):
+    """Its H&E is stretched 14 % more along y than x: a similarity fit misses by ~25 px."""
+    case = raw_cases["sa_stroma_pancreas_2000_95"]
+    similar = api.register_multimodal(case.fixed, case.moving, model, transform="similarity")
+    affine = api.register_multimodal(case.fixed, case.moving, model)
+    assert case.error(similar.transform) > 10.24 >= MAX_ERROR_PX >= case.error(affine.transform)
+    assert affine.transform.model == "affine"
+    sx, sy = affine.transform.decompose().scale_xy
+    assert sy / sx == pytest.approx(1.14, abs=0.02)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_grey_bright_field_registers(model, raw_cases, name):
+    case = raw_cases[name]
+    result = api.register_multimodal(case.fixed, grey(case.moving), model)
+    assert case.error(result.transform) <= MAX_ERROR_PX
+    assert result.success_likely, result.reasons
+
+
+def test_known_pixel_sizes_narrow_the_scale(model, raw_cases):
+    """With both pixel sizes (here their true ratio, 2 % off) only ±5 % is searched; a ratio
+    outside 0.8-1.25 resamples the moving image first, and the result is still in its pixels."""
+    case = raw_cases["X01Y05"]
+    ratio = float(np.sqrt(np.linalg.det(case.truth.matrix_xy[:2, :2])))
+    near = api.register_multimodal(case.fixed, case.moving, model, fixed_pixel_size=0.5,
+                                   moving_pixel_size=0.5 * ratio * 1.02)
+    assert case.error(near.transform) <= MAX_ERROR_PX
+    doubled = case.moving.repeat(2, axis=0).repeat(2, axis=1)  # half the pixel size
+    far = api.register_multimodal(case.fixed, doubled, model, fixed_pixel_size=0.5,
+                                  moving_pixel_size=0.25 * ratio)
+    # original px -> doubled px: pixel i covers doubled pixels 2i and 2i + 1
+    to_doubled = AffineTransform.similarity(0.0, 2.0, (0.5, 0.5))
+    assert far.moving_shape == doubled.shape[:2]
+    assert case.error(far.transform.compose(to_doubled)) <= MAX_ERROR_PX + 1
+    with pytest.raises(InputError, match="both pixel sizes"):
+        api.register_multimodal(case.fixed, case.moving, model, fixed_pixel_size=0.5)
+    with pytest.raises(InputError, match="positive"):
+        api.register_multimodal(case.fixed, case.moving, model, fixed_pixel_size=0,
+                                moving_pixel_size=1)
+
+
+@pytest.mark.parametrize("kind", ["noise 32", "noise 128", "smooth noise 256", "other core"])
+def test_garbage_and_mismatched_pairs_are_never_likely(model, raw_cases, kind):
+    rng = np.random.default_rng(1)
+    shg = raw_cases["X01Y05"].fixed
+    if kind == "noise 32":
+        with pytest.raises(InputError, match="too small to register"):
+            api.register_multimodal(shg, rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), model)
+        return
+    if kind == "other core":  # round TMA cores: the outlines agree, the tissue does not
+        moving = raw_cases["X06Y06"].moving
+    else:
+        from scipy import ndimage
+
+        side = int(kind.split()[-1])
+        moving = rng.integers(0, 256, (side, side, 3)).astype(np.float32)
+        if kind.startswith("smooth"):
+            moving = ndimage.gaussian_filter(moving, (4, 4, 0))
+    result = api.register_multimodal(shg, moving.astype(np.uint8), model)
+    assert not result.success_likely and result.reasons
+
+
+def test_constant_image_is_refused(model, raw_cases):
+    with pytest.raises(RegistrationError, match="constant"):
+        api.register_multimodal(raw_cases["X01Y05"].fixed, np.full((200, 200, 3), 230, np.uint8), model)
+
+
+def test_cli_reads_pixel_sizes_and_writes_the_decomposition(raw_cases, tmp_path, capsys):
+    """The README's raw-pair command: pixel sizes from OME-TIFF metadata, the transform model by
+    default, its decomposition in the JSON."""
+    case = raw_cases["X01Y05"]
+    ratio = float(np.sqrt(np.linalg.det(case.truth.matrix_xy[:2, :2])))
+    tifffile.imwrite(tmp_path / "shg.ome.tif", case.fixed, metadata={"PhysicalSizeX": 0.8,
+                                                                     "PhysicalSizeY": 0.8})
+    tifffile.imwrite(tmp_path / "he.ome.tif", case.moving, photometric="rgb",
+                     metadata={"PhysicalSizeX": 0.8 * ratio, "PhysicalSizeY": 0.8 * ratio})
+    assert main(["register", "--fixed", str(tmp_path / "shg.ome.tif"), "--moving",
+                 str(tmp_path / "he.ome.tif"), "--out", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["fixed_pixel_size_um"] == pytest.approx(0.8)
+    assert report["moving_pixel_size_um"] == pytest.approx(0.8 * ratio, rel=1e-4)
+    assert report["model"] == "bf-shg" and report["transform"] in ("similarity", "affine")
+    assert report["success_likely"] is True
+    assert set(report["decomposition"]) >= {"angle_deg", "scale_xy", "shear", "shift_xy"}
+    assert case.error(AffineTransform.from_dict(report)) <= MAX_ERROR_PX
+    assert "rotation" in capsys.readouterr().out
