@@ -190,11 +190,11 @@ class RegisterWidget(Container):
             error = corner_error(AffineTransform.from_dict(truth), t, image_data(moving).shape)
             self._score.value += f"\nerror vs. the known transform: {error:.1f} px"
         if not result.success_likely:
-            self._warning.value = ("⚠ The registration has probably FAILED: "
-                                   + "; ".join(result.reasons) + ". Check the overlay; try another "
-                                   "transform, a narrower rotation range, the pixel sizes, or a model "
-                                   "fine-tuned on your images.")
-            show_warning(f"Register: registration probably failed ({result.reasons[0]})")
+            why = "; ".join(result.reasons) or "the images do not agree"
+            self._warning.value = (f"⚠ The registration has probably FAILED: {why}. Check the "
+                                   "overlay; try another transform, a narrower rotation range, the "
+                                   "pixel sizes, or a model fine-tuned on your images.")
+            show_warning(f"Register: registration probably failed ({why})")
         else:
             self._warning.value = ""
         # Fixed magenta, moving green, additive: aligned structures turn white.
