@@ -1,17 +1,18 @@
 """Does ``success_likely`` know when a registration failed? Measured on real, synthetic and garbage pairs.
 
-Positives (a right answer exists): the 20 raw BF/SHG cases (colour and grey bright field), and
-the synthetic rigid cases of the registration benchmark (``30``, ``180``, ``hard``; val split).
-Each is a true success or a failure by its corner error (<= 2 % of the width).
-Negatives (no right answer): an SHG against random noise of several sizes and kinds, against
-smoothed noise, and against the raw bright field of a *different* core (mismatched pairs).
-A constant image must be refused with an error, not scored.
+Positives (a right answer exists): the synthetic rigid cases of the registration benchmark
+(``30``, ``180``, ``hard``) on the model's evaluation pairs (bf-shg: the val split; rgb-nir: the
+four corners of its scene) and, for bf-shg, the 20 raw BF/SHG cases (colour and grey bright
+field). Each is a true success or a failure by its corner error (<= 2 % of the width).
+Negatives (no right answer): a fixed image against random noise of several sizes and kinds,
+smoothed noise, and the moving image of a *different* pair (for bf-shg: another core's raw
+H&E). A constant image must be refused with an error, not scored.
 
 Prints, per group, how often ``success_likely`` was true, and the false-positive rate (garbage,
 mismatched or failed results reported likely) and false-negative rate (true successes reported
 unlikely); ``--csv`` writes every case's features (score, overlap, scale, stretch, shear).
 
-Usage: ``python benchmarks/confidence.py [--seeds 3] [--mismatched 60] [--csv confidence.csv]``
+Usage: ``python benchmarks/confidence.py [--model bf-shg] [--seeds 3] [--mismatched 60] [--csv out.csv]``
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
+from evaluate_model import SHARED, evaluation_pairs  # noqa: E402  (a sibling script)
 
 from napari_comir import api  # noqa: E402
 from napari_comir.core.errors import ComirError  # noqa: E402
 from napari_comir.core.evaluation import SCENARIOS, raw_cases, rigid_cases  # noqa: E402
 from napari_comir.core.transforms import corner_error  # noqa: E402
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def grey(rgb: np.ndarray) -> np.ndarray:
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--model", default="bf-shg")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per val pair and synthetic scenario")
     parser.add_argument("--noise", type=int, default=48, help="noise images against real SHGs")
-    parser.add_argument("--mismatched", type=int, default=60, help="SHG vs another core's raw H&E")
+    parser.add_argument("--mismatched", type=int, default=60, help="pairs of different scenes")
     parser.add_argument("--data", type=Path, default=SHARED)
     parser.add_argument("--csv", type=Path, help="write every case's features here")
     args = parser.parse_args()
@@ -93,27 +93,38 @@ def main() -> None:
         return result
 
     started = time.perf_counter()
-    cases = raw_cases(args.data / "bf_shg_raw")
-    for case in cases:
-        run("raw", case.name, case.fixed, case.moving, case.error, case.success_px)
-        run("raw grey", case.name, case.fixed, grey(case.moving), case.error, case.success_px)
-    pairs = api.read_pairs_csv(args.data / "bf_shg" / "pairs.csv", ("bf", "shg"), split="val")
+    fixed_modality, moving_modality = model.card.fixed_modality, model.card.moving_modality
+    pairs = evaluation_pairs(model, args.data)
     for name in ("30", "180", "hard"):
         scenario = SCENARIOS[name]
-        for case in rigid_cases(pairs, scenario, args.seeds):
+        for case in rigid_cases(pairs, scenario, args.seeds, fixed_modality, moving_modality):
             run(f"synthetic {name}", f"{case.pair.name} {case.angle:.0f}°", case.fixed, case.moving,
                 lambda t, c=case: corner_error(c.truth, t, c.moving.shape), scenario.success_px)
     rng = np.random.default_rng(0)
+    fixed_images = [p.images[fixed_modality] for p in pairs]
+    mismatched = [(f"{a.name} vs {b.name}", a.images[fixed_modality], b.images[moving_modality])
+                  for a in pairs for b in pairs if a is not b]
+    if args.model == "bf-shg" and (args.data / "bf_shg_raw").is_dir():
+        cases = raw_cases(args.data / "bf_shg_raw")
+        for case in cases:
+            run("raw", case.name, case.fixed, case.moving, case.error, case.success_px)
+            run("raw grey", case.name, case.fixed, grey(case.moving), case.error, case.success_px)
+        fixed_images = [case.fixed for case in cases]
+        mismatched = []
+        for _ in range(args.mismatched):
+            a, b = rng.choice(len(cases), 2, replace=False)
+            mismatched.append((f"{cases[a].name} SHG vs {cases[b].name} H&E", cases[a].fixed,
+                               cases[b].moving))
     for i, (label, image) in enumerate(noise_images(rng, args.noise)):
-        run("noise", label, cases[i % len(cases)].fixed, image)
-    for _ in range(args.mismatched):
-        a, b = rng.choice(len(cases), 2, replace=False)
-        run("mismatched", f"{cases[a].name} SHG vs {cases[b].name} H&E", cases[a].fixed,
-            cases[b].moving)
-    run("constant", "constant BF", cases[0].fixed, np.full((256, 256, 3), 200, np.uint8))
+        run("noise", label, fixed_images[i % len(fixed_images)], image)
+    for label, fixed, moving in mismatched[: args.mismatched]:
+        run("mismatched", label, fixed, moving)
+    run("constant", "constant moving", fixed_images[0],
+        np.full((256, 256, model.card.modalities[moving_modality].channels), 200, np.uint8))
 
     print(f"{len(rows)} cases in {time.perf_counter() - started:.0f} s\n")
-    print("| group | cases | refused | true successes | reported likely | false positives | false negatives |")
+    print("| group | cases | refused | true successes | reported likely | false positives "
+          "| false negatives |")
     print("|---|---|---|---|---|---|---|")
     for group in dict.fromkeys(r["group"] for r in rows):
         mine = [r for r in rows if r["group"] == group]
