@@ -28,7 +28,7 @@ import torch
 from ..defaults import DEFAULT_SCALE_RANGE, DEFAULT_TRANSFORM, WIDEST_SCALE_RANGE
 from ..device import resolve_device
 from ..errors import InputError, RegistrationError
-from ..transforms import MODELS, AffineTransform
+from ..transforms import MODELS, AffineTransform, corner_error
 from . import confidence
 from .confidence import DETAIL_THRESHOLD, SCORE_THRESHOLD
 from .levels import block_mean, from_level, pyramid_factors, standardise
@@ -341,9 +341,13 @@ def register(
     best = loosest = fit(candidates, model, factors)
     if select_model:
         for stricter in reversed(MODELS[: MODELS.index(model)]):
+            start = _constrained(loosest[0], stricter)
+            # A stricter model that cannot come within a success's tolerance of the loosest fit
+            # (2 % of the width at the corners) would be a failure if that fit is right.
+            if corner_error(loosest[0], start, m_np.shape[1:]) > 0.02 * m_np.shape[2]:
+                continue
             # Near the loosest fit it converges in 2-3 steps; one that needs more is far from it.
-            fitted = fit([_constrained(loosest[0], stricter)], stricter, factors[-1:],
-                         STRICTER_MAX_ITERATIONS)
+            fitted = fit([start], stricter, factors[-1:], STRICTER_MAX_ITERATIONS)
             if fitted[2] > loosest[2] - MODEL_SELECTION_GAIN:
                 best = fitted
     found_transform, score, detail = best
