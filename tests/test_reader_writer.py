@@ -147,3 +147,32 @@ def test_manifest_loads_and_names_our_commands():
     assert python_names["napari-comir.sample_pair"] == "napari_comir._sample_data:sample_pair"
     assert python_names["napari-comir.sample_pair_misaligned"] == (
         "napari_comir._sample_data:sample_pair_misaligned")
+
+
+def test_pixel_sizes_are_read_where_the_file_means_them(tmp_path):
+    from napari_comir.core.io import read_pixel_size
+
+    image = np.zeros((32, 32), np.uint8)
+    tifffile.imwrite(tmp_path / "ome.ome.tif", image, metadata={"PhysicalSizeX": 0.65,
+                                                                 "PhysicalSizeXUnit": "µm"})
+    tifffile.imwrite(tmp_path / "ome_nm.ome.tif", image, metadata={"PhysicalSizeX": 325.0,
+                                                                    "PhysicalSizeXUnit": "nm"})
+    tifffile.imwrite(tmp_path / "imagej.tif", image, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
+                     metadata={"unit": "um"})
+    tifffile.imwrite(tmp_path / "cm.tif", image, resolution=(40000, 40000), resolutionunit="CENTIMETER")
+    tifffile.imwrite(tmp_path / "screen.tif", image, resolution=(72, 72), resolutionunit="INCH")
+    tifffile.imwrite(tmp_path / "none.tif", image)
+    assert read_pixel_size(tmp_path / "ome.ome.tif") == pytest.approx(0.65)
+    assert read_pixel_size(tmp_path / "ome_nm.ome.tif") == pytest.approx(0.325)
+    assert read_pixel_size(tmp_path / "imagej.tif") == pytest.approx(0.5)
+    assert read_pixel_size(tmp_path / "cm.tif") == pytest.approx(0.25)
+    assert read_pixel_size(tmp_path / "screen.tif") is None  # 72 dpi: 353 µm means "unknown"
+    assert read_pixel_size(tmp_path / "none.tif") is None
+    assert read_pixel_size(tmp_path / "missing.tif") is None
+
+
+def test_reader_sets_the_scale_from_the_pixel_size(tmp_path):
+    path = tmp_path / "shg.ome.tif"
+    tifffile.imwrite(path, np.zeros((32, 32), np.uint8), metadata={"PhysicalSizeX": 0.65})
+    (_, kwargs, _), = get_reader(str(path))(str(path))
+    assert kwargs["scale"] == pytest.approx((0.65, 0.65)) and kwargs["name"] == "shg"

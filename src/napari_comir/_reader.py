@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .core.io import IMAGE_SUFFIXES, read_image
+from .core.io import IMAGE_SUFFIXES, read_image, read_pixel_size
 
 
 def _layer_name(path: Path) -> str:
@@ -31,7 +31,9 @@ def get_reader(path):
     -------
     callable or None
         ``reader(path) -> list of (data, kwargs, "image")``, one layer per file, named after the
-        file without its extension. Arrays are (rows, cols) grey or (rows, cols, 3) RGB; the
+        file without its extension, with its pixel size (µm) as ``scale`` when the file records
+        one that means something (:func:`napari_comir.core.io.read_pixel_size`). Arrays are
+        (rows, cols) grey or (rows, cols, 3) RGB; the
         reader raises :class:`~napari_comir.core.errors.InputError` for multi-page stacks and
         3-D volumes so that napari shows the reason.
     """
@@ -47,6 +49,10 @@ def _read_layers(path) -> list[tuple]:
         file = Path(file)
         image = read_image(file)
         kwargs = {"name": _layer_name(file)}
+        pixel_size = read_pixel_size(file)
+        if pixel_size is not None:  # µm per pixel: the Register widget reads it from the scale
+            kwargs["scale"] = (pixel_size, pixel_size)
+            kwargs["metadata"] = {"pixel_size_um": pixel_size}
         if image.ndim == 3:
             kwargs["rgb"] = True
         else:
