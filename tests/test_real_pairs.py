@@ -136,3 +136,25 @@ def test_cli_reads_pixel_sizes_and_writes_the_decomposition(raw_cases, tmp_path,
     assert set(report["decomposition"]) >= {"angle_deg", "scale_xy", "shear", "shift_xy"}
     assert case.error(AffineTransform.from_dict(report)) <= MAX_ERROR_PX
     assert "rotation" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("angle", "scale_xy", "shear"), [(23.0, (1.12, 1.12), 0.0),
+                                                          (-140.0, (0.9, 1.0), 0.03)])
+def test_similarity_and_affine_warps_of_a_shared_pair(model, bf_shg_dir, angle, scale_xy, shear):
+    """An aligned val pair, its BF warped by a known similarity / affine map: recovered across
+    modalities to a pixel."""
+    from napari_comir.core.transforms import corner_error, resample
+
+    bf, shg = (api.read_image(bf_shg_dir / f"X01Y05_{m}.tif") for m in ("BF", "SHG"))
+    linear = (AffineTransform.rigid(angle).matrix_xy[:2, :2] @ np.diag(scale_xy)
+              @ np.array([[1.0, shear], [0.0, 1.0]]))
+    centre = np.array([255.5, 255.5])
+    matrix = np.eye(3)
+    matrix[:2, :2] = linear
+    matrix[:2, 2] = centre - linear @ centre + (7.0, -5.0)
+    warp = AffineTransform(matrix)  # aligned BF (x, y) -> warped BF (x, y)
+    moving = resample(bf, warp, (512, 512), cval=float(np.median(bf)))[96:416, 96:416]
+    truth = warp.inverse().compose(AffineTransform.rigid(0.0, (96.0, 96.0)))  # crop px -> SHG px
+    result = api.register_multimodal(shg, moving, model)
+    assert corner_error(truth, result.transform, moving.shape[:2]) <= 1.5
+    assert result.success_likely, result.reasons
