@@ -284,6 +284,9 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
     from .core.zoo import ComirModel
 
     # Check everything before writing anything, so a bad call leaves no output folder behind.
+    for name, value in (("n_workers", n_workers), ("threads_per_worker", threads_per_worker)):
+        if value is not None and not (isinstance(value, int) and 1 <= value <= 1024):
+            raise InputError(f"{name} must be a whole number from 1 to 1024, got {value!r}")
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
     angle_bounds(rotation_range)

@@ -30,6 +30,16 @@ example:
 """
 
 
+def _require_range(args, *limits) -> None:
+    """Refuse, before any work, a whole-number option outside its range (one line, exit 2)."""
+    from .core.errors import InputError
+
+    for name, low, high in limits:
+        value = getattr(args, name)
+        if value is not None and not low <= value <= high:
+            raise InputError(f"--{name.replace('_', '-')} must be between {low} and {high}, got {value}")
+
+
 def _progress_bar(total: int, desc: str):
     from tqdm.auto import tqdm
 
@@ -42,14 +52,24 @@ def _train(args) -> int:
     from . import api
     from .core.data import AlignedPair
     from .core.errors import InputError
-    from .core.io import check_output_path
+    from .core.io import check_output_path, check_outputs_apart
     from .core.training import FINE_TUNE_LR, TrainConfig
     from .core.zoo import model_file_paths
 
     if not (args.pairs or (args.fixed and args.moving)):
         raise InputError("give --pairs CSV, or --fixed and --moving aligned images")
+    _require_range(args, ("comir_channels", 1, 3), ("base_channels", 1, 64), ("depth", 1, 6),
+                   ("steps", 1, 10**9), ("batch_size", 2, 4096), ("patch_size", 16, 4096),
+                   ("checkpoint_every", 1, 10**9), ("synthetic", 0, 10**4))
+    if args.lr is not None and not args.lr > 0:
+        raise InputError(f"--lr must be positive, got {args.lr}")
     if args.out:
-        check_output_path(model_file_paths(args.out)[1])
+        weights, card = model_file_paths(args.out)
+        # --checkpoint may equal --resume: continuing a run in place is what resuming is for.
+        check_outputs_apart({"--out weights": weights, "--out card": card,
+                             "--checkpoint": args.checkpoint},
+                            {"--pairs": args.pairs, "--fixed": args.fixed, "--moving": args.moving})
+        check_output_path(card)
     torch.manual_seed(args.seed)  # initial weights
     if args.from_model:
         model = api.load_model(args.from_model, args.device)
@@ -70,7 +90,7 @@ def _train(args) -> int:
         for seed in range(args.synthetic):
             bf, shg = synthetic_pair(seed=seed)
             pairs.append(AlignedPair({moving_modality: bf, fixed_modality: shg}, name=f"synthetic-{seed}"))
-    lr = args.lr or (FINE_TUNE_LR if args.from_model else 1e-3)
+    lr = args.lr if args.lr is not None else (FINE_TUNE_LR if args.from_model else 1e-3)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, patch_size=args.patch_size,
                          lr=lr, optimizer=args.optimizer, seed=args.seed, device=args.device,
                          freeze_batchnorm=bool(args.from_model) and not args.update_batchnorm,
@@ -102,8 +122,10 @@ def _train(args) -> int:
 def _infer(args) -> int:
     from . import api
     from .core.inference import comir_tiles
-    from .core.io import check_output_path, write_tiff
+    from .core.io import check_output_path, check_outputs_apart, write_tiff
 
+    _require_range(args, ("tile", 64, 16384), ("overlap", 0, 4096))
+    check_outputs_apart({"--out": args.out}, {"image": args.image})
     check_output_path(args.out)
     model = api.load_model(args.model, args.device)
     image = api.read_image(args.image)
@@ -121,8 +143,16 @@ def _infer(args) -> int:
 def _register(args) -> int:
     from . import api
     from .core.errors import InputError
-    from .core.io import check_output_path, read_pixel_size, write_text_atomic, write_tiff
+    from .core.io import (
+        check_output_path,
+        check_outputs_apart,
+        read_pixel_size,
+        write_text_atomic,
+        write_tiff,
+    )
 
+    check_outputs_apart({"--out": args.out, "--resampled": args.resampled},
+                        {"--fixed": args.fixed, "--moving": args.moving})
     for output in filter(None, (args.out, args.resampled)):
         check_output_path(output)
     pixel_sizes = [args.fixed_pixel_size, args.moving_pixel_size]
@@ -141,9 +171,8 @@ def _register(args) -> int:
         rotation_range=args.rotation_range, scale_range=args.scale_range,
         fixed_pixel_size=pixel_sizes[0], moving_pixel_size=pixel_sizes[1],
         fixed_modality=args.fixed_modality, moving_modality=args.moving_modality)
-    for event in events:
-        print(f"  {event.message}", file=sys.stderr)
-    result = event.result.result
+    *_, last = events
+    result = last.result.result
     report = {
         **result.to_dict(),
         "fixed_pixel_size_um": pixel_sizes[0], "moving_pixel_size_um": pixel_sizes[1],

@@ -144,6 +144,35 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_outputs_apart(outputs: dict, inputs: dict) -> None:
+    """Refuse, before any work, an output that is one of the inputs or another output.
+
+    ``outputs`` and ``inputs`` map an option name (e.g. ``"--out"``) to a path or ``None``. Paths
+    are compared by what they resolve to and, for files that exist, by ``samefile`` (links
+    included), so nothing a command writes can replace what it reads or another of its outputs.
+    """
+    def same(a: Path, b: Path) -> bool:
+        if a.resolve() == b.resolve():
+            return True
+        try:
+            return a.exists() and b.exists() and a.samefile(b)
+        except OSError:
+            return False
+
+    outputs = {name: Path(path) for name, path in outputs.items() if path is not None}
+    inputs = {name: Path(path) for name, path in inputs.items() if path is not None}
+    names = list(outputs)
+    for i, name in enumerate(names):
+        for other in names[i + 1:]:
+            if same(outputs[name], outputs[other]):
+                raise InputError(f"{name} and {other} are the same file ({outputs[name]}); "
+                                 "give each output its own name")
+        for source, path in inputs.items():
+            if same(outputs[name], path):
+                raise InputError(f"{name} {outputs[name]} is the input {source}: it would be "
+                                 "overwritten; write the output elsewhere")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and move it into place.
