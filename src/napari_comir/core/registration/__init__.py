@@ -46,10 +46,13 @@ MIN_SIZE = 32
 #: 50 rather than 40: CoMIRs of a model trained on one pair for a minute keep too little at 40 px
 #: to be found (docs/benchmarks.md, one-pair training); ~6 ms more per 300² pair on 2 CPU cores.
 SEARCH_SIZE = 50
-#: Grid step of the global search: this many search-level px of displacement at the rim of what is
-#: compared (the disc inscribed in the moving image, or its corners), along the arc for the angle
-#: and along the radius for the scale.
-GRID_STEP_PX = 3.0
+#: Angle step of the global search: this many search-level px of arc at the rim of what is
+#: compared (the disc inscribed in the moving image, or its corners).
+ANGLE_STEP_PX = 3.0
+#: Scale step of the global search: this many search-level px of radial displacement at the rim
+#: (4 scales over 0.8-1.25 at ~50 px). 3 px gave 5 scales, the same results on the raw and the
+#: synthetic cases, and a search 25 % slower (docs/benchmarks.md, "Real pairs").
+SCALE_STEP_PX = 4.0
 #: Number of (angle, scale, shift) candidates of the global search that are refined.
 N_CANDIDATES = 3
 #: How much more significant (detail score, see :mod:`.confidence`) a looser transform model's
@@ -242,7 +245,7 @@ def register(
         Scales (fixed px per moving px) searched; default :data:`DEFAULT_SCALE_RANGE` for
         similarity and affine, 1 for rigid. At most :data:`WIDEST_SCALE_RANGE`.
     angle_step : float, optional
-        Angle spacing (degrees) of the global search; default: :data:`GRID_STEP_PX` of arc at the
+        Angle spacing (degrees) of the global search; default: :data:`ANGLE_STEP_PX` of arc at the
         rim of what the search level compares (6.9° for a 300² image).
     refine : bool
         Refine the transform sub-pixel, coarse to fine, up to full resolution.
@@ -308,8 +311,8 @@ def register(
     if method == "search":
         fk, mk = block_mean(f, k), block_mean(m, k)
         rim = rim_radius(mk)
-        step = float(angle_step) if angle_step is not None else math.degrees(GRID_STEP_PX / rim)
-        scales = search_scales(scale_lo, scale_hi, GRID_STEP_PX / rim)
+        step = float(angle_step) if angle_step is not None else math.degrees(ANGLE_STEP_PX / rim)
+        scales = search_scales(scale_lo, scale_hi, SCALE_STEP_PX / rim)
         found = global_search(fk, mk, search_angles(lo, hi, step), scales, N_CANDIDATES, MIN_OVERLAP)
         if not found:
             raise RegistrationError("no rotation/translation gives enough overlap to compare the images")
