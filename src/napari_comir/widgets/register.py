@@ -264,8 +264,8 @@ class RegisterWidget(Container):
         path = Path(path)
         if path.suffix.lower() == ".csv":
             transform.to_csv(path)
-        else:
-            transform.to_json(path)
+        else:  # with its decomposition about the moving image's centre
+            transform.to_json(path, center_xy=self.result.moving_centre_xy)
         show_info(f"transform saved to {path}")
         return path
 
