@@ -34,14 +34,23 @@ def test_register_sets_affine_overlay_and_toggles(registered):
     bf = viewer.layers["BF"]
     assert np.allclose(bf.affine.affine_matrix, transform.matrix_rc)
     assert np.allclose(viewer.layers["CoMIR (BF)"].affine.affine_matrix, transform.matrix_rc)
-    assert viewer.layers["SHG"].colormap.name == "magenta"
-    assert viewer.layers["SHG"].blending == "additive"
     assert "score" in widget._score.value and "error vs." in widget._score.value
+    # The review overlay on top: fixed green (added), moving magenta, the user's layers unchanged.
+    review_fixed, review_moving = viewer.layers[-1], viewer.layers[-2]
+    assert review_fixed.name == "review: SHG (green)" and review_fixed.blending == "additive"
+    assert review_moving.name == "review: BF (magenta)"
+    assert review_fixed.colormap.name == "green" and review_moving.colormap.name == "magenta"
+    assert np.allclose(review_moving.affine.affine_matrix, transform.matrix_rc)
+    assert viewer.layers["SHG"].colormap.name == "gray" and viewer.layers["BF"].visible
+    assert not viewer.layers["CoMIR (BF)"].visible  # it would wash the overlay out
 
     widget._after.value = False
     assert np.allclose(bf.affine.affine_matrix, np.eye(3))
+    assert np.allclose(review_moving.affine.affine_matrix, np.eye(3))
     widget._after.value = True
     assert np.allclose(bf.affine.affine_matrix, transform.matrix_rc)
+    widget._review.value = False
+    assert not review_fixed.visible and not review_moving.visible
 
     widget._checker.value = True
     board = viewer.layers[CHECKERBOARD]

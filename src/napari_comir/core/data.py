@@ -142,7 +142,7 @@ def validate_image(image, channels: int | None = None, *, name: str = "image",
         )
     if channels == 3 and array.shape[-1] == 1:
         # A grey bright field (unstained, or saved as 8-bit grey): its palette's colours
-        # registered 18 of the 20 raw BF/SHG cases, R = G = B only 9 (docs/benchmarks.md).
+        # registered 17-18 of the 20 raw BF/SHG cases, R = G = B only 9 (docs/benchmarks.md).
         array = (colourise(array, grey_palette) if grey_palette is not None
                  else np.repeat(array, 3, axis=-1))
     if channels is not None and array.shape[-1] != channels:

@@ -35,6 +35,7 @@ from ._layers import (
     wrap,
 )
 from ._state import current
+from ._review import show_review
 from .representations import comir_layer_name, find_comir, show_comir
 
 CHECKERBOARD = "Checkerboard (fixed | moving)"
@@ -93,6 +94,11 @@ class RegisterWidget(Container):
         self._warning = wrap(Label(value=""))
         self._warning.native.setStyleSheet("color: #ff6060; font-weight: bold")
         self._after = CheckBox(text="show found transform (after)", value=True, enabled=False)
+        self._review = CheckBox(text="review overlay: fixed green, moving magenta", value=True,
+                                enabled=False, tooltip="Where the images agree the tissue turns "
+                                "white; green beside magenta is a misregistration. The moving "
+                                "image is shown grey, inverted when its background is bright "
+                                "(H&E). Your own layers are not changed")
         self._checker = CheckBox(text="checkerboard", value=False, enabled=False)
         self._square = Slider(label="square px", min=4, max=512, value=32, enabled=False)
         self._accept = PushButton(text="Accept (resample moving)", enabled=False)
@@ -103,13 +109,16 @@ class RegisterWidget(Container):
         super().__init__(widgets=[
             self._fixed, self._moving, self._method, self._transform, self._rotation, self._reuse,
             self._run,
-            self._progress, self._score, self._warning, self._after, self._checker, self._square,
+            self._progress, self._score, self._warning, self._after, self._review, self._checker,
+            self._square,
             self._accept, self._export, self._targets, self._apply])
         self.result: RegistrationResult | None = None
+        self._review_layers: tuple[Layer, Layer] | tuple[None, None] = (None, None)
         self.job: _worker.Job | None = None
         self._pair: tuple[Layer, Layer] | None = None
         self._run.clicked.connect(self.run)
         self._after.changed.connect(self.show_after)
+        self._review.changed.connect(self._show_review)
         self._checker.changed.connect(self._update_checkerboard)
         self._square.changed.connect(self._update_checkerboard)
         self._accept.clicked.connect(self.accept)
@@ -124,7 +133,8 @@ class RegisterWidget(Container):
         """Default: a grey non-CoMIR layer is fixed (SHG), an RGB one moving (BF)."""
         raw = [lay for lay in self.viewer.layers
                if isinstance(lay, Image) and "comir_source" not in lay.metadata
-               and "comir_transform" not in lay.metadata and lay.name != CHECKERBOARD]
+               and "comir_transform" not in lay.metadata and "comir_review_of" not in lay.metadata
+               and lay.name != CHECKERBOARD]
         if self._fixed.value is None and (grey := [lay for lay in raw if not lay.rgb]):
             self._fixed.value = grey[0]
         if self._moving.value is None and (rgb := [lay for lay in raw if lay.rgb]):
@@ -197,18 +207,27 @@ class RegisterWidget(Container):
             show_warning(f"Register: registration probably failed ({why})")
         else:
             self._warning.value = ""
-        # Fixed magenta, moving green, additive: aligned structures turn white.
-        for layer, colormap in ((fixed, "magenta"), (moving, "green")):
-            for lay in (layer, self._comir_layer(layer)):
-                if lay is not None and not lay.rgb:
-                    lay.colormap, lay.blending = colormap, "additive"
-        for widget in (self._after, self._checker, self._square, self._accept, self._export,
-                       self._apply):
+        # The review overlay on top; the CoMIRs (shown while registering) would wash it out.
+        for layer in (fixed, moving):
+            comir = self._comir_layer(layer)
+            if comir is not None:
+                comir.visible = False
+        self._review_layers = show_review(self.viewer, fixed, moving, image_data(fixed),
+                                          image_data(moving), result.transform)
+        for layer in self._review_layers:
+            layer.visible = self._review.value
+        for widget in (self._after, self._review, self._checker, self._square, self._accept,
+                       self._export, self._apply):
             widget.enabled = True
         with self._after.changed.blocked():
             self._after.value = True
         self.show_after(True)
         self._update_checkerboard()
+
+    def _show_review(self, visible: bool) -> None:
+        for layer in self._review_layers:
+            if layer is not None and layer in self.viewer.layers:
+                layer.visible = visible
 
     def _comir_layer(self, source: Layer) -> Layer | None:
         name = comir_layer_name(source)
@@ -220,8 +239,8 @@ class RegisterWidget(Container):
             return
         fixed, moving = self._pair
         transform = self.result.transform if after else AffineTransform.rigid()
-        for lay in (moving, self._comir_layer(moving)):
-            if lay is not None:
+        for lay in (moving, self._comir_layer(moving), self._review_layers[1]):
+            if lay is not None and lay in self.viewer.layers:
                 lay.affine = world_affine(fixed, lay, transform)
         self._update_checkerboard()
 
@@ -241,6 +260,7 @@ class RegisterWidget(Container):
                              contrast_limits=(0.0, 1.0), blending="translucent", visible=True)
         if board.ndim == 2:
             layer.colormap = "gray"
+        self.viewer.layers.move(self.viewer.layers.index(layer), len(self.viewer.layers))
 
     # ------------------------------------------------------------------ results
     def _require_result(self) -> tuple[AffineTransform, Layer, Layer]:
