@@ -212,7 +212,7 @@ def _models(args) -> int:
 def _demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(headless=args.headless, model=args.model)
+    return run_demo(headless=args.headless, model=args.model, screenshot=args.screenshot)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "--headless)")
     demo.add_argument("--headless", action="store_true", help="no GUI: print the result")
     demo.add_argument("--model", default="bf-shg", help="model name or file (default bf-shg)")
+    demo.add_argument("--screenshot", metavar="PNG", help="run the GUI main job end to end (open, "
+                      "register, the default review view), save the whole window here, exit "
+                      "(needs a display; under Xvfb: xvfb-run -a napari-comir demo --screenshot x.png)")
     demo.set_defaults(func=_demo)
 
     try:

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
-WIDGETS = ("CoMIR model", "CoMIR representations", "Register (CoMIR)", "Inspect CoMIRs",
-           "Fine-tune CoMIR")
+# Register last: the tab that is open when the demo starts.
+WIDGETS = ("CoMIR model", "CoMIR representations", "Inspect CoMIRs", "Fine-tune CoMIR",
+           "Register (CoMIR)")
+#: Window size of ``demo --screenshot``: what a laptop screen shows.
+SCREENSHOT_SIZE = (1280, 800)
 
 
-def run_demo(headless: bool = False, model: str = "bf-shg") -> int:
+def run_demo(headless: bool = False, model: str = "bf-shg", screenshot: str | None = None) -> int:
     """Register the synthetic misaligned BF/SHG sample pair with ``model``.
 
-    Headless: print the found and true transforms and the corner error. Otherwise open
-    napari with the sample pair and the plugin's dock widgets.
+    Headless: print the found and true transforms and the corner error. ``screenshot``: run the
+    GUI main job end to end (open the pair, pick the model, register, the default review view)
+    and save the whole window as a PNG there, then exit. Otherwise open napari with the sample
+    pair and the plugin's dock widgets.
     """
     from .core.synthetic import misaligned_pair
 
+    if screenshot is not None:
+        return _screenshot(screenshot, model)
     if not headless:
         return _open_napari()
     from . import api
@@ -38,11 +46,41 @@ def run_demo(headless: bool = False, model: str = "bf-shg") -> int:
     return 0 if success else 1
 
 
-def setup_demo_viewer(viewer) -> None:
-    """Open the misaligned sample pair in ``viewer`` and dock the plugin's widgets."""
+def setup_demo_viewer(viewer):
+    """Open the misaligned sample pair in ``viewer`` and dock the plugin's widgets; return the
+    Register widget (its tab is the one open)."""
     viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
     for name in WIDGETS:
-        viewer.window.add_plugin_dock_widget("napari-comir", name, tabify=True)
+        _, widget = viewer.window.add_plugin_dock_widget("napari-comir", name, tabify=True)
+    return widget
+
+
+def _screenshot(path: str, model: str) -> int:
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from .core.io import atomic_path
+    from .widgets import _worker
+    from .widgets._state import current
+
+    with atomic_path(path if str(path).lower().endswith(".png") else f"{path}.png") as tmp:
+        viewer = napari.Viewer(title="napari-comir demo", show=True)
+        viewer.window._qt_window.resize(*SCREENSHOT_SIZE)
+        register = setup_demo_viewer(viewer)
+        current.load(model)
+        _worker.SYNCHRONOUS = True  # one job, then the picture: no thread to wait for
+        register.run()
+        for _ in range(5):
+            QApplication.processEvents()
+        saved = viewer.window._qt_window.grab().save(str(tmp), "PNG")
+        result = register.result
+        viewer.close()
+    if not saved or result is None:
+        print("napari-comir demo: error: the registration or the screenshot failed", file=sys.stderr)
+        return 2
+    print(f"wrote {path}: score {result.score:.2f}, "
+          f"{'likely right' if result.success_likely else 'probably wrong'}")
+    return 0
 
 
 def _open_napari() -> int:

@@ -10,3 +10,24 @@ def test_demo_opens_sample_pair_with_widgets_docked(make_napari_viewer):
     assert {"SHG (sample)", "BF (sample, misaligned)"} <= {layer.name for layer in viewer.layers}
     docked = " ".join(viewer.window.dock_widgets)
     assert all(name in docked for name in WIDGETS)
+
+
+@pytest.mark.gui
+def test_demo_screenshot_shows_a_readable_registration(tmp_path, monkeypatch, qapp):
+    """`napari-comir demo --screenshot`: the main job end to end, the whole window saved; its
+    canvas (the review overlay) is neither washed out nor empty."""
+    import numpy as np
+    from skimage import io
+
+    from napari_comir.cli import main
+    from napari_comir.widgets import _worker
+
+    monkeypatch.setattr(_worker, "SYNCHRONOUS", True)  # restored after the test
+    path = tmp_path / "demo.png"
+    assert main(["demo", "--screenshot", str(path)]) == 0
+    window = io.imread(path)[..., :3].astype(float)
+    assert window.shape[:2] == (800, 1280)
+    canvas = window[200:600, 450:800].reshape(-1, 3)  # the middle of the canvas: tissue
+    assert np.all(canvas >= 250, axis=1).mean() < 0.05  # not washed out
+    assert (canvas.max(axis=1) > 40).mean() > 0.5  # not black either
+    assert (canvas[:, 0] > canvas[:, 1] + 60).mean() > 0.05  # magenta (the BF) shows
