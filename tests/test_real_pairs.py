@@ -158,3 +158,34 @@ def test_similarity_and_affine_warps_of_a_shared_pair(model, bf_shg_dir, angle, 
     result = api.register_multimodal(shg, moving, model)
     assert corner_error(truth, result.transform, moving.shape[:2]) <= 1.5
     assert result.success_likely, result.reasons
+
+
+def test_landmarks_alone_and_as_the_start_of_a_refinement(model, raw_cases):
+    """Five landmark pairs clicked within ~3 px of the truth: the landmark transform is close,
+    each residual is reported, and refining from it lands where the search does."""
+    from napari_comir.core.registration.landmarks import fit_landmarks
+
+    case = raw_cases["sa_stroma_pancreas_2000_95"]
+    rng = np.random.default_rng(0)
+    moving_xy = np.array([[100.0, 120.0], [400.0, 90.0], [380.0, 420.0], [90.0, 400.0], [250, 260]])
+    fixed_xy = case.truth.apply_xy(moving_xy) + rng.normal(0, 2.0, moving_xy.shape)
+    found, residuals = fit_landmarks(fixed_xy, moving_xy, "affine")
+    assert residuals.shape == (5,) and residuals.max() < 6
+    assert case.error(found) < 6
+    refined = api.register_multimodal(case.fixed, case.moving, model, initial_transform=found)
+    assert refined.method == "initial" and refined.success_likely
+    assert case.error(refined.transform) <= MAX_ERROR_PX < case.error(found) + MAX_ERROR_PX
+
+
+@pytest.mark.parametrize(("fixed", "moving", "model", "message"), [
+    ([[0, 0], [1, 1]], [[0, 0]], "rigid", "2 fixed and 1 moving"),
+    ([[0, 0], [1, 1]], [[0, 0], [2, 2]], "affine", "at least 3"),
+    ([[0, 0], [1, 1], [2, 2]], [[0, 0], [1, 1], [2, 2]], "affine", "one line"),
+    ([[0, 0], [1, 1]], [[5, 5], [5, 5]], "similarity", "one spot"),
+    ([[0, 0], [np.nan, 1]], [[0, 0], [1, 1]], "rigid", "NaN"),
+])
+def test_unusable_landmarks_are_refused(fixed, moving, model, message):
+    from napari_comir.core.registration.landmarks import fit_landmarks
+
+    with pytest.raises(InputError, match=message):
+        fit_landmarks(fixed, moving, model)

@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 _API = (
     "load_model", "list_models", "new_model", "save_model", "compute_comirs", "fine_tune",
+    "fit_landmarks",
     "register", "register_comirs", "register_multimodal", "registration_events", "resample",
     "AffineTransform", "RegistrationOutcome", "TrainConfig",
     "AlignedPair", "read_image", "read_pairs_csv", "save_user_model",

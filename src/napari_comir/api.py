@@ -28,6 +28,7 @@ from .core.registration import (
     register,
     scale_bounds,
 )
+from .core.registration.landmarks import fit_landmarks
 from .core.training import FINE_TUNE_LR, TrainConfig, train
 from .core.transforms import AffineTransform, resample
 from .core.zoo import ComirModel, ModelCard, list_models, save_model, save_user_model
@@ -35,7 +36,8 @@ from .core.zoo import load_model as _load_model
 
 __all__ = [
     "AlignedPair", "ComirModel", "Progress", "AffineTransform", "TrainConfig", "compute_comirs",
-    "fine_tune", "list_models", "load_model", "new_model", "read_image", "read_pairs_csv", "register",
+    "fine_tune", "fit_landmarks", "list_models", "load_model", "new_model", "read_image",
+    "read_pairs_csv", "register",
     "register_comirs", "register_multimodal", "registration_events", "RegistrationOutcome",
     "resample", "save_model", "save_user_model",
 ]
@@ -168,6 +170,7 @@ def registration_events(fixed_image, moving_image, model: ComirModel | str = "bf
                         fixed_pixel_size: float | None = None, moving_pixel_size: float | None = None,
                         fixed_modality: str | None = None, moving_modality: str | None = None,
                         fixed_comir: np.ndarray | None = None, moving_comir: np.ndarray | None = None,
+                        initial_transform: AffineTransform | None = None,
                         device: str | None = None) -> Iterator[Progress]:
     """The whole multimodal registration as a stream of :class:`Progress` events.
 
@@ -179,6 +182,8 @@ def registration_events(fixed_image, moving_image, model: ComirModel | str = "bf
     Parameters are those of :func:`register_multimodal`, plus ``fixed_comir`` / ``moving_comir``:
     CoMIRs already computed with ``model`` for these images (e.g. shown in napari), reused.
     """
+    if initial_transform is not None and not isinstance(initial_transform, AffineTransform):
+        raise InputError("initial_transform must be an AffineTransform (e.g. from fit_landmarks)")
     model = _as_model(model, device)
     card = model.card
     fixed_modality = fixed_modality or card.fixed_modality
@@ -203,14 +208,17 @@ def registration_events(fixed_image, moving_image, model: ComirModel | str = "bf
         if isinstance(checked, np.ndarray) and np.ptp(checked) == 0:
             raise RegistrationError(f"{name} image is constant — nothing to register")
     large = max(*np.shape(fixed_image)[:2], *np.shape(moving_image)[:2]) > LARGE_SIDE
+    if initial_transform is not None:
+        pre_scale, large = 1.0, False  # refine from it on the images as they are
     return _registration_events(model, fixed_image, moving_image, method, transform,
                                 rotation_range, search_range, pre_scale, fixed_modality,
-                                moving_modality, fixed_comir, moving_comir, large)
+                                moving_modality, fixed_comir, moving_comir, large,
+                                initial_transform)
 
 
 def _registration_events(model, fixed_image, moving_image, method, transform, rotation_range,
                          scale_range, pre_scale, fixed_modality, moving_modality, fixed_comir,
-                         moving_comir, large) -> Iterator[Progress]:
+                         moving_comir, large, initial_transform) -> Iterator[Progress]:
     """The work of :func:`registration_events`, after validation (a generator: runs lazily)."""
     start = time.perf_counter()
     if large and method == "search":
@@ -242,7 +250,7 @@ def _registration_events(model, fixed_image, moving_image, method, transform, ro
     yield Progress("register", 0, 1, f"registering the CoMIRs ({transform}, {method})")
     result = register_comirs(model, comirs["fixed"], comirs["moving"], method=method,
                              transform=transform, rotation_range=rotation_range,
-                             scale_range=scale_range)
+                             scale_range=scale_range, initial=initial_transform)
     moving_comir = comirs["moving"]
     if pre_scale != 1.0:
         to_scaled = AffineTransform.similarity(0.0, pre_scale)
@@ -267,6 +275,7 @@ def register_multimodal(fixed_image, moving_image, model: ComirModel | str = "bf
                         scale_range: tuple[float, float] | None = None,
                         fixed_pixel_size: float | None = None, moving_pixel_size: float | None = None,
                         fixed_modality: str | None = None, moving_modality: str | None = None,
+                        initial_transform: AffineTransform | None = None,
                         device: str | None = None) -> RegistrationResult:
     """Register a moving image onto a fixed image of another modality through their CoMIRs.
 
@@ -288,8 +297,11 @@ def register_multimodal(fixed_image, moving_image, model: ComirModel | str = "bf
         Scales (fixed px per moving px) searched when the pixel sizes are unknown; default
         0.8-1.25, at most 0.5-2.
     fixed_pixel_size, moving_pixel_size : float, optional
-        Pixel sizes (µm, or any one unit): the moving image is brought to the fixed pixel size
-        and only ±5 % of scale is searched.
+        Pixel sizes (µm, or any one unit): only ±5 % around their ratio is searched (the moving
+        image is first brought to the fixed pixel size if the ratio lies outside 0.8-1.25).
+    initial_transform : AffineTransform, optional
+        Moving -> fixed start of the refinement instead of the global search, e.g. from
+        :func:`fit_landmarks` when the search failed.
     device : str, optional
         "auto", "cpu", "cuda", "mps"; default: where the model is ("auto" for a name).
 
@@ -309,7 +321,8 @@ def register_multimodal(fixed_image, moving_image, model: ComirModel | str = "bf
                                  transform=transform, rotation_range=rotation_range,
                                  scale_range=scale_range, fixed_pixel_size=fixed_pixel_size,
                                  moving_pixel_size=moving_pixel_size, fixed_modality=fixed_modality,
-                                 moving_modality=moving_modality, device=device)
+                                 moving_modality=moving_modality, initial_transform=initial_transform,
+                                 device=device)
     *_, last = events
     return last.result.result
 
@@ -317,15 +330,19 @@ def register_multimodal(fixed_image, moving_image, model: ComirModel | str = "bf
 def register_comirs(model: ComirModel, fixed_comir: np.ndarray, moving_comir: np.ndarray, *,
                     method: str = "search", transform: str = DEFAULT_TRANSFORM,
                     rotation_range: float | tuple[float, float] = 180.0,
-                    scale_range: tuple[float, float] | None = None) -> RegistrationResult:
+                    scale_range: tuple[float, float] | None = None,
+                    initial: AffineTransform | None = None) -> RegistrationResult:
     """Register two CoMIRs of ``model`` (e.g. computed once and reused), with its calibrated confidence.
+
+    ``initial`` (moving -> fixed) replaces the global search: the refinement starts there.
 
     ``result.success_likely`` uses the model card's ``score_threshold`` and ``detail_threshold``;
     the CoMIRs' outer :data:`COMIR_EDGE_PX` are left out of the comparison.
     """
     return register(fixed_comir, moving_comir, method=method, transform=transform,
                     rotation_range=rotation_range, scale_range=scale_range, border=COMIR_EDGE_PX,
-                    device=model.device, score_threshold=model.card.score_threshold,
+                    initial=initial, device=model.device,
+                    score_threshold=model.card.score_threshold,
                     detail_threshold=model.card.detail_threshold)
 
 

@@ -102,3 +102,30 @@ def test_register_needs_two_layers(make_napari_viewer, errors):
     widget = RegisterWidget(make_napari_viewer())
     assert widget.run() is None and errors
     assert widget.accept() is None
+
+
+def test_landmarks_fit_register_from_and_residuals(viewer_with_pair, errors):
+    """Point pairs placed in the two landmark layers give the transform (exactly, when placed
+    exactly), residuals per landmark, and a registration refined from them."""
+    viewer = viewer_with_pair
+    viewer.layers["SHG"].scale = (0.5, 0.5)  # µm per px: residuals in µm too
+    viewer.layers["BF"].scale = (0.5, 0.5)
+    widget = RegisterWidget(viewer)
+    widget._transform.value = "similarity"
+    assert widget.fit_landmarks() is None and errors  # no landmark layers yet
+    widget.add_landmarks()
+    fixed_points, moving_points = viewer.layers["landmarks: SHG"], viewer.layers["landmarks: BF"]
+    moving_rc = np.array([[20.0, 15.0], [70.0, 30.0], [40.0, 80.0]])
+    moving_points.data = moving_rc
+    fixed_points.data = KNOWN.apply_rc(moving_rc)
+    result = widget.fit_landmarks()
+    assert result.method == "landmarks" and not result.success_likely
+    assert np.allclose(result.transform.matrix_xy, KNOWN.matrix_xy, atol=1e-6)
+    assert "landmark 3: 0.0 px (0.00 µm)" in widget._residuals.value
+    assert "from the landmarks only" in widget._score.value and "µm" in widget._score.value
+    job = widget.run(from_landmarks=True)
+    assert job is not None and not job.failed
+    assert widget.result.method == "initial" and "landmark 1:" in widget._residuals.value
+    fixed_points.data = fixed_points.data[:2]
+    errors.clear()
+    assert widget.fit_landmarks() is None and "3 moving landmarks" in errors[0]

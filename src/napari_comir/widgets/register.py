@@ -23,8 +23,10 @@ from .. import api
 from ..core.defaults import DEFAULT_TRANSFORM, TRANSFORM_MODELS
 from ..core.errors import ComirError, InputError
 from ..core.registration import RegistrationResult
+from ..core.registration.landmarks import fit_landmarks
 from ..core.transforms import AffineTransform, corner_error, resample
 from . import _worker
+from ._landmarks import landmark_layers, landmark_name, landmark_pairs, residual_text
 from ._layers import (
     grid_matrix,
     image_data,
@@ -34,8 +36,8 @@ from ._layers import (
     world_affine,
     wrap,
 )
-from ._state import current
 from ._review import show_review
+from ._state import current
 from .representations import comir_layer_name, find_comir, show_comir
 
 CHECKERBOARD = "Checkerboard (fixed | moving)"
@@ -103,15 +105,25 @@ class RegisterWidget(Container):
         self._square = Slider(label="square px", min=4, max=512, value=32, enabled=False)
         self._accept = PushButton(text="Accept (resample moving)", enabled=False)
         self._export = PushButton(text="Export transform…", enabled=False)
+        self._add_landmarks = PushButton(text="add", tooltip="Two Points layers: click a structure "
+                                         "in the fixed image, then the same in the moving one")
+        self._fit_landmarks = PushButton(text="fit", tooltip="The transform from the landmarks "
+                                         "alone (not checked against the images)")
+        self._from_landmarks = PushButton(text="register from", tooltip="Refine from the landmarks' "
+                                          "transform instead of searching, and judge the result")
+        landmarks = Container(layout="horizontal", label="landmarks", labels=False,
+                              widgets=[self._add_landmarks, self._fit_landmarks, self._from_landmarks])
+        landmarks.margins = (0, 0, 0, 0)
+        self._residuals = wrap(Label(value=""))
         self._targets = wrap(Select(label="apply to", choices=layer_choices(napari_viewer)),
-                             max_height=110)
+                             max_height=90)
         self._apply = PushButton(text="Apply to selected layers", enabled=False)
         super().__init__(widgets=[
             self._fixed, self._moving, self._method, self._transform, self._rotation, self._reuse,
             self._run,
             self._progress, self._score, self._warning, self._after, self._review, self._checker,
-            self._square,
-            self._accept, self._export, self._targets, self._apply])
+            self._square, self._accept, self._export, landmarks, self._residuals, self._targets,
+            self._apply])
         self.result: RegistrationResult | None = None
         self._review_layers: tuple[Layer, Layer] | tuple[None, None] = (None, None)
         self.job: _worker.Job | None = None
@@ -124,6 +136,9 @@ class RegisterWidget(Container):
         self._accept.clicked.connect(self.accept)
         self._export.clicked.connect(self._export_dialog)
         self._apply.clicked.connect(lambda: self.apply_to(self._targets.value or []))
+        self._add_landmarks.clicked.connect(self.add_landmarks)
+        self._fit_landmarks.clicked.connect(self.fit_landmarks)
+        self._from_landmarks.clicked.connect(lambda: self.run(from_landmarks=True))
         for event in ("inserted", "removed", "reordered"):
             getattr(napari_viewer.layers.events, event).connect(self.reset_choices)
         self._guess_layers()
@@ -144,12 +159,52 @@ class RegisterWidget(Container):
         super().reset_choices()
         self._guess_layers()
 
-    def run(self) -> _worker.Job | None:
-        """Register the chosen layers in a worker; the overlay appears when it finishes."""
+    def _chosen(self) -> tuple[Layer, Layer]:
         fixed, moving = self._fixed.value, self._moving.value
+        if fixed is None or moving is None or fixed is moving:
+            raise InputError("choose two different image layers, fixed and moving")
+        return fixed, moving
+
+    def add_landmarks(self) -> None:
+        """Two Points layers: click a structure in the fixed image, then the same in the moving."""
         try:
-            if fixed is None or moving is None or fixed is moving:
-                raise InputError("choose two different image layers, fixed and moving")
+            landmark_layers(self.viewer, *self._chosen())
+        except ComirError as exc:
+            show_error(f"Register: {exc}")
+            return
+        self._residuals.value = ("Add points alternately: one on the fixed image's layer, the "
+                                 "same structure on the moving one's (3 or more for affine).")
+
+    def _landmark_transform(self):
+        fixed, moving = self._chosen()
+        fixed_xy, moving_xy = landmark_pairs(self.viewer, fixed, moving)
+        return fit_landmarks(fixed_xy, moving_xy, self._transform.value)[0]
+
+    def fit_landmarks(self) -> RegistrationResult | None:
+        """The transform from the landmarks alone, shown like a registration (not yet checked
+        against the images: "Register from landmarks" refines and judges it)."""
+        try:
+            fixed, moving = self._chosen()
+            transform = self._landmark_transform()
+        except ComirError as exc:
+            show_error(f"Register: {exc}")
+            return None
+        result = RegistrationResult(
+            transform, float("nan"), 0.0, "landmarks", reasons=[
+                "fitted to the landmarks only, not checked against the images: press "
+                "Register from landmarks to refine and judge it"],
+            moving_shape=image_data(moving).shape[:2])
+        self.show_result(result, fixed, moving)
+        return result
+
+    def run(self, from_landmarks: bool = False) -> _worker.Job | None:
+        """Register the chosen layers in a worker; the overlay appears when it finishes.
+
+        ``from_landmarks``: start the refinement at the landmarks' transform instead of searching.
+        """
+        try:
+            fixed, moving = self._chosen()
+            initial = self._landmark_transform() if from_landmarks else None
             model = current.get()
             fixed_data, moving_data = image_data(fixed), image_data(moving)
             comirs = {}
@@ -160,7 +215,8 @@ class RegisterWidget(Container):
             events = api.registration_events(
                 fixed_data, moving_data, model, method=self._method.value,
                 transform=self._transform.value, rotation_range=float(self._rotation.value),
-                fixed_pixel_size=fixed_size, moving_pixel_size=moving_size, **comirs)
+                fixed_pixel_size=fixed_size, moving_pixel_size=moving_size,
+                initial_transform=initial, **comirs)
         except ComirError as exc:
             show_error(f"Register: {exc}")
             return None
@@ -191,10 +247,16 @@ class RegisterWidget(Container):
         self.result, self._pair = result, (fixed, moving)
         t = result.transform
         parts = t.decompose(result.moving_centre_xy)
-        self._score.value = (f"score {result.score:.3f} · detail {result.detail_score:.1f} · "
-                             f"{result.seconds:.1f} s\n{t.model}: rotation {parts.angle_deg:.2f}° · "
-                             f"scale {parts.scale_xy[0]:.3f} x {parts.scale_xy[1]:.3f}\n"
-                             f"centre shifted by x {parts.shift_xy[0]:.1f}, y {parts.shift_xy[1]:.1f} px")
+        size = layer_pixel_sizes(fixed, moving)[0]  # fixed µm per px, when the layers say
+        shift = f"x {parts.shift_xy[0]:.1f}, y {parts.shift_xy[1]:.1f} px"
+        if size:
+            shift += f" ({parts.shift_xy[0] * size:.2f}, {parts.shift_xy[1] * size:.2f} µm)"
+        head = ("from the landmarks only" if result.method == "landmarks" else
+                f"score {result.score:.3f} · detail {result.detail_score:.1f} · {result.seconds:.1f} s")
+        self._score.value = (f"{head}\n{t.model}: rotation {parts.angle_deg:.2f}° · scale "
+                             f"{parts.scale_xy[0]:.3f} x {parts.scale_xy[1]:.3f}\n"
+                             f"centre shifted by {shift}")
+        self._residuals.value = self._landmark_residuals(result, fixed, moving)
         truth = moving.metadata.get(TRUE_TRANSFORM_KEY)  # the misaligned sample knows the answer
         if truth is not None:
             error = corner_error(AffineTransform.from_dict(truth), t, image_data(moving).shape)
@@ -224,6 +286,17 @@ class RegisterWidget(Container):
         self.show_after(True)
         self._update_checkerboard()
 
+    def _landmark_residuals(self, result: RegistrationResult, fixed: Layer, moving: Layer) -> str:
+        """Where the result puts each landmark pair, if there are any (else nothing)."""
+        try:
+            fixed_xy, moving_xy = landmark_pairs(self.viewer, fixed, moving)
+        except ComirError:
+            return ""
+        if len(fixed_xy) == 0:
+            return ""
+        size = layer_pixel_sizes(fixed, moving)[0]
+        return residual_text(result.transform, fixed_xy, moving_xy, size)
+
     def _show_review(self, visible: bool) -> None:
         for layer in self._review_layers:
             if layer is not None and layer in self.viewer.layers:
@@ -239,7 +312,9 @@ class RegisterWidget(Container):
             return
         fixed, moving = self._pair
         transform = self.result.transform if after else AffineTransform.rigid()
-        for lay in (moving, self._comir_layer(moving), self._review_layers[1]):
+        landmarks = landmark_name(moving)
+        landmarks = self.viewer.layers[landmarks] if landmarks in self.viewer.layers else None
+        for lay in (moving, self._comir_layer(moving), self._review_layers[1], landmarks):
             if lay is not None and lay in self.viewer.layers:
                 lay.affine = world_affine(fixed, lay, transform)
         self._update_checkerboard()

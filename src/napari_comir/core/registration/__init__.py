@@ -89,7 +89,7 @@ class RegistrationResult:
     seconds : float
         Wall time of the whole call.
     method : str
-        ``"search"``, ``"sift"`` or ``"pyramid"``.
+        ``"search"``, ``"sift"``, ``"initial"`` (refined from a given transform) or ``"pyramid"``.
     timings : dict of str to float
         Seconds per phase.
     success_likely : bool
@@ -219,6 +219,7 @@ def register(
     downsample=None,
     border: int = 0,
     select_model: bool = True,
+    initial: AffineTransform | None = None,
     device=None,
     score_threshold: float = SCORE_THRESHOLD,
     detail_threshold: float = DETAIL_THRESHOLD,
@@ -255,6 +256,9 @@ def register(
         Pixels along both images' edges left out of the similarity and affine refinements and of
         the detail score (a CoMIR's edge is unreliable and pulls the scale: see
         :func:`napari_comir.core.registration.refine.refine`).
+    initial : AffineTransform, optional
+        Start the refinement here (moving -> fixed, e.g. from landmarks) instead of searching:
+        for a pair the search gets wrong, or to check a transform found elsewhere.
     select_model : bool
         Fit every model from rigid up to ``transform`` and keep the simplest whose details agree
         about as well as any looser one's (by :data:`MODEL_SELECTION_GAIN`); ``transform`` is
@@ -308,7 +312,11 @@ def register(
     timings = {"prepare": time.perf_counter() - t0}
 
     t1 = time.perf_counter()
-    if method == "search":
+    if initial is not None:
+        if not isinstance(initial, AffineTransform):
+            raise InputError(f"initial must be an AffineTransform, got {type(initial).__name__}")
+        candidates, method = [initial], "initial"
+    elif method == "search":
         fk, mk = block_mean(f, k), block_mean(m, k)
         rim = rim_radius(mk)
         step = float(angle_step) if angle_step is not None else math.degrees(ANGLE_STEP_PX / rim)
@@ -320,9 +328,11 @@ def register(
     else:
         candidates = [sift_transform(f_np, m_np, model)]
     timings[method] = time.perf_counter() - t1
+    if initial is not None:
+        k = max(1, min(k, 4))  # near the answer already: a short pyramid is enough
 
     t2 = time.perf_counter()
-    factors = pyramid_factors(k) if method == "search" else [1]
+    factors = pyramid_factors(k) if method != "sift" else [1]
     fixed_details, moving_details = confidence.details(f), confidence.details(m)
 
     def fit(start: list[AffineTransform], fit_model: str, levels: list[int], iterations=None):

@@ -1,0 +1,74 @@
+"""Transforms from corresponding landmarks (point pairs placed by a person), and their residuals.
+
+Least squares: Umeyama's closed form for rigid and similarity, linear least squares for affine
+(``skimage.transform``). Points are ``(x, y)``, 0-based pixel centres; the transform maps moving
+points onto fixed ones, as every transform in napari-comir does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+from ..transforms import AffineTransform
+
+#: Fewest landmark pairs that determine each model (one more lets residuals show an error).
+MIN_LANDMARKS = {"rigid": 2, "similarity": 2, "affine": 3}
+
+
+def _points(points, name: str) -> np.ndarray:
+    array = np.asarray(points, dtype=float)
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise InputError(f"{name} landmarks must be an (N, 2) array of (x, y) points, got shape "
+                         f"{array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise InputError(f"{name} landmarks contain NaN or infinite coordinates")
+    return array
+
+
+def fit_landmarks(fixed_points_xy, moving_points_xy,
+                  transform: str = "affine") -> tuple[AffineTransform, np.ndarray]:
+    """The ``transform`` model that best maps the moving landmarks onto the fixed ones.
+
+    Parameters
+    ----------
+    fixed_points_xy, moving_points_xy : array_like
+        (N, 2) corresponding points (x, y), pair i in row i of both.
+    transform : {"rigid", "similarity", "affine"}
+
+    Returns
+    -------
+    transform : AffineTransform
+        Moving (x, y) -> fixed (x, y).
+    residuals_px : np.ndarray
+        (N,) distance in fixed pixels between each fixed landmark and its moving partner mapped.
+
+    Raises
+    ------
+    InputError
+        Different counts, too few pairs for the model, or points that do not determine it (all on
+        one spot, or on one line for an affine).
+    """
+    from skimage import transform as skt
+
+    fixed, moving = _points(fixed_points_xy, "fixed"), _points(moving_points_xy, "moving")
+    if transform not in MIN_LANDMARKS:
+        raise InputError(f"transform must be one of {', '.join(MIN_LANDMARKS)}, got {transform!r}")
+    if len(fixed) != len(moving):
+        raise InputError(f"{len(fixed)} fixed and {len(moving)} moving landmarks: place them in "
+                         "pairs, the i-th of each layer on the same structure")
+    needed = MIN_LANDMARKS[transform]
+    if len(fixed) < needed:
+        raise InputError(f"a {transform} transform needs at least {needed} landmark pairs, got "
+                         f"{len(fixed)}")
+    kind = {"rigid": skt.EuclideanTransform, "similarity": skt.SimilarityTransform,
+            "affine": skt.AffineTransform}[transform]
+    spread = np.linalg.svd(moving - moving.mean(axis=0), compute_uv=False)
+    degenerate = spread[0] < 1e-6 or (transform == "affine" and spread[1] < 1e-6 * spread[0])
+    fitted = None if degenerate else kind.from_estimate(moving, fixed)  # falsy when it fails
+    if not fitted or not np.all(np.isfinite(fitted.params)):
+        raise InputError(f"the landmarks do not determine a {transform} transform (all on one "
+                         f"{'line' if transform == 'affine' else 'spot'}?); spread them out")
+    found = AffineTransform(fitted.params, transform)
+    residuals = np.linalg.norm(found.apply_xy(moving) - fixed, axis=1)
+    return found, residuals

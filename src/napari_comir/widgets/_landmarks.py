@@ -1,0 +1,55 @@
+"""Landmark layers for the Register widget: point pairs a person places on both images.
+
+Two Points layers, "landmarks: <fixed>" on the fixed image's grid and "landmarks: <moving>" on
+the moving image's (following its preview ``affine``); the i-th point of each is a pair. Their
+data are therefore pixel coordinates (row, col) of each image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Layer, Points
+
+from ..core.errors import InputError
+from ..core.transforms import AffineTransform
+
+
+def landmark_name(image: Layer) -> str:
+    return f"landmarks: {image.name}"
+
+
+def landmark_layers(viewer, fixed: Layer, moving: Layer) -> tuple[Points, Points]:
+    """The pair's landmark layers, added empty (fixed yellow, moving cyan) if missing."""
+    layers = []
+    for image, colour in ((fixed, "yellow"), (moving, "cyan")):
+        name = landmark_name(image)
+        if name not in viewer.layers:
+            viewer.add_points(np.empty((0, 2)), name=name, face_color=colour, size=12,
+                              scale=tuple(image.scale)[-2:], translate=tuple(image.translate)[-2:],
+                              affine=image.affine.affine_matrix[-3:, -3:],
+                              metadata={"comir_landmarks_of": image.name})
+        layers.append(viewer.layers[name])
+    return layers[0], layers[1]
+
+
+def landmark_pairs(viewer, fixed: Layer, moving: Layer) -> tuple[np.ndarray, np.ndarray]:
+    """(fixed, moving) landmarks as (N, 2) (x, y) pixel arrays; InputError if they do not pair up."""
+    names = landmark_name(fixed), landmark_name(moving)
+    if not all(name in viewer.layers for name in names):
+        raise InputError("add the landmark layers first, then click matching structures in both")
+    fixed_rc, moving_rc = (np.asarray(viewer.layers[name].data, float)[:, -2:] for name in names)
+    if len(fixed_rc) != len(moving_rc):
+        raise InputError(f"{len(fixed_rc)} fixed and {len(moving_rc)} moving landmarks: place "
+                         "them in pairs, the i-th of each layer on the same structure")
+    return fixed_rc[:, ::-1], moving_rc[:, ::-1]
+
+
+def residual_text(transform: AffineTransform, fixed_xy: np.ndarray, moving_xy: np.ndarray,
+                  pixel_size: float | None) -> str:
+    """One line per landmark: how far the transform puts the moving point from the fixed one."""
+    residuals = np.linalg.norm(transform.apply_xy(moving_xy) - fixed_xy, axis=1)
+    def unit(r: float) -> str:
+        return f"{r:.1f} px ({r * pixel_size:.2f} µm)" if pixel_size else f"{r:.1f} px"
+
+    lines = [f"landmark {i + 1}: {unit(r)}" for i, r in enumerate(residuals)]
+    return "\n".join(lines + [f"mean {unit(float(residuals.mean()))}"])
