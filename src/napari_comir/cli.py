@@ -110,7 +110,7 @@ def _train(args) -> int:
     with _progress_bar(args.steps, "train") as bar:
         for event in itertools.chain([first], run):
             bar.total, bar.n = event.total, event.step  # the total shrinks under --max-seconds
-            bar.set_postfix(loss=f"{event.metrics['loss']:.3f}",
+            bar.set_postfix(loss=f"{event.metrics['loss']:.3g}",
                             pps=f"{event.metrics['patches_per_s']:.0f}", refresh=False)
             bar.refresh()
     model.card.training["steps"] = event.step  # fewer than --steps under --max-seconds

@@ -35,6 +35,7 @@ def test_stop_early_gives_a_usable_model_that_can_be_saved(viewer_with_pair, pai
     assert len(widget.loss_plot.values) == 3 < 50
     assert "stopped at step 3" in widget._status.value
     assert PREVIEW_LAYER in viewer.layers
+    assert viewer.layers.index(PREVIEW_LAYER) == 0  # under the inputs, never over them
     assert not widget.model.training
     comir = compute_comir(widget.model, pair[0], "bf")
     assert comir.shape == (96, 96, 1) and np.isfinite(comir).all()
@@ -63,3 +64,11 @@ def test_pairs_from_csv_and_errors(viewer_with_pair, pair, tmp_path, errors):
     widget._pairs_list.value = [0]
     widget._remove_selected()
     assert widget.pairs == []
+
+
+def test_loss_plot_reads_a_loss_that_falls_by_orders_of_magnitude():
+    """InfoNCE on one pair falls to ~1e-6: on a log scale the fall stays visible, and the
+    label shows significant digits, not "0.000"."""
+    from napari_comir.widgets._loss_plot import log_scale
+
+    assert log_scale([1.0, 1e-3, 1e-6, 0.0]) == [0.0, -3.0, -6.0, -8.0]

@@ -210,7 +210,7 @@ def train(model: ComirModel, pairs: Sequence[AlignedPair], config: TrainConfig |
             if done:
                 model.eval()
             yield Progress("train", step, plan["steps"],
-                           f"step {step}/{plan['steps']} loss {loss.item():.3f}",
+                           f"step {step}/{plan['steps']} loss {loss.item():.3g}",
                            {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
                             "patches_per_s": config.batch_size / seconds},
                            result=model if done else None)

@@ -9,8 +9,19 @@ from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 
+#: The smallest loss drawn: InfoNCE on one pair falls to ~1e-6 within 20 steps, and a log
+#: scale needs a floor.
+FLOOR = 1e-8
+
+
+def log_scale(values: list[float]) -> list[float]:
+    """log10 of each value, floored at :data:`FLOOR` (a loss that falls by orders of magnitude
+    stays readable)."""
+    return [math.log10(max(v, FLOOR)) for v in values]
+
+
 class LossPlot(QWidget):
-    """Loss per step as a polyline, with a moving average so the noisy InfoNCE trend is visible."""
+    """Loss per step on a log scale, with a moving average so the noisy InfoNCE trend is visible."""
 
     def __init__(self, parent=None, smoothing: int = 10):
         super().__init__(parent)
@@ -18,7 +29,8 @@ class LossPlot(QWidget):
         self.smoothing = smoothing
         self.setMinimumHeight(90)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        self.setToolTip("Training loss (InfoNCE) per step; the bright line is a moving average")
+        self.setToolTip("Training loss (InfoNCE) per step, log scale; the bright line is a moving "
+                        "average")
 
     def clear(self) -> None:
         self.values = []
@@ -45,11 +57,12 @@ class LossPlot(QWidget):
         if not self.values:
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "loss curve (press Start)")
             return
-        lo, hi = min(self.values), max(self.values)
+        logs, smooth = log_scale(self.values), log_scale(self.smoothed())
+        lo, hi = min(logs), max(logs)
         span = hi - lo or 1.0
         painter.drawText(margin, self.height() - 6,
-                         f"step {len(self.values)}   loss {self.values[-1]:.3f}   "
-                         f"(min {lo:.3f}, max {hi:.3f})")
+                         f"step {len(self.values)}   loss {self.values[-1]:.3g}   "
+                         f"(min {min(self.values):.3g}, max {max(self.values):.3g}; log scale)")
         n = max(len(self.values) - 1, 1)
 
         def polygon(values):
@@ -57,6 +70,6 @@ class LossPlot(QWidget):
                               for i, v in enumerate(values)])
 
         painter.setPen(QPen(QColor(90, 120, 160), 1))
-        painter.drawPolyline(polygon(self.values))
+        painter.drawPolyline(polygon(logs))
         painter.setPen(QPen(QColor(120, 200, 255), 2))
-        painter.drawPolyline(polygon(self.smoothed()))
+        painter.drawPolyline(polygon(smooth))

@@ -191,8 +191,9 @@ class FineTuneWidget(Container):
             self._status.value = event.message
         elif event.stage == "preview" and event.result is not None:
             comir = event.result[..., 0] if event.result.shape[-1] == 1 else event.result[..., :3]
-            upsert_image(self.viewer, PREVIEW_LAYER, comir, rgb=False,
-                         contrast_limits=percentile_limits(comir))
+            layer = upsert_image(self.viewer, PREVIEW_LAYER, comir, rgb=False,
+                                 contrast_limits=percentile_limits(comir))
+            self.viewer.layers.move(self.viewer.layers.index(layer), 0)  # never over the inputs
 
     def _on_done(self, job: _worker.Job):
         self._start.enabled, self._stop.enabled = True, False
