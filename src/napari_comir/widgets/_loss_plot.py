@@ -8,7 +8,6 @@ from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-
 #: The smallest loss drawn: InfoNCE on one pair falls to ~1e-6 within 20 steps, and a log
 #: scale needs a floor.
 FLOOR = 1e-8

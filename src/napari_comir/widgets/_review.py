@@ -73,3 +73,22 @@ def show_review(viewer, fixed: Layer, moving: Layer, fixed_data: np.ndarray,
     for layer in (moving_layer, fixed_layer):  # on top, fixed last (added onto the moving)
         viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
     return fixed_layer, moving_layer
+
+
+def _display_grey(image: np.ndarray) -> np.ndarray:
+    """Percentile-stretched float image in [0, 1] (grey or RGB), for the checkerboard."""
+    image = np.asarray(image, dtype=np.float32)
+    lo, hi = percentile_limits(image)
+    return np.clip((image - lo) / (hi - lo), 0.0, 1.0)
+
+
+def checkerboard(fixed: np.ndarray, moving_on_fixed: np.ndarray, square: int) -> np.ndarray:
+    """Alternate squares of the fixed and the (already resampled) moving image."""
+    a, b = _display_grey(fixed), _display_grey(moving_on_fixed)
+    if a.ndim != b.ndim:  # one RGB, one grey: show both as RGB
+        a, b = (np.repeat(x[..., None], 3, -1) if x.ndim == 2 else x[..., :3] for x in (a, b))
+    rows, cols = np.indices(a.shape[:2])
+    mask = ((rows // square + cols // square) % 2).astype(bool)
+    if a.ndim == 3:
+        mask = mask[..., None]
+    return np.where(mask, b, a)

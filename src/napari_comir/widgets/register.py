@@ -16,7 +16,7 @@ from magicgui.widgets import (
     Select,
     Slider,
 )
-from napari.layers import Image, Labels, Layer, Points, Shapes
+from napari.layers import Image, Layer
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from .. import api
@@ -26,17 +26,16 @@ from ..core.registration import RegistrationResult
 from ..core.registration.landmarks import fit_landmarks
 from ..core.transforms import AffineTransform, corner_error, resample
 from . import _worker
+from ._apply import apply_to_layer
 from ._landmarks import landmark_layers, landmark_name, landmark_pairs, residual_text
 from ._layers import (
-    grid_matrix,
     image_data,
     layer_choices,
-    percentile_limits,
     upsert_image,
     world_affine,
     wrap,
 )
-from ._review import show_review
+from ._review import checkerboard, show_review
 from ._state import current
 from .representations import comir_layer_name, find_comir, show_comir
 
@@ -49,25 +48,6 @@ def layer_pixel_sizes(fixed: Layer, moving: Layer) -> tuple[float | None, float 
     default 1: then nothing is known and the registration searches the scale."""
     sizes = float(np.asarray(fixed.scale)[-1]), float(np.asarray(moving.scale)[-1])
     return (None, None) if sizes == (1.0, 1.0) else sizes
-
-
-def _display_grey(image: np.ndarray) -> np.ndarray:
-    """Percentile-stretched float image in [0, 1] (grey or RGB), for the checkerboard."""
-    image = np.asarray(image, dtype=np.float32)
-    lo, hi = percentile_limits(image)
-    return np.clip((image - lo) / (hi - lo), 0.0, 1.0)
-
-
-def checkerboard(fixed: np.ndarray, moving_on_fixed: np.ndarray, square: int) -> np.ndarray:
-    """Alternate squares of the fixed and the (already resampled) moving image."""
-    a, b = _display_grey(fixed), _display_grey(moving_on_fixed)
-    if a.ndim != b.ndim:  # one RGB, one grey: show both as RGB
-        a, b = (np.repeat(x[..., None], 3, -1) if x.ndim == 2 else x[..., :3] for x in (a, b))
-    rows, cols = np.indices(a.shape[:2])
-    mask = ((rows // square + cols // square) % 2).astype(bool)
-    if a.ndim == 3:
-        mask = mask[..., None]
-    return np.where(mask, b, a)
 
 
 class RegisterWidget(Container):
@@ -376,61 +356,17 @@ class RegisterWidget(Container):
                 show_error(f"Register: cannot export: {exc}")
 
     def apply_to(self, layers: list[Layer]) -> list[Layer]:
-        """Map layers of the moving image's frame onto the fixed grid as new layers.
-
-        Images are resampled (bilinear), labels with nearest neighbour, points and shapes have
-        their coordinates transformed. Their data coordinates are taken in the world frame of
-        the moving layer's grid (scale/translate), the affine preview ignored.
-        """
+        """Map layers of the moving image's frame onto the fixed grid as new layers (see
+        :func:`napari_comir.widgets._apply.apply_to_layers`)."""
         try:
             transform, fixed, moving = self._require_result()
         except ComirError as exc:
             show_error(f"Register: {exc}")
             return []
-        to_moving = np.linalg.inv(grid_matrix(moving))
-        to_fixed_grid = dict(scale=tuple(fixed.scale)[-2:], translate=tuple(fixed.translate)[-2:])
-        meta = {"comir_transform": transform.to_dict(), "comir_fixed": fixed.name}
-        fixed_shape = image_data(fixed).shape[:2]
         added = []
         for layer in layers:
-            name = f"{layer.name} (registered)"
             try:
-                if isinstance(layer, (Image, Labels)):
-                    order = 0 if isinstance(layer, Labels) else 1
-                    data = resample(image_data(layer), transform, fixed_shape, order=order)
-                    kwargs = dict(metadata=meta, **to_fixed_grid)
-                    if isinstance(layer, Labels):
-                        new = self.viewer.add_labels(data, name=name, **kwargs)
-                    else:
-                        new = upsert_image(self.viewer, name, data, rgb=layer.rgb,
-                                           colormap=None if layer.rgb else layer.colormap,
-                                           contrast_limits=layer.contrast_limits, **kwargs)
-                        new.metadata = meta
-                elif isinstance(layer, Points):
-                    coords = self._map_coords(layer.data, layer, to_moving, transform)
-                    new = self.viewer.add_points(coords, name=name, features=layer.features,
-                                                 size=layer.size, metadata=meta, **to_fixed_grid)
-                elif isinstance(layer, Shapes):
-                    shapes = [self._map_coords(vertices, layer, to_moving, transform)
-                              for vertices in layer.data]
-                    new = self.viewer.add_shapes(shapes, shape_type=layer.shape_type, name=name,
-                                                 metadata=meta, **to_fixed_grid)
-                else:
-                    raise InputError(f"cannot transform a {type(layer).__name__} layer")
+                added.append(apply_to_layer(self.viewer, layer, transform, fixed, moving))
             except ComirError as exc:
                 show_error(f"Register: {layer.name}: {exc}")
-                continue
-            added.append(new)
         return added
-
-    @staticmethod
-    def _map_coords(coords: np.ndarray, layer: Layer, to_moving: np.ndarray,
-                    transform: AffineTransform) -> np.ndarray:
-        """Layer data (…, row, col) -> moving pixels -> fixed pixels (leading axes kept)."""
-        coords = np.array(coords, dtype=float)
-        if len(coords) == 0:
-            return coords
-        rc = coords[:, -2:] * np.asarray(layer.scale)[-2:] + np.asarray(layer.translate)[-2:]
-        rc = rc @ to_moving[:2, :2].T + to_moving[:2, 2]
-        coords[:, -2:] = transform.apply_rc(rc)
-        return coords
