@@ -5,9 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
-# Register last: the tab that is open when the demo starts.
-WIDGETS = ("CoMIR model", "CoMIR representations", "Inspect CoMIRs", "Fine-tune CoMIR",
-           "Register (CoMIR)")
+# The guided dock alone: its steps in order, nothing clipped; the expert widgets are in the menu.
+WIDGETS = ("CoMIR registration",)
 #: Window size of ``demo --screenshot``: what a laptop screen shows.
 SCREENSHOT_SIZE = (1280, 800)
 
@@ -47,8 +46,7 @@ def run_demo(headless: bool = False, model: str = "bf-shg", screenshot: str | No
 
 
 def setup_demo_viewer(viewer):
-    """Open the misaligned sample pair in ``viewer`` and dock the plugin's widgets; return the
-    Register widget (its tab is the one open)."""
+    """Open the misaligned sample pair in ``viewer`` and dock the guided dock; return it."""
     viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
     for name in WIDGETS:
         _, widget = viewer.window.add_plugin_dock_widget("napari-comir", name, tabify=True)

@@ -83,8 +83,12 @@ class RegisterWidget(Container):
                                 "(H&E). Your own layers are not changed")
         self._checker = CheckBox(text="checkerboard", value=False, enabled=False)
         self._square = Slider(label="square px", min=4, max=512, value=32, enabled=False)
-        self._accept = PushButton(text="Accept (resample moving)", enabled=False)
+        self._accept = PushButton(text="Accept (resample)", enabled=False,
+                                  tooltip="Resample the moving image onto the fixed grid as a new layer")
         self._export = PushButton(text="Export transform…", enabled=False)
+        self._keep_row = Container(layout="horizontal", labels=False,
+                                   widgets=[self._accept, self._export])
+        self._keep_row.margins = (0, 0, 0, 0)
         self._add_landmarks = PushButton(text="add", tooltip="Two Points layers: click a structure "
                                          "in the fixed image, then the same in the moving one")
         self._fit_landmarks = PushButton(text="fit", tooltip="The transform from the landmarks "
@@ -96,19 +100,22 @@ class RegisterWidget(Container):
         landmarks.margins = (0, 0, 0, 0)
         self._residuals = wrap(Label(value=""))
         self._targets = wrap(Select(label="apply to", choices=layer_choices(napari_viewer)),
-                             max_height=90)
+                             max_height=64)
         self._apply = PushButton(text="Apply to selected layers", enabled=False)
         super().__init__(widgets=[
             self._fixed, self._moving, self._method, self._transform, self._rotation, self._reuse,
             self._run,
             self._progress, self._score, self._warning, self._after, self._review, self._checker,
-            self._square, self._accept, self._export, landmarks, self._residuals, self._targets,
+            self._square, self._keep_row, landmarks, self._residuals, self._targets,
             self._apply])
         self.result: RegistrationResult | None = None
         self._review_layers: tuple[Layer, Layer] | tuple[None, None] = (None, None)
         self.job: _worker.Job | None = None
         self._pair: tuple[Layer, Layer] | None = None
         self._run.clicked.connect(self.run)
+        for label in (self._warning, self._residuals):  # no empty rows in a full dock
+            label.visible = False
+            label.changed.connect(lambda value, label=label: setattr(label, "visible", bool(value)))
         self._after.changed.connect(self.show_after)
         self._review.changed.connect(self._show_review)
         self._checker.changed.connect(self._update_checkerboard)
