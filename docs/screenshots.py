@@ -134,7 +134,33 @@ def main():
         layer.visible = layer.name.startswith("CoMIR agreement")
     shot(viewer, "inspect")
     viewer.close()
+    guided_on_a_real_pair()
     return 0
+
+
+def guided_on_a_real_pair(name: str = "sa_stroma_pancreas_2000_95"):
+    """The guided dock at 1280 x 800 on a real case: the H&E as scanned against its SHG (from
+    ../shared beside the checkout; skipped without it), registered with the bundled model."""
+    from napari_comir.core.evaluation import raw_cases
+    from napari_comir.widgets._state import current
+    from napari_comir.widgets.guided import GuidedDock
+
+    folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "bf_shg_raw"
+    if not (folder / "pairs.csv").is_file():
+        print("skipped the real-pair picture: no", folder)
+        return
+    case = {c.name: c for c in raw_cases(folder)}[name]
+    viewer = napari.Viewer(title="napari-comir")
+    viewer.window._qt_window.resize(1280, 800)
+    viewer.add_image(case.fixed, name=f"{name} SHG")
+    viewer.add_image(case.moving, name=f"{name} H&E (as scanned)", rgb=True)
+    current.load("bf-shg")
+    guided = GuidedDock(viewer)
+    dock(viewer, guided, "CoMIR registration")
+    guided.run()
+    viewer.reset_view()
+    shot(viewer, "guided_real_pair")
+    viewer.close()
 
 
 if __name__ == "__main__":
