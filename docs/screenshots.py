@@ -142,7 +142,7 @@ def guided_on_a_real_pair(name: str = "sa_stroma_pancreas_2000_95"):
     """The guided dock at 1280 x 800 on a real case: the H&E as scanned against its SHG (from
     ../shared beside the checkout; skipped without it), registered with the bundled model."""
     from napari_comir.core.evaluation import raw_cases
-    from napari_comir.widgets._state import current
+    from napari_comir.widgets._state import state_for
     from napari_comir.widgets.guided import GuidedDock
 
     folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "bf_shg_raw"
@@ -154,7 +154,7 @@ def guided_on_a_real_pair(name: str = "sa_stroma_pancreas_2000_95"):
     viewer.window._qt_window.resize(1280, 800)
     viewer.add_image(case.fixed, name=f"{name} SHG")
     viewer.add_image(case.moving, name=f"{name} H&E (as scanned)", rgb=True)
-    current.load("bf-shg")
+    state_for(viewer).load("bf-shg")
     guided = GuidedDock(viewer)
     dock(viewer, guided, "CoMIR registration")
     guided.run()

@@ -59,13 +59,13 @@ def _screenshot(path: str, model: str) -> int:
 
     from .core.io import atomic_path
     from .widgets import _worker
-    from .widgets._state import current
+    from .widgets._state import state_for
 
     with atomic_path(path if str(path).lower().endswith(".png") else f"{path}.png") as tmp:
         viewer = napari.Viewer(title="napari-comir demo", show=True)
         viewer.window._qt_window.resize(*SCREENSHOT_SIZE)
+        state_for(viewer).load(model)
         register = setup_demo_viewer(viewer)
-        current.load(model)
         _worker.SYNCHRONOUS = True  # one job, then the picture: no thread to wait for
         register.run()
         for _ in range(5):

@@ -20,20 +20,18 @@ def synchronous_jobs(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def model_dir(tmp_path, monkeypatch):
-    """A user-models folder holding one tiny untrained model "test-model", made current."""
+    """A user-models folder holding one tiny untrained model "test-model", which every new
+    viewer's state loads."""
     monkeypatch.setenv("NAPARI_COMIR_MODELS_DIR", str(tmp_path / "models"))
     import torch
 
     torch.manual_seed(0)
     api.save_user_model(api.new_model("bf-shg", architecture={"type": "unet", "base_channels": 4,
                                                               "depth": 2}), "test-model")
-    state = _state.current
-    state.model, state.source, state.device = None, None, "cpu"
-    state.load("test-model", "cpu")
+    monkeypatch.setattr(_state, "DEFAULT_MODEL_NAME", "test-model")  # what a new viewer loads
+    monkeypatch.setattr(_state, "_STATES", {})
     yield tmp_path / "models"
-    state.changed.disconnect()
-    state.models_saved.disconnect()
-    state.model, state.source, state.device = None, None, "auto"
+    _state.library.models_saved.disconnect()
 
 
 def _pair(shape=(SIZE, SIZE), seed=0):

@@ -42,7 +42,8 @@ def test_guided_dock_on_a_real_pair_with_the_bundled_model(make_napari_viewer, r
     viewer.add_image(case.moving, name="H&E", rgb=True)
     dock = GuidedDock(viewer)
     dock._model_name.value = "bf-shg"
-    assert _state.current.model.card.name == "bf-shg" and statuses(dock)["model"].startswith("✓ bf-shg")
+    assert _state.state_for(viewer).model.card.name == "bf-shg"
+    assert statuses(dock)["model"].startswith("✓ bf-shg")
     assert dock.run() is not None and not errors, errors
     assert case.error(dock.result.transform) <= 3.0
     assert statuses(dock)["register"] == "✓ affine, likely right"

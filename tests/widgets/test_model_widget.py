@@ -1,7 +1,7 @@
 import pytest
 
 from napari_comir import api
-from napari_comir.widgets._state import current
+from napari_comir.widgets._state import library, state_for
 from napari_comir.widgets.model import ModelWidget
 
 pytestmark = pytest.mark.gui
@@ -18,7 +18,8 @@ def test_lists_models_and_shows_card(make_napari_viewer, model_dir):
 
 
 def test_load_file_device_and_saved_models_refresh(make_napari_viewer, model_dir, errors):
-    widget = ModelWidget(make_napari_viewer())
+    viewer = make_napari_viewer()
+    widget, current = ModelWidget(viewer), state_for(viewer)
     other = api.new_model("rgb-nir", architecture={"type": "unet", "base_channels": 4, "depth": 2})
     (model_dir.parent / "elsewhere").mkdir()
     path = api.save_model(other, model_dir.parent / "elsewhere" / "aerial")
@@ -28,14 +29,15 @@ def test_load_file_device_and_saved_models_refresh(make_napari_viewer, model_dir
     assert current.device == "cpu" and errors == []
 
     api.save_user_model(api.new_model("bf-shg"), "fresh")
-    current.models_saved.emit("fresh")
+    library.models_saved.emit("fresh")
     assert "fresh" in widget._model_name.choices
     widget._model_name.value = "fresh"
     assert current.source == "fresh"
 
 
 def test_bad_file_is_a_notification_not_a_crash(make_napari_viewer, tmp_path, errors):
-    widget = ModelWidget(make_napari_viewer())
+    viewer = make_napari_viewer()
+    widget, current = ModelWidget(viewer), state_for(viewer)
     bad = tmp_path / "broken.json"
     bad.write_text("{not json")
     (tmp_path / "broken.safetensors").write_bytes(b"junk")
@@ -45,9 +47,20 @@ def test_bad_file_is_a_notification_not_a_crash(make_napari_viewer, tmp_path, er
 
 
 def test_c4_checkbox_switches_the_current_models_inference(make_napari_viewer, model_dir):
-    widget = ModelWidget(make_napari_viewer())
+    viewer = make_napari_viewer()
+    widget, current = ModelWidget(viewer), state_for(viewer)
     assert widget._c4.value is False and current.model.card.c4_average is False
     widget._c4.value = True
     assert current.model.card.c4_average is True
     widget.load("test-model")  # a freshly loaded model shows its own setting
     assert widget._c4.value is False
+
+
+def test_each_viewer_has_its_own_model(make_napari_viewer, model_dir):
+    """State belongs to a viewer: loading a model in one leaves the other's alone."""
+    first, second = make_napari_viewer(), make_napari_viewer()
+    ModelWidget(first).load("test-model")
+    state_for(second).set(api.new_model("rgb-nir", architecture={"type": "unet", "base_channels": 4,
+                                                                 "depth": 2}))
+    assert state_for(first).model.card.name == "test-model"
+    assert state_for(second).model.card.name == "rgb-nir"

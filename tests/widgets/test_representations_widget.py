@@ -46,9 +46,10 @@ def test_runs_in_a_worker_thread(viewer_with_pair, qtbot, monkeypatch, errors):
 
 def test_layer_pickers_follow_the_current_models_modalities(make_napari_viewer, model_dir):
     from napari_comir import api
-    from napari_comir.widgets._state import current
+    from napari_comir.widgets._state import state_for
 
-    widget = RepresentationsWidget(make_napari_viewer())
+    viewer = make_napari_viewer()
+    widget, current = RepresentationsWidget(viewer), state_for(viewer)
     assert (widget._moving.label, widget._fixed.label) == ("moving (bf)", "fixed (shg)")
     current.set(api.new_model("rgb-nir", architecture={"type": "unet", "base_channels": 4, "depth": 2}))
     assert (widget._moving.label, widget._fixed.label) == ("moving (rgb)", "fixed (nir)")

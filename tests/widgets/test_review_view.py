@@ -30,9 +30,9 @@ def green_on_magenta(pixels: np.ndarray) -> float:
 
 @pytest.fixture
 def raw_viewer(make_napari_viewer, raw_cases):
-    _state.current.load("bf-shg", "cpu")
     case = raw_cases["X01Y05"]
     viewer = make_napari_viewer(show=True)  # a hidden canvas renders nothing
+    _state.state_for(viewer).load("bf-shg", "cpu")
     viewer.window._qt_window.resize(1280, 800)
     viewer.add_image(case.fixed, name="SHG")
     viewer.add_image(case.moving, name="H&E", rgb=True)

@@ -8,7 +8,7 @@ from napari.layers import Image, Labels, Layer
 
 from ..core.errors import InputError
 from ..core.transforms import AffineTransform
-from ._state import current
+from ._state import state_for
 
 
 def layer_choices(viewer, *types: type[Layer]):
@@ -20,7 +20,8 @@ def layer_choices(viewer, *types: type[Layer]):
 
 
 def modality_pickers(viewer) -> tuple[ComboBox, ComboBox]:
-    """Moving and fixed image-layer pickers, labelled with the current model's modalities."""
+    """Moving and fixed image-layer pickers, labelled with the viewer's model's modalities."""
+    state = state_for(viewer)
     choices = layer_choices(viewer, Image)
     moving = ComboBox(label="moving", choices=choices, nullable=True)
     fixed = ComboBox(label="fixed", choices=choices, nullable=True)
@@ -29,10 +30,10 @@ def modality_pickers(viewer) -> tuple[ComboBox, ComboBox]:
         moving.label = f"moving ({model.card.moving_modality})"
         fixed.label = f"fixed ({model.card.fixed_modality})"
 
-    if current.model is not None:
-        relabel(current.model)
-    current.changed.connect(relabel)
-    moving.native.destroyed.connect(lambda *_: current.changed.disconnect(relabel))
+    if state.model is not None:
+        relabel(state.model)
+    state.changed.connect(relabel)
+    moving.native.destroyed.connect(lambda *_: state.changed.disconnect(relabel))
     return moving, fixed
 
 

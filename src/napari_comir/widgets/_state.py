@@ -1,21 +1,34 @@
-"""The "current model" shared by all dock widgets (chosen in the Model widget)."""
+"""The model state of a viewer: the CoMIR model all of its dock widgets use.
+
+One :class:`ModelState` per napari viewer (:func:`state_for`), so two viewers can work with two
+models. Saving a user model is announced to every viewer through :data:`library`, since the
+models folder is shared.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import weakref
 
 from psygnal import Signal
 
 from .. import api
 from ..core.defaults import DEFAULT_MODEL_NAME
 from ..core.device import resolve_device
-from ..core.errors import ModelFileError
+from ..core.errors import ComirError, ModelFileError
 from ..core.zoo import ComirModel
 
 
+class ModelLibrary:
+    """Announces user models saved from any viewer, so every model list refreshes."""
+
+    models_saved = Signal(str)  # the name of a model just saved
+
+
 class ModelState:
-    """Evented holder of the current model; widgets connect to ``changed`` and ``models_saved``."""
+    """Evented holder of a viewer's model; its widgets connect to ``changed``."""
 
     changed = Signal(object)  # the new ComirModel
-    models_saved = Signal(str)  # name of a model just saved, so model lists refresh
 
     def __init__(self):
         self.model: ComirModel | None = None
@@ -41,16 +54,37 @@ class ModelState:
             self.model.to(torch_device)
             self.changed.emit(self.model)
 
+    @staticmethod
+    def default_name() -> str | None:
+        """The model a new viewer starts with: bundled bf-shg, else the first listed one."""
+        names = list(api.list_models())
+        return DEFAULT_MODEL_NAME if DEFAULT_MODEL_NAME in names else (names[0] if names else None)
+
     def get(self) -> ComirModel:
-        """The current model; on first use loads bundled bf-shg, else the first listed model."""
+        """The viewer's model; on first use loads :meth:`default_name`."""
         if self.model is None:
-            names = list(api.list_models())
-            if not names:
+            name = self.default_name()
+            if name is None:
                 raise ModelFileError("no CoMIR model available: choose a model file in the "
                                      "'CoMIR model' widget or fine-tune one")
-            self.load(DEFAULT_MODEL_NAME if DEFAULT_MODEL_NAME in names else names[0])
+            self.load(name)
         return self.model
 
 
-#: The one state of this napari session.
-current = ModelState()
+#: Saved models, for every viewer.
+library = ModelLibrary()
+_STATES: dict[int, ModelState] = {}
+
+
+def state_for(viewer) -> ModelState:
+    """The model state of ``viewer``, made on first use (with :meth:`ModelState.default_name`
+    loaded, so every widget shows the model in use at once) and dropped with the viewer."""
+    key = id(viewer)
+    if key not in _STATES:
+        state = _STATES[key] = ModelState()
+        weakref.finalize(viewer, _STATES.pop, key, None)
+        name = state.default_name()
+        if name is not None:
+            with contextlib.suppress(ComirError):  # a broken model file: the widgets say so later
+                state.load(name)
+    return _STATES[key]

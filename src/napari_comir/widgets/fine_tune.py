@@ -30,7 +30,7 @@ from ..core.zoo import ComirModel
 from . import _worker
 from ._layers import image_data, modality_pickers, percentile_limits, upsert_image, wrap
 from ._loss_plot import LossPlot
-from ._state import current
+from ._state import library, state_for
 
 PREVIEW_LAYER = "CoMIR preview (fine-tuning)"
 PREVIEW_SIZE = 512  # preview a central crop: fast enough to run between training steps
@@ -72,6 +72,7 @@ class FineTuneWidget(Container):
     """Choose aligned pairs, train with Start/Stop and a live loss curve, save as a user model."""
 
     def __init__(self, napari_viewer):
+        self.state = state_for(napari_viewer)  # this viewer's model
         self.viewer = napari_viewer
         self._moving, self._fixed = modality_pickers(napari_viewer)
         self._add = PushButton(text="Add pair")
@@ -131,7 +132,7 @@ class FineTuneWidget(Container):
     def add_pairs_csv(self, path) -> None:
         """Add the pairs listed in a CSV (columns name, <moving>_file, <fixed>_file)."""
         try:
-            card = current.get().card
+            card = self.state.get().card
             pairs = api.read_pairs_csv(path, (card.moving_modality, card.fixed_modality))
         except ComirError as exc:
             show_error(f"Fine-tune: {exc}")
@@ -152,14 +153,14 @@ class FineTuneWidget(Container):
         # without this, 30 s on one pair dropped success on other tissue from 93 % to 67 %).
         return TrainConfig(steps=int(self._steps.value), lr=float(self._lr.value),
                            patch_size=int(self._patch.value), batch_size=int(self._batch.value),
-                           device=current.device, freeze_batchnorm=True)
+                           device=self.state.device, freeze_batchnorm=True)
 
     def start(self) -> _worker.Job | None:
         """Fine-tune a copy of the current model on the pairs (the bundled one never changes)."""
         try:
             if not self.pairs:
                 raise InputError("add at least one aligned pair (moving + fixed layer)")
-            base = current.get()
+            base = self.state.get()
             pairs = [entry.aligned_pair(base) for entry in self.pairs]
             config = self.config()
             config.validate()
@@ -217,5 +218,5 @@ class FineTuneWidget(Container):
             show_error(f"Fine-tune: {exc}")
             return None
         show_info(f"saved model {name!r} to {path}")
-        current.models_saved.emit(name)
+        library.models_saved.emit(name)
         return path

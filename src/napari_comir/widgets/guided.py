@@ -13,10 +13,9 @@ from magicgui.widgets import ComboBox, Label
 from napari.utils.notifications import show_error
 
 from .. import api
-from ..core.defaults import DEFAULT_MODEL_NAME
 from ..core.errors import ComirError
 from ._layers import wrap
-from ._state import current
+from ._state import state_for
 from .register import RegisterWidget, layer_pixel_sizes
 
 STEPS = ("images", "model", "register", "review", "keep")
@@ -26,11 +25,13 @@ class GuidedDock(RegisterWidget):
     """One dock that walks a registration from two layers to a kept result."""
 
     def __init__(self, napari_viewer):
+        self.state = state_for(napari_viewer)  # this viewer's model
         names = list(api.list_models())
-        loaded = current.source if current.model is not None else DEFAULT_MODEL_NAME
-        self._model_name = ComboBox(label="model", choices=names,
-                                    value=loaded if loaded in names else None, nullable=True, tooltip="Bundled and saved user models; the "
-                                    "CoMIR model widget (menu) shows their cards and loads files")
+        loaded = self.state.source if self.state.model is not None else self.state.default_name()
+        self._model_name = ComboBox(label="model", choices=names, nullable=True,
+                                    value=loaded if loaded in names else None,
+                                    tooltip="Bundled and saved user models; the CoMIR model widget "
+                                    "(menu) shows their cards and loads files")
         self._status = {step: wrap(Label(label=f"{number} · {step}", value=""))
                         for number, step in enumerate(STEPS, start=1)}
         super().__init__(napari_viewer)
@@ -47,15 +48,17 @@ class GuidedDock(RegisterWidget):
         self._model_name.changed.connect(self._choose_model)
         for picker in (self._fixed, self._moving):
             picker.changed.connect(self.update_steps)
-        current.changed.connect(self.update_steps)
-        self.native.destroyed.connect(lambda *_: current.changed.disconnect(self.update_steps))
+        self.state.changed.connect(self.update_steps)
+        # the wrapper's attributes may be gone when Qt destroys the widget: keep what is needed
+        state, slot = self.state, self.update_steps
+        self.native.destroyed.connect(lambda *_: state.changed.disconnect(slot))
         self.update_steps()
 
     def _choose_model(self, name: str | None) -> None:
         if name is None:
             return
         try:
-            current.load(name)
+            self.state.load(name)
         except ComirError as exc:
             show_error(f"CoMIR registration: {exc}")
 
@@ -68,12 +71,12 @@ class GuidedDock(RegisterWidget):
             sizes = layer_pixel_sizes(fixed, moving)
             images = (f"✓ {sizes[0]:g} / {sizes[1]:g} µm per px" if sizes[0] else
                       "✓ pixel sizes unknown: scale searched")
-        model = current.model
+        model = self.state.model
         models = (f"✓ {model.card.name} {model.card.version}" if model is not None
                   else "pick one (bf-shg is bundled)")
-        if model is not None and current.source in self._model_name.choices:
+        if model is not None and self.state.source in self._model_name.choices:
             with self._model_name.changed.blocked():  # the picker shows the model in use
-                self._model_name.value = current.source
+                self._model_name.value = self.state.source
         result = self.result
         if result is None:
             register = "press Register (landmarks if it fails)"

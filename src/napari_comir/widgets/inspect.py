@@ -27,7 +27,7 @@ from ..core.zoo import ComirModel
 from . import _worker
 from ._layers import grid as _grid
 from ._layers import image_data, layer_choices, pixel_transform, upsert_image, wrap
-from ._state import current
+from ._state import state_for
 
 AGREEMENT_LAYER = "CoMIR agreement (local NCC)"
 EQUIVARIANCE_LAYER = "CoMIR rotated back (equivariance)"
@@ -91,6 +91,7 @@ class InspectWidget(Container):
     """Side-by-side / overlay views, an agreement map, and the rotation-equivariance check."""
 
     def __init__(self, napari_viewer):
+        self.state = state_for(napari_viewer)  # this viewer's model
         self.viewer = napari_viewer
         images = layer_choices(napari_viewer, Image)
         self._fixed = ComboBox(label="fixed CoMIR", choices=images, nullable=True)
@@ -119,13 +120,14 @@ class InspectWidget(Container):
         self._check.clicked.connect(self.check_equivariance)
         for event in ("inserted", "removed", "reordered"):
             getattr(napari_viewer.layers.events, event).connect(self.reset_choices)
-        current.changed.connect(self._on_model)
-        self.native.destroyed.connect(lambda *_: current.changed.disconnect(self._on_model))
+        self.state.changed.connect(self._on_model)
+        # the wrapper's attributes may be gone when Qt destroys the widget: keep what is needed
+        state, slot = self.state, self._on_model
+        self.native.destroyed.connect(lambda *_: state.changed.disconnect(slot))
         self._guess_layers()
 
-    @staticmethod
-    def _modalities(_widget=None) -> list[str]:
-        return current.model.modalities if current.model is not None else ["bf", "shg"]
+    def _modalities(self, _widget=None) -> list[str]:
+        return self.state.model.modalities if self.state.model is not None else ["bf", "shg"]
 
     def _on_model(self, _model):
         self._modality.reset_choices()
@@ -134,7 +136,7 @@ class InspectWidget(Container):
         """Default to the CoMIR layers made by the Representations/Register widgets."""
         comirs = [lay for lay in self.viewer.layers
                   if isinstance(lay, Image) and "comir_modality" in lay.metadata]
-        model = current.model
+        model = self.state.model
         for combo, role in ((self._fixed, "fixed"), (self._moving, "moving")):
             if combo.value is None and comirs:
                 wanted = getattr(model.card, f"{role}_modality") if model else None
@@ -210,7 +212,7 @@ class InspectWidget(Container):
         try:
             if layer is None:
                 raise InputError("choose a raw image layer")
-            model = current.get()
+            model = self.state.get()
             image = image_data(layer)
         except ComirError as exc:
             show_error(f"Inspect: {exc}")

@@ -11,7 +11,7 @@ from .. import api
 from ..core.device import DEVICES
 from ..core.errors import ComirError
 from ..core.zoo import ComirModel
-from ._state import current
+from ._state import library, state_for
 
 
 def card_text(model: ComirModel) -> str:
@@ -38,13 +38,14 @@ def card_text(model: ComirModel) -> str:
 class ModelWidget(Container):
     """Pick the model all CoMIR widgets use; shows its model card read-only."""
 
-    def __init__(self, napari_viewer=None):
+    def __init__(self, napari_viewer):
+        self.state = state_for(napari_viewer)  # this viewer's model
         self._model_name = ComboBox(label="model", choices=self._model_names, nullable=True,
                                     tooltip="Bundled and saved user models")
         self._file = FileEdit(label="or file", filter="*.json *.safetensors", value="",
                               tooltip="A model card (.json), or weights (.safetensors) beside it")
         self._load_file = PushButton(text="Load file")
-        self._device = ComboBox(label="device", choices=list(DEVICES), value=current.device,
+        self._device = ComboBox(label="device", choices=list(DEVICES), value=self.state.device,
                                 tooltip="auto = CUDA, then Apple MPS, then CPU")
         self._c4 = CheckBox(text="C4-averaged CoMIRs (4x slower)", value=False,
                             tooltip="Average each CoMIR over the 4 quarter-turns of the image: exactly "
@@ -65,19 +66,19 @@ class ModelWidget(Container):
         self._device.changed.connect(self._on_device)
         self._c4.changed.connect(self._on_c4)
         self._refresh.clicked.connect(self.refresh)
-        current.changed.connect(self._show)
-        current.models_saved.connect(self._on_saved)
+        self.state.changed.connect(self._show)
+        library.models_saved.connect(self._on_saved)
         self.native.destroyed.connect(self._disconnect)
-        if current.model is not None:
-            self._show(current.model)
+        if self.state.model is not None:
+            self._show(self.state.model)
         elif self._model_name.choices:
             with self._model_name.changed.blocked():
                 self._model_name.value = self._initial_choice()
             self.load(self._model_name.value)
 
     def _disconnect(self, *_):
-        current.changed.disconnect(self._show)
-        current.models_saved.disconnect(self._on_saved)
+        self.state.changed.disconnect(self._show)
+        library.models_saved.disconnect(self._on_saved)
 
     @staticmethod
     def _model_names(_widget=None) -> list[str]:
@@ -94,7 +95,7 @@ class ModelWidget(Container):
     def load(self, name_or_path: str) -> bool:
         """Load and make current; errors become notifications. Returns True on success."""
         try:
-            current.load(str(name_or_path), self._device.value)
+            self.state.load(str(name_or_path), self._device.value)
         except ComirError as exc:
             show_error(f"CoMIR model: {exc}")
             self._status.value = "load failed"
@@ -102,7 +103,7 @@ class ModelWidget(Container):
         return True
 
     def _on_name(self, name):
-        if name and name != current.source:
+        if name and name != self.state.source:
             self.load(name)
 
     def _on_file(self):
@@ -112,14 +113,14 @@ class ModelWidget(Container):
 
     def _on_device(self, device):
         try:
-            current.set_device(device)
+            self.state.set_device(device)
         except ComirError as exc:
             show_error(f"CoMIR model: {exc}")
             self._device.value = "auto"
 
     def _on_c4(self, enabled: bool):
-        if current.model is not None:
-            current.model.card.c4_average = bool(enabled)
+        if self.state.model is not None:
+            self.state.model.card.c4_average = bool(enabled)
 
     def _on_saved(self, name: str):
         self.refresh()
@@ -128,7 +129,8 @@ class ModelWidget(Container):
         self._card.value = card_text(model)
         with self._c4.changed.blocked():
             self._c4.value = model.card.c4_average
-        self._status.value = f"current: {current.source}"
-        if current.source in self._model_name.choices and self._model_name.value != current.source:
+        self._status.value = f"current: {self.state.source}"
+        source = self.state.source
+        if source in self._model_name.choices and self._model_name.value != source:
             with self._model_name.changed.blocked():
-                self._model_name.value = current.source
+                self._model_name.value = self.state.source

@@ -36,7 +36,7 @@ from ._layers import (
     wrap,
 )
 from ._review import checkerboard, show_review
-from ._state import current
+from ._state import state_for
 from .representations import comir_layer_name, find_comir, show_comir
 
 CHECKERBOARD = "Checkerboard (fixed | moving)"
@@ -54,6 +54,7 @@ class RegisterWidget(Container):
     """Register a moving layer onto a fixed layer of another modality through their CoMIRs."""
 
     def __init__(self, napari_viewer):
+        self.state = state_for(napari_viewer)  # this viewer's model
         self.viewer = napari_viewer
         images = layer_choices(napari_viewer, Image)
         self._fixed = ComboBox(label="fixed", choices=images, nullable=True)
@@ -192,7 +193,7 @@ class RegisterWidget(Container):
         try:
             fixed, moving = self._chosen()
             initial = self._landmark_transform() if from_landmarks else None
-            model = current.get()
+            model = self.state.get()
             fixed_data, moving_data = image_data(fixed), image_data(moving)
             comirs = {}
             if self._reuse.value:

@@ -15,7 +15,7 @@ from ..core.progress import Progress
 from ..core.zoo import ComirModel
 from . import _worker
 from ._layers import image_data, modality_pickers, percentile_limits, upsert_image, wrap
-from ._state import current
+from ._state import state_for
 
 
 def comir_layer_name(source: Layer) -> str:
@@ -73,6 +73,7 @@ class RepresentationsWidget(Container):
     """Compute both CoMIRs (moving and fixed modality of the current model) in a worker."""
 
     def __init__(self, napari_viewer):
+        self.state = state_for(napari_viewer)  # this viewer's model
         self.viewer = napari_viewer
         self._moving, self._fixed = modality_pickers(napari_viewer)
         self._run = PushButton(text="Compute CoMIRs")
@@ -106,7 +107,7 @@ class RepresentationsWidget(Container):
     def run(self) -> _worker.Job | None:
         """Compute (or recompute) the CoMIRs of the chosen layers; layers update in place."""
         try:
-            model = current.get()
+            model = self.state.get()
             card = model.card
             sources = {"moving": self._moving.value, "fixed": self._fixed.value}
             jobs = []
