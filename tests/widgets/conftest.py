@@ -23,6 +23,7 @@ def model_dir(tmp_path, monkeypatch):
     """A user-models folder holding one tiny untrained model "test-model", which every new
     viewer's state loads."""
     monkeypatch.setenv("NAPARI_COMIR_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("NAPARI_COMIR_SETTINGS", str(tmp_path / "settings.json"))
     import torch
 
     torch.manual_seed(0)

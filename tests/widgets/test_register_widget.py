@@ -129,3 +129,23 @@ def test_landmarks_fit_register_from_and_residuals(viewer_with_pair, errors):
     fixed_points.data = fixed_points.data[:2]
     errors.clear()
     assert widget.fit_landmarks() is None and "3 moving landmarks" in errors[0]
+
+
+def test_choices_persist_to_the_next_launch(make_napari_viewer, tmp_path):
+    """Transform model, rotation range and model are kept in the settings file; a broken file
+    is ignored."""
+    import os
+
+    from napari_comir.widgets._state import state_for
+
+    first = RegisterWidget(make_napari_viewer())
+    first._transform.value, first._rotation.value = "similarity", 30
+    state_for(make_napari_viewer()).load("test-model")
+    second_viewer = make_napari_viewer()
+    second = RegisterWidget(second_viewer)
+    assert (second._transform.value, second._rotation.value) == ("similarity", 30)
+    saved = json.loads(open(os.environ["NAPARI_COMIR_SETTINGS"]).read())
+    assert saved["model"] == "test-model" and saved["transform"] == "similarity"
+    with open(os.environ["NAPARI_COMIR_SETTINGS"], "w") as handle:
+        handle.write("{broken")
+    assert RegisterWidget(make_napari_viewer())._transform.value == "affine"

@@ -17,6 +17,7 @@ from ..core.defaults import DEFAULT_MODEL_NAME
 from ..core.device import resolve_device
 from ..core.errors import ComirError, ModelFileError
 from ..core.zoo import ComirModel
+from ._settings import load_settings, save_setting
 
 
 class ModelLibrary:
@@ -36,10 +37,13 @@ class ModelState:
         self.device: str = "auto"
 
     def load(self, name_or_path: str, device: str | None = None) -> ComirModel:
-        """Load a model by name or path and make it current (raises ComirError on failure)."""
+        """Load a model by name or path and make it current (raises ComirError on failure); a
+        named model is remembered for the next launch."""
         self.device = device or self.device
         model = api.load_model(str(name_or_path), self.device)
         self.set(model, str(name_or_path))
+        if str(name_or_path) in api.list_models():
+            save_setting("model", str(name_or_path))
         return model
 
     def set(self, model: ComirModel, source: str | None = None) -> None:
@@ -56,9 +60,13 @@ class ModelState:
 
     @staticmethod
     def default_name() -> str | None:
-        """The model a new viewer starts with: bundled bf-shg, else the first listed one."""
+        """The model a new viewer starts with: the last one chosen (a saved setting), else
+        bundled bf-shg, else the first listed one."""
         names = list(api.list_models())
-        return DEFAULT_MODEL_NAME if DEFAULT_MODEL_NAME in names else (names[0] if names else None)
+        for name in (load_settings().get("model"), DEFAULT_MODEL_NAME):
+            if name in names:
+                return name
+        return names[0] if names else None
 
     def get(self) -> ComirModel:
         """The viewer's model; on first use loads :meth:`default_name`."""

@@ -36,6 +36,7 @@ from ._layers import (
     wrap,
 )
 from ._review import checkerboard, show_review
+from ._settings import restore
 from ._state import state_for
 from .representations import comir_layer_name, find_comir, show_comir
 
@@ -129,6 +130,9 @@ class RegisterWidget(Container):
         self._from_landmarks.clicked.connect(lambda: self.run(from_landmarks=True))
         for event in ("inserted", "removed", "reordered"):
             getattr(napari_viewer.layers.events, event).connect(self.reset_choices)
+        for key, widget in (("transform", self._transform), ("rotation_range", self._rotation),
+                            ("method", self._method)):
+            restore(widget, key)  # the last session's choices
         self._guess_layers()
 
     # ------------------------------------------------------------------ choosing and running
