@@ -24,7 +24,7 @@ def test_guided_dock_on_the_sample_pair(viewer_with_pair, errors, tmp_path):
     assert before["images"].startswith("✓") and before["register"].startswith("press Register")
     assert before["model"] == "✓ test-model 0.1.0" or before["model"].startswith("✓")
     assert [w.label for w in dock if w in dock._status.values()] == [
-        "1 · images", "2 · model", "3 · register", "4 · review", "5 · keep"]
+        "1 · images", "2 · model", "3 · register", "4 · review", "5 · keep", "6 · teach"]
     assert dock.run() is not None and not errors, errors
     after = statuses(dock)
     assert after["register"].startswith("✓") and "agree" in after["review"]
@@ -33,6 +33,16 @@ def test_guided_dock_on_the_sample_pair(viewer_with_pair, errors, tmp_path):
     assert registered.name == "BF (registered)"
     path = dock.export_transform(tmp_path / "t.json")
     assert "decomposition" in json.loads(path.read_text())
+
+    # The new-tissue loop: fine-tune on the accepted pair, then it is this viewer's model.
+    assert dock._teach.enabled and "fine-tune" in statuses(dock)["teach"]
+    dock._teach_seconds.value = 5
+    job = dock.teach()
+    assert job is not None and not job.failed and not errors, errors
+    assert _state.state_for(viewer).source == "test-model-SHG"
+    assert "now using test-model-SHG" in statuses(dock)["teach"]
+    assert dock._model_name.value == "test-model-SHG"
+    assert "test-model-SHG" in dock._model_name.choices
 
 
 def test_guided_dock_on_a_real_pair_with_the_bundled_model(make_napari_viewer, raw_cases, errors):
