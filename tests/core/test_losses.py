@@ -148,3 +148,14 @@ def test_equivariance_penalty_trains_towards_equivariance():
         optimizer.step()
     after = equivariance_penalty(net, x, net(x), torch.Generator().manual_seed(8)).item()
     assert after < 0.1 * before
+
+
+def test_partner_accuracy_counts_samples_whose_nearest_is_their_partner():
+    import torch
+
+    from napari_comir.core.losses import partner_accuracy
+
+    z = torch.randn(6, 1, 4, 4)
+    assert partner_accuracy(z, z + 1e-3) == 1.0  # every partner nearly identical
+    shuffled = z[torch.tensor([1, 2, 3, 4, 5, 0])]
+    assert partner_accuracy(z, shuffled) < 0.5  # partners are other samples' twins

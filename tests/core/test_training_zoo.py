@@ -180,3 +180,24 @@ def test_time_budget_ends_the_run_and_anneals_within_it(tiny_model):
 def test_bad_training_settings_are_refused_before_training(tiny_model, options, message):
     with pytest.raises(InputError, match=message):
         next(train(tiny_model, [_pair()], TrainConfig(**options)))
+
+
+def test_held_out_band_is_never_trained_on_and_is_measured(tiny_model, rng):
+    """With holdout_every, a one-patch band of each pair is split off before sampling and the
+    share of its patch pairs that find their partner is reported every N steps."""
+    from napari_comir.core.data import AlignedPair
+    from napari_comir.core.training import TrainConfig, split_off_band, train
+
+    shg = rng.random((96, 160)).astype(np.float32)
+    bf = (rng.random((96, 160, 3)) * 255).astype(np.uint8)
+    pair = AlignedPair({"shg": shg, "bf": bf}, name="p")
+    kept, band = split_off_band(pair, 48)
+    assert kept.images["bf"].shape == (96, 112, 3) and band.images["shg"].shape == (96, 48)
+    np.testing.assert_array_equal(band.images["shg"], shg[:, -48:])
+    config = TrainConfig(steps=4, batch_size=4, patch_size=48, holdout_every=2, device="cpu")
+    events = list(train(tiny_model, [pair], config))
+    measured = [e.step for e in events if "heldout_match" in e.metrics]
+    assert measured == [1, 2, 4]
+    assert all(0.0 <= e.metrics["heldout_match"] <= 1.0 for e in events if e.step in measured)
+    with pytest.raises(InputError, match="too small to hold out"):
+        split_off_band(pair, 96)

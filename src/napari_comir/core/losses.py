@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,6 +67,18 @@ def info_nce(z_a: torch.Tensor, z_b: torch.Tensor, tau: float = 0.5, critic: str
         turned = torch.stack([torch.rot90(partners, k, (-2, -1)) for k in (1, 2, 3)], 1)
         logits = torch.cat([logits, _critic(z[:, None], turned.flatten(2).float(), critic) / tau], 1)
     return F.cross_entropy(logits, positives)
+
+
+def partner_accuracy(z_a: torch.Tensor, z_b: torch.Tensor, critic: str = "mse") -> float:
+    """Fraction of the 2N samples whose most similar other sample is their partner: the
+    contrastive top-1 accuracy, a measure a person can read (1 = every patch finds its match
+    among the batch, 1 / (2N - 1) = chance)."""
+    z = torch.cat([z_a, z_b]).flatten(1).float()
+    n = z_a.shape[0]
+    similarity = similarity_matrix(z, critic)
+    similarity.fill_diagonal_(-math.inf)
+    partners = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return float((similarity.argmax(dim=1) == partners).float().mean())
 
 
 def _critic(u: torch.Tensor, v: torch.Tensor, critic: str) -> torch.Tensor:

@@ -11,13 +11,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .data import AlignedPair, PatchSampler
 from .device import resolve_device
 from .errors import ComirError, InputError, ModelFileError
 from .io import atomic_path
-from .losses import activation_penalty, equivariance_penalty, equivariant_forward, info_nce
+from .losses import activation_penalty, equivariance_penalty, equivariant_forward, info_nce, partner_accuracy
 from .progress import Progress
 from .zoo import ComirModel, ModelCard
 
@@ -59,6 +60,10 @@ class TrainConfig:
     # Wall-clock budget: training ends when it is spent, and the learning-rate decay is planned
     # for the steps that fit (measured as training goes), so the run still anneals.
     max_seconds: float | None = None
+    # Every this many steps, the share of held-out patch pairs that find their partner
+    # (metrics "heldout_match"); the held-out band (one patch wide, along the right or bottom
+    # edge of every pair) is never trained on. 0 = off: train on every pixel.
+    holdout_every: int = 0
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 2 or self.patch_size < 32:
@@ -68,6 +73,8 @@ class TrainConfig:
             raise InputError(f"equivariance_weight must be ≥ 0, got {self.equivariance_weight}")
         if not self.lr > 0:
             raise InputError(f"learning rate must be positive, got {self.lr}")
+        if self.holdout_every < 0:
+            raise InputError(f"holdout_every must be ≥ 0, got {self.holdout_every}")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise InputError(f"max_seconds must be positive, got {self.max_seconds}")
         if self.optimizer not in ("adam", "sgd"):
@@ -136,6 +143,39 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
+#: Held-out patch pairs compared by ``holdout_every``: chance is 1 in 2 x 16 - 1 = 31.
+HELDOUT_PAIRS = 16
+
+
+def split_off_band(pair: AlignedPair, width: int) -> tuple[AlignedPair, AlignedPair]:
+    """(the pair without a band ``width`` px wide along its right edge, or its bottom edge when
+    it is taller than wide; the band), both still pixel-aligned."""
+    rows, cols = np.shape(next(iter(pair.images.values())))[:2]
+    along_cols = cols >= rows
+    if (cols if along_cols else rows) < 2 * width:
+        raise InputError(f"pair {pair.name!r} ({rows}x{cols} px) is too small to hold out a "
+                         f"{width} px band for the held-out measure: use a smaller patch size")
+    cut = (slice(None), slice(None, -width)) if along_cols else (slice(None, -width), slice(None))
+    band = (slice(None), slice(-width, None)) if along_cols else (slice(-width, None), slice(None))
+    return (AlignedPair({k: v[cut] for k, v in pair.images.items()}, name=pair.name),
+            AlignedPair({k: v[band] for k, v in pair.images.items()}, name=f"{pair.name} (held out)"))
+
+
+@torch.inference_mode()
+def _heldout_match(model: ComirModel, heldout, device) -> float:
+    """:func:`partner_accuracy` of the held-out batch, networks in eval mode."""
+    first, second = model.modalities
+    training = {name: net.training for name, net in model.networks.items()}
+    model.eval()
+    try:
+        z_a, z_b = (model.networks[m](x.to(device)) for m, x in zip((first, second), heldout,
+                                                                     strict=True))
+        return partner_accuracy(z_a, z_b, model.card.critic)
+    finally:
+        for name, net in model.networks.items():
+            net.train(training[name])
+
+
 def train(model: ComirModel, pairs: Sequence[AlignedPair], config: TrainConfig | None = None,
           *, resume: str | os.PathLike | None = None) -> Iterator[Progress]:
     """Train ``model`` in place on aligned pairs; yield a :class:`Progress` after every step.
@@ -157,6 +197,12 @@ def train(model: ComirModel, pairs: Sequence[AlignedPair], config: TrainConfig |
     config.validate()
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
+    heldout = None
+    if config.holdout_every:
+        pairs, held = zip(*(split_off_band(pair, config.patch_size) for pair in pairs), strict=True)
+        held_sampler = PatchSampler(held, model.card.modalities, config.patch_size,
+                                    seed=config.seed + 1, jitter=False)
+        heldout = held_sampler.sample(HELDOUT_PAIRS)  # one fixed batch, compared every time
     sampler = PatchSampler(pairs, model.card.modalities, config.patch_size, seed=config.seed)
     model.to(device)
     optimizer = _optimizer(model, config)
@@ -207,12 +253,15 @@ def train(model: ComirModel, pairs: Sequence[AlignedPair], config: TrainConfig |
             if config.checkpoint and (step % config.checkpoint_every == 0 or done):
                 save_checkpoint(config.checkpoint, model, optimizer, step, sampler, config)
             seconds = time.perf_counter() - tic
+            metrics = {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
+                       "patches_per_s": config.batch_size / seconds}
+            message = f"step {step}/{plan['steps']} loss {loss.item():.3g}"
+            if heldout is not None and (step % config.holdout_every == 0 or done or step == 1):
+                metrics["heldout_match"] = _heldout_match(model, heldout, device)
+                message += f", held-out patches matched {metrics['heldout_match']:.0%}"
             if done:
                 model.eval()
-            yield Progress("train", step, plan["steps"],
-                           f"step {step}/{plan['steps']} loss {loss.item():.3g}",
-                           {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
-                            "patches_per_s": config.batch_size / seconds},
+            yield Progress("train", step, plan["steps"], message, metrics,
                            result=model if done else None)
             if done:
                 break

@@ -33,6 +33,8 @@ from ._loss_plot import LossPlot
 from ._state import library, state_for
 
 PREVIEW_LAYER = "CoMIR preview (fine-tuning)"
+#: Steps between two held-out measures (16 patch pairs through both networks: ~0.1 s on a CPU).
+HOLDOUT_EVERY = 10
 PREVIEW_SIZE = 512  # preview a central crop: fast enough to run between training steps
 
 
@@ -95,6 +97,7 @@ class FineTuneWidget(Container):
         self._stop = PushButton(text="Stop", enabled=False)
         self._progress = ProgressBar(value=0, max=1)
         self._status = wrap(Label(value=""))
+        self._heldout: float | None = None
         self._name = LineEdit(label="save as", value="my-bf-shg")
         self._save = PushButton(text="Save user model", enabled=False)
         super().__init__(widgets=[
@@ -163,6 +166,11 @@ class FineTuneWidget(Container):
             base = self.state.get()
             pairs = [entry.aligned_pair(base) for entry in self.pairs]
             config = self.config()
+            # A readable measure as it trains: held-out patches matched, when every pair has
+            # room for a held-out band one patch wide beside the patches it trains on.
+            if all(max(np.shape(next(iter(p.images.values())))[:2]) >= 2 * config.patch_size
+                   for p in pairs):
+                config.holdout_every = HOLDOUT_EVERY
             config.validate()
         except ComirError as exc:
             show_error(f"Fine-tune: {exc}")
@@ -171,6 +179,7 @@ class FineTuneWidget(Container):
         self.model.card.training = {**self.model.card.training, "fine_tuned_from": base.card.name,
                                     "fine_tune_pairs": [entry.label for entry in self.pairs]}
         self.loss_plot.clear()
+        self._heldout = None
         self._start.enabled, self._stop.enabled, self._save.enabled = False, True, False
         self._status.value = "training…"
         self.job = _worker.Job()
@@ -189,7 +198,12 @@ class FineTuneWidget(Container):
     def _on_event(self, event: Progress):
         if event.stage == "train":
             self.loss_plot.append(event.metrics.get("loss", float("nan")))
-            self._status.value = event.message
+            if "heldout_match" in event.metrics:
+                self._heldout = event.metrics["heldout_match"]
+            matched = "" if self._heldout is None else (
+                f" · held-out patches matched {self._heldout:.0%} (chance 3 %)")
+            self._status.value = (f"step {event.step}/{event.total} · loss "
+                                  f"{event.metrics['loss']:.3g}{matched}")
         elif event.stage == "preview" and event.result is not None:
             comir = event.result[..., 0] if event.result.shape[-1] == 1 else event.result[..., :3]
             layer = upsert_image(self.viewer, PREVIEW_LAYER, comir, rgb=False,
