@@ -72,3 +72,9 @@ def test_loss_plot_reads_a_loss_that_falls_by_orders_of_magnitude():
     from napari_comir.widgets._loss_plot import log_scale
 
     assert log_scale([1.0, 1e-3, 1e-6, 0.0]) == [0.0, -3.0, -6.0, -8.0]
+
+
+def test_pickers_start_on_the_pair(viewer_with_pair):
+    """Moving = the RGB bright field, fixed = the grey SHG, without choosing anything."""
+    widget = FineTuneWidget(viewer_with_pair)
+    assert (widget._moving.value.name, widget._fixed.value.name) == ("BF", "SHG")

@@ -32,3 +32,19 @@ def test_views_agreement_and_equivariance(viewer_with_pair, errors):
     assert not job.failed, errors
     assert -1.0 <= widget.equivariance <= 1.0
     assert "r = " in widget._equi_label.value
+
+
+def test_defaults_pick_two_layers_and_the_modality_of_the_image(make_napari_viewer, pair):
+    """Only one CoMIR shown: fixed takes it and moving stays empty rather than the same layer;
+    the equivariance check's modality follows the chosen image (RGB -> bf)."""
+    viewer = make_napari_viewer()
+    bf, shg = pair
+    viewer.add_image(shg, name="SHG")
+    viewer.add_image(shg, name="CoMIR (SHG)", metadata={"comir_modality": "shg", "comir_source": "SHG"})
+    viewer.add_image(bf, name="BF", rgb=True)
+    widget = InspectWidget(viewer)
+    assert widget._fixed.value.name == "CoMIR (SHG)" and widget._moving.value is None
+    widget._image.value = viewer.layers["BF"]
+    assert widget._modality.value == "bf"
+    widget._image.value = viewer.layers["SHG"]
+    assert widget._modality.value == "shg"

@@ -19,6 +19,30 @@ def layer_choices(viewer, *types: type[Layer]):
     return choices
 
 
+#: Metadata keys marking layers the plugin made (CoMIRs, registered copies, review overlays,
+#: landmarks): never offered as the images to register or train on by default.
+DERIVED_KEYS = ("comir_source", "comir_transform", "comir_review_of", "comir_landmarks_of")
+
+
+def raw_images(viewer) -> list[Image]:
+    """The viewer's image layers that the plugin did not make."""
+    return [layer for layer in viewer.layers if isinstance(layer, Image)
+            and not any(key in layer.metadata for key in DERIVED_KEYS)
+            and not layer.name.startswith(("Checkerboard", "CoMIR preview"))]
+
+
+def guess_pair(viewer, model=None) -> tuple[Image | None, Image | None]:
+    """(fixed, moving) defaults: a raw layer whose channels fit the model's fixed modality (grey
+    for bf-shg's SHG) and a different one that fits the moving modality (RGB for its BF)."""
+    fixed_channels = model.card.modalities[model.card.fixed_modality].channels if model else 1
+    raw = raw_images(viewer)
+    fits = lambda layer, channels: layer.rgb == (channels >= 3)  # noqa: E731
+    fixed = next((layer for layer in raw if fits(layer, fixed_channels)), None)
+    moving = next((layer for layer in raw if layer is not fixed and not fits(layer, fixed_channels)),
+                  None) or next((layer for layer in raw if layer is not fixed), None)
+    return fixed, moving
+
+
 def modality_pickers(viewer) -> tuple[ComboBox, ComboBox]:
     """Moving and fixed image-layer pickers, labelled with the viewer's model's modalities."""
     state = state_for(viewer)
@@ -32,6 +56,7 @@ def modality_pickers(viewer) -> tuple[ComboBox, ComboBox]:
 
     if state.model is not None:
         relabel(state.model)
+    fixed.value, moving.value = guess_pair(viewer, state.model)
     state.changed.connect(relabel)
     moving.native.destroyed.connect(lambda *_: state.changed.disconnect(relabel))
     return moving, fixed

@@ -26,7 +26,7 @@ from ..core.transforms import AffineTransform, resample
 from ..core.zoo import ComirModel
 from . import _worker
 from ._layers import grid as _grid
-from ._layers import image_data, layer_choices, pixel_transform, upsert_image, wrap
+from ._layers import image_data, layer_choices, pixel_transform, raw_images, upsert_image, wrap
 from ._state import state_for
 
 AGREEMENT_LAYER = "CoMIR agreement (local NCC)"
@@ -103,6 +103,7 @@ class InspectWidget(Container):
         self._agree_label = wrap(Label(value=""))
         self._image = ComboBox(label="image", choices=images, nullable=True)
         self._modality = ComboBox(label="modality", choices=self._modalities)
+        self._image.changed.connect(self._match_modality)
         self._angle = FloatSpinBox(label="angle °", min=-180, max=180, value=90, step=5)
         self._check = PushButton(text="Check equivariance")
         self._progress = ProgressBar(value=0, max=1)
@@ -138,15 +139,27 @@ class InspectWidget(Container):
                   if isinstance(lay, Image) and "comir_modality" in lay.metadata]
         model = self.state.model
         for combo, role in ((self._fixed, "fixed"), (self._moving, "moving")):
-            if combo.value is None and comirs:
+            taken = self._fixed.value if role == "moving" else None
+            options = [lay for lay in comirs if lay is not taken]
+            if combo.value is None and options:
                 wanted = getattr(model.card, f"{role}_modality") if model else None
-                match = [lay for lay in comirs if lay.metadata["comir_modality"] == wanted]
-                combo.value = (match or comirs)[0 if role == "fixed" else -1]
+                match = [lay for lay in options if lay.metadata["comir_modality"] == wanted]
+                combo.value = (match or options)[0]
         if self._image.value is None:
-            raw = [lay for lay in self.viewer.layers
-                   if isinstance(lay, Image) and "comir_modality" not in lay.metadata]
+            raw = raw_images(self.viewer)
             if raw:
                 self._image.value = raw[0]
+        self._match_modality()
+
+    def _match_modality(self, *_):
+        """The equivariance check's modality follows its image: RGB -> the 3-channel one."""
+        layer, model = self._image.value, self.state.model
+        if layer is None or model is None:
+            return
+        for name, spec in model.card.modalities.items():
+            if (spec.channels >= 3) == bool(layer.rgb):
+                self._modality.value = name
+                return
 
     def reset_choices(self, *_):
         super().reset_choices()

@@ -29,6 +29,7 @@ from . import _worker
 from ._apply import apply_to_layer
 from ._landmarks import landmark_layers, landmark_name, landmark_pairs, residual_text
 from ._layers import (
+    guess_pair,
     image_data,
     layer_choices,
     upsert_image,
@@ -137,15 +138,12 @@ class RegisterWidget(Container):
 
     # ------------------------------------------------------------------ choosing and running
     def _guess_layers(self):
-        """Default: a grey non-CoMIR layer is fixed (SHG), an RGB one moving (BF)."""
-        raw = [lay for lay in self.viewer.layers
-               if isinstance(lay, Image) and "comir_source" not in lay.metadata
-               and "comir_transform" not in lay.metadata and "comir_review_of" not in lay.metadata
-               and lay.name != CHECKERBOARD]
-        if self._fixed.value is None and (grey := [lay for lay in raw if not lay.rgb]):
-            self._fixed.value = grey[0]
-        if self._moving.value is None and (rgb := [lay for lay in raw if lay.rgb]):
-            self._moving.value = rgb[0]
+        """Default: a raw grey layer is fixed (SHG), a raw RGB one moving (BF)."""
+        fixed, moving = guess_pair(self.viewer, self.state.model)
+        if self._fixed.value is None and fixed is not None:
+            self._fixed.value = fixed
+        if self._moving.value is None and moving is not None and moving is not self._fixed.value:
+            self._moving.value = moving
 
     def reset_choices(self, *_):
         super().reset_choices()
