@@ -15,7 +15,7 @@ from .core.data import AlignedPair, ModalitySpec, read_pairs_csv
 from .core.defaults import DEFAULT_SCALE_RANGE
 from .core.device import resolve_device
 from .core.errors import InputError, RegistrationError
-from .core.inference import COMIR_EDGE_PX, check_image, compute_comir, compute_comir_pair
+from .core.inference import COMIR_EDGE_PX, check_image, comir_tiles, compute_comir, compute_comir_pair
 from .core.io import read_image
 from .core.progress import Progress
 from .core.pyramid import register_pyramid
@@ -35,7 +35,8 @@ from .core.zoo import ComirModel, ModelCard, list_models, save_model, save_user_
 from .core.zoo import load_model as _load_model
 
 __all__ = [
-    "AlignedPair", "ComirModel", "Progress", "AffineTransform", "TrainConfig", "compute_comirs",
+    "AlignedPair", "ComirModel", "Progress", "AffineTransform", "TrainConfig", "comir_events",
+    "compute_comirs",
     "fine_tune", "fit_landmarks", "list_models", "load_model", "new_model", "read_image",
     "read_pairs_csv", "register",
     "register_comirs", "register_multimodal", "registration_events", "RegistrationOutcome",
@@ -57,6 +58,8 @@ LARGE_SIDE = 4096  # above this, registration goes through the coarse-to-fine py
 #: Smallest side (px) of an image registered through CoMIRs: at 32-48 px, random noise against a
 #: real SHG scored 0.95 (benchmarks/confidence.py).
 MIN_SIDE = 64
+#: Side (px) of the CoMIR preview a fine-tuning run can show as it trains.
+PREVIEW_SIDE = 512  # a central crop: fast enough to run between training steps
 #: With known pixel sizes, the scale still searched: nominal pixel sizes are good to a few percent.
 PIXEL_SIZE_TOLERANCE = 1.05
 
@@ -347,7 +350,8 @@ def register_comirs(model: ComirModel, fixed_comir: np.ndarray, moving_comir: np
 
 
 def fine_tune(model: ComirModel | str, pairs: Sequence[AlignedPair], config: TrainConfig | None = None,
-              *, resume: str | None = None, copy_model: bool = True) -> Iterator[Progress]:
+              *, resume: str | None = None, copy_model: bool = True,
+              preview_every: int = 0) -> Iterator[Progress]:
     """Fine-tune (or train) a model on aligned pairs; yields :class:`Progress`, last ``result`` is the model.
 
     The bundled model is never changed in place: with ``copy_model`` (default) training runs
@@ -356,9 +360,42 @@ def fine_tune(model: ComirModel | str, pairs: Sequence[AlignedPair], config: Tra
     Without ``config``, a gentle fine-tuning setting: learning rate ``FINE_TUNE_LR`` (1e-4) and
     the pretrained BatchNorm statistics kept (higher rates made the bundled ``bf-shg`` worse after
     30 s on one pair, docs/benchmarks.md). Pass a :class:`TrainConfig` to train from scratch.
+
+    ``preview_every``: also yield a ``"preview"`` event every that many steps whose ``result`` is
+    the CoMIR of the centre (:data:`PREVIEW_SIDE` px) of the first pair's moving image.
     """
     config = config or TrainConfig(lr=FINE_TUNE_LR, freeze_batchnorm=True)
     model = _as_model(model)
     if copy_model:
         model = copy.deepcopy(model)
-    return train(model, pairs, config, resume=resume)
+    events = train(model, pairs, config, resume=resume)
+    return _with_previews(model, events, pairs[0], preview_every) if preview_every else events
+
+
+def _with_previews(model: ComirModel, events: Iterator[Progress], pair: AlignedPair,
+                   every: int) -> Iterator[Progress]:
+    modality = model.card.moving_modality
+    image = pair.images[modality]
+    rows, cols = image.shape[:2]
+    top, left = max(0, (rows - PREVIEW_SIDE) // 2), max(0, (cols - PREVIEW_SIDE) // 2)
+    image = image[top:top + PREVIEW_SIDE, left:left + PREVIEW_SIDE]
+    for event in events:
+        yield event
+        if event.step % every == 0 and event.result is None:
+            comir = compute_comir(model, image, modality)
+            yield Progress("preview", event.step, event.total, "preview", result=comir)
+
+
+def comir_events(model: ComirModel | str, jobs: Sequence[tuple[str, np.ndarray, str]]) -> Iterator[Progress]:
+    """CoMIRs of several images as one stream of events; the last one's result is {key: CoMIR}.
+
+    ``jobs`` are (key, image, modality) triples.
+    """
+    model = _as_model(model)
+    results = {}
+    for key, image, modality in jobs:
+        for event in comir_tiles(model, image, modality):
+            if event.result is not None:
+                results[key] = event.result
+            yield Progress("infer", event.step, event.total, f"CoMIR of {key}: {event.message}")
+    yield Progress("infer", 1, 1, "CoMIRs done", result=results)

@@ -149,3 +149,16 @@ def test_choices_persist_to_the_next_launch(make_napari_viewer, tmp_path):
     with open(os.environ["NAPARI_COMIR_SETTINGS"], "w") as handle:
         handle.write("{broken")
     assert RegisterWidget(make_napari_viewer())._transform.value == "affine"
+
+
+def test_flicker_alternates_the_review_layers(registered):
+    viewer, widget = registered
+    fixed, moving = widget._review_layers
+    widget._flicker.value = True
+    assert widget._flicker_timer.isActive()
+    widget._flicker_step()
+    first = (fixed.visible, moving.visible)
+    widget._flicker_step()
+    assert first in ((True, False), (False, True)) and (fixed.visible, moving.visible) == first[::-1]
+    widget._flicker.value = False
+    assert not widget._flicker_timer.isActive() and fixed.visible and moving.visible

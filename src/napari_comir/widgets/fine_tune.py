@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +22,6 @@ from napari.utils.notifications import show_error, show_info
 
 from .. import api
 from ..core.errors import ComirError, InputError
-from ..core.inference import compute_comir
 from ..core.progress import Progress
 from ..core.training import FINE_TUNE_LR, TrainConfig
 from ..core.zoo import ComirModel
@@ -35,7 +33,6 @@ from ._state import library, state_for
 PREVIEW_LAYER = "CoMIR preview (fine-tuning)"
 #: Steps between two held-out measures (16 patch pairs through both networks: ~0.1 s on a CPU).
 HOLDOUT_EVERY = 10
-PREVIEW_SIZE = 512  # preview a central crop: fast enough to run between training steps
 
 
 @dataclass
@@ -52,22 +49,6 @@ class PairEntry:
         card = model.card
         return api.AlignedPair({card.moving_modality: data(self.moving),
                                 card.fixed_modality: data(self.fixed)}, name=self.label)
-
-
-def training_events(model: ComirModel, pairs: list, config: TrainConfig,
-                    preview_every: int) -> Iterator[Progress]:
-    """The fine-tuning stream, plus a "preview" event with a CoMIR every ``preview_every`` steps."""
-    moving_modality = model.card.moving_modality
-    preview_image = pairs[0].images[moving_modality]
-    rows, cols = preview_image.shape[:2]
-    r0, c0 = max(0, (rows - PREVIEW_SIZE) // 2), max(0, (cols - PREVIEW_SIZE) // 2)
-    preview_image = preview_image[r0:r0 + PREVIEW_SIZE, c0:c0 + PREVIEW_SIZE]
-    # copy_model=False: the widget already trains a copy and must keep it to survive Stop.
-    for event in api.fine_tune(model, pairs, config, copy_model=False):
-        yield event
-        if preview_every and event.step % preview_every == 0 and event.result is None:
-            comir = compute_comir(model, preview_image, moving_modality)
-            yield Progress("preview", event.step, event.total, "preview", result=comir)
 
 
 class FineTuneWidget(Container):
@@ -183,8 +164,10 @@ class FineTuneWidget(Container):
         self._start.enabled, self._stop.enabled, self._save.enabled = False, True, False
         self._status.value = "training…"
         self.job = _worker.Job()
-        _worker.run_job(training_events, self.model, pairs, config,
-                        int(self._preview_every.value), on_event=self._on_event,
+        # copy_model=False: the widget already trains a copy and must keep it to survive Stop.
+        events = api.fine_tune(self.model, pairs, config, copy_model=False,
+                               preview_every=int(self._preview_every.value))
+        _worker.run_job(lambda: events, on_event=self._on_event,
                         on_done=self._on_done, progress_bar=self._progress, job=self.job,
                         title="Fine-tune")
         return self.job

@@ -18,6 +18,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Layer
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
 
 from .. import api
 from ..core.defaults import DEFAULT_TRANSFORM, TRANSFORM_MODELS
@@ -42,6 +43,7 @@ from ._state import state_for
 from .representations import comir_layer_name, find_comir, show_comir
 
 CHECKERBOARD = "Checkerboard (fixed | moving)"
+FLICKER_MS = 500  # twice a second: fast enough to see a jump, slow enough to follow
 TRUE_TRANSFORM_KEY = "comir_true_transform"  # set by the misaligned sample data
 
 
@@ -85,6 +87,15 @@ class RegisterWidget(Container):
                                 "image is shown grey, inverted when its background is bright "
                                 "(H&E). Your own layers are not changed")
         self._checker = CheckBox(text="checkerboard", value=False, enabled=False)
+        self._flicker = CheckBox(text="flicker", value=False, enabled=False,
+                                 tooltip="Alternate the fixed and the moving image twice a second: "
+                                 "a misregistration jumps, a good one stays still")
+        self._compare_row = Container(layout="horizontal", labels=False,
+                                      widgets=[self._checker, self._flicker])
+        self._compare_row.margins = (0, 0, 0, 0)
+        self._flicker_timer = QTimer()
+        self._flicker_timer.setInterval(FLICKER_MS)
+        self._flicker_timer.timeout.connect(self._flicker_step)
         self._square = Slider(label="square px", min=4, max=512, value=32, enabled=False)
         self._accept = PushButton(text="Accept (resample)", enabled=False,
                                   tooltip="Resample the moving image onto the fixed grid as a new layer")
@@ -108,8 +119,8 @@ class RegisterWidget(Container):
         super().__init__(widgets=[
             self._fixed, self._moving, self._method, self._transform, self._rotation, self._reuse,
             self._run,
-            self._progress, self._score, self._warning, self._after, self._review, self._checker,
-            self._square, self._keep_row, landmarks, self._residuals, self._targets,
+            self._progress, self._score, self._warning, self._after, self._review,
+            self._compare_row, self._square, self._keep_row, landmarks, self._residuals, self._targets,
             self._apply])
         self.result: RegistrationResult | None = None
         self._review_layers: tuple[Layer, Layer] | tuple[None, None] = (None, None)
@@ -121,6 +132,8 @@ class RegisterWidget(Container):
             label.changed.connect(lambda value, label=label: setattr(label, "visible", bool(value)))
         self._after.changed.connect(self.show_after)
         self._review.changed.connect(self._show_review)
+        self._flicker.changed.connect(self.flicker)
+        self.native.destroyed.connect(self._flicker_timer.stop)
         self._checker.changed.connect(self._update_checkerboard)
         self._square.changed.connect(self._update_checkerboard)
         self._accept.clicked.connect(self.accept)
@@ -268,7 +281,8 @@ class RegisterWidget(Container):
                                           image_data(moving), result.transform)
         for layer in self._review_layers:
             layer.visible = self._review.value
-        for widget in (self._after, self._review, self._checker, self._square, self._accept,
+        for widget in (self._after, self._review, self._checker, self._flicker, self._square,
+                       self._accept,
                        self._export, self._apply):
             widget.enabled = True
         with self._after.changed.blocked():
@@ -286,6 +300,23 @@ class RegisterWidget(Container):
             return ""
         size = layer_pixel_sizes(fixed, moving)[0]
         return residual_text(result.transform, fixed_xy, moving_xy, size)
+
+    def flicker(self, on: bool) -> None:
+        """Alternate the two review layers (``on``), or show both again."""
+        if on:
+            self._review.value = True
+            self._flicker_timer.start()
+        else:
+            self._flicker_timer.stop()
+            self._show_review(self._review.value)
+
+    def _flicker_step(self) -> None:
+        fixed, moving = self._review_layers
+        if fixed is None or fixed not in self.viewer.layers:
+            self._flicker.value = False
+            return
+        fixed.visible = not fixed.visible
+        moving.visible = not fixed.visible
 
     def _show_review(self, visible: bool) -> None:
         for layer in self._review_layers:

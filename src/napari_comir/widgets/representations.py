@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 from napari.layers import Image, Layer
 from napari.utils.notifications import show_error
 
+from .. import api
 from ..core.errors import ComirError
-from ..core.inference import comir_tiles
-from ..core.progress import Progress
 from ..core.zoo import ComirModel
 from . import _worker
 from ._layers import image_data, modality_pickers, percentile_limits, upsert_image, wrap
@@ -20,20 +17,6 @@ from ._state import state_for
 
 def comir_layer_name(source: Layer) -> str:
     return f"CoMIR ({source.name})"
-
-
-def comir_events(model: ComirModel, jobs: list[tuple[str, np.ndarray, str]]) -> Iterator[Progress]:
-    """CoMIRs of several images, as one stream of events; the last result is {key: CoMIR}.
-
-    ``jobs`` are (key, image, modality). Runs in the worker thread.
-    """
-    results = {}
-    for key, image, modality in jobs:
-        for event in comir_tiles(model, image, modality):
-            if event.result is not None:
-                results[key] = event.result
-            yield Progress("infer", event.step, event.total, f"CoMIR of {key}: {event.message}")
-    yield Progress("infer", 1, 1, "CoMIRs done", result=results)
 
 
 def find_comir(viewer, source: Layer, model: ComirModel) -> np.ndarray | None:
@@ -135,6 +118,6 @@ class RepresentationsWidget(Container):
 
         self._run.enabled, self._stop.enabled = False, True
         self.job = _worker.Job()
-        _worker.run_job(comir_events, model, jobs, on_done=done, progress_bar=self._progress,
+        _worker.run_job(api.comir_events, model, jobs, on_done=done, progress_bar=self._progress,
                         job=self.job, title="CoMIR representations")
         return self.job
