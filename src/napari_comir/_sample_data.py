@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from .core.defaults import TRUE_TRANSFORM_KEY
 from .core.synthetic import misaligned_pair, synthetic_pair
 
 #: Layer metadata key holding the known moving -> fixed transform of the misaligned sample
 #: (``AffineTransform.to_dict()``). Distinct from ``"comir_transform"``, the registration result.
-TRUE_TRANSFORM_KEY = "comir_true_transform"
 
 
 def _shg_layer(shg):

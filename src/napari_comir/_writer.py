@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .core.defaults import TRANSFORM_KEY
 from .core.errors import InputError
 from .core.io import write_text_atomic
 from .core.transforms import AffineTransform
 
 #: Layer metadata key under which the Register widget stores ``AffineTransform.to_dict()``.
-TRANSFORM_KEY = "comir_transform"
 
 
 def write_transform(path: str, data, attributes: dict) -> list[str]:

@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage
 
 from .core.data import AlignedPair, ModalitySpec, read_pairs_csv
-from .core.defaults import DEFAULT_SCALE_RANGE
+from .core.defaults import DEFAULT_ARCHITECTURE, DEFAULT_MODEL_NAME, DEFAULT_SCALE_RANGE
 from .core.device import resolve_device
 from .core.errors import InputError, RegistrationError
 from .core.inference import COMIR_EDGE_PX, check_image, comir_tiles, compute_comir, compute_comir_pair
@@ -53,7 +53,6 @@ PRESETS = {
         fixed_modality="nir", moving_modality="rgb", tau=0.1,
         description="Aerial RGB (moving) and near-infrared (fixed)."),
 }
-DEFAULT_ARCHITECTURE = {"type": "unet", "base_channels": 8, "depth": 4}
 LARGE_SIDE = 4096  # above this, registration goes through the coarse-to-fine pyramid
 #: Smallest side (px) of an image registered through CoMIRs: at 32-48 px, random noise against a
 #: real SHG scored 0.95 (benchmarks/confidence.py).
@@ -79,7 +78,7 @@ def new_model(preset: str = "bf-shg", *, name: str | None = None, comir_channels
     return ComirModel(card)
 
 
-def load_model(name_or_path: str = "bf-shg", device: str = "auto") -> ComirModel:
+def load_model(name_or_path: str = DEFAULT_MODEL_NAME, device: str = "auto") -> ComirModel:
     """Load a bundled model ("bf-shg", "rgb-nir"), a saved user model, or a model file path."""
     return _load_model(name_or_path, resolve_device(device))
 
@@ -166,7 +165,7 @@ def _rescale(image: np.ndarray, scale: float) -> np.ndarray:
     return resample(image, AffineTransform.similarity(0.0, scale), shape)
 
 
-def registration_events(fixed_image, moving_image, model: ComirModel | str = "bf-shg", *,
+def registration_events(fixed_image, moving_image, model: ComirModel | str = DEFAULT_MODEL_NAME, *,
                         method: str = "search", transform: str = DEFAULT_TRANSFORM,
                         rotation_range: float | tuple[float, float] = 180.0,
                         scale_range: tuple[float, float] | None = None,
@@ -272,7 +271,7 @@ def _summary(result: RegistrationResult) -> str:
     return f"score {result.score:.2f}, {verdict}"
 
 
-def register_multimodal(fixed_image, moving_image, model: ComirModel | str = "bf-shg", *,
+def register_multimodal(fixed_image, moving_image, model: ComirModel | str = DEFAULT_MODEL_NAME, *,
                         method: str = "search", transform: str = DEFAULT_TRANSFORM,
                         rotation_range: float | tuple[float, float] = 180.0,
                         scale_range: tuple[float, float] | None = None,

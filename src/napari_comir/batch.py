@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .core.defaults import DEFAULT_TRANSFORM, TRANSFORM_MODELS
+from .core.defaults import DEFAULT_MODEL_NAME, DEFAULT_TRANSFORM, TRANSFORM_MODELS
 from .core.errors import ComirError, InputError
 from .core.io import write_text_atomic
 from .core.progress import Progress
@@ -398,7 +398,8 @@ def add_batch_parser(subparsers) -> argparse.ArgumentParser:
         "batch", help="register many pairs listed in a CSV, in parallel (Dask); resumable",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pairs", help="CSV of pairs (columns name, shg_file, bf_file)")
-    parser.add_argument("--model", default="bf-shg", help="model name or file (default bf-shg)")
+    parser.add_argument("--model", default=DEFAULT_MODEL_NAME,
+                        help=f"model name or file (default {DEFAULT_MODEL_NAME})")
     parser.add_argument("--out", required=True,
                         help="output folder (results.csv, pairs/, resampled/)")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="use a running Dask scheduler, e.g. "

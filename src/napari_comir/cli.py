@@ -8,7 +8,15 @@ import json
 import sys
 from pathlib import Path
 
-from .core.defaults import DEFAULT_TRANSFORM, TRANSFORM_MODELS
+from .core.defaults import (
+    DEFAULT_ARCHITECTURE,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MODEL_NAME,
+    DEFAULT_PATCH_SIZE,
+    DEFAULT_STEPS,
+    DEFAULT_TRANSFORM,
+    TRANSFORM_MODELS,
+)
 
 EPILOG_TRAIN = """examples:
   napari-comir train --pairs ../shared/data/bf_shg/pairs.csv --split train --preset bf-shg \\
@@ -239,15 +247,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="modality pair of a model trained from scratch (default bf-shg)")
     model.add_argument("--name", help="model name written into the card (default: the preset)")
     model.add_argument("--comir-channels", type=int, default=1, help="CoMIR channels, 1-3 (default 1)")
-    model.add_argument("--base-channels", type=int, default=8, help="U-Net width (default 8)")
-    model.add_argument("--depth", type=int, default=4, help="U-Net resolution levels (default 4)")
+    model.add_argument("--base-channels", type=int, default=DEFAULT_ARCHITECTURE["base_channels"],
+                       help=f"U-Net width (default {DEFAULT_ARCHITECTURE['base_channels']})")
+    model.add_argument("--depth", type=int, default=DEFAULT_ARCHITECTURE["depth"],
+                       help=f"U-Net resolution levels (default {DEFAULT_ARCHITECTURE['depth']})")
     opts = train.add_argument_group("optimisation")
-    opts.add_argument("--steps", type=int, default=300, help="optimiser steps (default 300)")
+    opts.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                      help=f"optimiser steps (default {DEFAULT_STEPS})")
     opts.add_argument("--max-seconds", type=float,
                       help="wall-clock budget: stop when spent, with the learning-rate decay planned "
                       "for the steps that fit (use with a large --steps)")
-    opts.add_argument("--batch-size", type=int, default=16, help="patch pairs per step (default 16)")
-    opts.add_argument("--patch-size", type=int, default=128, help="patch side in px (default 128)")
+    opts.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                      help=f"patch pairs per step (default {DEFAULT_BATCH_SIZE})")
+    opts.add_argument("--patch-size", type=int, default=DEFAULT_PATCH_SIZE,
+                      help=f"patch side in px (default {DEFAULT_PATCH_SIZE})")
     opts.add_argument("--lr", type=float, help="learning rate (default 1e-3 from scratch, 1e-4 with --from)")
     opts.add_argument("--update-batchnorm", action="store_true",
                       help="with --from: also re-estimate BatchNorm statistics on the new pairs "
@@ -278,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog="example:\n  napari-comir infer bf.tif --model bf-shg --modality bf "
                            "--out bf_comir.tif", formatter_class=argparse.RawDescriptionHelpFormatter)
     infer.add_argument("image", help="input image (TIFF, PNG, JPEG)")
-    infer.add_argument("--model", default="bf-shg", help="model name or file (default bf-shg)")
+    infer.add_argument("--model", default=DEFAULT_MODEL_NAME,
+                       help=f"model name or file (default {DEFAULT_MODEL_NAME})")
     infer.add_argument("--modality", required=True, help="which network, e.g. bf or shg")
     infer.add_argument("--out", required=True, help="output TIFF (float32)")
     infer.add_argument("--tile", type=int, default=1024, help="tile side in px (default 1024)")
@@ -291,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     reg.add_argument("--fixed", required=True, help="fixed image (stays put)")
     reg.add_argument("--moving", required=True, help="moving image (is transformed)")
-    reg.add_argument("--model", default="bf-shg", help="model name or file (default bf-shg)")
+    reg.add_argument("--model", default=DEFAULT_MODEL_NAME,
+                     help=f"model name or file (default {DEFAULT_MODEL_NAME})")
     reg.add_argument("--out", required=True, help="result JSON")
     reg.add_argument("--resampled", help="also write the moving image resampled onto the fixed grid")
     reg.add_argument("--method", default="search", choices=["search", "sift"],
@@ -327,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="register the bundled sample pair (opens napari unless "
                           "--headless)")
     demo.add_argument("--headless", action="store_true", help="no GUI: print the result")
-    demo.add_argument("--model", default="bf-shg", help="model name or file (default bf-shg)")
+    demo.add_argument("--model", default=DEFAULT_MODEL_NAME,
+                      help=f"model name or file (default {DEFAULT_MODEL_NAME})")
     demo.add_argument("--screenshot", metavar="PNG", help="run the GUI main job end to end (open, "
                       "register, the default review view), save the whole window here, exit "
                       "(needs a display; under Xvfb: xvfb-run -a napari-comir demo --screenshot x.png)")

@@ -5,13 +5,16 @@ from __future__ import annotations
 import sys
 import time
 
+from .core.defaults import DEFAULT_MODEL_NAME
+
 # The guided dock alone: its steps in order, nothing clipped; the expert widgets are in the menu.
 WIDGETS = ("CoMIR registration",)
 #: Window size of ``demo --screenshot``: what a laptop screen shows.
 SCREENSHOT_SIZE = (1280, 800)
 
 
-def run_demo(headless: bool = False, model: str = "bf-shg", screenshot: str | None = None) -> int:
+def run_demo(headless: bool = False, model: str = DEFAULT_MODEL_NAME,
+             screenshot: str | None = None) -> int:
     """Register the synthetic misaligned BF/SHG sample pair with ``model``.
 
     Headless: print the found and true transforms and the corner error. ``screenshot``: run the

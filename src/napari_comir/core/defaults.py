@@ -17,3 +17,12 @@ DEFAULT_SCALE_RANGE = (0.8, 1.25)
 WIDEST_SCALE_RANGE = (0.5, 2.0)
 #: The model used when none is named.
 DEFAULT_MODEL_NAME = "bf-shg"
+#: Architecture of a model trained from scratch (the bundled ones': docs/models.md).
+DEFAULT_ARCHITECTURE = {"type": "unet", "base_channels": 8, "depth": 4}
+#: Training defaults (``TrainConfig`` and ``napari-comir train``).
+DEFAULT_STEPS, DEFAULT_BATCH_SIZE, DEFAULT_PATCH_SIZE = 300, 16, 128
+
+#: Layer metadata keys the plugin writes: the registration result on a registered layer, and the
+#: known answer the misaligned sample pair carries.
+TRANSFORM_KEY = "comir_transform"
+TRUE_TRANSFORM_KEY = "comir_true_transform"

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .data import AlignedPair, PatchSampler
+from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_PATCH_SIZE, DEFAULT_STEPS
 from .device import resolve_device
 from .errors import ComirError, InputError, ModelFileError
 from .io import atomic_path
@@ -35,9 +36,9 @@ class TrainConfig:
     (lr 1e-2, momentum 0.9, batch 32) for longer GPU runs.
     """
 
-    steps: int = 300
-    batch_size: int = 16
-    patch_size: int = 128
+    steps: int = DEFAULT_STEPS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    patch_size: int = DEFAULT_PATCH_SIZE
     lr: float = 1e-3
     optimizer: str = "adam"
     l1: float = 1e-4

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .data import ModalitySpec
+from .defaults import DEFAULT_ARCHITECTURE
 from .errors import ModelFileError
 from .io import atomic_path, write_text_atomic
 from .models import build_network
@@ -40,7 +41,7 @@ class ModelCard:
     comir_channels: int = 1
     tau: float = 0.5
     critic: str = "mse"
-    architecture: dict = field(default_factory=lambda: {"type": "unet", "base_channels": 8, "depth": 3})
+    architecture: dict = field(default_factory=lambda: dict(DEFAULT_ARCHITECTURE))
     # Default inference mode: average over the 4 quarter-turns (exact C4 equivariance, 4x compute).
     c4_average: bool = False
     # success_likely thresholds on the NCC of this model's CoMIRs and on that of their details

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Image, Labels, Layer, Points, Shapes
 
+from ..core.defaults import TRANSFORM_KEY
 from ..core.errors import InputError
 from ..core.transforms import AffineTransform, resample
 from ._layers import grid_matrix, image_data, upsert_image
@@ -33,7 +34,7 @@ def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Laye
     """``layer`` (in the moving image's frame) on the fixed grid, as a new layer."""
     to_moving = np.linalg.inv(grid_matrix(moving))
     to_fixed_grid = dict(scale=tuple(fixed.scale)[-2:], translate=tuple(fixed.translate)[-2:])
-    meta = {"comir_transform": transform.to_dict(), "comir_fixed": fixed.name}
+    meta = {TRANSFORM_KEY: transform.to_dict(), "comir_fixed": fixed.name}
     name = f"{layer.name} (registered)"
     if isinstance(layer, (Image, Labels)):
         order = 0 if isinstance(layer, Labels) else 1

@@ -6,6 +6,7 @@ import numpy as np
 from magicgui.widgets import ComboBox
 from napari.layers import Image, Labels, Layer
 
+from ..core.defaults import TRANSFORM_KEY
 from ..core.errors import InputError
 from ..core.transforms import AffineTransform
 from ._state import state_for
@@ -21,7 +22,7 @@ def layer_choices(viewer, *types: type[Layer]):
 
 #: Metadata keys marking layers the plugin made (CoMIRs, registered copies, review overlays,
 #: landmarks): never offered as the images to register or train on by default.
-DERIVED_KEYS = ("comir_source", "comir_transform", "comir_review_of", "comir_landmarks_of")
+DERIVED_KEYS = ("comir_source", TRANSFORM_KEY, "comir_review_of", "comir_landmarks_of")
 
 
 def raw_images(viewer) -> list[Image]:

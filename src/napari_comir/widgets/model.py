@@ -8,6 +8,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Pus
 from napari.utils.notifications import show_error
 
 from .. import api
+from ..core.defaults import DEFAULT_MODEL_NAME
 from ..core.device import DEVICES
 from ..core.errors import ComirError
 from ..core.zoo import ComirModel
@@ -86,7 +87,7 @@ class ModelWidget(Container):
 
     def _initial_choice(self) -> str:
         names = self._model_name.choices
-        return "bf-shg" if "bf-shg" in names else names[0]
+        return DEFAULT_MODEL_NAME if DEFAULT_MODEL_NAME in names else names[0]
 
     def refresh(self) -> None:
         """Re-read the bundled and user model folders."""

@@ -21,7 +21,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 
 from .. import api
-from ..core.defaults import DEFAULT_TRANSFORM, TRANSFORM_MODELS
+from ..core.defaults import DEFAULT_TRANSFORM, TRANSFORM_MODELS, TRUE_TRANSFORM_KEY
 from ..core.errors import ComirError, InputError
 from ..core.registration import RegistrationResult
 from ..core.registration.landmarks import fit_landmarks
@@ -44,7 +44,6 @@ from .representations import comir_layer_name, find_comir, show_comir
 
 CHECKERBOARD = "Checkerboard (fixed | moving)"
 FLICKER_MS = 500  # twice a second: fast enough to see a jump, slow enough to follow
-TRUE_TRANSFORM_KEY = "comir_true_transform"  # set by the misaligned sample data
 
 
 def layer_pixel_sizes(fixed: Layer, moving: Layer) -> tuple[float | None, float | None]:
