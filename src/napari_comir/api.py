@@ -268,7 +268,7 @@ def _registration_events(model, fixed_image, moving_image, method, transform, ro
 
 def _summary(result: RegistrationResult) -> str:
     verdict = "likely right" if result.success_likely else "probably wrong"
-    return f"score {result.score:.2f}, {verdict}"
+    return f"score {result.score:.2f} · {verdict}"
 
 
 def register_multimodal(fixed_image, moving_image, model: ComirModel | str = DEFAULT_MODEL_NAME, *,

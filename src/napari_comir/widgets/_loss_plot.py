@@ -60,8 +60,8 @@ class LossPlot(QWidget):
         lo, hi = min(logs), max(logs)
         span = hi - lo or 1.0
         painter.drawText(margin, self.height() - 6,
-                         f"step {len(self.values)}   loss {self.values[-1]:.3g}   "
-                         f"(min {min(self.values):.3g}, max {max(self.values):.3g}; log scale)")
+                         f"step {len(self.values)} · loss {self.values[-1]:.2g} "
+                         f"(from {self.values[0]:.2g}; log scale)")
         n = max(len(self.values) - 1, 1)
 
         def polygon(values):

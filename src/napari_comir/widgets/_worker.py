@@ -82,7 +82,8 @@ def run_job(generator_function: Callable[..., Iterator[Progress]], *args,
             progress_bar.max = event.total
             progress_bar.value = min(event.step, event.total)
             # Text inside the bar (the widget's label is its form-row name: leave it alone).
-            progress_bar.native.setFormat(f"{event.message}  %p%" if event.message else "%p%")
+            headline = event.message.split(",")[0]  # the bar is narrow: details go to labels
+            progress_bar.native.setFormat(f"{headline}  %p%" if headline else "%p%")
         if on_event is not None:
             on_event(event)
 

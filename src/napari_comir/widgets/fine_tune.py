@@ -201,7 +201,8 @@ class FineTuneWidget(Container):
             self._status.value = f"failed after {steps} steps"
             return
         self.model.card.training = {**self.model.card.training, "fine_tune_steps": steps}
-        self._status.value = (f"stopped at step {steps}" if job.stopped else f"done: {steps} steps")
+        matched = "" if self._heldout is None else f" · held-out patches matched {self._heldout:.0%}"
+        self._status.value = (f"stopped at step {steps}" if job.stopped else f"done: {steps} steps") + matched
         self._save.enabled = steps > 0
 
     def save(self, name: str):
