@@ -162,3 +162,13 @@ def test_flicker_alternates_the_review_layers(registered):
     assert first in ((True, False), (False, True)) and (fixed.visible, moving.visible) == first[::-1]
     widget._flicker.value = False
     assert not widget._flicker_timer.isActive() and fixed.visible and moving.visible
+
+
+def test_agreement_map_of_the_comirs(registered):
+    viewer, widget = registered
+    widget._agreement.value = True
+    layer = viewer.layers["review: CoMIR agreement (local NCC)"]
+    assert layer.visible and layer.data.shape == viewer.layers["SHG"].data.shape
+    assert np.nanmax(layer.data) <= 1.0 + 1e-6 and np.nanmin(layer.data) >= -1.0 - 1e-6
+    widget._agreement.value = False
+    assert not layer.visible

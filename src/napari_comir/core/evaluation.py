@@ -30,6 +30,31 @@ def _rotate(image: np.ndarray, angle_deg: float, order: int = 1) -> np.ndarray:
     return ndimage.rotate(image, angle_deg, axes=(1, 0), reshape=False, order=order, mode="reflect")
 
 
+def local_ncc(a: np.ndarray, b: np.ndarray, window: int,
+              valid: np.ndarray | None = None) -> np.ndarray:
+    """Windowed normalised cross-correlation of two (rows, cols, C) images, averaged over channels.
+
+    1 = the CoMIRs agree locally, 0 = unrelated, -1 = inverted; NaN where a window is flat
+    (no structure to compare) or outside ``valid``.
+    """
+    out = np.zeros(a.shape[:2], np.float64)
+    for c in range(a.shape[-1]):
+        x, y = a[..., c].astype(np.float64), b[..., c].astype(np.float64)
+
+        def mean(v):
+            return ndimage.uniform_filter(v, window, mode="reflect")
+
+        mx, my = mean(x), mean(y)
+        cov = mean(x * y) - mx * my
+        var = np.maximum(mean(x * x) - mx**2, 0) * np.maximum(mean(y * y) - my**2, 0)
+        flat = var <= 1e-6 * max(x.var() * y.var(), 1e-30)  # relative: CoMIRs are unscaled
+        out += np.where(flat, np.nan, cov / np.sqrt(np.where(flat, 1.0, var)))
+    out /= a.shape[-1]
+    if valid is not None:
+        out[~valid] = np.nan
+    return out.astype(np.float32)
+
+
 def equivariance_score(model: ComirModel, image: np.ndarray, modality: str,
                        angles: Sequence[float] = tuple(range(0, 360, 15)),
                        **options) -> dict[float, float]:

@@ -92,3 +92,28 @@ def checkerboard(fixed: np.ndarray, moving_on_fixed: np.ndarray, square: int) ->
     if a.ndim == 3:
         mask = mask[..., None]
     return np.where(mask, b, a)
+
+
+AGREEMENT = "review: CoMIR agreement (local NCC)"
+#: Side (px) of the windows the agreement map compares.
+AGREEMENT_WINDOW = 32
+
+
+def show_agreement(viewer, fixed: Layer, fixed_comir: np.ndarray, moving_comir: np.ndarray,
+                   transform) -> Layer:
+    """The CoMIRs' local NCC under ``transform`` on the fixed grid (green agree, pink disagree)."""
+    from ..core.evaluation import local_ncc
+    from ..core.transforms import resample
+
+    moving_comir = moving_comir.reshape(*moving_comir.shape[:2], -1)
+    fixed_comir = fixed_comir.reshape(*fixed_comir.shape[:2], -1)
+    warped = resample(moving_comir, transform, fixed_comir.shape[:2], order=1)
+    warped = warped.reshape(*fixed_comir.shape[:2], -1)
+    inside = resample(np.ones(moving_comir.shape[:2], np.float32), transform,
+                      fixed_comir.shape[:2]) > 0.999
+    ncc = local_ncc(fixed_comir, warped, AGREEMENT_WINDOW, inside)
+    layer = upsert_image(viewer, AGREEMENT, np.nan_to_num(ncc), like=fixed, colormap="PiYG",
+                         contrast_limits=(-1.0, 1.0), blending="translucent", visible=True,
+                         metadata={"comir_review_of": fixed.name})
+    viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
+    return layer

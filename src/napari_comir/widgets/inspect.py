@@ -19,7 +19,7 @@ from napari.utils.notifications import show_error
 from scipy import ndimage
 
 from ..core.errors import ComirError, InputError
-from ..core.evaluation import pearson
+from ..core.evaluation import local_ncc, pearson
 from ..core.inference import comir_tiles
 from ..core.progress import Progress
 from ..core.transforms import AffineTransform, resample
@@ -39,31 +39,6 @@ def _comir_array(layer: Layer) -> np.ndarray:
     data = image_data(layer) if data is None else data
     data = np.asarray(data, dtype=np.float32)
     return data[..., None] if data.ndim == 2 else data
-
-
-def local_ncc(a: np.ndarray, b: np.ndarray, window: int,
-              valid: np.ndarray | None = None) -> np.ndarray:
-    """Windowed normalised cross-correlation of two (rows, cols, C) images, averaged over channels.
-
-    1 = the CoMIRs agree locally, 0 = unrelated, -1 = inverted; NaN where a window is flat
-    (no structure to compare) or outside ``valid``.
-    """
-    out = np.zeros(a.shape[:2], np.float64)
-    for c in range(a.shape[-1]):
-        x, y = a[..., c].astype(np.float64), b[..., c].astype(np.float64)
-
-        def mean(v):
-            return ndimage.uniform_filter(v, window, mode="reflect")
-
-        mx, my = mean(x), mean(y)
-        cov = mean(x * y) - mx * my
-        var = np.maximum(mean(x * x) - mx**2, 0) * np.maximum(mean(y * y) - my**2, 0)
-        flat = var <= 1e-6 * max(x.var() * y.var(), 1e-30)  # relative: CoMIRs are unscaled
-        out += np.where(flat, np.nan, cov / np.sqrt(np.where(flat, 1.0, var)))
-    out /= a.shape[-1]
-    if valid is not None:
-        out[~valid] = np.nan
-    return out.astype(np.float32)
 
 
 def equivariance_events(model: ComirModel, image: np.ndarray, modality: str,

@@ -37,7 +37,7 @@ from ._layers import (
     world_affine,
     wrap,
 )
-from ._review import checkerboard, show_review
+from ._review import AGREEMENT, checkerboard, show_agreement, show_review
 from ._settings import restore
 from ._state import state_for
 from .representations import comir_layer_name, find_comir, show_comir
@@ -89,8 +89,11 @@ class RegisterWidget(Container):
         self._flicker = CheckBox(text="flicker", value=False, enabled=False,
                                  tooltip="Alternate the fixed and the moving image twice a second: "
                                  "a misregistration jumps, a good one stays still")
+        self._agreement = CheckBox(text="agreement", value=False, enabled=False,
+                                   tooltip="The CoMIRs' local correlation under the transform: "
+                                   "green where they agree, pink where they do not")
         self._compare_row = Container(layout="horizontal", labels=False,
-                                      widgets=[self._checker, self._flicker])
+                                      widgets=[self._checker, self._flicker, self._agreement])
         self._compare_row.margins = (0, 0, 0, 0)
         self._flicker_timer = QTimer()
         self._flicker_timer.setInterval(FLICKER_MS)
@@ -132,6 +135,7 @@ class RegisterWidget(Container):
         self._after.changed.connect(self.show_after)
         self._review.changed.connect(self._show_review)
         self._flicker.changed.connect(self.flicker)
+        self._agreement.changed.connect(self.show_agreement)
         self.native.destroyed.connect(self._flicker_timer.stop)
         self._checker.changed.connect(self._update_checkerboard)
         self._square.changed.connect(self._update_checkerboard)
@@ -280,7 +284,8 @@ class RegisterWidget(Container):
                                           image_data(moving), result.transform)
         for layer in self._review_layers:
             layer.visible = self._review.value
-        for widget in (self._after, self._review, self._checker, self._flicker, self._square,
+        for widget in (self._after, self._review, self._checker, self._flicker, self._agreement,
+                       self._square,
                        self._accept,
                        self._export, self._apply):
             widget.enabled = True
@@ -299,6 +304,21 @@ class RegisterWidget(Container):
             return ""
         size = layer_pixel_sizes(fixed, moving)[0]
         return residual_text(result.transform, fixed_xy, moving_xy, size)
+
+    def show_agreement(self, on: bool = True) -> None:
+        """Show (or hide) the CoMIRs' local agreement under the found transform."""
+        if not on or self.result is None or self._pair is None:
+            if AGREEMENT in self.viewer.layers:
+                self.viewer.layers[AGREEMENT].visible = False
+            return
+        fixed, moving = self._pair
+        comirs = [self._comir_layer(layer) for layer in (fixed, moving)]
+        if any(layer is None or "comir" not in layer.metadata for layer in comirs):
+            show_error("Register: no CoMIRs to compare: register again with this model")
+            return
+        transform = self.result.transform if self._after.value else AffineTransform.rigid()
+        show_agreement(self.viewer, fixed, comirs[0].metadata["comir"], comirs[1].metadata["comir"],
+                       transform)
 
     def flicker(self, on: bool) -> None:
         """Alternate the two review layers (``on``), or show both again."""
