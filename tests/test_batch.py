@@ -152,3 +152,49 @@ def test_killed_worker_loses_no_pair(tmp_path, model_path):
     assert not victim.is_running()
     rows = _results(out)
     assert all(row["status"] == "ok" for row in rows.values()) and len(rows) == n
+
+
+def test_resume_sees_replaced_content_and_one_batch_per_folder(tmp_path, scheduler, model_path):
+    """A record is reused only for the same image *content*; a second batch into a folder that
+    is being written is refused; a stale lock is taken over; results.csv lists every record."""
+    import os
+    import socket
+
+    pairs = _write_pairs(tmp_path, 2, broken=False)
+    out = tmp_path / "out"
+    list(run_batch(pairs, model_path, out, scheduler=scheduler))
+    first = json.loads((out / "pairs" / "p1.json").read_text())
+    bf, _, _ = misaligned_pair(SIZE, seed=5, angle_deg=40.0)  # the same path, new content
+    write_tiff(tmp_path / "bf1.tif", bf)
+    *_, last = run_batch(pairs, model_path, out, scheduler=scheduler)
+    assert last.result["skipped"] == 1  # p0 reused, p1 redone
+    assert json.loads((out / "pairs" / "p1.json").read_text())["moving_fingerprint"] != \
+        first["moving_fingerprint"]
+
+    (out / ".batch.lock").write_text(f"{socket.gethostname()}:{os.getpid()}\n")  # alive: us
+    with pytest.raises(InputError, match="another batch"):
+        list(run_batch(pairs, model_path, out, scheduler=scheduler))
+    (out / ".batch.lock").write_text(f"{socket.gethostname()}:999999999\n")  # a dead process
+    list(run_batch(pairs, model_path, out, scheduler=scheduler))
+    assert not (out / ".batch.lock").exists()
+
+    other = tmp_path / "other.csv"
+    other.write_text("name,shg_file,bf_file\nq,shg0.tif,bf0.tif\n")
+    list(run_batch(other, model_path, out, scheduler=scheduler))
+    assert set(_results(out)) == {"q", "p0", "p1"}
+
+
+def test_a_closed_output_pipe_ends_the_batch_promptly(tmp_path, model_path):
+    """`napari-comir batch … | head -c 20` used to hang for ever; now it ends within seconds,
+    keeping what it finished."""
+    import subprocess
+    import sys
+
+    pairs = _write_pairs(tmp_path, 3, broken=False)
+    command = [sys.executable, "-m", "napari_comir", "batch", str(pairs), "--model", model_path,
+               "--out", str(tmp_path / "out"), "--workers", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process.stdout.read(20)
+    process.stdout.close()  # the reader goes away, like `head -c 20`
+    assert process.wait(timeout=90) in (0, 1, 141)
+    assert not (tmp_path / "out" / ".batch.lock").exists()

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from .core.defaults import DEFAULT_MODEL_NAME, DEFAULT_TRANSFORM, TRANSFORM_MODELS
 from .core.errors import ComirError, InputError
-from .core.io import write_text_atomic
+from .core.io import file_fingerprint, write_text_atomic
 from .core.progress import Progress
 
 if TYPE_CHECKING:  # torch is imported only when a batch runs: keeps `napari-comir --help` fast
@@ -44,8 +44,9 @@ RESULT_COLUMNS = ("pair", "status", "transform", "angle_deg", "scale_x", "scale_
                   "error", "fixed", "moving", "resampled", "model", "model_sha256", "method",
                   "rotation_range", "scale_range", "worker")
 # A record is reused on a rerun only if these match the current job.
-_RESUME_KEYS = ("fixed", "moving", "model_sha256", "method", "transform_model", "rotation_range",
-                "scale_range")
+_RESUME_KEYS = ("fixed", "moving", "fixed_fingerprint", "moving_fingerprint", "model_sha256",
+                "method", "transform_model", "rotation_range", "scale_range")
+LOCK_NAME = ".batch.lock"
 # How often the results CSV is rebuilt while results arrive (the per-pair JSONs are the
 # durable record, so rebuilding less often loses nothing; it keeps huge batches O(n)).
 CSV_REFRESH_S = 1.0
@@ -91,9 +92,12 @@ def _read_jobs(pairs_csv: Path, fixed_column: str, moving_column: str) -> list[d
             raise InputError(f"{pairs_csv.name} line {number}: pair name {name!r} repeats "
                              f"{stems[stem]!r}; names must be unique")
         stems[stem] = name
-        jobs.append({"pair": name, "stem": stem,
-                     "fixed": str((pairs_csv.parent / row[fixed_column]).resolve()),
-                     "moving": str((pairs_csv.parent / row[moving_column]).resolve())})
+        fixed = (pairs_csv.parent / row[fixed_column]).resolve()
+        moving = (pairs_csv.parent / row[moving_column]).resolve()
+        # The images' content, not only their paths, decides whether a record can be reused.
+        jobs.append({"pair": name, "stem": stem, "fixed": str(fixed), "moving": str(moving),
+                     "fixed_fingerprint": file_fingerprint(fixed),
+                     "moving_fingerprint": file_fingerprint(moving)})
     return jobs
 
 
@@ -184,12 +188,14 @@ def _is_done(record: dict | None, job: dict) -> bool:
 
 
 def _write_results_csv(path: Path, jobs: list[dict], records: dict[str, dict]) -> None:
-    """Rebuild the results CSV (CSV order, finished pairs only) atomically."""
+    """Rebuild the results CSV atomically: every record in the folder, this batch's pairs first
+    in CSV order, then those of earlier batches into the same folder."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, RESULT_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for job in jobs:
-        record = records.get(job["stem"])
+    ours = [job["stem"] for job in jobs]
+    for stem in ours + sorted(set(records) - set(ours)):
+        record = records.get(stem)
         if record is not None:
             row = dict(record)
             if "matrix_xy" in row:
@@ -336,8 +342,54 @@ def _records(jobs: list[dict], reference: str, options: dict, scheduler: str | N
             client.cancel(list(futures))  # stopped early: don't leave work on a shared cluster
 
 
+@contextmanager
+def _folder_lock(out_dir: Path):
+    """One batch at a time per output folder: a second one is refused while the first runs
+    (its process alive on this host); a lock left by a dead process is taken over."""
+    path = out_dir / LOCK_NAME
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = path.read_text(errors="replace").strip() if path.exists() else ""
+            host, _, pid = holder.partition(":")
+            if host == socket.gethostname() and pid.isdigit() and _alive(int(pid)):
+                raise InputError(f"another batch ({holder}) is writing into {out_dir}; wait for "
+                                 "it or use another --out") from None
+            path.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(me + "\n")
+        break
+    else:
+        raise InputError(f"cannot lock {out_dir} for this batch")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _run(jobs: list[dict], reference: str, options: dict, out_dir: Path, scheduler: str | None,
          n_workers: int | None, threads_per_worker: int | None) -> Iterator[Progress]:
+    with _folder_lock(out_dir):
+        yield from _run_locked(jobs, reference, options, out_dir, scheduler, n_workers,
+                               threads_per_worker)
+
+
+def _run_locked(jobs: list[dict], reference: str, options: dict, out_dir: Path,
+                scheduler: str | None, n_workers: int | None,
+                threads_per_worker: int | None) -> Iterator[Progress]:
     records_dir, csv_path = out_dir / RECORDS_DIR, out_dir / RESULTS_NAME
     records = _load_records(records_dir)
     todo = [job for job in jobs if not _is_done(records.get(job["stem"]), job)]
@@ -381,11 +433,19 @@ def _batch(args: argparse.Namespace) -> int:
                        moving_column=args.moving_column, method=args.method,
                        transform=args.transform, rotation_range=args.rotation_range,
                        scale_range=args.scale_range)
-    with tqdm(desc="batch", unit="pair", dynamic_ncols=True, file=sys.stderr) as bar:
-        for event in events:
-            bar.total, bar.n = event.total, event.step
-            bar.set_postfix(ok=event.metrics["ok"], errors=event.metrics["errors"], refresh=False)
-            bar.refresh()
+    try:
+        with tqdm(desc="batch", unit="pair", dynamic_ncols=True, file=sys.stderr) as bar:
+            for event in events:
+                bar.total, bar.n = event.total, event.step
+                bar.set_postfix(ok=event.metrics["ok"], errors=event.metrics["errors"],
+                                refresh=False)
+                bar.refresh()
+    except BrokenPipeError:  # the reader went away (`| head`): stop the cluster now
+        from .cli import silence_output
+
+        silence_output()
+        events.close()  # finished pairs stay recorded; a rerun continues
+        raise
     summary = event.result
     print(f"{summary['ok']}/{summary['total']} pairs ok ({summary['skipped']} already done), "
           f"{summary['errors']} failed -> {summary['results_csv']}")

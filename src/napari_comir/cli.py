@@ -371,6 +371,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"napari-comir {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `napari-comir batch ... | head`: end quietly, as shell tools do
+        silence_output()
+        return 128 + 13  # SIGPIPE
+
+
+def silence_output() -> None:
+    """Point stdout and stderr at /dev/null: their reader is gone, and any later write (a
+    progress bar closing, a library's log line) must not raise again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):
+            pass
 
 
 if __name__ == "__main__":
