@@ -7,6 +7,7 @@ register. CLI failures must exit with status 2, print exactly one line
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -225,3 +226,40 @@ def test_cli(files, tmp_path, capsys, caplog, argv, message):
     assert stderr.startswith(f"napari-comir {command}: error: ") and stderr.count("\n") == 1, stderr
     assert message in stderr
     assert not leftovers, f"partial output left: {leftovers}"
+
+
+def test_thin_images_are_refused_quickly_with_the_reason():
+    """A 64 x 4096 strip used to take 9.9 GiB and 40 s; it is refused before any work."""
+    import time
+
+    from napari_comir.core.registration import register
+
+    strip = np.random.default_rng(0).random((64, 4096))
+    started = time.perf_counter()
+    with pytest.raises(InputError, match="too thin to register: 64 x 4096 px"):
+        register(strip, strip[:, :512])
+    assert time.perf_counter() - started < 1.0
+    register(strip[:, :512], strip[:, :512], transform="rigid", rotation_range=5)  # 8:1 is fine
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("architecture", {"type": "unet", "base_channels": 1024, "depth": 6}, "base_channels must be"),
+    ("architecture", {"type": "unet", "base_channels": 8, "depth": 0}, "depth must be"),
+    ("architecture", ["unet", 8, 4], "architecture must be an object"),
+    ("architecture", {"type": "resnet"}, "unknown architecture"),
+    ("comir_channels", "1", "comir_channels must be a whole number"),
+    ("comir_channels", 1.0, "comir_channels must be a whole number"),
+    ("score_threshold", -5, "score_threshold must be a number in"),
+    ("score_threshold", "0.5", "score_threshold must be a number in"),
+])
+def test_crafted_cards_are_refused(tmp_path, model, field, value, message):
+    """A card cannot ask for more memory than the stated bounds, nor a threshold outside its range."""
+    card = json.loads(open(model[1]).read())
+    card[field] = value
+    path = tmp_path / "crafted.json"
+    path.write_text(json.dumps(card))
+    import shutil
+
+    shutil.copy(model[1].replace(".json", ".safetensors"), tmp_path / "crafted.safetensors")
+    with pytest.raises(ModelFileError, match=message):
+        api.load_model(str(path))

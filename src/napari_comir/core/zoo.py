@@ -83,6 +83,10 @@ class ModelCard:
             raise ModelFileError(f"{source}: needs exactly two modalities, fixed and moving, "
                                  f"got {list(modalities)} / {result.fixed_modality}, "
                                  f"{result.moving_modality}")
+        _check_architecture(result.architecture, source)
+        if isinstance(result.comir_channels, bool) or not isinstance(result.comir_channels, int):
+            raise ModelFileError(f"{source}: comir_channels must be a whole number, got "
+                                 f"{result.comir_channels!r}")
         if not 1 <= result.comir_channels <= 3 or any(not 1 <= s.channels <= 4 for s in modalities.values()):
             raise ModelFileError(f"{source}: channel counts out of range (CoMIR 1-3, inputs 1-4)")
         for key, (low, high) in (("score_threshold", (0, 1)), ("detail_threshold", (0, 20))):
@@ -90,6 +94,31 @@ class ModelCard:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
                 raise ModelFileError(f"{source}: {key} must be a number in [{low}, {high}), got {value!r}")
         return result
+
+
+#: Bounds of a card's architecture: the bundled models use width 8 and depth 4; width 64 at depth
+#: 6 already asks ~4x the memory of a bundled model per pixel, and a card must not be able to ask
+#: for more (a crafted 2 KB card with width 1024 made `register` take 9 GiB).
+ARCHITECTURE_BOUNDS = {"base_channels": (1, 64), "depth": (1, 6)}
+
+
+def _check_architecture(architecture, source: str) -> None:
+    if not isinstance(architecture, dict):
+        raise ModelFileError(f"{source}: architecture must be an object like "
+                             f'{{"type": "unet", "base_channels": 8, "depth": 4}}, got '
+                             f"{type(architecture).__name__}")
+    unknown = set(architecture) - {"type", *ARCHITECTURE_BOUNDS}
+    if unknown or architecture.get("type", "unet") != "unet":
+        raise ModelFileError(f"{source}: unknown architecture field(s) or type: "
+                             f"{sorted(unknown) or architecture.get('type')!r} (known: type unet, "
+                             f"{', '.join(ARCHITECTURE_BOUNDS)})")
+    for key, (low, high) in ARCHITECTURE_BOUNDS.items():
+        value = architecture.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ModelFileError(f"{source}: architecture {key} must be a whole number from "
+                                 f"{low} to {high}, got {value!r}")
 
 
 class ComirModel(nn.Module):

@@ -42,6 +42,11 @@ MIN_OVERLAP = 0.25
 #: Smallest image side accepted (pixels): the global search works on images of at least 8 px a
 #: side, and below 32 px a chance match is as good as a true one (docs/benchmarks.md, confidence).
 MIN_SIZE = 32
+#: Most elongated image accepted (long side / short side). The search turns the image on a
+#: canvas as wide as its diagonal: for a thin strip that canvas, and the memory, grow with the
+#: long side squared (64 x 4096 took 9.9 GiB) while a turned strip meets the other image in a
+#: sliver. Cut long strips into near-square tiles instead.
+MAX_ASPECT = 8.0
 #: Long side of the smaller image at the global-search level (pixels), when ``downsample=None``.
 #: 50 rather than 40: CoMIRs of a model trained on one pair for a minute keep too little at 40 px
 #: to be found (docs/benchmarks.md, one-pair training); ~6 ms more per 300² pair on 2 CPU cores.
@@ -149,6 +154,10 @@ def as_chw(image, name: str) -> np.ndarray:
         raise InputError(
             f"{name} image is too small to register: {arr.shape[0]} x {arr.shape[1]} px (need at "
             f"least {MIN_SIZE} x {MIN_SIZE}: smaller images match noise as well as tissue)")
+    if max(arr.shape[:2]) > MAX_ASPECT * min(arr.shape[:2]):
+        raise InputError(
+            f"{name} image is too thin to register: {arr.shape[0]} x {arr.shape[1]} px (at most "
+            f"{MAX_ASPECT:g}:1; the search turns it on a canvas as wide as its diagonal)")
     chw = np.ascontiguousarray(arr.transpose(2, 0, 1))
     std = chw.reshape(chw.shape[0], -1).std(axis=1)
     if np.all(std <= 1e-6 * (1.0 + np.abs(chw).max())):
