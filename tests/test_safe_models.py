@@ -176,3 +176,53 @@ def test_weights_that_do_not_fit_the_card(saved, change):
     _write_card(card_path, change(card))
     with pytest.raises(ModelFileError, match="weights do not fit the card's architecture"):
         api.load_model(str(card_path))
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("crash_after", ["weights set aside", "new weights", "new card"])
+def test_an_interrupted_save_leaves_a_loadable_pair(tmp_path, tiny_model, monkeypatch, crash_after):
+    """A save killed at any step leaves the old pair or the new one, never a card with the
+    other's weights; file modes follow the umask."""
+    import copy
+    import os
+
+    import torch
+
+    from napari_comir.core import zoo
+
+    path = tmp_path / "m"
+    zoo.save_model(tiny_model, path)
+    path = tmp_path / "m.json"
+    old_sha = zoo.load_model(path).card.sha256
+    changed = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        next(changed.parameters()).add_(1.0)
+    real_replace, real_write = os.replace, zoo.write_text_atomic
+    if crash_after == "weights set aside":
+        def replace(src, dst):
+            real_replace(src, dst)
+            if str(dst).endswith(".previous"):
+                raise _Crash
+        monkeypatch.setattr(zoo.os, "replace", replace)
+    elif crash_after == "new weights":
+        monkeypatch.setattr(zoo, "write_text_atomic", lambda *a: (_ for _ in ()).throw(_Crash()))
+    else:
+        def write(*args):
+            real_write(*args)
+            raise _Crash
+        monkeypatch.setattr(zoo, "write_text_atomic", write)
+    with pytest.raises(_Crash):
+        zoo.save_model(changed, path)
+    monkeypatch.undo()
+    loaded = zoo.load_model(path)  # whole, whichever pair it is
+    expected_new = crash_after == "new card"
+    assert (loaded.card.sha256 != old_sha) == expected_new
+    zoo.save_model(changed, path)  # the next save cleans up
+    assert not (tmp_path / "m.safetensors.previous").exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("m.safetensors", "m.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask

@@ -174,19 +174,39 @@ def model_file_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def save_model(model: ComirModel, path: str | os.PathLike) -> Path:
-    """Write ``<path>.safetensors`` and ``<path>.json`` atomically; return the card path.
+    """Write ``<path>.safetensors`` and ``<path>.json`` so that a reader never pairs a card with
+    the other save's weights; return the card path.
 
-    ``path`` may be given with or without suffix (see :func:`model_file_paths`).
+    The old weights step aside as ``<path>.safetensors.previous`` first, the new weights and then
+    the new card replace theirs atomically, and the old weights go last. A reader (or a crash) at
+    any moment finds, beside each card, weights whose SHA-256 it names (:func:`load_model` falls
+    back to ``.previous``). ``path`` may be given with or without suffix (see
+    :func:`model_file_paths`).
     """
     from safetensors.torch import save_file
 
     weights_path, card_path = model_file_paths(path)
+    previous = _previous(weights_path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(weights_path) as tmp:
         save_file(state, str(tmp), metadata={"napari_comir_card_format": str(CARD_FORMAT)})
+        _follow_umask(tmp)  # safetensors may write its file 0600; the card follows the umask
         model.card.sha256 = _sha256(tmp)
+        if weights_path.is_file() and card_path.is_file():
+            os.replace(weights_path, previous)  # the old card's weights, until the card changes
     write_text_atomic(card_path, json.dumps(model.card.to_dict(), indent=2) + "\n")
+    previous.unlink(missing_ok=True)
     return card_path
+
+
+def _previous(weights_path: Path) -> Path:
+    return weights_path.with_name(weights_path.name + ".previous")
+
+
+def _follow_umask(path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def save_user_model(model: ComirModel, name: str) -> Path:
@@ -234,16 +254,29 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
         Unknown name, missing/corrupt file, invalid card, hash mismatch or weights that do
         not fit the card's architecture.
     """
+    card_path = resolve_model_path(name_or_path)
+    try:
+        return _load_pair(card_path, device)
+    except ModelFileError:  # once more: a save may have switched the pair while it was read
+        return _load_pair(card_path, device)
+
+
+def _load_pair(card_path: Path, device) -> ComirModel:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    card_path = resolve_model_path(name_or_path)
     weights_path = card_path.with_suffix(".safetensors")
     try:
         card_dict = json.loads(card_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{card_path.name}: not a readable JSON model card ({exc})") from exc
     card = ModelCard.from_dict(card_dict, source=card_path.name)
+    # Mid-save, the card's own weights may be the ones that stepped aside (see save_model).
+    previous = _previous(weights_path)
+    if card.sha256 and previous.is_file() and (not weights_path.is_file()
+                                               or _sha256(weights_path) != card.sha256):
+        if _sha256(previous) == card.sha256:
+            weights_path = previous
     if not weights_path.is_file():
         raise ModelFileError(f"weights file missing: {weights_path}")
     if card.sha256 and _sha256(weights_path) != card.sha256:
