@@ -126,6 +126,10 @@ def files(tmp_path_factory, model):
     paths["pairs"] = str(folder / "pairs.csv")
     (folder / "pairs.csv").write_text("name,shg_file,bf_file\np,shg.tif,bf.tif\n")
     paths["a_file"] = str(folder / "a_file")
+    (folder / "short.csv").write_text("name,shg_file,bf_file\np,shg.tif,bf.tif\nq,shg.tif\n")
+    paths["short_csv"] = str(folder / "short.csv")
+    (folder / "latin.csv").write_bytes("name,shg_file,bf_file\nétude,shg.tif,bf.tif\n".encode("latin-1"))
+    paths["latin_csv"] = str(folder / "latin.csv")
     return paths
 
 
@@ -190,6 +194,15 @@ CLI_CASES = [
     ("train checkpoint over its input", ["train", "--fixed", "{shg}", "--moving", "{bf}", "--out",
                                          "{out}/m", "--checkpoint", "{shg}"],
      "--checkpoint", ()),
+    ("train bad --save-as name", ["train", "--fixed", "{shg}", "--moving", "{bf}", "--save-as",
+                                  "../escape"], "invalid model name '../escape'", ()),
+    ("train checkpoint folder missing", ["train", "--fixed", "{shg}", "--moving", "{bf}",
+                                         "--out", "{out}/m", "--checkpoint", "{out}/no/c.pt"],
+     "output folder does not exist", ()),
+    ("train short CSV row", ["train", "--pairs", "{short_csv}", "--out", "{out}/m"],
+     "line 3: 2 values for 3 columns", ()),
+    ("train non-UTF-8 CSV", ["train", "--pairs", "{latin_csv}", "--out", "{out}/m"],
+     "not a readable UTF-8 CSV", ()),
     ("batch negative workers", ["batch", "{pairs}", "--model", "{model}", "--out", "{out}/b",
                                 "--workers", "-1"], "n_workers must be a whole number", ()),
     ("infer unknown modality", _infer("bf", "nir"), "no modality 'nir'", ()),

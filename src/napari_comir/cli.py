@@ -62,7 +62,7 @@ def _train(args) -> int:
     from .core.errors import InputError
     from .core.io import check_output_path, check_outputs_apart
     from .core.training import FINE_TUNE_LR, TrainConfig
-    from .core.zoo import model_file_paths
+    from .core.zoo import check_user_model_name, model_file_paths
 
     if not (args.pairs or (args.fixed and args.moving)):
         raise InputError("give --pairs CSV, or --fixed and --moving aligned images")
@@ -71,6 +71,10 @@ def _train(args) -> int:
                    ("checkpoint_every", 1, 10**9), ("synthetic", 0, 10**4))
     if args.lr is not None and not args.lr > 0:
         raise InputError(f"--lr must be positive, got {args.lr}")
+    if args.save_as:  # refused now, not after the training it would have thrown away
+        check_user_model_name(args.save_as)
+    if args.checkpoint:
+        check_output_path(args.checkpoint)
     if args.out:
         weights, card = model_file_paths(args.out)
         # --checkpoint may equal --resume: continuing a run in place is what resuming is for.

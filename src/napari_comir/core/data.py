@@ -237,8 +237,16 @@ def read_pairs_csv(path: str | os.PathLike, modalities: Sequence[str], split: st
     if not path.is_file():
         raise InputError(f"no such pairs file: {path}")
     root = Path(root) if root is not None else path.parent
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle, strict=True))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path.name}: not a readable UTF-8 CSV ({exc})") from exc
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        if None in row or any(value is None for value in row.values()):
+            values = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])
+            raise InputError(f"{path.name} line {number}: {values} values for "
+                             f"{len(row) - (None in row)} columns; every row needs one value per column")
     missing = [f"{m}_file" for m in modalities if rows and f"{m}_file" not in rows[0]]
     if missing or not rows:
         raise InputError(f"{path.name}: need a header with columns name and {', '.join(missing) or 'file'} "

@@ -209,10 +209,16 @@ def _follow_umask(path: Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def save_user_model(model: ComirModel, name: str) -> Path:
-    """Save under the user models folder as ``name`` so it shows in :func:`list_models`."""
+def check_user_model_name(name: str) -> str:
+    """``name`` if it can name a user model, else a ModelFileError saying what can."""
     if not _NAME_PATTERN.match(name):
         raise ModelFileError(f"invalid model name {name!r}: use letters, digits, '-', '_' or '.' (≤ 64)")
+    return name
+
+
+def save_user_model(model: ComirModel, name: str) -> Path:
+    """Save under the user models folder as ``name`` so it shows in :func:`list_models`."""
+    check_user_model_name(name)
     folder = user_models_dir()
     folder.mkdir(parents=True, exist_ok=True)
     model.card.name = name
