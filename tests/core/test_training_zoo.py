@@ -201,3 +201,15 @@ def test_held_out_band_is_never_trained_on_and_is_measured(tiny_model, rng):
     assert all(0.0 <= e.metrics["heldout_match"] <= 1.0 for e in events if e.step in measured)
     with pytest.raises(InputError, match="too small to hold out"):
         split_off_band(pair, 96)
+
+
+def test_resume_of_a_finished_or_foreign_checkpoint_says_why(tmp_path, tiny_model):
+    config = TrainConfig(steps=2, seed=1, checkpoint=str(tmp_path / "ck.pt"), checkpoint_every=1,
+                         **FAST)
+    _losses(train(tiny_model, [_pair()], config))
+    with pytest.raises(InputError, match="already finished 2 steps"):
+        next(train(tiny_model, [_pair()], config, resume=tmp_path / "ck.pt"))
+    wider = api.new_model("bf-shg", architecture={"type": "unet", "base_channels": 8, "depth": 3})
+    longer = TrainConfig(steps=5, seed=1, **FAST)
+    with pytest.raises(ModelFileError, match="saved for another model"):
+        next(train(wider, [_pair()], longer, resume=tmp_path / "ck.pt"))

@@ -210,11 +210,19 @@ def train(model: ComirModel, pairs: Sequence[AlignedPair], config: TrainConfig |
     start = 0
     if resume is not None:
         state = load_checkpoint(resume)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise ModelFileError(f"{Path(resume).name} was saved for another model (architecture "
+                                 f"{state['card'].architecture}, not {model.card.architecture}); "
+                                 "resume it with the same model and options") from exc
         sampler.generator.set_state(state["sampler_rng"])
         torch.set_rng_state(state["torch_rng"])
         start = int(state["step"])
+        if start >= config.steps:
+            raise InputError(f"{Path(resume).name} already finished {start} steps (asked for "
+                             f"{config.steps}): give a larger --steps to continue it")
     plan = {"steps": config.steps}  # shrinks to what fits in max_seconds once steps are timed
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / plan["steps"], 1.0))),
