@@ -32,7 +32,7 @@ from ..transforms import MODELS, AffineTransform, corner_error
 from . import confidence
 from .confidence import DETAIL_THRESHOLD, SCORE_THRESHOLD
 from .levels import block_mean, from_level, pyramid_factors, standardise
-from .refine import masked_ncc
+from .refine import constrain, masked_ncc
 from .refine import refine as refine_candidates
 from .search import global_search, rim_radius, search_angles, search_scales
 from .sift import sift_transform
@@ -72,13 +72,12 @@ METHODS = ("search", "sift")
 
 
 def _constrained(transform: AffineTransform, model: str) -> AffineTransform:
-    """``transform`` projected onto ``model`` (the nearest rotation / similarity of its linear part)."""
-    if model == "affine":
-        return AffineTransform(transform.matrix_xy, model)
-    a = transform.matrix_xy[:2, :2]
-    c, s = (a[0, 0] + a[1, 1]) / 2, (a[1, 0] - a[0, 1]) / 2
-    scale = 1.0 if model == "rigid" else math.hypot(c, s)
-    return AffineTransform.similarity(math.degrees(math.atan2(s, c)), scale, transform.translation_xy)
+    """``transform`` with its linear part projected onto ``model`` (see :func:`.refine.constrain`)."""
+    m = transform.matrix_xy
+    p = constrain(model, np.array([[*m[:2, :2].ravel(), *m[:2, 2]]]))[0]
+    projected = np.eye(3)
+    projected[:2, :2], projected[:2, 2] = p[:4].reshape(2, 2), p[4:]
+    return AffineTransform(projected, model)
 
 
 @dataclass

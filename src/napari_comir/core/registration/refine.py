@@ -68,7 +68,7 @@ def step_basis(model: str, p: np.ndarray) -> np.ndarray:
     return np.stack([d_phi, np.broadcast_to(_SHIFT_X, (b, 6)), np.broadcast_to(_SHIFT_Y, (b, 6))], 1)
 
 
-def _constrain(model: str, p: np.ndarray) -> np.ndarray:
+def constrain(model: str, p: np.ndarray) -> np.ndarray:
     """Project the linear parts of ``p`` (B, 6) onto ``model``: the nearest ``[[c, -s], [s, c]]``
     for a similarity, scaled to a rotation for rigid."""
     if model == "affine":
@@ -210,7 +210,7 @@ def refine_level(level: Level, transforms: list[AffineTransform], model: str,
     A candidate stops when a step moves no pixel by more than ``tolerance``, and fails (NCC -1,
     transform unchanged) when its overlap becomes too small.
     """
-    p = _constrain(model, level.params(transforms))
+    p = constrain(model, level.params(transforms))
     corners = np.array([[sx * level.centre[0], sy * level.centre[1]] for sx in (-1, 1) for sy in (-1, 1)])
     active = np.ones(len(p), dtype=bool)
     score = np.full(len(p), -1.0)
@@ -221,7 +221,7 @@ def refine_level(level: Level, transforms: list[AffineTransform], model: str,
         ncc, delta, enough = gauss_newton(_project(g, basis), level.min_overlap)
         moving = active & enough
         step = np.einsum("bk,bkj->bj", np.where(moving[:, None], delta, 0.0), basis)
-        p = _constrain(model, p + step)
+        p = constrain(model, p + step)
         # The NCC before a candidate's last step is that of its result (it moved < tolerance);
         # it is already -1 where the overlap became too small.
         score = np.where(active, ncc, score)
