@@ -15,7 +15,14 @@ from .core.data import AlignedPair, ModalitySpec, read_pairs_csv
 from .core.defaults import DEFAULT_ARCHITECTURE, DEFAULT_MODEL_NAME, DEFAULT_SCALE_RANGE
 from .core.device import resolve_device
 from .core.errors import InputError, RegistrationError
-from .core.inference import COMIR_EDGE_PX, check_image, comir_tiles, compute_comir, compute_comir_pair
+from .core.inference import (
+    COMIR_EDGE_PX,
+    check_image,
+    comir_tiles,
+    compute_comir,
+    compute_comir_pair,
+    modality_spec,
+)
 from .core.io import read_image
 from .core.progress import Progress
 from .core.pyramid import register_pyramid
@@ -198,10 +205,7 @@ def registration_events(fixed_image, moving_image, model: ComirModel | str = DEF
     scale_bounds(search_range, transform)
     for name, image, modality in (("fixed", fixed_image, fixed_modality),
                                   ("moving", moving_image, moving_modality)):
-        if modality not in card.modalities:
-            raise InputError(f"model {card.name!r} has no modality {modality!r}; "
-                             f"it knows {', '.join(model.modalities)}")
-        checked = check_image(image, card.modalities[modality], f"{modality} image")
+        checked = check_image(image, modality_spec(model, modality), f"{modality} image")
         if min(checked.shape[:2]) < MIN_SIDE:
             raise InputError(f"{name} image is too small to register: {checked.shape[0]}x"
                              f"{checked.shape[1]} px (need at least {MIN_SIDE}x{MIN_SIDE}: the "

@@ -109,12 +109,9 @@ def comir_tiles(model: ComirModel, image, modality: str, *, tile: int = DEFAULT_
         The final event's ``result`` is the (rows, cols, comir_channels) float32 CoMIR.
         Arguments are validated when this is called, before the first event.
     """
-    if modality not in model.card.modalities:
-        raise InputError(f"model {model.card.name!r} has no modality {modality!r}; "
-                         f"it knows {', '.join(model.modalities)}")
+    spec = modality_spec(model, modality)
     if overlap < 0 or tile < overlap + 32:
         raise InputError(f"tile ({tile}) must exceed the overlap ({overlap}) by at least 32 px")
-    spec = model.card.modalities[modality]
     image = check_image(image, spec, f"{modality} image")
     return _tile_events(model, image, modality, tile, overlap, half, c4_average, cuda_graphs, out)
 
@@ -196,6 +193,14 @@ def _inference_network(model: ComirModel, modality: str) -> torch.nn.Module:
 def _c4_average(network: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Mean of the outputs for the 4 quarter-turns of ``x``, each turned back: exactly C4-equivariant."""
     return sum(torch.rot90(network(torch.rot90(x, k, (2, 3))), -k, (2, 3)) for k in range(4)) / 4
+
+
+def modality_spec(model: ComirModel, modality: str):
+    """The card's spec of ``modality``, or an InputError naming the modalities the model knows."""
+    if modality not in model.card.modalities:
+        raise InputError(f"model {model.card.name!r} has no modality {modality!r}; "
+                         f"it knows {', '.join(model.modalities)}")
+    return model.card.modalities[modality]
 
 
 def check_image(image, spec, name: str):

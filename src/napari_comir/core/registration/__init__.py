@@ -341,7 +341,8 @@ def register(
 
     t2 = time.perf_counter()
     factors = pyramid_factors(k) if method != "sift" else [1]
-    fixed_details, moving_details = confidence.details(f), confidence.details(m)
+    sigma = confidence.detail_sigma(f, m)
+    fixed_details, moving_details = confidence.details(f, sigma), confidence.details(m, sigma)
 
     def fit(start: list[AffineTransform], fit_model: str, levels: list[int], iterations=None):
         if refine:

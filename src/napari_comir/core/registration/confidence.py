@@ -85,10 +85,15 @@ def overlap_fraction(fixed_shape, moving_shape, transform: AffineTransform) -> f
     return _area(polygon) / min(hf * wf, moving_area)
 
 
-def details(x: torch.Tensor, sigma: float = DETAIL_SIGMA) -> torch.Tensor:
-    """(C, H, W) minus its Gaussian blur (separable, reflected at the edges): what
-    :func:`detail_score` compares. ``sigma`` is kept below an eighth of the smaller side."""
-    sigma = min(sigma, min(x.shape[1:]) / 8)
+def detail_sigma(*images: torch.Tensor) -> float:
+    """:data:`DETAIL_SIGMA`, kept below an eighth of the smallest side of the (C, H, W) images,
+    one value for all of them so that their details are comparable."""
+    return min(DETAIL_SIGMA, min(side for x in images for side in x.shape[1:]) / 8)
+
+
+def details(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(C, H, W) minus its Gaussian blur of ``sigma`` px (separable, reflected at the edges): what
+    :func:`detail_score` compares (see :func:`detail_sigma`)."""
     radius = max(1, math.ceil(3 * sigma))
     taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
