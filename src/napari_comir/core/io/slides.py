@@ -1,0 +1,315 @@
+"""Whole-slide images: pyramidal or tiled TIFF levels read lazily, and pyramids written tile by tile.
+
+A :class:`Slide` holds no pixels: each level is a :class:`LazyImage` that reads only the region
+it is sliced with (tifffile's zarr store), so a 100 000 px H&E costs the memory of the windows
+read from it. Level ``k`` of a pyramid is ``downsamples[k]`` times coarser than level 0; its pixel
+``i`` is centred on level-0 coordinate ``d * i + (d - 1) / 2`` (as a ``d`` x ``d`` block mean).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from .images import TIFF_SUFFIXES, read_image, read_pixel_size
+
+#: Images with a side above this are opened lazily (and registered coarse to fine).
+LAZY_SIDE = 4096
+#: Tile side of written TIFF pyramids and chunk side of OME-Zarr arrays.
+OUTPUT_TILE = 512
+#: A written pyramid gets levels, each half the previous, until the long side fits this.
+PYRAMID_TOP_SIDE = 1024
+_SUPPORTED_AXES = {"YX": None, "YXS": None, "CYX": 0, "SYX": 0}
+
+
+class LazyImage:
+    """One level of a TIFF as a (rows, cols) or (rows, cols, 3) array read on demand.
+
+    Slicing with ``[rows, cols]`` reads only the tiles those slices touch and returns numpy,
+    channels last (planar RGB is moved, an alpha channel dropped). ``numpy.asarray`` reads all.
+    """
+
+    def __init__(self, array, channel_axis: int | None, name: str):
+        self._array = array
+        self._channel_axis = channel_axis
+        shape = list(array.shape)
+        channels = shape.pop(channel_axis) if channel_axis is not None else (
+            shape.pop() if len(shape) == 3 else None)
+        if channels not in (None, 3, 4):
+            raise InputError(f"{name}: {channels} channels is not a grey or RGB image")
+        self._channels = channels
+        self.shape = tuple(shape) + ((3,) if channels else ())
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+        self.size = math.prod(self.shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        rows, cols = (tuple(key) + (slice(None), slice(None)))[:2]
+        if any(not isinstance(s, slice) for s in (rows, cols)):
+            raise TypeError("a LazyImage is sliced with two slices: image[rows, cols]")
+        if self._channel_axis is not None:
+            block = np.moveaxis(np.asarray(self._array[:, rows, cols]), 0, -1)
+        else:
+            block = np.asarray(self._array[rows, cols])
+        if self._channels:
+            block = block[..., :3]
+        return block[(slice(None), slice(None)) + tuple(key[2:])] if len(key) > 2 else block
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        block = self[:, :]
+        return block if dtype is None else block.astype(dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
+@dataclass
+class Slide:
+    """A large image read lazily: its levels (finest first), their downsampling and pixel size.
+
+    Attributes
+    ----------
+    levels : list of LazyImage
+        Level 0 is full resolution.
+    downsamples : list of int
+        Level-0 pixels per level pixel along each axis (1, 2, 4, ... for a typical pyramid).
+    pixel_size_um : float or None
+        Level-0 pixel size in µm, if the file records one that means something.
+    path : Path
+    """
+
+    levels: list
+    downsamples: list[int]
+    pixel_size_um: float | None
+    path: Path
+    _file: object = field(default=None, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.levels[0].shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.levels[0].dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.levels[0].ndim
+
+    @property
+    def size(self) -> int:
+        return self.levels[0].size
+
+    def __getitem__(self, key) -> np.ndarray:
+        return self.levels[0][key]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self.levels[0].__array__(dtype)
+
+    def level_at_most(self, factor: float) -> int:
+        """Index of the coarsest level at most ``factor`` times coarser than level 0."""
+        fitting = [i for i, d in enumerate(self.downsamples) if d <= factor + 1e-9]
+        return max(fitting, key=lambda i: self.downsamples[i])
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self):  # a Slide travels to Dask workers as its path and is reopened there
+        return {"path": self.path}
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(open_slide(state["path"]).__dict__)
+
+
+def open_slide(path: str | os.PathLike) -> Slide:
+    """Open a TIFF (pyramidal OME-TIFF, tiled or striped TIFF, SVS-like) lazily.
+
+    Raises
+    ------
+    InputError
+        Not a readable TIFF, or not a 2-D grey or RGB image.
+    """
+    import tifffile
+    import zarr
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no such image file: {path}")
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        raise InputError(f"{path.name}: only TIFF files are read lazily, got {path.suffix}")
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception as exc:
+        raise InputError(f"{path.name}: cannot read the image ({type(exc).__name__}: {exc})") from exc
+    try:
+        if not tif.series:
+            raise InputError(f"{path.name}: the TIFF holds no image")
+        series = tif.series[0]
+        axes = series.get_axes(squeeze=True) if hasattr(series, "get_axes") else series.axes
+        if axes not in _SUPPORTED_AXES:
+            raise InputError(f"{path.name}: axes {axes} (shape {series.shape}) are not a 2-D grey "
+                             "or RGB image; multi-page stacks and 3-D volumes are not supported")
+        levels, downsamples = [], []
+        base_rows = None
+        for index in range(len(series.levels)):
+            array = zarr.open(series.aszarr(level=index), mode="r")
+            if array.ndim != len(axes):  # squeezed length-1 axes: read through a reshaped view
+                array = _Squeezed(array, axes)
+            image = LazyImage(array, _SUPPORTED_AXES[axes], path.name)
+            base_rows = base_rows or image.shape[0]
+            levels.append(image)
+            downsamples.append(max(1, round(base_rows / image.shape[0])))
+    except InputError:
+        tif.close()
+        raise
+    except Exception as exc:
+        tif.close()
+        raise InputError(f"{path.name}: cannot read the image ({type(exc).__name__}: {exc})") from exc
+    return Slide(levels, downsamples, read_pixel_size(path), path, tif)
+
+
+class _Squeezed:
+    """A zarr array seen without its length-1 axes (e.g. OME's T, Z)."""
+
+    def __init__(self, array, axes: str):
+        self._array = array
+        self._keep = [i for i, n in enumerate(array.shape) if n != 1][-len(axes):]
+        self.shape = tuple(array.shape[i] for i in self._keep)
+        self.dtype = array.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        full = [0] * self._array.ndim
+        for i, position in enumerate(self._keep):
+            full[position] = key[i] if i < len(key) else slice(None)
+        return self._array[tuple(full)]
+
+
+def open_image(path: str | os.PathLike, lazy_side: int = LAZY_SIDE):
+    """An image as numpy when it is small, or as a lazily read :class:`Slide` when it is large.
+
+    A TIFF is opened lazily when it is pyramidal or a side exceeds ``lazy_side``; every other
+    image is read whole by :func:`~napari_comir.core.io.images.read_image`.
+    """
+    path = Path(path)
+    if path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
+        slide = open_slide(path)
+        if len(slide.levels) > 1 or max(slide.shape[:2]) > lazy_side:
+            return slide
+        slide.close()
+    return read_image(path)
+
+
+def pyramid_shapes(shape_rc, top_side: int = PYRAMID_TOP_SIDE) -> list[tuple[int, int]]:
+    """(rows, cols) of each level of a written pyramid: halved until the long side fits ``top_side``."""
+    shapes = [tuple(int(n) for n in shape_rc[:2])]
+    while max(shapes[-1]) > top_side and min(shapes[-1]) >= 2:
+        shapes.append(tuple(n // 2 for n in shapes[-1]))
+    return shapes
+
+
+def _block_mean_2(block: np.ndarray) -> np.ndarray:
+    """2 x 2 block means of (rows, cols[, channels]) in the block's dtype (odd edges dropped)."""
+    rows, cols = block.shape[0] // 2 * 2, block.shape[1] // 2 * 2
+    halved = block[:rows, :cols].astype(np.float32)
+    halved = halved.reshape(rows // 2, 2, cols // 2, 2, *block.shape[2:]).mean(axis=(1, 3))
+    if np.issubdtype(block.dtype, np.integer):
+        halved = np.rint(halved)
+    return halved.astype(block.dtype)
+
+
+def add_pyramid_levels(group, top_side: int = PYRAMID_TOP_SIDE) -> list:
+    """Add levels "1", "2", ... to a zarr group holding level "0", each the 2 x 2 block mean of
+    the one before, chunk by chunk (memory: a few chunks). Returns all levels, finest first."""
+    levels = [group["0"]]
+    for index, shape in enumerate(pyramid_shapes(levels[0].shape, top_side)[1:], start=1):
+        source = levels[-1]
+        target = group.create_array(str(index), shape=shape + tuple(source.shape[2:]),
+                                    chunks=source.chunks, dtype=source.dtype, overwrite=True)
+        chunk_rows, chunk_cols = source.chunks[:2]
+        for row in range(0, shape[0], chunk_rows):
+            for col in range(0, shape[1], chunk_cols):
+                block = source[2 * row:2 * (row + chunk_rows), 2 * col:2 * (col + chunk_cols)]
+                halved = _block_mean_2(block)
+                target[row:row + halved.shape[0], col:col + halved.shape[1]] = halved
+        levels.append(target)
+    return levels
+
+
+def _tiles(array, tile: int):
+    """Tiles of a (rows, cols[, channels]) array in TIFF order (row-major), read one at a time."""
+    for row in range(0, array.shape[0], tile):
+        for col in range(0, array.shape[1], tile):
+            yield np.asarray(array[row:row + tile, col:col + tile])
+
+
+def write_tiff_pyramid(path: str | os.PathLike, levels: list, pixel_size_um: float | None,
+                       tile: int = OUTPUT_TILE) -> None:
+    """Write zarr levels (finest first) as a tiled TIFF, atomically, one tile in memory at a time.
+
+    A name ending in ``.ome.tif(f)`` gets OME-XML with the physical pixel size and the coarser
+    levels as SubIFDs (what QuPath, Fiji/Bio-Formats and napari read as a pyramid); another
+    ``.tif`` name gets level 0 only, with the pixel size in its resolution tags.
+    """
+    import tifffile
+
+    from .files import atomic_path
+
+    path = Path(path)
+    ome = path.name.lower().endswith((".ome.tif", ".ome.tiff"))
+    levels = levels if ome else levels[:1]
+    base = levels[0]
+    rgb = len(base.shape) == 3
+    options = dict(tile=(tile, tile), compression="zlib", photometric="rgb" if rgb else "minisblack")
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=base.nbytes > 2**31, ome=ome) as tiff:
+        if ome:
+            metadata = {"axes": "YXS" if rgb else "YX"}
+            if pixel_size_um:
+                metadata.update(PhysicalSizeX=pixel_size_um, PhysicalSizeY=pixel_size_um,
+                                PhysicalSizeXUnit="µm", PhysicalSizeYUnit="µm")
+            tiff.write(_tiles(base, tile), shape=base.shape, dtype=base.dtype, subifds=len(levels) - 1,
+                       metadata=metadata, **options)
+            for level in levels[1:]:
+                tiff.write(_tiles(level, tile), shape=level.shape, dtype=level.dtype, subfiletype=1,
+                           **options)
+        else:
+            resolution = {}
+            if pixel_size_um:  # pixels per centimetre
+                resolution = dict(resolution=(1e4 / pixel_size_um, 1e4 / pixel_size_um),
+                                  resolutionunit="CENTIMETER")
+            tiff.write(_tiles(base, tile), shape=base.shape, dtype=base.dtype, **resolution, **options)
+
+
+def write_ome_zarr_metadata(group, n_levels: int, pixel_size_um: float | None, rgb: bool,
+                            name: str) -> None:
+    """OME-NGFF 0.4 ``multiscales`` for levels "0".."n-1" of a 2-D image, axes (c,) y, x as NGFF
+    orders them (channels first); in µm when the pixel size is known, else in pixels."""
+    unit = pixel_size_um or 1.0
+    space = {"unit": "micrometer"} if pixel_size_um else {}
+    channel = [{"name": "c", "type": "channel"}] if rgb else []
+    axes = channel + [{"name": "y", "type": "space", **space}, {"name": "x", "type": "space", **space}]
+    datasets = []
+    for level in range(n_levels):
+        # A level-k pixel centre sits (2^k - 1) / 2 level-0 pixels from level 0's.
+        scale = [1.0] * len(channel) + [unit * 2**level] * 2
+        shift = [0.0] * len(channel) + [unit * (2**level - 1) / 2] * 2
+        datasets.append({"path": str(level), "coordinateTransformations": [
+            {"type": "scale", "scale": scale}, {"type": "translation", "translation": shift}]})
+    group.attrs["multiscales"] = [{"version": "0.4", "name": name, "axes": axes,
+                                   "datasets": datasets}]

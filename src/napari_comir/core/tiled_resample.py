@@ -1,0 +1,167 @@
+"""Resample a moving image of any size onto the fixed grid tile by tile, and write it as a pyramid.
+
+Each output tile reads only the moving region its pixels come from (plus the interpolation's
+margin), so memory is a few tiles whatever the image size, and every tile equals the same
+pixels of :func:`~napari_comir.core.transforms.resample` on the whole image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .io.files import check_output_path
+from .io.slides import (
+    OUTPUT_TILE,
+    add_pyramid_levels,
+    write_ome_zarr_metadata,
+    write_tiff_pyramid,
+)
+from .progress import Progress
+from .transforms import AffineTransform, resample
+
+#: Side of the output tiles resampled at a time (px).
+RESAMPLE_TILE = 1024
+OME_ZARR_SUFFIX = ".ome.zarr"
+
+
+def resample_tiles(moving, transform: AffineTransform, output_shape, *, tile: int = RESAMPLE_TILE,
+                   order: int = 1, cval: float = 0.0) -> Iterator[tuple[slice, slice, np.ndarray]]:
+    """Yield ``(rows, cols, pixels)`` of the moving image resampled onto the fixed grid, tile by tile.
+
+    Parameters
+    ----------
+    moving : array-like
+        (rows, cols[, channels]); numpy, or lazy (:class:`~napari_comir.core.io.slides.Slide`,
+        zarr): only the region under each tile is read.
+    transform : AffineTransform
+        Moving -> fixed, pixel (x, y).
+    output_shape : (int, int)
+        Fixed grid (rows, cols).
+    tile, order, cval
+        Output tile side; spline order (0 nearest neighbour for labels, 1 bilinear); value
+        outside the moving image.
+    """
+    rows, cols = (int(n) for n in tuple(output_shape)[:2])
+    to_moving = transform.inverse()
+    margin = order + 1  # the spline's support around each mapped pixel centre
+    moving_rows, moving_cols = moving.shape[:2]
+    extra = tuple(moving.shape[2:])
+    for row in range(0, rows, tile):
+        for col in range(0, cols, tile):
+            out_rows, out_cols = slice(row, min(rows, row + tile)), slice(col, min(cols, col + tile))
+            shape = (out_rows.stop - row, out_cols.stop - col)
+            corners_xy = np.array([[col, row], [out_cols.stop - 1, row], [col, out_rows.stop - 1],
+                                   [out_cols.stop - 1, out_rows.stop - 1]], float)
+            mapped = to_moving.apply_xy(corners_xy)
+            x0, y0 = (max(0, math.floor(v) - margin) for v in mapped.min(axis=0))
+            x1 = min(moving_cols, math.ceil(mapped[:, 0].max()) + margin + 1)
+            y1 = min(moving_rows, math.ceil(mapped[:, 1].max()) + margin + 1)
+            if x0 >= x1 or y0 >= y1:  # the tile lies outside the moving image
+                yield out_rows, out_cols, np.full(shape + extra, cval, dtype=moving.dtype)
+                continue
+            crop = np.asarray(moving[y0:y1, x0:x1])
+            local = (AffineTransform.rigid(0.0, (-col, -row)).compose(transform)
+                     .compose(AffineTransform.rigid(0.0, (x0, y0))))
+            yield out_rows, out_cols, resample(crop, local, shape, order=order, cval=cval)
+
+
+def _is_ome_zarr(path: Path) -> bool:
+    return path.name.lower().endswith(OME_ZARR_SUFFIX)
+
+
+def check_resampled_path(path: str | os.PathLike) -> Path:
+    """Refuse, before any work, a resampled-output name that cannot be written."""
+    path = Path(path)
+    suffixes = (".tif", ".tiff", OME_ZARR_SUFFIX)
+    if not path.name.lower().endswith(suffixes):
+        raise InputError(f"resampled output {path.name}: name it .tif, .ome.tif (a tiled pyramid) "
+                         f"or {OME_ZARR_SUFFIX}")
+    if _is_ome_zarr(path):
+        if path.exists() and not (path / ".zattrs").is_file():
+            raise InputError(f"{path} exists and is not an OME-Zarr image: it will not be replaced")
+        check_output_path(path.parent / f"{path.name}.check")  # the folder must be writable
+        return path
+    return check_output_path(path)
+
+
+def resample_to_file(moving, transform: AffineTransform, output_shape, path: str | os.PathLike, *,
+                     pixel_size_um: float | None = None, order: int = 1,
+                     tile: int = RESAMPLE_TILE) -> Iterator[Progress]:
+    """Resample onto the fixed grid and write the result, in bounded memory, as Progress events.
+
+    ``path`` ending in ``.ome.tif`` is written as a tiled, pyramidal OME-TIFF (levels halved
+    until the long side fits 1024 px, so ≥ 2 levels above 2048 px), ``.ome.zarr`` as OME-Zarr
+    (NGFF 0.4, channels first), another ``.tif`` as one tiled level. ``pixel_size_um`` (the
+    fixed image's) is recorded. The file appears whole or not at all.
+    """
+    import zarr
+
+    path = check_resampled_path(path)
+    rows, cols = (int(n) for n in tuple(output_shape)[:2])
+    extra = tuple(moving.shape[2:])
+    chunk = min(OUTPUT_TILE, tile)
+    n_tiles = math.ceil(rows / tile) * math.ceil(cols / tile)
+    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".zarr", dir=path.parent))
+    try:
+        group = zarr.open_group(work, mode="w")
+        base = group.create_array("0", shape=(rows, cols) + extra, chunks=(chunk, chunk) + extra,
+                                  dtype=moving.dtype)
+        yield Progress("resample", 0, n_tiles, f"resampling {rows}x{cols} px onto the fixed grid")
+        tiles = resample_tiles(moving, transform, (rows, cols), tile=tile, order=order)
+        for done, (out_rows, out_cols, pixels) in enumerate(tiles, start=1):
+            base[out_rows, out_cols] = pixels
+            yield Progress("resample", done, n_tiles, f"tile {done}/{n_tiles}")
+        yield Progress("write", 0, 1, f"writing {path.name}")
+        levels = add_pyramid_levels(group) if path.name.lower().endswith(
+            (".ome.tif", ".ome.tiff", OME_ZARR_SUFFIX)) else [base]
+        if _is_ome_zarr(path):
+            _write_ome_zarr(levels, path, pixel_size_um)
+        else:
+            write_tiff_pyramid(path, levels, pixel_size_um)
+        yield Progress("write", 1, 1, f"wrote {path} ({len(levels)} level(s))", result=path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _write_ome_zarr(levels: list, path: Path, pixel_size_um: float | None) -> None:
+    """Copy channels-last levels into an OME-Zarr (channels first, as NGFF orders axes) beside
+    ``path``, then move it into place (an earlier image of that name is replaced only then)."""
+    import zarr
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent))
+    try:
+        group = zarr.open_group(staging, mode="w", zarr_format=2)
+        rgb = len(levels[0].shape) == 3
+        for index, level in enumerate(levels):
+            shape = ((level.shape[2],) if rgb else ()) + tuple(level.shape[:2])
+            chunks = ((level.shape[2],) if rgb else ()) + (OUTPUT_TILE, OUTPUT_TILE)
+            target = group.create_array(str(index), shape=shape, chunks=chunks, dtype=level.dtype)
+            for row in range(0, level.shape[0], OUTPUT_TILE):
+                for col in range(0, level.shape[1], OUTPUT_TILE):
+                    block = np.asarray(level[row:row + OUTPUT_TILE, col:col + OUTPUT_TILE])
+                    region = (slice(row, row + block.shape[0]), slice(col, col + block.shape[1]))
+                    if rgb:
+                        target[(slice(None),) + region] = np.moveaxis(block, -1, 0)
+                    else:
+                        target[region] = block
+        write_ome_zarr_metadata(group, len(levels), pixel_size_um, rgb, path.name)
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(staging, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(staging)
