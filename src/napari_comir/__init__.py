@@ -15,7 +15,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 __version__ = "0.1.0"
 
 _API = (
-    "load_model", "list_models", "new_model", "save_model", "compute_comirs", "fine_tune",
+    "load_model", "list_models", "new_model", "save_model", "compute_comirs", "export_transform",
+    "fine_tune",
     "fit_landmarks",
     "register", "register_comirs", "register_multimodal", "registration_events", "resample",
     "AffineTransform", "RegistrationOutcome", "TrainConfig",

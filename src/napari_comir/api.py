@@ -24,6 +24,7 @@ from .core.inference import (
     modality_spec,
 )
 from .core.io import read_image
+from .core.io.transform_formats import write_transform
 from .core.progress import Progress
 from .core.pyramid import register_pyramid
 from .core.registration import (
@@ -43,7 +44,7 @@ from .core.zoo import load_model as _load_model
 
 __all__ = [
     "AlignedPair", "ComirModel", "Progress", "AffineTransform", "TrainConfig", "comir_events",
-    "compute_comirs",
+    "compute_comirs", "export_transform",
     "fine_tune", "fit_landmarks", "list_models", "load_model", "new_model", "read_image",
     "read_pairs_csv", "register",
     "register_comirs", "register_multimodal", "registration_events", "RegistrationOutcome",
@@ -402,3 +403,34 @@ def comir_events(model: ComirModel | str, jobs: Sequence[tuple[str, np.ndarray, 
                 results[key] = event.result
             yield Progress("infer", event.step, event.total, f"CoMIR of {key}: {event.message}")
     yield Progress("infer", 1, 1, "CoMIRs done", result=results)
+
+
+def export_transform(transform: AffineTransform, path, *, format: str | None = None,
+                     fixed_pixel_size_um: float = 1.0, moving_pixel_size_um: float = 1.0,
+                     center_xy=None):
+    """Write a moving -> fixed transform in a format another tool reads, atomically.
+
+    Parameters
+    ----------
+    transform : AffineTransform
+        Moving -> fixed transform in pixels (e.g. ``result.transform``).
+    path : str or os.PathLike
+        Output file; its ending chooses the format unless ``format`` is given: ``.tfm`` or
+        ``.txt`` ITK/elastix (fixed -> moving, µm), ``.ngff.json`` OME-NGFF affine (moving ->
+        fixed, µm, axes y, x), ``.qupath.txt`` QuPath's Interactive image alignment (fixed ->
+        moving, px, pixel-corner origin), ``.csv`` (moving -> fixed, px, with a
+        ``<name>.README.txt``), ``.json`` napari-comir's JSON.
+    format : {"itk", "ngff", "qupath", "csv", "json"}, optional
+        The format, whatever the file name.
+    fixed_pixel_size_um, moving_pixel_size_um : float
+        Isotropic pixel sizes (µm) for the physical formats (ITK, NGFF); 1.0 = pixel units.
+    center_xy : tuple of float, optional
+        For the JSON: also write the decomposition about this moving point.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written. Conventions: ``napari_comir.core.io.transform_formats``.
+    """
+    return write_transform(transform, path, format=format, fixed_pixel_size_um=fixed_pixel_size_um,
+                           moving_pixel_size_um=moving_pixel_size_um, center_xy=center_xy)

@@ -178,3 +178,15 @@ def test_itk_reader_takes_other_2d_types():
 def test_bad_input_is_one_clear_error(tmp_path, call, message):
     with pytest.raises(InputError, match=message):
         call(tmp_path)
+
+
+def test_api_export_transform(tmp_path):
+    import napari_comir
+
+    path = napari_comir.export_transform(SHEARED, tmp_path / "r.tfm", fixed_pixel_size_um=0.5,
+                                         moving_pixel_size_um=0.25)
+    itk = sitk.ReadTransform(str(path))
+    moving_xy = np.array(itk.TransformPoint((5.0, 2.5))) / 0.25  # fixed pixel (10, 5)
+    assert SHEARED.apply_xy(moving_xy)[0] == pytest.approx([10.0, 5.0])
+    written = napari_comir.export_transform(SHEARED, tmp_path / "r.dat", format="ngff")
+    assert tf.read_ngff_transform(written).matrix_xy == pytest.approx(SHEARED.matrix_xy)
