@@ -68,3 +68,46 @@ def test_train_options_reach_the_loss_and_the_card(tmp_path, monkeypatch):
     card = json.loads((tmp_path / "m.json").read_text())
     assert card["training"]["turned_negatives"] is True
     assert card["training"]["activation_penalty"] == 1e-3
+
+
+def test_register_exports_transforms_other_tools_read(tmp_path):
+    """--export-itk/--export-ngff/--export-csv/--export-qupath hold the JSON's transform, in the
+    command's pixel sizes; SimpleITK reads the ITK file."""
+    import pytest
+
+    sitk = pytest.importorskip("SimpleITK")
+    from napari_comir.core.io import write_tiff
+    from napari_comir.core.io.transform_formats import read_transform
+    from napari_comir.core.synthetic import synthetic_pair
+
+    bf, shg = synthetic_pair((96, 96), seed=1)
+    write_tiff(tmp_path / "shg.tif", shg)
+    write_tiff(tmp_path / "bf.tif", bf)
+    names = {"itk": "r.tfm", "ngff": "r.ngff.json", "csv": "r.csv", "qupath": "r.txt"}
+    exports = [arg for key, name in names.items() for arg in (f"--export-{key}", str(tmp_path / name))]
+    assert main(["register", "--fixed", str(tmp_path / "shg.tif"), "--moving", str(tmp_path / "bf.tif"),
+                 "--out", str(tmp_path / "r.json"), "--fixed-pixel-size", "0.5",
+                 "--moving-pixel-size", "0.5", "--transform", "rigid", *exports]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    found = AffineTransform.from_matrix_xy(np.array(report["matrix_xy"]))
+    assert report["exports"]["itk"] == str(tmp_path / "r.tfm")
+    itk = sitk.ReadTransform(str(tmp_path / "r.tfm"))
+    fixed_xy = np.array([[0.0, 0.0], [40.0, 70.0], [95.0, 10.0]])
+    moving_xy = np.array([itk.TransformPoint(tuple(p * 0.5)) for p in fixed_xy]) / 0.5
+    assert np.abs(found.apply_xy(moving_xy) - fixed_xy).max() < 1e-6
+    for key, name in names.items():
+        assert np.allclose(read_transform(tmp_path / name, format=key).matrix_xy, found.matrix_xy)
+    assert (tmp_path / "r.csv.README.txt").is_file()
+
+
+def test_register_refuses_an_export_onto_an_input_before_any_work(tmp_path, capsys):
+    for name in ("shg.tif", "bf.tif"):
+        (tmp_path / name).write_bytes(b"not read: the command stops first")
+    assert main(["register", "--fixed", str(tmp_path / "shg.tif"), "--moving", str(tmp_path / "bf.tif"),
+                 "--out", str(tmp_path / "r.json"), "--export-itk", str(tmp_path / "bf.tif")]) == 2
+    assert "--export-itk" in capsys.readouterr().err
+    assert main(["register", "--fixed", str(tmp_path / "shg.tif"), "--moving", str(tmp_path / "bf.tif"),
+                 "--out", str(tmp_path / "r.json"), "--export-ngff", str(tmp_path / "t"),
+                 "--export-qupath", str(tmp_path / "t")]) == 2
+    assert "--export-ngff and --export-qupath are the same file" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()

@@ -162,10 +162,18 @@ def _register(args) -> int:
         write_text_atomic,
         write_tiff,
     )
+    from .core.io.transform_formats import csv_readme_path
 
-    check_outputs_apart({"--out": args.out, "--resampled": args.resampled},
-                        {"--fixed": args.fixed, "--moving": args.moving})
-    for output in filter(None, (args.out, args.resampled)):
+    exports = {"--export-itk": (args.export_itk, "itk"), "--export-ngff": (args.export_ngff, "ngff"),
+               "--export-csv": (args.export_csv, "csv"),
+               "--export-qupath": (args.export_qupath, "qupath")}
+    exports = {flag: value for flag, value in exports.items() if value[0] is not None}
+    outputs = {"--out": args.out, "--resampled": args.resampled,
+               **{flag: path for flag, (path, _) in exports.items()}}
+    if args.export_csv is not None:
+        outputs["--export-csv README"] = csv_readme_path(args.export_csv)
+    check_outputs_apart(outputs, {"--fixed": args.fixed, "--moving": args.moving})
+    for output in filter(None, outputs.values()):
         check_output_path(output)
     pixel_sizes = [args.fixed_pixel_size, args.moving_pixel_size]
     if pixel_sizes == [None, None] and args.scale_range is None:
@@ -193,6 +201,12 @@ def _register(args) -> int:
     }
     if args.resampled:
         write_tiff(args.resampled, api.resample(moving, result.transform, fixed.shape[:2]))
+    export_sizes = pixel_sizes if None not in pixel_sizes else [1.0, 1.0]  # unknown: pixel units
+    for path, format_name in exports.values():
+        api.export_transform(result.transform, path, format=format_name,
+                             fixed_pixel_size_um=export_sizes[0], moving_pixel_size_um=export_sizes[1])
+    if exports:
+        report["exports"] = {format_name: str(path) for path, format_name in exports.values()}
     write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")  # last: it marks success
     print(f"{describe(result)} -> {args.out}")
     return 0
@@ -313,6 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"model name or file (default {DEFAULT_MODEL_NAME})")
     reg.add_argument("--out", required=True, help="result JSON")
     reg.add_argument("--resampled", help="also write the moving image resampled onto the fixed grid")
+    reg.add_argument("--export-itk", metavar="TFM", help="also write the transform as an ITK/elastix "
+                     "transform file (SimpleITK.ReadTransform): FIXED -> MOVING physical points, µm "
+                     "(pixel-centre index x pixel size; pixel units when the sizes are unknown)")
+    reg.add_argument("--export-ngff", metavar="JSON", help="also write an OME-NGFF (RFC-5) "
+                     "coordinateTransformations JSON: an affine from MOVING to FIXED, µm, axes (y, x)")
+    reg.add_argument("--export-csv", metavar="CSV", help="also write the transform as CSV (MOVING -> "
+                     "FIXED pixels, matrix_xy; its convention in CSV.README.txt beside it)")
+    reg.add_argument("--export-qupath", metavar="TXT", help="also write the 2x3 matrix for QuPath's "
+                     "Interactive image alignment (FIXED -> MOVING, pixels, pixel-corner origin)")
     reg.add_argument("--method", default="search", choices=["search", "sift"],
                      help="global rotation x translation search (default) or SIFT + RANSAC")
     reg.add_argument("--transform", default=DEFAULT_TRANSFORM, choices=TRANSFORM_MODELS,
