@@ -90,6 +90,34 @@ def test_accept_export_and_apply(registered, tmp_path):
     assert np.allclose(new_shapes.data[0], KNOWN.apply_rc(shapes.data[0]))
 
 
+def test_export_formats_use_the_layers_scale(registered, tmp_path, monkeypatch):
+    """ITK and NGFF files carry the layers' pixel sizes; the dialog adds the chosen ending."""
+    sitk = pytest.importorskip("SimpleITK")
+    from napari_comir.core.io.transform_formats import read_transform
+    from napari_comir.widgets import _export
+
+    viewer, widget = registered
+    widget.show_result(RegistrationResult(KNOWN, 0.9, 0.1, "search", {}, True),
+                       viewer.layers["SHG"], viewer.layers["BF"])
+    viewer.layers["SHG"].scale = (0.5, 0.5)
+    viewer.layers["BF"].scale = (0.8, 0.8)
+    itk = sitk.ReadTransform(str(widget.export_transform(tmp_path / "t.tfm")))
+    moving_xy = np.array(itk.TransformPoint((10 * 0.5, 20 * 0.5))) / 0.8  # fixed pixel (10, 20)
+    assert KNOWN.apply_xy(moving_xy)[0] == pytest.approx([10.0, 20.0])
+    for name in ("t.ngff.json", "t.qupath.txt", "t.csv", "t.json"):
+        found = read_transform(widget.export_transform(tmp_path / name))
+        assert np.allclose(found.matrix_xy, KNOWN.matrix_xy)
+    assert json.loads((tmp_path / "t.ngff.json").read_text())["napari_comir"]["moving_pixel_size_um"] == 0.8
+
+    from qtpy.QtWidgets import QFileDialog
+
+    chosen = [name for name, _ in _export.FILTERS if "QuPath" in name][0]
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        staticmethod(lambda *args: (str(tmp_path / "typed"), chosen)))
+    widget._export_dialog()
+    assert np.allclose(read_transform(tmp_path / "typed.qupath.txt").matrix_xy, KNOWN.matrix_xy)
+
+
 def test_low_score_warns(registered):
     viewer, widget = registered
     reason = "their fine details do not match (detail score 0.4, a success scores at least 1.7)"

@@ -26,7 +26,7 @@ from ..core.errors import ComirError, InputError
 from ..core.registration import RegistrationResult
 from ..core.registration.landmarks import fit_landmarks
 from ..core.transforms import AffineTransform, corner_error, resample
-from . import _worker
+from . import _export, _worker
 from ._apply import apply_to_layer
 from ._landmarks import landmark_layers, landmark_name, landmark_pairs, residual_text
 from ._layers import (
@@ -394,21 +394,15 @@ class RegisterWidget(Container):
         return layer
 
     def export_transform(self, path: str | Path) -> Path:
-        """Write the transform as JSON, or CSV when the path ends in .csv."""
-        transform = self._require_result()[0]
-        path = Path(path)
-        if path.suffix.lower() == ".csv":
-            transform.to_csv(path)
-        else:  # with its decomposition about the moving image's centre
-            transform.to_json(path, center_xy=self.result.moving_centre_xy)
+        """Write the transform in the format the name asks for (see ``_export.FILTERS``: JSON,
+        ITK, OME-NGFF, QuPath, CSV), with the layers' scale as their pixel sizes."""
+        _, fixed, moving = self._require_result()
+        path = _export.export_result(self.result, fixed, moving, path)
         show_info(f"transform saved to {path}")
         return path
 
     def _export_dialog(self):
-        from qtpy.QtWidgets import QFileDialog
-
-        path, _ = QFileDialog.getSaveFileName(self.native, "Export transform", "transform.json",
-                                              "JSON (*.json);;CSV (*.csv)")
+        path = _export.ask_export_path(self.native)
         if path:
             try:
                 self.export_transform(path)

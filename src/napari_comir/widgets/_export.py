@@ -1,0 +1,50 @@
+"""The Register widget's export: the transform in the formats other tools read (the format from
+the file name; the pixel sizes from the layers' scale). Conventions:
+``napari_comir.core.io.transform_formats``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from napari.layers import Layer
+
+from .. import api
+from ..core.io.transform_formats import format_from_path
+from ..core.registration import RegistrationResult
+
+#: (file-dialog filter, the ending it adds to a name typed without one), in the dialog's order.
+FILTERS = (
+    ("napari-comir JSON (*.json)", ".json"),
+    ("ITK / elastix transform, fixed → moving, µm (*.tfm *.txt)", ".tfm"),
+    ("OME-NGFF affine, moving → fixed, µm (*.ngff.json)", ".ngff.json"),
+    ("QuPath alignment matrix, fixed → moving, px (*.qupath.txt)", ".qupath.txt"),
+    ("CSV matrix, moving → fixed, px (*.csv)", ".csv"),
+)
+
+
+def layer_pixel_size_um(layer: Layer) -> float:
+    """A layer's pixel size (µm) from its ``scale`` (x); napari's default 1 means pixel units."""
+    return float(abs(np.asarray(layer.scale)[-1]))
+
+
+def export_result(result: RegistrationResult, fixed: Layer, moving: Layer, path) -> Path:
+    """Write the result's transform to ``path`` in the format its name asks for."""
+    return api.export_transform(
+        result.transform, path, fixed_pixel_size_um=layer_pixel_size_um(fixed),
+        moving_pixel_size_um=layer_pixel_size_um(moving), center_xy=result.moving_centre_xy)
+
+
+def ask_export_path(parent) -> str | None:
+    """A save dialog listing the formats; a name typed without an ending gets the chosen one."""
+    from qtpy.QtWidgets import QFileDialog
+
+    path, chosen = QFileDialog.getSaveFileName(parent, "Export transform", "transform.json",
+                                               ";;".join(name for name, _ in FILTERS))
+    if not path:
+        return None
+    try:
+        format_from_path(path)
+    except ValueError:  # no known ending: add the chosen filter's
+        path += dict(FILTERS).get(chosen, ".json")
+    return path
