@@ -36,6 +36,16 @@ example:
   napari-comir register --fixed shg.tif --moving bf.tif --model bf-shg --out result.json \\
       --resampled bf_on_shg.tif
 """
+EPILOG_BATCH = """The CSV lists one pair per row: columns name, shg_file and bf_file (change them with
+--fixed-column / --moving-column); relative paths are relative to the CSV. Results go to
+OUT/results.csv (one row per pair: transform, score, status ok|error, error message) and
+OUT/pairs/<name>.json. Rerunning the same command skips pairs already done.
+
+examples:
+  napari-comir batch pairs.csv --model bf-shg --out results/ --resampled
+  napari-comir batch pairs.csv --model my-model.json --out results/ --workers 4
+  napari-comir batch pairs.csv --out results/ --scheduler tcp://10.0.0.5:8786
+"""
 
 
 def _require_range(args, *limits) -> None:
@@ -224,6 +234,35 @@ def describe(result) -> str:
     return text
 
 
+def _batch(args) -> int:
+    """Exit status 0 if every pair registered, 1 if some failed (Dask is imported only here)."""
+    from tqdm.auto import tqdm
+
+    from .batch import run_batch
+
+    events = run_batch(args.pairs, args.model, args.out, scheduler=args.scheduler,
+                       n_workers=args.workers, threads_per_worker=args.threads_per_worker,
+                       resampled=args.resampled, fixed_column=args.fixed_column,
+                       moving_column=args.moving_column, method=args.method,
+                       transform=args.transform, rotation_range=args.rotation_range,
+                       scale_range=args.scale_range)
+    try:
+        with tqdm(desc="batch", unit="pair", dynamic_ncols=True, file=sys.stderr) as bar:
+            for event in events:
+                bar.total, bar.n = event.total, event.step
+                bar.set_postfix(ok=event.metrics["ok"], errors=event.metrics["errors"],
+                                refresh=False)
+                bar.refresh()
+    except BrokenPipeError:  # the reader went away (`| head`): stop the cluster now
+        silence_output()
+        events.close()  # finished pairs stay recorded; a rerun continues
+        raise
+    summary = event.result
+    print(f"{summary['ok']}/{summary['total']} pairs ok ({summary['skipped']} already done), "
+          f"{summary['errors']} failed -> {summary['results_csv']}")
+    return 1 if summary["errors"] else 0
+
+
 def _models(args) -> int:
     from .core.zoo import BUNDLED_DIR, list_models
 
@@ -376,12 +415,33 @@ def build_parser() -> argparse.ArgumentParser:
                       "(needs a display; under Xvfb: xvfb-run -a napari-comir demo --screenshot x.png)")
     demo.set_defaults(func=_demo)
 
-    try:
-        from .batch import add_batch_parser
-    except ImportError:  # dask is an optional extra
-        pass
-    else:
-        add_batch_parser(sub)
+    batch = sub.add_parser("batch", help="register many pairs listed in a CSV, in parallel (Dask); "
+                           "resumable", epilog=EPILOG_BATCH,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    batch.add_argument("pairs", help="CSV of pairs (columns name, shg_file, bf_file)")
+    batch.add_argument("--model", default=DEFAULT_MODEL_NAME,
+                       help=f"model name or file (default {DEFAULT_MODEL_NAME})")
+    batch.add_argument("--out", required=True, help="output folder (results.csv, pairs/, resampled/)")
+    batch.add_argument("--scheduler", metavar="ADDRESS", help="use a running Dask scheduler, e.g. "
+                       "tcp://host:8786 (default: a local cluster)")
+    batch.add_argument("--workers", type=int, metavar="N",
+                       help="local worker processes (default: one per CPU core)")
+    batch.add_argument("--threads-per-worker", type=int, metavar="N", help="default 1")
+    batch.add_argument("--resampled", action="store_true",
+                       help="also write each moving image resampled onto its fixed grid")
+    batch.add_argument("--method", default="search", choices=["search", "sift"],
+                       help="global rotation x translation search (default) or SIFT + RANSAC")
+    batch.add_argument("--transform", default=DEFAULT_TRANSFORM, choices=TRANSFORM_MODELS,
+                       help="transform model, as for register (default affine)")
+    batch.add_argument("--rotation-range", type=float, default=180.0, metavar="DEG",
+                       help="search rotations within ±DEG degrees (default 180: any rotation)")
+    batch.add_argument("--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                       help="scales searched (default 0.8 1.25)")
+    batch.add_argument("--fixed-column", default="shg_file",
+                       help="CSV column of the fixed images (default shg_file)")
+    batch.add_argument("--moving-column", default="bf_file",
+                       help="CSV column of the moving images (default bf_file)")
+    batch.set_defaults(func=_batch)
     return parser
 
 

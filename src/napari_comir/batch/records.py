@@ -1,0 +1,147 @@
+"""The records of a batch output folder: one JSON per pair, results.csv and the folder lock.
+
+Only the client writes here: each finished pair's record atomically as ``pairs/<stem>.json``
+(never modified by a worker), and ``results.csv`` rebuilt atomically from those records. A
+record is reused on a rerun only if its pair was registered ``ok`` from the same image content
+with the same model and settings (:data:`RESUME_KEYS`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..core.errors import InputError
+from ..core.io import write_text_atomic
+from .jobs import RESULT_COLUMNS, BatchSettings, PairJob, PairRecord
+
+RESULTS_NAME = "results.csv"
+RECORDS_DIR = "pairs"
+RESAMPLED_DIR = "resampled"
+LOCK_NAME = ".batch.lock"
+# A record is reused on a rerun only if these match the current job and settings.
+RESUME_KEYS = ("fixed", "moving", "fixed_fingerprint", "moving_fingerprint", "model_sha256",
+               "method", "transform_model", "rotation_range", "scale_range")
+
+
+class RecordStore:
+    """The records of one output folder, loaded and kept up to date in memory.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The batch's output folder.
+    """
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.records_dir = out_dir / RECORDS_DIR
+        self.results_csv = out_dir / RESULTS_NAME
+        self.records: dict[str, PairRecord] = {}
+
+    def create(self, resampled: bool) -> None:
+        """Create the folders (``resampled/`` too when asked for) and check they are writable.
+
+        Raises
+        ------
+        InputError
+            The folder cannot be created or written.
+        """
+        try:
+            self.records_dir.mkdir(parents=True, exist_ok=True)
+            if resampled:
+                (self.out_dir / RESAMPLED_DIR).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the output folder {self.out_dir}: "
+                             f"{exc.strerror}") from exc
+        if not os.access(self.records_dir, os.W_OK):
+            raise InputError(f"output folder is not writable: {self.out_dir}")
+
+    def resampled_path(self, job: PairJob) -> str:
+        """Absolute path of the job's resampled moving image."""
+        return str((self.out_dir / RESAMPLED_DIR / f"{job.stem}.tif").resolve())
+
+    def load(self) -> None:
+        """Read the records of earlier runs; unreadable ones are ignored (their pairs rerun)."""
+        self.records = {}
+        for path in self.records_dir.glob("*.json"):
+            try:
+                self.records[path.stem] = PairRecord.from_dict(json.loads(path.read_text()))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+                continue
+
+    def is_done(self, job: PairJob, settings: BatchSettings) -> bool:
+        """Whether an earlier run registered this pair from the same inputs and settings (and
+        wrote the resampled image, if one is asked for now)."""
+        record = self.records.get(job.stem)
+        if record is None or record.status != "ok":
+            return False
+        before, now = record.to_dict(), {**job.to_dict(), **settings.to_dict()}
+        return (all(before[key] == now[key] for key in RESUME_KEYS)
+                and (not job.resampled or Path(job.resampled).is_file()))
+
+    def save(self, record: PairRecord) -> None:
+        """Keep a finished pair's record and write it atomically as ``pairs/<stem>.json``."""
+        self.records[record.job.stem] = record
+        write_text_atomic(self.records_dir / f"{record.job.stem}.json",
+                          json.dumps(record.to_dict()) + "\n")
+
+    def write_results_csv(self, jobs: list[PairJob]) -> None:
+        """Rebuild results.csv atomically from every record in the folder: this batch's pairs
+        first, in CSV order, then those of earlier batches into the same folder."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, RESULT_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        ours = [job.stem for job in jobs]
+        for stem in ours + sorted(set(self.records) - set(ours)):
+            if stem in self.records:
+                writer.writerow(self.records[stem].to_row())
+        write_text_atomic(self.results_csv, buffer.getvalue())
+
+    @contextmanager
+    def lock(self):
+        """One batch at a time per output folder: a second one is refused while the first runs
+        (its process alive on this host); a lock left by a dead process is taken over.
+
+        Raises
+        ------
+        InputError
+            Another live batch holds the lock, or it cannot be taken.
+        """
+        path = self.out_dir / LOCK_NAME
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = path.read_text(errors="replace").strip() if path.exists() else ""
+                host, _, pid = holder.partition(":")
+                if host == socket.gethostname() and pid.isdigit() and _process_alive(int(pid)):
+                    raise InputError(f"another batch ({holder}) is writing into {self.out_dir}; "
+                                     "wait for it or use another --out") from None
+                path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(f"{socket.gethostname()}:{os.getpid()}\n")
+            break
+        else:
+            raise InputError(f"cannot lock {self.out_dir} for this batch")
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process of this host with this id exists (owned by anyone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
