@@ -1,9 +1,15 @@
-"""Carry a layer of the moving image's frame onto the fixed grid with a found transform.
+"""Carry a layer between the moving and the fixed image's grids with a found transform.
 
-Images are resampled (bilinear), labels with nearest neighbour (label values kept), points and
-shapes have their coordinates transformed. A layer's data coordinates are taken in the world
-frame of the moving layer's grid (its scale and translate); the affine preview is ignored.
-The result is a new layer "<name> (registered)"; the original is never changed.
+Forward (the default), a layer of the moving image's frame goes onto the fixed grid; with
+``inverse``, a layer of the fixed image's frame (e.g. annotations drawn on the SHG) goes onto
+the moving grid (the H&E). Images are resampled (bilinear), labels with nearest neighbour
+(label values kept, no new label), points and shapes have their coordinates transformed
+(points keep their features). A layer's data coordinates are taken in the world frame of the
+source image layer's grid (its scale and translate; a mask or labels layer may have its own
+scale); the affine preview is ignored. The result
+is a new layer "<name> (registered)" (forward) or "<name> (on <moving>)" (inverse) on the
+target layer's grid; the original is never changed. The coordinate mapping itself is
+:func:`napari_comir.core.apply.transform_points_rc`; this module only handles napari layers.
 """
 
 from __future__ import annotations
@@ -11,47 +17,72 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Image, Labels, Layer, Points, Shapes
 
+from ..core.apply import apply_transform_to_image, transform_points_rc
 from ..core.defaults import TRANSFORM_KEY
 from ..core.errors import InputError
-from ..core.transforms import AffineTransform, resample
+from ..core.transforms import AffineTransform
 from ._layers import grid_matrix, image_data, upsert_image
 
+#: Directions offered by the Register widget: label -> ``inverse``.
+DIRECTIONS = {"moving → fixed": False, "fixed → moving": True}
 
-def _map_coords(coords: np.ndarray, layer: Layer, to_moving: np.ndarray,
-                transform: AffineTransform) -> np.ndarray:
-    """Layer data (…, row, col) -> moving pixels -> fixed pixels (leading axes kept)."""
-    coords = np.array(coords, dtype=float)
-    if len(coords) == 0:
-        return coords
-    rc = coords[:, -2:] * np.asarray(layer.scale)[-2:] + np.asarray(layer.translate)[-2:]
-    rc = rc @ to_moving[:2, :2].T + to_moving[:2, 2]
-    coords[:, -2:] = transform.apply_rc(rc)
-    return coords
+
+def _data_to_source_rc(layer: Layer, source: Layer) -> np.ndarray:
+    """3x3 (row, col) matrix from ``layer``'s data to the pixels of the ``source`` image layer."""
+    return np.linalg.inv(grid_matrix(source)) @ grid_matrix(layer)
 
 
 def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Layer,
-                   moving: Layer) -> Layer:
-    """``layer`` (in the moving image's frame) on the fixed grid, as a new layer."""
-    to_moving = np.linalg.inv(grid_matrix(moving))
-    to_fixed_grid = dict(scale=tuple(fixed.scale)[-2:], translate=tuple(fixed.translate)[-2:])
-    meta = {TRANSFORM_KEY: transform.to_dict(), "comir_fixed": fixed.name}
-    name = f"{layer.name} (registered)"
+                   moving: Layer, *, inverse: bool = False) -> Layer:
+    """``layer`` carried onto the other image's grid, as a new layer.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        Where the new layer is added.
+    layer : Layer
+        Image, Labels, Points or Shapes layer in the moving image's frame (in the fixed
+        image's frame with ``inverse``).
+    transform : AffineTransform
+        Moving -> fixed pixel transform.
+    fixed, moving : Layer
+        The registered image layers (their grids: scale, translate and size).
+    inverse : bool
+        ``False``: moving frame -> fixed grid. ``True``: fixed frame -> moving grid.
+
+    Returns
+    -------
+    Layer
+        The new layer, on the target image layer's grid, with the transform in its metadata.
+    """
+    source, target = (fixed, moving) if inverse else (moving, fixed)
+    target_grid = dict(scale=tuple(target.scale)[-2:], translate=tuple(target.translate)[-2:])
+    meta = {TRANSFORM_KEY: transform.to_dict(), "comir_fixed": fixed.name,
+            "comir_direction": "fixed → moving" if inverse else "moving → fixed"}
+    name = f"{layer.name} (on {moving.name})" if inverse else f"{layer.name} (registered)"
+    to_source = _data_to_source_rc(layer, source)
     if isinstance(layer, (Image, Labels)):
-        order = 0 if isinstance(layer, Labels) else 1
-        data = resample(image_data(layer), transform, image_data(fixed).shape[:2], order=order)
-        if isinstance(layer, Labels):
-            return viewer.add_labels(data, name=name, metadata=meta, **to_fixed_grid)
+        # Layer pixels -> source pixels -> target pixels (a mask at another scale is fine).
+        directed = transform.inverse() if inverse else transform
+        pixels_to_target = AffineTransform.from_matrix_rc(directed.matrix_rc @ to_source)
+        is_labels = isinstance(layer, Labels)
+        data = apply_transform_to_image(pixels_to_target, image_data(layer),
+                                        image_data(target).shape[:2], labels=is_labels)
+        if is_labels:
+            return viewer.add_labels(data, name=name, metadata=meta, **target_grid)
         new = upsert_image(viewer, name, data, rgb=layer.rgb,
                            colormap=None if layer.rgb else layer.colormap,
-                           contrast_limits=layer.contrast_limits, metadata=meta, **to_fixed_grid)
+                           contrast_limits=layer.contrast_limits, metadata=meta, **target_grid)
         new.metadata = meta
         return new
     if isinstance(layer, Points):
-        return viewer.add_points(_map_coords(layer.data, layer, to_moving, transform), name=name,
-                                 features=layer.features, size=layer.size, metadata=meta,
-                                 **to_fixed_grid)
+        data = transform_points_rc(layer.data, transform, inverse=inverse,
+                                   data_to_source_rc=to_source)
+        return viewer.add_points(data, name=name, features=layer.features, size=layer.size,
+                                 metadata=meta, **target_grid)
     if isinstance(layer, Shapes):
-        shapes = [_map_coords(vertices, layer, to_moving, transform) for vertices in layer.data]
+        shapes = [transform_points_rc(vertices, transform, inverse=inverse,
+                                      data_to_source_rc=to_source) for vertices in layer.data]
         return viewer.add_shapes(shapes, shape_type=layer.shape_type, name=name, metadata=meta,
-                                 **to_fixed_grid)
+                                 features=layer.features, **target_grid)
     raise InputError(f"cannot transform a {type(layer).__name__} layer")

@@ -27,7 +27,7 @@ from ..core.registration import RegistrationResult
 from ..core.registration.landmarks import fit_landmarks
 from ..core.transforms import AffineTransform, corner_error, resample
 from . import _export, _worker
-from ._apply import apply_to_layer
+from ._apply import DIRECTIONS, apply_to_layer
 from ._landmarks import landmark_layers, landmark_name, landmark_pairs, residual_text
 from ._layers import (
     guess_pair,
@@ -117,13 +117,19 @@ class RegisterWidget(Container):
         self._residuals = wrap(Label(value=""))
         self._targets = wrap(Select(label="apply to", choices=layer_choices(napari_viewer)),
                              max_height=64)
+        self._direction = ComboBox(label="direction", choices=list(DIRECTIONS),
+                                   value=next(iter(DIRECTIONS)),
+                                   tooltip="moving → fixed: the selected layers belong to the "
+                                   "moving image and go onto the fixed grid; fixed → moving: they "
+                                   "belong to the fixed image (e.g. annotations drawn on it) and go "
+                                   "onto the moving grid")
         self._apply = PushButton(text="Apply to selected layers", enabled=False)
         super().__init__(widgets=[
             self._fixed, self._moving, self._method, self._transform, self._rotation, self._reuse,
             self._run,
             self._progress, self._score, self._warning, self._after, self._review,
             self._compare_row, self._square, self._keep_row, landmarks, self._residuals, self._targets,
-            self._apply])
+            self._direction, self._apply])
         self.result: RegistrationResult | None = None
         self._review_layers: tuple[Layer, Layer] | tuple[None, None] = (None, None)
         self.job: _worker.Job | None = None
@@ -386,7 +392,7 @@ class RegisterWidget(Container):
     def accept(self) -> Image | None:
         """Resample the moving image onto the fixed grid as a new layer (transform in metadata)."""
         try:
-            layer = self.apply_to([self._require_result()[2]])[0]
+            layer = self.apply_to([self._require_result()[2]], inverse=False)[0]
         except (ComirError, IndexError) as exc:
             show_error(f"Register: {exc}")
             return None
@@ -409,9 +415,12 @@ class RegisterWidget(Container):
             except (ComirError, OSError) as exc:
                 show_error(f"Register: cannot export: {exc}")
 
-    def apply_to(self, layers: list[Layer]) -> list[Layer]:
-        """Map layers of the moving image's frame onto the fixed grid as new layers (see
-        :func:`napari_comir.widgets._apply.apply_to_layers`)."""
+    def apply_to(self, layers: list[Layer], inverse: bool | None = None) -> list[Layer]:
+        """Carry layers onto the other image's grid as new layers: of the moving image's frame
+        onto the fixed grid, or with ``inverse`` of the fixed image's frame onto the moving grid
+        (default: the "direction" choice; see :func:`napari_comir.widgets._apply.apply_to_layer`)."""
+        if inverse is None:
+            inverse = DIRECTIONS[self._direction.value]
         try:
             transform, fixed, moving = self._require_result()
         except ComirError as exc:
@@ -420,7 +429,8 @@ class RegisterWidget(Container):
         added = []
         for layer in layers:
             try:
-                added.append(apply_to_layer(self.viewer, layer, transform, fixed, moving))
+                added.append(apply_to_layer(self.viewer, layer, transform, fixed, moving,
+                                            inverse=inverse))
             except ComirError as exc:
                 show_error(f"Register: {layer.name}: {exc}")
         return added

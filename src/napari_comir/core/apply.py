@@ -1,0 +1,280 @@
+"""Carry what the user has (annotations, points, label images, other channels) between the
+moving and the fixed image with a found transform, in either direction.
+
+A transform maps moving pixel centres to fixed pixel centres. ``inverse=False`` carries data of
+the moving image's frame onto the fixed image (e.g. H&E annotations onto the SHG); ``inverse=True``
+carries data of the fixed image's frame onto the moving image (SHG annotations onto the H&E).
+Images are resampled onto the target grid (bilinear; label images nearest neighbour, so their
+values are kept and no new label appears), coordinates are mapped exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .io.files import check_output_path, check_outputs_apart
+from .io.geojson import read_geojson, transform_geojson, write_geojson
+from .io.images import TIFF_SUFFIXES, read_image, write_tiff
+from .transforms import AffineTransform, resample
+
+
+def read_transform(transform) -> AffineTransform:
+    """The moving -> fixed transform from an object or a file.
+
+    Parameters
+    ----------
+    transform : AffineTransform, RegistrationResult, str or os.PathLike
+        A transform; anything with an AffineTransform ``transform`` attribute (a registration
+        result); or a file: the JSON ``napari-comir register --out`` writes (the whole result is
+        read for its ``matrix_xy``), the Register widget's JSON export, or its CSV export
+        (``.csv``).
+
+    Returns
+    -------
+    AffineTransform
+        Moving pixel (x, y) -> fixed pixel (x, y), 0-based pixel centres.
+    """
+    if isinstance(transform, AffineTransform):
+        return transform
+    if isinstance(getattr(transform, "transform", None), AffineTransform):
+        return transform.transform
+    if not isinstance(transform, (str, os.PathLike)):
+        raise InputError("expected a transform (AffineTransform, registration result, or a JSON "
+                         f"or CSV file), got {type(transform).__name__}")
+    path = Path(transform)
+    if not path.is_file():
+        raise InputError(f"transform file not found: {path}")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path.name}: not a transform file (not UTF-8 text); expected the JSON "
+                         "`napari-comir register --out` writes, or a transform CSV") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        if path.suffix.lower() == ".csv":
+            if "\n" not in text.strip():
+                raise InputError("a transform CSV needs a header row and a value row")
+            return AffineTransform.from_csv(text)
+        if not text.lstrip().startswith("{"):
+            raise InputError("not a JSON object; expected the JSON `napari-comir register --out` "
+                             "writes (with 'matrix_xy'), or a transform CSV")
+        return AffineTransform.from_json(text)
+    except InputError as exc:
+        raise InputError(f"{path.name}: {exc}") from exc
+
+
+def _directed(transform, inverse: bool) -> AffineTransform:
+    transform = read_transform(transform)
+    return transform.inverse() if inverse else transform
+
+
+def transform_points_rc(points_rc, transform, *, inverse: bool = False,
+                        data_to_source_rc=None) -> np.ndarray:
+    """Map points (row, col) of one image's frame into the other image's pixels.
+
+    Parameters
+    ----------
+    points_rc : array_like
+        (N, D) with D >= 2: the last two columns are (row, col); leading columns (e.g. a plane
+        or time index) are kept.
+    transform : AffineTransform or path
+        Moving -> fixed transform (see :func:`read_transform`).
+    inverse : bool
+        ``False``: the points are in the moving image's frame and go to fixed pixels; ``True``:
+        from the fixed image's frame to moving pixels.
+    data_to_source_rc : array_like, optional
+        3x3 (row, col) matrix from the points' coordinates to the source image's pixels (e.g. a
+        napari layer's scale and translate undone by the source image's); default: the points
+        are already source pixels.
+
+    Returns
+    -------
+    np.ndarray
+        (N, D) float: (row, col) in target-image pixels (0-based pixel centres).
+    """
+    directed = _directed(transform, inverse)
+    try:
+        points = np.array(points_rc, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"points must be numbers (N, 2) of (row, col): {exc}") from exc
+    if points.ndim == 1 and points.shape[0] >= 2:
+        points = points[None, :]
+    if points.ndim != 2 or points.shape[1] < 2:
+        raise InputError(f"points must have shape (N, 2) of (row, col), got {points.shape}")
+    if len(points) == 0:
+        return points
+    if not np.all(np.isfinite(points[:, -2:])):
+        raise InputError("points contain NaN or infinite coordinates")
+    rc = points[:, -2:]
+    if data_to_source_rc is not None:
+        m = np.asarray(data_to_source_rc, dtype=float)
+        if m.shape != (3, 3):
+            raise InputError(f"data_to_source_rc must be a 3x3 matrix, got shape {m.shape}")
+        rc = rc @ m[:2, :2].T + m[:2, 2]
+    points[:, -2:] = directed.apply_rc(rc)
+    return points
+
+
+def apply_transform_to_points(transform, points_rc=None, *, points_xy=None,
+                              inverse: bool = False) -> np.ndarray:
+    """Carry points between the moving and the fixed image's pixels.
+
+    Give either ``points_rc`` ((row, col), as napari Points layers hold them) or ``points_xy``
+    ((x, y), as most tables and scikit-image hold them); the result has the same order.
+
+    Parameters
+    ----------
+    transform : AffineTransform, RegistrationResult or path
+        Moving -> fixed transform (see :func:`read_transform`).
+    points_rc, points_xy : array_like
+        (N, 2) pixel coordinates, 0-based pixel centres, in the moving image (or, with
+        ``inverse``, in the fixed image).
+    inverse : bool
+        ``False``: moving -> fixed. ``True``: fixed -> moving.
+
+    Returns
+    -------
+    np.ndarray
+        (N, 2) float, in the target image's pixels, in the order given.
+    """
+    if (points_rc is None) == (points_xy is None):
+        raise InputError("give points_rc (row, col) or points_xy (x, y), one of the two")
+    if points_rc is not None:
+        return transform_points_rc(points_rc, transform, inverse=inverse)
+    points_xy = np.asarray(points_xy, dtype=float)
+    if points_xy.ndim != 2 or points_xy.shape[1] != 2:
+        raise InputError(f"points_xy must have shape (N, 2) of (x, y), got {points_xy.shape}")
+    return transform_points_rc(points_xy[:, ::-1], transform, inverse=inverse)[:, ::-1]
+
+
+def apply_transform_to_image(transform, image, output_shape, *, inverse: bool = False,
+                             labels: bool = False) -> np.ndarray:
+    """Resample an image of one image's frame onto the other image's grid.
+
+    Parameters
+    ----------
+    transform : AffineTransform, RegistrationResult or path
+        Moving -> fixed transform (see :func:`read_transform`).
+    image : np.ndarray
+        (rows, cols) or (rows, cols, channels) on the moving image's grid (on the fixed image's
+        grid with ``inverse``): another channel, a mask, a label image.
+    output_shape : tuple of int
+        (rows, cols) of the target grid: the fixed image's shape (the moving image's with
+        ``inverse``).
+    inverse : bool
+        ``False``: moving -> fixed grid. ``True``: fixed -> moving grid.
+    labels : bool
+        A label image: nearest neighbour, so every output value is one of the input's (no
+        blended labels); pixels that fall outside are 0 (background).
+
+    Returns
+    -------
+    np.ndarray
+        (rows, cols[, channels]) of ``image``'s dtype.
+    """
+    directed = _directed(transform, inverse)
+    image = np.asarray(image)
+    if labels and image.ndim != 2:
+        raise InputError(f"a label image must be 2-D (rows, cols), got shape {image.shape}")
+    if labels and not (np.issubdtype(image.dtype, np.integer) or image.dtype == np.bool_):
+        raise InputError(f"a label image must hold whole numbers, got dtype {image.dtype}")
+    return resample(image, directed, output_shape, order=0 if labels else 1)
+
+
+def apply_transform_to_geojson(transform, in_path, out_path, *, inverse: bool = False,
+                               origin: str = "corner", moving_pixel_size=None,
+                               fixed_pixel_size=None, indent: int | None = None):
+    """Carry a GeoJSON file of annotations (e.g. from QuPath) onto the other image.
+
+    Parameters
+    ----------
+    transform : AffineTransform, RegistrationResult or path
+        Moving -> fixed transform (see :func:`read_transform`).
+    in_path, out_path : str or os.PathLike
+        The annotations and where to write them (atomically; checked before any work, and
+        never one of the inputs).
+    inverse : bool
+        ``False``: drawn on the moving image, carried onto the fixed one. ``True``: drawn on the
+        fixed image, carried onto the moving one.
+    origin : {"corner", "centre"}
+        Where the coordinates' (0, 0) lies: the top-left corner of the top-left pixel (QuPath,
+        the default) or its centre.
+    moving_pixel_size, fixed_pixel_size : float or (float, float), optional
+        When given, coordinates in that image's frame are in µm, this many per pixel;
+        otherwise in full-resolution pixels.
+    indent : int, optional
+        Indent the output by this many spaces (default: compact).
+
+    Returns
+    -------
+    dict or list
+        The carried annotations, as written.
+
+    See Also
+    --------
+    napari_comir.core.io.geojson.transform_geojson : the same on parsed GeoJSON.
+    """
+    inputs = {"--geojson": in_path}
+    if isinstance(transform, (str, os.PathLike)):
+        inputs["--transform"] = transform
+    check_outputs_apart({"--out": out_path}, inputs)
+    check_output_path(out_path)
+    transform = read_transform(transform)
+    data = read_geojson(in_path)
+    carried = transform_geojson(data, transform, inverse=inverse, origin=origin,
+                                moving_pixel_size=moving_pixel_size,
+                                fixed_pixel_size=fixed_pixel_size)
+    write_geojson(out_path, carried, indent=indent)
+    return carried
+
+
+def apply_transform_to_image_file(transform, in_path, like_path, out_path, *,
+                                  inverse: bool = False, labels: bool = False) -> np.ndarray:
+    """Carry an image file (another channel, a mask, labels) onto the grid of another image file.
+
+    Parameters
+    ----------
+    transform : AffineTransform, RegistrationResult or path
+        Moving -> fixed transform (see :func:`read_transform`).
+    in_path : str or os.PathLike
+        The image, on the moving image's grid (on the fixed image's with ``inverse``).
+    like_path : str or os.PathLike
+        The image whose grid the output takes: the fixed image (the moving image with
+        ``inverse``); only its size is used.
+    out_path : str or os.PathLike
+        The output TIFF (written atomically; checked before any work).
+    inverse, labels : bool
+        As in :func:`apply_transform_to_image`.
+
+    Returns
+    -------
+    np.ndarray
+        The resampled image, as written.
+    """
+    out_path = Path(out_path)
+    if out_path.suffix.lower() not in TIFF_SUFFIXES:
+        raise InputError(f"the output is written as TIFF: name it .tif or .tiff, got {out_path.name}")
+    inputs = {"--image": in_path, "--like": like_path}
+    if isinstance(transform, (str, os.PathLike)):
+        inputs["--transform"] = transform
+    check_outputs_apart({"--out": out_path}, inputs)
+    check_output_path(out_path)
+    transform = read_transform(transform)
+    shape = read_image(like_path).shape[:2]
+    image = read_image(in_path)
+    if labels and image.ndim != 2:
+        raise InputError(f"{Path(in_path).name}: a label image must be one grey plane, got shape "
+                         f"{image.shape}")
+    carried = apply_transform_to_image(transform, image, shape, inverse=inverse, labels=labels)
+    write_tiff(out_path, carried)
+    return carried
+
+
+__all__ = ["apply_transform_to_geojson", "apply_transform_to_image",
+           "apply_transform_to_image_file", "apply_transform_to_points", "read_transform",
+           "transform_points_rc"]

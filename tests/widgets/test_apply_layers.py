@@ -1,0 +1,107 @@
+"""Layers carried between the moving and the fixed grid, both ways (widgets._apply)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_comir.core.registration import RegistrationResult
+from napari_comir.core.transforms import AffineTransform
+from napari_comir.widgets._apply import DIRECTIONS, apply_to_layer
+from napari_comir.widgets.register import RegisterWidget
+
+pytestmark = pytest.mark.gui
+
+KNOWN = AffineTransform.about_center(20.0, (47.5, 47.5), (5.0, -3.0), scale=1.1)
+
+
+@pytest.fixture
+def scaled_pair(viewer_with_pair):
+    """The BF/SHG pair with µm scales and an offset, so layer data != pixels."""
+    viewer = viewer_with_pair
+    viewer.layers["BF"].scale = (0.5, 0.5)
+    viewer.layers["SHG"].scale = (0.25, 0.25)
+    viewer.layers["SHG"].translate = (3.0, -2.0)
+    return viewer, viewer.layers["SHG"], viewer.layers["BF"]
+
+
+def pixels(layer, data_rc):
+    """Layer data (row, col) -> pixels of a layer with scale and translate."""
+    return (np.asarray(data_rc) - np.asarray(layer.translate)) / np.asarray(layer.scale)
+
+
+def test_points_forward_and_back_keep_features(scaled_pair):
+    viewer, fixed, moving = scaled_pair
+    moving_rc = np.array([[10.0, 20.0], [50.0, 60.0], [80.0, 5.0]])
+    points = viewer.add_points(moving_rc * 0.5, name="cells", scale=(1, 1),
+                               features=pd.DataFrame({"kind": ["a", "b", "c"]}))
+    forward = apply_to_layer(viewer, points, KNOWN, fixed, moving)
+    assert forward.name == "cells (registered)"
+    assert np.allclose(forward.scale, fixed.scale) and np.allclose(forward.translate, fixed.translate)
+    assert np.allclose(forward.data, KNOWN.apply_rc(moving_rc))  # fixed pixels, on its grid
+    assert list(forward.features["kind"]) == ["a", "b", "c"]
+    # Back: the carried layer is in the fixed frame (data = fixed pixels on the fixed grid).
+    back = apply_to_layer(viewer, forward, KNOWN, fixed, moving, inverse=True)
+    assert back.name == "cells (registered) (on BF)" and back.metadata["comir_direction"] == \
+        "fixed → moving"
+    assert np.allclose(back.data, moving_rc, atol=1e-9)
+    assert list(back.features["kind"]) == ["a", "b", "c"]
+
+
+def test_fixed_frame_points_and_shapes_go_to_the_moving_grid(scaled_pair):
+    viewer, fixed, moving = scaled_pair
+    world = np.array([[5.0, 6.0], [20.0, 12.0], [14.0, 22.0]])  # drawn over the SHG, in µm
+    points = viewer.add_points(world, name="SHG cells")
+    shapes = viewer.add_shapes([world], shape_type="polygon", name="SHG roi")
+    expected = KNOWN.inverse().apply_rc(pixels(fixed, world))
+    new_points = apply_to_layer(viewer, points, KNOWN, fixed, moving, inverse=True)
+    new_shapes = apply_to_layer(viewer, shapes, KNOWN, fixed, moving, inverse=True)
+    assert np.allclose(new_points.data, expected)
+    assert np.allclose(new_shapes.data[0], expected)
+    assert np.allclose(new_shapes.scale, moving.scale)
+
+
+def test_labels_keep_their_values_both_ways(scaled_pair):
+    viewer, fixed, moving = scaled_pair
+    labels = np.zeros((96, 96), np.int32)
+    labels[20:45, 30:60] = 7
+    labels[60:80, 10:30] = 300
+    moving_labels = viewer.add_labels(labels, name="nuclei", scale=moving.scale)
+    forward = apply_to_layer(viewer, moving_labels, KNOWN, fixed, moving)
+    assert forward.data.dtype == labels.dtype and forward.data.shape == fixed.data.shape
+    assert set(np.unique(forward.data)) == {0, 7, 300}  # nearest neighbour: no blended labels
+    back = apply_to_layer(viewer, forward, KNOWN, fixed, moving, inverse=True)
+    assert set(np.unique(back.data)) <= {0, 7, 300}
+    inside = (labels == 7) & (back.data != 0)  # away from the edges the round trip is exact
+    assert (back.data[inside] == 7).all() and inside.sum() > 0.8 * (labels == 7).sum()
+
+
+def test_a_labels_layer_at_another_scale_lands_where_it_is_shown(scaled_pair):
+    """A half-resolution mask (scale twice the moving image's) is carried through its own grid."""
+    viewer, fixed, moving = scaled_pair
+    full = np.zeros((96, 96), np.uint8)
+    full[20:60, 30:70] = 1
+    half = viewer.add_labels(full[::2, ::2], name="mask", scale=(1.0, 1.0),
+                             translate=(0.25, 0.25))  # pixel (i, j) covers moving 2i..2i+1
+    reference = viewer.add_labels(full, name="mask full", scale=moving.scale)
+    a = apply_to_layer(viewer, half, KNOWN, fixed, moving).data
+    b = apply_to_layer(viewer, reference, KNOWN, fixed, moving).data
+    assert np.mean(a != b) < 0.02
+
+
+def test_register_widget_direction_choice(viewer_with_pair, errors):
+    viewer = viewer_with_pair
+    widget = RegisterWidget(viewer)
+    fixed, moving = viewer.layers["SHG"], viewer.layers["BF"]
+    widget.show_result(RegistrationResult(KNOWN, 0.9, 0.1, "search", {}, True), fixed, moving)
+    assert list(widget._direction.choices) == list(DIRECTIONS)
+    assert widget._direction.value == "moving → fixed"
+    rc = np.array([[10.0, 20.0], [50.0, 60.0]])
+    points = viewer.add_points(rc, name="marks")
+    (forward,) = widget.apply_to([points])
+    assert np.allclose(forward.data, KNOWN.apply_rc(rc))
+    widget._direction.value = "fixed → moving"
+    (backward,) = widget.apply_to([points])
+    assert backward.name == "marks (on BF)"
+    assert np.allclose(backward.data, KNOWN.inverse().apply_rc(rc))
+    accepted = widget.accept()  # always the moving image onto the fixed grid
+    assert accepted.name == "BF (registered)" and not errors
