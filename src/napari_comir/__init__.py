@@ -21,6 +21,7 @@ _API = (
     "register", "register_comirs", "register_multimodal", "registration_events", "resample",
     "AffineTransform", "RegistrationOutcome", "TrainConfig",
     "AlignedPair", "read_image", "read_pairs_csv", "save_user_model",
+    "apply_transform_to_geojson", "apply_transform_to_image", "apply_transform_to_points",
 )
 __all__ = ["__version__", *_API]
 

@@ -11,6 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .core.apply import (
+    apply_transform_to_geojson,
+    apply_transform_to_image,
+    apply_transform_to_points,
+)
 from .core.data import AlignedPair, ModalitySpec, read_pairs_csv
 from .core.defaults import DEFAULT_ARCHITECTURE, DEFAULT_MODEL_NAME, DEFAULT_SCALE_RANGE
 from .core.device import resolve_device
@@ -49,6 +54,7 @@ __all__ = [
     "read_pairs_csv", "register",
     "register_comirs", "register_multimodal", "registration_events", "RegistrationOutcome",
     "resample", "save_model", "save_user_model",
+    "apply_transform_to_geojson", "apply_transform_to_image", "apply_transform_to_points",
 ]
 
 PRESETS = {

@@ -19,10 +19,11 @@ from .errors import InputError
 from .io.files import check_output_path, check_outputs_apart
 from .io.geojson import read_geojson, transform_geojson, write_geojson
 from .io.images import TIFF_SUFFIXES, read_image, write_tiff
+from .io.transform_formats import format_from_path, read_transform
 from .transforms import AffineTransform, resample
 
 
-def read_transform(transform) -> AffineTransform:
+def as_transform(transform) -> AffineTransform:
     """The moving -> fixed transform from an object or a file.
 
     Parameters
@@ -30,8 +31,9 @@ def read_transform(transform) -> AffineTransform:
     transform : AffineTransform, RegistrationResult, str or os.PathLike
         A transform; anything with an AffineTransform ``transform`` attribute (a registration
         result); or a file: the JSON ``napari-comir register --out`` writes (the whole result is
-        read for its ``matrix_xy``), the Register widget's JSON export, or its CSV export
-        (``.csv``).
+        read for its ``matrix_xy``), napari-comir's transform JSON or CSV, or any format
+        :func:`napari_comir.core.io.transform_formats.read_transform` reads (ITK ``.tfm``,
+        ``.ngff.json``, ``.qupath.txt``; their pixel sizes as the file records them).
 
     Returns
     -------
@@ -43,11 +45,17 @@ def read_transform(transform) -> AffineTransform:
     if isinstance(getattr(transform, "transform", None), AffineTransform):
         return transform.transform
     if not isinstance(transform, (str, os.PathLike)):
-        raise InputError("expected a transform (AffineTransform, registration result, or a JSON "
-                         f"or CSV file), got {type(transform).__name__}")
+        raise InputError("expected a transform (AffineTransform, registration result, or a "
+                         f"transform file), got {type(transform).__name__}")
     path = Path(transform)
     if not path.is_file():
         raise InputError(f"transform file not found: {path}")
+    try:
+        format_name = format_from_path(path)
+    except InputError:
+        format_name = "json"  # no known ending: read it as napari-comir's JSON, or say why not
+    if format_name not in ("json", "csv"):
+        return read_transform(path, format=format_name)
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -56,7 +64,7 @@ def read_transform(transform) -> AffineTransform:
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
     try:
-        if path.suffix.lower() == ".csv":
+        if format_name == "csv":
             if "\n" not in text.strip():
                 raise InputError("a transform CSV needs a header row and a value row")
             return AffineTransform.from_csv(text)
@@ -69,7 +77,7 @@ def read_transform(transform) -> AffineTransform:
 
 
 def _directed(transform, inverse: bool) -> AffineTransform:
-    transform = read_transform(transform)
+    transform = as_transform(transform)
     return transform.inverse() if inverse else transform
 
 
@@ -83,7 +91,7 @@ def transform_points_rc(points_rc, transform, *, inverse: bool = False,
         (N, D) with D >= 2: the last two columns are (row, col); leading columns (e.g. a plane
         or time index) are kept.
     transform : AffineTransform or path
-        Moving -> fixed transform (see :func:`read_transform`).
+        Moving -> fixed transform (see :func:`as_transform`).
     inverse : bool
         ``False``: the points are in the moving image's frame and go to fixed pixels; ``True``:
         from the fixed image's frame to moving pixels.
@@ -130,7 +138,7 @@ def apply_transform_to_points(transform, points_rc=None, *, points_xy=None,
     Parameters
     ----------
     transform : AffineTransform, RegistrationResult or path
-        Moving -> fixed transform (see :func:`read_transform`).
+        Moving -> fixed transform (see :func:`as_transform`).
     points_rc, points_xy : array_like
         (N, 2) pixel coordinates, 0-based pixel centres, in the moving image (or, with
         ``inverse``, in the fixed image).
@@ -159,7 +167,7 @@ def apply_transform_to_image(transform, image, output_shape, *, inverse: bool = 
     Parameters
     ----------
     transform : AffineTransform, RegistrationResult or path
-        Moving -> fixed transform (see :func:`read_transform`).
+        Moving -> fixed transform (see :func:`as_transform`).
     image : np.ndarray
         (rows, cols) or (rows, cols, channels) on the moving image's grid (on the fixed image's
         grid with ``inverse``): another channel, a mask, a label image.
@@ -194,7 +202,7 @@ def apply_transform_to_geojson(transform, in_path, out_path, *, inverse: bool = 
     Parameters
     ----------
     transform : AffineTransform, RegistrationResult or path
-        Moving -> fixed transform (see :func:`read_transform`).
+        Moving -> fixed transform (see :func:`as_transform`).
     in_path, out_path : str or os.PathLike
         The annotations and where to write them (atomically; checked before any work, and
         never one of the inputs).
@@ -224,7 +232,7 @@ def apply_transform_to_geojson(transform, in_path, out_path, *, inverse: bool = 
         inputs["--transform"] = transform
     check_outputs_apart({"--out": out_path}, inputs)
     check_output_path(out_path)
-    transform = read_transform(transform)
+    transform = as_transform(transform)
     data = read_geojson(in_path)
     carried = transform_geojson(data, transform, inverse=inverse, origin=origin,
                                 moving_pixel_size=moving_pixel_size,
@@ -240,7 +248,7 @@ def apply_transform_to_image_file(transform, in_path, like_path, out_path, *,
     Parameters
     ----------
     transform : AffineTransform, RegistrationResult or path
-        Moving -> fixed transform (see :func:`read_transform`).
+        Moving -> fixed transform (see :func:`as_transform`).
     in_path : str or os.PathLike
         The image, on the moving image's grid (on the fixed image's with ``inverse``).
     like_path : str or os.PathLike
@@ -264,7 +272,7 @@ def apply_transform_to_image_file(transform, in_path, like_path, out_path, *,
         inputs["--transform"] = transform
     check_outputs_apart({"--out": out_path}, inputs)
     check_output_path(out_path)
-    transform = read_transform(transform)
+    transform = as_transform(transform)
     shape = read_image(like_path).shape[:2]
     image = read_image(in_path)
     if labels and image.ndim != 2:
@@ -276,5 +284,5 @@ def apply_transform_to_image_file(transform, in_path, like_path, out_path, *,
 
 
 __all__ = ["apply_transform_to_geojson", "apply_transform_to_image",
-           "apply_transform_to_image_file", "apply_transform_to_points", "read_transform",
+           "apply_transform_to_image_file", "apply_transform_to_points", "as_transform",
            "transform_points_rc"]

@@ -44,6 +44,11 @@ def _fail(where: str, problem: str) -> InputError:
     return InputError(f"{where}: {problem}" if where else problem)
 
 
+def _member(where: str, name: str) -> str:
+    """Where a member is, for messages: ``features[3].geometry`` (no leading dot at the top)."""
+    return f"{where}.{name}" if where else name
+
+
 def _kind(value) -> str:
     return "null" if value is None else type(value).__name__
 
@@ -101,13 +106,13 @@ def _map_geometry(geometry, where: str, map_xy: MapXY) -> dict:
         parts = geometry.get("geometries")
         if not isinstance(parts, list):
             raise _fail(where, "a GeometryCollection needs a 'geometries' list")
-        out["geometries"] = [_map_geometry(part, f"{where}.geometries[{i}]", map_xy)
+        out["geometries"] = [_map_geometry(part, _member(where, f"geometries[{i}]"), map_xy)
                              for i, part in enumerate(parts)]
     elif kind in GEOMETRY_DEPTHS:
         if "coordinates" not in geometry:
             raise _fail(where, f"a {kind} needs 'coordinates'")
         out["coordinates"] = _map_coordinates(geometry["coordinates"], GEOMETRY_DEPTHS[kind],
-                                              f"{where}.coordinates", map_xy)
+                                              _member(where, "coordinates"), map_xy)
     else:
         raise _fail(where, f"{kind!r} is not a GeoJSON geometry type; expected one of "
                     f"{', '.join(GEOMETRY_DEPTHS)}, GeometryCollection")
@@ -120,7 +125,7 @@ def _map_feature(feature: dict, where: str, map_xy: MapXY) -> dict:
     out = dict(feature)
     for key in ("geometry", *EXTRA_GEOMETRY_KEYS):
         if feature.get(key) is not None:
-            out[key] = _map_geometry(feature[key], f"{where}.{key}", map_xy)
+            out[key] = _map_geometry(feature[key], _member(where, key), map_xy)
     return _with_bbox(out, map_xy)
 
 
@@ -136,7 +141,7 @@ def _map_object(value, where: str, map_xy: MapXY):
         if not isinstance(features, list):
             raise _fail(where, "a FeatureCollection needs a 'features' list")
         out = dict(value)
-        out["features"] = [_map_feature_checked(item, f"{where}.features[{i}]", map_xy)
+        out["features"] = [_map_feature_checked(item, _member(where, f"features[{i}]"), map_xy)
                            for i, item in enumerate(features)]
         return _with_bbox(out, map_xy)
     if kind == "Feature":
