@@ -29,6 +29,7 @@ from .core.inference import (
     modality_spec,
 )
 from .core.io import read_image
+from .core.io.slides import Slide, open_image
 from .core.io.transform_formats import write_transform
 from .core.progress import Progress
 from .core.pyramid import register_pyramid
@@ -50,7 +51,7 @@ from .core.zoo import load_model as _load_model
 __all__ = [
     "AlignedPair", "ComirModel", "Progress", "AffineTransform", "TrainConfig", "comir_events",
     "compute_comirs", "export_transform",
-    "fine_tune", "fit_landmarks", "list_models", "load_model", "new_model", "read_image",
+    "fine_tune", "fit_landmarks", "list_models", "load_model", "new_model", "open_image", "read_image",
     "read_pairs_csv", "register",
     "register_comirs", "register_multimodal", "registration_events", "RegistrationOutcome",
     "resample", "save_model", "save_user_model",
@@ -208,6 +209,11 @@ def registration_events(fixed_image, moving_image, model: ComirModel | str = DEF
     if method not in METHODS:
         raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     angle_bounds(rotation_range)
+    if fixed_pixel_size is None and moving_pixel_size is None:  # a slide may record them
+        fixed_pixel_size = getattr(fixed_image, "pixel_size_um", None)
+        moving_pixel_size = getattr(moving_image, "pixel_size_um", None)
+        if None in (fixed_pixel_size, moving_pixel_size) or scale_range is not None:
+            fixed_pixel_size = moving_pixel_size = None
     pre_scale, search_range = _scale_plan(transform, scale_range, fixed_pixel_size, moving_pixel_size)
     scale_bounds(search_range, transform)
     for name, image, modality in (("fixed", fixed_image, fixed_modality),
@@ -220,24 +226,34 @@ def registration_events(fixed_image, moving_image, model: ComirModel | str = DEF
                              "match noise as well as tissue)")
         if isinstance(checked, np.ndarray) and np.ptp(checked) == 0:
             raise RegistrationError(f"{name} image is constant — nothing to register")
-    large = max(*np.shape(fixed_image)[:2], *np.shape(moving_image)[:2]) > LARGE_SIDE
+    lazy = isinstance(fixed_image, Slide) or isinstance(moving_image, Slide)
+    if lazy and (method != "search" or initial_transform is not None):
+        raise InputError("a whole slide (read lazily) is registered by the search method, coarse "
+                         "to fine; landmarks and SIFT need images in memory")
+    large = method == "search" and (lazy or max(*np.shape(fixed_image)[:2],
+                                                *np.shape(moving_image)[:2]) > LARGE_SIDE)
     if initial_transform is not None:
         pre_scale, large = 1.0, False  # refine from it on the images as they are
     return _registration_events(model, fixed_image, moving_image, method, transform,
                                 rotation_range, search_range, pre_scale, fixed_modality,
                                 moving_modality, fixed_comir, moving_comir, large,
-                                initial_transform)
+                                initial_transform, (fixed_pixel_size, moving_pixel_size),
+                                scale_range)
 
 
 def _registration_events(model, fixed_image, moving_image, method, transform, rotation_range,
                          scale_range, pre_scale, fixed_modality, moving_modality, fixed_comir,
-                         moving_comir, large, initial_transform) -> Iterator[Progress]:
+                         moving_comir, large, initial_transform, pixel_sizes_um,
+                         user_scale_range) -> Iterator[Progress]:
     """The work of :func:`registration_events`, after validation (a generator: runs lazily)."""
     start = time.perf_counter()
-    if large and method == "search":
-        yield Progress("register", 0, 1, "registering a large pair: coarse search, then a fine window")
+    if large:
+        yield Progress("register", 0, 1, "registering a large pair: an overview search, then "
+                       "windows at the model's scale")
         result = register_pyramid(model, fixed_image, moving_image, rotation_range=rotation_range,
-                                  transform=transform, scale_range=scale_range,
+                                  transform=transform, scale_range=user_scale_range,
+                                  fixed_pixel_size_um=pixel_sizes_um[0],
+                                  moving_pixel_size_um=pixel_sizes_um[1],
                                   border=COMIR_EDGE_PX, fixed_modality=fixed_modality,
                                   moving_modality=moving_modality)
         yield Progress("register", 1, 1, _summary(result), result=RegistrationOutcome(result, None, None))

@@ -101,18 +101,26 @@ def _train(args) -> int:
     _require_range(args, ("comir_channels", 1, 3), ("base_channels", 1, 64), ("depth", 1, 6),
                    ("steps", 1, 10**9), ("batch_size", 2, 4096), ("patch_size", 16, 4096),
                    ("checkpoint_every", 1, 10**9), ("synthetic", 0, 10**4))
-    if args.lr is not None and not args.lr > 0:
-        raise InputError(f"--lr must be positive, got {args.lr}")
-    if args.save_as:  # refused now, not after the training it would have thrown away
+    for name, high in (("lr", 10), ("max_seconds", 10**9)):  # NaN and inf fail too
+        value = getattr(args, name)
+        if value is not None and not 0 < value <= high:
+            raise InputError(f"--{name.replace('_', '-')} must be positive and at most {high}, "
+                             f"got {value}")
+    for name in ("equivariance_weight", "activation_penalty"):
+        if not 0 <= getattr(args, name) <= 1e3:
+            raise InputError(f"--{name.replace('_', '-')} must be from 0 to 1000, got {getattr(args, name)}")
+    if args.save_as is not None:  # refused now (even ""), not after the training it would have thrown away
         check_user_model_name(args.save_as)
     if args.checkpoint:
         check_output_path(args.checkpoint)
+    outputs = {"--checkpoint": args.checkpoint}
     if args.out:
         weights, card = model_file_paths(args.out)
-        # --checkpoint may equal --resume: continuing a run in place is what resuming is for.
-        check_outputs_apart({"--out weights": weights, "--out card": card,
-                             "--checkpoint": args.checkpoint},
-                            {"--pairs": args.pairs, "--fixed": args.fixed, "--moving": args.moving})
+        outputs.update({"--out weights": weights, "--out card": card})
+    # --checkpoint may equal --resume: continuing a run in place is what resuming is for.
+    check_outputs_apart(outputs, {"--pairs": args.pairs, "--fixed": args.fixed, "--moving": args.moving,
+                                  **_listed_images(args.pairs)})
+    if args.out:
         check_output_path(card)
     torch.manual_seed(args.seed)  # initial weights
     if args.from_model:
@@ -158,9 +166,28 @@ def _train(args) -> int:
                             pps=f"{event.metrics['patches_per_s']:.0f}", refresh=False)
             bar.refresh()
     model.card.training["steps"] = event.step  # fewer than --steps under --max-seconds
-    path = api.save_user_model(model, args.save_as) if args.save_as else api.save_model(model, args.out)
+    path = (api.save_user_model(model, args.save_as) if args.save_as is not None
+            else api.save_model(model, args.out))
     print(f"saved model card {path}")
     return 0
+
+
+def _listed_images(pairs_csv: str | None) -> dict[str, Path]:
+    """The images a pairs CSV lists ({"--pairs row N column": path}), as far as it can be read:
+    outputs must not be one of them either (the CSV itself is checked when it is read)."""
+    import csv
+
+    if not pairs_csv:
+        return {}
+    try:
+        with open(pairs_csv, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return {}
+    root = Path(pairs_csv).parent
+    return {f"--pairs row {number} {column}": root / value
+            for number, row in enumerate(rows, start=2) for column, value in row.items()
+            if isinstance(column, str) and column.endswith("_file") and isinstance(value, str) and value}
 
 
 def _infer(args) -> int:
@@ -185,60 +212,37 @@ def _infer(args) -> int:
 
 
 def _register(args) -> int:
-    from . import api
-    from .core.errors import InputError
-    from .core.io import (
-        check_output_path,
-        check_outputs_apart,
-        read_pixel_size,
-        write_text_atomic,
-        write_tiff,
-    )
-    from .core.io.transform_formats import csv_readme_path
+    from .file_registration import file_registration_events
 
-    exports = {"--export-itk": (args.export_itk, "itk"), "--export-ngff": (args.export_ngff, "ngff"),
-               "--export-csv": (args.export_csv, "csv"),
-               "--export-qupath": (args.export_qupath, "qupath")}
-    exports = {flag: value for flag, value in exports.items() if value[0] is not None}
-    outputs = {"--out": args.out, "--resampled": args.resampled,
-               **{flag: path for flag, (path, _) in exports.items()}}
-    if args.export_csv is not None:
-        outputs["--export-csv README"] = csv_readme_path(args.export_csv)
-    check_outputs_apart(outputs, {"--fixed": args.fixed, "--moving": args.moving})
-    for output in filter(None, outputs.values()):
-        check_output_path(output)
-    pixel_sizes = [args.fixed_pixel_size, args.moving_pixel_size]
-    if pixel_sizes == [None, None] and args.scale_range is None:
-        pixel_sizes = [read_pixel_size(args.fixed), read_pixel_size(args.moving)]
-        if None in pixel_sizes:  # one known size says nothing about the ratio
-            pixel_sizes = [None, None]
-    elif None in pixel_sizes:
-        raise InputError("give both --fixed-pixel-size and --moving-pixel-size, or neither")
-    model = api.load_model(args.model, args.device)
-    if args.c4_average is not None:
-        model.card.c4_average = args.c4_average
-    fixed, moving = api.read_image(args.fixed), api.read_image(args.moving)
-    events = api.registration_events(
-        fixed, moving, model, method=args.method, transform=args.transform,
-        rotation_range=args.rotation_range, scale_range=args.scale_range,
-        fixed_pixel_size=pixel_sizes[0], moving_pixel_size=pixel_sizes[1],
-        fixed_modality=args.fixed_modality, moving_modality=args.moving_modality)
-    *_, last = events
-    result = last.result.result
+    exports = {"itk": args.export_itk, "ngff": args.export_ngff, "csv": args.export_csv,
+               "qupath": args.export_qupath}
+    events = file_registration_events(
+        args.fixed, args.moving, args.model, resampled=args.resampled, exports=exports,
+        method=args.method, transform=args.transform, rotation_range=args.rotation_range,
+        scale_range=args.scale_range, fixed_pixel_size=args.fixed_pixel_size,
+        moving_pixel_size=args.moving_pixel_size, fixed_modality=args.fixed_modality,
+        moving_modality=args.moving_modality, reserved_outputs={"--out": args.out},
+        device=args.device, c4_average=args.c4_average,
+        labels={"fixed": "--fixed", "moving": "--moving", "resampled": "--resampled",
+                **{name: f"--export-{name}" for name in exports}})
+    with _progress_bar(0, "register") as bar:
+        for event in events:
+            bar.set_description(event.stage, refresh=False)
+            bar.total, bar.n = event.total, event.step
+            bar.refresh()
+    outcome = event.result
+    result = outcome.result
     report = {
         **result.to_dict(),
-        "fixed_pixel_size_um": pixel_sizes[0], "moving_pixel_size_um": pixel_sizes[1],
-        "model": model.card.name, "model_version": model.card.version,
-        "c4_average": model.card.c4_average, "fixed": str(args.fixed), "moving": str(args.moving),
+        "fixed_pixel_size_um": outcome.fixed_pixel_size_um,
+        "moving_pixel_size_um": outcome.moving_pixel_size_um,
+        "model": outcome.model_name, "model_version": outcome.model_version,
+        "c4_average": outcome.c4_average, "fixed": str(args.fixed), "moving": str(args.moving),
     }
-    if args.resampled:
-        write_tiff(args.resampled, api.resample(moving, result.transform, fixed.shape[:2]))
-    export_sizes = pixel_sizes if None not in pixel_sizes else [1.0, 1.0]  # unknown: pixel units
-    for path, format_name in exports.values():
-        api.export_transform(result.transform, path, format=format_name,
-                             fixed_pixel_size_um=export_sizes[0], moving_pixel_size_um=export_sizes[1])
-    if exports:
-        report["exports"] = {format_name: str(path) for path, format_name in exports.values()}
+    if set(outcome.written) - {"resampled"}:
+        report["exports"] = {name: path for name, path in outcome.written.items() if name != "resampled"}
+    from .core.io import write_text_atomic
+
     write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")  # last: it marks success
     print(f"{describe(result)} -> {args.out}")
     return 0

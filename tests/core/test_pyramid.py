@@ -20,5 +20,6 @@ def test_pyramid_recovers_a_transform_at_full_resolution(real_pair):
     fixed, moving, truth = make_rigid_case(shg, bf, -117.0, (9.0, 13.0), 400)
     result = register_pyramid(api.load_model("bf-shg", "cpu"), fixed, moving, coarse_side=200,
                               window=256)
-    assert result.method == "pyramid" and set(result.timings) == {"coarse", "fine"}
+    assert result.method == "pyramid" and "coarse" in result.timings and "window 1" in result.timings
+    assert result.success_likely
     assert corner_error(truth, result.transform, moving.shape[:2]) < 1.5

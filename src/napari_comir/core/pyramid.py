@@ -1,21 +1,39 @@
-"""Registration of images too large to hold as full-resolution CoMIRs: coarse search, fine windows.
+"""Registration of images too large to hold as full-resolution CoMIRs: an overview, then windows.
 
-Only a block-averaged copy of each image (long side ~``coarse_side``) and a few full-resolution
-windows are ever in memory; the inputs may be numpy memmaps, zarr or dask arrays.
+1. **Overview**: each image is read at a reduced size (from its coarsest pyramid level that
+   allows it, then block-averaged) so both show about the same physical pixel size and the
+   longer one spans ``coarse_side`` px; the global CoMIR search (any rotation) runs on those.
+2. **Windows**: several windows spread over the tissue are read at the model's training pixel
+   size (full resolution when sizes are unknown) and registered within a few degrees and percent
+   of the overview's answer. Points of each window, mapped by its local result, are pairs of
+   corresponding full-resolution points; the requested model fitted to all of them is the
+   answer. Windows far apart fix the rotation that one window alone gets wrong at the image's
+   far edge; windows that disagree with the others are left out, and too few agreeing windows
+   make the result "probably wrong".
+
+Only the overviews and a window pair at a time are in memory; inputs may be numpy arrays,
+memmaps, zarr arrays or :class:`~napari_comir.core.io.slides.Slide` pyramids (read lazily).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from .inference import compute_comir_pair
+from .io.slides import Slide
 from .registration import DEFAULT_TRANSFORM, RegistrationResult, register
-from .registration.levels import from_level
+from .registration.landmarks import fit_landmarks
 from .transforms import AffineTransform
 from .zoo import ComirModel
+
+#: Windows registered at full scale (the best of a 4 x 4 grid by tissue content).
+N_WINDOWS = 5
+#: A window whose points miss the joint fit by more than this many window pixels is left out.
+WINDOW_TOLERANCE_PX = 3.0
 
 
 def block_mean(image, factor: int, band_rows: int = 1024) -> np.ndarray:
@@ -36,78 +54,234 @@ def block_mean(image, factor: int, band_rows: int = 1024) -> np.ndarray:
     return out
 
 
-def _window(shape: tuple[int, int], centre_xy, size: int) -> tuple[slice, slice]:
-    """(row, col) slices of a ``size`` x ``size`` window near ``centre_xy``, moved inside the image."""
-    def axis(centre: float, length: int) -> slice:
-        start = int(np.clip(round(centre - size / 2), 0, max(0, length - size)))
-        return slice(start, start + size)
+@dataclass
+class _Reduced:
+    """An image region read at ``factor`` level-0 px per px, whose pixel (0, 0) covers level-0
+    pixels from (``row0``, ``col0``)."""
 
-    return axis(centre_xy[1], shape[0]), axis(centre_xy[0], shape[1])
+    pixels: np.ndarray
+    factor: int
+    row0: int = 0
+    col0: int = 0
+
+    def to_full(self) -> AffineTransform:
+        """(x, y) of this region's pixels -> level-0 (x, y) (block centres)."""
+        k = self.factor
+        offset = ((k - 1) / 2 + self.col0, (k - 1) / 2 + self.row0)
+        return AffineTransform(np.array([[k, 0, offset[0]], [0, k, offset[1]], [0, 0, 1.0]]))
+
+
+def read_reduced(image, factor: int, rows: slice = slice(None), cols: slice = slice(None)) -> _Reduced:
+    """Level-0 region ``image[rows, cols]`` at ``factor`` x coarser, from the coarsest pyramid
+    level that divides ``factor`` (the region's start is moved down to a multiple of ``factor``)."""
+    factor = max(1, int(factor))
+    row0, row1, _ = rows.indices(image.shape[0])
+    col0, col1, _ = cols.indices(image.shape[1])
+    row0, col0 = row0 - row0 % factor, col0 - col0 % factor
+    if isinstance(image, Slide):
+        level = max((i for i, d in enumerate(image.downsamples) if factor % d == 0),
+                    key=lambda i: image.downsamples[i])
+        step = image.downsamples[level]
+        source = image.levels[level][row0 // step:row1 // step, col0 // step:col1 // step]
+        return _Reduced(block_mean(source, factor // step), factor, row0, col0)
+    return _Reduced(block_mean(image[row0:row1, col0:col1], factor), factor, row0, col0)
+
+
+def _overview_factors(fixed_shape, moving_shape, fixed_size_um: float, moving_size_um: float,
+                      coarse_side: int) -> tuple[int, int]:
+    """Integer block sizes that give both images about one physical pixel size, the longer
+    extent spanning ``coarse_side`` px."""
+    extent = max(max(fixed_shape[:2]) * fixed_size_um, max(moving_shape[:2]) * moving_size_um)
+    target = extent / coarse_side
+    return max(1, round(target / fixed_size_um)), max(1, round(target / moving_size_um))
+
+
+def _window_starts(length: int, size: int, n: int) -> list[int]:
+    """``n`` window starts spread evenly over ``length`` (one when the window covers it)."""
+    if length <= size:
+        return [0]
+    return sorted({round(i * (length - size) / (n - 1)) for i in range(n)})
+
+
+def _tissue_windows(overview: _Reduced, moving_shape, window_full: int, n: int,
+                    inside_fixed) -> list[tuple[int, int]]:
+    """(row, col) level-0 starts of the ``n`` windows with the most contrast, among the centre
+    window and a 4 x 4 grid, preferring those ``inside_fixed(start)`` (whose partner window in
+    the fixed image is not cut by its edge, which biases the match)."""
+    centre = tuple(max(0, (side - window_full) // 2) for side in moving_shape[:2])
+    if n == 1:
+        return [centre]
+    starts = [centre] + [(r, c) for r in _window_starts(moving_shape[0], window_full, 4)
+                         for c in _window_starts(moving_shape[1], window_full, 4)]
+    grey = overview.pixels.mean(axis=-1) if overview.pixels.ndim == 3 else overview.pixels
+    k = overview.factor
+
+    def rank(start) -> tuple[bool, float]:
+        r, c = (s // k for s in start)
+        patch = grey[r:r + max(1, window_full // k), c:c + max(1, window_full // k)]
+        return inside_fixed(start), float(patch.std()) if patch.size else 0.0
+
+    return sorted(dict.fromkeys(starts), key=rank, reverse=True)[:n]
 
 
 def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = 1024,
-                     window: int = 768, rotation_range=180.0, fine_range_deg: float = 3.0,
-                     transform: str = DEFAULT_TRANSFORM, scale_range=None, border: int = 0,
+                     window: int = 768, n_windows: int = N_WINDOWS, rotation_range=180.0,
+                     fine_range_deg: float = 3.0, transform: str = DEFAULT_TRANSFORM,
+                     scale_range=None, fixed_pixel_size_um: float | None = None,
+                     moving_pixel_size_um: float | None = None, border: int = 0,
                      fixed_modality: str | None = None,
                      moving_modality: str | None = None) -> RegistrationResult:
-    """Register large images: coarse CoMIR search on block-averaged copies, then a full-resolution window.
+    """Register large images: an overview search, then windows at the model's scale, fitted jointly.
 
     Parameters
     ----------
     model : ComirModel
-    fixed, moving : array-like
-        (rows, cols[, channels]) raw images of any size; sliced lazily.
+    fixed, moving : array-like or Slide
+        (rows, cols[, channels]) raw images of any size; read lazily (a Slide's coarser levels
+        serve the overview).
     coarse_side : int
-        Long side of the block-averaged copies used for the global search.
+        Long side (px) of the overview the global search runs on.
     window : int
-        Side of the full-resolution moving window used for the sub-pixel refinement (the fixed
-        window is taken larger, to hold the coarse estimate's uncertainty).
+        Side of a moving window at the refinement scale (the fixed window is taken larger, to
+        hold the overview's uncertainty).
+    n_windows : int
+        Windows registered at the refinement scale.
     rotation_range : float or (float, float)
-        Angles of the coarse search, as in :func:`napari_comir.core.registration.register`.
+        Angles of the overview search, as in :func:`napari_comir.core.registration.register`.
     fine_range_deg : float
-        The fine search looks within ± this of the coarse angle (and ± this many percent of
-        its scale).
+        Windows search within ± this of the overview's angle (and ± this many percent of its
+        scale).
     transform, scale_range, border
-        As in :func:`napari_comir.core.registration.register`.
+        As in :func:`napari_comir.core.registration.register`; ``scale_range`` (fixed px per
+        moving px) is used when the pixel sizes are unknown.
+    fixed_pixel_size_um, moving_pixel_size_um : float, optional
+        Level-0 pixel sizes. With both, the overviews share one pixel size, only ± 5 % of scale
+        is searched, and windows are read at the card's ``pixel_size_um``.
 
     Returns
     -------
     RegistrationResult
-        ``transform`` maps MOVING full-resolution pixel (x, y) to FIXED pixel (x, y); ``score``
-        is the window's NCC; ``seconds`` the wall time of the whole call.
+        ``transform`` maps MOVING level-0 pixel (x, y) to FIXED level-0 pixel (x, y); ``score``
+        and ``detail_score`` are the agreeing windows' medians; ``seconds`` the whole call.
     """
     start = time.perf_counter()
     card = model.card
     fixed_modality = fixed_modality or card.fixed_modality
     moving_modality = moving_modality or card.moving_modality
-    factor = max(1, math.ceil(max(*fixed.shape[:2], *moving.shape[:2]) / coarse_side))
-    fixed_lo, moving_lo = block_mean(fixed, factor), block_mean(moving, factor)
-    coarse = register(*compute_comir_pair(model, fixed_lo, fixed_modality, moving_lo, moving_modality),
-                      transform=transform, rotation_range=rotation_range, scale_range=scale_range,
-                      border=math.ceil(border / factor), device=model.device,
-                      score_threshold=card.score_threshold, detail_threshold=card.detail_threshold)
-    if factor == 1:
+    known = fixed_pixel_size_um is not None and moving_pixel_size_um is not None and transform != "rigid"
+    sizes = (fixed_pixel_size_um, moving_pixel_size_um) if known else (1.0, 1.0)
+    factor_f, factor_m = _overview_factors(fixed.shape, moving.shape, *sizes, coarse_side)
+    thresholds = dict(score_threshold=card.score_threshold, detail_threshold=card.detail_threshold,
+                      device=model.device)
+
+    # 1. Overview: both images at about one physical pixel size; a global search.
+    fixed_lo, moving_lo = read_reduced(fixed, factor_f), read_reduced(moving, factor_m)
+    expected_scale = (sizes[1] * factor_m) / (sizes[0] * factor_f)  # fixed px per moving px
+    if known:
+        overview_scale = (expected_scale / 1.05, expected_scale * 1.05)
+    elif scale_range is not None:
+        overview_scale = tuple(s * factor_m / factor_f for s in scale_range)
+    else:
+        overview_scale = None
+    overview_model = "rigid" if transform == "rigid" else "similarity"
+    coarse = register(*compute_comir_pair(model, fixed_lo.pixels, fixed_modality,
+                                          moving_lo.pixels, moving_modality),
+                      transform=overview_model, rotation_range=rotation_range,
+                      scale_range=overview_scale, border=math.ceil(border / factor_f), **thresholds)
+    estimate = fixed_lo.to_full().compose(coarse.transform).compose(moving_lo.to_full().inverse())
+    timings = {"coarse": coarse.seconds}
+    if max(factor_f, factor_m) == 1:
+        coarse.transform, coarse.seconds = estimate, time.perf_counter() - start
         return coarse
-    estimate = from_level(coarse.transform, factor)
-    centre_m = ((moving.shape[1] - 1) / 2, (moving.shape[0] - 1) / 2)
-    rows_m, cols_m = _window(moving.shape[:2], centre_m, window)
-    margin = 2 * factor + 16  # the coarse estimate is good to about a coarse pixel
-    rows_f, cols_f = _window(fixed.shape[:2], estimate.apply_xy([centre_m])[0], window + 2 * margin)
-    # The window's transform differs from the whole image's only by the windows' offsets.
-    to_fixed = AffineTransform.rigid(0.0, (cols_f.start, rows_f.start))
-    from_moving = AffineTransform.rigid(0.0, (-cols_m.start, -rows_m.start))
-    coarse_scale = math.sqrt(abs(np.linalg.det(estimate.matrix_xy[:2, :2])))
-    fine_scale = None if transform == "rigid" else (coarse_scale * (1 - fine_range_deg / 100),
-                                                    coarse_scale * (1 + fine_range_deg / 100))
-    fine = register(*compute_comir_pair(model, fixed[rows_f, cols_f], fixed_modality,
-                                        moving[rows_m, cols_m], moving_modality),
-                    transform=transform, scale_range=fine_scale, border=border,
-                    rotation_range=(coarse.transform.angle_deg - fine_range_deg,
-                                    coarse.transform.angle_deg + fine_range_deg),
-                    device=model.device, score_threshold=card.score_threshold,
-                    detail_threshold=card.detail_threshold)
-    found = to_fixed.compose(fine.transform).compose(from_moving)
-    timings = {"coarse": coarse.seconds, "fine": fine.seconds}
-    return RegistrationResult(found, fine.score, time.perf_counter() - start, "pyramid", timings,
-                              fine.success_likely, fine.detail_score, fine.overlap, fine.reasons,
-                              tuple(moving.shape[:2]))
+
+    # 2. Windows at the model's scale, spread over the tissue.
+    refine_f = refine_m = 1
+    if known and card.pixel_size_um:
+        refine_f = max(1, min(factor_f, round(card.pixel_size_um / fixed_pixel_size_um)))
+        refine_m = max(1, min(factor_m, round(card.pixel_size_um / moving_pixel_size_um)))
+    scale = math.sqrt(abs(np.linalg.det(estimate.matrix_xy[:2, :2])))
+    window_scale = scale * refine_m / refine_f
+    margin_f = math.ceil(2 * factor_f / refine_f) + 16  # the overview is good to ~a coarse pixel
+    fixed_points, moving_points, windows, tried = [], [], [], 0
+    angle = coarse.transform.angle_deg
+    window_full = window * refine_m
+
+    def inside_fixed(start) -> bool:
+        corners = np.array([[0, 0], [1, 0], [0, 1], [1, 1]]) * window_full + start[::-1]
+        mapped = estimate.apply_xy(corners)
+        pad = margin_f * refine_f
+        return bool(mapped.min() >= pad and (mapped[:, 0].max() <= fixed.shape[1] - pad)
+                    and mapped[:, 1].max() <= fixed.shape[0] - pad)
+
+    # Windows that overlap give no lever arm, only edge-cut duplicates: one central window then.
+    if max(moving.shape[:2]) < 2.5 * window_full:
+        n_windows = 1
+    for row, col in _tissue_windows(moving_lo, moving.shape, window_full, n_windows, inside_fixed):
+        moving_win = read_reduced(moving, refine_m, slice(row, row + window_full),
+                                  slice(col, col + window_full))
+        if min(moving_win.pixels.shape[:2]) < 64:
+            continue
+        centre = moving_win.to_full().apply_xy([[(moving_win.pixels.shape[1] - 1) / 2,
+                                                 (moving_win.pixels.shape[0] - 1) / 2]])
+        centre_f = estimate.apply_xy(centre)[0]
+        half = (window * window_scale / 2 + margin_f) * refine_f
+        rows_f = slice(max(0, int(centre_f[1] - half)), max(0, int(centre_f[1] + half)))
+        cols_f = slice(max(0, int(centre_f[0] - half)), max(0, int(centre_f[0] + half)))
+        fixed_win = read_reduced(fixed, refine_f, rows_f, cols_f)
+        if min(fixed_win.pixels.shape[:2]) < 64:
+            continue
+        local = register(*compute_comir_pair(model, fixed_win.pixels, fixed_modality,
+                                             moving_win.pixels, moving_modality),
+                         transform="rigid" if transform == "rigid" else "similarity",
+                         rotation_range=(angle - fine_range_deg, angle + fine_range_deg),
+                         scale_range=None if transform == "rigid" else (
+                             window_scale * (1 - fine_range_deg / 100),
+                             window_scale * (1 + fine_range_deg / 100)),
+                         border=border, **thresholds)
+        tried += 1
+        timings[f"window {tried}"] = local.seconds
+        if not local.success_likely:
+            continue
+        # Points a quarter window from the centre, mapped by the window's own answer.
+        h, w = moving_win.pixels.shape[:2]
+        local_points = np.array([[w / 2, h / 2], [w / 4, h / 4], [3 * w / 4, h / 4],
+                                 [w / 4, 3 * h / 4], [3 * w / 4, 3 * h / 4]])
+        moving_points.append(moving_win.to_full().apply_xy(local_points))
+        fixed_points.append(fixed_win.to_full().apply_xy(local.transform.apply_xy(local_points)))
+        windows.append(local)
+    return _joint_fit(coarse, estimate, windows, tried, fixed_points, moving_points, transform,
+                      refine_f, moving.shape, timings, start)
+
+
+def _joint_fit(coarse: RegistrationResult, estimate: AffineTransform, windows, tried: int,
+               fixed_points, moving_points, transform: str, refine_f: int, moving_shape, timings,
+               start: float) -> RegistrationResult:
+    """The model fitted to the agreeing windows' points, with its verdict."""
+    found = estimate
+    tolerance = WINDOW_TOLERANCE_PX * refine_f
+    keep = list(range(len(windows)))
+    while keep:
+        model = transform if len(keep) >= 2 or transform != "affine" else "similarity"
+        found, _ = fit_landmarks(np.concatenate([fixed_points[i] for i in keep]),
+                                 np.concatenate([moving_points[i] for i in keep]), model)
+        found = AffineTransform(found.matrix_xy, transform)
+        misses = [float(np.linalg.norm(found.apply_xy(moving_points[i]) - fixed_points[i],
+                                       axis=1).max()) for i in keep]
+        worst = int(np.argmax(misses))
+        if misses[worst] <= tolerance or len(keep) == 1:
+            break
+        keep.pop(worst)
+    agreeing = [windows[i] for i in keep]
+    needed = 2 if tried >= 2 else 1
+    # The verdict is the windows': the overview's details are blurred away by design.
+    reasons = []
+    if len(agreeing) < needed:
+        found = estimate
+        reasons = coarse.reasons + [
+            f"only {len(agreeing)} of {tried} full-scale windows matched (need {needed}): the "
+            "overview's answer is kept, good to about a coarse pixel"]
+    score = float(np.median([w.score for w in agreeing])) if agreeing else coarse.score
+    detail = float(np.median([w.detail_score for w in agreeing])) if agreeing else coarse.detail_score
+    likely = len(agreeing) >= needed
+    return RegistrationResult(found, score, time.perf_counter() - start, "pyramid", timings,
+                              likely, detail, coarse.overlap, reasons, tuple(moving_shape[:2]))

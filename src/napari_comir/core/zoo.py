@@ -48,6 +48,9 @@ class ModelCard:
     # (a high-pass), measured by benchmarks/confidence.py
     score_threshold: float = 0.33
     detail_threshold: float = DETAIL_THRESHOLD
+    # The pixel size (µm) the networks were trained at, where known: whole slides are refined at
+    # it (pyramid.register_pyramid), since tissue at another scale looks unlike the training data.
+    pixel_size_um: float | None = None
     version: str = "0.1.0"
     description: str = ""
     training: dict = field(default_factory=dict)
@@ -93,7 +96,16 @@ class ModelCard:
             value = getattr(result, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
                 raise ModelFileError(f"{source}: {key} must be a number in [{low}, {high}), got {value!r}")
+        size = result.pixel_size_um
+        if size is not None and (isinstance(size, bool) or not isinstance(size, (int, float))
+                                 or not 0 < size <= MAX_CARD_PIXEL_SIZE_UM):
+            raise ModelFileError(f"{source}: pixel_size_um must be null or a number of µm in (0, "
+                                 f"{MAX_CARD_PIXEL_SIZE_UM:g}], got {size!r}")
         return result
+
+
+#: Largest training pixel size a card may state (µm): 10 m, beyond aerial imagery.
+MAX_CARD_PIXEL_SIZE_UM = 1e7
 
 
 #: Bounds of a card's architecture: the bundled models use width 8 and depth 4; width 64 at depth

@@ -1,0 +1,144 @@
+"""Register image files, of any size, and write what the user asked for: the one pipeline the
+``register`` command and each batch worker run.
+
+Files are opened lazily when large or pyramidal (:func:`napari_comir.core.io.slides.open_image`),
+pixel sizes come from the arguments or the files, the resampled moving image is written tile by
+tile, and transforms are exported in the formats other tools read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .api import load_model, registration_events
+from .core.defaults import DEFAULT_MODEL_NAME, DEFAULT_TRANSFORM
+from .core.errors import InputError
+from .core.io import check_output_path, check_outputs_apart, read_pixel_size
+from .core.io.slides import open_image
+from .core.io.transform_formats import csv_readme_path, write_transform
+from .core.progress import Progress
+from .core.registration import RegistrationResult
+from .core.tiled_resample import check_resampled_path, resample_to_file
+from .core.zoo import ComirModel
+
+#: Export format of each ``exports`` key (the CLI's ``--export-<key>`` options).
+EXPORT_FORMATS = ("itk", "ngff", "csv", "qupath")
+
+
+@dataclass
+class FileRegistration:
+    """The last event's result: the registration, the pixel sizes used and the files written."""
+
+    result: RegistrationResult
+    fixed_pixel_size_um: float | None
+    moving_pixel_size_um: float | None
+    model_name: str
+    model_version: str
+    c4_average: bool
+    written: dict[str, str] = field(default_factory=dict)
+
+
+def file_pixel_sizes(fixed_path, moving_path, fixed_pixel_size=None, moving_pixel_size=None,
+                     scale_range=None) -> tuple[float | None, float | None]:
+    """Pixel sizes (µm) to register with: both given, else both from the files, else neither
+    (one known size says nothing about the ratio; a ``scale_range`` means "search instead")."""
+    sizes = (fixed_pixel_size, moving_pixel_size)
+    if None not in sizes:
+        return sizes
+    if sizes != (None, None):
+        raise InputError("give both pixel sizes (fixed and moving), or neither")
+    if scale_range is not None:
+        return None, None
+    sizes = (read_pixel_size(fixed_path), read_pixel_size(moving_path))
+    return (None, None) if None in sizes else sizes
+
+
+def file_registration_events(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
+                             model: ComirModel | str = DEFAULT_MODEL_NAME, *,
+                             resampled: str | os.PathLike | None = None,
+                             exports: dict[str, str | os.PathLike] | None = None,
+                             method: str = "search", transform: str = DEFAULT_TRANSFORM,
+                             rotation_range=180.0, scale_range=None,
+                             fixed_pixel_size: float | None = None,
+                             moving_pixel_size: float | None = None,
+                             fixed_modality: str | None = None, moving_modality: str | None = None,
+                             reserved_outputs: dict | None = None, device: str = "auto",
+                             c4_average: bool | None = None,
+                             labels: dict[str, str] | None = None) -> Iterator[Progress]:
+    """Register two image files and write the outputs, as :class:`Progress` events.
+
+    Every output is checked (writable, apart from the inputs and from each other, including
+    ``reserved_outputs`` such as the caller's own report) when this is called, before any work.
+    The last event's ``result`` is a :class:`FileRegistration`.
+
+    Parameters
+    ----------
+    fixed_path, moving_path : path
+        Images; TIFFs that are pyramidal or over 4096 px are read lazily and registered coarse to
+        fine (an overview search, then windows at the model's pixel size).
+    model : ComirModel or str
+    resampled : path, optional
+        The moving image resampled onto the fixed grid: ``.ome.tif`` (tiled pyramid),
+        ``.ome.zarr`` or ``.tif``; with the fixed image's pixel size.
+    exports : dict, optional
+        Format (one of :data:`EXPORT_FORMATS`) -> path of the transform in that format.
+    c4_average : bool, optional
+        Override the model card's choice of averaging the CoMIRs over quarter turns.
+    labels : dict, optional
+        What error messages call "fixed", "moving", "resampled" and each export format (the CLI
+        passes its option names).
+    Other parameters
+        As in :func:`napari_comir.api.registration_events`; pixel sizes default to what the files
+        record (both, or neither is used).
+    """
+    exports = {name: Path(path) for name, path in (exports or {}).items() if path is not None}
+    unknown = set(exports) - set(EXPORT_FORMATS)
+    if unknown:
+        raise InputError(f"unknown export format(s) {sorted(unknown)}; known: {', '.join(EXPORT_FORMATS)}")
+    label = {"fixed": "fixed", "moving": "moving", "resampled": "resampled",
+             **{name: f"{name} export" for name in EXPORT_FORMATS}, **(labels or {})}
+    outputs = {**(reserved_outputs or {}), label["resampled"]: resampled,
+               **{label[name]: path for name, path in exports.items()}}
+    if "csv" in exports:
+        outputs[f"{label['csv']} README"] = csv_readme_path(exports["csv"])
+    check_outputs_apart(outputs, {label["fixed"]: fixed_path, label["moving"]: moving_path})
+    for name, path in outputs.items():
+        if path is not None and name != label["resampled"]:
+            check_output_path(path)
+    if resampled is not None:
+        check_resampled_path(resampled)
+    sizes = file_pixel_sizes(fixed_path, moving_path, fixed_pixel_size, moving_pixel_size, scale_range)
+    model = load_model(model, device) if isinstance(model, (str, os.PathLike)) else model
+    if c4_average is not None:
+        model.card.c4_average = c4_average
+    fixed, moving = open_image(fixed_path), open_image(moving_path)
+    run = registration_events(fixed, moving, model, method=method, transform=transform,
+                              rotation_range=rotation_range, scale_range=scale_range,
+                              fixed_pixel_size=sizes[0], moving_pixel_size=sizes[1],
+                              fixed_modality=fixed_modality, moving_modality=moving_modality)
+    return _events(run, model.card, fixed, moving, sizes, resampled, exports)
+
+
+def _events(run, card, fixed, moving, sizes, resampled, exports) -> Iterator[Progress]:
+    try:
+        for event in run:
+            yield event
+        outcome = FileRegistration(event.result.result, *sizes, card.name, card.version, card.c4_average)
+        if resampled is not None:
+            yield from resample_to_file(moving, outcome.result.transform, fixed.shape[:2], resampled,
+                                        pixel_size_um=sizes[0])
+            outcome.written["resampled"] = str(resampled)
+        export_sizes = sizes if None not in sizes else (1.0, 1.0)  # unknown: pixel units
+        for name, path in exports.items():
+            write_transform(outcome.result.transform, path, format=name,
+                            fixed_pixel_size_um=export_sizes[0], moving_pixel_size_um=export_sizes[1],
+                            center_xy=outcome.result.moving_centre_xy)
+            outcome.written[name] = str(path)
+        yield Progress("done", 1, 1, "registered", result=outcome)
+    finally:
+        for image in (fixed, moving):
+            if hasattr(image, "close"):
+                image.close()
