@@ -7,6 +7,7 @@ A small share runs in CI (``max_examples`` below); raise it locally for a longer
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 import pytest
@@ -16,6 +17,11 @@ from hypothesis import strategies as st
 
 from napari_comir import api
 from napari_comir.cli import main
+
+#: Cases per test in CI; benchmarks/fuzz.py sets $NAPARI_COMIR_FUZZ_EXAMPLES for a longer run.
+_SCALE = int(os.environ.get("NAPARI_COMIR_FUZZ_EXAMPLES", "0"))
+FUZZ = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture]}
+EXAMPLES = {name: _SCALE or n for name, n in {"register": 12, "train": 15, "batch": 8, "card": 25}.items()}
 
 shapes = st.tuples(st.integers(1, 200), st.integers(1, 200))
 dtypes = st.sampled_from([np.uint8, np.uint16, np.float32, np.int16])
@@ -39,7 +45,7 @@ def _digest(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES["register"], **FUZZ)
 @given(fixed_shape=shapes, moving_shape=shapes, fixed_type=dtypes, moving_type=dtypes,
        moving_rgb=st.booleans(), chosen=options, seed=st.integers(0, 2**16))
 def test_register_exits_0_or_2_with_one_line(tmp_path, capsys, model_file, fixed_shape,
@@ -67,3 +73,130 @@ def test_register_exits_0_or_2_with_one_line(tmp_path, capsys, model_file, fixed
     elif err.startswith("napari-comir register: error:"):
         assert err.count("\n") == 1, err
     assert {name: _digest(tmp_path / name) for name in before} == before
+    _log("register", status)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _run(argv, capsys) -> tuple[int, str]:
+    """``napari-comir argv`` in this process: (exit status, stderr)."""
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse's own refusals (a non-number for a number, a bad choice)
+        status = exc.code
+    return status, capsys.readouterr().err
+
+
+def _log(test: str, status: int) -> None:
+    """With $NAPARI_COMIR_FUZZ_LOG set (benchmarks/fuzz.py), append the case's outcome there."""
+    if os.environ.get("NAPARI_COMIR_FUZZ_LOG"):
+        with open(os.environ["NAPARI_COMIR_FUZZ_LOG"], "a") as log:
+            log.write(f"{test},{status}\n")
+
+
+def _assert_contract(status, err, command) -> None:
+    """Exit 0, or exit 2 with exactly one line; never a traceback."""
+    assert "Traceback" not in err, err
+    assert status in (0, 2), (status, err)
+    if status == 2 and err.startswith(f"napari-comir {command}: error:"):
+        assert err.count("\n") == 1, err
+
+
+@pytest.fixture(scope="module")
+def aligned_files(tmp_path_factory):
+    """A small aligned BF/SHG pair as TIFFs, and CSVs listing it in good and bad ways."""
+    folder = tmp_path_factory.mktemp("fuzz-train")
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(folder / "shg.tif", (rng.random((72, 80)) * 255).astype(np.uint8))
+    tifffile.imwrite(folder / "bf.tif", (rng.random((72, 80, 3)) * 255).astype(np.uint8),
+                     photometric="rgb")
+    tifffile.imwrite(folder / "small.tif", (rng.random((40, 40)) * 255).astype(np.uint8))
+    csvs = {
+        "good": "name,shg_file,bf_file,split\np,shg.tif,bf.tif,train\n",
+        "short": "name,shg_file,bf_file\np,shg.tif\n",
+        "long": "name,shg_file,bf_file\np,shg.tif,bf.tif,extra\n",
+        "quote": 'name,shg_file,bf_file\n"p,shg.tif,bf.tif\n',
+        "missing_column": "name,shg_file\np,shg.tif\n",
+        "missing_file": "name,shg_file,bf_file\np,nope.tif,bf.tif\n",
+        "sizes_differ": "name,shg_file,bf_file\np,small.tif,bf.tif\n",
+        "header_only": "name,shg_file,bf_file\n",
+        "empty": "",
+        "bom": "\ufeffname,shg_file,bf_file\np,shg.tif,bf.tif\n",
+        "image_as_text": "name,shg_file,bf_file\np,pairs-good.csv,bf.tif\n",
+    }
+    for name, text in csvs.items():
+        (folder / f"pairs-{name}.csv").write_text(text, encoding="utf-8")
+    (folder / "pairs-latin1.csv").write_bytes("name,shg_file,bf_file\nç,shg.tif,bf.tif\n".encode("latin-1"))
+    (folder / "pairs-binary.csv").write_bytes(bytes(range(256)) * 4)
+    (folder / "garbage.pt").write_bytes(b"\x80\x04not a checkpoint")
+    return folder
+
+
+# ----------------------------------------------------------------------------- train
+
+TINY_TRAIN = {"--steps": "1", "--batch-size": "2", "--patch-size": "32", "--base-channels": "2",
+              "--depth": "1"}
+TRAIN_VALUES = {
+    "--steps": st.sampled_from(["1", "2", "0", "-3", "x", "1e3"]),
+    "--batch-size": st.sampled_from(["2", "3", "1", "0", "-2"]),
+    "--patch-size": st.sampled_from(["32", "16", "15", "0", "73", "4097"]),
+    "--base-channels": st.sampled_from(["1", "2", "0", "-4", "65"]),
+    "--depth": st.sampled_from(["1", "2", "0", "-2", "7", "12"]),
+    "--comir-channels": st.sampled_from(["1", "3", "0", "4", "9"]),
+    "--lr": st.sampled_from(["1e-3", "0", "-1", "nan", "inf", "1e300", "abc"]),
+    "--max-seconds": st.sampled_from(["30", "0", "-1", "nan", "inf"]),
+    "--equivariance-weight": st.sampled_from(["0", "0.3", "-1", "nan", "inf"]),
+    "--activation-penalty": st.sampled_from(["1e-4", "0", "-1", "nan"]),
+    "--checkpoint-every": st.sampled_from(["1", "0", "-1"]),
+    "--optimizer": st.sampled_from(["adam", "sgd", "lbfgs"]),
+    "--split": st.sampled_from(["train", "test"]),
+    "--device": st.sampled_from(["cpu", "quantum", "cuda:99"]),
+    "--preset": st.sampled_from(["bf-shg", "rgb-nir", "x"]),
+    "--synthetic": st.sampled_from(["0", "-1", "100000"]),
+    "--seed": st.sampled_from(["0", "-1", "x"]),
+    "--checkpoint": st.sampled_from(["{tmp}/ck.pt", "{tmp}/no/ck.pt", "{files}/shg.tif", "{tmp}"]),
+    "--resume": st.sampled_from(["{tmp}/none.pt", "{files}/garbage.pt", "{files}/shg.tif"]),
+}
+# A few options changed at a time from a tiny valid run: most cases then train, or fail on one thing.
+train_options = st.lists(st.sampled_from(sorted(TRAIN_VALUES)).flatmap(
+    lambda flag: st.tuples(st.just(flag), TRAIN_VALUES[flag])), max_size=3).map(dict)
+GOOD_PAIR = ["--fixed", "{files}/shg.tif", "--moving", "{files}/bf.tif"]
+train_sources = st.one_of(  # a branch each: about half the cases have good data
+    st.just(["--pairs", "{files}/pairs-good.csv"]), st.just(GOOD_PAIR),
+    st.sampled_from(["short", "long", "quote", "missing_column", "missing_file", "sizes_differ",
+                     "header_only", "empty", "bom", "image_as_text", "latin1", "binary",
+                     "nothing"]).map(lambda name: ["--pairs", f"{{files}}/pairs-{name}.csv"]),
+    st.tuples(st.sampled_from(["shg.tif", "bf.tif", "small.tif", "nope.tif", "pairs-good.csv"]),
+              st.sampled_from(["bf.tif", "shg.tif", "small.tif", "nope.tif"])).map(
+        lambda p: ["--fixed", f"{{files}}/{p[0]}", "--moving", f"{{files}}/{p[1]}"]),
+    st.just([]),
+)
+train_outputs = st.one_of(
+    st.just(["--out", "{tmp}/model"]), st.just(["--save-as", "fuzzed"]),
+    st.sampled_from([["--out", "{tmp}/no/model"], ["--out", "{tmp}"], ["--save-as", "../escape"],
+                     ["--save-as", ""]]))
+
+
+@settings(max_examples=EXAMPLES["train"], **FUZZ)
+@given(source=train_sources, chosen=train_options, output=train_outputs)
+def test_train_exits_0_or_2_with_one_line(tmp_path_factory, capsys, aligned_files, source, chosen,
+                                          output):
+    tmp = tmp_path_factory.mktemp("train")
+    before = {p.name: _digest(p) for p in aligned_files.iterdir()}
+    options = {**TINY_TRAIN, **chosen}
+    argv = ["train", *source, *[item for pair in options.items() for item in pair], *output]
+    argv = [a.format(tmp=tmp, files=aligned_files) for a in argv]
+    status, err = _run(argv, capsys)
+    _assert_contract(status, err, "train")
+    if status == 0:  # a whole model that loads, with finite weights
+        import torch
+
+        from napari_comir.core.zoo import model_file_paths
+
+        path = (model_file_paths(argv[argv.index("--out") + 1])[1] if "--out" in argv
+                else api.list_models()["fuzzed"])
+        model = api.load_model(str(path), "cpu")
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert {name: _digest(aligned_files / name) for name in before} == before
+    _log("train", status)
