@@ -71,23 +71,19 @@ def register_pair(job: PairJob, settings: BatchSettings, reference: str) -> Pair
 
 def register_and_resample(job: PairJob, settings: BatchSettings,
                           model: ComirModel) -> RegistrationResult:
-    """The worker's pipeline for one pair: read both images, register the moving one onto the
-    fixed one and, if the job asks for it, write the resampled moving image.
+    """The worker's pipeline for one pair: the ``register`` command's
+    (:func:`napari_comir.file_registration.file_registration_events`): slides read lazily, pixel
+    sizes from the files, the resampled moving image written tile by tile if the job asks.
 
     Raises
     ------
     Exception
         Whatever reading, registering or writing raised (:func:`register_pair` records it).
     """
-    from ..api import register_multimodal
-    from ..core.io import read_image, write_tiff
-    from ..core.transforms import resample
+    from ..file_registration import file_registration_events
 
-    fixed, moving = read_image(job.fixed), read_image(job.moving)
-    result = register_multimodal(fixed, moving, model, method=settings.method,
-                                 transform=settings.transform_model,
-                                 rotation_range=settings.rotation_range,
-                                 scale_range=settings.scale_range)
-    if job.resampled:
-        write_tiff(job.resampled, resample(moving, result.transform, fixed.shape[:2]))
-    return result
+    *_, last = file_registration_events(job.fixed, job.moving, model, resampled=job.resampled or None,
+                                        method=settings.method, transform=settings.transform_model,
+                                        rotation_range=settings.rotation_range,
+                                        scale_range=settings.scale_range)
+    return last.result.result
