@@ -1,0 +1,137 @@
+"""Whole-slide registration: a synthetic pyramidal pair of any size, registered and written back.
+
+The fixed SHG is a mosaic of the shared aligned SHG images (512 px tiles in a random order, each
+turned by a random quarter turn or mirrored); the moving H&E is the matching bright-field mosaic
+warped by a known similarity transform and written as a pyramidal OME-TIFF at another pixel size.
+Neither is ever whole in memory. Then ``napari-comir register --resampled out.ome.tif
+--export-itk --export-ngff`` runs in a fresh process whose peak RSS is measured, and the found
+transform is compared with the truth (mean corner distance, px of the fixed image).
+
+Usage: ``python benchmarks/whole_slide.py [--size 40000] [--workdir /tmp/napari-comir-slide]``
+(needs ``../shared/data/bf_shg``; the images are made once per size and kept in the workdir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_comir.core.io import read_image
+from napari_comir.core.io.slides import add_pyramid_levels, open_slide, write_tiff_pyramid
+from napari_comir.core.tiled_resample import resample_to_file
+from napari_comir.core.transforms import AffineTransform, corner_error
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bf_shg"
+TILE = 512
+FIXED_PIXEL_UM = 2.0  # the shared pairs are at about the bundled model's training scale
+TRUTH = dict(angle_deg=2.5, scale=0.95)  # moving px -> fixed px; the moving px is 0.95 x 2 µm
+
+
+class TileMosaic:
+    """A lazily assembled mosaic of 512 px tiles (rows, cols[, 3]), each a shared image turned
+    by a random quarter turn or mirrored; only the tiles a slice touches are built."""
+
+    def __init__(self, tiles: list[np.ndarray], grid_rc: tuple[int, int], seed: int):
+        rng = np.random.default_rng(seed)
+        self.tiles = tiles
+        self.choice = rng.integers(0, len(tiles), grid_rc)
+        self.turns = rng.integers(0, 8, grid_rc)  # 4 turns x mirrored or not
+        self.shape = (grid_rc[0] * TILE, grid_rc[1] * TILE) + tiles[0].shape[2:]
+        self.dtype = tiles[0].dtype
+        self.ndim = len(self.shape)
+
+    def tile(self, r: int, c: int) -> np.ndarray:
+        image = np.rot90(self.tiles[self.choice[r, c]], self.turns[r, c] % 4)
+        return image[:, ::-1] if self.turns[r, c] >= 4 else image
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows, cols = key
+        r0, r1, _ = rows.indices(self.shape[0])
+        c0, c1, _ = cols.indices(self.shape[1])
+        out = np.zeros((r1 - r0, c1 - c0) + self.shape[2:], self.dtype)
+        for tr in range(r0 // TILE, (r1 - 1) // TILE + 1):
+            for tc in range(c0 // TILE, (c1 - 1) // TILE + 1):
+                tile = self.tile(tr, tc)
+                ys, xs = max(r0, tr * TILE), max(c0, tc * TILE)
+                ye, xe = min(r1, (tr + 1) * TILE), min(c1, (tc + 1) * TILE)
+                out[ys - r0:ye - r0, xs - c0:xe - c0] = tile[ys - tr * TILE:ye - tr * TILE,
+                                                             xs - tc * TILE:xe - tc * TILE]
+        return out
+
+
+def make_pair(size: int, folder: Path) -> AffineTransform:
+    """Write fixed.ome.tif (SHG mosaic) and moving.ome.tif (warped H&E mosaic); return the truth."""
+    import zarr
+
+    names = sorted(path.name[:-len("_SHG.tif")] for path in DATA.glob("*_SHG.tif"))
+    shg = [read_image(DATA / f"{name}_SHG.tif") for name in names]
+    bf = [read_image(DATA / f"{name}_BF.tif") for name in names]
+    grid = round(size * TRUTH["scale"] / TILE)
+    fixed, bright = TileMosaic(shg, (grid, grid), seed=7), TileMosaic(bf, (grid, grid), seed=7)
+    with tempfile.TemporaryDirectory(dir=folder) as work:
+        group = zarr.open_group(work, mode="w")
+        base = group.create_array("0", shape=fixed.shape, chunks=(TILE, TILE), dtype=fixed.dtype)
+        for r in range(grid):
+            for c in range(grid):
+                base[r * TILE:(r + 1) * TILE, c * TILE:(c + 1) * TILE] = fixed.tile(r, c)
+        write_tiff_pyramid(folder / "fixed.ome.tif", add_pyramid_levels(group), FIXED_PIXEL_UM)
+    centre = np.array([(size - 1) / 2, (size - 1) / 2])
+    truth = AffineTransform.similarity(TRUTH["angle_deg"], TRUTH["scale"])
+    # the moving image's centre lands on the fixed mosaic's centre, shifted by (37.3, -21.6) px
+    shift = np.array(fixed.shape[1::-1]) / 2 - truth.apply_xy([centre])[0] + (37.3, -21.6)
+    truth = AffineTransform.rigid(0.0, tuple(shift)).compose(truth)
+    # moving[m] = bright-field mosaic[truth(m)]: resample with the fixed -> moving map
+    for _ in resample_to_file(bright, truth.inverse(), (size, size), folder / "moving.ome.tif",
+                              pixel_size_um=FIXED_PIXEL_UM * TRUTH["scale"]):
+        pass
+    return truth
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=40000, help="side of the moving H&E (px)")
+    parser.add_argument("--workdir", default="/tmp/napari-comir-slide")
+    args = parser.parse_args()
+    folder = Path(args.workdir) / str(args.size)
+    folder.mkdir(parents=True, exist_ok=True)
+    truth_file = folder / "truth.json"
+    if not truth_file.is_file():
+        start = time.perf_counter()
+        truth_file.write_text(make_pair(args.size, folder).to_json())
+        print(f"made the pair in {time.perf_counter() - start:.0f} s")
+    truth = AffineTransform.from_json(truth_file.read_text())
+    command = [str(Path(sys.executable).with_name("napari-comir")), "register",
+               "--fixed", str(folder / "fixed.ome.tif"), "--moving", str(folder / "moving.ome.tif"),
+               "--out", str(folder / "r.json"), "--resampled", str(folder / "registered.ome.tif"),
+               "--export-itk", str(folder / "r.tfm"), "--export-ngff", str(folder / "r.ngff.json"),
+               "--device", "cpu"]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    seconds = time.perf_counter() - start
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    report = json.loads((folder / "r.json").read_text())
+    found = AffineTransform.from_dict(report)
+    with open_slide(folder / "moving.ome.tif") as moving, \
+            open_slide(folder / "registered.ome.tif") as registered:
+        error = corner_error(truth, found, moving.shape[:2])
+        levels = [level.shape[:2] for level in registered.levels]
+        print(json.dumps({
+            "moving_px": list(moving.shape[:2]), "fixed_px": list(registered.shape[:2]),
+            "seconds_total": round(seconds, 1),
+            "seconds_registration": round(report["seconds"], 1), "peak_rss_mib": round(peak_mib),
+            "corner_error_px": round(error, 2), "success_likely": report["success_likely"],
+            "registered_levels": levels, "registered_pixel_size_um": registered.pixel_size_um,
+        }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
