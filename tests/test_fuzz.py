@@ -200,3 +200,101 @@ def test_train_exits_0_or_2_with_one_line(tmp_path_factory, capsys, aligned_file
         assert all(torch.isfinite(p).all() for p in model.parameters())
     assert {name: _digest(aligned_files / name) for name in before} == before
     _log("train", status)
+
+
+# ----------------------------------------------------------------------------- model cards
+
+DELETE = object()
+CARD_FIELDS = [("format",), ("name",), ("modalities",), ("fixed_modality",), ("moving_modality",),
+               ("comir_channels",), ("tau",), ("critic",), ("architecture",), ("architecture", "type"),
+               ("architecture", "base_channels"), ("architecture", "depth"), ("c4_average",),
+               ("score_threshold",), ("detail_threshold",), ("version",), ("description",),
+               ("training",), ("metrics",), ("sha256",), ("modalities", "bf"),
+               ("modalities", "bf", "channels"), ("modalities", "bf", "log1p"),
+               ("modalities", "bf", "percentiles"), ("modalities", "bf", "grey_palette"),
+               ("modalities", "shg", "channels"), ("modalities", "shg", "percentiles")]
+json_junk = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=6)
+plausible = st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, 64, 65, 1024, -1, 0.5, 1.0, 99.5, 100.0, -5,
+                             "1", "unet", "bf", "shg", [0.5, 99.5], [1, 50, 99], [99.5, 0.5],
+                             [-1, 101], [50, 50], [], {}, True, None, 1e308, [[1, 2, 3]] * 33])
+card_changes = st.lists(st.tuples(st.sampled_from(CARD_FIELDS),
+                                  st.one_of(st.just(DELETE), plausible, json_junk)),
+                        min_size=1, max_size=3)
+
+
+@pytest.fixture(scope="module")
+def card_pair(tmp_path_factory):
+    """A tiny model's card (a dict) and weights, and a small pair to register with what loads."""
+    import json
+
+    folder = tmp_path_factory.mktemp("fuzz-card")
+    tiny = api.new_model("bf-shg", architecture={"type": "unet", "base_channels": 2, "depth": 1})
+    card = json.loads(api.save_model(tiny, folder / "base").read_text())
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(folder / "shg.tif", (rng.random((64, 64)) * 255).astype(np.uint8))
+    tifffile.imwrite(folder / "bf.tif", (rng.random((64, 64, 3)) * 255).astype(np.uint8),
+                     photometric="rgb")
+    return folder, card
+
+
+def _check_card(folder, text: bytes, capsys) -> int:
+    """Load a card (beside the tiny weights) and, if it loads, register and list models with it:
+    a one-line ComirError or a result, never another exception."""
+    import shutil
+    import uuid
+
+    from napari_comir.core.errors import ComirError
+
+    models = folder / uuid.uuid4().hex
+    models.mkdir()
+    (models / "m.json").write_bytes(text)
+    shutil.copy(folder / "base.safetensors", models / "m.safetensors")
+    try:
+        api.load_model(str(models / "m.json"), "cpu")
+    except ComirError as exc:
+        assert "\n" not in str(exc), str(exc)
+    argv = ["register", "--fixed", str(folder / "shg.tif"), "--moving", str(folder / "bf.tif"),
+            "--model", str(models / "m.json"), "--out", str(models / "r.json"),
+            "--transform", "rigid", "--rotation-range", "10"]
+    status, err = _run(argv, capsys)
+    _assert_contract(status, err, "register")
+    os.environ["NAPARI_COMIR_MODELS_DIR"] = str(models)  # the card among the user models
+    listed, err = _run(["models"], capsys)
+    _assert_contract(listed, err, "models")
+    return status
+
+
+@settings(max_examples=EXAMPLES["card"], **FUZZ)
+@given(changes=card_changes)
+def test_drawn_model_cards_load_or_fail_with_one_line(card_pair, capsys, monkeypatch, changes):
+    import copy
+    import json
+
+    folder, base = card_pair
+    card = copy.deepcopy(base)
+    for path, value in changes:
+        parent = card
+        for key in path[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict):
+            continue
+        if value is DELETE:
+            parent.pop(path[-1], None)
+        else:
+            parent[path[-1]] = value
+    with monkeypatch.context() as patch:
+        patch.setenv("NAPARI_COMIR_MODELS_DIR", str(folder))
+        _log("card", _check_card(folder, json.dumps(card).encode(), capsys))
+
+
+@pytest.mark.parametrize("text", [
+    b'{"format": 1, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # nested 100 000 deep
+    b"[" * 100_000, b"\xff\xfe\x00{", b"", b"null", b"1e999", b'{"format": 1e999}',
+    b'{"format": 1, "name": "m", "modalities": {"bf": {"channels": 1e999}}}',
+], ids=["deep", "deep-open", "utf16", "empty", "null", "inf", "format-inf", "channels-inf"])
+def test_raw_model_card_texts(card_pair, capsys, monkeypatch, text):
+    monkeypatch.setenv("NAPARI_COMIR_MODELS_DIR", str(card_pair[0]))
+    assert _check_card(card_pair[0], text, capsys) == 2

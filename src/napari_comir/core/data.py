@@ -49,14 +49,27 @@ class ModalitySpec:
 
     @classmethod
     def from_dict(cls, spec: dict) -> ModalitySpec:
+        """Build from a model card's entry, checking every type and range (InputError)."""
+        if not isinstance(spec, dict):
+            raise InputError(f"a modality must be an object with its channels, got {spec!r:.40}")
+        channels, log1p = spec["channels"], spec.get("log1p", False)
+        if isinstance(channels, bool) or not isinstance(channels, int):
+            raise InputError(f"channels must be a whole number, got {channels!r:.40}")
+        if not isinstance(log1p, bool):
+            raise InputError(f"log1p must be true or false, got {log1p!r:.40}")
+        percentiles = spec.get("percentiles", (0.5, 99.5))
+        if (not isinstance(percentiles, (list, tuple)) or len(percentiles) != 2
+                or any(isinstance(p, bool) or not isinstance(p, (int, float)) for p in percentiles)
+                or not 0 <= percentiles[0] < percentiles[1] <= 100):
+            raise InputError(f"percentiles must be two numbers, low < high, within [0, 100]; got "
+                             f"{percentiles!r:.40}")
         palette = spec.get("grey_palette")
         if palette is not None:
             palette = np.asarray(palette, dtype=float)
             if palette.shape != (len(PALETTE_LEVELS), 3) or not np.all(np.isfinite(palette)):
                 raise InputError(f"grey_palette must be {len(PALETTE_LEVELS)} (r, g, b) triples")
             palette = tuple(tuple(float(v) for v in row) for row in palette)
-        return cls(int(spec["channels"]), bool(spec.get("log1p", False)),
-                   tuple(float(p) for p in spec.get("percentiles", (0.5, 99.5))), palette)
+        return cls(channels, log1p, tuple(float(p) for p in percentiles), palette)
 
     def to_dict(self) -> dict:
         out = {"channels": self.channels, "log1p": self.log1p, "percentiles": list(self.percentiles)}

@@ -75,6 +75,12 @@ class ModelCard:
         if missing:
             raise ModelFileError(f"{source}: missing field(s) {', '.join(missing)}")
         known = set(cls.__dataclass_fields__)
+        for key, kinds in _CARD_TYPES.items():
+            value = card.get(key)
+            if key in card and (not isinstance(value, kinds)
+                                or (isinstance(value, bool) and bool not in kinds)):
+                raise ModelFileError(f"{source}: invalid field ({key} must be "
+                                     f"{' or '.join(k.__name__ for k in kinds)}, got {type(value).__name__})")
         try:
             fields = {k: v for k, v in card.items() if k in known}
             modalities = {str(k): ModalitySpec.from_dict(v) for k, v in card["modalities"].items()}
@@ -92,6 +98,8 @@ class ModelCard:
                                  f"{result.comir_channels!r}")
         if not 1 <= result.comir_channels <= 3 or any(not 1 <= s.channels <= 4 for s in modalities.values()):
             raise ModelFileError(f"{source}: channel counts out of range (CoMIR 1-3, inputs 1-4)")
+        if not 0 < result.tau <= 10:  # the contrastive loss divides by it
+            raise ModelFileError(f"{source}: tau must be a number in (0, 10], got {result.tau!r}")
         for key, (low, high) in (("score_threshold", (0, 1)), ("detail_threshold", (0, 20))):
             value = getattr(result, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
@@ -107,6 +115,12 @@ class ModelCard:
 #: Largest training pixel size a card may state (µm): 10 m, beyond aerial imagery.
 MAX_CARD_PIXEL_SIZE_UM = 1e7
 
+
+#: Types of a card's fields (numbers and architecture are also range-checked).
+_CARD_TYPES = {"name": (str,), "modalities": (dict,), "fixed_modality": (str,),
+               "moving_modality": (str,), "tau": (int, float), "critic": (str,),
+               "c4_average": (bool,), "version": (str,), "description": (str,), "training": (dict,),
+               "metrics": (dict,), "sha256": (str,)}
 
 #: Bounds of a card's architecture: the bundled models use width 8 and depth 4; width 64 at depth
 #: 6 already asks ~4x the memory of a bundled model per pixel, and a card must not be able to ask
@@ -125,9 +139,9 @@ def _check_architecture(architecture, source: str) -> None:
                              f"{sorted(unknown) or architecture.get('type')!r} (known: type unet, "
                              f"{', '.join(ARCHITECTURE_BOUNDS)})")
     for key, (low, high) in ARCHITECTURE_BOUNDS.items():
-        value = architecture.get(key)
-        if value is None:
+        if key not in architecture:  # the default; an explicit null is refused below
             continue
+        value = architecture[key]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ModelFileError(f"{source}: architecture {key} must be a whole number from "
                                  f"{low} to {high}, got {value!r}")
@@ -286,7 +300,8 @@ def _load_pair(card_path: Path, device) -> ComirModel:
     weights_path = card_path.with_suffix(".safetensors")
     try:
         card_dict = json.loads(card_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # RecursionError: JSON nested thousands deep (a crafted card)
         raise ModelFileError(f"{card_path.name}: not a readable JSON model card ({exc})") from exc
     card = ModelCard.from_dict(card_dict, source=card_path.name)
     # Mid-save, the card's own weights may be the ones that stepped aside (see save_model).
