@@ -201,6 +201,17 @@ class _Squeezed:
         return self._array[tuple(full)]
 
 
+def slide_from_levels(levels: list, pixel_size_um: float | None = None,
+                      name: str = "image") -> Slide:
+    """A :class:`Slide` over array-likes already open (e.g. a napari multiscale layer's dask
+    levels), finest first, each (rows, cols[, channels]) and sliceable as ``level[rows, cols]``."""
+    if not levels:
+        raise InputError(f"{name}: a multiscale image needs at least one level")
+    base_rows = levels[0].shape[0]
+    downsamples = [max(1, round(base_rows / level.shape[0])) for level in levels]
+    return Slide(list(levels), downsamples, pixel_size_um, Path(name))
+
+
 def open_image(path: str | os.PathLike, lazy_side: int = LAZY_SIDE):
     """An image as numpy when it is small, or as a lazily read :class:`Slide` when it is large.
 
