@@ -96,11 +96,18 @@ def _log(test: str, status: int) -> None:
 
 
 def _assert_contract(status, err, command) -> None:
-    """Exit 0, or exit 2 with exactly one line; never a traceback."""
+    """Exit 0, or exit 2 with exactly one line (after argparse's usage, for its own refusals);
+    never a traceback."""
     assert "Traceback" not in err, err
     assert status in (0, 2), (status, err)
-    if status == 2 and err.startswith(f"napari-comir {command}: error:"):
-        assert err.count("\n") == 1, err
+    if status == 2:
+        _assert_one_line(err, command)
+
+
+def _assert_one_line(err: str, command: str) -> None:
+    lines = err.splitlines()
+    assert lines and lines[-1].startswith(f"napari-comir {command}: error:"), err
+    assert len(lines) == 1 or lines[0].startswith("usage:"), err
 
 
 @pytest.fixture(scope="module")
@@ -298,3 +305,65 @@ def test_drawn_model_cards_load_or_fail_with_one_line(card_pair, capsys, monkeyp
 def test_raw_model_card_texts(card_pair, capsys, monkeypatch, text):
     monkeypatch.setenv("NAPARI_COMIR_MODELS_DIR", str(card_pair[0]))
     assert _check_card(card_pair[0], text, capsys) == 2
+
+
+# ----------------------------------------------------------------------------- batch
+
+batch_options = st.lists(st.sampled_from([
+    ("--workers", "1"), ("--workers", "0"), ("--workers", "-1"), ("--workers", "x"),
+    ("--workers", "1025"), ("--threads-per-worker", "0"), ("--threads-per-worker", "-1"),
+    ("--threads-per-worker", "2"), ("--method", "sift"), ("--method", "magic"),
+    ("--transform", "rigid"), ("--rotation-range", "nan"), ("--rotation-range", "10"),
+    ("--rotation-range", "-5"), ("--scale-range", ("1.2", "1.1")), ("--scale-range", ("0.9", "1.1")),
+    ("--fixed-column", "nope"), ("--moving-column", "shg_file"), ("--resampled", None),
+    ("--model", "nope"), ("--model", "{files}/pairs-good.csv"),
+    ("--scheduler", "nonsense"), ("--scheduler", ""), ("--scheduler", "inproc://x"),
+    ("--scheduler", "tcp://host-without-port"), ("--out", "{files}/shg.tif"),
+    ("--out", "{files}"),
+]), max_size=2)
+batch_csvs = st.sampled_from(["good", "good", "short", "long", "quote", "missing_column",
+                              "missing_file", "sizes_differ", "header_only", "empty", "bom",
+                              "latin1", "binary", "nothing"])
+
+
+@pytest.fixture(scope="module")
+def in_process_scheduler():
+    """An in-process Dask cluster for the cases that run (a process cluster takes seconds to start)."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+@settings(max_examples=EXAMPLES["batch"], **FUZZ)
+@given(csv_name=batch_csvs, chosen=batch_options)
+def test_batch_exits_0_1_or_2_with_one_line(tmp_path_factory, capsys, aligned_files,
+                                            in_process_scheduler, model_file, csv_name, chosen):
+    """batch: 0 (all pairs ok), 1 (some failed, each recorded in results.csv) or 2 with one line."""
+    import csv
+
+    tmp = tmp_path_factory.mktemp("batch")
+    before = {p.name: _digest(p) for p in aligned_files.iterdir() if p.suffix in (".tif", ".csv", ".pt")
+              and p.name != "results.csv"}  # the inputs, not what a batch wrote beside them
+    options = {"--model": model_file, "--out": "{tmp}/out", "--scheduler": in_process_scheduler,
+               **dict(chosen)}
+    if options["--scheduler"] == in_process_scheduler:
+        options.pop("--workers", None)  # a local process cluster takes seconds to start
+        options.pop("--threads-per-worker", None)
+    argv = ["batch", f"{{files}}/pairs-{csv_name}.csv"]
+    for flag, value in options.items():
+        argv += [flag] if value is None else [flag, *value] if isinstance(value, tuple) else [flag, value]
+    argv = [a.format(tmp=tmp, files=aligned_files) for a in argv]
+    status, err = _run(argv, capsys)
+    assert "Traceback" not in err, err
+    assert status in (0, 1, 2), (status, err)
+    if status == 2:
+        _assert_one_line(err, "batch")
+    else:
+        out = argv[argv.index("--out") + 1]
+        with open(f"{out}/results.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert rows and all(row["status"] in ("ok", "error") for row in rows)
+        assert (status == 1) == any(row["status"] == "error" for row in rows)
+    assert {name: _digest(aligned_files / name) for name in before} == before
+    _log("batch", status)

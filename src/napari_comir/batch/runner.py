@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -98,6 +99,7 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
     scale_bounds(scale_range, check_model(transform))
     jobs = read_jobs(Path(pairs_csv), fixed_column, moving_column)
     loaded = model if isinstance(model, ComirModel) else load_model(model, "cpu")
+    cluster.check_reachable()  # an unreachable scheduler is refused before anything is written
     store = RecordStore(Path(out_dir))
     store.create(resampled)
     reference = _model_reference(model, store.out_dir)
@@ -108,6 +110,12 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
         transform_model=transform, rotation_range=float(rotation_range),
         scale_range=None if scale_range is None else [float(v) for v in scale_range])
     return _run(jobs, settings, reference, store, cluster)
+
+
+#: What a --scheduler address must look like (protocol://host:port; Dask's in-process inproc://...).
+_SCHEDULER_ADDRESS = re.compile(r"^((tcp|tls|ws|wss|ucx)://\[?[\w.:-]+\]?:\d{1,5}|inproc://\S+)$")
+#: Seconds to wait for a --scheduler before giving up with a one-line error (Dask's default is 30).
+SCHEDULER_TIMEOUT_S = 10
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,15 @@ class Cluster:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int) and 1 <= value <= 1024):
                 raise InputError(f"{name} must be a whole number from 1 to 1024, got {value!r}")
+        if self.scheduler is not None and not _SCHEDULER_ADDRESS.match(self.scheduler):
+            raise InputError(f"--scheduler {self.scheduler!r} is not a Dask scheduler address like "
+                             "tcp://10.0.0.5:8786")
+
+    def check_reachable(self) -> None:
+        """Connect once to the given scheduler, or raise InputError (a local cluster starts later)."""
+        if self.scheduler is not None:
+            with self.client():
+                pass
 
     @contextmanager
     def client(self):
@@ -146,7 +163,12 @@ class Cluster:
                              "pip install 'napari-comir[batch]'") from exc
 
         if self.scheduler is not None:
-            with Client(self.scheduler) as client:
+            try:
+                client = Client(self.scheduler, timeout=SCHEDULER_TIMEOUT_S)
+            except (OSError, ValueError, TimeoutError) as exc:  # unreachable, refused, malformed
+                raise InputError(f"cannot reach the Dask scheduler {self.scheduler}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+            with client:
                 yield client
             return
         import dask
