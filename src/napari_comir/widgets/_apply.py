@@ -21,7 +21,7 @@ from ..core.apply import apply_transform_to_image, transform_points_rc
 from ..core.defaults import TRANSFORM_KEY
 from ..core.errors import InputError
 from ..core.transforms import AffineTransform
-from ._layers import grid_matrix, image_data, upsert_image
+from ._layers import grid_matrix, image_data, is_multiscale, upsert_image
 
 #: Directions offered by the Register widget: label -> ``inverse``.
 DIRECTIONS = {"moving → fixed": False, "fixed → moving": True}
@@ -66,7 +66,11 @@ def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Laye
         directed = transform.inverse() if inverse else transform
         pixels_to_target = AffineTransform.from_matrix_rc(directed.matrix_rc @ to_source)
         is_labels = isinstance(layer, Labels)
-        data = apply_transform_to_image(pixels_to_target, image_data(layer),
+        if is_multiscale(target):
+            raise InputError(f"{target.name!r} is a whole slide: a layer resampled onto its full "
+                             "grid may not fit in memory; Accept writes the moving slide to a file")
+        data = apply_transform_to_image(pixels_to_target,
+                                        image_data(layer, "applying the transform to it"),
                                         image_data(target).shape[:2], labels=is_labels)
         if is_labels:
             return viewer.add_labels(data, name=name, metadata=meta, **target_grid)

@@ -63,15 +63,86 @@ def modality_pickers(viewer) -> tuple[ComboBox, ComboBox]:
     return moving, fixed
 
 
-def image_data(layer: Layer) -> np.ndarray:
-    """The 2-D (rows, cols) or RGB (rows, cols, 3|4) array of an image/labels layer."""
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    data = np.asarray(data)
+#: Long side (px) of the level of a whole slide that review layers and previews are made from.
+REVIEW_SIDE = 2048
+
+
+def is_multiscale(layer: Layer) -> bool:
+    """Whether the layer is a multiscale (whole-slide) image, read lazily level by level."""
+    return bool(getattr(layer, "multiscale", False))
+
+
+def layer_shape(layer: Layer) -> tuple[int, ...]:
+    """The full-resolution shape of an image/labels layer, without reading any pixels."""
+    return tuple((layer.data[0] if is_multiscale(layer) else layer.data).shape)
+
+
+def image_data(layer: Layer, action: str = "this step") -> np.ndarray:
+    """The 2-D (rows, cols) or RGB (rows, cols, 3|4) array of an image/labels layer.
+
+    A multiscale (whole-slide) layer is refused: its full resolution may not fit in memory
+    (see :func:`registration_data` and :func:`coarse_view` for what works on slides).
+    """
+    if is_multiscale(layer):
+        raise InputError(f"layer {layer.name!r} is a whole slide (multiscale, "
+                         f"{'x'.join(map(str, layer_shape(layer)[:2]))} px): {action} needs the "
+                         "image in memory; crop a region first (e.g. save a region as a TIFF)")
+    data = np.asarray(layer.data)
     rgb = isinstance(layer, Image) and layer.rgb
     if data.ndim != (3 if rgb else 2):
         raise InputError(f"layer {layer.name!r} has shape {data.shape}: napari-comir works on 2-D "
                          "grey or RGB images (take a single slice/channel first)")
     return data
+
+
+def layer_pixel_size(layer: Layer) -> float | None:
+    """µm per pixel from the layer's ``scale`` (x), or None for napari's default 1."""
+    size = float(np.asarray(layer.scale)[-1])
+    return None if size == 1.0 else size
+
+
+def registration_data(layer: Layer):
+    """What the registration reads of a layer: a lazily read
+    :class:`~napari_comir.core.io.slides.Slide` over a multiscale layer's levels (never the
+    whole full resolution at once), else the layer's array (:func:`image_data`)."""
+    if not is_multiscale(layer):
+        return image_data(layer)
+    from ..core.io.slides import slide_from_levels
+
+    rgb = isinstance(layer, Image) and layer.rgb
+    if len(layer_shape(layer)) != (3 if rgb else 2):
+        raise InputError(f"layer {layer.name!r} has shape {layer_shape(layer)}: napari-comir "
+                         "works on 2-D grey or RGB images")
+    return slide_from_levels(list(layer.data), layer_pixel_size(layer), layer.name)
+
+
+def coarse_view(layer: Layer, max_side: int | None = None) -> tuple[np.ndarray, dict, int]:
+    """A level of the layer small enough to hold (long side ≤ ``max_side``, default
+    :data:`REVIEW_SIDE`; the coarsest if none is), with the ``scale`` and ``translate`` that
+    put it exactly over the layer, and its downsampling ``d``.
+
+    Level pixel ``i`` is the mean of full-resolution pixels ``d*i .. d*i + d-1``: its centre
+    lies at ``d*i + (d-1)/2``. A single-scale layer is returned as it is (``d`` = 1).
+    """
+    scale, translate = np.asarray(layer.scale)[-2:], np.asarray(layer.translate)[-2:]
+    if not is_multiscale(layer):
+        return image_data(layer), {"scale": tuple(scale), "translate": tuple(translate)}, 1
+    max_side = REVIEW_SIDE if max_side is None else max_side
+    levels = list(layer.data)
+    fitting = [level for level in levels if max(level.shape[:2]) <= max_side]
+    level = fitting[0] if fitting else levels[-1]
+    d = max(1, round(levels[0].shape[0] / level.shape[0]))
+    data = np.asarray(level)
+    grid = {"scale": tuple(scale * d), "translate": tuple(translate + scale * (d - 1) / 2)}
+    return data, grid, d
+
+
+def between_levels(transform: AffineTransform, fixed_down: int, moving_down: int) -> AffineTransform:
+    """``transform`` (full-resolution moving -> fixed pixels) between pyramid levels downsampled
+    ``moving_down`` and ``fixed_down`` (level pixel ``i`` centred on full ``d*i + (d-1)/2``)."""
+    def to_full(d: int) -> AffineTransform:
+        return AffineTransform.from_matrix_xy([[d, 0, (d - 1) / 2], [0, d, (d - 1) / 2], [0, 0, 1]])
+    return to_full(fixed_down).inverse().compose(transform.compose(to_full(moving_down)))
 
 
 def grid_matrix(layer: Layer) -> np.ndarray:

@@ -58,15 +58,22 @@ def moving_review_image(data: np.ndarray) -> np.ndarray:
 
 
 def show_review(viewer, fixed: Layer, moving: Layer, fixed_data: np.ndarray,
-                moving_data: np.ndarray, transform) -> tuple[Layer, Layer]:
-    """Add (or update) the review layers on top, the moving one placed by ``transform``."""
+                moving_data: np.ndarray, transform, fixed_grid: dict | None = None,
+                moving_grid: dict | None = None) -> tuple[Layer, Layer]:
+    """Add (or update) the review layers on top, the moving one placed by ``transform``.
+
+    ``fixed_grid`` / ``moving_grid``: ``scale`` and ``translate`` of data that is a coarse level
+    of a whole slide (see :func:`~napari_comir.widgets._layers.coarse_view`); default the layers'.
+    """
     fixed_name, moving_name = review_names(fixed, moving)
     grey, fixed_grey = moving_review_image(moving_data), review_image(fixed_data)
-    moving_layer = upsert_image(viewer, moving_name, grey, like=moving, colormap="magenta",
+    moving_layer = upsert_image(viewer, moving_name, grey, like=moving, **(moving_grid or {}),
+                                colormap="magenta",
                                 blending="translucent", contrast_limits=percentile_limits(grey),
                                 metadata={"comir_review_of": moving.name})
     moving_layer.affine = world_affine(fixed, moving, transform)
-    fixed_layer = upsert_image(viewer, fixed_name, fixed_grey, like=fixed, colormap="green",
+    fixed_layer = upsert_image(viewer, fixed_name, fixed_grey, like=fixed, **(fixed_grid or {}),
+                               colormap="green",
                                blending="additive",
                                contrast_limits=percentile_limits(fixed_grey, 1.0, 99.5),
                                metadata={"comir_review_of": fixed.name})

@@ -45,7 +45,7 @@ class PairEntry:
 
     def aligned_pair(self, model: ComirModel) -> api.AlignedPair:
         def data(item):
-            return image_data(item) if isinstance(item, Image) else item
+            return image_data(item, "fine-tuning") if isinstance(item, Image) else item
         card = model.card
         return api.AlignedPair({card.moving_modality: data(self.moving),
                                 card.fixed_modality: data(self.fixed)}, name=self.label)

@@ -18,10 +18,10 @@ from napari.utils.notifications import show_error
 
 from .. import api
 from ..core.data import AlignedPair
-from ..core.errors import ComirError
+from ..core.errors import ComirError, InputError
 from ..core.training import FINE_TUNE_LR, TrainConfig
 from . import _worker
-from ._layers import image_data, wrap
+from ._layers import image_data, is_multiscale, wrap
 from ._state import library, state_for
 from .register import RegisterWidget, layer_pixel_sizes
 
@@ -95,6 +95,8 @@ class GuidedDock(RegisterWidget):
         models = (f"✓ {model.card.name} {model.card.version}" if model is not None
                   else "pick one (bf-shg is bundled)")
         teach = "new tissue? fine-tune on it" if self._accepted is not None else "after Accept"
+        if self._accepted is not None and any(is_multiscale(layer) for layer in self._accepted):
+            teach = "fine-tuning on whole slides is not supported; crop a region first"
         if model is not None and self.state.source in self._model_name.choices:
             with self._model_name.changed.blocked():  # the picker shows the model in use
                 self._model_name.value = self.state.source
@@ -115,13 +117,11 @@ class GuidedDock(RegisterWidget):
         super().show_result(result, fixed, moving)
         self.update_steps()
 
-    def accept(self):
-        layer = super().accept()
-        if layer is not None:
-            self._accepted = (self._pair[0], layer)
-            self._teach.enabled = True
-            self.update_steps()
-        return layer
+    def _accepted_layer(self, layer) -> None:
+        super()._accepted_layer(layer)
+        self._accepted = (self._pair[0], layer)
+        self._teach.enabled = not any(is_multiscale(lay) for lay in self._accepted)
+        self.update_steps()
 
     def teach(self) -> _worker.Job | None:
         """Fine-tune a copy of the model on the accepted pair (fixed image + the moving image
@@ -133,6 +133,9 @@ class GuidedDock(RegisterWidget):
         base = self.state.get()
         card = base.card
         try:
+            if is_multiscale(fixed) or is_multiscale(registered):
+                raise InputError("fine-tuning on whole slides is not supported; crop a region "
+                                 "first")
             pair = AlignedPair({card.fixed_modality: image_data(fixed),
                                 card.moving_modality: image_data(registered)}, name=registered.name)
             side = min(image_data(registered).shape[:2])

@@ -201,7 +201,7 @@ class InspectWidget(Container):
             if layer is None:
                 raise InputError("choose a raw image layer")
             model = self.state.get()
-            image = image_data(layer)
+            image = image_data(layer, "the equivariance check")
         except ComirError as exc:
             show_error(f"Inspect: {exc}")
             return None

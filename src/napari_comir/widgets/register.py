@@ -21,18 +21,24 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 
 from .. import api
-from ..core.defaults import DEFAULT_TRANSFORM, TRANSFORM_MODELS, TRUE_TRANSFORM_KEY
+from ..core.defaults import DEFAULT_TRANSFORM, TRANSFORM_KEY, TRANSFORM_MODELS, TRUE_TRANSFORM_KEY
 from ..core.errors import ComirError, InputError
 from ..core.registration import RegistrationResult
 from ..core.registration.landmarks import fit_landmarks
+from ..core.tiled_resample import check_resampled_path, resample_to_file
 from ..core.transforms import AffineTransform, corner_error, resample
 from . import _export, _worker
 from ._apply import DIRECTIONS, apply_to_layer
 from ._landmarks import landmark_layers, landmark_name, landmark_pairs, residual_text
 from ._layers import (
+    between_levels,
+    coarse_view,
     guess_pair,
-    image_data,
+    is_multiscale,
     layer_choices,
+    layer_pixel_size,
+    layer_shape,
+    registration_data,
     upsert_image,
     world_affine,
     wrap,
@@ -131,6 +137,9 @@ class RegisterWidget(Container):
             self._compare_row, self._square, self._keep_row, landmarks, self._residuals, self._targets,
             self._direction, self._apply])
         self.result: RegistrationResult | None = None
+        #: Where Accept writes the resampled copy of a whole slide; None: ask (a file dialog).
+        self.output_path: str | Path | None = None
+        self.accepted: Layer | None = None  # the last layer Accept made
         self._review_layers: tuple[Layer, Layer] | tuple[None, None] = (None, None)
         self.job: _worker.Job | None = None
         self._pair: tuple[Layer, Layer] | None = None
@@ -205,7 +214,7 @@ class RegisterWidget(Container):
             transform, float("nan"), 0.0, "landmarks", reasons=[
                 "fitted to the landmarks only, not checked against the images: press "
                 "Register from landmarks to refine and judge it"],
-            moving_shape=image_data(moving).shape[:2])
+            moving_shape=layer_shape(moving)[:2])
         self.show_result(result, fixed, moving)
         return result
 
@@ -218,9 +227,10 @@ class RegisterWidget(Container):
             fixed, moving = self._chosen()
             initial = self._landmark_transform() if from_landmarks else None
             model = self.state.get()
-            fixed_data, moving_data = image_data(fixed), image_data(moving)
+            # A whole slide (multiscale layer) is read lazily, coarse to fine: never all at once.
+            fixed_data, moving_data = registration_data(fixed), registration_data(moving)
             comirs = {}
-            if self._reuse.value:
+            if self._reuse.value and not (is_multiscale(fixed) or is_multiscale(moving)):
                 comirs = {"fixed_comir": find_comir(self.viewer, fixed, model),
                           "moving_comir": find_comir(self.viewer, moving, model)}
             fixed_size, moving_size = layer_pixel_sizes(fixed, moving)
@@ -271,7 +281,7 @@ class RegisterWidget(Container):
         self._residuals.value = self._landmark_residuals(result, fixed, moving)
         truth = moving.metadata.get(TRUE_TRANSFORM_KEY)  # the misaligned sample knows the answer
         if truth is not None:
-            error = corner_error(AffineTransform.from_dict(truth), t, image_data(moving).shape)
+            error = corner_error(AffineTransform.from_dict(truth), t, layer_shape(moving))
             self._score.value += f"\nerror vs. the known transform: {error:.1f} px"
         if not result.success_likely:
             why = "; ".join(result.reasons) or "the images do not agree"
@@ -286,8 +296,12 @@ class RegisterWidget(Container):
             comir = self._comir_layer(layer)
             if comir is not None:
                 comir.visible = False
-        self._review_layers = show_review(self.viewer, fixed, moving, image_data(fixed),
-                                          image_data(moving), result.transform)
+        # On whole slides the review layers are made from a coarse level, placed over the slide.
+        (fixed_data, fixed_grid, _), (moving_data, moving_grid, _) = (
+            coarse_view(fixed), coarse_view(moving))
+        self._review_layers = show_review(self.viewer, fixed, moving, fixed_data, moving_data,
+                                          result.transform, fixed_grid=fixed_grid,
+                                          moving_grid=moving_grid)
         for layer in self._review_layers:
             layer.visible = self._review.value
         for widget in (self._after, self._review, self._checker, self._flicker, self._agreement,
@@ -295,6 +309,8 @@ class RegisterWidget(Container):
                        self._accept,
                        self._export, self._apply):
             widget.enabled = True
+        # Whole slides: no CoMIRs are kept (they are computed window by window).
+        self._agreement.enabled = not (is_multiscale(fixed) or is_multiscale(moving))
         with self._after.changed.blocked():
             self._after.value = True
         self.show_after(True)
@@ -360,9 +376,12 @@ class RegisterWidget(Container):
         transform = self.result.transform if after else AffineTransform.rigid()
         landmarks = landmark_name(moving)
         landmarks = self.viewer.layers[landmarks] if landmarks in self.viewer.layers else None
-        for lay in (moving, self._comir_layer(moving), self._review_layers[1], landmarks):
+        for lay in (moving, self._comir_layer(moving), landmarks):
             if lay is not None and lay in self.viewer.layers:
                 lay.affine = world_affine(fixed, lay, transform)
+        review = self._review_layers[1]  # maybe a coarse level: placed through the moving's grid
+        if review is not None and review in self.viewer.layers:
+            review.affine = world_affine(fixed, moving, transform)
         self._update_checkerboard()
 
     def _update_checkerboard(self, *_):
@@ -374,10 +393,13 @@ class RegisterWidget(Container):
             return
         fixed, moving = self._pair
         transform = self.result.transform if self._after.value else AffineTransform.rigid()
-        fixed_data = image_data(fixed)
-        warped = resample(image_data(moving), transform, fixed_data.shape[:2])
-        board = checkerboard(fixed_data, warped, int(self._square.value))
-        layer = upsert_image(self.viewer, CHECKERBOARD, board, like=fixed, rgb=board.ndim == 3,
+        # Whole slides: on coarse levels (the fixed one's grid placed over the fixed slide).
+        (fixed_data, fixed_grid, fixed_down), (moving_data, _, moving_down) = (
+            coarse_view(fixed), coarse_view(moving))
+        warped = resample(moving_data, between_levels(transform, fixed_down, moving_down),
+                          fixed_data.shape[:2])
+        board = checkerboard(fixed_data, warped, max(1, int(self._square.value) // fixed_down))
+        layer = upsert_image(self.viewer, CHECKERBOARD, board, rgb=board.ndim == 3, **fixed_grid,
                              contrast_limits=(0.0, 1.0), blending="translucent", visible=True)
         if board.ndim == 2:
             layer.colormap = "gray"
@@ -390,14 +412,96 @@ class RegisterWidget(Container):
         return (self.result.transform, *self._pair)
 
     def accept(self) -> Image | None:
-        """Resample the moving image onto the fixed grid as a new layer (transform in metadata)."""
+        """Resample the moving image onto the fixed grid as a new layer (transform in metadata).
+
+        Whole slides (a multiscale layer) are resampled tile by tile into a file instead
+        (:meth:`accept_to_file`); the written pyramid opens as a new multiscale layer.
+        """
         try:
-            layer = self.apply_to([self._require_result()[2]], inverse=False)[0]
+            _, fixed, moving = self._require_result()
+            if is_multiscale(fixed) or is_multiscale(moving):
+                job = self.accept_to_file()
+                return None if job is None or job.running else self.accepted
+            layer = self.apply_to([moving], inverse=False)[0]
         except (ComirError, IndexError) as exc:
             show_error(f"Register: {exc}")
             return None
-        self._pair[1].visible = False
+        moving.visible = False
+        self._accepted_layer(layer)
         return layer
+
+    def _accepted_layer(self, layer: Layer) -> None:
+        """Called with the layer Accept made (at once, or when a slide's file is written)."""
+        self.accepted = layer
+
+    def _default_output(self, moving: Layer) -> Path:
+        """``<moving name>_registered.ome.tif`` beside the moving image's file, if known."""
+        source = getattr(getattr(moving, "source", None), "path", None)
+        folder = Path(source).parent if source else Path.cwd()
+        return folder / f"{moving.name}_registered.ome.tif"
+
+    def _ask_output_path(self, moving: Layer) -> str | None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getSaveFileName(
+            self.native, "Save the registered slide", str(self._default_output(moving)),
+            "Pyramidal OME-TIFF (*.ome.tif);;OME-Zarr (*.ome.zarr);;TIFF (*.tif)")
+        return path or None
+
+    def accept_to_file(self, path: str | Path | None = None) -> _worker.Job | None:
+        """Resample the moving slide onto the fixed grid tile by tile into ``path`` (default
+        :attr:`output_path`, else asked), with progress; then open the file as a new multiscale
+        layer over the fixed one. Full resolution is never in memory; no layer is replaced."""
+        try:
+            transform, fixed, moving = self._require_result()
+            path = path or self.output_path or self._ask_output_path(moving)
+            if not path:
+                return None
+            path = check_resampled_path(path)
+            events = resample_to_file(registration_data(moving), transform,
+                                      layer_shape(fixed)[:2], path,
+                                      pixel_size_um=layer_pixel_size(fixed))
+        except ComirError as exc:
+            show_error(f"Register: {exc}")
+            return None
+        self._accept.enabled = False
+        self._score_before_accept = self._score.value
+        self._score.value += f"\nwriting {path.name}…"
+
+        def done(job):
+            self._accept.enabled = True
+            self._score.value = self._score_before_accept
+            if job.failed or job.stopped or job.result is None:
+                self._score.value += "\naccept failed" if job.failed else "\naccept stopped"
+                return
+            layer = self._open_written(Path(job.result), fixed, moving, transform)
+            self._score.value += f"\nsaved {Path(job.result).name} (new layer {layer.name!r})"
+            moving.visible = False
+            self._accepted_layer(layer)
+
+        self.job = _worker.Job()
+        _worker.run_job(lambda: events, on_done=done, progress_bar=self._progress, job=self.job,
+                        title="Accept")
+        return self.job
+
+    def _open_written(self, path: Path, fixed: Layer, moving: Layer,
+                      transform: AffineTransform) -> Layer:
+        """Open a written pyramid through the plugin's reader as a new layer on the fixed grid."""
+        from .._reader import get_reader
+
+        data, kwargs, _ = get_reader(str(path))(str(path))[0]
+        name, taken = f"{moving.name} (registered)", {layer.name for layer in self.viewer.layers}
+        number = 2
+        while name in taken:  # never replace a layer (an earlier accept's, or the user's)
+            name, number = f"{moving.name} (registered {number})", number + 1
+        kwargs.update(name=name, scale=tuple(fixed.scale)[-2:],
+                      translate=tuple(fixed.translate)[-2:],
+                      metadata={**kwargs.get("metadata", {}), TRANSFORM_KEY: transform.to_dict(),
+                                "comir_fixed": fixed.name, "comir_direction": "moving → fixed",
+                                "comir_file": str(path)})
+        if not kwargs.get("rgb"):
+            kwargs["contrast_limits"] = tuple(moving.contrast_limits)
+        return self.viewer.add_image(data, **kwargs)
 
     def export_transform(self, path: str | Path) -> Path:
         """Write the transform in the format the name asks for (see ``_export.FILTERS``: JSON,

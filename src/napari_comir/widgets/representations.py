@@ -11,7 +11,14 @@ from .. import api
 from ..core.errors import ComirError
 from ..core.zoo import ComirModel
 from . import _worker
-from ._layers import image_data, modality_pickers, percentile_limits, upsert_image, wrap
+from ._layers import (
+    image_data,
+    layer_shape,
+    modality_pickers,
+    percentile_limits,
+    upsert_image,
+    wrap,
+)
 from ._state import state_for
 
 
@@ -28,7 +35,7 @@ def find_comir(viewer, source: Layer, model: ComirModel) -> np.ndarray | None:
     comir = meta.get("comir")
     if (meta.get("comir_source") != source.name or meta.get("comir_model") != model.card.name
             or meta.get("comir_source_id") != id(source.data) or comir is None
-            or comir.shape[:2] != image_data(source).shape[:2]):
+            or comir.shape[:2] != layer_shape(source)[:2]):
         return None
     return comir
 
@@ -97,7 +104,7 @@ class RepresentationsWidget(Container):
             for role, layer in sources.items():
                 if layer is not None:
                     modality = card.moving_modality if role == "moving" else card.fixed_modality
-                    jobs.append((layer.name, image_data(layer), modality))
+                    jobs.append((layer.name, image_data(layer, "showing its CoMIR"), modality))
             if not jobs:
                 show_error("CoMIR representations: choose at least one image layer")
                 return None

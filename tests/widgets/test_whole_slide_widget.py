@@ -1,0 +1,110 @@
+"""The guided dock on whole slides: multiscale layers registered coarse to fine, reviewed on a
+coarse level, accepted into a written pyramid opened as a new multiscale layer."""
+
+import numpy as np
+import pytest
+
+from napari_comir.core.errors import InputError
+from napari_comir.core.synthetic import misaligned_pair
+from napari_comir.core.tiled_resample import resample_to_file
+from napari_comir.core.transforms import AffineTransform, corner_error, resample
+from napari_comir.widgets._layers import (
+    between_levels,
+    coarse_view,
+    image_data,
+    registration_data,
+)
+from napari_comir.widgets.guided import GuidedDock
+
+pytestmark = pytest.mark.gui
+
+SIDE = 2304  # levels 2304, 1152, 576 px: the review uses the 1152 px one
+
+
+@pytest.fixture(scope="module")
+def slide_pair(tmp_path_factory):
+    """fixed.ome.tif (SHG) and moving.ome.tif (BF, moved by a known rigid transform), pyramidal."""
+    folder = tmp_path_factory.mktemp("slides")
+    bf, shg, truth = misaligned_pair((SIDE, SIDE), seed=1, angle_deg=8.0,
+                                     translation_xy=(40.0, -25.0))
+    for name, image in (("moving", bf), ("fixed", shg)):
+        for _ in resample_to_file(image, AffineTransform.rigid(), image.shape[:2],
+                                  folder / f"{name}.ome.tif", pixel_size_um=1.0):
+            pass
+    return folder, bf, truth
+
+
+def test_coarse_view_lies_over_the_slide(make_napari_viewer):
+    viewer = make_napari_viewer()
+    full = np.arange(64 * 48, dtype=np.float32).reshape(64, 48)
+    half = full.reshape(32, 2, 24, 2).mean(axis=(1, 3))
+    layer = viewer.add_image([full, half], multiscale=True, scale=(0.5, 0.5), translate=(10, 20))
+    data, grid, d = coarse_view(layer, max_side=40)
+    assert d == 2 and data.shape == (32, 24)
+    # coarse pixel 0 is the mean of full pixels 0 and 1: centred at full 0.5 -> world 10.25
+    assert grid == {"scale": (1.0, 1.0), "translate": (10.25, 20.25)}
+    with pytest.raises(InputError, match="whole slide"):
+        image_data(layer)
+    slide = registration_data(layer)
+    assert slide.downsamples == [1, 2] and slide.pixel_size_um == 0.5
+    t = AffineTransform.rigid(3.0, (4.0, -2.0))
+    coarse = between_levels(t, 2, 2)
+    point = np.array([[5.0, 7.0]])  # a coarse moving pixel, through full resolution
+    expected = (t.apply_xy(point * 2 + 0.5) - 0.5) / 2
+    assert np.allclose(coarse.apply_xy(point), expected)
+
+
+def test_guided_dock_registers_reviews_and_accepts_slides(make_napari_viewer, slide_pair,
+                                                          tmp_path, errors):
+    folder, bf, truth = slide_pair
+    viewer = make_napari_viewer()
+    fixed = viewer.open(str(folder / "fixed.ome.tif"), plugin="napari-comir")[0]
+    moving = viewer.open(str(folder / "moving.ome.tif"), plugin="napari-comir")[0]
+    assert fixed.multiscale and moving.multiscale and moving.rgb
+    dock = GuidedDock(viewer)
+    viewer.window.add_dock_widget(dock)
+    dock.state.load("bf-shg")
+    dock._fixed.value, dock._moving.value = fixed, moving
+    dock._transform.value = "rigid"
+    dock._rotation.value = 30
+    job = dock.run()
+    assert job is not None and not job.failed, errors
+    found = dock.result.transform
+    assert corner_error(truth, found, (SIDE, SIDE)) < 3.0
+    assert dock.result.success_likely
+
+    # Review layers: made from the 1152 px level, placed exactly over the slides.
+    review_fixed, review_moving = viewer.layers[-1], viewer.layers[-2]
+    assert review_fixed.name == "review: fixed (green)"
+    assert review_moving.name == "review: moving (magenta)"
+    for layer in (review_fixed, review_moving):
+        assert not layer.multiscale and layer.data.shape == (SIDE // 2, SIDE // 2)
+        assert np.allclose(layer.scale, (2.0, 2.0)) and np.allclose(layer.translate, (0.5, 0.5))
+    # the moving review goes through the moving slide's affine: coarse pixel -> fixed world
+    world = review_moving._data_to_world(np.array([100.0, 200.0]))
+    expected_rc = found.apply_rc(np.array([[100.0 * 2 + 0.5, 200.0 * 2 + 0.5]]))[0]
+    assert np.allclose(world, expected_rc, atol=1e-6)
+    assert np.allclose(moving.affine.affine_matrix, found.matrix_rc)
+    dock._checker.value = True  # the checkerboard on the coarse level too
+    assert viewer.layers["Checkerboard (fixed | moving)"].data.shape[:2] == (SIDE // 2, SIDE // 2)
+    dock._checker.value = False
+    assert not dock._agreement.enabled  # no CoMIRs are kept for slides
+
+    # Accept: the moving slide resampled tile by tile into a pyramid, opened as a new layer.
+    dock.output_path = tmp_path / "moving_registered.ome.tif"
+    layer = dock.accept()
+    assert layer is not None, errors
+    assert dock.output_path.is_file() and layer.name == "moving (registered)"
+    assert layer.multiscale and len(layer.data) >= 2 and layer.rgb
+    assert layer.data[0].shape[:2] == (SIDE, SIDE)
+    assert "comir_transform" in layer.metadata
+    assert moving in viewer.layers and not moving.visible  # the user's layer kept, hidden
+    window = (slice(1000, 1128), slice(1100, 1228))
+    expected = resample(bf, found, (SIDE, SIDE))[window]
+    assert np.abs(np.asarray(layer.data[0][window]).astype(float) - expected).mean() < 2.0
+    # Teach is for images in memory.
+    assert not dock._teach.enabled
+    assert "not supported" in dock._status["teach"].value
+    # Accepting again never replaces the first copy.
+    dock.output_path = tmp_path / "again.ome.tif"
+    assert dock.accept().name == "moving (registered 2)"
