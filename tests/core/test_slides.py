@@ -1,0 +1,145 @@
+"""Whole slides: lazy pyramid levels, tile-by-tile resampling into pyramids, the file pipeline."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_comir.cli import main
+from napari_comir.core.errors import InputError
+from napari_comir.core.io.slides import Slide, open_image, open_slide, slide_from_levels
+from napari_comir.core.synthetic import misaligned_pair
+from napari_comir.core.tiled_resample import resample_tiles, resample_to_file
+from napari_comir.core.transforms import AffineTransform, corner_error, resample
+
+SHEARED = AffineTransform.from_matrix_xy(np.array([[0.9513, 0.1037, 30.317], [-0.1191, 1.0213, -40.733],
+                                                  [0, 0, 1]]))
+
+
+def _write_pyramid(path, image, pixel_size_um=None, transform=None):
+    """``image`` (moved by ``transform``) as a pyramidal OME-TIFF; returns the last event."""
+    *_, last = resample_to_file(image, transform or AffineTransform.rigid(), image.shape[:2], path,
+                                pixel_size_um=pixel_size_um)
+    return last
+
+
+@pytest.mark.parametrize("channels", [(), (3,)])
+@pytest.mark.parametrize("order", [0, 1])
+def test_tiles_equal_whole_image_resampling(rng, channels, order):
+    image = (rng.random((300, 410) + channels) * 255).astype(np.uint8)
+    whole = resample(image, SHEARED, (330, 370), order=order)
+    tiled = np.zeros_like(whole)
+    for rows, cols, pixels in resample_tiles(image, SHEARED, (330, 370), tile=64, order=order):
+        tiled[rows, cols] = pixels
+    np.testing.assert_array_equal(tiled, whole)
+
+
+def test_ome_tiff_pyramid_is_read_back_lazily_with_its_pixel_size(tmp_path, rng):
+    image = (rng.random((2600, 2100, 3)) * 255).astype(np.uint8)
+    last = _write_pyramid(tmp_path / "x.ome.tif", image, pixel_size_um=0.25)
+    assert "3 level(s)" in last.message
+    with open_slide(tmp_path / "x.ome.tif") as slide:
+        assert slide.downsamples == [1, 2, 4] and slide.pixel_size_um == pytest.approx(0.25)
+        assert [level.shape for level in slide.levels] == [(2600, 2100, 3), (1300, 1050, 3), (650, 525, 3)]
+        np.testing.assert_array_equal(slide[1000:1100, 7:2000], image[1000:1100, 7:2000])
+        coarse = image[:2600, :2100].astype(np.float32).reshape(1300, 2, 1050, 2, 3).mean(axis=(1, 3))
+        np.testing.assert_allclose(slide.levels[1][:, :], np.rint(coarse), atol=0.5)
+        assert slide.level_at_most(3.0) == 1
+    assert isinstance(open_image(tmp_path / "x.ome.tif"), Slide)
+
+
+def test_plain_tiff_is_one_level_with_resolution_tags_and_small_files_stay_arrays(tmp_path, rng):
+    image = (rng.random((700, 500)) * 65535).astype(np.uint16)
+    _write_pyramid(tmp_path / "x.tif", image, pixel_size_um=0.5)
+    array = open_image(tmp_path / "x.tif")
+    assert isinstance(array, np.ndarray)
+    np.testing.assert_array_equal(array, image)
+    with open_slide(tmp_path / "x.tif") as slide:
+        assert len(slide.levels) == 1 and slide.pixel_size_um == pytest.approx(0.5)
+
+
+def test_planar_rgb_is_read_channels_last_and_stacks_are_refused(tmp_path, rng):
+    image = (rng.random((3, 200, 300)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "planar.tif", image, photometric="rgb", planarconfig="separate")
+    with open_slide(tmp_path / "planar.tif") as slide:
+        np.testing.assert_array_equal(slide[:, :], np.moveaxis(image, 0, -1))
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((5, 64, 64), np.uint8))
+    with pytest.raises(InputError, match="not a 2-D grey or RGB image"):
+        open_slide(tmp_path / "stack.tif")
+    (tmp_path / "broken.tif").write_bytes(b"II*\0garbage")
+    with pytest.raises(InputError, match="cannot read|holds no image"):
+        open_slide(tmp_path / "broken.tif")
+
+
+def test_ome_zarr_output_is_valid_ngff_with_physical_scales(tmp_path, rng):
+    import zarr
+    from ome_zarr_models.v04.image import Image
+
+    image = (rng.random((2300, 1200, 3)) * 255).astype(np.uint8)
+    _write_pyramid(tmp_path / "x.ome.zarr", image, pixel_size_um=0.5)
+    group = zarr.open_group(tmp_path / "x.ome.zarr", mode="r")
+    Image.from_zarr(group)  # raises on invalid NGFF 0.4 metadata
+    np.testing.assert_array_equal(np.moveaxis(group["0"][:, :100, :50], 0, -1), image[:100, :50])
+    datasets = group.attrs["multiscales"][0]["datasets"]
+    assert datasets[1]["coordinateTransformations"][0]["scale"] == [1.0, 1.0, 1.0]
+    assert len(datasets) == 3  # 2300, 1150, 575 px: halved until the long side fits 1024
+    _write_pyramid(tmp_path / "x.ome.zarr", image[::-1], pixel_size_um=0.5)  # replaced whole
+    np.testing.assert_array_equal(np.moveaxis(zarr.open_group(tmp_path / "x.ome.zarr")["0"][:, :5, :5],
+                                              0, -1), image[::-1][:5, :5])
+
+
+def test_a_failed_resampling_leaves_no_file(tmp_path, rng):
+    class Failing:
+        shape, dtype, ndim = (3000, 3000), np.dtype(np.uint8), 2
+        reads = 0
+
+        def __getitem__(self, key):
+            Failing.reads += 1
+            if Failing.reads > 3:
+                raise OSError("disk went away")
+            return np.zeros((key[0].stop - key[0].start, key[1].stop - key[1].start), np.uint8)
+
+    with pytest.raises(OSError):
+        _write_pyramid(tmp_path / "x.ome.tif", Failing())
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InputError, match="name it .tif"):
+        _write_pyramid(tmp_path / "x.png", np.zeros((10, 10), np.uint8))
+
+
+def test_slide_from_open_levels_reads_like_a_slide(rng):
+    image = rng.random((400, 300)).astype(np.float32)
+    slide = slide_from_levels([image, image[::2, ::2]], pixel_size_um=2.0)
+    assert slide.downsamples == [1, 2] and slide.shape == (400, 300)
+    np.testing.assert_array_equal(slide[10:20, 30:40], image[10:20, 30:40])
+
+
+def test_register_command_on_pyramidal_files(tmp_path):
+    """Pyramidal OME-TIFF inputs are read lazily and registered coarse to fine; the resampled
+    output is a pyramid with the fixed pixel size; the ITK export reads back in SimpleITK."""
+    import SimpleITK as sitk
+
+    bf, shg, truth = misaligned_pair((1600, 1600), seed=3, angle_deg=-61.0, translation_xy=(23.0, -14.0))
+    _write_pyramid(tmp_path / "shg.ome.tif", shg, pixel_size_um=2.0)
+    _write_pyramid(tmp_path / "bf.ome.tif", bf, pixel_size_um=2.0)
+    assert isinstance(open_image(tmp_path / "bf.ome.tif"), Slide)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["register", "--fixed", str(tmp_path / "shg.ome.tif"), "--moving",
+                 str(tmp_path / "bf.ome.tif"), "--out", str(out / "r.json"), "--resampled",
+                 str(out / "bf_on_shg.ome.tif"), "--export-itk", str(out / "r.tfm"),
+                 "--export-ngff", str(out / "r.ngff.json"), "--device", "cpu"]) == 0
+    report = json.loads((out / "r.json").read_text())
+    found = AffineTransform.from_dict(report)
+    assert report["method"] == "pyramid" and report["success_likely"]
+    assert report["fixed_pixel_size_um"] == pytest.approx(2.0)
+    assert corner_error(truth, found, bf.shape) < 0.02 * bf.shape[1]
+    with open_slide(out / "bf_on_shg.ome.tif") as registered:
+        assert registered.shape == (1600, 1600, 3) and len(registered.levels) >= 2
+        assert registered.pixel_size_um == pytest.approx(2.0)
+        reference = resample(bf, found, shg.shape)
+        assert np.abs(registered[700:900, 700:900].astype(int) - reference[700:900, 700:900]).max() <= 1
+    itk = sitk.ReadTransform(str(out / "r.tfm"))
+    fixed_xy = np.array([[100.0, 200.0], [1500.0, 900.0]])
+    moving_xy = np.array([itk.TransformPoint(tuple(p * 2.0)) for p in fixed_xy]) / 2.0
+    np.testing.assert_allclose(found.apply_xy(moving_xy), fixed_xy, atol=1e-6)
