@@ -22,8 +22,11 @@ _API = (
     "AffineTransform", "RegistrationOutcome", "TrainConfig",
     "AlignedPair", "read_image", "read_pairs_csv", "save_user_model",
     "apply_transform_to_geojson", "apply_transform_to_image", "apply_transform_to_points",
+    "open_image",
 )
-__all__ = ["__version__", *_API]
+# Whole-file pipelines (they import the API themselves).
+_FILE_API = ("file_registration_events",)
+__all__ = ["__version__", *_API, *_FILE_API]
 
 
 def __getattr__(name):
@@ -32,4 +35,8 @@ def __getattr__(name):
         from . import api
 
         return getattr(api, name)
+    if name in _FILE_API:
+        from . import file_registration
+
+        return getattr(file_registration, name)
     raise AttributeError(f"module 'napari_comir' has no attribute {name!r}")
