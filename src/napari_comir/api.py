@@ -35,6 +35,7 @@ from .core.progress import Progress
 from .core.pyramid import register_pyramid
 from .core.registration import (
     DEFAULT_TRANSFORM,
+    MAX_ASPECT,
     METHODS,
     RegistrationResult,
     angle_bounds,
@@ -224,6 +225,11 @@ def registration_events(fixed_image, moving_image, model: ComirModel | str = DEF
                              f"{checked.shape[1]} px (need at least {MIN_SIDE}x{MIN_SIDE}: the "
                              "networks see a 16 px grid at their deepest level, and smaller images "
                              "match noise as well as tissue)")
+        rows, cols = checked.shape[:2]
+        if not isinstance(image, Slide) and max(rows, cols) > MAX_ASPECT * min(rows, cols):
+            # as core.registration.register refuses it, but before the CoMIRs are computed
+            raise InputError(f"{name} image is too thin to register: {rows} x {cols} px (at most "
+                             f"{MAX_ASPECT:g}:1; cut a long strip into near-square pieces)")
         if isinstance(checked, np.ndarray) and np.ptp(checked) == 0:
             raise RegistrationError(f"{name} image is constant — nothing to register")
     lazy = isinstance(fixed_image, Slide) or isinstance(moving_image, Slide)
