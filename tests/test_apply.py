@@ -188,8 +188,8 @@ def test_the_installed_command_runs_without_torch(result_json, tmp_path):
     ("image-without-like", "--image needs --like"),
     ("labels-with-geojson", "--labels: only with --image"),
     ("origin-with-image", "--origin: only with --geojson"),
-    ("png-output", "name it .tif or .tiff"),
-    ("rgb-labels", "a label image must be one grey plane"),
+    ("png-output", "name the image output .tif, .ome.tif"),
+    ("rgb-labels", "a label image must be one plane"),
     ("missing-output-folder", "output folder does not exist"),
 ])
 def test_bad_input_exits_2_with_one_line(case, says, result_json, tmp_path, capsys):

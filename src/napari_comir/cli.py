@@ -315,10 +315,10 @@ def _apply(args) -> int:
     if not args.like:
         raise InputError("--image needs --like: the image whose grid the output takes (the fixed "
                          "image; the moving image with --inverse)")
-    carried = apply_transform_to_image_file(args.transform, args.image, args.like, args.out,
-                                            inverse=args.inverse, labels=args.labels)
+    rows, cols = apply_transform_to_image_file(args.transform, args.image, args.like, args.out,
+                                               inverse=args.inverse, labels=args.labels)
     kind = "labels" if args.labels else "image"
-    print(f"{kind} carried {direction} ({carried.shape[0]}x{carried.shape[1]}) -> {args.out}")
+    print(f"{kind} carried {direction} ({rows}x{cols}) -> {args.out}")
     return 0
 
 

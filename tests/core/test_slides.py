@@ -103,7 +103,7 @@ def test_a_failed_resampling_leaves_no_file(tmp_path, rng):
     with pytest.raises(OSError):
         _write_pyramid(tmp_path / "x.ome.tif", Failing())
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(InputError, match="name it .tif"):
+    with pytest.raises(InputError, match="name the image output .tif"):
         _write_pyramid(tmp_path / "x.png", np.zeros((10, 10), np.uint8))
 
 

@@ -18,8 +18,9 @@ import numpy as np
 from .errors import InputError
 from .io.files import check_output_path, check_outputs_apart
 from .io.geojson import read_geojson, transform_geojson, write_geojson
-from .io.images import TIFF_SUFFIXES, read_image, write_tiff
+from .io.slides import open_image
 from .io.transform_formats import format_from_path, read_transform
+from .tiled_resample import check_resampled_path, resample_to_file
 from .transforms import AffineTransform, resample
 
 
@@ -242,8 +243,11 @@ def apply_transform_to_geojson(transform, in_path, out_path, *, inverse: bool = 
 
 
 def apply_transform_to_image_file(transform, in_path, like_path, out_path, *,
-                                  inverse: bool = False, labels: bool = False) -> np.ndarray:
+                                  inverse: bool = False, labels: bool = False) -> tuple[int, int]:
     """Carry an image file (another channel, a mask, labels) onto the grid of another image file.
+
+    Whole slides are read lazily and written tile by tile (as the registered image is): memory
+    stays a few tiles whatever their size.
 
     Parameters
     ----------
@@ -253,34 +257,40 @@ def apply_transform_to_image_file(transform, in_path, like_path, out_path, *,
         The image, on the moving image's grid (on the fixed image's with ``inverse``).
     like_path : str or os.PathLike
         The image whose grid the output takes: the fixed image (the moving image with
-        ``inverse``); only its size is used.
+        ``inverse``); only its size and pixel size are used.
     out_path : str or os.PathLike
-        The output TIFF (written atomically; checked before any work).
+        ``.tif``, ``.ome.tif`` (a tiled pyramid) or ``.ome.zarr``; written whole or not at all,
+        checked before any work.
     inverse, labels : bool
         As in :func:`apply_transform_to_image`.
 
     Returns
     -------
-    np.ndarray
-        The resampled image, as written.
+    tuple of int
+        (rows, cols) of the written image.
     """
-    out_path = Path(out_path)
-    if out_path.suffix.lower() not in TIFF_SUFFIXES:
-        raise InputError(f"the output is written as TIFF: name it .tif or .tiff, got {out_path.name}")
     inputs = {"--image": in_path, "--like": like_path}
     if isinstance(transform, (str, os.PathLike)):
         inputs["--transform"] = transform
     check_outputs_apart({"--out": out_path}, inputs)
-    check_output_path(out_path)
+    check_resampled_path(out_path)
     transform = as_transform(transform)
-    shape = read_image(like_path).shape[:2]
-    image = read_image(in_path)
-    if labels and image.ndim != 2:
-        raise InputError(f"{Path(in_path).name}: a label image must be one grey plane, got shape "
-                         f"{image.shape}")
-    carried = apply_transform_to_image(transform, image, shape, inverse=inverse, labels=labels)
-    write_tiff(out_path, carried)
-    return carried
+    like, image = open_image(like_path), open_image(in_path)
+    try:
+        if labels and (len(image.shape) != 2 or not (np.issubdtype(image.dtype, np.integer)
+                                                      or image.dtype == np.bool_)):
+            raise InputError(f"{Path(in_path).name}: a label image must be one plane of whole "
+                             f"numbers, got shape {tuple(image.shape)} of {image.dtype}")
+        shape = tuple(like.shape[:2])
+        for _ in resample_to_file(image, _directed(transform, inverse), shape, out_path,
+                                  pixel_size_um=getattr(like, "pixel_size_um", None),
+                                  order=0 if labels else 1):
+            pass
+    finally:
+        for opened in (like, image):
+            if hasattr(opened, "close"):
+                opened.close()
+    return shape
 
 
 __all__ = ["apply_transform_to_geojson", "apply_transform_to_image",

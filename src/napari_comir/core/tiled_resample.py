@@ -83,7 +83,7 @@ def check_resampled_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     suffixes = (".tif", ".tiff", OME_ZARR_SUFFIX)
     if not path.name.lower().endswith(suffixes):
-        raise InputError(f"resampled output {path.name}: name it .tif, .ome.tif (a tiled pyramid) "
+        raise InputError(f"{path.name}: name the image output .tif, .ome.tif (a tiled pyramid) "
                          f"or {OME_ZARR_SUFFIX}")
     if _is_ome_zarr(path):
         if path.exists() and not (path / ".zattrs").is_file():
