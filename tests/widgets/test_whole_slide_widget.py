@@ -104,7 +104,11 @@ def test_guided_dock_registers_reviews_and_accepts_slides(make_napari_viewer, sl
     assert np.abs(np.asarray(layer.data[0][window]).astype(float) - expected).mean() < 2.0
     # Teach is for images in memory.
     assert not dock._teach.enabled
-    assert "not supported" in dock._status["teach"].value
+    assert "crop" in dock._status["teach"].value
+    assert "not supported" in dock._status["teach"].tooltip
+    assert dock._status["keep"].value == "✓ saved as a layer"
+    assert "moving_registered.ome.tif" in dock._status["keep"].tooltip
+    assert dock._status["images"].value == "✓ whole slides"
     # Accepting again never replaces the first copy.
     dock.output_path = tmp_path / "again.ome.tif"
     assert dock.accept().name == "moving (registered 2)"

@@ -19,6 +19,8 @@ from ..core.progress import Progress
 SYNCHRONOUS = False
 
 _log = logging.getLogger(__name__)
+#: Longest progress-bar headline shown whole; longer ones lose their middle.
+HEADLINE_CHARS = 36
 
 
 class Job:
@@ -83,6 +85,9 @@ def run_job(generator_function: Callable[..., Iterator[Progress]], *args,
             progress_bar.value = min(event.step, event.total)
             # Text inside the bar (the widget's label is its form-row name: leave it alone).
             headline = event.message.split(",")[0]  # the bar is narrow: details go to labels
+            if len(headline) > HEADLINE_CHARS:  # a long one (a file's path) would widen the dock
+                half = HEADLINE_CHARS // 2 - 1
+                headline = f"{headline[:half]}…{headline[-half:]}"
             progress_bar.native.setFormat(f"{headline}  %p%" if headline else "%p%")
         if on_event is not None:
             on_event(event)

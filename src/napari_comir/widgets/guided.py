@@ -18,6 +18,7 @@ from napari.utils.notifications import show_error
 
 from .. import api
 from ..core.data import AlignedPair
+from ..core.defaults import TRANSFORM_KEY
 from ..core.errors import ComirError, InputError
 from ..core.training import FINE_TUNE_LR, TrainConfig
 from . import _worker
@@ -91,16 +92,19 @@ class GuidedDock(RegisterWidget):
         else:
             sizes = layer_pixel_sizes(fixed, moving)
             images = f"✓ {sizes[0]:g} / {sizes[1]:g} µm/px" if sizes[0] else "✓ scale searched"
+            if is_multiscale(fixed) or is_multiscale(moving):  # read lazily, coarse to fine
+                images = "✓ whole slides"  # one line; the µm/px are in the Register widget
         model = self.state.model
         models = (f"✓ {model.card.name} {model.card.version}" if model is not None
                   else "pick one (bf-shg is bundled)")
         teach = "new tissue? fine-tune on it" if self._accepted is not None else "after Accept"
         if self._accepted is not None and any(is_multiscale(layer) for layer in self._accepted):
-            teach = "fine-tuning on whole slides is not supported; crop a region first"
+            teach = "crop to fine-tune"  # one line: the tooltip says why
         if model is not None and self.state.source in self._model_name.choices:
             with self._model_name.changed.blocked():  # the picker shows the model in use
                 self._model_name.value = self.state.source
         result = self.result
+        written = self._accepted[1].metadata.get("comir_file") if self._accepted else None
         if result is None:
             register = "press Register"
             review, keep = "after registering", "after reviewing"
@@ -109,9 +113,16 @@ class GuidedDock(RegisterWidget):
             register = f"✓ {result.transform.model}, {verdict}"
             review = "white = the images agree"
             keep = "Accept or Export"
+            if written and self._accepted[1].metadata.get(TRANSFORM_KEY) == \
+                    result.transform.to_dict():  # this result's, not an earlier one's
+                keep = "✓ saved as a layer"
         texts = (images, models, register, review, keep, teach)
         for step, text in zip(STEPS, texts, strict=True):
             self._status[step].value = text
+        self._status["keep"].tooltip = f"written to {written}" if written else None
+        self._status["teach"].tooltip = (
+            "fine-tuning on whole slides is not supported: crop a region first"
+            if teach.startswith("crop") else None)
 
     def show_result(self, result, fixed, moving) -> None:
         super().show_result(result, fixed, moving)

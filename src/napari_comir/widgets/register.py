@@ -309,8 +309,11 @@ class RegisterWidget(Container):
                        self._accept,
                        self._export, self._apply):
             widget.enabled = True
-        # Whole slides: no CoMIRs are kept (they are computed window by window).
-        self._agreement.enabled = not (is_multiscale(fixed) or is_multiscale(moving))
+        # Whole slides: no CoMIRs are kept (they are computed window by window); Accept writes
+        # the resampled slide to a file.
+        slides = is_multiscale(fixed) or is_multiscale(moving)
+        self._agreement.enabled = not slides
+        self._accept.text = "Accept (save slide…)" if slides else "Accept (resample)"
         with self._after.changed.blocked():
             self._after.value = True
         self.show_after(True)
@@ -465,17 +468,14 @@ class RegisterWidget(Container):
             show_error(f"Register: {exc}")
             return None
         self._accept.enabled = False
-        self._score_before_accept = self._score.value
-        self._score.value += f"\nwriting {path.name}…"
 
         def done(job):
             self._accept.enabled = True
-            self._score.value = self._score_before_accept
             if job.failed or job.stopped or job.result is None:
-                self._score.value += "\naccept failed" if job.failed else "\naccept stopped"
+                self._progress.native.setFormat("accept failed" if job.failed else "stopped")
                 return
             layer = self._open_written(Path(job.result), fixed, moving, transform)
-            self._score.value += f"\nsaved {Path(job.result).name} (new layer {layer.name!r})"
+            show_info(f"Register: saved {job.result} (layer {layer.name!r})")
             moving.visible = False
             self._accepted_layer(layer)
 
