@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .io.files import check_output_path, check_outputs_apart
+from .io.files import check_output_path, check_outputs_apart, read_utf8_text
 from .io.geojson import read_geojson, transform_geojson, write_geojson
 from .io.slides import open_image
 from .io.transform_formats import format_from_path, read_transform
@@ -57,13 +57,7 @@ def as_transform(transform) -> AffineTransform:
         format_name = "json"  # no known ending: read it as napari-comir's JSON, or say why not
     if format_name not in ("json", "csv"):
         return read_transform(path, format=format_name)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path.name}: not a transform file (not UTF-8 text); expected the JSON "
-                         "`napari-comir register --out` writes, or a transform CSV") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    text = read_utf8_text(path, "the JSON `napari-comir register --out` writes, or a transform CSV")
     try:
         if format_name == "csv":
             if "\n" not in text.strip():

@@ -116,3 +116,16 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def read_utf8_text(path: str | os.PathLike, expected: str) -> str:
+    """A text file's content (UTF-8, a byte-order mark skipped); an ``InputError`` naming
+    ``expected`` (e.g. "GeoJSON") when it is not UTF-8 text or cannot be read."""
+    path = Path(path)
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path.name}: not a text file in UTF-8 (byte {exc.start}); "
+                         f"expected {expected}") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc

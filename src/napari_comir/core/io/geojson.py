@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..transforms import AffineTransform, coordinate_transform
-from .files import atomic_path
+from .files import atomic_path, read_utf8_text
 
 #: Nesting depth of each geometry type's ``coordinates`` above a position ([x, y]).
 GEOMETRY_DEPTHS = {"Point": 0, "MultiPoint": 1, "LineString": 1, "MultiLineString": 2,
@@ -272,14 +272,7 @@ def read_geojson(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no such GeoJSON file: {path}")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path.name}: not a text file in UTF-8 (byte {exc.start}); "
-                         "expected GeoJSON") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return parse_geojson(text, path.name)
+    return parse_geojson(read_utf8_text(path, "GeoJSON"), path.name)
 
 
 def map_geojson_xy(data, map_xy: Callable[[np.ndarray], np.ndarray]):
