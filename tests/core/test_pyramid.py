@@ -1,9 +1,13 @@
+import time
+
 import numpy as np
+import pytest
 
 from napari_comir import api
 from napari_comir.core.evaluation import make_rigid_case
 from napari_comir.core.pyramid import block_mean, register_pyramid
-from napari_comir.core.transforms import corner_error
+from napari_comir.core.synthetic import misaligned_pair
+from napari_comir.core.transforms import AffineTransform, corner_error, resample
 
 
 def test_block_mean_reads_in_bands(tmp_path, rng):
@@ -23,3 +27,40 @@ def test_pyramid_recovers_a_transform_at_full_resolution(real_pair):
     assert result.method == "pyramid" and "coarse" in result.timings and "window 1" in result.timings
     assert result.success_likely
     assert corner_error(truth, result.transform, moving.shape[:2]) < 1.5
+
+
+@pytest.fixture(scope="module")
+def large_case():
+    """A 1100 px synthetic pair: 4 x 4 window positions of 256 px, so several windows are used."""
+    return misaligned_pair((1100, 1100), seed=5, angle_deg=33.0, translation_xy=(12.0, -7.0))
+
+
+def test_windows_spread_over_the_image_fix_the_transform_and_seconds_are_honest(large_case):
+    bf, shg, truth = large_case
+    model = api.load_model("bf-shg", "cpu")
+    start = time.perf_counter()
+    result = register_pyramid(model, shg, bf, coarse_side=300, window=256)
+    wall = time.perf_counter() - start
+    assert result.success_likely and corner_error(truth, result.transform, bf.shape) < 1.2
+    windows = [key for key in result.timings if key.startswith("window")]
+    assert len(windows) >= 3
+    assert sum(result.timings.values()) <= result.seconds <= wall  # the whole call, every phase
+    assert result.seconds > 0.9 * wall
+
+
+def test_pixel_sizes_give_each_image_its_own_overview_factor(large_case):
+    bf, shg, truth = large_case
+    finer = AffineTransform.similarity(0.0, 1 / 1.1)  # the moving image at 2.2 µm instead of 2.0
+    moving = resample(bf, finer, (1000, 1000))
+    result = register_pyramid(api.load_model("bf-shg", "cpu"), shg, moving, coarse_side=300,
+                              window=256, fixed_pixel_size_um=2.0, moving_pixel_size_um=2.2)
+    assert result.success_likely
+    assert corner_error(truth.compose(finer.inverse()), result.transform, moving.shape) < 2.0
+
+
+def test_noise_is_not_reported_as_a_success(large_case):
+    _, shg, _ = large_case
+    noise = (np.random.default_rng(0).random((1100, 1100, 3)) * 255).astype(np.uint8)
+    result = register_pyramid(api.load_model("bf-shg", "cpu"), shg, noise, coarse_side=300, window=256)
+    assert not result.success_likely
+    assert any("full-scale windows matched" in reason for reason in result.reasons)

@@ -23,17 +23,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import InputError
 from .inference import compute_comir_pair
 from .io.slides import Slide
 from .registration import DEFAULT_TRANSFORM, RegistrationResult, register
 from .registration.landmarks import fit_landmarks
-from .transforms import AffineTransform
+from .transforms import MODELS, AffineTransform
 from .zoo import ComirModel
 
 #: Windows registered at full scale (the best of a 4 x 4 grid by tissue content).
 N_WINDOWS = 5
 #: A window whose points miss the joint fit by more than this many window pixels is left out.
 WINDOW_TOLERANCE_PX = 3.0
+#: A looser model is fitted to the windows only if it lowers their RMS residual by this many
+#: window pixels.
+MODEL_GAIN_PX = 0.5
 
 
 def block_mean(image, factor: int, band_rows: int = 1024) -> np.ndarray:
@@ -105,23 +109,24 @@ def _window_starts(length: int, size: int, n: int) -> list[int]:
 
 def _tissue_windows(overview: _Reduced, moving_shape, window_full: int, n: int,
                     inside_fixed) -> list[tuple[int, int]]:
-    """(row, col) level-0 starts of the ``n`` windows with the most contrast, among the centre
-    window and a 4 x 4 grid, preferring those ``inside_fixed(start)`` (whose partner window in
-    the fixed image is not cut by its edge, which biases the match)."""
+    """(row, col) level-0 starts of the ``n`` windows with the most contrast among the centre
+    window and a 4 x 4 grid, keeping only those ``inside_fixed(start)`` (a partner window cut
+    by the fixed image's edge biases the match); the centre window alone if none is."""
     centre = tuple(max(0, (side - window_full) // 2) for side in moving_shape[:2])
-    if n == 1:
-        return [centre]
     starts = [centre] + [(r, c) for r in _window_starts(moving_shape[0], window_full, 4)
                          for c in _window_starts(moving_shape[1], window_full, 4)]
+    starts = [start for start in dict.fromkeys(starts) if inside_fixed(start)]
+    if n == 1 or not starts:
+        return [centre]
     grey = overview.pixels.mean(axis=-1) if overview.pixels.ndim == 3 else overview.pixels
     k = overview.factor
 
-    def rank(start) -> tuple[bool, float]:
+    def contrast(start) -> float:
         r, c = (s // k for s in start)
         patch = grey[r:r + max(1, window_full // k), c:c + max(1, window_full // k)]
-        return inside_fixed(start), float(patch.std()) if patch.size else 0.0
+        return float(patch.std()) if patch.size else 0.0
 
-    return sorted(dict.fromkeys(starts), key=rank, reverse=True)[:n]
+    return sorted(starts, key=contrast, reverse=True)[:n]
 
 
 def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = 1024,
@@ -213,6 +218,9 @@ def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = 102
         return bool(mapped.min() >= pad and (mapped[:, 0].max() <= fixed.shape[1] - pad)
                     and mapped[:, 1].max() <= fixed.shape[0] - pad)
 
+    # A window's own scale is no better than the overview's (it fitted 1.025 for 1.0 on 256 px
+    # windows): where both show about one pixel size, windows fit rotation and shift only.
+    local_model = "rigid" if transform == "rigid" or abs(window_scale - 1) < 0.01 else "similarity"
     # Windows that overlap give no lever arm, only edge-cut duplicates: one central window then.
     if max(moving.shape[:2]) < 2.5 * window_full:
         n_windows = 1
@@ -232,9 +240,9 @@ def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = 102
             continue
         local = register(*compute_comir_pair(model, fixed_win.pixels, fixed_modality,
                                              moving_win.pixels, moving_modality),
-                         transform="rigid" if transform == "rigid" else "similarity",
+                         transform=local_model,
                          rotation_range=(angle - fine_range_deg, angle + fine_range_deg),
-                         scale_range=None if transform == "rigid" else (
+                         scale_range=None if local_model == "rigid" else (
                              window_scale * (1 - fine_range_deg / 100),
                              window_scale * (1 + fine_range_deg / 100)),
                          border=border, **thresholds)
@@ -253,6 +261,21 @@ def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = 102
                       refine_f, moving.shape, timings, start)
 
 
+def _simplest_fit(fixed_xy: np.ndarray, moving_xy: np.ndarray, transform: str,
+                  gain_px: float) -> AffineTransform:
+    """The simplest model up to ``transform`` whose RMS residual is within ``gain_px`` of the
+    loosest's: a few windows' points would otherwise let an affine fit their noise as shear."""
+    fits = []
+    for model in MODELS[:MODELS.index(transform) + 1]:
+        try:
+            fitted, residuals = fit_landmarks(fixed_xy, moving_xy, model)
+        except InputError:  # too few or collinear points for this model
+            continue
+        fits.append((fitted, float(np.sqrt(np.mean(residuals**2)))))
+    loosest = fits[-1][1]
+    return next(fitted for fitted, rms in fits if rms <= loosest + gain_px)
+
+
 def _joint_fit(coarse: RegistrationResult, estimate: AffineTransform, windows, tried: int,
                fixed_points, moving_points, transform: str, refine_f: int, moving_shape, timings,
                start: float) -> RegistrationResult:
@@ -261,10 +284,12 @@ def _joint_fit(coarse: RegistrationResult, estimate: AffineTransform, windows, t
     tolerance = WINDOW_TOLERANCE_PX * refine_f
     keep = list(range(len(windows)))
     while keep:
-        model = transform if len(keep) >= 2 or transform != "affine" else "similarity"
-        found, _ = fit_landmarks(np.concatenate([fixed_points[i] for i in keep]),
-                                 np.concatenate([moving_points[i] for i in keep]), model)
-        found = AffineTransform(found.matrix_xy, transform)
+        # With three windows or more, their centres alone (the best-known point of each) fix
+        # rotation and scale over the lever arm between them.
+        points = slice(0, 1) if len(keep) >= 3 else slice(None)
+        found = _simplest_fit(np.concatenate([fixed_points[i][points] for i in keep]),
+                              np.concatenate([moving_points[i][points] for i in keep]), transform,
+                              MODEL_GAIN_PX * refine_f)
         misses = [float(np.linalg.norm(found.apply_xy(moving_points[i]) - fixed_points[i],
                                        axis=1).max()) for i in keep]
         worst = int(np.argmax(misses))
