@@ -219,7 +219,7 @@ def save_model(model: ComirModel, path: str | os.PathLike) -> Path:
         _follow_umask(tmp)  # safetensors may write its file 0600; the card follows the umask
         model.card.sha256 = _sha256(tmp)
         if weights_path.is_file() and card_path.is_file():
-            os.replace(weights_path, previous)  # the old card's weights, until the card changes
+            _keep_as_previous(weights_path, previous)
     write_text_atomic(card_path, json.dumps(model.card.to_dict(), indent=2) + "\n")
     previous.unlink(missing_ok=True)
     return card_path
@@ -227,6 +227,16 @@ def save_model(model: ComirModel, path: str | os.PathLike) -> Path:
 
 def _previous(weights_path: Path) -> Path:
     return weights_path.with_name(weights_path.name + ".previous")
+
+
+def _keep_as_previous(weights_path: Path, previous: Path) -> None:
+    """The old card's weights stay readable as ``previous`` until the card changes: a hard link
+    (the weights file itself never goes missing), or a move where links are not supported."""
+    previous.unlink(missing_ok=True)
+    try:
+        os.link(weights_path, previous)
+    except OSError:
+        os.replace(weights_path, previous)
 
 
 def _follow_umask(path: Path) -> None:
@@ -293,9 +303,19 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
         return _load_pair(card_path, device)
 
 
+def _read_weights(path: Path) -> bytes | None:
+    """The file's bytes, or ``None`` if it is not there (a save may have just moved it)."""
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
 def _load_pair(card_path: Path, device) -> ComirModel:
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     weights_path = card_path.with_suffix(".safetensors")
     try:
@@ -305,18 +325,20 @@ def _load_pair(card_path: Path, device) -> ComirModel:
         raise ModelFileError(f"{card_path.name}: not a readable JSON model card ({exc})") from exc
     card = ModelCard.from_dict(card_dict, source=card_path.name)
     # Mid-save, the card's own weights may be the ones that stepped aside (see save_model).
-    previous = _previous(weights_path)
-    if card.sha256 and previous.is_file() and (not weights_path.is_file()
-                                               or _sha256(weights_path) != card.sha256):
-        if _sha256(previous) == card.sha256:
-            weights_path = previous
-    if not weights_path.is_file():
+    # Read once, then hash and parse those bytes: a save cannot swap the file in between.
+    data = _read_weights(weights_path)
+    if card.sha256 and (data is None or hashlib.sha256(data).hexdigest() != card.sha256):
+        # Mid-save, the card's own weights may be the ones kept aside (see save_model).
+        kept = _read_weights(_previous(weights_path))
+        if kept is not None and hashlib.sha256(kept).hexdigest() == card.sha256:
+            data = kept
+        elif data is not None:
+            raise ModelFileError(f"{weights_path.name}: SHA-256 does not match the model card — "
+                                 "the file is corrupt or was replaced")
+    if data is None:
         raise ModelFileError(f"weights file missing: {weights_path}")
-    if card.sha256 and _sha256(weights_path) != card.sha256:
-        raise ModelFileError(f"{weights_path.name}: SHA-256 does not match the model card — "
-                             "the file is corrupt or was replaced")
     try:
-        state = load_file(str(weights_path))
+        state = load(data)
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"{weights_path.name}: not a valid safetensors weights file ({exc}); "
                              "pickled .pt/.pth files are refused because loading them can run code") from exc
