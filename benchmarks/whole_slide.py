@@ -1,7 +1,9 @@
 """Whole-slide registration: a synthetic pyramidal pair of any size, registered and written back.
 
 The fixed SHG is a mosaic of the shared aligned SHG images (512 px tiles in a random order, each
-turned by a random quarter turn or mirrored); the moving H&E is the matching bright-field mosaic
+turned by a random quarter turn or mirrored) inside an irregular tissue outline (a smoothed
+random field: a slide's sections have outlines; a tile grid alone repeats itself every 512 px);
+the moving H&E is the matching bright-field mosaic
 warped by a known similarity transform and written as a pyramidal OME-TIFF at another pixel size.
 Neither is ever whole in memory. Then ``napari-comir register --resampled out.ome.tif
 --export-itk --export-ngff`` runs in a fresh process whose peak RSS is measured, and the found
@@ -38,18 +40,26 @@ TRUTH = dict(angle_deg=2.5, scale=0.95)  # moving px -> fixed px; the moving px 
 
 class TileMosaic:
     """A lazily assembled mosaic of 512 px tiles (rows, cols[, 3]), each a shared image turned
-    by a random quarter turn or mirrored; only the tiles a slice touches are built."""
+    by a random quarter turn or mirrored, ``background`` outside the tissue outline; only the
+    tiles a slice touches are built."""
 
-    def __init__(self, tiles: list[np.ndarray], grid_rc: tuple[int, int], seed: int):
+    def __init__(self, tiles: list[np.ndarray], grid_rc: tuple[int, int], seed: int, background):
+        from scipy import ndimage
+
         rng = np.random.default_rng(seed)
         self.tiles = tiles
         self.choice = rng.integers(0, len(tiles), grid_rc)
         self.turns = rng.integers(0, 8, grid_rc)  # 4 turns x mirrored or not
+        field = ndimage.gaussian_filter(rng.standard_normal(grid_rc), sigma=max(grid_rc) / 10)
+        self.tissue = field > np.quantile(field, 0.45)
+        self.background = np.full(tiles[0].shape, background, tiles[0].dtype)
         self.shape = (grid_rc[0] * TILE, grid_rc[1] * TILE) + tiles[0].shape[2:]
         self.dtype = tiles[0].dtype
         self.ndim = len(self.shape)
 
     def tile(self, r: int, c: int) -> np.ndarray:
+        if not self.tissue[r, c]:
+            return self.background
         image = np.rot90(self.tiles[self.choice[r, c]], self.turns[r, c] % 4)
         return image[:, ::-1] if self.turns[r, c] >= 4 else image
 
@@ -76,7 +86,8 @@ def make_pair(size: int, folder: Path) -> AffineTransform:
     shg = [read_image(DATA / f"{name}_SHG.tif") for name in names]
     bf = [read_image(DATA / f"{name}_BF.tif") for name in names]
     grid = round(size * TRUTH["scale"] / TILE)
-    fixed, bright = TileMosaic(shg, (grid, grid), seed=7), TileMosaic(bf, (grid, grid), seed=7)
+    fixed = TileMosaic(shg, (grid, grid), seed=7, background=0)
+    bright = TileMosaic(bf, (grid, grid), seed=7, background=(236, 232, 238))  # bare glass
     with tempfile.TemporaryDirectory(dir=folder) as work:
         group = zarr.open_group(work, mode="w")
         base = group.create_array("0", shape=fixed.shape, chunks=(TILE, TILE), dtype=fixed.dtype)

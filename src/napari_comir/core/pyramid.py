@@ -91,13 +91,20 @@ def read_reduced(image, factor: int, rows: slice = slice(None), cols: slice = sl
     return _Reduced(block_mean(image[row0:row1, col0:col1], factor), factor, row0, col0)
 
 
-def _overview_factors(fixed_shape, moving_shape, fixed_size_um: float, moving_size_um: float,
+def _overview_factors(fixed, moving, fixed_size_um: float, moving_size_um: float,
                       coarse_side: int) -> tuple[int, int]:
     """Integer block sizes that give both images about one physical pixel size, the longer
-    extent spanning ``coarse_side`` px."""
-    extent = max(max(fixed_shape[:2]) * fixed_size_um, max(moving_shape[:2]) * moving_size_um)
+    extent spanning about ``coarse_side`` px; for a Slide a multiple of one of its levels'
+    downsampling, so the overview is read from that level, not from full resolution."""
+    extent = max(max(fixed.shape[:2]) * fixed_size_um, max(moving.shape[:2]) * moving_size_um)
     target = extent / coarse_side
-    return max(1, round(target / fixed_size_um)), max(1, round(target / moving_size_um))
+
+    def factor(image, size_um: float) -> int:
+        wanted = max(1.0, target / size_um)
+        step = image.downsamples[image.level_at_most(wanted)] if isinstance(image, Slide) else 1
+        return step * max(1, round(wanted / step))
+
+    return factor(fixed, fixed_size_um), factor(moving, moving_size_um)
 
 
 def _window_starts(length: int, size: int, n: int) -> list[int]:
@@ -175,7 +182,7 @@ def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = 102
     moving_modality = moving_modality or card.moving_modality
     known = fixed_pixel_size_um is not None and moving_pixel_size_um is not None and transform != "rigid"
     sizes = (fixed_pixel_size_um, moving_pixel_size_um) if known else (1.0, 1.0)
-    factor_f, factor_m = _overview_factors(fixed.shape, moving.shape, *sizes, coarse_side)
+    factor_f, factor_m = _overview_factors(fixed, moving, *sizes, coarse_side)
     thresholds = dict(score_threshold=card.score_threshold, detail_threshold=card.detail_threshold,
                       device=model.device)
 
