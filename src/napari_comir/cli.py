@@ -239,6 +239,8 @@ def _register(args) -> int:
         "model": outcome.model_name, "model_version": outcome.model_version,
         "c4_average": outcome.c4_average, "fixed": str(args.fixed), "moving": str(args.moving),
     }
+    if outcome.level_transforms:  # the same map between every pair of pyramid levels
+        report["levels"] = outcome.level_transforms
     if set(outcome.written) - {"resampled"}:
         report["exports"] = {name: path for name, path in outcome.written.items() if name != "resampled"}
     from .core.io import write_text_atomic

@@ -17,10 +17,11 @@ from .api import load_model, registration_events
 from .core.defaults import DEFAULT_MODEL_NAME, DEFAULT_TRANSFORM
 from .core.errors import InputError
 from .core.io import check_output_path, check_outputs_apart, read_pixel_size
-from .core.io.slides import open_image
+from .core.io.slides import Slide, open_image
 from .core.io.transform_formats import csv_readme_path, write_transform
 from .core.progress import Progress
 from .core.registration import RegistrationResult
+from .core.registration.levels import to_level
 from .core.tiled_resample import check_resampled_path, resample_to_file
 from .core.zoo import ComirModel
 
@@ -39,6 +40,8 @@ class FileRegistration:
     model_version: str
     c4_average: bool
     written: dict[str, str] = field(default_factory=dict)
+    #: For two pyramids: the transform between their i-th levels (each level's pixel centres).
+    level_transforms: list[dict] = field(default_factory=list)
 
 
 def file_pixel_sizes(fixed_path, moving_path, fixed_pixel_size=None, moving_pixel_size=None,
@@ -127,6 +130,12 @@ def _events(run, card, fixed, moving, sizes, resampled, exports) -> Iterator[Pro
         for event in run:
             yield event
         outcome = FileRegistration(event.result.result, *sizes, card.name, card.version, card.c4_average)
+        if isinstance(fixed, Slide) and isinstance(moving, Slide):
+            outcome.level_transforms = [
+                {"fixed_downsample": k_fixed, "moving_downsample": k_moving,
+                 "matrix_xy": to_level(outcome.result.transform, k_fixed, k_moving).matrix_xy.tolist()}
+                # up to the shallower pyramid
+                for k_fixed, k_moving in zip(fixed.downsamples, moving.downsamples, strict=False)]
         if resampled is not None:
             yield from resample_to_file(moving, outcome.result.transform, fixed.shape[:2], resampled,
                                         pixel_size_um=sizes[0])

@@ -143,3 +143,18 @@ def test_register_command_on_pyramidal_files(tmp_path):
     fixed_xy = np.array([[100.0, 200.0], [1500.0, 900.0]])
     moving_xy = np.array([itk.TransformPoint(tuple(p * 2.0)) for p in fixed_xy]) / 2.0
     np.testing.assert_allclose(found.apply_xy(moving_xy), fixed_xy, atol=1e-6)
+
+
+def test_the_report_maps_every_pair_of_pyramid_levels(tmp_path):
+    bf, shg, truth = misaligned_pair((1200, 1200), seed=4, angle_deg=20.0, translation_xy=(9.0, 5.0))
+    _write_pyramid(tmp_path / "shg.ome.tif", shg)
+    _write_pyramid(tmp_path / "bf.ome.tif", bf)
+    assert main(["register", "--fixed", str(tmp_path / "shg.ome.tif"), "--moving",
+                 str(tmp_path / "bf.ome.tif"), "--out", str(tmp_path / "r.json"), "--device", "cpu"]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    found = AffineTransform.from_dict(report)
+    assert [level["fixed_downsample"] for level in report["levels"]] == [1, 2]
+    level = AffineTransform.from_matrix_xy(np.array(report["levels"][1]["matrix_xy"]))
+    moving_xy = np.array([[100.0, 300.0], [500.0, 20.0]])  # level-1 pixels: full (2x + 0.5)
+    np.testing.assert_allclose(level.apply_xy(moving_xy) * 2 + 0.5,
+                               found.apply_xy(moving_xy * 2 + 0.5), atol=1e-9)

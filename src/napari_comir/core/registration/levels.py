@@ -36,10 +36,12 @@ def _level_to_full(k: int) -> np.ndarray:
     return np.array([[k, 0.0, (k - 1) / 2.0], [0.0, k, (k - 1) / 2.0], [0.0, 0.0, 1.0]])
 
 
-def to_level(transform: AffineTransform, k: int) -> AffineTransform:
-    """Express a full-resolution transform in the coordinates of block-mean level ``k``."""
+def to_level(transform: AffineTransform, k: int, k_moving: int | None = None) -> AffineTransform:
+    """Express a full-resolution transform in the coordinates of block-mean level ``k`` (of the
+    moving image: level ``k_moving`` when the two pyramids differ)."""
     up = _level_to_full(k)
-    return AffineTransform(np.linalg.inv(up) @ transform.matrix_xy @ up, transform.model)
+    up_moving = up if k_moving is None else _level_to_full(k_moving)
+    return AffineTransform(np.linalg.inv(up) @ transform.matrix_xy @ up_moving, transform.model)
 
 
 def from_level(transform: AffineTransform, k: int) -> AffineTransform:
