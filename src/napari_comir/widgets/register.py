@@ -21,13 +21,13 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 
 from .. import api
-from ..core.defaults import DEFAULT_TRANSFORM, TRANSFORM_KEY, TRANSFORM_MODELS, TRUE_TRANSFORM_KEY
+from ..core.defaults import DEFAULT_TRANSFORM, TRANSFORM_MODELS, TRUE_TRANSFORM_KEY
 from ..core.errors import ComirError, InputError
 from ..core.registration import RegistrationResult
 from ..core.registration.landmarks import fit_landmarks
 from ..core.tiled_resample import check_resampled_path, resample_to_file
 from ..core.transforms import AffineTransform, corner_error, resample
-from . import _export, _worker
+from . import _export, _slide_output, _worker
 from ._apply import DIRECTIONS, apply_to_layer
 from ._landmarks import landmark_layers, landmark_name, landmark_pairs, residual_text
 from ._layers import (
@@ -437,27 +437,13 @@ class RegisterWidget(Container):
         """Called with the layer Accept made (at once, or when a slide's file is written)."""
         self.accepted = layer
 
-    def _default_output(self, moving: Layer) -> Path:
-        """``<moving name>_registered.ome.tif`` beside the moving image's file, if known."""
-        source = getattr(getattr(moving, "source", None), "path", None)
-        folder = Path(source).parent if source else Path.cwd()
-        return folder / f"{moving.name}_registered.ome.tif"
-
-    def _ask_output_path(self, moving: Layer) -> str | None:
-        from qtpy.QtWidgets import QFileDialog
-
-        path, _ = QFileDialog.getSaveFileName(
-            self.native, "Save the registered slide", str(self._default_output(moving)),
-            "Pyramidal OME-TIFF (*.ome.tif);;OME-Zarr (*.ome.zarr);;TIFF (*.tif)")
-        return path or None
-
     def accept_to_file(self, path: str | Path | None = None) -> _worker.Job | None:
         """Resample the moving slide onto the fixed grid tile by tile into ``path`` (default
         :attr:`output_path`, else asked), with progress; then open the file as a new multiscale
         layer over the fixed one. Full resolution is never in memory; no layer is replaced."""
         try:
             transform, fixed, moving = self._require_result()
-            path = path or self.output_path or self._ask_output_path(moving)
+            path = path or self.output_path or _slide_output.ask_output_path(self.native, moving)
             if not path:
                 return None
             path = check_resampled_path(path)
@@ -474,7 +460,7 @@ class RegisterWidget(Container):
             if job.failed or job.stopped or job.result is None:
                 self._progress.native.setFormat("accept failed" if job.failed else "stopped")
                 return
-            layer = self._open_written(Path(job.result), fixed, moving, transform)
+            layer = _slide_output.open_written(self.viewer, Path(job.result), fixed, moving, transform)
             show_info(f"Register: saved {job.result} (layer {layer.name!r})")
             moving.visible = False
             self._accepted_layer(layer)
@@ -483,25 +469,6 @@ class RegisterWidget(Container):
         _worker.run_job(lambda: events, on_done=done, progress_bar=self._progress, job=self.job,
                         title="Accept")
         return self.job
-
-    def _open_written(self, path: Path, fixed: Layer, moving: Layer,
-                      transform: AffineTransform) -> Layer:
-        """Open a written pyramid through the plugin's reader as a new layer on the fixed grid."""
-        from .._reader import get_reader
-
-        data, kwargs, _ = get_reader(str(path))(str(path))[0]
-        name, taken = f"{moving.name} (registered)", {layer.name for layer in self.viewer.layers}
-        number = 2
-        while name in taken:  # never replace a layer (an earlier accept's, or the user's)
-            name, number = f"{moving.name} (registered {number})", number + 1
-        kwargs.update(name=name, scale=tuple(fixed.scale)[-2:],
-                      translate=tuple(fixed.translate)[-2:],
-                      metadata={**kwargs.get("metadata", {}), TRANSFORM_KEY: transform.to_dict(),
-                                "comir_fixed": fixed.name, "comir_direction": "moving → fixed",
-                                "comir_file": str(path)})
-        if not kwargs.get("rgb"):
-            kwargs["contrast_limits"] = tuple(moving.contrast_limits)
-        return self.viewer.add_image(data, **kwargs)
 
     def export_transform(self, path: str | Path) -> Path:
         """Write the transform in the format the name asks for (see ``_export.FILTERS``: JSON,
