@@ -227,7 +227,9 @@ def _register(args) -> int:
                 **{name: f"--export-{name}" for name in exports}})
     with _progress_bar(0, "register") as bar:
         for event in events:
-            bar.set_description(event.stage, refresh=False)
+            if event.stage != bar.desc:  # a new stage: its own count, rate and time
+                bar.reset(total=event.total)
+                bar.set_description(event.stage, refresh=False)
             bar.total, bar.n = event.total, event.step
             bar.refresh()
     outcome = event.result
