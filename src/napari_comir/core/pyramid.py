@@ -31,8 +31,11 @@ from .registration.landmarks import fit_landmarks
 from .transforms import MODELS, AffineTransform
 from .zoo import ComirModel
 
-#: Windows registered at full scale (the best of a 4 x 4 grid by tissue content).
+#: Windows registered at full scale: the best of a GRID x GRID grid by tissue texture, if their
+#: texture is at least MIN_TEXTURE_SHARE of the best's.
 N_WINDOWS = 5
+GRID = 5
+MIN_TEXTURE_SHARE = 0.25
 #: A window whose points miss the joint fit by more than this many window pixels is left out.
 WINDOW_TOLERANCE_PX = 3.0
 #: A looser model is fitted to the windows only if it lowers their RMS residual by this many
@@ -116,24 +119,32 @@ def _window_starts(length: int, size: int, n: int) -> list[int]:
 
 def _tissue_windows(overview: _Reduced, moving_shape, window_full: int, n: int,
                     inside_fixed) -> list[tuple[int, int]]:
-    """(row, col) level-0 starts of the ``n`` windows with the most contrast among the centre
-    window and a 4 x 4 grid, keeping only those ``inside_fixed(start)`` (a partner window cut
-    by the fixed image's edge biases the match); the centre window alone if none is."""
+    """(row, col) level-0 starts of the ``n`` windows with the most tissue texture among the
+    centre window and a GRID x GRID grid, keeping only those ``inside_fixed(start)`` (a partner
+    window cut by the fixed image's edge biases the match); the centre window alone if none is."""
     centre = tuple(max(0, (side - window_full) // 2) for side in moving_shape[:2])
-    starts = [centre] + [(r, c) for r in _window_starts(moving_shape[0], window_full, 4)
-                         for c in _window_starts(moving_shape[1], window_full, 4)]
+    starts = [centre] + [(r, c) for r in _window_starts(moving_shape[0], window_full, GRID)
+                         for c in _window_starts(moving_shape[1], window_full, GRID)]
     starts = [start for start in dict.fromkeys(starts) if inside_fixed(start)]
     if n == 1 or not starts:
         return [centre]
     grey = overview.pixels.mean(axis=-1) if overview.pixels.ndim == 3 else overview.pixels
     k = overview.factor
 
-    def contrast(start) -> float:
+    def texture(start) -> float:
+        """Median contrast of the window's 4 x 4 parts: high only where tissue fills the window
+        (a tissue edge beside bare glass has one big step, and half a window to match)."""
         r, c = (s // k for s in start)
-        patch = grey[r:r + max(1, window_full // k), c:c + max(1, window_full // k)]
-        return float(patch.std()) if patch.size else 0.0
+        patch = grey[r:r + max(4, window_full // k), c:c + max(4, window_full // k)]
+        if min(patch.shape) < 4:
+            return 0.0
+        parts = [part.std() for band in np.array_split(patch, 4, axis=0)
+                 for part in np.array_split(band, 4, axis=1)]
+        return float(np.median(parts))
 
-    return sorted(starts, key=contrast, reverse=True)[:n]
+    scored = sorted(((texture(start), start) for start in starts), reverse=True)
+    # bare glass or empty background has nothing to match: keep windows with real texture
+    return [start for value, start in scored[:n] if value >= MIN_TEXTURE_SHARE * scored[0][0]]
 
 
 def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = 1024,
