@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -107,6 +106,15 @@ def make_pair(size: int, folder: Path) -> AffineTransform:
     return truth
 
 
+def _peak_kib(pid: int) -> int:
+    """A running process's peak resident memory so far (Linux ``VmHWM``, KiB; 0 if unknown)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=40000, help="side of the moving H&E (px)")
@@ -126,9 +134,15 @@ def main() -> None:
                "--export-itk", str(folder / "r.tfm"), "--export-ngff", str(folder / "r.ngff.json"),
                "--device", "cpu"]
     start = time.perf_counter()
-    subprocess.run(command, check=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    process = subprocess.Popen(command, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    peak_kib = 0
+    while process.poll() is None:  # VmHWM: the command's own peak (ru_maxrss would include ours)
+        peak_kib = max(peak_kib, _peak_kib(process.pid))
+        time.sleep(0.2)
+    if process.returncode != 0:
+        raise SystemExit(f"register failed with exit {process.returncode}")
     seconds = time.perf_counter() - start
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak_mib = peak_kib / 1024
     report = json.loads((folder / "r.json").read_text())
     found = AffineTransform.from_dict(report)
     with open_slide(folder / "moving.ome.tif") as moving, \
