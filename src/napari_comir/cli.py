@@ -230,8 +230,8 @@ def _register(args) -> int:
             if event.stage != bar.desc:  # a new stage: its own count, rate and time
                 bar.reset(total=event.total)
                 bar.set_description(event.stage, refresh=False)
-            bar.total, bar.n = event.total, event.step
-            bar.refresh()
+            bar.total = event.total
+            bar.update(event.step - bar.n)  # update(), not n =: keeps tqdm's rate right
     outcome = event.result
     result = outcome.result
     report = {
