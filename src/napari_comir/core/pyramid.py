@@ -35,7 +35,7 @@ from .zoo import ComirModel
 #: texture is at least MIN_TEXTURE_SHARE of the best's.
 N_WINDOWS = 5
 GRID = 5
-MIN_TEXTURE_SHARE = 0.25
+MIN_TEXTURE_SHARE = 0.5
 #: A window whose points miss the joint fit by more than this many window pixels is left out.
 WINDOW_TOLERANCE_PX = 3.0
 #: A looser model is fitted to the windows only if it lowers their RMS residual by this many
@@ -119,9 +119,10 @@ def _window_starts(length: int, size: int, n: int) -> list[int]:
 
 def _tissue_windows(overview: _Reduced, moving_shape, window_full: int, n: int,
                     inside_fixed) -> list[tuple[int, int]]:
-    """(row, col) level-0 starts of the ``n`` windows with the most tissue texture among the
-    centre window and a GRID x GRID grid, keeping only those ``inside_fixed(start)`` (a partner
-    window cut by the fixed image's edge biases the match); the centre window alone if none is."""
+    """(row, col) level-0 starts of ``n`` windows with tissue texture, spread as far apart as
+    possible, among the centre window and a GRID x GRID grid, keeping only those
+    ``inside_fixed(start)`` (a partner window cut by the fixed image's edge biases the match);
+    the centre window alone if none is."""
     centre = tuple(max(0, (side - window_full) // 2) for side in moving_shape[:2])
     starts = [centre] + [(r, c) for r in _window_starts(moving_shape[0], window_full, GRID)
                          for c in _window_starts(moving_shape[1], window_full, GRID)]
@@ -143,8 +144,14 @@ def _tissue_windows(overview: _Reduced, moving_shape, window_full: int, n: int,
         return float(np.median(parts))
 
     scored = sorted(((texture(start), start) for start in starts), reverse=True)
-    # bare glass or empty background has nothing to match: keep windows with real texture
-    return [start for value, start in scored[:n] if value >= MIN_TEXTURE_SHARE * scored[0][0]]
+    # Bare glass or empty background has nothing to match: only windows with real texture;
+    # among them, each next one as far as possible from those chosen (the joint fit's lever arm).
+    candidates = [start for value, start in scored if value >= MIN_TEXTURE_SHARE * scored[0][0]]
+    chosen = candidates[:1]
+    while len(chosen) < min(n, len(candidates)):
+        chosen.append(max((start for start in candidates if start not in chosen),
+                          key=lambda start: min(math.dist(start, other) for other in chosen)))
+    return chosen
 
 
 def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = 1024,
