@@ -111,7 +111,7 @@ class GuidedDock(RegisterWidget):
         else:
             verdict = "likely right" if result.success_likely else "PROBABLY WRONG"
             register = f"✓ {result.transform.model}, {verdict}"
-            review = "white = the images agree"
+            review = "white = they agree"
             keep = "Accept or Export"
             if written and self._accepted[1].metadata.get(TRANSFORM_KEY) == \
                     result.transform.to_dict():  # this result's, not an earlier one's
