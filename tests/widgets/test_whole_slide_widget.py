@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from napari_comir.core.errors import InputError
+from napari_comir.core.registration.levels import to_level
 from napari_comir.core.synthetic import misaligned_pair
 from napari_comir.core.tiled_resample import resample_to_file
 from napari_comir.core.transforms import AffineTransform, corner_error, resample
 from napari_comir.widgets._layers import (
-    between_levels,
     coarse_view,
     image_data,
     registration_data,
@@ -48,7 +48,7 @@ def test_coarse_view_lies_over_the_slide(make_napari_viewer):
     slide = registration_data(layer)
     assert slide.downsamples == [1, 2] and slide.pixel_size_um == 0.5
     t = AffineTransform.rigid(3.0, (4.0, -2.0))
-    coarse = between_levels(t, 2, 2)
+    coarse = to_level(t, 2, 2)
     point = np.array([[5.0, 7.0]])  # a coarse moving pixel, through full resolution
     expected = (t.apply_xy(point * 2 + 0.5) - 0.5) / 2
     assert np.allclose(coarse.apply_xy(point), expected)

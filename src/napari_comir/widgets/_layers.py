@@ -137,14 +137,6 @@ def coarse_view(layer: Layer, max_side: int | None = None) -> tuple[np.ndarray, 
     return data, grid, d
 
 
-def between_levels(transform: AffineTransform, fixed_down: int, moving_down: int) -> AffineTransform:
-    """``transform`` (full-resolution moving -> fixed pixels) between pyramid levels downsampled
-    ``moving_down`` and ``fixed_down`` (level pixel ``i`` centred on full ``d*i + (d-1)/2``)."""
-    def to_full(d: int) -> AffineTransform:
-        return AffineTransform.from_matrix_xy([[d, 0, (d - 1) / 2], [0, d, (d - 1) / 2], [0, 0, 1]])
-    return to_full(fixed_down).inverse().compose(transform.compose(to_full(moving_down)))
-
-
 def grid_matrix(layer: Layer) -> np.ndarray:
     """3x3 (row, col) matrix from the layer's pixel grid to world (its scale and translate)."""
     scale, translate = np.asarray(layer.scale)[-2:], np.asarray(layer.translate)[-2:]

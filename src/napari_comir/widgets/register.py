@@ -25,13 +25,13 @@ from ..core.defaults import DEFAULT_TRANSFORM, TRANSFORM_MODELS, TRUE_TRANSFORM_
 from ..core.errors import ComirError, InputError
 from ..core.registration import RegistrationResult
 from ..core.registration.landmarks import fit_landmarks
+from ..core.registration.levels import to_level
 from ..core.tiled_resample import check_resampled_path, resample_to_file
 from ..core.transforms import AffineTransform, corner_error, resample
 from . import _export, _slide_output, _worker
 from ._apply import DIRECTIONS, apply_to_layer
 from ._landmarks import landmark_layers, landmark_name, landmark_pairs, residual_text
 from ._layers import (
-    between_levels,
     coarse_view,
     guess_pair,
     is_multiscale,
@@ -399,7 +399,7 @@ class RegisterWidget(Container):
         # Whole slides: on coarse levels (the fixed one's grid placed over the fixed slide).
         (fixed_data, fixed_grid, fixed_down), (moving_data, _, moving_down) = (
             coarse_view(fixed), coarse_view(moving))
-        warped = resample(moving_data, between_levels(transform, fixed_down, moving_down),
+        warped = resample(moving_data, to_level(transform, fixed_down, moving_down),
                           fixed_data.shape[:2])
         board = checkerboard(fixed_data, warped, max(1, int(self._square.value) // fixed_down))
         layer = upsert_image(self.viewer, CHECKERBOARD, board, rgb=board.ndim == 3, **fixed_grid,
