@@ -32,9 +32,14 @@ centre. "success_likely" is false, with "reasons", when the result is probably w
 With --model bf-shg the fixed image is SHG (grey) and the moving image is bright field (RGB or
 grey).
 
-example:
+Whole slides (pyramidal OME-TIFF, tiled TIFF, or over 4096 px) are read lazily and registered
+coarse to fine; "levels" in the JSON maps every pair of their pyramid levels.
+
+examples:
   napari-comir register --fixed shg.tif --moving bf.tif --model bf-shg --out result.json \\
       --resampled bf_on_shg.tif
+  napari-comir register --fixed SHG.ome.tif --moving HE.ome.tif --model bf-shg --out r.json \\
+      --export-itk r.tfm --export-ngff r.ngff.json --resampled HE_on_SHG.ome.tif
 """
 EPILOG_BATCH = """The CSV lists one pair per row: columns name, shg_file and bf_file (change them with
 --fixed-column / --moving-column); relative paths are relative to the CSV. Results go to
@@ -433,7 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--model", default=DEFAULT_MODEL_NAME,
                      help=f"model name or file (default {DEFAULT_MODEL_NAME})")
     reg.add_argument("--out", required=True, help="result JSON")
-    reg.add_argument("--resampled", help="also write the moving image resampled onto the fixed grid")
+    reg.add_argument("--resampled", help="also write the moving image resampled onto the fixed grid, "
+                     "tile by tile: NAME.ome.tif a tiled pyramidal OME-TIFF, NAME.ome.zarr OME-Zarr, "
+                     "NAME.tif one tiled level; with the fixed image's pixel size")
     reg.add_argument("--export-itk", metavar="TFM", help="also write the transform as an ITK/elastix "
                      "transform file (SimpleITK.ReadTransform): FIXED -> MOVING physical points, µm "
                      "(pixel-centre index x pixel size; pixel units when the sizes are unknown)")
@@ -480,7 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--geojson", help="annotations to carry (GeoJSON, e.g. exported from QuPath)")
     what.add_argument("--image", help="image to carry (TIFF, PNG, JPEG): another channel, a mask, "
                       "a label image")
-    apply.add_argument("--out", required=True, help="output GeoJSON, or TIFF for --image")
+    apply.add_argument("--out", required=True, help="output GeoJSON; for --image a .tif, .ome.tif "
+                       "(tiled pyramid) or .ome.zarr, written tile by tile")
     apply.add_argument("--inverse", action="store_true", help="the input belongs to the fixed "
                        "image: carry it onto the moving image (default: moving -> fixed)")
     apply.add_argument("--like", metavar="IMAGE", help="with --image: the image whose grid the "
