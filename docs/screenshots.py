@@ -135,6 +135,7 @@ def main():
     shot(viewer, "inspect")
     viewer.close()
     guided_on_a_real_pair()
+    guided_on_whole_slides()
     return 0
 
 
@@ -160,6 +161,34 @@ def guided_on_a_real_pair(name: str = "sa_stroma_pancreas_2000_95"):
     guided.run()
     viewer.reset_view()
     shot(viewer, "guided_real_pair")
+    viewer.close()
+
+
+def guided_on_whole_slides(size: int = 6000):
+    """The guided dock at 1280 x 800 on a pyramidal pair made by benchmarks/whole_slide.py (tiles
+    of the shared aligned pairs, the H&E warped by a known similarity), opened by the plugin's
+    reader as multiscale layers and registered coarse to fine; skipped without ../shared."""
+    from napari_comir.widgets._state import state_for
+    from napari_comir.widgets.guided import GuidedDock
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import whole_slide
+
+    if not whole_slide.DATA.is_dir():
+        print("skipped the whole-slide picture: no", whole_slide.DATA)
+        return
+    folder = Path(tempfile.mkdtemp(prefix="napari-comir-slides-"))
+    whole_slide.make_pair(size, folder)
+    viewer = napari.Viewer(title="napari-comir")
+    viewer.window._qt_window.resize(1280, 800)
+    viewer.open(str(folder / "fixed.ome.tif"), plugin="napari-comir", name="SHG mosaic")
+    viewer.open(str(folder / "moving.ome.tif"), plugin="napari-comir", name="H&E slide")
+    state_for(viewer).load("bf-shg")
+    guided = GuidedDock(viewer)
+    dock(viewer, guided, "CoMIR registration")
+    guided.run()
+    viewer.reset_view()
+    shot(viewer, "guided_whole_slide")
     viewer.close()
 
 

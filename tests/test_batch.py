@@ -198,3 +198,28 @@ def test_a_closed_output_pipe_ends_the_batch_promptly(tmp_path, model_path):
     process.stdout.close()  # the reader goes away, like `head -c 20`
     assert process.wait(timeout=90) in (0, 1, 141)
     assert not (tmp_path / "out" / ".batch.lock").exists()
+
+
+def test_batch_registers_pyramidal_slides_lazily(tmp_path, scheduler):
+    """Pyramidal OME-TIFF pairs take the register command's lazy, coarse-to-fine path in a
+    worker, and the resampled slide is written as a pyramid."""
+    from napari_comir.core.io.slides import open_slide
+    from napari_comir.core.tiled_resample import resample_to_file
+    from napari_comir.core.transforms import AffineTransform, corner_error
+
+    bf, shg, truth = misaligned_pair((1200, 1200), seed=2, angle_deg=-35.0, translation_xy=(11, 6))
+    for name, image in (("shg", shg), ("bf", bf)):
+        for _ in resample_to_file(image, AffineTransform.rigid(), image.shape[:2],
+                                  tmp_path / f"{name}.ome.tif", pixel_size_um=2.0):
+            pass
+    (tmp_path / "pairs.csv").write_text("name,shg_file,bf_file\nslide,shg.ome.tif,bf.ome.tif\n")
+    *_, last = run_batch(tmp_path / "pairs.csv", "bf-shg", tmp_path / "out", scheduler=scheduler,
+                         resampled=True)
+    assert last.result["ok"] == 1
+    record = json.loads(next((tmp_path / "out" / "pairs").glob("*.json")).read_text())
+    found = AffineTransform.from_matrix_xy(record["matrix_xy"])
+    assert corner_error(truth, found, bf.shape) < 0.02 * bf.shape[1]
+    written = list((tmp_path / "out").rglob("*.tif*"))
+    assert len(written) == 1
+    with open_slide(written[0]) as registered:
+        assert registered.shape[:2] == shg.shape

@@ -158,3 +158,17 @@ def test_the_report_maps_every_pair_of_pyramid_levels(tmp_path):
     moving_xy = np.array([[100.0, 300.0], [500.0, 20.0]])  # level-1 pixels: full (2x + 0.5)
     np.testing.assert_allclose(level.apply_xy(moving_xy) * 2 + 0.5,
                                found.apply_xy(moving_xy * 2 + 0.5), atol=1e-9)
+
+
+def test_jpeg_tiled_pyramid_like_an_svs_is_read_lazily(tmp_path, rng):
+    """A scanner's tiled, JPEG-compressed RGB pyramid (SubIFDs), as SVS-like TIFFs are."""
+    image = (rng.random((1500, 1300, 3)) * 64 + 96).astype(np.uint8)
+    with tifffile.TiffWriter(tmp_path / "scan.tif", bigtiff=True) as tiff:
+        tiff.write(image, tile=(256, 256), compression="jpeg", photometric="rgb", subifds=1)
+        tiff.write(image[::2, ::2], tile=(256, 256), compression="jpeg", photometric="rgb",
+                   subfiletype=1)
+    with open_slide(tmp_path / "scan.tif") as slide:
+        assert slide.downsamples == [1, 2]
+        region = slide[300:400, 500:700]
+        assert region.shape == (100, 200, 3)
+        assert np.abs(region.astype(int) - image[300:400, 500:700]).mean() < 20  # lossy JPEG
