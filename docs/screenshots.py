@@ -3,7 +3,8 @@
 Run under a display (``xvfb-run -a python docs/screenshots.py``); writes docs/images/*.png.
 It fine-tunes the bundled model on the synthetic aligned sample (~1 min on CPU), then registers
 the misaligned sample with the bundled model, so the pictures show real results. Models are saved to a
-temporary folder, never to your user models folder.
+temporary folder, never to your user models folder; the widgets start from their defaults, not
+from your saved settings.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ["NAPARI_COMIR_MODELS_DIR"] = tempfile.mkdtemp(prefix="napari-comir-models-")
+# the defaults, not whatever this machine's napari-comir last saved (e.g. a rigid transform)
+os.environ["NAPARI_COMIR_SETTINGS"] = os.path.join(tempfile.mkdtemp(prefix="napari-comir-"), "settings.json")
 
 import napari  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
