@@ -240,3 +240,30 @@ def test_bad_input_exits_2_with_one_line(case, says, result_json, tmp_path, caps
     assert says in err
     assert geojson.read_bytes() == before  # the input is never touched
     assert case == "out-is-input" or not (tmp_path / "out.geojson").exists()
+
+
+def test_cli_carries_labels_of_a_whole_slide_into_a_pyramid(tmp_path):
+    """A pyramidal label image is read lazily and written tile by tile as a pyramid, nearest
+    neighbour (no label invented), with the target's pixel size."""
+    from napari_comir.core.io.slides import open_slide
+    from napari_comir.core.tiled_resample import resample_to_file
+
+    labels = np.zeros((2600, 2400), np.uint16)
+    labels[300:900, 400:1500], labels[1200:2400, 200:2000] = 7, 300
+    transform = AffineTransform.similarity(4.0, 0.97, (35.0, -20.0))
+    for name, image, size in (("labels", labels, None), ("fixed", np.zeros((2500, 2300), np.uint8), 0.8)):
+        for _ in resample_to_file(image, AffineTransform.rigid(), image.shape, tmp_path / f"{name}.ome.tif",
+                                  pixel_size_um=size, order=0):
+            pass
+    (tmp_path / "t.json").write_text(transform.to_json())
+    assert main(["apply", "--transform", str(tmp_path / "t.json"), "--image",
+                 str(tmp_path / "labels.ome.tif"), "--like", str(tmp_path / "fixed.ome.tif"),
+                 "--labels", "--out", str(tmp_path / "carried.ome.tif")]) == 0
+    with open_slide(tmp_path / "carried.ome.tif") as carried:
+        assert carried.shape == (2500, 2300) and len(carried.levels) >= 2
+        assert carried.pixel_size_um == pytest.approx(0.8)
+        level0 = np.asarray(carried.levels[0])
+        coarser = [set(np.unique(np.asarray(level))) for level in carried.levels[1:]]
+    assert set(np.unique(level0)) == {0, 7, 300}
+    assert all(values <= {0, 7, 300} for values in coarser)  # coarser levels invent no label
+    np.testing.assert_array_equal(level0, resample(labels, transform, (2500, 2300), order=0))

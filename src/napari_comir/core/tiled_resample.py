@@ -101,7 +101,8 @@ def resample_to_file(moving, transform: AffineTransform, output_shape, path: str
     ``path`` ending in ``.ome.tif`` is written as a tiled, pyramidal OME-TIFF (levels halved
     until the long side fits 1024 px, so ≥ 2 levels above 2048 px), ``.ome.zarr`` as OME-Zarr
     (NGFF 0.4, channels first), another ``.tif`` as one tiled level. ``pixel_size_um`` (the
-    fixed image's) is recorded. The file appears whole or not at all.
+    fixed image's) is recorded; with ``order`` 0 (labels) coarser levels subsample instead of
+    averaging. The file appears whole or not at all.
     """
     import zarr
 
@@ -121,7 +122,7 @@ def resample_to_file(moving, transform: AffineTransform, output_shape, path: str
             base[out_rows, out_cols] = pixels
             yield Progress("resample", done, n_tiles, f"tile {done}/{n_tiles}")
         yield Progress("write", 0, 1, f"writing {path.name}")
-        levels = add_pyramid_levels(group) if path.name.lower().endswith(
+        levels = add_pyramid_levels(group, labels=order == 0) if path.name.lower().endswith(
             (".ome.tif", ".ome.tiff", OME_ZARR_SUFFIX)) else [base]
         if _is_ome_zarr(path):
             _write_ome_zarr(levels, path, pixel_size_um)

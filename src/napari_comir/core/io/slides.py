@@ -245,9 +245,10 @@ def _block_mean_2(block: np.ndarray) -> np.ndarray:
     return halved.astype(block.dtype)
 
 
-def add_pyramid_levels(group, top_side: int = PYRAMID_TOP_SIDE) -> list:
+def add_pyramid_levels(group, top_side: int = PYRAMID_TOP_SIDE, labels: bool = False) -> list:
     """Add levels "1", "2", ... to a zarr group holding level "0", each the 2 x 2 block mean of
-    the one before, chunk by chunk (memory: a few chunks). Returns all levels, finest first."""
+    the one before (``labels``: its top-left pixel of each block, so no label value is
+    invented), chunk by chunk (memory: a few chunks). Returns all levels, finest first."""
     levels = [group["0"]]
     for index, shape in enumerate(pyramid_shapes(levels[0].shape, top_side)[1:], start=1):
         source = levels[-1]
@@ -257,7 +258,8 @@ def add_pyramid_levels(group, top_side: int = PYRAMID_TOP_SIDE) -> list:
         for row in range(0, shape[0], chunk_rows):
             for col in range(0, shape[1], chunk_cols):
                 block = source[2 * row:2 * (row + chunk_rows), 2 * col:2 * (col + chunk_cols)]
-                halved = _block_mean_2(block)
+                halved = block[::2, ::2][:block.shape[0] // 2, :block.shape[1] // 2] if labels \
+                    else _block_mean_2(block)
                 target[row:row + halved.shape[0], col:col + halved.shape[1]] = halved
         levels.append(target)
     return levels
