@@ -146,24 +146,35 @@ def guided_on_a_real_pair(name: str = "sa_stroma_pancreas_2000_95"):
     """The guided dock at 1280 x 800 on a real case: the H&E as scanned against its SHG (from
     ../shared beside the checkout; skipped without it), registered with the bundled model."""
     from napari_comir.core.evaluation import raw_cases
-    from napari_comir.widgets._state import state_for
-    from napari_comir.widgets.guided import GuidedDock
 
     folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "bf_shg_raw"
     if not (folder / "pairs.csv").is_file():
         print("skipped the real-pair picture: no", folder)
         return
     case = {c.name: c for c in raw_cases(folder)}[name]
+
+    def add(viewer):
+        viewer.add_image(case.fixed, name=f"{name} SHG")
+        viewer.add_image(case.moving, name=f"{name} H&E (as scanned)", rgb=True)
+
+    guided_shot(add, "guided_real_pair")
+
+
+def guided_shot(add_pair, name: str):
+    """A 1280 x 800 viewer with the pair ``add_pair(viewer)`` adds, the guided dock registering
+    it with the bundled model, saved as ``name``."""
+    from napari_comir.widgets._state import state_for
+    from napari_comir.widgets.guided import GuidedDock
+
     viewer = napari.Viewer(title="napari-comir")
     viewer.window._qt_window.resize(1280, 800)
-    viewer.add_image(case.fixed, name=f"{name} SHG")
-    viewer.add_image(case.moving, name=f"{name} H&E (as scanned)", rgb=True)
+    add_pair(viewer)
     state_for(viewer).load("bf-shg")
     guided = GuidedDock(viewer)
     dock(viewer, guided, "CoMIR registration")
     guided.run()
     viewer.reset_view()
-    shot(viewer, "guided_real_pair")
+    shot(viewer, name)
     viewer.close()
 
 
@@ -171,9 +182,6 @@ def guided_on_whole_slides(size: int = 6000):
     """The guided dock at 1280 x 800 on a pyramidal pair made by benchmarks/whole_slide.py (tiles
     of the shared aligned pairs, the H&E warped by a known similarity), opened by the plugin's
     reader as multiscale layers and registered coarse to fine; skipped without ../shared."""
-    from napari_comir.widgets._state import state_for
-    from napari_comir.widgets.guided import GuidedDock
-
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import whole_slide
 
@@ -182,17 +190,12 @@ def guided_on_whole_slides(size: int = 6000):
         return
     folder = Path(tempfile.mkdtemp(prefix="napari-comir-slides-"))
     whole_slide.make_pair(size, folder)
-    viewer = napari.Viewer(title="napari-comir")
-    viewer.window._qt_window.resize(1280, 800)
-    viewer.open(str(folder / "fixed.ome.tif"), plugin="napari-comir", name="SHG mosaic")
-    viewer.open(str(folder / "moving.ome.tif"), plugin="napari-comir", name="H&E slide")
-    state_for(viewer).load("bf-shg")
-    guided = GuidedDock(viewer)
-    dock(viewer, guided, "CoMIR registration")
-    guided.run()
-    viewer.reset_view()
-    shot(viewer, "guided_whole_slide")
-    viewer.close()
+
+    def add(viewer):
+        viewer.open(str(folder / "fixed.ome.tif"), plugin="napari-comir", name="SHG mosaic")
+        viewer.open(str(folder / "moving.ome.tif"), plugin="napari-comir", name="H&E slide")
+
+    guided_shot(add, "guided_whole_slide")
 
 
 if __name__ == "__main__":
