@@ -168,8 +168,9 @@ def open_slide(path: str | os.PathLike) -> Slide:
         base_rows = None
         for index in range(len(series.levels)):
             array = zarr.open(series.aszarr(level=index), mode="r")
-            if array.ndim != len(axes):  # squeezed length-1 axes: read through a reshaped view
-                array = _Squeezed(array, axes)
+            if array.ndim != len(axes):
+                raise InputError(f"{path.name}: level {index} has shape {array.shape}, not the "
+                                 f"series' axes {axes}")
             image = LazyImage(array, _SUPPORTED_AXES[axes], path.name)
             base_rows = base_rows or image.shape[0]
             levels.append(image)
@@ -181,24 +182,6 @@ def open_slide(path: str | os.PathLike) -> Slide:
         tif.close()
         raise InputError(f"{path.name}: cannot read the image ({type(exc).__name__}: {exc})") from exc
     return Slide(levels, downsamples, read_pixel_size(path), path, tif)
-
-
-class _Squeezed:
-    """A zarr array seen without its length-1 axes (e.g. OME's T, Z)."""
-
-    def __init__(self, array, axes: str):
-        self._array = array
-        self._keep = [i for i, n in enumerate(array.shape) if n != 1][-len(axes):]
-        self.shape = tuple(array.shape[i] for i in self._keep)
-        self.dtype = array.dtype
-        self.ndim = len(self.shape)
-
-    def __getitem__(self, key):
-        key = key if isinstance(key, tuple) else (key,)
-        full = [0] * self._array.ndim
-        for i, position in enumerate(self._keep):
-            full[position] = key[i] if i < len(key) else slice(None)
-        return self._array[tuple(full)]
 
 
 def slide_from_levels(levels: list, pixel_size_um: float | None = None,
