@@ -128,12 +128,6 @@ class Slide:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def __getstate__(self):  # a Slide travels to Dask workers as its path and is reopened there
-        return {"path": self.path}
-
-    def __setstate__(self, state) -> None:
-        self.__dict__.update(open_slide(state["path"]).__dict__)
-
 
 def open_slide(path: str | os.PathLike) -> Slide:
     """Open a TIFF (pyramidal OME-TIFF, tiled or striped TIFF, SVS-like) lazily.
