@@ -220,3 +220,15 @@ def test_matrix_rc_is_napari_affine():
     layer.affine = t2.matrix_rc
     pts = np.array([[3.0, 4.0], [20.5, 11.0]])
     np.testing.assert_allclose([layer.data_to_world(p) for p in pts], t2.apply_rc(pts), atol=1e-9)
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+@pytest.mark.parametrize("origin", ["centre", "corner"])
+def test_from_coordinate_transform_undoes_coordinate_transform(inverse, origin):
+    from napari_comir.core.transforms import coordinate_transform, from_coordinate_transform
+
+    transform = AffineTransform.from_matrix_xy([[0.97, 0.08, 12.5], [-0.11, 1.04, -7.25], [0, 0, 1]])
+    sizes = dict(moving_pixel_size=(0.5, 0.45), fixed_pixel_size=0.8)
+    matrix = coordinate_transform(transform, inverse=inverse, origin=origin, **sizes).matrix_xy
+    back = from_coordinate_transform(matrix, inverse=inverse, origin=origin, **sizes)
+    np.testing.assert_allclose(back.matrix_xy, transform.matrix_xy, atol=1e-12)

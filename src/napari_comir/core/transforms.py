@@ -528,11 +528,28 @@ def coordinate_transform(
     """
     if not isinstance(transform, AffineTransform):
         raise InputError(f"expected an AffineTransform, got {type(transform).__name__}")
-    origin = _check_origin(origin)
-    moving = _frame_to_centres_xy(origin, _pixel_size_xy(moving_pixel_size, "moving_pixel_size"))
-    fixed = _frame_to_centres_xy(origin, _pixel_size_xy(fixed_pixel_size, "fixed_pixel_size"))
+    moving, fixed = _frames_to_centres_xy(origin, moving_pixel_size, fixed_pixel_size)
     if inverse:
         m = np.linalg.inv(moving) @ np.linalg.inv(transform.matrix_xy) @ fixed
     else:
         m = np.linalg.inv(fixed) @ transform.matrix_xy @ moving
     return AffineTransform.from_matrix_xy(m)
+
+
+def from_coordinate_transform(matrix_xy, *, inverse: bool = False, origin: str = "centre",
+                              moving_pixel_size=None, fixed_pixel_size=None) -> AffineTransform:
+    """The moving -> fixed pixel-centre transform a :func:`coordinate_transform` matrix stands
+    for (its inverse): ``matrix_xy`` maps the source frame's (x, y) to the target frame's, with
+    the same parameters as there."""
+    moving, fixed = _frames_to_centres_xy(origin, moving_pixel_size, fixed_pixel_size)
+    m = np.asarray(matrix_xy, dtype=float)
+    if inverse:
+        return AffineTransform.from_matrix_xy(np.linalg.inv(moving @ m @ np.linalg.inv(fixed)))
+    return AffineTransform.from_matrix_xy(fixed @ m @ np.linalg.inv(moving))
+
+
+def _frames_to_centres_xy(origin: str, moving_pixel_size, fixed_pixel_size):
+    """The moving and the fixed frame's 3x3 (x, y) matrices to their pixel centres."""
+    origin = _check_origin(origin)
+    return (_frame_to_centres_xy(origin, _pixel_size_xy(moving_pixel_size, "moving_pixel_size")),
+            _frame_to_centres_xy(origin, _pixel_size_xy(fixed_pixel_size, "fixed_pixel_size")))

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..transforms import MODELS, AffineTransform
+from ..transforms import MODELS, AffineTransform, coordinate_transform, from_coordinate_transform
 from .files import write_text_atomic
 
 #: Format names, and the file-name endings that choose them (longest first: ``.qupath.txt`` is
@@ -95,7 +95,6 @@ JSON_CONVENTION = (
 # Swaps (x, y) <-> (y, x) in homogeneous coordinates; it is its own inverse.
 _SWAP = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
 # Moves a point from the pixel-centre origin to the pixel-corner origin (both in pixels).
-_CENTRE_TO_CORNER = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -112,9 +111,9 @@ def _check_pixel_size_um(value, name: str) -> float:
     return size
 
 
-def _scaling(pixel_size_um: float) -> np.ndarray:
-    """Homogeneous 3x3 matrix taking pixel coordinates to micrometres (isotropic)."""
-    return np.diag([pixel_size_um, pixel_size_um, 1.0])
+def _unit_scaling(um_per_unit: float) -> np.ndarray:
+    """Homogeneous 3x3 matrix taking coordinates in a length unit to micrometres."""
+    return np.diag([um_per_unit, um_per_unit, 1.0])
 
 
 def _number_text(value: float) -> str:
@@ -197,7 +196,8 @@ def itk_matrix_xy_um(transform: AffineTransform, fixed_pixel_size_um: float = 1.
     """
     fixed = _check_pixel_size_um(fixed_pixel_size_um, "fixed_pixel_size_um")
     moving = _check_pixel_size_um(moving_pixel_size_um, "moving_pixel_size_um")
-    return _scaling(moving) @ np.linalg.inv(transform.matrix_xy) @ np.linalg.inv(_scaling(fixed))
+    return coordinate_transform(transform, inverse=True, moving_pixel_size=moving,
+                                fixed_pixel_size=fixed).matrix_xy
 
 
 def to_itk_text(transform: AffineTransform, *, fixed_pixel_size_um: float = 1.0,
@@ -310,7 +310,8 @@ def from_itk_text(text: str, *, fixed_pixel_size_um: float | None = None,
     fixed, moving = _pixel_sizes_um(recorded, fixed_pixel_size_um, moving_pixel_size_um)
     if abs(np.linalg.det(linear)) < 1e-12:
         raise InputError("the ITK transform is singular: it cannot be inverted")
-    matrix_xy = np.linalg.inv(np.linalg.inv(_scaling(moving)) @ fixed_to_moving_um @ _scaling(fixed))
+    matrix_xy = from_coordinate_transform(fixed_to_moving_um, inverse=True, moving_pixel_size=moving,
+                                          fixed_pixel_size=fixed).matrix_xy
     return _from_matrix_xy(matrix_xy, _model_or_none(recorded.get("transform_model")))
 
 
@@ -332,7 +333,8 @@ def ngff_matrix_yx_um(transform: AffineTransform, fixed_pixel_size_um: float = 1
     """
     fixed = _check_pixel_size_um(fixed_pixel_size_um, "fixed_pixel_size_um")
     moving = _check_pixel_size_um(moving_pixel_size_um, "moving_pixel_size_um")
-    return _scaling(fixed) @ transform.matrix_rc @ np.linalg.inv(_scaling(moving))
+    return coordinate_transform(transform, moving_pixel_size=moving,
+                                fixed_pixel_size=fixed).matrix_rc
 
 
 def _ngff_coordinate_system(name: str) -> dict:
@@ -458,14 +460,15 @@ def from_ngff_dict(document: dict, *, fixed_pixel_size_um: float | None = None,
     source, target = _ngff_name(entry.get("input")), _ngff_name(entry.get("output"))
     units = _ngff_units_um(document)
     to_um_source, to_um_target = units.get(source, 1.0), units.get(target, 1.0)
-    matrix = _scaling(to_um_target) @ matrix @ np.linalg.inv(_scaling(to_um_source))
+    matrix = _unit_scaling(to_um_target) @ matrix @ np.linalg.inv(_unit_scaling(to_um_source))
     if (source, target) == ("fixed", "moving"):
         matrix = np.linalg.inv(matrix)
     recorded = document.get("napari_comir", {})
     recorded = recorded if isinstance(recorded, dict) else {}
     fixed, moving = _pixel_sizes_um(recorded, fixed_pixel_size_um, moving_pixel_size_um)
-    matrix_rc = np.linalg.inv(_scaling(fixed)) @ matrix @ _scaling(moving)
-    return _from_matrix_xy(_SWAP @ matrix_rc @ _SWAP, _model_or_none(recorded.get("transform_model")))
+    matrix_xy = from_coordinate_transform(_SWAP @ matrix @ _SWAP, moving_pixel_size=moving,
+                                          fixed_pixel_size=fixed).matrix_xy
+    return _from_matrix_xy(matrix_xy, _model_or_none(recorded.get("transform_model")))
 
 
 def read_ngff_transform(path, *, fixed_pixel_size_um: float | None = None,
@@ -486,7 +489,7 @@ def read_ngff_transform(path, *, fixed_pixel_size_um: float | None = None,
 def qupath_matrix_xy_corner(transform: AffineTransform) -> np.ndarray:
     """3x3 matrix mapping FIXED (base) pixel ``(x, y)`` to MOVING (overlay) pixel ``(x, y)``,
     both with the origin at the top-left corner of pixel [0, 0] (QuPath's image coordinates)."""
-    return _CENTRE_TO_CORNER @ np.linalg.inv(transform.matrix_xy) @ np.linalg.inv(_CENTRE_TO_CORNER)
+    return coordinate_transform(transform, inverse=True, origin="corner").matrix_xy
 
 
 def to_qupath_text(transform: AffineTransform) -> str:
@@ -516,7 +519,7 @@ def from_qupath_text(text: str) -> AffineTransform:
         raise InputError(f"QuPath affine matrix values must be numbers: {exc}") from exc
     if not np.all(np.isfinite(corner)) or abs(np.linalg.det(corner[:2, :2])) < 1e-12:
         raise InputError("QuPath affine matrix must be finite and invertible")
-    matrix_xy = np.linalg.inv(np.linalg.inv(_CENTRE_TO_CORNER) @ corner @ _CENTRE_TO_CORNER)
+    matrix_xy = from_coordinate_transform(corner, inverse=True, origin="corner").matrix_xy
     return _from_matrix_xy(matrix_xy, _model_or_none(_comment_values(text).get("transform_model")))
 
 
