@@ -25,9 +25,10 @@ import numpy as np
 
 from .errors import InputError
 from .inference import compute_comir_pair
-from .io.slides import Slide
+from .io.slides import Slide, block_mean
 from .registration import DEFAULT_TRANSFORM, RegistrationResult, register
 from .registration.landmarks import fit_landmarks
+from .registration.levels import level_to_full_xy
 from .transforms import MODELS, AffineTransform
 from .zoo import ComirModel
 
@@ -43,24 +44,6 @@ WINDOW_TOLERANCE_PX = 3.0
 MODEL_GAIN_PX = 0.5
 
 
-def block_mean(image, factor: int, band_rows: int = 1024) -> np.ndarray:
-    """Mean over ``factor`` x ``factor`` blocks of (rows, cols[, channels]), read in row bands.
-
-    Trailing rows/columns that do not fill a block are dropped. Output pixel (r, c) covers
-    input rows ``factor*r ... factor*r + factor - 1``: its centre is input
-    ``factor*r + (factor - 1) / 2``.
-    """
-    rows, cols = (dim // factor for dim in image.shape[:2])
-    rest = tuple(image.shape[2:])
-    out = np.empty((rows, cols) + rest, np.float32)
-    step = max(1, band_rows // factor)
-    for start in range(0, rows, step):
-        n = min(step, rows - start)
-        band = np.asarray(image[start * factor:(start + n) * factor, :cols * factor], np.float32)
-        out[start:start + n] = band.reshape(n, factor, cols, factor, *rest).mean(axis=(1, 3))
-    return out
-
-
 @dataclass
 class _Reduced:
     """An image region read at ``factor`` level-0 px per px, whose pixel (0, 0) covers level-0
@@ -73,9 +56,8 @@ class _Reduced:
 
     def to_full(self) -> AffineTransform:
         """(x, y) of this region's pixels -> level-0 (x, y) (block centres)."""
-        k = self.factor
-        offset = ((k - 1) / 2 + self.col0, (k - 1) / 2 + self.row0)
-        return AffineTransform(np.array([[k, 0, offset[0]], [0, k, offset[1]], [0, 0, 1.0]]))
+        shift = AffineTransform.rigid(0.0, (self.col0, self.row0))
+        return shift.compose(AffineTransform(level_to_full_xy(self.factor)))
 
 
 def read_reduced(image, factor: int, rows: slice = slice(None), cols: slice = slice(None)) -> _Reduced:

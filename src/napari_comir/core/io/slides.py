@@ -212,11 +212,27 @@ def pyramid_shapes(shape_rc, top_side: int = PYRAMID_TOP_SIDE) -> list[tuple[int
     return shapes
 
 
+def block_mean(image, factor: int, band_rows: int = 1024) -> np.ndarray:
+    """Mean over ``factor`` x ``factor`` blocks of (rows, cols[, channels]), read in row bands.
+
+    Trailing rows/columns that do not fill a block are dropped. Output pixel (r, c) covers
+    input rows ``factor*r ... factor*r + factor - 1``: its centre is input
+    ``factor*r + (factor - 1) / 2``.
+    """
+    rows, cols = (dim // factor for dim in image.shape[:2])
+    rest = tuple(image.shape[2:])
+    out = np.empty((rows, cols) + rest, np.float32)
+    step = max(1, band_rows // factor)
+    for start in range(0, rows, step):
+        n = min(step, rows - start)
+        band = np.asarray(image[start * factor:(start + n) * factor, :cols * factor], np.float32)
+        out[start:start + n] = band.reshape(n, factor, cols, factor, *rest).mean(axis=(1, 3))
+    return out
+
+
 def _block_mean_2(block: np.ndarray) -> np.ndarray:
     """2 x 2 block means of (rows, cols[, channels]) in the block's dtype (odd edges dropped)."""
-    rows, cols = block.shape[0] // 2 * 2, block.shape[1] // 2 * 2
-    halved = block[:rows, :cols].astype(np.float32)
-    halved = halved.reshape(rows // 2, 2, cols // 2, 2, *block.shape[2:]).mean(axis=(1, 3))
+    halved = block_mean(block, 2)
     if np.issubdtype(block.dtype, np.integer):
         halved = np.rint(halved)
     return halved.astype(block.dtype)

@@ -31,7 +31,7 @@ def block_mean(x: torch.Tensor, k: int) -> torch.Tensor:
     return F.avg_pool2d(x[None], kernel_size=k, stride=k)[0]
 
 
-def _level_to_full(k: int) -> np.ndarray:
+def level_to_full_xy(k: int) -> np.ndarray:
     """(x, y) matrix from level-``k`` pixel coordinates to full-resolution ones."""
     return np.array([[k, 0.0, (k - 1) / 2.0], [0.0, k, (k - 1) / 2.0], [0.0, 0.0, 1.0]])
 
@@ -39,14 +39,14 @@ def _level_to_full(k: int) -> np.ndarray:
 def to_level(transform: AffineTransform, k: int, k_moving: int | None = None) -> AffineTransform:
     """Express a full-resolution transform in the coordinates of block-mean level ``k`` (of the
     moving image: level ``k_moving`` when the two pyramids differ)."""
-    up = _level_to_full(k)
-    up_moving = up if k_moving is None else _level_to_full(k_moving)
+    up = level_to_full_xy(k)
+    up_moving = up if k_moving is None else level_to_full_xy(k_moving)
     return AffineTransform(np.linalg.inv(up) @ transform.matrix_xy @ up_moving, transform.model)
 
 
 def from_level(transform: AffineTransform, k: int) -> AffineTransform:
     """Inverse of :func:`to_level`: a level-``k`` transform in full-resolution coordinates."""
-    up = _level_to_full(k)
+    up = level_to_full_xy(k)
     return AffineTransform(up @ transform.matrix_xy @ np.linalg.inv(up), transform.model)
 
 
