@@ -148,6 +148,14 @@ def _pixel_size(value, name: str) -> float | None:
     return size
 
 
+def recorded_pixel_sizes(fixed_size_um, moving_size_um, scale_range=None):
+    """The pixel sizes two images record, to register with: both or neither (one known size
+    says nothing about the ratio, and a ``scale_range`` asks for a search instead)."""
+    if scale_range is not None or None in (fixed_size_um, moving_size_um):
+        return None, None
+    return fixed_size_um, moving_size_um
+
+
 def _scale_plan(transform: str, scale_range, fixed_pixel_size, moving_pixel_size):
     """(pre-scale of the moving image, scale range left to search) from what the user knows.
 
@@ -211,10 +219,9 @@ def registration_events(fixed_image, moving_image, model: ComirModel | str = DEF
         raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     angle_bounds(rotation_range)
     if fixed_pixel_size is None and moving_pixel_size is None:  # a slide may record them
-        fixed_pixel_size = getattr(fixed_image, "pixel_size_um", None)
-        moving_pixel_size = getattr(moving_image, "pixel_size_um", None)
-        if None in (fixed_pixel_size, moving_pixel_size) or scale_range is not None:
-            fixed_pixel_size = moving_pixel_size = None
+        fixed_pixel_size, moving_pixel_size = recorded_pixel_sizes(
+            getattr(fixed_image, "pixel_size_um", None), getattr(moving_image, "pixel_size_um", None),
+            scale_range)
     pre_scale, search_range = _scale_plan(transform, scale_range, fixed_pixel_size, moving_pixel_size)
     scale_bounds(search_range, transform)
     for name, image, modality in (("fixed", fixed_image, fixed_modality),

@@ -217,6 +217,7 @@ def _infer(args) -> int:
 
 
 def _register(args) -> int:
+    from .core.io import write_text_atomic
     from .file_registration import file_registration_events
 
     exports = {"itk": args.export_itk, "ngff": args.export_ngff, "csv": args.export_csv,
@@ -250,8 +251,6 @@ def _register(args) -> int:
         report["levels"] = outcome.level_transforms
     if set(outcome.written) - {"resampled"}:
         report["exports"] = {name: path for name, path in outcome.written.items() if name != "resampled"}
-    from .core.io import write_text_atomic
-
     write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")  # last: it marks success
     print(f"{describe(result)} -> {args.out}")
     return 0

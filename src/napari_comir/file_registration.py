@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .api import load_model, registration_events
+from .api import load_model, recorded_pixel_sizes, registration_events
 from .core.defaults import DEFAULT_MODEL_NAME, DEFAULT_TRANSFORM
 from .core.errors import InputError
 from .core.io import check_output_path, check_outputs_apart, read_pixel_size
@@ -53,10 +53,9 @@ def file_pixel_sizes(fixed_path, moving_path, fixed_pixel_size=None, moving_pixe
         return sizes
     if sizes != (None, None):
         raise InputError("give both pixel sizes (fixed and moving), or neither")
-    if scale_range is not None:
+    if scale_range is not None:  # no need to read the files
         return None, None
-    sizes = (read_pixel_size(fixed_path), read_pixel_size(moving_path))
-    return (None, None) if None in sizes else sizes
+    return recorded_pixel_sizes(read_pixel_size(fixed_path), read_pixel_size(moving_path))
 
 
 def file_registration_events(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
