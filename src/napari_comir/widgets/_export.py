@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from napari.layers import Layer
 
 from .. import api
 from ..core.io.transform_formats import format_from_path
 from ..core.registration import RegistrationResult
+from ._layers import layer_scale_x
 
 #: (file-dialog filter, the ending it adds to a name typed without one), in the dialog's order.
 FILTERS = (
@@ -25,7 +25,7 @@ FILTERS = (
 
 def layer_pixel_size_um(layer: Layer) -> float:
     """A layer's pixel size (µm) from its ``scale`` (x); napari's default 1 means pixel units."""
-    return float(abs(np.asarray(layer.scale)[-1]))
+    return abs(layer_scale_x(layer))
 
 
 def export_result(result: RegistrationResult, fixed: Layer, moving: Layer, path) -> Path:

@@ -95,10 +95,22 @@ def image_data(layer: Layer, action: str = "this step") -> np.ndarray:
     return data
 
 
+def layer_scale_x(layer: Layer) -> float:
+    """The layer's ``scale`` along x: its pixel size (µm) when set, napari's default 1 if not."""
+    return float(np.asarray(layer.scale)[-1])
+
+
 def layer_pixel_size(layer: Layer) -> float | None:
     """µm per pixel from the layer's ``scale`` (x), or None for napari's default 1."""
-    size = float(np.asarray(layer.scale)[-1])
+    size = layer_scale_x(layer)
     return None if size == 1.0 else size
+
+
+def layer_pixel_sizes(fixed: Layer, moving: Layer) -> tuple[float | None, float | None]:
+    """The layers' pixel sizes from their ``scale`` (x), or (None, None) when both are napari's
+    default 1: then nothing is known and the registration searches the scale."""
+    sizes = layer_scale_x(fixed), layer_scale_x(moving)
+    return (None, None) if sizes == (1.0, 1.0) else sizes
 
 
 def registration_data(layer: Layer):

@@ -22,9 +22,9 @@ from ..core.defaults import TRANSFORM_KEY
 from ..core.errors import ComirError, InputError
 from ..core.training import FINE_TUNE_LR, TrainConfig
 from . import _worker
-from ._layers import image_data, is_multiscale, wrap
+from ._layers import image_data, is_multiscale, layer_pixel_sizes, wrap
 from ._state import library, state_for
-from .register import RegisterWidget, layer_pixel_sizes
+from .register import RegisterWidget
 
 STEPS = ("images", "model", "register", "review", "keep", "teach")
 #: Default fine-tuning time (s) of the teach step: one pair, on a 2-core CPU (benchmarks/new_tissue_loop.py).

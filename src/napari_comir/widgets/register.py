@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -37,6 +36,7 @@ from ._layers import (
     is_multiscale,
     layer_choices,
     layer_pixel_size,
+    layer_pixel_sizes,
     layer_shape,
     registration_data,
     upsert_image,
@@ -50,13 +50,6 @@ from .representations import comir_layer_name, find_comir, show_comir
 
 CHECKERBOARD = "Checkerboard (fixed | moving)"
 FLICKER_MS = 500  # twice a second: fast enough to see a jump, slow enough to follow
-
-
-def layer_pixel_sizes(fixed: Layer, moving: Layer) -> tuple[float | None, float | None]:
-    """The layers' pixel sizes from their ``scale`` (x), or (None, None) when both are napari's
-    default 1: then nothing is known and the registration searches the scale."""
-    sizes = float(np.asarray(fixed.scale)[-1]), float(np.asarray(moving.scale)[-1])
-    return (None, None) if sizes == (1.0, 1.0) else sizes
 
 
 class RegisterWidget(Container):
