@@ -46,13 +46,20 @@ from .core.registration import (
 from .core.registration.landmarks import fit_landmarks
 from .core.training import FINE_TUNE_LR, TrainConfig, train
 from .core.transforms import AffineTransform, resample
-from .core.zoo import ComirModel, ModelCard, list_models, save_model, save_user_model
+from .core.zoo import (
+    ComirModel,
+    ModelCard,
+    check_user_model_name,
+    list_models,
+    save_model,
+    save_user_model,
+)
 from .core.zoo import load_model as _load_model
 
 __all__ = [
     "AlignedPair", "ComirModel", "Progress", "AffineTransform", "TrainConfig", "comir_events",
     "compute_comirs", "export_transform",
-    "fine_tune", "fit_landmarks", "list_models", "load_model", "new_model", "open_image", "read_image",
+    "fine_tune", "teach_events", "fit_landmarks", "list_models", "load_model", "new_model", "open_image", "read_image",
     "read_pairs_csv", "register",
     "register_comirs", "register_multimodal", "registration_events", "RegistrationOutcome",
     "resample", "save_model", "save_user_model",
@@ -409,6 +416,22 @@ def fine_tune(model: ComirModel | str, pairs: Sequence[AlignedPair], config: Tra
         model = copy.deepcopy(model)
     events = train(model, pairs, config, resume=resume)
     return _with_previews(model, events, pairs[0], preview_every) if preview_every else events
+
+
+def teach_events(model: ComirModel | str, pairs: Sequence[AlignedPair | dict], *,
+                 seconds: float, device: str = "auto") -> Iterator[Progress]:
+    """Fine-tune a copy of ``model`` on a few aligned pairs for ``seconds``: the one teaching
+    recipe of the GUI (gentle rate, pretrained BatchNorm statistics kept, patches no larger than
+    the smallest image). ``pairs``: AlignedPair or {modality: image} dicts. Last ``result``: the
+    taught model."""
+    pairs = [pair if isinstance(pair, AlignedPair) else AlignedPair(pair, name=f"pair {index}")
+             for index, pair in enumerate(pairs, start=1)]
+    side = min(min(np.shape(image)[:2]) for pair in pairs for image in pair.images.values())
+    config = TrainConfig(steps=1_000_000, max_seconds=float(seconds), lr=FINE_TUNE_LR,
+                         freeze_batchnorm=True, device=device,
+                         patch_size=min(TrainConfig.patch_size, side // 16 * 16))
+    config.validate()
+    return fine_tune(model, pairs, config)
 
 
 def _with_previews(model: ComirModel, events: Iterator[Progress], pair: AlignedPair,
