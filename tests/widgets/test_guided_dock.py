@@ -92,7 +92,7 @@ def test_real_pair_register_accept_export_teach(make_napari_viewer, raw_cases, u
     # Teach: a few seconds on the kept pair; the taught model is used here, the default is not.
     default_before = _state.ModelState.default_name()
     dock.teach_panel.seconds.value = 5
-    dock.teach_panel.name.value = "taught-here"
+    dock.teach_panel.save_as.value = "taught-here"
     user.click(dock.teach_panel.teach_button)
     job = user.wait_for_job(session, 120)
     assert job.state.value == "finished" and not errors, (job.error, errors)

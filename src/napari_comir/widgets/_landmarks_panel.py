@@ -16,14 +16,14 @@ HINT = ("Click a structure on the fixed image's landmark layer, then the same st
 
 
 class LandmarksPanel(Container):
-    """Add / fit / register from landmarks; each pair's residual under the result."""
+    """Add / fit / refine from landmarks; each pair's residual under the result."""
 
     def __init__(self, session: RegistrationSession, run_panel: RunPanel):
         self.session, self.run_panel = session, run_panel
         self.add_button = PushButton(text="add", tooltip="Two Points layers, one on each image")
         self.fit_button = PushButton(text="fit", tooltip="The transform from the landmarks alone "
                                      "(not checked against the images)")
-        self.register_button = PushButton(text="register from",
+        self.register_button = PushButton(text="refine from",
                                           tooltip="Refine from the landmarks' transform instead "
                                           "of searching, and judge the result")
         self.residuals = wrap(Label(value=""))

@@ -30,8 +30,9 @@ class ReviewPanel(Container):
 
     def __init__(self, session: RegistrationSession):
         self.session = session
-        self.after = CheckBox(text="after (found transform)", value=True, enabled=False,
-                              tooltip="Untick to see the moving image where it was")
+        self.after = CheckBox(text="after", value=True, enabled=False,
+                              tooltip="The moving image under the found transform; untick to "
+                              "see it where it was (before)")
         self.view = ComboBox(label="show", choices=VIEWS, value=session.review_view, enabled=False)
         self.subject = wrap(Label(value=""))
         super().__init__(widgets=[row(self.view, self.after, label="review"), self.subject])

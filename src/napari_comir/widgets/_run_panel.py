@@ -29,7 +29,7 @@ def verdict_text(result: RegistrationResult) -> tuple[str, bool]:
     """The verdict line and whether it is good news; never a tick before a failure."""
     if result.method == "landmarks":
         return ("fitted to the landmarks only, not checked against the images: "
-                "'register from' refines and judges it"), True
+                "'refine from' refines and judges it"), True
     if result.success_likely:
         return "✓ likely right", True
     why = "; ".join(result.reasons) or "the images do not agree"
@@ -82,9 +82,13 @@ class RunPanel(Container):
         self.progress = ProgressBar(value=0, max=1)
         self.verdict = wrap(Label(value=""))
         self.details = wrap(Label(value=""))
-        super().__init__(labels=True, widgets=[
-            self.fixed, self.moving, self.method, self.transform, self.rotation, self.reuse,
-            row(self.register_button, self.stop_button), self.progress, self.verdict, self.details])
+        options = Container(widgets=[self.fixed, self.moving, self.method, self.transform,
+                                     self.rotation, self.reuse])
+        options.margins = (0, 0, 0, 0)
+        # The verdict and the numbers below the labelled options, at the dock's full width.
+        super().__init__(labels=False, widgets=[
+            options, row(self.register_button, self.stop_button), self.progress, self.verdict,
+            self.details])
         self.margins = (0, 0, 0, 0)
         for key, widget in (("transform", self.transform), ("rotation_range", self.rotation),
                             ("method", self.method)):

@@ -30,7 +30,7 @@ class TeachPanel(Container):
         self.session = session
         self.seconds = FloatSpinBox(value=TEACH_SECONDS, min=5, max=3600, step=5,
                                     tooltip="Teaching time in seconds")
-        self.name = LineEdit(label="save as", value="", tooltip="Name of the taught model (a user model)")
+        self.save_as = LineEdit(label="save as", value="", tooltip="Name of the taught model (a user model)")
         self.teach_button = PushButton(text="teach (s)", enabled=False,
                                        tooltip="Fine-tune a copy of the model on the accepted pair "
                                        "for this many seconds, save it under the name, and use it "
@@ -39,7 +39,7 @@ class TeachPanel(Container):
         self.progress = ProgressBar(value=0, max=1, visible=False)
         self.status = wrap(Label(value=""))
         super().__init__(widgets=[row(self.seconds, self.teach_button, self.stop_button),
-                                  self.name, self.progress, self.status])
+                                  self.save_as, self.progress, self.status])
         self.margins = (0, 0, 0, 0)
         self.teach_button.clicked.connect(self.teach)
         self.stop_button.clicked.connect(session.stop)
@@ -48,7 +48,7 @@ class TeachPanel(Container):
 
     def teach(self):
         session = self.session
-        name = self.name.value or self._default_name()
+        name = self.save_as.value or self._default_name()
         try:
             return session.teach(float(self.seconds.value), name)
         except ComirError as exc:
@@ -74,10 +74,10 @@ class TeachPanel(Container):
         self.teach_button.enabled = accepted is not None and not slides and not session.busy
         self.stop_button.enabled = teaching and job.state is JobState.RUNNING
         self.progress.visible = teaching and job.running
-        if what == "accepted" and accepted is not None and not self.name.value:
-            self.name.value = self._default_name()
+        if what == "accepted" and accepted is not None and not self.save_as.value:
+            self.save_as.value = self._default_name()
         if teaching and what == "job":
-            name = self.name.value or self._default_name()
+            name = self.save_as.value or self._default_name()
             self.status.value = {
                 JobState.RUNNING: "teaching…", JobState.STOPPING: "stopping…",
                 JobState.STOPPED: "stopped: nothing saved",
