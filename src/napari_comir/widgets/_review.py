@@ -73,8 +73,16 @@ def review_images(fixed: Layer, moving: Layer) -> dict:
     """The overlay's grey images of a pair and the grids they lie on (for a whole slide a coarse
     level, placed over it). Pure computation on the layers' data: run it in the worker."""
     (fixed_data, fixed_grid, _), (moving_data, moving_grid, _) = coarse_view(fixed), coarse_view(moving)
-    return {"fixed": review_image(fixed_data), "moving": moving_review_image(moving_data),
+    return {"fixed": display_bytes(review_image(fixed_data), 1.0, 99.5),
+            "moving": display_bytes(moving_review_image(moving_data)),
             "fixed_grid": fixed_grid, "moving_grid": moving_grid}
+
+
+def display_bytes(grey: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
+    """A grey image stretched between its ``low`` and ``high`` percentiles to uint8: a quarter of
+    a float texture to upload, and napari has no contrast to compute."""
+    lo, hi = percentile_limits(grey, low, high)
+    return np.round(np.clip((grey - lo) / (hi - lo), 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def show_review_layer(viewer, fixed: Layer, moving: Layer, images: dict, role: str,
@@ -85,13 +93,12 @@ def show_review_layer(viewer, fixed: Layer, moving: Layer, images: dict, role: s
     data = images[role]
     if role == "moving":
         layer = upsert_image(viewer, name, data, **images["moving_grid"], colormap="magenta",
-                             blending="translucent", contrast_limits=percentile_limits(data),
+                             blending="translucent", contrast_limits=(0, 255),
                              metadata={_REVIEW_KEY: moving.name})
         layer.affine = world_affine(fixed, moving, transform)
     else:
         layer = upsert_image(viewer, name, data, **images["fixed_grid"], colormap="green",
-                             blending="additive",
-                             contrast_limits=percentile_limits(data, 1.0, 99.5),
+                             blending="additive", contrast_limits=(0, 255),
                              metadata={_REVIEW_KEY: fixed.name})
     fixed_name = review_names(fixed, moving)[0]
     top = len(viewer.layers) - (role == "moving" and fixed_name in viewer.layers)
@@ -136,7 +143,8 @@ def switch_view(viewer, fixed: Layer, moving: Layer, result, review_layers, view
     for layer in extra_review_layers(viewer):
         layer.visible = False
     if view == "CoMIRs":
-        images = {"fixed": _comir_grey(comirs[0]), "moving": _comir_grey(comirs[1]),
+        images = {"fixed": display_bytes(_comir_grey(comirs[0]), 1.0, 99.5),
+                  "moving": display_bytes(_comir_grey(comirs[1])),
                   "fixed_grid": _grid_of(fixed), "moving_grid": _grid_of(moving)}
         review_layers = show_review(viewer, fixed, moving, images, transform)
     elif view in ("overlay", "flicker") and review_layers and \
