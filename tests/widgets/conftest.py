@@ -85,6 +85,9 @@ class User:
                              timeout=int(timeout_s * 1000))
         return session.job
 
+    def wait_until(self, condition, timeout_s: float = 60.0) -> None:
+        self.qtbot.waitUntil(condition, timeout=int(timeout_s * 1000))
+
     def wait(self, seconds: float) -> None:
         self.qtbot.wait(int(seconds * 1000))
 

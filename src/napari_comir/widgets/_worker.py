@@ -56,7 +56,7 @@ class Job:
         self.total = 0
         self.error = ""
         self.started = time.perf_counter()
-        self._stage_start: tuple[str, int, float] | None = None  # stage, step, time it began
+        self._stage_starts: dict[str, tuple[int, float]] = {}  # stage: (first step, its time)
         self.seconds_per_step: float | None = None
         self._worker = None
 
@@ -88,12 +88,13 @@ class Job:
         self.steps, self.total = event.step, event.total
         if event.result is not None:
             self.result = event.result
+        # The rate of the event's own stage (training interleaves preview events, say).
         now = time.perf_counter()
-        if self._stage_start is None or self._stage_start[0] != event.stage or \
-                event.step < self._stage_start[1]:
-            self._stage_start, self.seconds_per_step = (event.stage, event.step, now), None
-        elif event.step > self._stage_start[1]:
-            stage, first_step, began = self._stage_start
+        first_step, began = self._stage_starts.get(event.stage, (None, now))
+        if first_step is None or event.step < first_step:
+            self._stage_starts[event.stage] = (event.step, now)
+            self.seconds_per_step = None
+        elif event.step > first_step:
             self.seconds_per_step = (now - began) / (event.step - first_step)
 
 

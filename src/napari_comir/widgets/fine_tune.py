@@ -185,8 +185,9 @@ class FineTuneWidget(Container):
                 self._heldout = event.metrics["heldout_match"]
             matched = "" if self._heldout is None else (
                 f" · held-out patches matched {self._heldout:.0%} (chance 3 %)")
+            eta = _worker.eta_text(self.job)
             self._status.value = (f"step {event.step}/{event.total} · loss "
-                                  f"{event.metrics['loss']:.3g}{matched}")
+                                  f"{event.metrics['loss']:.3g}{matched}" + (f"\n{eta}" if eta else ""))
         elif event.stage == "preview" and event.result is not None:
             comir = event.result[..., 0] if event.result.shape[-1] == 1 else event.result[..., :3]
             layer = upsert_image(self.viewer, PREVIEW_LAYER, comir, rgb=False,
