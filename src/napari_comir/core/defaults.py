@@ -9,6 +9,12 @@ TRANSFORM_MODELS = ("rigid", "similarity", "affine")
 #: 1.4 px), similarity 16 and rigid 5, and it keeps the synthetic rigid results
 #: (docs/benchmarks.md, "Real pairs").
 DEFAULT_TRANSFORM = "affine"
+#: How the start of the refinement is found: "search" (global rotation x scale x translation
+#: search, any angle) or "sift" (SIFT features + RANSAC).
+REGISTRATION_METHODS = ("search", "sift")
+DEFAULT_METHOD = "search"
+#: Angles searched by default, degrees: ±180 = any rotation.
+DEFAULT_ROTATION_RANGE = 180.0
 #: Scales (fixed px per moving px) searched when the pixel sizes are unknown: the raw H&E of the
 #: shared cases lies within 0.88-1.10 of its SHG; microscopes' nominal sizes are rarely further off.
 DEFAULT_SCALE_RANGE = (0.8, 1.25)

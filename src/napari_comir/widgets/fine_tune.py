@@ -133,11 +133,9 @@ class FineTuneWidget(Container):
 
     # ------------------------------------------------------------------ training
     def config(self) -> TrainConfig:
-        # Starting from a trained model: keep its BatchNorm statistics (benchmarks/train_one_pair.py:
-        # without this, 30 s on one pair dropped success on other tissue from 93 % to 67 %).
-        return TrainConfig(steps=int(self._steps.value), lr=float(self._lr.value),
-                           patch_size=int(self._patch.value), batch_size=int(self._batch.value),
-                           device=self.state.device, freeze_batchnorm=True)
+        return api.fine_tune_config(steps=int(self._steps.value), lr=float(self._lr.value),
+                                    patch_size=int(self._patch.value),
+                                    batch_size=int(self._batch.value), device=self.state.device)
 
     def start(self) -> _worker.Job | None:
         """Fine-tune a copy of the current model on the pairs (the bundled one never changes)."""
