@@ -179,7 +179,9 @@ def write_guide_picture(folder: Path, name, fixed_grey, moving_grey, right, shap
     tiles = [labelled(tile(fixed_grey, moving_grey, t, shape_rc)[crop], text)
              for t, text in ((AffineTransform.rigid(), "before"), (wrong, "8 px off"),
                              (right, "right"))]
-    Image.fromarray(grid([tiles])).save(folder / f"review_right_wrong_{name}.png", optimize=True)
+    # 64 colours: green, magenta and their mixes only; keeps each picture under ~150 KB.
+    Image.fromarray(grid([tiles])).quantize(64).save(folder / f"review_right_wrong_{name}.png",
+                                                       optimize=True)
 
 
 def report(results, views, seconds) -> None:
