@@ -19,7 +19,7 @@ PNG per pair (rows: the views; columns: right, 8 px off, 20 px off, 3° off), ``
 user guide's before/after pictures.
 
 Usage: ``python benchmarks/review_views.py [--views structure,eosin,haematoxylin,comir]
-[--montages DIR] [--guide DIR]``
+[--feature-px 8] [--montages DIR] [--guide DIR]``
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
-from napari_comir.core.defaults import DEFAULT_REVIEW_VIEW  # noqa: E402
+from napari_comir.core.defaults import DEFAULT_REVIEW_FEATURE_PX, DEFAULT_REVIEW_VIEW  # noqa: E402
 from napari_comir.core.evaluation import pearson, raw_cases  # noqa: E402
 from napari_comir.core.io import read_image  # noqa: E402
 from napari_comir.core.registration.landmarks import fit_landmarks  # noqa: E402
@@ -130,6 +130,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--views", default=",".join(VIEWS))
     parser.add_argument("--model", default="bf-shg", help="model of the comir view")
+    parser.add_argument("--feature-px", type=float, default=DEFAULT_REVIEW_FEATURE_PX,
+                        help="feature size of the structure and comir views")
     parser.add_argument("--montages", type=Path, help="folder for one montage per pair")
     parser.add_argument("--guide", type=Path, help="folder for the user guide's pictures")
     args = parser.parse_args()
@@ -147,7 +149,7 @@ def main() -> None:
         for view in views:
             start = time.perf_counter()
             fixed_grey, moving_grey = review_channels(*(comirs if view == "comir" else (fixed, moving)),
-                                                      view)
+                                                      view, feature_px=args.feature_px)
             seconds[view].append(time.perf_counter() - start)
             results[name, view] = score(fixed_grey, moving_grey, right, shape_rc)
             r = results[name, view]

@@ -8,8 +8,8 @@ whether or not it is aligned. The views:
 
 ``"structure"`` (default)
     Local contrast of what both images show: detail of about ``feature_px`` that is brighter than
-    its surroundings (a local contrast normalisation, after a light smoothing that removes pixel
-    noise and JPEG blocks). For a colour bright field against a dark-field image (H&E against SHG
+    its surroundings (:func:`local_contrast`, after a light smoothing that removes pixel noise and
+    JPEG blocks). For a colour bright field against a dark-field image (H&E against SHG
     or fluorescence), the bright field's stain hue (:func:`stain_hue`): eosin-pink collagen and
     stroma bright, haematoxylin-purple nuclei dark, as SHG shows collagen. Against another bright
     field (H&E against IHC), or for a grey image, the tissue density (grey, inverted when the
@@ -36,9 +36,9 @@ from .errors import InputError
 
 VIEWS = REVIEW_VIEWS
 _LUMINANCE = np.array([0.299, 0.587, 0.114], np.float32)
-#: Smoothing (Gaussian sigma, px) before the local contrast: removes pixel noise and JPEG blocks,
-#: and forgives the 1-2 px a good registration is off by.
-SMOOTHING_PX = 2.0
+#: Smoothing (Gaussian sigma) before the local contrast, as a fraction of the feature size: at
+#: 8 px it removes pixel noise and JPEG blocks and forgives the 1-2 px a good registration is off by.
+SMOOTHING = 0.25
 #: Local contrast shown at full brightness (in local standard deviations).
 FULL_CONTRAST = 2.5
 #: Floor of the local variance, as a fraction of the image's variance: flat background stays dark
@@ -133,29 +133,26 @@ def stain_hue(image) -> np.ndarray:
     return (unit[..., 0] - unit[..., 2]) / (1.05 - unit[..., 1])
 
 
-def local_contrast(channel, feature_px: float = DEFAULT_REVIEW_FEATURE_PX,
-                   smoothing_px: float = SMOOTHING_PX) -> np.ndarray:
+def local_contrast(channel, feature_px: float = DEFAULT_REVIEW_FEATURE_PX) -> np.ndarray:
     """Detail of about ``feature_px`` brighter than its surroundings, in [0, 1].
 
-    The channel, smoothed by ``smoothing_px``, minus its Gaussian mean over ``feature_px``,
-    divided by the local standard deviation there (floored, so flat background stays dark);
-    shown from 0 to :data:`FULL_CONTRAST` standard deviations.
+    The channel, smoothed by a Gaussian of :data:`SMOOTHING` times ``feature_px``, minus its
+    Gaussian mean over ``feature_px``, divided by the local standard deviation there (floored, so
+    flat background stays dark); shown from 0 to :data:`FULL_CONTRAST` standard deviations.
 
     Parameters
     ----------
     channel : np.ndarray
         (rows, cols) grey.
-    feature_px, smoothing_px : float
-        Gaussian sigmas in pixels.
+    feature_px : float
+        Gaussian sigma of the surroundings, in pixels.
 
     Returns
     -------
     np.ndarray
         (rows, cols) float32 in [0, 1].
     """
-    channel = np.asarray(channel, np.float32)
-    if smoothing_px > 0:
-        channel = ndimage.gaussian_filter(channel, smoothing_px)
+    channel = ndimage.gaussian_filter(np.asarray(channel, np.float32), SMOOTHING * feature_px)
     detail = channel - ndimage.gaussian_filter(channel, feature_px)
     variance = ndimage.gaussian_filter(detail * detail, feature_px)
     z = detail / np.sqrt(variance + _VARIANCE_FLOOR * float(channel.var()) + 1e-12)
