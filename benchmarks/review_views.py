@@ -171,18 +171,18 @@ def main() -> None:
 
 
 def write_guide_picture(folder: Path, name, fixed_grey, moving_grey, right, shape_rc) -> None:
-    """Before registration, 8 px off, right: a 256 px crop of the structure view, full resolution."""
+    """Before registration, 8 px off, right: the default view, each 320 px wide."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
-    r0, c0 = (s // 2 - 128 for s in shape_rc)
-    crop = (slice(r0, r0 + 256), slice(c0, c0 + 256))
     wrong = wrong_transforms(shape_rc)["8 px"].compose(right)
-    tiles = [labelled(tile(fixed_grey, moving_grey, t, shape_rc)[crop], text)
+    size = (320, round(320 * shape_rc[0] / shape_rc[1]))
+    tiles = [labelled(np.asarray(Image.fromarray(tile(fixed_grey, moving_grey, t, shape_rc))
+                                 .resize(size, Image.Resampling.LANCZOS)), text)
              for t, text in ((AffineTransform.rigid(), "before"), (wrong, "8 px off"),
                              (right, "right"))]
-    # 64 colours: green, magenta and their mixes only; keeps each picture under ~150 KB.
-    Image.fromarray(grid([tiles])).quantize(64).save(folder / f"review_right_wrong_{name}.png",
+    # 48 colours: green, magenta and their mixes only; keeps each picture under ~150 KB.
+    Image.fromarray(grid([tiles])).quantize(48).save(folder / f"review_right_wrong_{name}.png",
                                                        optimize=True)
 
 
