@@ -1,7 +1,8 @@
 """Does the review overlay tell a right registration from a wrong one? Each view, every real pair.
 
-For each pair (the 20 raw BF/SHG cases: raw H&E as scanned against its SHG, the reference affine;
-the 4 H&E-vs-IHC serial sections: the affine fitted to their 80 landmarks) and each view of
+For each pair (the 20 raw BF/SHG cases: raw H&E as scanned against its SHG, the reference affine,
+in colour and again in grey; the 4 H&E-vs-IHC serial sections: the affine fitted to their 80
+landmarks) and each view of
 ``core.review``, the moving channel is resampled onto the fixed grid by the right transform and by
 three wrong ones (the right one followed by a shift of 8 px, a shift of 20 px, a 3° rotation about
 the fixed image's centre), and the overlay is scored on the moving image's overlap:
@@ -52,9 +53,14 @@ GUIDE_PAIRS = ("sa_stroma_pancreas_2000_95", "X01Y05", "2B_D2")
 
 
 def pairs():
-    """(name, fixed, moving, right transform moving -> fixed, fixed modality) of every real pair."""
-    for case in raw_cases(SHARED / "bf_shg_raw"):
+    """(name, fixed, moving, right transform moving -> fixed, fixed modality) of every real pair;
+    the raw BF/SHG pairs twice, the second time with the H&E in grey."""
+    cases = raw_cases(SHARED / "bf_shg_raw")
+    for case in cases:
         yield case.name, case.fixed, case.moving, case.truth, "shg"
+    for case in cases:
+        grey = np.rint(case.moving @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+        yield f"{case.name} (grey)", case.fixed, grey, case.truth, "shg"
     folder = SHARED / "he_ihc"
     with open(folder / "pairs.csv", newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
@@ -187,7 +193,8 @@ def write_guide_picture(folder: Path, name, fixed_grey, moving_grey, right, shap
 
 
 def report(results, views, seconds) -> None:
-    groups = {"BF/SHG raw (20)": lambda n: not n.startswith("lung"),
+    groups = {"BF/SHG raw (20)": lambda n: not n.startswith("lung") and not n.endswith("(grey)"),
+              "grey BF/SHG raw (20)": lambda n: n.endswith("(grey)"),
               "H&E/IHC (4)": lambda n: n.startswith("lung")}
     print("\n| pairs | view | NCC gap median | NCC gap worst (pair) | colour gap median "
           "| colour gap worst (pair) | NCC right median | s / pair |")

@@ -16,6 +16,7 @@ from napari_comir.core.review import (
     overlay_rgb,
     review_channels,
     single_colour_fraction,
+    suggested_view,
 )
 from napari_comir.core.transforms import AffineTransform, resample
 
@@ -125,6 +126,12 @@ def test_eosin_view_is_the_eosin_stain_of_the_he(rng):
 def test_bright_field_is_told_from_dark_field(rng):
     he, shg = he_and_shg(rng, eosin_dense=False)
     assert is_bright_field(he) and not is_bright_field(shg)
+
+
+def test_suggested_view_is_structure_with_colour_and_comir_without(rng):
+    he, shg = he_and_shg(rng, eosin_dense=False)
+    assert suggested_view(shg, he) == suggested_view(he, he) == "structure"
+    assert suggested_view(shg, he.mean(axis=-1)) == "comir"  # a grey bright field
 
 
 @pytest.mark.parametrize(("fixed", "moving", "view", "message"), [
