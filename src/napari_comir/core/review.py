@@ -21,6 +21,9 @@ whether or not it is aligned. The views:
     The CoMIRs (given instead of the images): their first principal component, local contrast as
     for ``"structure"``.
 
+:func:`suggested_view` picks the view for a pair: structure when either image is a colour bright
+field, the CoMIRs otherwise (a grey bright field against SHG shows too little of the collagen).
+
 Every channel is float32 in [0, 1], ready to show with contrast limits (0, 1). The moving channel
 stays on the moving image's grid: the overlay places it by the transform (or resample it with
 :func:`~napari_comir.core.transforms.resample` to compare on the fixed grid).
