@@ -32,3 +32,14 @@ DEFAULT_STEPS, DEFAULT_BATCH_SIZE, DEFAULT_PATCH_SIZE = 300, 16, 128
 #: known answer the misaligned sample pair carries.
 TRANSFORM_KEY = "comir_transform"
 TRUE_TRANSFORM_KEY = "comir_true_transform"
+
+#: What the review overlay can show (``core.review``): fine structure both images share, an H&E's
+#: eosin or haematoxylin stain, or the CoMIRs.
+REVIEW_VIEWS = ("structure", "eosin", "haematoxylin", "comir")
+#: The review view by default. Structure: on the 20 raw BF/SHG pairs a right and a wrong (8 px)
+#: result differ in every one; the eosin view hardly told them apart on eosin-dense cores
+#: (docs/benchmarks.md, "Review views").
+DEFAULT_REVIEW_VIEW = "structure"
+#: Size (px) of the structures the structure view keeps: detail of about this size, relative to
+#: its surroundings, survives; broad stain density does not.
+DEFAULT_REVIEW_FEATURE_PX = 8.0
