@@ -1,9 +1,10 @@
 """The review of a registration: two layers of its own on top of the user's (never changed).
 
 Views (:data:`VIEWS`): ``overlay`` — the fixed image in green added over the moving image in
-magenta, each as the grey channel that shows the structure both modalities share (see
-:func:`review_images`); where they agree the tissue turns white, a misregistration shows green
-and magenta side by side. ``CoMIRs`` — the same overlay of the two CoMIRs (made to agree).
+magenta, each as its fine structure (``core.review``'s structure view: for an H&E the red share
+of its staining, so eosin-dense cores do not turn magenta all over); where they agree the tissue
+turns white, a misregistration shows green and magenta copies side by side. ``CoMIRs`` — the
+same overlay of the two CoMIRs (made to agree; the view for a grey bright field).
 ``checkerboard`` — squares of each image in turn. ``flicker`` — the two review layers in turn
 (the review panel's timer). ``agreement`` — the CoMIRs' local correlation. ``off`` — the
 user's layers only (after Accept: the accepted layer). The moving review layer follows the
@@ -16,6 +17,7 @@ import numpy as np
 from napari.layers import Layer
 
 from ..core.registration.levels import to_level
+from ..core.review import review_channels, suggested_view
 from ..core.transforms import AffineTransform, resample
 from ._layers import coarse_view, percentile_limits, upsert_image, world_affine
 
@@ -28,7 +30,6 @@ AGREEMENT = "review: CoMIR agreement (local NCC)"
 #: Side (px) of the checkerboard's squares on the fixed image, and of the agreement's windows.
 CHECKER_SQUARE, AGREEMENT_WINDOW = 32, 32
 _REVIEW_KEY = "comir_review_of"
-_LUMINANCE = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def review_names(fixed: Layer, moving: Layer) -> tuple[str, str]:
@@ -36,53 +37,22 @@ def review_names(fixed: Layer, moving: Layer) -> tuple[str, str]:
     return f"review: {fixed.name} (green)", f"review: {moving.name} (magenta)"
 
 
-def _grey(data: np.ndarray) -> np.ndarray:
-    grey = np.asarray(data, np.float32)
-    return grey[..., :3] @ _LUMINANCE if grey.ndim == 3 else grey
-
-
-def _bright_background(grey: np.ndarray) -> bool:
-    """Whether the median lies in the upper half of the 1-99 % range (a bright field)."""
-    low, high = percentile_limits(grey)
-    return bool(np.median(grey) > (low + high) / 2)
-
-
-def review_image(data: np.ndarray) -> np.ndarray:
-    """An image as float32 grey, inverted when its background is bright (tissue turns bright)."""
-    grey = _grey(data)
-    if not _bright_background(grey):
-        return grey
-    low, high = percentile_limits(grey)
-    return high + low - grey
-
-
-def moving_review_image(data: np.ndarray) -> np.ndarray:
-    """The moving image for the review: for a colour bright field (RGB, bright background) its
-    eosin stain, what collagen takes up and SHG shows (colour deconvolution,
-    ``skimage.color.rgb2hed``); otherwise :func:`review_image`."""
-    data = np.asarray(data)
-    if data.ndim == 3 and data.shape[-1] >= 3 and _bright_background(_grey(data)):
-        from skimage.color import rgb2hed
-
-        scale = 255.0 if data.dtype == np.uint8 else max(float(np.max(data)), 1e-6)
-        return rgb2hed(np.clip(data[..., :3] / scale, 0.0, 1.0))[..., 1].astype(np.float32)
-    return review_image(data)
-
-
 def review_images(fixed: Layer, moving: Layer) -> dict:
-    """The overlay's grey images of a pair and the grids they lie on (for a whole slide a coarse
-    level, placed over it). Pure computation on the layers' data: run it in the worker."""
+    """The overlay's grey images of a pair (the structure both modalities share,
+    :func:`napari_comir.core.review.review_channels`), the grids they lie on (for a whole slide a
+    coarse level, placed over it) and the view that reads best for the pair. Pure computation on
+    the layers' data: run it in the worker."""
     (fixed_data, fixed_grid, _), (moving_data, moving_grid, _) = coarse_view(fixed), coarse_view(moving)
-    return {"fixed": display_bytes(review_image(fixed_data), 1.0, 99.5),
-            "moving": display_bytes(moving_review_image(moving_data)),
-            "fixed_grid": fixed_grid, "moving_grid": moving_grid}
+    fixed_grey, moving_grey = review_channels(fixed_data, moving_data, "structure")
+    best = "CoMIRs" if suggested_view(fixed_data, moving_data) == "comir" else "overlay"
+    return {"fixed": display_bytes(fixed_grey), "moving": display_bytes(moving_grey),
+            "fixed_grid": fixed_grid, "moving_grid": moving_grid, "best_view": best}
 
 
-def display_bytes(grey: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
-    """A grey image stretched between its ``low`` and ``high`` percentiles to uint8: a quarter of
-    a float texture to upload, and napari has no contrast to compute."""
-    lo, hi = percentile_limits(grey, low, high)
-    return np.round(np.clip((grey - lo) / (hi - lo), 0.0, 1.0) * 255).astype(np.uint8)
+def display_bytes(grey: np.ndarray) -> np.ndarray:
+    """A [0, 1] grey image as uint8: a quarter of a float texture to upload, and napari has no
+    contrast to compute."""
+    return np.round(np.clip(grey, 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def show_review_layer(viewer, fixed: Layer, moving: Layer, images: dict, role: str,
@@ -143,8 +113,8 @@ def switch_view(viewer, fixed: Layer, moving: Layer, result, review_layers, view
     for layer in extra_review_layers(viewer):
         layer.visible = False
     if view == "CoMIRs":
-        images = {"fixed": display_bytes(_comir_grey(comirs[0]), 1.0, 99.5),
-                  "moving": display_bytes(_comir_grey(comirs[1])),
+        fixed_grey, moving_grey = review_channels(*comirs, "comir")
+        images = {"fixed": display_bytes(fixed_grey), "moving": display_bytes(moving_grey),
                   "fixed_grid": _grid_of(fixed), "moving_grid": _grid_of(moving)}
         review_layers = show_review(viewer, fixed, moving, images, transform)
     elif view in ("overlay", "flicker") and review_layers and \
@@ -162,11 +132,6 @@ def switch_view(viewer, fixed: Layer, moving: Layer, result, review_layers, view
 
 def _grid_of(layer: Layer) -> dict:
     return {"scale": tuple(layer.scale)[-2:], "translate": tuple(layer.translate)[-2:]}
-
-
-def _comir_grey(comir: np.ndarray) -> np.ndarray:
-    comir = np.asarray(comir, np.float32)
-    return comir.reshape(*comir.shape[:2], -1).mean(axis=-1)
 
 
 def _display_grey(image: np.ndarray) -> np.ndarray:

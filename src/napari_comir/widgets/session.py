@@ -260,6 +260,9 @@ class RegistrationSession:
             self.place_moving()
             self.changed.emit("result")
             view = self.review_view if self.review_view != "off" else _review.DEFAULT_VIEW
+            if view == _review.DEFAULT_VIEW and images.get("best_view") == "CoMIRs" and \
+                    all(layer in self.comirs for layer in (fixed, moving)):
+                view = "CoMIRs"  # a grey bright field has no stain to show
             try:
                 self.set_review_view(view)
             except InputError:  # e.g. no CoMIRs on whole slides
