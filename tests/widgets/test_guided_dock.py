@@ -100,3 +100,21 @@ def test_real_pair_register_accept_export_teach(make_napari_viewer, raw_cases, u
     assert _state.ModelState.default_name() == default_before  # nothing changed silently
     assert "saved 'taught-here'" in dock.teach_panel.status.value
     user.watch.check(MAX_FREEZE_S)
+
+
+def test_expert_docks_open_as_tabs_and_the_window_keeps_its_size(make_napari_viewer, user):
+    """Docks opened one after another (as the menu opens them, without napari's tabify) share
+    one tabbed area instead of pushing each other off a 1280 x 800 screen."""
+    from qtpy.QtWidgets import QDockWidget
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
+    open_dock(viewer)
+    for name in ("Register (CoMIR)", "Fine-tune CoMIR", "CoMIR representations"):
+        viewer.window.add_plugin_dock_widget("napari-comir", name)
+    user.wait(0.3)
+    window = viewer.window._qt_window
+    ours = [dock for dock in window.findChildren(QDockWidget) if "napari-comir" in dock.windowTitle()]
+    assert len(ours) == 4
+    assert len(window.tabifiedDockWidgets(ours[0])) == 3
+    assert window_size(viewer) == SCREEN

@@ -26,6 +26,7 @@ from ..core.progress import Progress
 from ..core.training import FINE_TUNE_LR, TrainConfig
 from ..core.zoo import ComirModel
 from . import _worker
+from ._docking import tabify_with_siblings
 from ._layers import image_data, modality_pickers, percentile_limits, upsert_image, wrap
 from ._loss_plot import LossPlot
 from ._state import library, state_for
@@ -85,6 +86,7 @@ class FineTuneWidget(Container):
             self._moving, self._fixed, self._add, self._pairs_list, self._remove, self._csv,
             self._load_csv, self._steps, self._lr, self._patch, self._batch, self._preview_every,
             self._start, self._stop, self._progress, self._status, self._name, self._save])
+        tabify_with_siblings(self)  # beside the plugin's other docks, not under them
         self.loss_plot = LossPlot()
         self.native.layout().insertWidget(self.native.layout().count() - 2, self.loss_plot)
         self.pairs: list[PairEntry] = []

@@ -19,6 +19,7 @@ from ..core.errors import ComirError, InputError
 from ..core.evaluation import local_ncc, rotation_equivariance_events
 from ..core.transforms import resample
 from . import _worker
+from ._docking import tabify_with_siblings
 from ._layers import grid as _grid
 from ._layers import image_data, layer_choices, pixel_transform, raw_images, upsert_image, wrap
 from ._state import state_for
@@ -60,6 +61,7 @@ class InspectWidget(Container):
             self._fixed, self._moving, self._side, self._overlay, self._window, self._agree,
             self._agree_label, self._image, self._modality, self._angle, self._check,
             self._progress, self._equi_label])
+        tabify_with_siblings(self)  # beside the plugin's other docks, not under them
         self.agreement: float | None = None
         self.equivariance: float | None = None
         self.job: _worker.Job | None = None
