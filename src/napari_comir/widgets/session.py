@@ -303,10 +303,11 @@ class RegistrationSession:
         """Show the review as ``view`` (see ``_review.VIEWS``)."""
         if view not in _review.VIEWS:
             raise InputError(f"unknown review view {view!r}; expected one of {_review.VIEWS}")
-        self.review_view = view
-        if self.result is not None and self.result_pair is not None:
+        has_result = self.result is not None and self.result_pair is not None
+        comirs = self.comir_pair() if has_result and view in _review.COMIR_VIEWS else None
+        self.review_view = view  # only once it can be shown
+        if has_result:
             fixed, moving = self.result_pair
-            comirs = self.comir_pair() if view in _review.COMIR_VIEWS else None
             self.review_layers = _review.switch_view(self.viewer, fixed, moving, self.result,
                                                      self.review_layers, view, self.after, comirs)
             self._landmarks_on_top()
