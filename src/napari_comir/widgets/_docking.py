@@ -21,6 +21,10 @@ class ScrollingDock:
     def native(self):
         return self.root_native_widget
 
+    def stretch_below(self) -> None:
+        """Spare height below the last row, not between rows (a list would take it all)."""
+        self.root_native_widget.widget().layout().addStretch(1)
+
 
 def _dock_of(widget) -> QDockWidget | None:
     while widget is not None and not isinstance(widget, QDockWidget):

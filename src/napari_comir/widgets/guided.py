@@ -67,6 +67,7 @@ class GuidedDock(ScrollingDock, Container):
             library.models_saved.disconnect(self._models_saved)
 
         self.native.destroyed.connect(disconnect)
+        self.stretch_below()
         tabify_with_siblings(self)
         self.update_steps()
 

@@ -25,4 +25,5 @@ class RegisterWidget(ScrollingDock, Container):
         self.landmarks_panel = LandmarksPanel(self.session, self.run_panel)
         super().__init__(scrollable=True, labels=False, widgets=[
             self.run_panel, self.review_panel, self.keep_panel, self.landmarks_panel])
+        self.stretch_below()
         tabify_with_siblings(self)
