@@ -18,9 +18,9 @@ rigid, 3 pyramid levels, 3 starts at -0.4/0/+0.4 rad, every pixel), ``mi-similar
 ``mi-affine`` (the same with a similarity transform; affine refines the best similarity),
 ``mi`` (rigid on a random 25 % of the pixels: twice as fast, far fewer successes),
 ``elastix`` (itk-elastix with its default parameter maps, unchanged: rigid then affine, Mattes MI,
-4 levels, identity start; grey images), ``best-rigid`` (the rigid transform nearest the reference: the floor of every rigid method on
-non-rigid cases; raw scenario only), ``raw`` (global
-search on the raw images, no CoMIR: a sanity floor), ``zcmir`` (the zcmir peer: POS-GIFT keypoints
+4 levels, identity start; grey images), ``best-rigid`` (the rigid transform nearest the
+reference: the floor of every rigid method on non-rigid cases; raw scenario only), ``raw``
+(global search on the raw images, no CoMIR: a sanity floor), ``zcmir`` (the zcmir peer: POS-GIFT keypoints
 and square-loss-MI refinement, affine model; ``pip install zcmir`` and, without a GPU, Mesa's
 software Vulkan ``mesa-vulkan-drivers``; minutes per pair on a 2-core CPU, so run it on a subset,
 e.g. ``--methods zcmir --scenarios 180 --seeds 2``). Each method registers the first case once,
