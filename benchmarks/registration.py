@@ -12,7 +12,8 @@ corners; success = error <= 2 % of the width; a method that gives up counts as a
   train reported apart (the model was trained on the train pairs, aligned). Any rotation searched.
 
 Methods: ``comir`` (CoMIR + global search, the default affine model: the simplest model that
-fits), ``comir-rigid`` and ``comir-similarity`` (that model only), ``comir-c4`` (C4-averaged
+fits, then the final refinement by mutual information on the images), ``comir-no-mi`` (the same
+without that final refinement), ``comir-rigid`` and ``comir-similarity`` (that model only), ``comir-c4`` (C4-averaged
 CoMIRs, 4x the inference), ``comir-sift`` (CoMIR + SIFT/RANSAC), ``mi-all`` (SimpleITK Mattes MI,
 rigid, 3 pyramid levels, 3 starts at -0.4/0/+0.4 rad, every pixel), ``mi-similarity`` and
 ``mi-affine`` (the same with a similarity transform; affine refines the best similarity),
@@ -204,8 +205,9 @@ def _transform(method: str, model, fixed, moving, max_angle: float, truth=None):
         model.card.c4_average = method == "comir-c4"
         transform = {"comir-rigid": "rigid", "comir-similarity": "similarity"}.get(method, "affine")
         search = "sift" if method == "comir-sift" else "search"
+        final = "none" if method == "comir-no-mi" else "mutual-information"
         return api.register_multimodal(fixed, moving, model, rotation_range=max_angle, method=search,
-                                       transform=transform).transform
+                                       transform=transform, final_refinement=final).transform
     if method in ("mi", "mi-all", "mi-similarity", "mi-affine"):
         return mutual_information(fixed, moving, max_angle, 0.25 if method == "mi" else None,
                                   {"mi-similarity": "similarity", "mi-affine": "affine"}.get(method, "rigid"))

@@ -15,8 +15,12 @@ from ..core.device import resolve_device
 from ..core.inference import COMIR_EDGE_PX, compute_comir, compute_comir_pair
 from ..core.progress import Progress
 from ..core.pyramid import register_pyramid
-from ..core.registration import RegistrationResult, register
-from ..core.transforms import AffineTransform, resample
+from ..core.registration import (
+    RegistrationResult,
+    refine_mutual_information,
+    register,
+)
+from ..core.transforms import AffineTransform, corner_error, resample
 from ..core.zoo import ComirModel
 from ..core.zoo import load_model as load_model_file
 from .options import RegistrationOptions
@@ -112,6 +116,9 @@ def _registration_events(model: ComirModel, fixed_image, moving_image, plan: Reg
     result = register_comirs(model, comirs["fixed"], comirs["moving"], method=options.method,
                              transform=options.transform, rotation_range=options.rotation_range,
                              scale_range=plan.search_range, initial=options.initial_transform)
+    if options.final_refinement == "mutual-information":
+        yield Progress("register", 0, 1, "refining on the images (mutual information)")
+        result = _refined_on_images(model, comirs, fixed_image, moving_scaled, result, plan)
     moving_comir = comirs["moving"]
     if pre_scale != 1.0:
         to_scaled = AffineTransform.similarity(0.0, pre_scale)
@@ -123,6 +130,37 @@ def _registration_events(model: ComirModel, fixed_image, moving_image, plan: Reg
     result.seconds = time.perf_counter() - start
     yield Progress("register", 1, 1, _summary(result),
                    result=RegistrationOutcome(result, comirs["fixed"], moving_comir))
+
+
+#: Farthest a final refinement may move the CoMIR result, as a fraction of the moving image's
+#: width at its corners: further is no refinement but another answer (a success is within 2 %).
+REFINEMENT_REACH = 0.01
+
+
+def _refined_on_images(model: ComirModel, comirs: dict, fixed_image, moving_image,
+                       result: RegistrationResult, plan: RegistrationPlan) -> RegistrationResult:
+    """``result`` refined by Mattes mutual information on the original images, in its own
+    transform model, and judged again on the CoMIRs; the CoMIR result is kept where the
+    refinement moved beyond :data:`REFINEMENT_REACH` or the verdict turned against it."""
+    start = time.perf_counter()
+    transform = result.transform
+    refined, _ = refine_mutual_information(np.asarray(fixed_image), np.asarray(moving_image),
+                                           transform, transform.model)
+    width = np.shape(moving_image)[1]
+    seconds = {**result.timings, "mutual_information": time.perf_counter() - start}
+    if corner_error(transform, refined, np.shape(moving_image)[:2]) > REFINEMENT_REACH * width:
+        result.timings = seconds
+        return result
+    # The loosest model's scale range judges the scale; the refined model is the CoMIR result's.
+    judged = register_comirs(model, comirs["fixed"], comirs["moving"], initial=refined, refine=False,
+                             select_model=False, transform=plan.options.transform,
+                             scale_range=plan.search_range)
+    if result.success_likely and not judged.success_likely:
+        result.timings = seconds
+        return result
+    judged.transform, judged.method = refined, result.method
+    judged.timings = {**seconds, "score": judged.timings.get("score", 0.0)}
+    return judged
 
 
 def _summary(result: RegistrationResult) -> str:
