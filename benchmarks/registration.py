@@ -11,22 +11,22 @@ corners; success = error <= 2 % of the width; a method that gives up counts as a
   (scale 0.88-1.10, a few degrees, up to 58 px), scored as that folder's README says; val and
   train reported apart (the model was trained on the train pairs, aligned). Any rotation searched.
 
-Methods: ``comir`` (CoMIR + global search, the default affine model: the simplest model that
-fits, then the final refinement by mutual information on the images), ``comir-no-mi`` (the same
-without that final refinement), ``comir-rigid`` and ``comir-similarity`` (that model only), ``comir-c4`` (C4-averaged
-CoMIRs, 4x the inference), ``comir-sift`` (CoMIR + SIFT/RANSAC), ``mi-all`` (SimpleITK Mattes MI,
-rigid, 3 pyramid levels, 3 starts at -0.4/0/+0.4 rad, every pixel), ``mi-similarity`` and
-``mi-affine`` (the same with a similarity transform; affine refines the best similarity),
-``mi`` (rigid on a random 25 % of the pixels: twice as fast, far fewer successes),
-``elastix`` (itk-elastix with its default parameter maps, unchanged: rigid then affine, Mattes MI,
-4 levels, identity start; grey images), ``best-rigid`` (the rigid transform nearest the
-reference: the floor of every rigid method on non-rigid cases; raw scenario only), ``raw``
-(global search on the raw images, no CoMIR: a sanity floor), ``zcmir`` (the zcmir peer: POS-GIFT keypoints
-and square-loss-MI refinement, affine model; ``pip install zcmir`` and, without a GPU, Mesa's
-software Vulkan ``mesa-vulkan-drivers``; minutes per pair on a 2-core CPU, so run it on a subset,
-e.g. ``--methods zcmir --scenarios 180 --seeds 2``). Each method registers the first case once,
-untimed, before its timed runs (one-time costs: thread pools, oneDNN kernels, SimpleITK set-up),
-and each method runs in its own process, so no method's memory state slows another's.
+Methods: ``comir`` (CoMIR + global search, the default affine model: the simplest model that fits,
+then the final refinement by mutual information on the images), ``comir-no-mi`` (the same without
+that final refinement), ``comir-rigid`` and ``comir-similarity`` (that model only), ``comir-c4``
+(C4-averaged CoMIRs, 4x the inference), ``comir-sift`` (CoMIR + SIFT/RANSAC), ``mi-all`` (SimpleITK
+Mattes MI, rigid, 3 pyramid levels, 3 starts at -0.4/0/+0.4 rad, every pixel), ``mi-similarity``
+and ``mi-affine`` (the same with a similarity transform; affine refines the best similarity),
+``mi`` (rigid on a random 25 % of the pixels: twice as fast, far fewer successes), ``elastix``
+(itk-elastix with its default parameter maps, unchanged: rigid then affine, Mattes MI, 4 levels,
+identity start; grey images), ``best-rigid`` (the rigid transform nearest the reference: the floor
+of every rigid method on non-rigid cases; raw scenario only), ``raw`` (global search on the raw
+images, no CoMIR: a sanity floor), ``zcmir`` (the zcmir peer: POS-GIFT keypoints and square-loss-MI
+refinement, affine model; ``pip install zcmir`` and, without a GPU, Mesa's software Vulkan
+``mesa-vulkan-drivers``; minutes per pair on a 2-core CPU, so run it on a subset, e.g. ``--methods
+zcmir --scenarios 180 --seeds 2``). Each method registers the first case once, untimed, before its
+timed runs (one-time costs: thread pools, oneDNN kernels, SimpleITK set-up), and each method runs
+in its own process, so no method's memory state slows another's.
 
 Usage::
 

@@ -32,6 +32,7 @@ from ._register import (
     SCALE_STEP_PX,
     SEARCH_SIZE,
     STRICTER_MAX_ITERATIONS,
+    WEAK_DETAIL_FACTOR,
     RegistrationResult,
     angle_bounds,
     as_chw,
@@ -45,6 +46,6 @@ from .mutual_information import refine_mutual_information
 __all__ = [
     "ANGLE_STEP_PX", "DEFAULT_TRANSFORM", "DETAIL_THRESHOLD", "MAX_ASPECT", "METHODS", "MIN_OVERLAP",
     "MIN_SIZE", "MODEL_SELECTION_GAIN", "N_CANDIDATES", "SCALE_STEP_PX", "SCORE_THRESHOLD",
-    "SEARCH_SIZE", "STRICTER_MAX_ITERATIONS", "RegistrationResult", "angle_bounds", "as_chw",
-    "check_model", "refine_mutual_information", "register", "scale_bounds",
+    "SEARCH_SIZE", "STRICTER_MAX_ITERATIONS", "WEAK_DETAIL_FACTOR", "RegistrationResult",
+    "angle_bounds", "as_chw", "check_model", "refine_mutual_information", "register", "scale_bounds",
 ]
