@@ -136,8 +136,8 @@ def elastix_transform(fixed: np.ndarray, moving: np.ndarray) -> AffineTransform:
     for name in ("rigid", "affine"):
         parameters.AddParameterMap(parameters.GetDefaultParameterMap(name))
     method = itk.ElastixRegistrationMethod.New(
-        itk.image_view_from_array(np.ascontiguousarray(grey(fixed))),
-        itk.image_view_from_array(np.ascontiguousarray(grey(moving))),
+        itk.image_from_array(np.ascontiguousarray(grey(fixed))),  # copies: a view dies here
+        itk.image_from_array(np.ascontiguousarray(grey(moving))),
         parameter_object=parameters, log_to_console=False)
     method.Update()
     # The rigid and affine maps composed, fixed -> moving physical points; with unit spacing and

@@ -27,8 +27,8 @@ BINS = 32
 SAMPLES = 8192
 #: Block-averaging factors of the levels, coarse to fine.
 FACTORS = (2, 1)
-#: L-BFGS iterations at most per level.
-MAX_ITERATIONS = 40
+#: L-BFGS iterations and evaluations of the mutual information at most per level.
+MAX_ITERATIONS, MAX_EVALUATIONS = 40, 60
 #: Relative change of the mutual information at which a level stops (sampling noise is larger).
 TOLERANCE = 1e-6
 #: Intensity percentiles mapped to the histogram's ends (outliers clipped).
@@ -160,7 +160,8 @@ def _refine_level(fixed: np.ndarray, moving: np.ndarray, start: AffineTransform,
         return -value, -gradient
 
     q = optimize.minimize(negative, warp.start(start), jac=True, method="L-BFGS-B",
-                          options={"maxiter": MAX_ITERATIONS, "ftol": TOLERANCE}).x
+                          options={"maxiter": MAX_ITERATIONS, "maxfun": MAX_EVALUATIONS,
+                                   "ftol": TOLERANCE}).x
     return warp.transform(q), -negative(q)[0]
 
 
