@@ -24,7 +24,7 @@ from .levels import level_to_full_xy
 #: Histogram bins of each image (elastix's default is 32).
 BINS = 32
 #: Fixed pixels sampled per level: one random set, so that the optimiser sees one smooth function.
-SAMPLES = 8192
+SAMPLES = 16384
 #: Block-averaging factors of the levels, coarse to fine.
 FACTORS = (2, 1)
 #: L-BFGS iterations and evaluations of the mutual information at most per level.
