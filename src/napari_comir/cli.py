@@ -11,12 +11,14 @@ from pathlib import Path
 from .core.defaults import (
     DEFAULT_ARCHITECTURE,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_FINAL_REFINEMENT,
     DEFAULT_METHOD,
     DEFAULT_MODEL_NAME,
     DEFAULT_PATCH_SIZE,
     DEFAULT_ROTATION_RANGE,
     DEFAULT_STEPS,
     DEFAULT_TRANSFORM,
+    FINAL_REFINEMENTS,
     REGISTRATION_METHODS,
     TRANSFORM_MODELS,
 )
@@ -469,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--moving-modality", help="network for the moving image (default from the "
                      "card: bf for bf-shg)")
     reg.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    reg.add_argument("--final-refinement", default=DEFAULT_FINAL_REFINEMENT, choices=FINAL_REFINEMENTS,
+                     help="refine the CoMIR result by mutual information on the images themselves, "
+                     "kept where the CoMIRs still agree (default; images up to 4096 px), or not")
     reg.add_argument("--c4-average", action=argparse.BooleanOptionalAction, default=None,
                      help="average the CoMIRs over the 4 quarter-turns: exactly equivariant to quarter "
                      "turns and more precise, for 4x the inference time (default: the model card's "

@@ -13,6 +13,11 @@ DEFAULT_TRANSFORM = "affine"
 #: search, any angle) or "sift" (SIFT features + RANSAC).
 REGISTRATION_METHODS = ("search", "sift")
 DEFAULT_METHOD = "search"
+#: The last step of a registration in memory: "mutual-information" refines the CoMIR result on
+#: the original images (Mattes MI, as elastix; median 1.32 -> ~0.9 px on the 20 raw BF/SHG
+#: cases, docs/benchmarks.md), "none" keeps the CoMIR result.
+FINAL_REFINEMENTS = ("mutual-information", "none")
+DEFAULT_FINAL_REFINEMENT = "mutual-information"
 #: Angles searched by default, degrees: ±180 = any rotation.
 DEFAULT_ROTATION_RANGE = 180.0
 #: Scales (fixed px per moving px) searched when the pixel sizes are unknown: the raw H&E of the

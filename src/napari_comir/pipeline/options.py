@@ -10,10 +10,12 @@ import math
 from dataclasses import dataclass, fields, replace
 
 from ..core.defaults import (
+    DEFAULT_FINAL_REFINEMENT,
     DEFAULT_METHOD,
     DEFAULT_ROTATION_RANGE,
     DEFAULT_SCALE_RANGE,
     DEFAULT_TRANSFORM,
+    FINAL_REFINEMENTS,
     REGISTRATION_METHODS,
 )
 from ..core.errors import InputError
@@ -71,6 +73,10 @@ class RegistrationOptions:
         :func:`napari_comir.api.fit_landmarks` when the search failed.
     device : str, optional
         "auto", "cpu", "cuda", "mps"; default: where the model is ("auto" for a name).
+    final_refinement : {"mutual-information", "none"}
+        The CoMIR result refined on the original images by Mattes mutual information (images
+        in memory; kept unless it moves the result beyond a refinement's reach or the verdict
+        turns against it), or kept as it is.
     """
 
     method: str = DEFAULT_METHOD
@@ -83,12 +89,16 @@ class RegistrationOptions:
     moving_modality: str | None = None
     initial_transform: AffineTransform | None = None
     device: str | None = None
+    final_refinement: str = DEFAULT_FINAL_REFINEMENT
 
     def __post_init__(self):
         if self.method not in REGISTRATION_METHODS:
             raise InputError(f"method must be one of {', '.join(REGISTRATION_METHODS)}, "
                              f"got {self.method!r}")
         check_model(self.transform)
+        if self.final_refinement not in FINAL_REFINEMENTS:
+            raise InputError(f"final_refinement must be one of {', '.join(FINAL_REFINEMENTS)}, "
+                             f"got {self.final_refinement!r}")
         angle_bounds(self.rotation_range)
         if self.initial_transform is not None and not isinstance(self.initial_transform,
                                                                  AffineTransform):

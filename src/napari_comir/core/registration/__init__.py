@@ -8,7 +8,9 @@ Engine of :func:`register` with ``method="search"``, one module a step (as in
    significant few peaks kept.
 2. :mod:`.refine` -- **Gauss-Newton** on the NCC with the chosen transform model, coarse to fine
    over a pyramid (:mod:`.levels`) up to full resolution.
-3. :mod:`.confidence` -- the score (NCC on the overlap) and whether success is likely.
+3. :mod:`.mutual_information` -- optionally (the pipeline does it for images in memory), a
+   final refinement on the original images by Mattes mutual information.
+4. :mod:`.confidence` -- the score (NCC on the overlap) and whether success is likely.
 
 ``method="sift"`` (:mod:`.sift`) matches SIFT features and fits the model with RANSAC instead of step 1.
 
@@ -30,6 +32,7 @@ from ._register import (
     SCALE_STEP_PX,
     SEARCH_SIZE,
     STRICTER_MAX_ITERATIONS,
+    WEAK_DETAIL_FACTOR,
     RegistrationResult,
     angle_bounds,
     as_chw,
@@ -38,10 +41,11 @@ from ._register import (
     scale_bounds,
 )
 from .confidence import DETAIL_THRESHOLD, SCORE_THRESHOLD
+from .mutual_information import refine_mutual_information
 
 __all__ = [
     "ANGLE_STEP_PX", "DEFAULT_TRANSFORM", "DETAIL_THRESHOLD", "MAX_ASPECT", "METHODS", "MIN_OVERLAP",
     "MIN_SIZE", "MODEL_SELECTION_GAIN", "N_CANDIDATES", "SCALE_STEP_PX", "SCORE_THRESHOLD",
-    "SEARCH_SIZE", "STRICTER_MAX_ITERATIONS", "RegistrationResult", "angle_bounds", "as_chw",
-    "check_model", "register", "scale_bounds",
+    "SEARCH_SIZE", "STRICTER_MAX_ITERATIONS", "WEAK_DETAIL_FACTOR", "RegistrationResult",
+    "angle_bounds", "as_chw", "check_model", "refine_mutual_information", "register", "scale_bounds",
 ]

@@ -57,6 +57,11 @@ N_CANDIDATES = 3
 #: over similarity; rigid synthetic cases gained at most 0.1, and lost precision (docs/benchmarks.md).
 MODEL_SELECTION_GAIN = 1.0
 
+#: Below this many times the detail threshold, the loosest fit's details are too weak to tell
+#: a looser model's gain from fitted noise: the strictest model within reach is kept. (Hard
+#: 256² synthetic rigid pairs kept affine fits 2-3x as far off as their rigid fits.)
+WEAK_DETAIL_FACTOR = 2.0
+
 #: Gauss-Newton iterations at most of a stricter model's fit started from the loosest one's.
 STRICTER_MAX_ITERATIONS = 4
 
@@ -261,7 +266,8 @@ def register(
         for a pair the search gets wrong, or to check a transform found elsewhere.
     select_model : bool
         Fit every model from rigid up to ``transform`` and keep the simplest whose details agree
-        about as well as any looser one's (by :data:`MODEL_SELECTION_GAIN`); ``transform`` is
+        about as well as any looser one's (by :data:`MODEL_SELECTION_GAIN`), or the strictest
+        within reach when the details are weak (:data:`WEAK_DETAIL_FACTOR`); ``transform`` is
         then the loosest model allowed. ``False`` fits ``transform`` alone.
     device : str or torch.device, optional
         Torch device (see :func:`napari_comir.core.device.resolve_device`); ``None`` = "auto".
@@ -354,16 +360,21 @@ def register(
     # agree significantly better (fitted to a rigid pair it only adds noise).
     best = loosest = fit(candidates, model, factors)
     if select_model:
+        weak = loosest[2] < WEAK_DETAIL_FACTOR * detail_threshold
+        previous = loosest
         for stricter in reversed(MODELS[: MODELS.index(model)]):
-            start = _constrained(loosest[0], stricter)
-            # A stricter model that cannot come within a success's tolerance of the loosest fit
+            # Weak details: step down one model at a time, to the strictest within reach.
+            source = previous if weak else loosest
+            start = _constrained(source[0], stricter)
+            # A stricter model that cannot come within a success's tolerance of the looser fit
             # (2 % of the width at the corners) would be a failure if that fit is right.
-            if corner_error(loosest[0], start, m_np.shape[1:]) > 0.02 * m_np.shape[2]:
+            if corner_error(source[0], start, m_np.shape[1:]) > 0.02 * m_np.shape[2]:
                 continue
-            # Near the loosest fit it converges in 2-3 steps; one that needs more is far from it.
-            fitted = fit([start], stricter, factors[-1:], STRICTER_MAX_ITERATIONS)
-            if fitted[2] > loosest[2] - MODEL_SELECTION_GAIN:
-                best = fitted
+            # Near the looser fit it converges in 2-3 steps; one that needs more is far from it
+            # (weak details: it is kept, so it converges fully).
+            fitted = fit([start], stricter, factors[-1:], None if weak else STRICTER_MAX_ITERATIONS)
+            if weak or fitted[2] > loosest[2] - MODEL_SELECTION_GAIN:
+                best = previous = fitted
     found_transform, score, detail = best
     timings["refine" if refine else "score"] = time.perf_counter() - t2
     overlap = confidence.overlap_fraction(f.shape[1:], m.shape[1:], found_transform)
