@@ -17,7 +17,12 @@ from .core.apply import (
     apply_transform_to_points,
 )
 from .core.data import AlignedPair, ModalitySpec, read_pairs_csv
-from .core.defaults import DEFAULT_ARCHITECTURE, DEFAULT_MODEL_NAME, DEFAULT_SCALE_RANGE
+from .core.defaults import (
+    DEFAULT_ARCHITECTURE,
+    DEFAULT_MODEL_NAME,
+    DEFAULT_SCALE_RANGE,
+    DEFAULT_TEACH_SECONDS,
+)
 from .core.device import resolve_device
 from .core.errors import InputError, RegistrationError
 from .core.inference import (
@@ -44,6 +49,15 @@ from .core.registration import (
     scale_bounds,
 )
 from .core.registration.landmarks import fit_landmarks
+from .core.teaching import (
+    START_MODEL,
+    TeachingPair,
+    TeachOutcome,
+    image_channels,
+    starting_model,
+    teach_config,
+    teach_events,
+)
 from .core.training import FINE_TUNE_LR, TrainConfig, train
 from .core.transforms import AffineTransform, resample
 from .core.zoo import ComirModel, ModelCard, list_models, save_model, save_user_model
@@ -55,7 +69,8 @@ __all__ = [
     "fine_tune", "fit_landmarks", "list_models", "load_model", "new_model", "open_image", "read_image",
     "read_pairs_csv", "register",
     "register_comirs", "register_multimodal", "registration_events", "RegistrationOutcome",
-    "resample", "save_model", "save_user_model",
+    "resample", "save_model", "save_user_model", "teach", "teach_config", "TeachingPair",
+    "TeachOutcome",
     "apply_transform_to_geojson", "apply_transform_to_image", "apply_transform_to_points",
 ]
 
@@ -469,3 +484,62 @@ def export_transform(transform: AffineTransform, path, *, format: str | None = N
     """
     return write_transform(transform, path, format=format, fixed_pixel_size_um=fixed_pixel_size_um,
                            moving_pixel_size_um=moving_pixel_size_um, center_xy=center_xy)
+
+
+def teach(pairs: Sequence[TeachingPair], *, start: ComirModel | str | None = None,
+          old: ComirModel | str | None = None, check_pairs: Sequence[TeachingPair] = (),
+          max_seconds: float = DEFAULT_TEACH_SECONDS, fixed_modality: str = "fixed",
+          moving_modality: str = "moving", name: str = "taught", seed: int = 0,
+          device: str = "auto") -> Iterator[Progress]:
+    """Teach a model a modality pair from one or a few aligned pairs; a stream of events.
+
+    The one teaching recipe (:mod:`napari_comir.core.teaching`) for the CLI, the GUI's teach
+    step and the Fine-tune widget: train for ``max_seconds``, then register ``check_pairs`` with
+    the taught and the old model; the last event's ``result`` is a :class:`TeachOutcome` whose
+    ``replaces`` says whether the taught model may replace the old one (nothing is saved here:
+    :func:`save_taught_model`).
+
+    Parameters
+    ----------
+    pairs : sequence of TeachingPair
+        ``TeachingPair.from_landmarks(fixed, moving, fixed_xy, moving_xy)`` or
+        ``TeachingPair(fixed, moving, accepted_transform)``.
+    start : ComirModel or str, optional
+        A model to go on teaching (a copy is trained; e.g. a model taught before for this pair).
+        Default: a new model for the pairs' channel counts whose networks both start as the
+        bundled bright-field network, ``fixed_modality`` taking the fixed images.
+    old : ComirModel or str, optional
+        The model the taught one would replace (default ``start``); left unchanged.
+    check_pairs : sequence of TeachingPair
+        Pairs held out of the teaching, registered by both models before anything is replaced.
+    max_seconds : float
+        Training budget (default 120 s).
+    fixed_modality, moving_modality, name : str
+        Names in the new model's card (ignored with ``start``).
+    """
+    if not pairs:
+        raise InputError("need at least one aligned pair to teach on")
+    if start is None:
+        first = pairs[0]
+        model = starting_model(image_channels(first.fixed_image), image_channels(first.moving_image),
+                               load_model(START_MODEL, "cpu"), fixed_modality=fixed_modality,
+                               moving_modality=moving_modality, name=name)
+    else:
+        start = _as_model(start, "cpu")
+        model = copy.deepcopy(start)
+    old = _as_model(old, "cpu") if old is not None else start
+    config = teach_config(max_seconds, seed=seed, device=device)
+    config.validate()
+    return teach_events(pairs, model, register_multimodal, old=old, check_pairs=check_pairs,
+                        config=config)
+
+
+def save_taught_model(outcome: TeachOutcome, name: str):
+    """Save a taught model as user model ``name`` if its check allows (``outcome.replaces``);
+    an older user model of that name is kept as ``<name>-previous``. Returns the card path,
+    or ``None`` when the taught model was not saved."""
+    if not outcome.replaces:
+        return None
+    if name in list_models():
+        save_user_model(load_model(name, "cpu"), f"{name}-previous")
+    return save_user_model(outcome.model, name)

@@ -26,3 +26,6 @@ DEFAULT_STEPS, DEFAULT_BATCH_SIZE, DEFAULT_PATCH_SIZE = 300, 16, 128
 #: known answer the misaligned sample pair carries.
 TRANSFORM_KEY = "comir_transform"
 TRUE_TRANSFORM_KEY = "comir_true_transform"
+#: Wall-clock budget (s) of teaching a new modality pair (core.teaching): the issue's 2 minutes
+#: on 2 CPU cores.
+DEFAULT_TEACH_SECONDS = 120.0
