@@ -524,14 +524,16 @@ def teach(pairs: Sequence[TeachingPair], *, start: ComirModel | str | None = Non
         model = starting_model(image_channels(first.fixed_image), image_channels(first.moving_image),
                                load_model(START_MODEL, "cpu"), fixed_modality=fixed_modality,
                                moving_modality=moving_modality, name=name)
+        started_from = f"both networks from {START_MODEL}'s bright-field network"
     else:
         start = _as_model(start, "cpu")
         model = copy.deepcopy(start)
+        started_from = f"{start.card.name} {start.card.version}"
     old = _as_model(old, "cpu") if old is not None else start
     config = teach_config(max_seconds, seed=seed, device=device)
     config.validate()
     return teach_events(pairs, model, register_multimodal, old=old, check_pairs=check_pairs,
-                        config=config)
+                        config=config, started_from=started_from)
 
 
 def save_taught_model(outcome: TeachOutcome, name: str):

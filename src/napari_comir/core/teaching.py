@@ -16,15 +16,22 @@ serial sections is tolerated because the contrastive loss compares whole 128 px 
 from __future__ import annotations
 
 import copy
+import csv
+import io
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from .data import AlignedPair, ModalitySpec, validate_image
 from .defaults import DEFAULT_TEACH_SECONDS
 from .errors import InputError
+from .io import read_image
+from .io.files import read_utf8_text
+from .io.landmarks import read_landmarks
 from .progress import Progress
 from .registration.landmarks import fit_landmarks
 from .training import TrainConfig, train
@@ -102,6 +109,36 @@ class TeachingPair:
         return AlignedPair({fixed_modality: self.fixed_image,
                             moving_modality: moving.reshape(*self.fixed_image.shape[:2], -1)},
                            name=self.name)
+
+
+#: Columns of a CSV of pairs with landmarks (``he_ihc/pairs.csv`` has them); a ``pair_id`` or
+#: ``name`` column names the pairs.
+PAIR_COLUMNS = ("fixed_image", "moving_image", "fixed_landmarks", "moving_landmarks")
+
+
+def read_teaching_pairs(path: str | os.PathLike) -> list[TeachingPair]:
+    """The pairs listed in a CSV with columns :data:`PAIR_COLUMNS` (paths relative to the CSV),
+    each aligned by its landmarks."""
+    path = Path(path)
+    text = read_utf8_text(path, "a CSV of pairs with landmarks")
+    try:
+        rows = list(csv.DictReader(io.StringIO(text), strict=True))
+    except csv.Error as exc:
+        raise InputError(f"{path.name}: not a readable CSV ({exc})") from exc
+    missing = [column for column in PAIR_COLUMNS if not rows or column not in rows[0]]
+    if missing:
+        raise InputError(f"{path.name}: need a header with columns {', '.join(PAIR_COLUMNS)} and at "
+                         f"least one row (missing: {', '.join(missing)})")
+    pairs = []
+    for number, row in enumerate(rows, start=2):
+        if any(not row.get(column) for column in PAIR_COLUMNS):
+            raise InputError(f"{path.name} line {number}: a value is missing")
+        name = row.get("pair_id") or row.get("name") or Path(row["moving_image"]).stem
+        pairs.append(TeachingPair.from_landmarks(
+            read_image(path.parent / row["fixed_image"]), read_image(path.parent / row["moving_image"]),
+            read_landmarks(path.parent / row["fixed_landmarks"]),
+            read_landmarks(path.parent / row["moving_landmarks"]), name=name))
+    return pairs
 
 
 def image_channels(image) -> int:
@@ -217,7 +254,7 @@ def verdict(checks: Sequence[PairCheck]) -> tuple[bool, str]:
 
 def teach_events(pairs: Sequence[TeachingPair], model: ComirModel, register: RegisterFunction, *,
                  old: ComirModel | None = None, check_pairs: Sequence[TeachingPair] = (),
-                 config: TrainConfig | None = None) -> Iterator[Progress]:
+                 config: TrainConfig | None = None, started_from: str = "") -> Iterator[Progress]:
     """Train ``model`` in place on ``pairs``, then check it on ``check_pairs``; a generator.
 
     Parameters
@@ -236,6 +273,8 @@ def teach_events(pairs: Sequence[TeachingPair], model: ComirModel, register: Reg
         (a global search, not from the transform taught) instead: a weaker check, said so.
     config : TrainConfig, optional
         Default :func:`teach_config`.
+    started_from : str
+        What ``model`` started as, in words, for its card.
 
     Yields
     ------
@@ -269,6 +308,8 @@ def teach_events(pairs: Sequence[TeachingPair], model: ComirModel, register: Reg
     replaces, reason = verdict(checks)
     if not check_pairs:
         reason += " (no pairs held out: checked on the taught pairs, registered from scratch)"
+    _describe(model.card, pairs, checks, config, started_from, seconds, last.step if last else 0,
+              bool(check_pairs))
     outcome = TeachOutcome(model, old, checks, replaces, reason, seconds, last.step if last else 0)
     yield Progress("check", len(checking), len(checking), reason, result=outcome)
 
@@ -280,3 +321,21 @@ def channels_message(card: ModelCard) -> str:
         return f"{modality!r} ({'RGB' if channels == 3 else 'grey' if channels == 1 else channels})"
     return (f"fixed images go to network {describe(card.fixed_modality)}, moving images to "
             f"network {describe(card.moving_modality)}")
+
+
+def _describe(card: ModelCard, pairs, checks, config, started_from, seconds, steps, held_out):
+    """Write what the model was taught on and what it was measured on into its card."""
+    card.description = (f"Taught on {len(pairs)} pair(s) by napari-comir's teaching recipe; "
+                        + channels_message(card) + ".")
+    card.training = {"pairs": [pair.name for pair in pairs], "recipe": "core.teaching",
+                     "started_from": started_from, "lr": config.lr, "batch_size": config.batch_size,
+                     "patch_size": config.patch_size, "seed": config.seed, "steps": steps,
+                     "seconds": round(seconds, 1)}
+    card.metrics = {"checked_on": "pairs held out of the teaching" if held_out
+                    else "the taught pairs, registered from scratch",
+                    "checks": [{"pair": c.name, "error_px": round(c.new_error, 2),
+                                "registered": c.new_registered,
+                                "likely": bool(c.new_result.success_likely),
+                                **({} if c.old_error is None else
+                                   {"old_error_px": round(c.old_error, 2),
+                                    "old_registered": c.old_registered})} for c in checks]}
