@@ -241,7 +241,8 @@ def registration_events(fixed_image, moving_image, model: ComirModel | str = DEF
     scale_bounds(search_range, transform)
     for name, image, modality in (("fixed", fixed_image, fixed_modality),
                                   ("moving", moving_image, moving_modality)):
-        checked = check_image(image, modality_spec(model, modality), f"{modality} image")
+        checked = check_image(image, modality_spec(model, modality),
+                              f"{name} image (for {card.name}'s {modality!r} network)")
         if min(checked.shape[:2]) < MIN_SIDE:
             raise InputError(f"{name} image is too small to register: {checked.shape[0]}x"
                              f"{checked.shape[1]} px (need at least {MIN_SIDE}x{MIN_SIDE}: the "
@@ -530,7 +531,7 @@ def teach(pairs: Sequence[TeachingPair], *, start: ComirModel | str | None = Non
         model = copy.deepcopy(start)
         started_from = f"{start.card.name} {start.card.version}"
     old = _as_model(old, "cpu") if old is not None else start
-    config = teach_config(max_seconds, seed=seed, device=device)
+    config = teach_config(max_seconds, new_pair=start is None, seed=seed, device=device)
     config.validate()
     return teach_events(pairs, model, register_multimodal, old=old, check_pairs=check_pairs,
                         config=config, started_from=started_from)

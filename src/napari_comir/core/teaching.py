@@ -34,7 +34,7 @@ from .io.files import read_utf8_text
 from .io.landmarks import read_landmarks
 from .progress import Progress
 from .registration.landmarks import fit_landmarks
-from .training import TrainConfig, train
+from .training import FINE_TUNE_LR, TrainConfig, train
 from .transforms import AffineTransform, resample
 from .zoo import ComirModel, ModelCard
 
@@ -192,11 +192,18 @@ def _for_channels(state: dict, channels: int) -> dict:
     return state
 
 
-def teach_config(max_seconds: float = DEFAULT_TEACH_SECONDS, *, seed: int = 0,
-                 device: str = "auto") -> TrainConfig:
+def teach_config(max_seconds: float = DEFAULT_TEACH_SECONDS, *, new_pair: bool = True,
+                 seed: int = 0, device: str = "auto") -> TrainConfig:
     """The recipe's :class:`TrainConfig`: what the GUI's teach step, the Fine-tune widget,
-    ``napari-comir train --landmarks`` and :func:`napari_comir.api.teach` all train with."""
-    return TrainConfig(steps=10**9, max_seconds=max_seconds, lr=TEACH_LR, freeze_batchnorm=False,
+    ``napari-comir train --landmarks`` and :func:`napari_comir.api.teach` all train with.
+
+    ``new_pair``: networks learning a new modality pair (from :func:`starting_model`) train at
+    :data:`TEACH_LR` with BatchNorm statistics re-estimated; a model taught more pairs of its own
+    modalities (``False``) trains gently, at ``FINE_TUNE_LR`` with its statistics kept (at
+    :data:`TEACH_LR`, bf-shg taught one grey pair registered 10 of the 20 grey raw cases, not 17).
+    """
+    return TrainConfig(steps=10**9, max_seconds=max_seconds,
+                       lr=TEACH_LR if new_pair else FINE_TUNE_LR, freeze_batchnorm=not new_pair,
                        seed=seed, device=device)
 
 
