@@ -426,8 +426,10 @@ def _models(args) -> int:
         except (ComirError, OSError, ValueError, RecursionError) as exc:
             print(f"{name:20s} {origin:8s} unusable: {str(exc).splitlines()[0]}")
             continue
-        modalities = ", ".join(f"{k} ({v.channels} ch)" for k, v in card.modalities.items())
-        print(f"{name:20s} {origin:8s} {modalities:30s} {card.description}")
+        modalities = (f"fixed {card.fixed_modality} ({card.modalities[card.fixed_modality].channels} "
+                      f"ch), moving {card.moving_modality} "
+                      f"({card.modalities[card.moving_modality].channels} ch)")
+        print(f"{name:20s} {origin:8s} {modalities:40s} {card.description}")
     return 0
 
 
