@@ -19,8 +19,8 @@ from .core.defaults import (
     TRANSFORM_MODELS,
 )
 
-EPILOG_TRAIN = """With --landmarks, the pairs need not be aligned: each is aligned by the affine map through
-its landmarks and a model is taught for its modalities (channel counts from the images: RGB or
+EPILOG_TRAIN = """With --landmarks (or --accepted, a registration you checked), the pairs need not be aligned:
+each is aligned by the affine map through its landmarks (or by the transform) and a model is taught for its modalities (channel counts from the images: RGB or
 grey, either side) in --max-seconds (default 120); it is saved only if it registers the
 --check-pairs (or, without them, the taught pairs from scratch) and none of them worse than the
 model it would replace, which is kept as NAME-previous.
@@ -111,7 +111,7 @@ def _train(args) -> int:
     from .core.training import FINE_TUNE_LR, TrainConfig
     from .core.zoo import check_user_model_name, model_file_paths
 
-    if args.landmarks:
+    if args.landmarks or args.accepted:
         return _teach(args)
     if not (args.pairs or (args.fixed and args.moving)):
         raise InputError("give --pairs CSV, or --fixed and --moving aligned images")
@@ -200,17 +200,22 @@ def _listed(args, *options: str) -> dict[str, str]:
 
 
 def _teach(args) -> int:
-    """``train --landmarks``: the teaching recipe (api.teach), saved only if its check allows."""
+    """``train --landmarks`` or ``--accepted``: the teaching recipe (api.teach), saved only if its
+    check allows."""
     from . import api
     from .core.errors import InputError
     from .core.io import check_output_path, check_outputs_apart
     from .core.io.landmarks import read_landmarks
+    from .core.io.transform_formats import read_transform
     from .core.teaching import channels_message, read_teaching_pairs
     from .core.zoo import check_user_model_name, model_file_paths
 
-    counts = {len(args.fixed or ()), len(args.moving or ()), len(args.landmarks)}
-    if args.pairs or len(counts) != 1:
-        raise InputError("with --landmarks, give one --fixed, --moving and --landmarks per pair "
+    if args.landmarks and args.accepted:
+        raise InputError("align the pairs by --landmarks or by --accepted transforms, not both")
+    alignments = args.landmarks or args.accepted
+    option = "--landmarks" if args.landmarks else "--accepted"
+    if args.pairs or len({len(args.fixed or ()), len(args.moving or ()), len(alignments)}) != 1:
+        raise InputError(f"with {option}, give one --fixed, --moving and {option} per pair "
                          "(not --pairs)")
     if args.max_seconds is not None and not 0 < args.max_seconds <= 10**9:
         raise InputError(f"--max-seconds must be positive, got {args.max_seconds}")
@@ -221,14 +226,15 @@ def _teach(args) -> int:
         weights, card = model_file_paths(args.out)
         outputs = {"--out weights": weights, "--out card": card}
         check_output_path(card)
-    points = {f"--landmarks {n}": path for n, pair in enumerate(args.landmarks, 1) for path in pair}
-    check_outputs_apart(outputs, {**_listed(args, "fixed", "moving"), **points,
+    points = {f"--landmarks {n}": path for n, pair in enumerate(args.landmarks or (), 1) for path in pair}
+    check_outputs_apart(outputs, {**_listed(args, "fixed", "moving", "accepted"), **points,
                                   "--check-pairs": args.check_pairs})
-    pairs = [api.TeachingPair.from_landmarks(
-        api.read_image(fixed), api.read_image(moving), read_landmarks(fixed_points),
-        read_landmarks(moving_points), name=Path(moving).stem)
-        for fixed, moving, (fixed_points, moving_points) in zip(args.fixed, args.moving,
-                                                                args.landmarks, strict=True)]
+    pairs = []
+    for fixed, moving, alignment in zip(args.fixed, args.moving, alignments, strict=True):
+        images = api.read_image(fixed), api.read_image(moving)
+        pairs.append(api.TeachingPair.from_landmarks(*images, *map(read_landmarks, alignment),
+                                                     name=Path(moving).stem) if args.landmarks
+                     else api.TeachingPair(*images, read_transform(alignment), name=Path(moving).stem))
     check_pairs = read_teaching_pairs(args.check_pairs) if args.check_pairs else []
     # The model replaced: the one taught from, or the user model of that name already saved.
     old = args.from_model or (args.save_as if args.save_as in api.list_models() else None)
@@ -462,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "napari Points CSV, QuPath/ImageJ point exports, GeoJSON points; row i of one "
                        "pairs with row i of the other; 4 or more): the pair is aligned by the affine "
                        "map through them and a model is taught with the one teaching recipe")
+    teach.add_argument("--accepted", action="append", metavar="TRANSFORM",
+                       help="instead of --landmarks: a registration of the pair you accepted (the "
+                       "JSON `register --out` writes, or an exported transform), one per pair")
     teach.add_argument("--check-pairs", metavar="CSV",
                        help="pairs held out of the teaching, registered by the taught and the old "
                        "model before anything is saved (columns fixed_image, moving_image, "
