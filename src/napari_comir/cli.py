@@ -19,11 +19,12 @@ from .core.defaults import (
     TRANSFORM_MODELS,
 )
 
-EPILOG_TRAIN = """With --landmarks (or --accepted, a registration you checked), the pairs need not be aligned:
-each is aligned by the affine map through its landmarks (or by the transform) and a model is taught for its modalities (channel counts from the images: RGB or
-grey, either side) in --max-seconds (default 120); it is saved only if it registers the
---check-pairs (or, without them, the taught pairs from scratch) and none of them worse than the
-model it would replace, which is kept as NAME-previous.
+EPILOG_TRAIN = """With --landmarks (or --accepted, a registration you checked), the pairs need not be
+aligned: each is aligned by the affine map through its landmarks (or by the transform) and a
+model is taught for its modalities (channel counts from the images: RGB or grey, either side) in
+--max-seconds (default 120); it is saved only if it registers the --check-pairs (or, without
+them, the taught pairs from scratch) and loses none that the model it would replace registered;
+that model is kept as NAME-previous.
 
 examples:
   napari-comir train --fixed HE.jpg --moving IHC.jpg --landmarks HE.csv IHC.csv --save-as he-ihc-lung \
