@@ -34,9 +34,16 @@ import numpy as np  # noqa: E402
 from napari_comir import api  # noqa: E402
 from napari_comir.core.evaluation import raw_cases  # noqa: E402
 from napari_comir.core.io.landmarks import read_landmarks  # noqa: E402
-from napari_comir.core.teaching import START_MODEL, TeachingPair, starting_model  # noqa: E402
+from napari_comir.core.teaching import (  # noqa: E402
+    START_MODEL,
+    TeachingPair,
+    starting_model,
+    teach_config,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: ``--train-both``: a new pair's two networks both learn (the recipe keeps the fixed one).
+TRAIN_BOTH = False
 CLICKS_XY = np.array([[0.18, 0.2], [0.82, 0.21], [0.78, 0.82], [0.2, 0.78], [0.5, 0.49]])
 
 
@@ -89,6 +96,8 @@ def scored(pair: TeachingPair, transform, likely, seconds: float) -> dict:
 def teach_and_check(pairs, check, seconds, seed, **options) -> list[dict]:
     """Teach with :func:`api.teach` and check on ``check``: one row per check pair, with the
     taught model, the old one and itk-elastix scored."""
+    if TRAIN_BOTH and options.get("start") is None:
+        options["config"] = teach_config(seconds, seed=seed, device="cpu")  # no network frozen
     *_, last = api.teach(pairs, check_pairs=check, max_seconds=seconds, seed=seed, device="cpu",
                          **options)
     outcome = last.result
@@ -196,7 +205,11 @@ def main() -> None:
     parser.add_argument("--teach-on", default="1B_D2", help="the raw case taught (grey)")
     parser.add_argument("--he-ihc-taught", type=int, default=1, choices=[1, 3],
                         help="he_ihc pairs taught at once: 1 (the others checked) or 3 (the fourth)")
+    parser.add_argument("--train-both", action="store_true",
+                        help="a new pair's two networks both learn (the recipe keeps the fixed one)")
     args = parser.parse_args()
+    global TRAIN_BOTH
+    TRAIN_BOTH = args.train_both
     results = {}
     if "he_ihc" in args.settings:
         results["he_ihc"] = he_ihc(args.seconds, args.seed, args.he_ihc_taught)

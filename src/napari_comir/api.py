@@ -491,7 +491,7 @@ def teach(pairs: Sequence[TeachingPair], *, start: ComirModel | str | None = Non
           old: ComirModel | str | None = None, check_pairs: Sequence[TeachingPair] = (),
           max_seconds: float = DEFAULT_TEACH_SECONDS, fixed_modality: str = "fixed",
           moving_modality: str = "moving", name: str = "taught", seed: int = 0,
-          device: str = "auto") -> Iterator[Progress]:
+          device: str = "auto", config: TrainConfig | None = None) -> Iterator[Progress]:
     """Teach a model a modality pair from one or a few aligned pairs; a stream of events.
 
     The one teaching recipe (:mod:`napari_comir.core.teaching`) for the CLI, the GUI's teach
@@ -517,6 +517,9 @@ def teach(pairs: Sequence[TeachingPair], *, start: ComirModel | str | None = Non
         Training budget (default 120 s).
     fixed_modality, moving_modality, name : str
         Names in the new model's card (ignored with ``start``).
+    config : TrainConfig, optional
+        Instead of the recipe's (:func:`teach_config` with ``max_seconds``, ``seed``, ``device``),
+        e.g. the Fine-tune widget's settings.
     """
     if not pairs:
         raise InputError("need at least one aligned pair to teach on")
@@ -531,7 +534,11 @@ def teach(pairs: Sequence[TeachingPair], *, start: ComirModel | str | None = Non
         model = copy.deepcopy(start)
         started_from = f"{start.card.name} {start.card.version}"
     old = _as_model(old, "cpu") if old is not None else start
-    config = teach_config(max_seconds, new_pair=start is None, seed=seed, device=device)
+    if config is None:
+        # a new pair: the fixed network stays the bright-field one, the moving one learns to meet it
+        config = teach_config(max_seconds, new_pair=start is None,
+                              frozen_modality=model.card.fixed_modality if start is None else None,
+                              seed=seed, device=device)
     config.validate()
     return teach_events(pairs, model, register_multimodal, old=old, check_pairs=check_pairs,
                         config=config, started_from=started_from)

@@ -193,7 +193,8 @@ def _for_channels(state: dict, channels: int) -> dict:
 
 
 def teach_config(max_seconds: float = DEFAULT_TEACH_SECONDS, *, new_pair: bool = True,
-                 seed: int = 0, device: str = "auto") -> TrainConfig:
+                 frozen_modality: str | None = None, seed: int = 0,
+                 device: str = "auto") -> TrainConfig:
     """The recipe's :class:`TrainConfig`: what the GUI's teach step, the Fine-tune widget,
     ``napari-comir train --landmarks`` and :func:`napari_comir.api.teach` all train with.
 
@@ -201,9 +202,11 @@ def teach_config(max_seconds: float = DEFAULT_TEACH_SECONDS, *, new_pair: bool =
     :data:`TEACH_LR` with BatchNorm statistics re-estimated; a model taught more pairs of its own
     modalities (``False``) trains gently, at ``FINE_TUNE_LR`` with its statistics kept (at
     :data:`TEACH_LR`, bf-shg taught one grey pair registered 10 of the 20 grey raw cases, not 17).
+    ``frozen_modality``: a network left as it started (the other learns to meet its CoMIRs).
     """
     return TrainConfig(steps=10**9, max_seconds=max_seconds,
                        lr=TEACH_LR if new_pair else FINE_TUNE_LR, freeze_batchnorm=not new_pair,
+                       frozen_modalities=(frozen_modality,) if frozen_modality else (),
                        seed=seed, device=device)
 
 
