@@ -124,3 +124,29 @@ def test_pairs_csv_with_landmarks(tmp_path, rng):
     (tmp_path / "bad.csv").write_text("fixed_image,moving_image\na.tif,a.tif\n")
     with pytest.raises(InputError, match="missing: fixed_landmarks, moving_landmarks"):
         read_teaching_pairs(tmp_path / "bad.csv")
+
+
+def test_api_teach_builds_the_new_pair_from_the_images_and_keeps_the_fixed_network(rng):
+    """Grey fixed, RGB moving: a model with those channels; the fixed network stays bf-shg's
+    bright-field one (summed for grey), only the moving one learns."""
+    from napari_comir import api
+
+    fixed = _scene(rng, (128, 128))
+    truth = AffineTransform.similarity(0.0, 1.0, (2.0, -1.0))
+    moving = np.repeat(resample(fixed, truth.inverse(), fixed.shape)[..., None], 3, axis=-1)
+    corners = np.array([[10.0, 10], [110, 10], [110, 110], [10, 110]])
+    pair = api.TeachingPair.from_landmarks(fixed, moving, truth.apply_xy(corners), corners)
+    start = starting_model(1, 3, load_model("bf-shg", "cpu"))
+    run = api.teach([pair], seed=0, device="cpu", fixed_modality="a", moving_modality="b",
+                    max_seconds=2.0)
+    events = list(run)
+    outcome = events[-1].result
+    card = outcome.model.card
+    assert (card.fixed_modality, card.modalities["a"].channels, card.modalities["b"].channels) == ("a", 1, 3)
+    trained = outcome.model.networks
+    assert all(torch.equal(v, trained["a"].state_dict()[k])
+               for k, v in start.networks["fixed"].state_dict().items())
+    assert any(not torch.equal(v, trained["b"].state_dict()[k])
+               for k, v in start.networks["moving"].state_dict().items() if v.is_floating_point())
+    assert outcome.old is None and len(outcome.checks) == 1  # checked on the taught pair
+    assert "checked on the taught pairs" in outcome.reason
