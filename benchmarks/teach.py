@@ -42,8 +42,8 @@ from napari_comir.core.teaching import (  # noqa: E402
 )
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-#: ``--train-both``: a new pair's two networks both learn (the recipe keeps the fixed one).
-TRAIN_BOTH = False
+#: ``--freeze-fixed``: a new pair's fixed network stays the bright-field one (the recipe trains both).
+FREEZE_FIXED = False
 CLICKS_XY = np.array([[0.18, 0.2], [0.82, 0.21], [0.78, 0.82], [0.2, 0.78], [0.5, 0.49]])
 
 
@@ -96,8 +96,9 @@ def scored(pair: TeachingPair, transform, likely, seconds: float) -> dict:
 def teach_and_check(pairs, check, seconds, seed, **options) -> list[dict]:
     """Teach with :func:`api.teach` and check on ``check``: one row per check pair, with the
     taught model, the old one and itk-elastix scored."""
-    if TRAIN_BOTH and options.get("start") is None:
-        options["config"] = teach_config(seconds, seed=seed, device="cpu")  # no network frozen
+    if FREEZE_FIXED and options.get("start") is None:
+        options["config"] = teach_config(seconds, seed=seed, device="cpu",
+                                         frozen_modality=options.get("fixed_modality", "fixed"))
     *_, last = api.teach(pairs, check_pairs=check, max_seconds=seconds, seed=seed, device="cpu",
                          **options)
     outcome = last.result
@@ -205,11 +206,12 @@ def main() -> None:
     parser.add_argument("--teach-on", default="1B_D2", help="the raw case taught (grey)")
     parser.add_argument("--he-ihc-taught", type=int, default=1, choices=[1, 3],
                         help="he_ihc pairs taught at once: 1 (the others checked) or 3 (the fourth)")
-    parser.add_argument("--train-both", action="store_true",
-                        help="a new pair's two networks both learn (the recipe keeps the fixed one)")
+    parser.add_argument("--freeze-fixed", action="store_true",
+                        help="a new pair's fixed network stays the bright-field one; only the "
+                        "moving one learns (the recipe trains both)")
     args = parser.parse_args()
-    global TRAIN_BOTH
-    TRAIN_BOTH = args.train_both
+    global FREEZE_FIXED
+    FREEZE_FIXED = args.freeze_fixed
     results = {}
     if "he_ihc" in args.settings:
         results["he_ihc"] = he_ihc(args.seconds, args.seed, args.he_ihc_taught)

@@ -535,10 +535,7 @@ def teach(pairs: Sequence[TeachingPair], *, start: ComirModel | str | None = Non
         started_from = f"{start.card.name} {start.card.version}"
     old = _as_model(old, "cpu") if old is not None else start
     if config is None:
-        # a new pair: the fixed network stays the bright-field one, the moving one learns to meet it
-        config = teach_config(max_seconds, new_pair=start is None,
-                              frozen_modality=model.card.fixed_modality if start is None else None,
-                              seed=seed, device=device)
+        config = teach_config(max_seconds, new_pair=start is None, seed=seed, device=device)
     config.validate()
     return teach_events(pairs, model, register_multimodal, old=old, check_pairs=check_pairs,
                         config=config, started_from=started_from)
