@@ -534,6 +534,15 @@ def teach(pairs: Sequence[TeachingPair], *, start: ComirModel | str | None = Non
         model = copy.deepcopy(start)
         started_from = f"{start.card.name} {start.card.version}"
     old = _as_model(old, "cpu") if old is not None else start
+    if old is not None:  # refused now, not after the training: the check registers with it
+        pair = (list(check_pairs) or list(pairs))[0]
+        for side, image, modality in (("fixed", pair.fixed_image, old.card.fixed_modality),
+                                      ("moving", pair.moving_image, old.card.moving_modality)):
+            try:
+                check_image(image, modality_spec(old, modality), f"{side} image")
+            except InputError as exc:
+                raise InputError(f"the model it would replace, {old.card.name!r}, cannot register "
+                                 f"these pairs ({exc}); teach a model under another name") from exc
     if config is None:
         config = teach_config(max_seconds, new_pair=start is None, seed=seed, device=device)
     config.validate()

@@ -27,7 +27,7 @@ them, the taught pairs from scratch) and loses none that the model it would repl
 that model is kept as NAME-previous.
 
 examples:
-  napari-comir train --fixed HE.jpg --moving IHC.jpg --landmarks HE.csv IHC.csv --save-as he-ihc-lung \
+  napari-comir train --fixed HE.jpg --moving IHC.jpg --landmarks HE.csv IHC.csv --save-as he-ihc-lung \\
       --max-seconds 120
   napari-comir register --model he-ihc-lung --fixed HE2.jpg --moving IHC2.jpg --out r.json
   napari-comir train --pairs ../shared/data/bf_shg/pairs.csv --split train --preset bf-shg \\

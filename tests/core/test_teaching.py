@@ -148,3 +148,13 @@ def test_api_teach_builds_the_new_pair_from_the_images(rng):
                    for k, v in start.networks[old_name].state_dict().items() if v.is_floating_point())
     assert outcome.old is None and len(outcome.checks) == 1  # checked on the taught pair
     assert "checked on the taught pairs" in outcome.reason
+
+
+def test_api_teach_refuses_before_training_an_old_model_that_cannot_take_the_pairs(rng):
+    from napari_comir import api
+
+    rgb = np.repeat(_scene(rng)[..., None], 3, axis=-1)
+    corners = np.array([[10.0, 10], [110, 10], [110, 80], [10, 80]])
+    pair = api.TeachingPair.from_landmarks(rgb, rgb, corners, corners)
+    with pytest.raises(InputError, match="'bf-shg', cannot register these pairs.*fixed image"):
+        api.teach([pair], old="bf-shg")  # its fixed network takes grey SHG
