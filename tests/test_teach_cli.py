@@ -69,3 +69,19 @@ def test_train_from_landmarks_then_register_and_apply(he_ihc, tmp_path, capsys):
                  "--origin", "centre"]) == 0
     mapped_back = json.loads((tmp_path / "mapped.geojson").read_text())["features"]
     np.testing.assert_allclose([f["geometry"]["coordinates"] for f in mapped_back], mapped, atol=1e-6)
+
+
+def test_bundled_he_ihc_registers_a_pair_of_its_block(he_ihc):
+    """The bundled he-ihc on one of the four pairs it was taught (its card says it was measured
+    only on this block): within 1.3x the best affine map's landmark error, H&E to network 'he'."""
+    from napari_comir import api
+    from napari_comir.core.io.landmarks import read_landmarks
+
+    model = api.load_model("he-ihc", "cpu")
+    assert (model.card.fixed_modality, model.card.moving_modality) == ("he", "ihc")
+    result = api.register_multimodal(api.read_image(he_ihc / "images" / "lung-lesion_3_He-les3.jpg"),
+                                     api.read_image(he_ihc / "images" / "lung-lesion_3_Cc10-5-les3.jpg"),
+                                     model)
+    fixed_xy = read_landmarks(he_ihc / "landmarks" / "lung-lesion_3_He-les3.csv")
+    moving_xy = read_landmarks(he_ihc / "landmarks" / "lung-lesion_3_Cc10-5-les3.csv")
+    assert np.linalg.norm(result.transform.apply_xy(moving_xy) - fixed_xy, axis=1).mean() < 1.3 * 10.8

@@ -177,8 +177,7 @@ def starting_model(fixed_channels: int, moving_channels: int, start: ComirModel,
                      moving_modality=moving_modality, tau=start.card.tau, critic=start.card.critic,
                      architecture=dict(start.card.architecture),
                      score_threshold=start.card.score_threshold,
-                     detail_threshold=start.card.detail_threshold,
-                     pixel_size_um=start.card.pixel_size_um)
+                     detail_threshold=start.card.detail_threshold)  # pixel size: the images', unknown
     model = ComirModel(card)
     for modality, spec in modalities.items():
         model.networks[modality].load_state_dict(_for_channels(source, spec.channels))
@@ -261,8 +260,9 @@ def verdict(checks: Sequence[PairCheck]) -> tuple[bool, str]:
                        "which the old one did")
     if not registered:
         return False, f"kept the old model: the taught one registers none of the {len(checks)} check pair(s)"
-    return True, (f"the taught model registers {registered} of {len(checks)} check pair(s) "
-                  f"(the old one {before})")
+    compared = any(c.old_registered is not None for c in checks)
+    return True, (f"the taught model registers {registered} of {len(checks)} check pair(s)"
+                  + (f" (the old one {before})" if compared else ""))
 
 
 def teach_events(pairs: Sequence[TeachingPair], model: ComirModel, register: RegisterFunction, *,
