@@ -243,16 +243,23 @@ def _teach(args) -> int:
                     max_seconds=args.max_seconds or DEFAULT_TEACH_SECONDS,
                     fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
                     name=args.save_as or args.name or "taught", seed=args.seed, device=args.device)
-    with _progress_bar(0, "teach") as bar:
+    bars = {}  # one bar per stage: "train" (steps), then "check" (pairs registered)
+    try:
         for event in run:
-            if event.stage == "train":
-                bar.total, bar.n = event.total, event.step
+            if event.stage not in bars:
+                for bar in bars.values():
+                    bar.close()
+                bars[event.stage] = _progress_bar(event.total, event.stage)
+            bar = bars[event.stage]
+            bar.total, bar.n = event.total, event.step  # the train total shrinks to the budget
+            if "loss" in event.metrics:
                 bar.set_postfix(loss=f"{event.metrics['loss']:.3g}", refresh=False)
             else:
-                bar.set_description("check")
-                bar.total, bar.n = event.total, event.step
                 bar.set_postfix_str(event.message[:60], refresh=False)
             bar.refresh()
+    finally:
+        for bar in bars.values():
+            bar.close()
     outcome = event.result
     outcome.model.card.training["command"] = " ".join(sys.argv[1:])
     for check in outcome.checks:
