@@ -69,8 +69,8 @@ __all__ = [
     "fine_tune", "fit_landmarks", "list_models", "load_model", "new_model", "open_image", "read_image",
     "read_pairs_csv", "register",
     "register_comirs", "register_multimodal", "registration_events", "RegistrationOutcome",
-    "resample", "save_model", "save_user_model", "teach", "teach_config", "TeachingPair",
-    "TeachOutcome",
+    "resample", "save_model", "save_taught_model", "save_user_model", "teach", "teach_config",
+    "TeachingPair", "TeachOutcome",
     "apply_transform_to_geojson", "apply_transform_to_image", "apply_transform_to_points",
 ]
 
