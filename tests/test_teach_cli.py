@@ -34,6 +34,9 @@ def test_teaching_arguments_are_checked_before_any_work(tmp_path, capsys):
     argv = ["train", "--fixed", "a.tif", "--moving", "b.tif", "--landmarks", str(tmp_path / "a.csv"),
             str(tmp_path / "a.csv"), "--accepted", "r.json", "--save-as", "x"]
     assert "not both" in _bad(capsys, argv)
+    argv = ["train", "--fixed", "a.tif", "--moving", "b.tif", "--landmarks", str(tmp_path / "a.csv"),
+            str(tmp_path / "a.csv"), "--steps", "5", "--lr", "0.1", "--save-as", "x"]
+    assert "--steps, --lr: not used when teaching from --landmarks" in _bad(capsys, argv)
     (tmp_path / "m.json").write_text("{}")  # --out m writes m.json: the landmarks would be lost
     argv = ["train", "--fixed", "a.tif", "--moving", "b.tif", "--landmarks", str(tmp_path / "a.csv"),
             str(tmp_path / "m.json"), "--out", str(tmp_path / "m")]

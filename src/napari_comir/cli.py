@@ -200,6 +200,13 @@ def _listed(args, *options: str) -> dict[str, str]:
             for number, path in enumerate(getattr(args, option) or (), start=1)}
 
 
+#: ``train`` options of training from aligned pairs that the teaching recipe sets itself.
+_NOT_TAUGHT_WITH = ("split", "synthetic", "preset", "comir_channels", "base_channels", "depth",
+                    "steps", "batch_size", "patch_size", "lr", "update_batchnorm",
+                    "equivariance_weight", "turned_negatives", "activation_penalty", "optimizer",
+                    "checkpoint", "resume")
+
+
 def _teach(args) -> int:
     """``train --landmarks`` or ``--accepted``: the teaching recipe (api.teach), saved only if its
     check allows."""
@@ -220,6 +227,12 @@ def _teach(args) -> int:
                          "(not --pairs)")
     if args.max_seconds is not None and not 0 < args.max_seconds <= 10**9:
         raise InputError(f"--max-seconds must be positive, got {args.max_seconds}")
+    defaults = vars(build_parser().parse_args(["train", "--out", "-"]))
+    ignored = [f"--{name.replace('_', '-')}" for name in _NOT_TAUGHT_WITH
+               if getattr(args, name) != defaults[name]]
+    if ignored:
+        raise InputError(f"{', '.join(ignored)}: not used when teaching from {option} (the teaching "
+                         "recipe sets the training; give --max-seconds, --seed, --from)")
     if args.save_as is not None:
         check_user_model_name(args.save_as)
     outputs = {}
