@@ -35,7 +35,7 @@ def test_wheel_carries_manifest_and_bundled_models(tmp_path):
         names = set(archive.namelist())
         entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert "napari_comir/napari.yaml" in names
-    for model in ("bf-shg", "rgb-nir"):
+    for model in ("bf-shg", "rgb-nir", "he-ihc"):
         assert {f"napari_comir/models/{model}.json", f"napari_comir/models/{model}.safetensors"} <= names
     assert "napari-comir = napari_comir:napari.yaml" in entry_points
 

@@ -14,15 +14,30 @@ from .core.apply import (
     apply_transform_to_points,
 )
 from .core.data import AlignedPair, ModalitySpec, read_pairs_csv
-from .core.defaults import DEFAULT_ARCHITECTURE, DEFAULT_MODEL_NAME
+from .core.defaults import DEFAULT_ARCHITECTURE, DEFAULT_MODEL_NAME, DEFAULT_TEACH_SECONDS
 from .core.errors import InputError
-from .core.inference import comir_tiles, compute_comir, compute_comir_pair
+from .core.inference import (
+    check_image,
+    comir_tiles,
+    compute_comir,
+    compute_comir_pair,
+    modality_spec,
+)
 from .core.io import read_image
 from .core.io.slides import open_image
 from .core.io.transform_formats import write_transform
 from .core.progress import Progress
 from .core.registration import register
 from .core.registration.landmarks import fit_landmarks
+from .core.teaching import (
+    START_MODEL,
+    TeachingPair,
+    TeachOutcome,
+    image_channels,
+    starting_model,
+    teach_config,
+    teach_events,
+)
 from .core.training import FINE_TUNE_LR, TrainConfig, train
 from .core.transforms import AffineTransform, resample
 from .core.zoo import (
@@ -46,12 +61,14 @@ from .pipeline import (
 __all__ = [
     "AlignedPair", "ComirModel", "Progress", "AffineTransform", "TrainConfig", "comir_events",
     "compute_comirs", "export_transform",
-    "fine_tune", "fine_tune_config", "teach_events", "check_user_model_name", "fit_landmarks",
+    "fine_tune", "fine_tune_config", "check_user_model_name", "fit_landmarks",
     "list_models", "load_model", "new_model", "open_image", "read_image",
     "read_pairs_csv", "register",
     "register_comirs", "register_multimodal", "registration_events", "RegistrationOptions",
     "RegistrationOutcome", "recorded_pixel_sizes",
-    "resample", "save_model", "save_user_model",
+    "check_image", "modality_spec", "resample", "save_model", "save_taught_model",
+    "save_user_model", "teach", "teach_config",
+    "TeachingPair", "TeachOutcome",
     "apply_transform_to_geojson", "apply_transform_to_image", "apply_transform_to_points",
 ]
 
@@ -137,21 +154,6 @@ def fine_tune(model: ComirModel | str, pairs: Sequence[AlignedPair], config: Tra
     return _with_previews(model, events, pairs[0], preview_every) if preview_every else events
 
 
-def teach_events(model: ComirModel | str, pairs: Sequence[AlignedPair | dict], *,
-                 seconds: float, device: str = "auto") -> Iterator[Progress]:
-    """Fine-tune a copy of ``model`` on a few aligned pairs for ``seconds``: the one teaching
-    recipe of the GUI (gentle rate, pretrained BatchNorm statistics kept, patches no larger than
-    the smallest image). ``pairs``: AlignedPair or {modality: image} dicts. Last ``result``: the
-    taught model."""
-    pairs = [pair if isinstance(pair, AlignedPair) else AlignedPair(pair, name=f"pair {index}")
-             for index, pair in enumerate(pairs, start=1)]
-    side = min(min(np.shape(image)[:2]) for pair in pairs for image in pair.images.values())
-    config = fine_tune_config(steps=1_000_000, max_seconds=float(seconds), device=device,
-                              patch_size=min(TrainConfig.patch_size, side // 16 * 16))
-    config.validate()
-    return fine_tune(model, pairs, config)
-
-
 def _with_previews(model: ComirModel, events: Iterator[Progress], pair: AlignedPair,
                    every: int) -> Iterator[Progress]:
     modality = model.card.moving_modality
@@ -210,3 +212,77 @@ def export_transform(transform: AffineTransform, path, *, format: str | None = N
     """
     return write_transform(transform, path, format=format, fixed_pixel_size_um=fixed_pixel_size_um,
                            moving_pixel_size_um=moving_pixel_size_um, center_xy=center_xy)
+
+
+def teach(pairs: Sequence[TeachingPair], *, start: ComirModel | str | None = None,
+          old: ComirModel | str | None = None, check_pairs: Sequence[TeachingPair] = (),
+          max_seconds: float = DEFAULT_TEACH_SECONDS, fixed_modality: str = "fixed",
+          moving_modality: str = "moving", name: str = "taught", seed: int = 0,
+          device: str = "auto", config: TrainConfig | None = None) -> Iterator[Progress]:
+    """Teach a model a modality pair from one or a few aligned pairs; a stream of events.
+
+    The one teaching recipe (:mod:`napari_comir.core.teaching`) for the CLI, the GUI's teach
+    step and the Fine-tune widget: train for ``max_seconds``, then register ``check_pairs`` with
+    the taught and the old model; the last event's ``result`` is a :class:`TeachOutcome` whose
+    ``replaces`` says whether the taught model may replace the old one (nothing is saved here:
+    :func:`save_taught_model`).
+
+    Parameters
+    ----------
+    pairs : sequence of TeachingPair
+        ``TeachingPair.from_landmarks(fixed, moving, fixed_xy, moving_xy)`` or
+        ``TeachingPair(fixed, moving, accepted_transform)``.
+    start : ComirModel or str, optional
+        A model to go on teaching (a copy is trained; e.g. a model taught before for this pair).
+        Default: a new model for the pairs' channel counts whose networks both start as the
+        bundled bright-field network, ``fixed_modality`` taking the fixed images.
+    old : ComirModel or str, optional
+        The model the taught one would replace (default ``start``); left unchanged.
+    check_pairs : sequence of TeachingPair
+        Pairs held out of the teaching, registered by both models before anything is replaced.
+    max_seconds : float
+        Training budget (default 120 s).
+    fixed_modality, moving_modality, name : str
+        Names in the new model's card (ignored with ``start``).
+    config : TrainConfig, optional
+        Instead of the recipe's (:func:`teach_config` with ``max_seconds``, ``seed``, ``device``),
+        e.g. the Fine-tune widget's settings.
+    """
+    if not pairs:
+        raise InputError("need at least one aligned pair to teach on")
+    if start is None:
+        first = pairs[0]
+        model = starting_model(image_channels(first.fixed_image), image_channels(first.moving_image),
+                               load_model(START_MODEL, "cpu"), fixed_modality=fixed_modality,
+                               moving_modality=moving_modality, name=name)
+        started_from = f"both networks from {START_MODEL}'s bright-field network"
+    else:
+        start = as_model(start, "cpu")
+        model = copy.deepcopy(start)
+        started_from = f"{start.card.name} {start.card.version}"
+    old = as_model(old, "cpu") if old is not None else start
+    if old is not None:  # refused now, not after the training: the check registers with it
+        pair = (list(check_pairs) or list(pairs))[0]
+        for side, image, modality in (("fixed", pair.fixed_image, old.card.fixed_modality),
+                                      ("moving", pair.moving_image, old.card.moving_modality)):
+            try:
+                check_image(image, modality_spec(old, modality), f"{side} image")
+            except InputError as exc:
+                raise InputError(f"the model it would replace, {old.card.name!r}, cannot register "
+                                 f"these pairs ({exc}); teach a model under another name") from exc
+    if config is None:
+        config = teach_config(max_seconds, new_pair=start is None, seed=seed, device=device)
+    config.validate()
+    return teach_events(pairs, model, register_multimodal, old=old, check_pairs=check_pairs,
+                        config=config, started_from=started_from)
+
+
+def save_taught_model(outcome: TeachOutcome, name: str):
+    """Save a taught model as user model ``name`` if its check allows (``outcome.replaces``);
+    an older user model of that name is kept as ``<name>-previous``. Returns the card path,
+    or ``None`` when the taught model was not saved."""
+    if not outcome.replaces:
+        return None
+    if name in list_models():
+        save_user_model(load_model(name, "cpu"), f"{name}-previous")
+    return save_user_model(outcome.model, name)

@@ -17,13 +17,24 @@ from .core.defaults import (
     DEFAULT_PATCH_SIZE,
     DEFAULT_ROTATION_RANGE,
     DEFAULT_STEPS,
+    DEFAULT_TEACH_SECONDS,
     DEFAULT_TRANSFORM,
     FINAL_REFINEMENTS,
     REGISTRATION_METHODS,
     TRANSFORM_MODELS,
 )
 
-EPILOG_TRAIN = """examples:
+EPILOG_TRAIN = """With --landmarks (or --accepted, a registration you checked), the pairs need not be
+aligned: each is aligned by the affine map through its landmarks (or by the transform) and a
+model is taught for its modalities (channel counts from the images: RGB or grey, either side) in
+--max-seconds (default 120); it is saved only if it registers the --check-pairs (or, without
+them, the taught pairs from scratch) and loses none that the model it would replace registered;
+that model is kept as NAME-previous.
+
+examples:
+  napari-comir train --fixed HE.jpg --moving IHC.jpg --landmarks HE.csv IHC.csv --save-as he-ihc-lung \\
+      --max-seconds 120
+  napari-comir register --model he-ihc-lung --fixed HE2.jpg --moving IHC2.jpg --out r.json
   napari-comir train --pairs ../shared/data/bf_shg/pairs.csv --split train --preset bf-shg \\
       --steps 600 --out my-model
   napari-comir train --fixed shg.tif --moving bf.tif --from bf-shg --steps 60 --save-as my-tissue
@@ -106,8 +117,13 @@ def _train(args) -> int:
     from .core.training import FINE_TUNE_LR, TrainConfig
     from .core.zoo import check_user_model_name, model_file_paths
 
+    if args.landmarks or args.accepted:
+        return _teach(args)
     if not (args.pairs or (args.fixed and args.moving)):
         raise InputError("give --pairs CSV, or --fixed and --moving aligned images")
+    if len(args.fixed or ()) > 1 or len(args.moving or ()) > 1:
+        raise InputError("several --fixed/--moving pairs need --landmarks for each (aligned pairs: "
+                         "list them in a --pairs CSV)")
     _require_range(args, ("comir_channels", 1, 3), ("base_channels", 1, 64), ("depth", 1, 6),
                    ("steps", 1, 10**9), ("batch_size", 2, 4096), ("patch_size", 16, 4096),
                    ("checkpoint_every", 1, 10**9), ("synthetic", 0, 10**4))
@@ -128,7 +144,7 @@ def _train(args) -> int:
         weights, card = model_file_paths(args.out)
         outputs.update({"--out weights": weights, "--out card": card})
     # --checkpoint may equal --resume: continuing a run in place is what resuming is for.
-    check_outputs_apart(outputs, {"--pairs": args.pairs, "--fixed": args.fixed, "--moving": args.moving,
+    check_outputs_apart(outputs, {"--pairs": args.pairs, **_listed(args, "fixed", "moving"),
                                   **_listed_images(args.pairs)})
     if args.out:
         check_output_path(card)
@@ -144,8 +160,9 @@ def _train(args) -> int:
     if args.pairs:
         pairs = api.read_pairs_csv(args.pairs, model.modalities, split=args.split)
     else:
-        pairs = [AlignedPair({fixed_modality: api.read_image(args.fixed),
-                              moving_modality: api.read_image(args.moving)}, name=Path(args.fixed).stem)]
+        pairs = [AlignedPair({fixed_modality: api.read_image(args.fixed[0]),
+                              moving_modality: api.read_image(args.moving[0])},
+                             name=Path(args.fixed[0]).stem)]
     if args.synthetic:
         from .core.synthetic import synthetic_pair
 
@@ -179,6 +196,101 @@ def _train(args) -> int:
     path = (api.save_user_model(model, args.save_as) if args.save_as is not None
             else api.save_model(model, args.out))
     print(f"saved model card {path}")
+    return 0
+
+
+def _listed(args, *options: str) -> dict[str, str]:
+    """The files of repeatable options ({"--fixed 1": path, ...})."""
+    return {f"--{option} {number}": path for option in options
+            for number, path in enumerate(getattr(args, option) or (), start=1)}
+
+
+#: ``train`` options of training from aligned pairs that the teaching recipe sets itself.
+_NOT_TAUGHT_WITH = ("split", "synthetic", "preset", "comir_channels", "base_channels", "depth",
+                    "steps", "batch_size", "patch_size", "lr", "update_batchnorm",
+                    "equivariance_weight", "turned_negatives", "activation_penalty", "optimizer",
+                    "checkpoint", "resume")
+
+
+def _teach(args) -> int:
+    """``train --landmarks`` or ``--accepted``: the teaching recipe (api.teach), saved only if its
+    check allows."""
+    from . import api
+    from .core.errors import InputError
+    from .core.io import check_output_path, check_outputs_apart
+    from .core.io.landmarks import read_landmarks
+    from .core.io.transform_formats import read_transform
+    from .core.teaching import channels_message, read_teaching_pairs
+    from .core.zoo import check_user_model_name, model_file_paths
+
+    if args.landmarks and args.accepted:
+        raise InputError("align the pairs by --landmarks or by --accepted transforms, not both")
+    alignments = args.landmarks or args.accepted
+    option = "--landmarks" if args.landmarks else "--accepted"
+    if args.pairs or len({len(args.fixed or ()), len(args.moving or ()), len(alignments)}) != 1:
+        raise InputError(f"with {option}, give one --fixed, --moving and {option} per pair "
+                         "(not --pairs)")
+    if args.max_seconds is not None and not 0 < args.max_seconds <= 10**9:
+        raise InputError(f"--max-seconds must be positive, got {args.max_seconds}")
+    defaults = vars(build_parser().parse_args(["train", "--out", "-"]))
+    ignored = [f"--{name.replace('_', '-')}" for name in _NOT_TAUGHT_WITH
+               if getattr(args, name) != defaults[name]]
+    if ignored:
+        raise InputError(f"{', '.join(ignored)}: not used when teaching from {option} (the teaching "
+                         "recipe sets the training; give --max-seconds, --seed, --from)")
+    if args.save_as is not None:
+        check_user_model_name(args.save_as)
+    outputs = {}
+    if args.out:
+        weights, card = model_file_paths(args.out)
+        outputs = {"--out weights": weights, "--out card": card}
+        check_output_path(card)
+    points = {f"--landmarks {n}": path for n, pair in enumerate(args.landmarks or (), 1) for path in pair}
+    check_outputs_apart(outputs, {**_listed(args, "fixed", "moving", "accepted"), **points,
+                                  "--check-pairs": args.check_pairs})
+    pairs = []
+    for fixed, moving, alignment in zip(args.fixed, args.moving, alignments, strict=True):
+        images = api.read_image(fixed), api.read_image(moving)
+        pairs.append(api.TeachingPair.from_landmarks(*images, *map(read_landmarks, alignment),
+                                                     name=Path(moving).stem) if args.landmarks
+                     else api.TeachingPair(*images, read_transform(alignment), name=Path(moving).stem))
+    check_pairs = read_teaching_pairs(args.check_pairs) if args.check_pairs else []
+    # The model replaced: the one taught from, or the user model of that name already saved.
+    old = args.from_model or (args.save_as if args.save_as in api.list_models() else None)
+    run = api.teach(pairs, start=args.from_model, old=old, check_pairs=check_pairs,
+                    max_seconds=args.max_seconds or DEFAULT_TEACH_SECONDS,
+                    fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
+                    name=args.save_as or args.name or "taught", seed=args.seed, device=args.device)
+    bars = {}  # one bar per stage: "train" (steps), then "check" (pairs registered)
+    try:
+        for event in run:
+            if event.stage not in bars:
+                for bar in bars.values():
+                    bar.close()
+                bars[event.stage] = _progress_bar(event.total, event.stage)
+            bar = bars[event.stage]
+            bar.total, bar.n = event.total, event.step  # the train total shrinks to the budget
+            if "loss" in event.metrics:
+                bar.set_postfix(loss=f"{event.metrics['loss']:.3g}", refresh=False)
+            else:
+                bar.set_postfix_str(event.message[:60], refresh=False)
+            bar.refresh()
+    finally:
+        for bar in bars.values():
+            bar.close()
+    outcome = event.result
+    outcome.model.card.training["command"] = " ".join(sys.argv[1:])
+    for check in outcome.checks:
+        print(f"{check.name}: {check.new_error:.1f} px, "
+              f"{'registered' if check.new_registered else 'not registered'}"
+              + ("" if check.old_error is None else f" (old model {check.old_error:.1f} px)"))
+    print(outcome.reason)
+    if not outcome.replaces:
+        print("nothing saved", file=sys.stderr)
+        return 1
+    path = (api.save_taught_model(outcome, args.save_as) if args.save_as is not None
+            else api.save_model(outcome.model, args.out))
+    print(f"saved model card {path}: {channels_message(outcome.model.card)}")
     return 0
 
 
@@ -343,8 +455,10 @@ def _models(args) -> int:
         except (ComirError, OSError, ValueError, RecursionError) as exc:
             print(f"{name:20s} {origin:8s} unusable: {str(exc).splitlines()[0]}")
             continue
-        modalities = ", ".join(f"{k} ({v.channels} ch)" for k, v in card.modalities.items())
-        print(f"{name:20s} {origin:8s} {modalities:30s} {card.description}")
+        modalities = (f"fixed {card.fixed_modality} ({card.modalities[card.fixed_modality].channels} "
+                      f"ch), moving {card.moving_modality} "
+                      f"({card.modalities[card.moving_modality].channels} ch)")
+        print(f"{name:20s} {origin:8s} {modalities:40s} {card.description}")
     return 0
 
 
@@ -366,8 +480,28 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--pairs", help="CSV with columns name, <modality>_file (e.g. bf_file, "
                         "shg_file) and optional split; paths relative to the CSV")
     source.add_argument("--split", help="use only rows whose split column equals this, e.g. train")
-    source.add_argument("--fixed", help="fixed-modality image of one aligned pair (SHG for bf-shg)")
-    source.add_argument("--moving", help="moving-modality image of the same pair (BF for bf-shg)")
+    source.add_argument("--fixed", action="append", help="fixed-modality image of one pair (SHG "
+                        "for bf-shg); with --landmarks, repeat --fixed/--moving/--landmarks per pair")
+    source.add_argument("--moving", action="append",
+                        help="moving-modality image of the same pair (BF for bf-shg)")
+    teach = train.add_argument_group(
+        "teaching a new modality pair from landmarks (pairs need not be aligned)")
+    teach.add_argument("--landmarks", nargs=2, action="append", metavar=("FIXED_POINTS", "MOVING_POINTS"),
+                       help="landmark files of the pair (CSV x,y or id,x,y with an optional header, "
+                       "napari Points CSV, QuPath/ImageJ point exports, GeoJSON points; row i of one "
+                       "pairs with row i of the other; 4 or more): the pair is aligned by the affine "
+                       "map through them and a model is taught with the one teaching recipe")
+    teach.add_argument("--accepted", action="append", metavar="TRANSFORM",
+                       help="instead of --landmarks: a registration of the pair you accepted (the "
+                       "JSON `register --out` writes, or an exported transform), one per pair")
+    teach.add_argument("--check-pairs", metavar="CSV",
+                       help="pairs held out of the teaching, registered by the taught and the old "
+                       "model before anything is saved (columns fixed_image, moving_image, "
+                       "fixed_landmarks, moving_landmarks; paths relative to the CSV)")
+    teach.add_argument("--fixed-modality", default="fixed",
+                       help="name of the network taking the fixed images (default fixed)")
+    teach.add_argument("--moving-modality", default="moving",
+                       help="name of the network taking the moving images (default moving)")
     source.add_argument("--synthetic", type=int, default=0, metavar="N",
                         help="also train on N generated BF/SHG-like pairs (bf-shg only; default 0)")
     model = train.add_argument_group("model")
@@ -387,7 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"optimiser steps (default {DEFAULT_STEPS})")
     opts.add_argument("--max-seconds", type=float,
                       help="wall-clock budget: stop when spent, with the learning-rate decay planned "
-                      "for the steps that fit (use with a large --steps)")
+                      "for the steps that fit (use with a large --steps; with --landmarks the "
+                      f"budget, default {DEFAULT_TEACH_SECONDS:g})")
     opts.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                       help=f"patch pairs per step (default {DEFAULT_BATCH_SIZE})")
     opts.add_argument("--patch-size", type=int, default=DEFAULT_PATCH_SIZE,

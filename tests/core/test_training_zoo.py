@@ -143,6 +143,16 @@ def test_freeze_batchnorm_keeps_pretrained_statistics(tiny_model):
     assert not all(torch.equal(a, b) for a, b in zip(before, running_means(), strict=True))
 
 
+def test_a_frozen_network_stays_as_it_was_while_the_other_learns(tiny_model):
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    list(train(tiny_model, [_pair()], TrainConfig(steps=2, seed=0, frozen_modalities=("shg",), **FAST)))
+    after = tiny_model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items() if k.startswith("networks.shg."))
+    assert any(not torch.equal(v, after[k]) for k, v in before.items() if k.startswith("networks.bf."))
+    with pytest.raises(InputError, match="cannot freeze he"):
+        next(train(tiny_model, [_pair()], TrainConfig(frozen_modalities=("he",), **FAST)))
+
+
 def test_api_fine_tune_defaults_are_gentle(tiny_model):
     """Without a config, fine-tuning keeps the BatchNorm statistics and uses lr 1e-4."""
     def running_means():

@@ -48,3 +48,6 @@ DEFAULT_REVIEW_VIEW = "structure"
 #: Size (px) of the structures the structure view keeps: detail of about this size, relative to
 #: its surroundings, survives; broad stain density does not.
 DEFAULT_REVIEW_FEATURE_PX = 8.0
+#: Wall-clock budget (s) of teaching a new modality pair (core.teaching): the issue's 2 minutes
+#: on 2 CPU cores.
+DEFAULT_TEACH_SECONDS = 120.0

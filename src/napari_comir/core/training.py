@@ -53,6 +53,9 @@ class TrainConfig:
     # Fine-tuning on one or two pairs: keep BatchNorm statistics of the pretrained model, so
     # the network does not re-centre itself on the new pair's intensities (learned scales train).
     freeze_batchnorm: bool = False
+    # Networks left as they are (modality names): the others learn to meet their CoMIRs, e.g. a
+    # new stain's network taught against the bright-field network it started from.
+    frozen_modalities: tuple[str, ...] = ()
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -78,14 +81,18 @@ class TrainConfig:
             raise InputError(f"holdout_every must be ≥ 0, got {self.holdout_every}")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise InputError(f"max_seconds must be positive, got {self.max_seconds}")
+        if len(set(self.frozen_modalities)) > 1:
+            raise InputError("at most one network can be frozen: the other must learn")
         if self.optimizer not in ("adam", "sgd"):
             raise InputError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
 
 
 def _optimizer(model: ComirModel, config: TrainConfig) -> torch.optim.Optimizer:
+    parameters = [parameter for modality, network in model.networks.items()
+                  if modality not in config.frozen_modalities for parameter in network.parameters()]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9)
-    return torch.optim.Adam(model.parameters(), lr=config.lr)
+        return torch.optim.SGD(parameters, lr=config.lr, momentum=0.9)
+    return torch.optim.Adam(parameters, lr=config.lr)
 
 
 def _replan(plan: dict, config: TrainConfig, start: int, step: int, elapsed: float) -> None:
@@ -97,8 +104,10 @@ def _replan(plan: dict, config: TrainConfig, start: int, step: int, elapsed: flo
         plan["steps"] = min(config.steps, max(step + 1, start + int(config.max_seconds * timed / elapsed)))
 
 
-def _training_mode(model: ComirModel, freeze_batchnorm: bool) -> None:
+def _training_mode(model: ComirModel, freeze_batchnorm: bool, frozen_modalities=()) -> None:
     model.train()
+    for modality in frozen_modalities:
+        model.networks[modality].eval()
     if freeze_batchnorm:
         for module in model.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
@@ -196,6 +205,10 @@ def train(model: ComirModel, pairs: Sequence[AlignedPair], config: TrainConfig |
     """
     config = config or TrainConfig()
     config.validate()
+    unknown = set(config.frozen_modalities) - set(model.modalities)
+    if unknown:
+        raise InputError(f"cannot freeze {', '.join(sorted(unknown))}: the model's networks are "
+                         f"{', '.join(model.modalities)}")
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     heldout = None
@@ -237,11 +250,14 @@ def train(model: ComirModel, pairs: Sequence[AlignedPair], config: TrainConfig |
     try:
         for step in range(start + 1, config.steps + 1):
             tic = time.perf_counter()
-            _training_mode(model, config.freeze_batchnorm)  # per step: a consumer may run inference
+            # per step: a consumer may run inference
+            _training_mode(model, config.freeze_batchnorm, config.frozen_modalities)
             x_a, x_b = (t.to(device, non_blocking=True) for t in sampler.sample(config.batch_size))
             with torch.autocast(device.type, enabled=use_amp):
-                z_a = forward(nets[first], x_a, sampler.generator)
-                z_b = forward(nets[second], x_b, sampler.generator)
+                with torch.set_grad_enabled(first not in config.frozen_modalities):
+                    z_a = forward(nets[first], x_a, sampler.generator)
+                with torch.set_grad_enabled(second not in config.frozen_modalities):
+                    z_b = forward(nets[second], x_b, sampler.generator)
                 loss = info_nce(z_a, z_b, card.tau, card.critic, config.turned_negatives)
                 total = loss + activation_penalty(z_a, z_b, l1=config.l1, l2=config.l2)
                 if config.equivariance_weight:

@@ -49,7 +49,8 @@ def check_images(model: ComirModel, fixed_image, moving_image, options: Registra
     constant), before any CoMIR is computed."""
     for name, image, modality in (("fixed", fixed_image, options.fixed_modality),
                                   ("moving", moving_image, options.moving_modality)):
-        checked = check_image(image, modality_spec(model, modality), f"{modality} image")
+        checked = check_image(image, modality_spec(model, modality),
+                              f"{name} image (for {model.card.name}'s {modality!r} network)")
         if min(checked.shape[:2]) < MIN_SIDE:
             raise InputError(f"{name} image is too small to register: {checked.shape[0]}x"
                              f"{checked.shape[1]} px (need at least {MIN_SIDE}x{MIN_SIDE}: the "

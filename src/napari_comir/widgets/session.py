@@ -373,37 +373,52 @@ class RegistrationSession:
 
     # ------------------------------------------------------------------ teach
     def teach(self, seconds: float, name: str) -> Job:
-        """Fine-tune a copy of the model on the accepted pair in a worker, save it as the user
-        model ``name`` and use it in this viewer; the default of later sessions is unchanged
-        (a taught model can be worse on other pairs)."""
-        if self.accepted is None or self.result_pair is None:
+        """Teach the model the kept pair (the images and the accepted transform) in a worker
+        (:func:`napari_comir.api.teach`): a copy of this viewer's model when its networks take
+        these images, else a new model for their channel counts (a new modality pair). The
+        taught model is checked, saved as the user model ``name`` and used in this viewer; the
+        default of later sessions is unchanged (a taught model can be worse on other pairs)."""
+        if self.accepted is None or self.result is None or self.result_pair is None:
             raise InputError("accept a registration first: the model learns from the kept pair")
-        fixed, registered = self.result_pair[0], self.accepted
-        if is_multiscale(fixed) or is_multiscale(registered):
+        fixed, moving = self.result_pair
+        if is_multiscale(fixed) or is_multiscale(moving):
             raise InputError("teaching on whole slides is not supported; crop a region first")
         api.check_user_model_name(name)
+        pair = api.TeachingPair(image_data(fixed), image_data(moving), self.result.transform,
+                                name=f"{moving.name} on {fixed.name}")
         base = self.models.get()
-        pair_images = {base.card.fixed_modality: image_data(fixed),
-                       base.card.moving_modality: image_data(registered)}
+        start = base if takes_pair(base, pair) else None  # None: a new modality pair
+        events = api.teach([pair], start=start, max_seconds=seconds, device=self.models.device)
 
-        def events() -> Iterator[Progress]:
-            model = None
-            for event in api.teach_events(base, [pair_images], seconds=seconds,
-                                          device=self.models.device):
-                model = event.result if event.result is not None else model
+        def teach_and_save() -> Iterator[Progress]:
+            outcome = None
+            for event in events:
+                outcome = event.result if event.result is not None else outcome
                 yield event
-            if model is not None:
-                yield Progress("save", 0, 1, f"saving {name}")
-                api.save_user_model(model, name)
-                yield Progress("save", 1, 1, f"saved {name}", result=model)
+            if outcome is not None:
+                saved = api.save_taught_model(outcome, name) is not None
+                yield Progress("save", 1, 1, f"saved {name}" if saved else outcome.reason,
+                               result=(outcome, saved))
 
         def done(job: Job) -> None:
-            if job.state.value == "finished" and job.result is not None:
+            if job.state.value == "finished" and isinstance(job.result, tuple) and job.result[1]:
                 library.models_saved.emit(name)
-                self.models.set(job.result, name)
+                self.models.set(job.result[0].model, name)
                 self.taught.append(name)
 
-        return self._start("teach", events, done)
+        return self._start("teach", teach_and_save, done)
+
+
+def takes_pair(model, pair) -> bool:
+    """Whether ``model``'s networks take the pair's images (their channel counts)."""
+    card = model.card
+    try:
+        for image, modality in ((pair.fixed_image, card.fixed_modality),
+                                (pair.moving_image, card.moving_modality)):
+            api.check_image(image, api.modality_spec(model, modality), modality)
+    except InputError:
+        return False
+    return True
 
 
 def _in_turns(*steps) -> None:

@@ -1,0 +1,354 @@
+"""Teaching a model a new modality pair from one or a few pairs: the one recipe.
+
+A person aligns one or a few pairs (landmarks, or a registration they accepted); the moving
+image is resampled onto the fixed one's grid, the networks are trained on those pairs for a
+fixed wall-clock budget, and the taught model is checked on pairs held out of the teaching
+before it replaces anything: every held-out pair the old model registered must still be
+registered, and at least one must be (a model that registers nothing is never offered).
+
+The recipe (``benchmarks/teach.py``, docs/benchmarks.md "Teaching a new modality pair"): both
+networks start from the bundled bright-field network (a grey input sums its first filters over
+R, G and B, which is what a grey image repeated into RGB would give), Adam at 1e-3 with BatchNorm
+statistics re-estimated, patches 128 px, 16 per step, for 120 s. Serial sections aligned by
+landmarks are aligned to a few px only; the contrastive loss compares 128 px patches, and H&E
+vs IHC models taught on such pairs registered 8 of 12 held-out pairs within 1.3x the best
+affine map. A model taught more pairs of its own modalities trains gently instead
+(:func:`teach_config`).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data import AlignedPair, ModalitySpec, validate_image
+from .defaults import DEFAULT_TEACH_SECONDS
+from .errors import InputError
+from .io import read_image
+from .io.files import read_utf8_text
+from .io.landmarks import read_landmarks
+from .progress import Progress
+from .registration.landmarks import fit_landmarks
+from .training import FINE_TUNE_LR, TrainConfig, train
+from .transforms import AffineTransform, resample
+from .zoo import ComirModel, ModelCard
+
+#: Learning rate of the recipe: 1e-4 with frozen BatchNorm (the old fine-tuning default) left
+#: H&E-vs-IHC models registering 3 of 4 pairs after 60 s; 1e-3 registered 4 of 4.
+TEACH_LR = 1e-3
+#: The bundled model and network every taught network starts from.
+START_MODEL, START_NETWORK = "bf-shg", "bf"
+#: A held-out pair counts as registered when its landmarks' mean error is at most this many
+#: times that of the best affine map through them (the issue's target) ...
+SUCCESS_RATIO = 1.3
+#: ... or at most this share of the fixed image's width (as the raw BF/SHG cases are scored).
+SUCCESS_FRACTION = 0.02
+
+
+@dataclass
+class TeachingPair:
+    """A fixed and a moving image and the transform a person vouches for.
+
+    Parameters
+    ----------
+    fixed_image, moving_image : numpy.ndarray
+        (rows, cols) or (rows, cols, channels); sizes may differ.
+    transform : AffineTransform
+        Moving (x, y) -> fixed (x, y): fitted to landmarks or an accepted registration.
+    fixed_points_xy, moving_points_xy : numpy.ndarray, optional
+        (N, 2) landmarks (x, y), row i of both on one structure: held-out pairs are scored on
+        them; without them, on the distance to ``transform`` at the fixed image's corners.
+    name : str
+    """
+
+    fixed_image: np.ndarray
+    moving_image: np.ndarray
+    transform: AffineTransform
+    fixed_points_xy: np.ndarray | None = None
+    moving_points_xy: np.ndarray | None = None
+    name: str = "pair"
+
+    @classmethod
+    def from_landmarks(cls, fixed_image, moving_image, fixed_points_xy, moving_points_xy, *,
+                       name: str = "pair", transform: str = "affine") -> TeachingPair:
+        """The pair aligned by the ``transform`` model fitted to its landmarks (at least 4)."""
+        fixed_points_xy = np.asarray(fixed_points_xy, dtype=float)
+        if len(fixed_points_xy) < 4:
+            raise InputError(f"pair {name!r}: {len(fixed_points_xy)} landmark pairs; teaching needs "
+                             "at least 4 (one more than an affine map needs, so an error shows)")
+        fitted, _ = fit_landmarks(fixed_points_xy, moving_points_xy, transform)
+        return cls(np.asarray(fixed_image), np.asarray(moving_image), fitted, fixed_points_xy,
+                   np.asarray(moving_points_xy, dtype=float), name)
+
+    def error(self, transform: AffineTransform) -> float:
+        """Mean distance (fixed px) between where ``transform`` and the truth put the landmarks,
+        or, without landmarks, the fixed image's corners mapped back into the moving image."""
+        if self.fixed_points_xy is not None:
+            return float(np.linalg.norm(transform.apply_xy(self.moving_points_xy)
+                                        - self.fixed_points_xy, axis=1).mean())
+        rows, cols = self.fixed_image.shape[:2]
+        corners = np.array([[0, 0], [cols, 0], [cols, rows], [0, rows]], float)
+        return float(np.linalg.norm(self.transform.inverse().apply_xy(corners)
+                                    - transform.inverse().apply_xy(corners), axis=1).mean())
+
+    def registered(self, transform: AffineTransform) -> bool:
+        """Whether ``transform`` is as good as this pair allows (:data:`SUCCESS_RATIO` times the
+        best affine map's landmark error, or :data:`SUCCESS_FRACTION` of the width)."""
+        floor = self.error(self.transform) if self.fixed_points_xy is not None else 0.0
+        return self.error(transform) <= max(SUCCESS_RATIO * floor,
+                                            SUCCESS_FRACTION * self.fixed_image.shape[1])
+
+    def aligned(self, fixed_modality: str, moving_modality: str) -> AlignedPair:
+        """The moving image resampled onto the fixed image's grid, as a training pair."""
+        moving = resample(self.moving_image, self.transform, self.fixed_image.shape[:2])
+        return AlignedPair({fixed_modality: self.fixed_image,
+                            moving_modality: moving.reshape(*self.fixed_image.shape[:2], -1)},
+                           name=self.name)
+
+
+#: Columns of a CSV of pairs with landmarks (``he_ihc/pairs.csv`` has them); a ``pair_id`` or
+#: ``name`` column names the pairs.
+PAIR_COLUMNS = ("fixed_image", "moving_image", "fixed_landmarks", "moving_landmarks")
+
+
+def read_teaching_pairs(path: str | os.PathLike) -> list[TeachingPair]:
+    """The pairs listed in a CSV with columns :data:`PAIR_COLUMNS` (paths relative to the CSV),
+    each aligned by its landmarks."""
+    path = Path(path)
+    text = read_utf8_text(path, "a CSV of pairs with landmarks")
+    try:
+        rows = list(csv.DictReader(io.StringIO(text), strict=True))
+    except csv.Error as exc:
+        raise InputError(f"{path.name}: not a readable CSV ({exc})") from exc
+    missing = [column for column in PAIR_COLUMNS if not rows or column not in rows[0]]
+    if missing:
+        raise InputError(f"{path.name}: need a header with columns {', '.join(PAIR_COLUMNS)} and at "
+                         f"least one row (missing: {', '.join(missing)})")
+    pairs = []
+    for number, row in enumerate(rows, start=2):
+        if any(not row.get(column) for column in PAIR_COLUMNS):
+            raise InputError(f"{path.name} line {number}: a value is missing")
+        name = row.get("pair_id") or row.get("name") or Path(row["moving_image"]).stem
+        pairs.append(TeachingPair.from_landmarks(
+            read_image(path.parent / row["fixed_image"]), read_image(path.parent / row["moving_image"]),
+            read_landmarks(path.parent / row["fixed_landmarks"]),
+            read_landmarks(path.parent / row["moving_landmarks"]), name=name))
+    return pairs
+
+
+def image_channels(image) -> int:
+    """Channels of an image as a modality sees it: 1 (grey) or 3 (RGB; an alpha dropped)."""
+    return validate_image(image, name="image").shape[-1]
+
+
+def starting_model(fixed_channels: int, moving_channels: int, start: ComirModel, *,
+                   fixed_modality: str = "fixed", moving_modality: str = "moving",
+                   name: str = "taught") -> ComirModel:
+    """A model for a new modality pair whose two networks both start as ``start``'s
+    bright-field network (:data:`START_NETWORK`).
+
+    Parameters
+    ----------
+    fixed_channels, moving_channels : {1, 3}
+        Channels of each modality's images (grey or RGB).
+    start : ComirModel
+        The bundled model lending its bright-field network (bf-shg).
+    fixed_modality, moving_modality : str
+        The modalities' names: the network called ``fixed_modality`` takes the fixed images.
+    """
+    source = start.networks[START_NETWORK].state_dict()
+    modalities = {}
+    for modality, channels in ((fixed_modality, fixed_channels), (moving_modality, moving_channels)):
+        if channels not in (1, 3):
+            raise InputError(f"{modality} images have {channels} channels; a taught model takes "
+                             "grey (1) or RGB (3) images")
+        modalities[modality] = ModalitySpec(channels)
+    if fixed_modality == moving_modality:
+        raise InputError(f"the two modalities need different names, got {fixed_modality!r} twice")
+    card = ModelCard(name=name, modalities=modalities, fixed_modality=fixed_modality,
+                     moving_modality=moving_modality, tau=start.card.tau, critic=start.card.critic,
+                     architecture=dict(start.card.architecture),
+                     score_threshold=start.card.score_threshold,
+                     detail_threshold=start.card.detail_threshold)  # pixel size: the images', unknown
+    model = ComirModel(card)
+    for modality, spec in modalities.items():
+        model.networks[modality].load_state_dict(_for_channels(source, spec.channels))
+    return model.eval()
+
+
+def _for_channels(state: dict, channels: int) -> dict:
+    """An RGB network's weights for ``channels`` inputs: for grey, each first-layer filter summed
+    over R, G and B (the response to a grey image repeated into the three channels)."""
+    state = copy.deepcopy(state)
+    first = next(key for key, value in state.items() if value.ndim == 4)  # the first convolution
+    if channels == 1:
+        state[first] = state[first].sum(dim=1, keepdim=True)
+    return state
+
+
+def teach_config(max_seconds: float = DEFAULT_TEACH_SECONDS, *, new_pair: bool = True,
+                 frozen_modality: str | None = None, seed: int = 0,
+                 device: str = "auto") -> TrainConfig:
+    """The recipe's :class:`TrainConfig`: what the GUI's teach step, the Fine-tune widget,
+    ``napari-comir train --landmarks`` and :func:`napari_comir.api.teach` all train with.
+
+    ``new_pair``: networks learning a new modality pair (from :func:`starting_model`) train at
+    :data:`TEACH_LR` with BatchNorm statistics re-estimated; a model taught more pairs of its own
+    modalities (``False``) trains gently, at ``FINE_TUNE_LR`` with its statistics kept (at
+    :data:`TEACH_LR`, bf-shg taught one grey pair registered 10 of the 20 grey raw cases, not 17).
+    ``frozen_modality``: a network left as it started (the other learns to meet its CoMIRs).
+    """
+    return TrainConfig(steps=10**9, max_seconds=max_seconds,
+                       lr=TEACH_LR if new_pair else FINE_TUNE_LR, freeze_batchnorm=not new_pair,
+                       frozen_modalities=(frozen_modality,) if frozen_modality else (),
+                       seed=seed, device=device)
+
+
+@dataclass
+class PairCheck:
+    """One held-out pair registered by the taught and by the old model.
+
+    ``*_result`` are the registrations (``transform``, ``success_likely``...), ``*_error`` their
+    :meth:`TeachingPair.error` (fixed px), ``*_registered`` :meth:`TeachingPair.registered`;
+    the ``old_*`` fields are ``None`` without an old model.
+    """
+
+    name: str
+    new_result: object
+    new_error: float
+    new_registered: bool
+    old_result: object = None
+    old_error: float | None = None
+    old_registered: bool | None = None
+
+
+@dataclass
+class TeachOutcome:
+    """The last event's result of :func:`teach_events`.
+
+    ``replaces`` says whether ``model`` may replace ``old`` (``reason`` says why, in words);
+    ``checks`` are the held-out pairs' results. ``old`` is never changed.
+    """
+
+    model: ComirModel
+    old: ComirModel | None
+    checks: list[PairCheck] = field(default_factory=list)
+    replaces: bool = False
+    reason: str = ""
+    seconds: float = 0.0
+    steps: int = 0
+
+
+RegisterFunction = Callable[[np.ndarray, np.ndarray, ComirModel], "object"]
+
+
+def verdict(checks: Sequence[PairCheck]) -> tuple[bool, str]:
+    """(whether the taught model may replace the old one, why) from the held-out checks."""
+    lost = [c.name for c in checks if c.old_registered and not c.new_registered]
+    registered = sum(c.new_registered for c in checks)
+    before = sum(bool(c.old_registered) for c in checks)
+    if lost:
+        return False, (f"kept the old model: the taught one no longer registers {', '.join(lost)}, "
+                       "which the old one did")
+    if not registered:
+        return False, f"kept the old model: the taught one registers none of the {len(checks)} check pair(s)"
+    compared = any(c.old_registered is not None for c in checks)
+    return True, (f"the taught model registers {registered} of {len(checks)} check pair(s)"
+                  + (f" (the old one {before})" if compared else ""))
+
+
+def teach_events(pairs: Sequence[TeachingPair], model: ComirModel, register: RegisterFunction, *,
+                 old: ComirModel | None = None, check_pairs: Sequence[TeachingPair] = (),
+                 config: TrainConfig | None = None, started_from: str = "") -> Iterator[Progress]:
+    """Train ``model`` in place on ``pairs``, then check it on ``check_pairs``; a generator.
+
+    Parameters
+    ----------
+    pairs : sequence of TeachingPair
+        The pairs taught on.
+    model : ComirModel
+        The model trained (a copy of the old one, or :func:`starting_model`).
+    register : callable
+        ``register(fixed_image, moving_image, model)`` -> a result with ``transform`` and
+        ``success_likely`` (:func:`napari_comir.api.register_multimodal`).
+    old : ComirModel, optional
+        The model the taught one would replace; registered on the check pairs too.
+    check_pairs : sequence of TeachingPair
+        Held out of the teaching. Without any, the taught pairs are registered from scratch
+        (a global search, not from the transform taught) instead: a weaker check, said so.
+    config : TrainConfig, optional
+        Default :func:`teach_config`.
+    started_from : str
+        What ``model`` started as, in words, for its card.
+
+    Yields
+    ------
+    Progress
+        ``"train"`` events (loss per step), then one ``"check"`` event per pair; the last
+        one's ``result`` is a :class:`TeachOutcome`.
+    """
+    if not pairs:
+        raise InputError("need at least one aligned pair to teach on")
+    config = config or teach_config()
+    aligned = [pair.aligned(model.card.fixed_modality, model.card.moving_modality) for pair in pairs]
+    last, start = None, time.perf_counter()
+    for last in train(model, aligned, config):
+        yield last
+    seconds = time.perf_counter() - start
+    checking = list(check_pairs) or list(pairs)
+    checks = []
+    for index, pair in enumerate(checking, start=1):
+        found = register(pair.fixed_image, pair.moving_image, model)
+        check = PairCheck(pair.name, found, pair.error(found.transform),
+                          pair.registered(found.transform))
+        if old is not None:
+            check.old_result = register(pair.fixed_image, pair.moving_image, old)
+            check.old_error = pair.error(check.old_result.transform)
+            check.old_registered = pair.registered(check.old_result.transform)
+        checks.append(check)
+        message = f"checked {pair.name}: {check.new_error:.1f} px"
+        if old is not None:
+            message += f" (old model {check.old_error:.1f} px)"
+        yield Progress("check", index, len(checking), message)
+    replaces, reason = verdict(checks)
+    if not check_pairs:
+        reason += " (no pairs held out: checked on the taught pairs, registered from scratch)"
+    _describe(model.card, pairs, checks, config, started_from, seconds, last.step if last else 0,
+              bool(check_pairs))
+    outcome = TeachOutcome(model, old, checks, replaces, reason, seconds, last.step if last else 0)
+    yield Progress("check", len(checking), len(checking), reason, result=outcome)
+
+
+def channels_message(card: ModelCard) -> str:
+    """Which image goes to which network, in words (for the CLI and the GUI)."""
+    def describe(modality):
+        channels = card.modalities[modality].channels
+        return f"{modality!r} ({'RGB' if channels == 3 else 'grey' if channels == 1 else channels})"
+    return (f"fixed images go to network {describe(card.fixed_modality)}, moving images to "
+            f"network {describe(card.moving_modality)}")
+
+
+def _describe(card: ModelCard, pairs, checks, config, started_from, seconds, steps, held_out):
+    """Write what the model was taught on and what it was measured on into its card."""
+    card.description = (f"Taught on {len(pairs)} pair(s) by napari-comir's teaching recipe; "
+                        + channels_message(card) + ".")
+    card.training = {"pairs": [pair.name for pair in pairs], "recipe": "core.teaching",
+                     "started_from": started_from, "lr": config.lr, "batch_size": config.batch_size,
+                     "patch_size": config.patch_size, "seed": config.seed, "steps": steps,
+                     "seconds": round(seconds, 1)}
+    card.metrics = {"checked_on": "pairs held out of the teaching" if held_out
+                    else "the taught pairs, registered from scratch",
+                    "checks": [{"pair": c.name, "error_px": round(c.new_error, 2),
+                                "registered": c.new_registered,
+                                "likely": bool(c.new_result.success_likely),
+                                **({} if c.old_error is None else
+                                   {"old_error_px": round(c.old_error, 2),
+                                    "old_registered": c.old_registered})} for c in checks]}

@@ -1,0 +1,160 @@
+"""The teaching recipe: pairs from landmarks, networks from the bright-field one, the held-out check."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_comir.api import load_model
+from napari_comir.core.errors import InputError
+from napari_comir.core.teaching import (
+    PairCheck,
+    TeachingPair,
+    read_teaching_pairs,
+    starting_model,
+    teach_config,
+    teach_events,
+    verdict,
+)
+from napari_comir.core.transforms import AffineTransform, resample
+
+
+def _scene(rng, shape=(96, 128)):
+    from scipy import ndimage
+
+    return (ndimage.gaussian_filter(rng.random(shape), 3) * 255).astype(np.float32)
+
+
+def test_a_pair_from_landmarks_is_aligned_by_their_affine_map(rng):
+    fixed = _scene(rng)
+    truth = AffineTransform.similarity(4.0, 1.05, (6.0, -3.0))  # moving -> fixed
+    moving = resample(fixed, truth.inverse(), fixed.shape)
+    moving_xy = np.array([[20.0, 15], [100, 18], [95, 80], [25, 75], [60, 45]])
+    pair = TeachingPair.from_landmarks(fixed, moving, truth.apply_xy(moving_xy), moving_xy, name="p")
+    np.testing.assert_allclose(pair.transform.matrix_xy, truth.matrix_xy, atol=1e-9)
+    assert pair.error(truth) < 1e-9 and pair.registered(truth)
+    assert not pair.registered(AffineTransform.similarity(0.0, 1.0, (10.0, 0.0)))
+    aligned = pair.aligned("a", "b")
+    inside = (slice(15, -15), slice(15, -15))  # away from the resampling's empty border
+    assert np.abs(aligned.images["b"][..., 0][inside] - fixed[inside]).mean() < 3
+
+
+def test_teaching_needs_four_landmarks(rng):
+    image = _scene(rng)
+    points = np.array([[1.0, 2], [30, 4], [5, 60]])
+    with pytest.raises(InputError, match="at least 4"):
+        TeachingPair.from_landmarks(image, image, points, points)
+
+
+def test_a_grey_network_answers_a_grey_image_as_the_rgb_network_answers_it_repeated(rng):
+    """Both networks start as bf-shg's bright-field network; the grey one sums its first filters."""
+    start = load_model("bf-shg", "cpu")
+    model = starting_model(1, 3, start, fixed_modality="ihc", moving_modality="he")
+    assert model.card.fixed_modality == "ihc" and model.card.modalities["ihc"].channels == 1
+    grey = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        expected = start.networks["bf"](grey.repeat(1, 3, 1, 1))
+        np.testing.assert_allclose(model.networks["ihc"](grey), expected, atol=1e-5)
+        np.testing.assert_allclose(model.networks["he"](grey.repeat(1, 3, 1, 1)), expected, atol=1e-5)
+
+
+def test_starting_model_refuses_odd_inputs():
+    start = load_model("bf-shg", "cpu")
+    with pytest.raises(InputError, match="grey .1. or RGB"):
+        starting_model(2, 3, start)
+    with pytest.raises(InputError, match="different names"):
+        starting_model(3, 3, start, fixed_modality="x", moving_modality="x")
+
+
+def _check(name, new, old):
+    return PairCheck(name, None, 0.0, new, None, 0.0, old)
+
+
+def test_the_verdict_keeps_the_old_model_when_a_pair_is_lost_or_nothing_registers():
+    assert verdict([_check("a", True, True), _check("b", True, False)])[0]
+    replaces, reason = verdict([_check("a", True, True), _check("b", False, True)])
+    assert not replaces and "no longer registers b" in reason
+    replaces, reason = verdict([_check("a", False, None)])
+    assert not replaces and "none of the 1" in reason
+    assert verdict([_check("a", True, None)])[0]  # no old model: registering is enough
+
+
+def test_teach_events_trains_then_checks_and_describes_the_model(rng, tiny_model):
+    """A stub registration (right for the taught model on one pair only) drives the verdict."""
+    fixed = _scene(rng)
+    truth = AffineTransform.similarity(0.0, 1.0, (3.0, 2.0))
+    moving = resample(fixed, truth.inverse(), fixed.shape)
+    rgb = np.repeat(moving[..., None], 3, axis=-1)
+    corners = np.array([[10.0, 10], [110, 10], [110, 80], [10, 80]])
+    pairs = [TeachingPair.from_landmarks(fixed, rgb, truth.apply_xy(corners), corners, name=n)
+             for n in ("taught", "held")]
+    wrong = AffineTransform.similarity(0.0, 1.0, (40.0, 0.0))
+    old = load_model("bf-shg", "cpu")
+
+    def register(fixed_image, moving_image, model):
+        right = model is not old
+        return SimpleNamespace(transform=truth if right else wrong, success_likely=right)
+
+    config = teach_config(seed=0, device="cpu")
+    config.steps, config.max_seconds, config.batch_size, config.patch_size = 3, None, 2, 64
+    events = list(teach_events(pairs[:1], tiny_model, register, old=old, check_pairs=pairs[1:],
+                               config=config, started_from="scratch"))
+    assert [e.stage for e in events] == ["train"] * 3 + ["check", "check"]
+    outcome = events[-1].result
+    assert outcome.replaces and outcome.steps == 3 and outcome.model is tiny_model
+    (check,) = outcome.checks
+    assert check.new_registered and not check.old_registered
+    assert check.old_error == pytest.approx(np.hypot(37, 2))
+    card = tiny_model.card
+    assert card.training["pairs"] == ["taught"] and card.training["started_from"] == "scratch"
+    assert card.metrics["checks"][0]["pair"] == "held" and "fixed images go to" in card.description
+
+
+def test_pairs_csv_with_landmarks(tmp_path, rng):
+    import tifffile
+
+    image = _scene(rng).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "a.tif", image)
+    (tmp_path / "a.csv").write_text("x,y\n10,10\n100,12\n90,80\n15,70\n")
+    (tmp_path / "pairs.csv").write_text("pair_id,fixed_image,moving_image,fixed_landmarks,moving_landmarks\n"
+                                        "one,a.tif,a.tif,a.csv,a.csv\n")
+    (pair,) = read_teaching_pairs(tmp_path / "pairs.csv")
+    assert pair.name == "one" and pair.error(AffineTransform.similarity()) < 1e-9
+    (tmp_path / "bad.csv").write_text("fixed_image,moving_image\na.tif,a.tif\n")
+    with pytest.raises(InputError, match="missing: fixed_landmarks, moving_landmarks"):
+        read_teaching_pairs(tmp_path / "bad.csv")
+
+
+def test_api_teach_builds_the_new_pair_from_the_images(rng):
+    """Grey fixed, RGB moving: a model with those channels, both networks taught from bf-shg's
+    bright-field one (summed for grey); checked on the taught pair without held-out ones."""
+    from napari_comir import api
+
+    fixed = _scene(rng, (128, 128))
+    truth = AffineTransform.similarity(0.0, 1.0, (2.0, -1.0))
+    moving = np.repeat(resample(fixed, truth.inverse(), fixed.shape)[..., None], 3, axis=-1)
+    corners = np.array([[10.0, 10], [110, 10], [110, 110], [10, 110]])
+    pair = api.TeachingPair.from_landmarks(fixed, moving, truth.apply_xy(corners), corners)
+    start = starting_model(1, 3, load_model("bf-shg", "cpu"))
+    events = list(api.teach([pair], seed=0, device="cpu", fixed_modality="a", moving_modality="b",
+                            max_seconds=2.0))
+    outcome = events[-1].result
+    card = outcome.model.card
+    assert (card.fixed_modality, card.modalities["a"].channels, card.modalities["b"].channels) == ("a", 1, 3)
+    for old_name, new_name in (("fixed", "a"), ("moving", "b")):
+        taught = outcome.model.networks[new_name].state_dict()
+        assert any(not torch.equal(v, taught[k])
+                   for k, v in start.networks[old_name].state_dict().items() if v.is_floating_point())
+    assert outcome.old is None and len(outcome.checks) == 1  # checked on the taught pair
+    assert "checked on the taught pairs" in outcome.reason
+
+
+def test_api_teach_refuses_before_training_an_old_model_that_cannot_take_the_pairs(rng):
+    from napari_comir import api
+
+    rgb = np.repeat(_scene(rng)[..., None], 3, axis=-1)
+    corners = np.array([[10.0, 10], [110, 10], [110, 80], [10, 80]])
+    pair = api.TeachingPair.from_landmarks(rgb, rgb, corners, corners)
+    with pytest.raises(InputError, match="'bf-shg', cannot register these pairs.*fixed image"):
+        api.teach([pair], old="bf-shg")  # its fixed network takes grey SHG
