@@ -61,6 +61,14 @@ class TeachPanel(Container):
         base = model.card.name if model is not None else "model"
         return safe_model_name(f"{base}-{pair[0].name}" if pair else base)
 
+    def _outcome_text(self, result) -> str:
+        outcome, saved = result
+        if not saved:
+            return f"⚠ not saved, the model in use is unchanged: {outcome.reason}"
+        name = self.session.models.source
+        return (f"✓ saved {name!r} and used in this viewer (your default model is unchanged): "
+                f"{outcome.reason}")
+
     def refresh(self, what: str) -> None:
         session, job = self.session, self.session.job
         teaching = session.job_kind == "teach" and job is not None
@@ -77,13 +85,11 @@ class TeachPanel(Container):
         if what == "accepted" and accepted is not None and not self.save_as.value:
             self.save_as.value = self._default_name()
         if teaching and what == "job":
-            name = self.save_as.value or self._default_name()
             self.status.value = {
                 JobState.RUNNING: "teaching…", JobState.STOPPING: "stopping…",
                 JobState.STOPPED: "stopped: nothing saved",
                 JobState.FAILED: f"⚠ failed: {job.error}",
-                JobState.FINISHED: f"✓ saved {name!r}, used in this viewer (your default model "
-                                   "is unchanged); check it on another pair"}[job.state]
+                JobState.FINISHED: self._outcome_text(job.result)}[job.state]
         elif slides:
             self.status.value = "teaching on whole slides is not supported: crop a region first"
         elif accepted is None and not teaching:
