@@ -34,7 +34,7 @@ from .transforms import resample as resample_affine
 
 #: The ``transform`` name of a deformable result in JSON (beside rigid, similarity, affine).
 DEFORMABLE = "deformable"
-#: Fixed-point iterations that invert the displacement field, and the largest residual (px) of
+#: Fixed-point iterations (at most) that invert the displacement field, and the largest residual (px) of
 #: the inverse accepted: ``p + u(p) = q`` converges when ``u`` is smooth (|grad u| < 1).
 INVERSE_ITERATIONS, INVERSE_TOLERANCE_PX = 50, 0.05
 #: Output rows resampled at a time (bounds the coordinate arrays' memory).
@@ -81,7 +81,9 @@ def invert_field(displacement_xy: np.ndarray, spacing_px: float) -> np.ndarray:
     nodes = node_positions_xy(displacement_xy.shape, spacing_px).reshape(-1, 2)
     points = nodes.copy()
     for _ in range(INVERSE_ITERATIONS):
-        points = nodes - sample_field(displacement_xy, spacing_px, points)
+        previous, points = points, nodes - sample_field(displacement_xy, spacing_px, points)
+        if np.abs(points - previous).max() < 1e-3:
+            break
     residual = np.abs(points + sample_field(displacement_xy, spacing_px, points) - nodes).max()
     if not residual <= INVERSE_TOLERANCE_PX:
         raise InputError(f"the displacement field cannot be inverted (residual {residual:.2f} px): "
