@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
-from .transforms import AffineTransform, cast_like
+from .transforms import AffineTransform, _frames_to_centres_xy, cast_like, coordinate_transform
 from .transforms import resample as resample_affine
 
 #: The ``transform`` name of a deformable result in JSON (beside rigid, similarity, affine).
@@ -287,6 +287,28 @@ def _points(points) -> np.ndarray:
     return pts
 
 
+def coordinate_map(transform, *, inverse: bool = False, origin: str = "centre",
+                   moving_pixel_size=None, fixed_pixel_size=None):
+    """The map (a function of (N, 2) (x, y)) of coordinates as a file writes them, in one
+    direction: :func:`~napari_comir.core.transforms.coordinate_transform` for an affine or a
+    deformable transform (the same parameters: origin, and µm where a pixel size is given)."""
+    if isinstance(transform, AffineTransform):
+        return coordinate_transform(transform, inverse=inverse, origin=origin,
+                                    moving_pixel_size=moving_pixel_size,
+                                    fixed_pixel_size=fixed_pixel_size).apply_xy
+    if not isinstance(transform, DisplacementFieldTransform):
+        raise InputError(f"expected a transform, got {type(transform).__name__}")
+    moving, fixed = _frames_to_centres_xy(origin, moving_pixel_size, fixed_pixel_size)
+    source, target = (fixed, moving) if inverse else (moving, fixed)
+    directed = transform.inverse() if inverse else transform
+    to_centres, from_centres = AffineTransform(source), AffineTransform(target).inverse()
+
+    def map_xy(points_xy: np.ndarray) -> np.ndarray:
+        return from_centres.apply_xy(directed.apply_xy(to_centres.apply_xy(points_xy)))
+
+    return map_xy
+
+
 def source_xy(transform, rows: slice, cols: slice) -> np.ndarray:
     """(n_rows, n_cols, 2) source (x, y) of the target grid's pixels ``[rows, cols]`` under a
     resampling with ``transform`` (source -> target): where each output pixel reads."""
@@ -316,20 +338,22 @@ def resample(moving, transform, output_shape, *, order: int = 1, cval: float = 0
     rows, cols = (int(v) for v in tuple(output_shape)[:2])
     if min(rows, cols) < 1:
         raise InputError(f"output_shape must be (rows, cols) with positive sizes, got {output_shape}")
-    work = moving if order == 0 else moving.astype(np.float64, copy=False)
-    planes = [work] if work.ndim == 2 else [work[..., c] for c in range(work.shape[2])]
-    if order > 1:
-        planes = [ndimage.spline_filter(plane, order=order) for plane in planes]
-    out = np.empty((rows, cols) + moving.shape[2:], dtype=work.dtype)
+    out = np.empty((rows, cols) + moving.shape[2:], dtype=moving.dtype if order == 0 else np.float64)
     for start in range(0, rows, RESAMPLE_BAND_ROWS):
         band = slice(start, min(rows, start + RESAMPLE_BAND_ROWS))
-        xy = source_xy(transform, band, slice(0, cols))
-        coordinates = np.stack([xy[..., 1], xy[..., 0]])
-        values = [ndimage.map_coordinates(plane, coordinates, order=order, mode="constant",
-                                          cval=cval, prefilter=False) for plane in planes]
-        out[band] = values[0] if moving.ndim == 2 else np.stack(values, axis=-1)
+        out[band] = read_at(moving, source_xy(transform, band, slice(0, cols)), order, cval)
     return cast_like(out, moving.dtype) if preserve_dtype else out
 
 
-__all__ = ["DEFORMABLE", "DisplacementFieldTransform", "grid_shape", "invert_field",
-           "jacobian_determinant", "resample", "sample_field", "source_xy"]
+def read_at(image: np.ndarray, positions_xy: np.ndarray, order: int = 1, cval: float = 0.0) -> np.ndarray:
+    """(rows, cols[, channels]) of an (H, W[, C]) image read at (rows, cols, 2) (x, y) positions
+    (spline ``order``, ``cval`` outside); float64 unless ``order`` is 0."""
+    work = image if order == 0 else image.astype(np.float64, copy=False)
+    coordinates = np.stack([positions_xy[..., 1], positions_xy[..., 0]])
+    planes = [work] if work.ndim == 2 else [work[..., c] for c in range(work.shape[2])]
+    values = [ndimage.map_coordinates(plane, coordinates, order=order, mode="constant", cval=cval,
+                                      prefilter=order > 1) for plane in planes]
+    return values[0] if image.ndim == 2 else np.stack(values, axis=-1)
+
+__all__ = ["DEFORMABLE", "DisplacementFieldTransform", "coordinate_map", "grid_shape", "invert_field",
+           "jacobian_determinant", "read_at", "resample", "sample_field", "source_xy"]
