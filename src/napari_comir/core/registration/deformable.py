@@ -16,7 +16,7 @@ fixed grid with it, and fits a displacement field ``u`` (fixed px) so that the f
 4. **Verdict**: the detail score (:func:`..confidence.detail_score`'s significance of the CoMIR
    details' NCC) with the field must beat the affine one's by :data:`MIN_DETAIL_GAIN`
    (a z: the difference of two Fisher z's on the same overlap, over sqrt 2) — beyond what fitting
-   a smooth field to noise gives (an aligned pair gains < 1, docs/benchmarks.md "Deformable").
+   a smooth field to an aligned pair gives (docs/benchmarks.md "Deformable").
    Otherwise the affine result stands, with the reason.
 
 The finest level is the coarsest block mean with a long side of at most :data:`WORK_SIDE` px:
@@ -47,7 +47,7 @@ WORK_SIDE = 256
 CONTROL_NODES = 17
 #: Coarse-to-fine levels (each twice as coarse as the next) and Adam steps at each.
 N_LEVELS = 3
-STEPS_PER_LEVEL = (60, 40, 30)
+STEPS_PER_LEVEL = (40, 25, 15)
 #: Adam's step (fixed px per step, times the level's block size).
 STEP_PX = 0.5
 #: Weight of the membrane penalty (mean squared gradient of the displacement, dimensionless).
@@ -57,8 +57,10 @@ REGULARISATION = 2.0
 MAX_DISPLACEMENT_FRACTION = 0.05
 #: Least det(I + grad u) accepted: the field neither folds nor squeezes tissue to nothing.
 MIN_JACOBIAN = 0.1
-#: Least detail-score gain (z) for the field to be kept over the affine result.
-MIN_DETAIL_GAIN = 2.0
+#: Least detail-score gain (z) for the field to be kept over the affine result: smooth fields of
+#: <= 10 px on BF/SHG CoMIRs gained 1.8-2.7, fields fitted to the aligned pairs themselves
+#: 0.6-1.3 (docs/benchmarks.md, "Deformable").
+MIN_DETAIL_GAIN = 1.5
 #: Least node spacing (fixed px) of the stored field: finer adds size, not precision (bilinear
 #: between nodes of a field smooth over tens of px).
 MIN_STORAGE_SPACING = 4
