@@ -14,7 +14,8 @@ Sections (``--sections``, comma separated):
   fixed ones, the direction of the score. ``--images`` picks what napari-comir registers:
   ``intensity`` (grey, inverted: stain-agnostic, no model), ``hematoxylin`` (its optical density
   by colour deconvolution, skimage's rgb2hed: the counterstain both share), or a model's CoMIRs (``bf-shg`` or
-  a model file; the bundled bf-shg model was not taught H&E vs IHC).
+  a model file, both images through its bright-field network; the bundled bf-shg model was not
+  taught H&E vs IHC).
 - ``synthetic``: the aligned BF/SHG pairs of ../shared/data/bf_shg; the BF deformed by a random
   smooth field (largest displacement ``--max-px``, smooth over 64 px); fixed = SHG CoMIR, moving
   = CoMIR of the deformed BF (bf-shg model), started from the true (identity) affine. Error =
@@ -114,11 +115,12 @@ def comirs_for(images: str, fixed_rgb: np.ndarray, moving_rgb: np.ndarray):
     if images == "hematoxylin":
         return hematoxylin(fixed_rgb), hematoxylin(moving_rgb)
     from napari_comir import api
-    from napari_comir.core.inference import compute_comir_pair
+    from napari_comir.core.inference import compute_comir
 
+    # Both are bright field: both go through the model's bright-field (moving) network.
     model = api.load_model(images)
-    return compute_comir_pair(model, fixed_rgb, model.card.fixed_modality, moving_rgb,
-                              model.card.moving_modality)
+    modality = model.card.moving_modality
+    return compute_comir(model, fixed_rgb, modality), compute_comir(model, moving_rgb, modality)
 
 
 def he_ihc(images: str, elastix: bool) -> None:
