@@ -17,7 +17,13 @@ from .core.apply import (
     apply_transform_to_points,
 )
 from .core.data import AlignedPair, ModalitySpec, read_pairs_csv
-from .core.defaults import DEFAULT_ARCHITECTURE, DEFAULT_MODEL_NAME, DEFAULT_SCALE_RANGE
+from .core.defaults import (
+    DEFAULT_ARCHITECTURE,
+    DEFAULT_MODEL_NAME,
+    DEFAULT_SCALE_RANGE,
+    DEFORMABLE,
+    TRANSFORM_CHOICES,
+)
 from .core.device import resolve_device
 from .core.errors import InputError, RegistrationError
 from .core.inference import (
@@ -43,6 +49,7 @@ from .core.registration import (
     register,
     scale_bounds,
 )
+from .core.registration.deformable import refine_result
 from .core.registration.landmarks import fit_landmarks
 from .core.training import FINE_TUNE_LR, TrainConfig, train
 from .core.transforms import AffineTransform, resample
@@ -214,7 +221,10 @@ def registration_events(fixed_image, moving_image, model: ComirModel | str = DEF
     card = model.card
     fixed_modality = fixed_modality or card.fixed_modality
     moving_modality = moving_modality or card.moving_modality
-    check_model(transform)
+    if transform not in TRANSFORM_CHOICES:
+        raise InputError(f"transform must be one of {', '.join(TRANSFORM_CHOICES)}, got {transform!r}")
+    deformable = transform == DEFORMABLE
+    transform = "affine" if deformable else check_model(transform)  # the deformable stage's start
     if method not in METHODS:
         raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     angle_bounds(rotation_range)
@@ -247,17 +257,20 @@ def registration_events(fixed_image, moving_image, model: ComirModel | str = DEF
                                                 *np.shape(moving_image)[:2]) > LARGE_SIDE)
     if initial_transform is not None:
         pre_scale, large = 1.0, False  # refine from it on the images as they are
+    if deformable and large:
+        raise InputError("the deformable refinement needs both images' CoMIRs in memory: images "
+                         f"up to {LARGE_SIDE} px a side, not whole slides (register those affine)")
     return _registration_events(model, fixed_image, moving_image, method, transform,
                                 rotation_range, search_range, pre_scale, fixed_modality,
                                 moving_modality, fixed_comir, moving_comir, large,
                                 initial_transform, (fixed_pixel_size, moving_pixel_size),
-                                scale_range)
+                                scale_range, deformable)
 
 
 def _registration_events(model, fixed_image, moving_image, method, transform, rotation_range,
                          scale_range, pre_scale, fixed_modality, moving_modality, fixed_comir,
                          moving_comir, large, initial_transform, pixel_sizes_um,
-                         user_scale_range) -> Iterator[Progress]:
+                         user_scale_range, deformable=False) -> Iterator[Progress]:
     """The work of :func:`registration_events`, after validation (a generator: runs lazily)."""
     start = time.perf_counter()
     if large:
@@ -302,6 +315,10 @@ def _registration_events(model, fixed_image, moving_image, method, transform, ro
         moving_comir = moving_comir.reshape(*result.moving_shape, -1)
     result.timings = {"comir": comir_seconds, **result.timings}
     result.seconds = time.perf_counter() - start
+    if deformable:
+        yield Progress("deformable", 0, 1, "refining the affine result with a displacement field")
+        refined = refine_result(result, comirs["fixed"], moving_comir, device=model.device)
+        yield Progress("deformable", 1, 1, "field kept" if refined.kept else refined.reasons[-1])
     yield Progress("register", 1, 1, _summary(result),
                    result=RegistrationOutcome(result, comirs["fixed"], moving_comir))
 
@@ -330,8 +347,12 @@ def register_multimodal(fixed_image, moving_image, model: ComirModel | str = DEF
         A loaded model or a model name/path.
     method : {"search", "sift"}
         Global rotation x scale x translation search with sub-pixel refinement, or SIFT + RANSAC.
-    transform : {"rigid", "similarity", "affine"}
-        The transform model (default ``"affine"``: two microscopes' pixel grids differ by scale,
+    transform : {"rigid", "similarity", "affine", "deformable"}
+        ``"deformable"``: the affine result refined by a smooth displacement field on the CoMIRs,
+        kept only when the CoMIRs' details agree better beyond chance (``result.deformable``
+        says why not; images in memory only, see
+        :mod:`napari_comir.core.registration.deformable`). Otherwise the transform model
+        (default ``"affine"``: two microscopes' pixel grids differ by scale,
         rotation and a little stretch; docs/benchmarks.md, "Real pairs").
     rotation_range : float or (float, float)
         Angles searched, degrees: ±value (180 = any rotation) or a (low, high) range.

@@ -161,6 +161,14 @@ class DisplacementFieldTransform:
         field = _field_array(displacement_xy, "displacement_xy")
         return cls(affine, field, invert_field(field, float(spacing_px)), spacing_px)
 
+    @classmethod
+    def from_affine(cls, affine: AffineTransform, fixed_shape) -> DisplacementFieldTransform:
+        """The affine transform as a deformable one with a zero field over a fixed image of
+        ``fixed_shape`` (for formats that hold deformable transforms only)."""
+        spacing = float(max(1, max(tuple(fixed_shape)[:2]) - 1))
+        zero = np.zeros((2, 2, 2), np.float32)
+        return cls(affine, zero, zero, spacing)
+
     # ------------------------------------------------------------------ views
 
     @property

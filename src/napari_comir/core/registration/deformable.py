@@ -347,3 +347,22 @@ def register_deformable(fixed, moving, affine: AffineTransform, *, max_displacem
     result.seconds = time.perf_counter() - t0
     return result
 
+
+
+def refine_result(result, fixed_comir, moving_comir, *, device=None) -> DeformableResult:
+    """Run the deformable stage on a registration result's CoMIRs and record it in the result.
+
+    ``result.transform`` (an affine result) becomes the field when the verdict keeps it;
+    ``result.deformable`` gets the verdict's :meth:`DeformableResult.summary` and
+    ``result.timings["deformable"]`` its seconds. The CoMIRs are (rows, cols[, channels]) on
+    the fixed and the moving image's grids.
+    """
+    try:
+        refined = register_deformable(fixed_comir, moving_comir, result.transform, device=device)
+    except InputError as exc:  # e.g. an affine result with too little overlap: it stands
+        refined = DeformableResult(result.transform, False, [f"{exc}; the affine result stands"])
+    result.transform = refined.transform
+    result.deformable = refined.summary()
+    result.timings["deformable"] = refined.seconds
+    result.seconds += refined.seconds
+    return refined
