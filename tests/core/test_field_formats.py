@@ -90,3 +90,11 @@ def test_simpleitk_resamples_like_napari_comir(deformable, tmp_path):
     inside = resample(np.ones_like(moving), deformable, SHAPE, preserve_dtype=False) > 0.999
     assert inside.mean() > 0.5
     np.testing.assert_allclose(theirs[inside], ours[inside], atol=1e-3)
+
+
+def test_an_affine_result_written_as_a_zero_field(tmp_path):
+    as_field = DisplacementFieldTransform.from_affine(AFFINE, SHAPE)
+    back = read_transform(write_transform(as_field, tmp_path / "a.ngff.zarr"))
+    np.testing.assert_allclose(back.apply_xy(POINTS), AFFINE.apply_xy(POINTS), atol=1e-6)
+    np.testing.assert_allclose(back.inverse().apply_xy(POINTS), AFFINE.inverse().apply_xy(POINTS),
+                               atol=1e-6)
