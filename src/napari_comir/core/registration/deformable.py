@@ -5,19 +5,23 @@ stage starts from the affine result ``A`` (moving -> fixed), resamples the movin
 fixed grid with it, and fits a displacement field ``u`` (fixed px) so that the fixed CoMIR at
 ``p`` matches the affinely resampled moving one at ``p + u(p)``:
 
-1. ``u`` is a grid of control nodes (:data:`CONTROL_NODES` across the long side at the finest
-   level) interpolated bicubically (a free-form deformation, as elastix's B-spline), fitted coarse
-   to fine over block-mean levels (each level's grid twice as fine as the last's, started from it),
-   by Adam on ``1 - NCC`` (over the overlap, channels averaged) plus a membrane penalty on the
-   nodes' gradients (:data:`REGULARISATION`).
-2. Every step, nodes are kept within ``max_displacement_px`` of the affine result.
-3. The result is checked: no fold (det(I + grad u) > :data:`MIN_JACOBIAN` on every node) and an
-   inverse field that converges; otherwise the affine result stands.
-4. **Verdict**: the detail score (:func:`..confidence.detail_score`'s significance of the CoMIR
-   details' NCC) with the field must beat the affine one's by :data:`MIN_DETAIL_GAIN`
-   (a z: the difference of two Fisher z's on the same overlap, over sqrt 2) — beyond what fitting
-   a smooth field to an aligned pair gives (docs/benchmarks.md "Deformable").
-   Otherwise the affine result stands, with the reason.
+1. ``u`` is a cubic B-spline on a grid of control nodes (:data:`CONTROL_NODES` across the long
+   side at the finest level; a free-form deformation, as elastix's B-spline transform), fitted
+   coarse to fine over block-mean levels (each level's grid twice as fine as the last's, started
+   from its least-squares fit of the coarser field), by Adam on ``1 - NCC`` (over the overlap,
+   channels averaged) plus a membrane penalty on the coefficients' gradients
+   (:data:`REGULARISATION`).
+2. Every step, coefficients longer than ``max_displacement_px`` are shortened to it: a B-spline
+   field is a convex combination of its coefficients, so no point moves further than that beyond
+   the affine result.
+3. The result is checked: no fold (det(I + grad u) > :data:`MIN_JACOBIAN` on every node of the
+   stored field) and an inverse field that converges; otherwise the affine result stands.
+4. **Verdict**: the detail score (as :func:`.confidence.detail_score`: Fisher's z of the NCC of
+   the CoMIRs' details, here band-passed (:func:`_band`), times the square root of the overlap
+   in detail patches) with the field must beat the affine result's, on the same overlap, by
+   :data:`MIN_DETAIL_GAIN` (the difference over sqrt 2) — beyond what fitting a smooth field to
+   an already aligned pair gives (docs/benchmarks.md, "Deformable refinement"). Otherwise the
+   affine result stands, with the reason.
 
 The finest level is the coarsest block mean with a long side of at most :data:`WORK_SIDE` px:
 a field smooth over ``long side / CONTROL_NODES`` px is found there as well as at full size, in a
