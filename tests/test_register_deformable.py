@@ -75,3 +75,13 @@ def test_deformable_refuses_matrix_exports_and_whole_slides_before_any_work(defo
         api.registration_events(large, large, transform="deformable")
     with pytest.raises(InputError, match="deformable"):
         api.registration_events(np.zeros((64, 64)), np.zeros((64, 64)), transform="bspline")
+
+
+def test_options_take_deformable_and_register_affine_first():
+    from napari_comir.pipeline import RegistrationOptions
+
+    options = RegistrationOptions(transform="deformable")
+    assert options.affine_model == "affine" and RegistrationOptions().affine_model == "affine"
+    assert RegistrationOptions(transform="rigid").affine_model == "rigid"
+    with pytest.raises(InputError, match="deformable"):
+        RegistrationOptions(transform="bspline")
