@@ -69,3 +69,17 @@ def test_options_object_and_keywords_agree(tiny_model):
     by_keywords = api.register_multimodal(shg, bf, tiny_model, transform="rigid", rotation_range=40)
     assert by_object.transform.model == "rigid"
     np.testing.assert_allclose(by_object.transform.matrix_xy, by_keywords.transform.matrix_xy)
+
+
+def test_final_refinement_on_the_images_is_timed_and_never_far_from_the_comir_result():
+    """The final refinement runs on the images in memory (its time recorded), lands within a
+    refinement's reach of the CoMIR result and keeps the pair registered."""
+    from napari_comir.core.transforms import corner_error
+
+    bf, shg, truth = misaligned_pair((256, 256), seed=2, angle_deg=-35.0)
+    plain = api.register_multimodal(shg, bf, "bf-shg", final_refinement="none")
+    refined = api.register_multimodal(shg, bf, "bf-shg")
+    assert "mutual_information" in refined.timings and "mutual_information" not in plain.timings
+    assert corner_error(plain.transform, refined.transform, bf.shape[:2]) <= 0.01 * 256
+    assert corner_error(truth, refined.transform, bf.shape[:2]) <= 0.02 * 256
+    assert refined.success_likely
