@@ -21,6 +21,7 @@ from .core.defaults import (
     DEFAULT_TRANSFORM,
     FINAL_REFINEMENTS,
     REGISTRATION_METHODS,
+    TRANSFORM_CHOICES,
     TRANSFORM_MODELS,
 )
 
@@ -371,12 +372,18 @@ def _register(args) -> int:
 
 
 def describe(result) -> str:
-    """The result as a microscopist reads it: rotation, scale, shift of the centre, verdict."""
-    parts = result.transform.decompose(result.moving_centre_xy)
-    text = (f"{result.transform.model}: rotation {parts.angle_deg:.2f}°, scale "
+    """The result as a microscopist reads it: rotation, scale, shift of the centre, verdict (and
+    the deformable stage's)."""
+    affine = getattr(result.transform, "affine", result.transform)
+    parts = affine.decompose(result.moving_centre_xy)
+    text = (f"{affine.model}: rotation {parts.angle_deg:.2f}°, scale "
             f"{parts.scale_xy[0]:.4f} x {parts.scale_xy[1]:.4f}, shear {parts.shear:.4f}, centre "
             f"shifted by ({parts.shift_xy[0]:.1f}, {parts.shift_xy[1]:.1f}) px; score "
             f"{result.score:.3f}, detail {result.detail_score:.1f}, {result.seconds:.2f} s")
+    if result.deformable is not None:
+        text += (f"\n  + displacement field: up to {result.deformable['max_displacement_px']:.1f} px, "
+                 f"detail gain {result.deformable['detail_gain']:.1f}" if result.deformable["kept"]
+                 else "\n  no displacement field: " + "; ".join(result.deformable["reasons"]))
     if not result.success_likely:
         text += "\n  PROBABLY WRONG (check the overlay): " + "; ".join(result.reasons)
     return text
@@ -581,16 +588,20 @@ def build_parser() -> argparse.ArgumentParser:
                      "transform file (SimpleITK.ReadTransform): FIXED -> MOVING physical points, µm "
                      "(pixel-centre index x pixel size; pixel units when the sizes are unknown)")
     reg.add_argument("--export-ngff", metavar="JSON", help="also write an OME-NGFF (RFC-5) "
-                     "coordinateTransformations JSON: an affine from MOVING to FIXED, µm, axes (y, x)")
+                     "coordinateTransformations JSON: an affine from MOVING to FIXED, µm, axes (y, x) "
+                     "(a .ngff.zarr group holding the field for --transform deformable)")
     reg.add_argument("--export-csv", metavar="CSV", help="also write the transform as CSV (MOVING -> "
                      "FIXED pixels, matrix_xy; its convention in CSV.README.txt beside it)")
     reg.add_argument("--export-qupath", metavar="TXT", help="also write the 2x3 matrix for QuPath's "
                      "Interactive image alignment (FIXED -> MOVING, pixels, pixel-corner origin)")
     reg.add_argument("--method", default=DEFAULT_METHOD, choices=REGISTRATION_METHODS,
                      help="global rotation x translation search (default) or SIFT + RANSAC")
-    reg.add_argument("--transform", default=DEFAULT_TRANSFORM, choices=TRANSFORM_MODELS,
+    reg.add_argument("--transform", default=DEFAULT_TRANSFORM, choices=TRANSFORM_CHOICES,
                      help="transform model: rotation + shift; + one scale; or any affine map (default "
-                     "affine: two microscopes' pixel grids differ by scale, rotation and a little stretch)")
+                     "affine: two microscopes' pixel grids differ by scale, rotation and a little "
+                     "stretch); deformable: the affine result refined by a smooth displacement field, "
+                     "kept only where the CoMIRs' details agree better beyond chance (images up to "
+                     "4096 px; export as .tfm or .ngff.zarr)")
     reg.add_argument("--rotation-range", type=float, default=DEFAULT_ROTATION_RANGE, metavar="DEG",
                      help="search rotations within ±DEG degrees (default 180: any rotation)")
     reg.add_argument("--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"),

@@ -16,40 +16,47 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .field_transform import DisplacementFieldTransform, resample
+from .io.field_formats import is_deformable_json, read_field_json
 from .io.files import check_output_path, check_outputs_apart, read_utf8_text
 from .io.geojson import read_geojson, transform_geojson, write_geojson
 from .io.slides import open_image
 from .io.transform_formats import format_from_path, read_transform
 from .tiled_resample import check_resampled_path, resample_to_file
-from .transforms import AffineTransform, resample
+from .transforms import AffineTransform
+
+#: What carries data between the images: an affine or a deformable transform.
+TRANSFORM_TYPES = (AffineTransform, DisplacementFieldTransform)
 
 
-def as_transform(transform) -> AffineTransform:
+def as_transform(transform):
     """The moving -> fixed transform from an object or a file.
 
     Parameters
     ----------
-    transform : AffineTransform, RegistrationResult, str or os.PathLike
-        A transform; anything with an AffineTransform ``transform`` attribute (a registration
-        result); or a file: the JSON ``napari-comir register --out`` writes (the whole result is
-        read for its ``matrix_xy``), napari-comir's transform JSON or CSV, or any format
+    transform : AffineTransform, DisplacementFieldTransform, RegistrationResult, str or os.PathLike
+        A transform; anything with such a ``transform`` attribute (a registration result); or
+        a file: the JSON ``napari-comir register --out`` writes (the whole result is read for
+        its ``matrix_xy``, or its field when ``transform`` is "deformable"), napari-comir's
+        transform JSON or CSV, or any format
         :func:`napari_comir.core.io.transform_formats.read_transform` reads (ITK ``.tfm``,
-        ``.ngff.json``, ``.qupath.txt``; their pixel sizes as the file records them).
+        ``.ngff.json``/``.ngff.zarr``, ``.qupath.txt``, ``.npz``; their pixel sizes as the file
+        records them).
 
     Returns
     -------
-    AffineTransform
+    AffineTransform or DisplacementFieldTransform
         Moving pixel (x, y) -> fixed pixel (x, y), 0-based pixel centres.
     """
-    if isinstance(transform, AffineTransform):
+    if isinstance(transform, TRANSFORM_TYPES):
         return transform
-    if isinstance(getattr(transform, "transform", None), AffineTransform):
+    if isinstance(getattr(transform, "transform", None), TRANSFORM_TYPES):
         return transform.transform
     if not isinstance(transform, (str, os.PathLike)):
         raise InputError("expected a transform (AffineTransform, registration result, or a "
                          f"transform file), got {type(transform).__name__}")
     path = Path(transform)
-    if not path.is_file():
+    if not (path.is_file() or path.name.lower().endswith(".ngff.zarr") and path.is_dir()):
         raise InputError(f"transform file not found: {path}")
     try:
         format_name = format_from_path(path)
@@ -66,12 +73,14 @@ def as_transform(transform) -> AffineTransform:
         if not text.lstrip().startswith("{"):
             raise InputError("not a JSON object; expected the JSON `napari-comir register --out` "
                              "writes (with 'matrix_xy'), or a transform CSV")
+        if is_deformable_json(text):
+            return read_field_json(text)
         return AffineTransform.from_json(text)
     except InputError as exc:
         raise InputError(f"{path.name}: {exc}") from exc
 
 
-def _directed(transform, inverse: bool) -> AffineTransform:
+def _directed(transform, inverse: bool):
     transform = as_transform(transform)
     return transform.inverse() if inverse else transform
 
@@ -85,7 +94,7 @@ def transform_points_rc(points_rc, transform, *, inverse: bool = False,
     points_rc : array_like
         (N, D) with D >= 2: the last two columns are (row, col); leading columns (e.g. a plane
         or time index) are kept.
-    transform : AffineTransform or path
+    transform : AffineTransform, DisplacementFieldTransform or path
         Moving -> fixed transform (see :func:`as_transform`).
     inverse : bool
         ``False``: the points are in the moving image's frame and go to fixed pixels; ``True``:
@@ -132,7 +141,7 @@ def apply_transform_to_points(transform, points_rc=None, *, points_xy=None,
 
     Parameters
     ----------
-    transform : AffineTransform, RegistrationResult or path
+    transform : AffineTransform, DisplacementFieldTransform, RegistrationResult or path
         Moving -> fixed transform (see :func:`as_transform`).
     points_rc, points_xy : array_like
         (N, 2) pixel coordinates, 0-based pixel centres, in the moving image (or, with
@@ -161,7 +170,7 @@ def apply_transform_to_image(transform, image, output_shape, *, inverse: bool = 
 
     Parameters
     ----------
-    transform : AffineTransform, RegistrationResult or path
+    transform : AffineTransform, DisplacementFieldTransform, RegistrationResult or path
         Moving -> fixed transform (see :func:`as_transform`).
     image : np.ndarray
         (rows, cols) or (rows, cols, channels) on the moving image's grid (on the fixed image's
@@ -196,7 +205,7 @@ def apply_transform_to_geojson(transform, in_path, out_path, *, inverse: bool = 
 
     Parameters
     ----------
-    transform : AffineTransform, RegistrationResult or path
+    transform : AffineTransform, DisplacementFieldTransform, RegistrationResult or path
         Moving -> fixed transform (see :func:`as_transform`).
     in_path, out_path : str or os.PathLike
         The annotations and where to write them (atomically; checked before any work, and
@@ -245,7 +254,7 @@ def apply_transform_to_image_file(transform, in_path, like_path, out_path, *,
 
     Parameters
     ----------
-    transform : AffineTransform, RegistrationResult or path
+    transform : AffineTransform, DisplacementFieldTransform, RegistrationResult or path
         Moving -> fixed transform (see :func:`as_transform`).
     in_path : str or os.PathLike
         The image, on the moving image's grid (on the fixed image's with ``inverse``).

@@ -5,6 +5,11 @@ Plain values only (no numpy, no torch): the CLI reads them before it imports any
 
 #: The transform models, from the most to the least constrained.
 TRANSFORM_MODELS = ("rigid", "similarity", "affine")
+#: The affine result refined by a smooth displacement field on the CoMIRs (kept only when the
+#: details agree better beyond chance: core/registration/deformable.py).
+DEFORMABLE = "deformable"
+#: What ``--transform`` / ``transform=`` accept: a model, or the deformable refinement of affine.
+TRANSFORM_CHOICES = (*TRANSFORM_MODELS, DEFORMABLE)
 #: The transform model by default. Affine: on the 20 raw BF/SHG cases it registered 20 (median
 #: 1.4 px), similarity 16 and rigid 5, and it keeps the synthetic rigid results
 #: (docs/benchmarks.md, "Real pairs").

@@ -274,3 +274,25 @@ def rotation_equivariance_events(model: ComirModel, image: np.ndarray, modality:
     inside = ndimage.binary_erosion(inside, iterations=4)
     r = pearson(comirs[0], back, np.repeat(inside[..., None], comirs[0].shape[-1], -1))
     yield Progress("infer", 1, 1, f"r = {r:.3f}", result=(r, back))
+
+
+def smooth_deformation(shape, max_displacement_px: float, rng: np.random.Generator, *,
+                       smoothness_px: float = 64.0, spacing_px: float = 4.0):
+    """A random smooth, fold-free deformation of an image of ``shape`` (a benchmark case).
+
+    Each of (dx, dy) is white noise blurred by a Gaussian of ``smoothness_px``, scaled so the
+    largest displacement is ``max_displacement_px``.
+
+    Returns
+    -------
+    DisplacementFieldTransform
+        Identity affine part; ``resample(image, field.inverse(), shape)`` deforms an image so
+        that ``field`` maps the deformed image (moving) back onto ``image`` (fixed).
+    """
+    from .field_transform import DisplacementFieldTransform, grid_shape
+
+    nodes = grid_shape(shape, spacing_px)
+    field = np.stack([ndimage.gaussian_filter(rng.standard_normal(nodes), smoothness_px / spacing_px,
+                                              mode="reflect") for _ in range(2)], axis=-1)
+    field *= max_displacement_px / np.linalg.norm(field, axis=-1).max()
+    return DisplacementFieldTransform.from_displacement(AffineTransform.rigid(0.0), field, spacing_px)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .field_transform import read_at, source_xy
 from .io.files import check_output_path
 from .io.slides import (
     OUTPUT_TILE,
@@ -26,14 +27,14 @@ from .io.slides import (
     write_tiff_pyramid,
 )
 from .progress import Progress
-from .transforms import AffineTransform, resample
+from .transforms import AffineTransform, cast_like, resample
 
 #: Side of the output tiles resampled at a time (px).
 RESAMPLE_TILE = 1024
 OME_ZARR_SUFFIX = ".ome.zarr"
 
 
-def resample_tiles(moving, transform: AffineTransform, output_shape, *, tile: int = RESAMPLE_TILE,
+def resample_tiles(moving, transform, output_shape, *, tile: int = RESAMPLE_TILE,
                    order: int = 1, cval: float = 0.0) -> Iterator[tuple[slice, slice, np.ndarray]]:
     """Yield ``(rows, cols, pixels)`` of the moving image resampled onto the fixed grid, tile by tile.
 
@@ -42,8 +43,9 @@ def resample_tiles(moving, transform: AffineTransform, output_shape, *, tile: in
     moving : array-like
         (rows, cols[, channels]); numpy, or lazy (:class:`~napari_comir.core.io.slides.Slide`,
         zarr): only the region under each tile is read.
-    transform : AffineTransform
-        Moving -> fixed, pixel (x, y).
+    transform : AffineTransform or DisplacementFieldTransform
+        Moving -> fixed, pixel (x, y). A deformable tile reads the moving region its pixels'
+        sources span (the field is evaluated for every pixel of the tile).
     output_shape : (int, int)
         Fixed grid (rows, cols).
     tile, order, cval
@@ -51,6 +53,7 @@ def resample_tiles(moving, transform: AffineTransform, output_shape, *, tile: in
         outside the moving image.
     """
     rows, cols = (int(n) for n in tuple(output_shape)[:2])
+    affine = isinstance(transform, AffineTransform)
     to_moving = transform.inverse()
     margin = order + 1  # the spline's support around each mapped pixel centre
     moving_rows, moving_cols = moving.shape[:2]
@@ -59,9 +62,13 @@ def resample_tiles(moving, transform: AffineTransform, output_shape, *, tile: in
         for col in range(0, cols, tile):
             out_rows, out_cols = slice(row, min(rows, row + tile)), slice(col, min(cols, col + tile))
             shape = (out_rows.stop - row, out_cols.stop - col)
-            corners_xy = np.array([[col, row], [out_cols.stop - 1, row], [col, out_rows.stop - 1],
-                                   [out_cols.stop - 1, out_rows.stop - 1]], float)
-            mapped = to_moving.apply_xy(corners_xy)
+            if affine:
+                mapped = to_moving.apply_xy(np.array(
+                    [[col, row], [out_cols.stop - 1, row], [col, out_rows.stop - 1],
+                     [out_cols.stop - 1, out_rows.stop - 1]], float))
+            else:
+                sources = source_xy(transform, out_rows, out_cols)
+                mapped = sources.reshape(-1, 2)
             x0, y0 = (max(0, math.floor(v) - margin) for v in mapped.min(axis=0))
             x1 = min(moving_cols, math.ceil(mapped[:, 0].max()) + margin + 1)
             y1 = min(moving_rows, math.ceil(mapped[:, 1].max()) + margin + 1)
@@ -69,9 +76,14 @@ def resample_tiles(moving, transform: AffineTransform, output_shape, *, tile: in
                 yield out_rows, out_cols, np.full(shape + extra, cval, dtype=moving.dtype)
                 continue
             crop = np.asarray(moving[y0:y1, x0:x1])
-            local = (AffineTransform.rigid(0.0, (-col, -row)).compose(transform)
-                     .compose(AffineTransform.rigid(0.0, (x0, y0))))
-            yield out_rows, out_cols, resample(crop, local, shape, order=order, cval=cval)
+            if affine:
+                local = (AffineTransform.rigid(0.0, (-col, -row)).compose(transform)
+                         .compose(AffineTransform.rigid(0.0, (x0, y0))))
+                yield out_rows, out_cols, resample(crop, local, shape, order=order, cval=cval)
+            else:
+                yield out_rows, out_cols, cast_like(read_at(crop, sources - [x0, y0], order, cval),
+                                                   crop.dtype)
+
 
 
 def _is_ome_zarr(path: Path) -> bool:
@@ -93,7 +105,7 @@ def check_resampled_path(path: str | os.PathLike) -> Path:
     return check_output_path(path)
 
 
-def resample_to_file(moving, transform: AffineTransform, output_shape, path: str | os.PathLike, *,
+def resample_to_file(moving, transform, output_shape, path: str | os.PathLike, *,
                      pixel_size_um: float | None = None, order: int = 1,
                      tile: int = RESAMPLE_TILE) -> Iterator[Progress]:
     """Resample onto the fixed grid and write the result, in bounded memory, as Progress events.

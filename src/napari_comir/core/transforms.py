@@ -417,14 +417,20 @@ def resample(
         for ch in channels
     ]
     out = warped[0] if moving.ndim == 2 else np.stack(warped, axis=-1)
-    if preserve_dtype and out.dtype != moving.dtype:
-        if np.issubdtype(moving.dtype, np.integer):
-            info = np.iinfo(moving.dtype)
-            out = np.clip(np.rint(out), info.min, info.max)
-        elif moving.dtype == np.bool_:
-            out = out > 0.5
-        out = out.astype(moving.dtype)
-    return out
+    return cast_like(out, moving.dtype) if preserve_dtype else out
+
+
+def cast_like(resampled: np.ndarray, dtype) -> np.ndarray:
+    """A resampled image back in the input's ``dtype`` (integers rounded and clipped to its
+    range, booleans thresholded at 0.5)."""
+    if resampled.dtype == dtype:
+        return resampled
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        resampled = np.clip(np.rint(resampled), info.min, info.max)
+    elif dtype == np.bool_:
+        resampled = resampled > 0.5
+    return resampled.astype(dtype)
 
 
 def corner_error(true: AffineTransform, found: AffineTransform, shape_rc) -> float:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.defaults import DEFAULT_MODEL_NAME
+from ..core.defaults import DEFAULT_MODEL_NAME, DEFORMABLE
 from ..core.device import resolve_device
 from ..core.inference import COMIR_EDGE_PX, compute_comir, compute_comir_pair
 from ..core.progress import Progress
@@ -20,6 +20,7 @@ from ..core.registration import (
     refine_mutual_information,
     register,
 )
+from ..core.registration.deformable import refine_result
 from ..core.transforms import AffineTransform, corner_error, resample
 from ..core.zoo import ComirModel
 from ..core.zoo import load_model as load_model_file
@@ -86,7 +87,7 @@ def _registration_events(model: ComirModel, fixed_image, moving_image, plan: Reg
                        "windows at the model's scale")
         result = register_pyramid(model, fixed_image, moving_image,
                                   rotation_range=options.rotation_range,
-                                  transform=options.transform, scale_range=options.scale_range,
+                                  transform=options.affine_model, scale_range=options.scale_range,
                                   fixed_pixel_size_um=options.fixed_pixel_size,
                                   moving_pixel_size_um=options.moving_pixel_size,
                                   border=COMIR_EDGE_PX, fixed_modality=options.fixed_modality,
@@ -112,9 +113,9 @@ def _registration_events(model: ComirModel, fixed_image, moving_image, plan: Reg
             comirs[key] = compute_comir(model, image, modality)
         yield Progress("infer", len(todo), len(todo), "CoMIRs done")
     comir_seconds = time.perf_counter() - start
-    yield Progress("register", 0, 1, f"registering the CoMIRs ({options.transform}, {options.method})")
+    yield Progress("register", 0, 1, f"registering the CoMIRs ({options.affine_model}, {options.method})")
     result = register_comirs(model, comirs["fixed"], comirs["moving"], method=options.method,
-                             transform=options.transform, rotation_range=options.rotation_range,
+                             transform=options.affine_model, rotation_range=options.rotation_range,
                              scale_range=plan.search_range, initial=options.initial_transform)
     if options.final_refinement == "mutual-information":
         yield Progress("register", 0, 1, "refining on the images (mutual information)")
@@ -128,6 +129,10 @@ def _registration_events(model: ComirModel, fixed_image, moving_image, plan: Reg
         moving_comir = moving_comir.reshape(*result.moving_shape, -1)
     result.timings = {"comir": comir_seconds, **result.timings}
     result.seconds = time.perf_counter() - start
+    if options.transform == DEFORMABLE:
+        yield Progress("deformable", 0, 1, "refining the affine result with a displacement field")
+        refined = refine_result(result, comirs["fixed"], moving_comir, device=model.device)
+        yield Progress("deformable", 1, 1, "field kept" if refined.kept else refined.reasons[-1])
     yield Progress("register", 1, 1, _summary(result),
                    result=RegistrationOutcome(result, comirs["fixed"], moving_comir))
 
@@ -159,7 +164,7 @@ def _refined_on_images(model: ComirModel, comirs: dict, fixed_image, moving_imag
     # Both judged alike: the loosest model's scale range, the CoMIRs' masked NCC as it stands.
     before, after = (register_comirs(model, comirs["fixed"], comirs["moving"], initial=t,
                                      refine=False, select_model=False,
-                                     transform=plan.options.transform, scale_range=plan.search_range)
+                                     transform=plan.options.affine_model, scale_range=plan.search_range)
                      for t in (transform, refined))
     if after.score < before.score * (1 - MAX_SCORE_LOSS) or (result.success_likely
                                                              and not after.success_likely):

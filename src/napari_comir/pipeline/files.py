@@ -13,15 +13,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.defaults import DEFAULT_MODEL_NAME
+from ..core.defaults import DEFAULT_MODEL_NAME, DEFORMABLE
 from ..core.errors import InputError
+from ..core.field_transform import DisplacementFieldTransform
 from ..core.io import check_output_path, check_outputs_apart, read_pixel_size
+from ..core.io.field_formats import NGFF_ZARR_SUFFIX
 from ..core.io.slides import Slide, open_image
 from ..core.io.transform_formats import csv_readme_path, write_transform
 from ..core.progress import Progress
 from ..core.registration import RegistrationResult
 from ..core.registration.levels import to_level
 from ..core.tiled_resample import check_resampled_path, resample_to_file
+from ..core.transforms import AffineTransform
 from ..core.zoo import ComirModel
 from .arrays import as_model, registration_events
 from .options import RegistrationOptions, recorded_pixel_sizes
@@ -113,6 +116,8 @@ def file_registration_events(fixed_path: str | os.PathLike, moving_path: str | o
             check_output_path(path)
     if resampled is not None:
         check_resampled_path(resampled)
+    if options.transform == DEFORMABLE:
+        _check_deformable_exports(exports, label)
     sizes = file_pixel_sizes(fixed_path, moving_path, *options.pixel_sizes, options.scale_range)
     options = RegistrationOptions.build(options, fixed_pixel_size=sizes[0], moving_pixel_size=sizes[1])
     model = as_model(model, options.device)
@@ -121,6 +126,17 @@ def file_registration_events(fixed_path: str | os.PathLike, moving_path: str | o
     fixed, moving = open_image(fixed_path), open_image(moving_path)
     run = registration_events(fixed, moving, model, options)
     return _events(run, model.card, fixed, moving, sizes, resampled, exports)
+
+
+def _check_deformable_exports(exports: dict, label: dict) -> None:
+    """Refuse, before any work, exports that cannot hold a deformable result."""
+    for name, path in exports.items():
+        if name in ("csv", "qupath"):
+            raise InputError(f"{label[name]}: {name} holds an affine matrix only; export a "
+                             "deformable result as ITK (.tfm) or OME-NGFF (.ngff.zarr)")
+        if name == "ngff" and not path.name.lower().endswith(NGFF_ZARR_SUFFIX):
+            raise InputError(f"{label[name]}: a deformable result's OME-NGFF form is a zarr group "
+                             f"holding the field: name it {NGFF_ZARR_SUFFIX}")
 
 
 def _events(run, card, fixed, moving, sizes, resampled, exports) -> Iterator[Progress]:
@@ -140,7 +156,10 @@ def _events(run, card, fixed, moving, sizes, resampled, exports) -> Iterator[Pro
             outcome.written["resampled"] = str(resampled)
         export_sizes = sizes if None not in sizes else (1.0, 1.0)  # unknown: pixel units
         for name, path in exports.items():
-            write_transform(outcome.result.transform, path, format=name,
+            found = outcome.result.transform
+            if path.name.lower().endswith(NGFF_ZARR_SUFFIX) and isinstance(found, AffineTransform):
+                found = DisplacementFieldTransform.from_affine(found, fixed.shape[:2])  # field refused
+            write_transform(found, path, format=name,
                             fixed_pixel_size_um=export_sizes[0], moving_pixel_size_um=export_sizes[1],
                             center_xy=outcome.result.moving_centre_xy)
             outcome.written[name] = str(path)

@@ -15,8 +15,10 @@ from ..core.defaults import (
     DEFAULT_ROTATION_RANGE,
     DEFAULT_SCALE_RANGE,
     DEFAULT_TRANSFORM,
+    DEFORMABLE,
     FINAL_REFINEMENTS,
     REGISTRATION_METHODS,
+    TRANSFORM_CHOICES,
 )
 from ..core.errors import InputError
 from ..core.registration import angle_bounds, check_model, scale_bounds
@@ -54,9 +56,12 @@ class RegistrationOptions:
     ----------
     method : {"search", "sift"}
         Global rotation x scale x translation search with sub-pixel refinement, or SIFT + RANSAC.
-    transform : {"rigid", "similarity", "affine"}
+    transform : {"rigid", "similarity", "affine", "deformable"}
         The loosest transform model allowed (default ``"affine"``: two microscopes' pixel grids
         differ by scale, rotation and a little stretch; the simplest model that fits is kept).
+        ``"deformable"``: the affine result refined by a smooth displacement field on the
+        CoMIRs, kept only when their details agree better beyond chance (images in memory
+        only; :mod:`napari_comir.core.registration.deformable`).
     rotation_range : float or (float, float)
         Angles searched, degrees: ±value (180 = any rotation) or a (low, high) range.
     scale_range : (float, float), optional
@@ -95,7 +100,10 @@ class RegistrationOptions:
         if self.method not in REGISTRATION_METHODS:
             raise InputError(f"method must be one of {', '.join(REGISTRATION_METHODS)}, "
                              f"got {self.method!r}")
-        check_model(self.transform)
+        if self.transform not in TRANSFORM_CHOICES:
+            raise InputError(f"transform must be one of {', '.join(TRANSFORM_CHOICES)}, "
+                             f"got {self.transform!r}")
+        check_model(self.affine_model)
         if self.final_refinement not in FINAL_REFINEMENTS:
             raise InputError(f"final_refinement must be one of {', '.join(FINAL_REFINEMENTS)}, "
                              f"got {self.final_refinement!r}")
@@ -107,7 +115,7 @@ class RegistrationOptions:
                                                                  "fixed_pixel_size"))
         object.__setattr__(self, "moving_pixel_size", _pixel_size(self.moving_pixel_size,
                                                                   "moving_pixel_size"))
-        scale_bounds(self.scale_plan()[1], self.transform)
+        scale_bounds(self.scale_plan()[1], self.affine_model)
 
     @classmethod
     def build(cls, options: RegistrationOptions | None = None, **values) -> RegistrationOptions:
@@ -119,6 +127,11 @@ class RegistrationOptions:
         """The options an ``argparse`` namespace holds under the fields' names (others default)."""
         return cls(**{field.name: getattr(namespace, field.name) for field in fields(cls)
                       if hasattr(namespace, field.name)})
+
+    @property
+    def affine_model(self) -> str:
+        """The transform model of the affine registration (``"affine"`` before a deformable stage)."""
+        return "affine" if self.transform == DEFORMABLE else self.transform
 
     @property
     def pixel_sizes(self) -> tuple[float | None, float | None]:
@@ -144,7 +157,7 @@ class RegistrationOptions:
         fixed_size, moving_size = self.pixel_sizes
         if (fixed_size is None) != (moving_size is None):
             raise InputError("give both pixel sizes (fixed and moving) or neither")
-        if fixed_size is None or self.transform == "rigid":
+        if fixed_size is None or self.affine_model == "rigid":
             return 1.0, self.scale_range
         if self.scale_range is not None:
             raise InputError("give pixel sizes or a scale_range, not both")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..transforms import AffineTransform, coordinate_transform
+from ..field_transform import coordinate_map
 from .files import atomic_path, read_utf8_text
 
 #: Nesting depth of each geometry type's ``coordinates`` above a position ([x, y]).
@@ -299,7 +299,7 @@ def map_geojson_xy(data, map_xy: Callable[[np.ndarray], np.ndarray]):
 
 def transform_geojson(
     data,
-    transform: AffineTransform,
+    transform,
     *,
     inverse: bool = False,
     origin: str = "corner",
@@ -312,8 +312,9 @@ def transform_geojson(
     ----------
     data : dict or list
         A FeatureCollection, a Feature, a geometry or a list of features.
-    transform : AffineTransform
-        Moving -> fixed transform (as registration finds it: 0-based pixel centres).
+    transform : AffineTransform or DisplacementFieldTransform
+        Moving -> fixed transform (as registration finds it: 0-based pixel centres); a
+        deformable one carries every vertex through its field (both ways).
     inverse : bool
         ``False``: the annotations were drawn on the moving image and are carried onto the fixed
         one. ``True``: drawn on the fixed image, carried onto the moving one.
@@ -330,10 +331,9 @@ def transform_geojson(
         The annotations in the target image's frame (same origin and units), everything but the
         coordinates and ``bbox`` kept; ``data`` is not changed.
     """
-    mapping = coordinate_transform(transform, inverse=inverse, origin=origin,
-                                   moving_pixel_size=moving_pixel_size,
-                                   fixed_pixel_size=fixed_pixel_size)
-    return map_geojson_xy(data, mapping.apply_xy)
+    return map_geojson_xy(data, coordinate_map(transform, inverse=inverse, origin=origin,
+                                               moving_pixel_size=moving_pixel_size,
+                                               fixed_pixel_size=fixed_pixel_size))
 
 
 def write_geojson(path: str | os.PathLike, data, *, indent: int | None = None) -> None:

@@ -33,15 +33,26 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..field_transform import DisplacementFieldTransform
 from ..transforms import MODELS, AffineTransform, coordinate_transform, from_coordinate_transform
+from .field_formats import (
+    from_itk_field_text,
+    is_deformable_json,
+    is_itk_field_text,
+    read_field_json,
+    read_ngff_field,
+    write_field_transform,
+)
 from .files import write_text_atomic
 
 #: Format names, and the file-name endings that choose them (longest first: ``.qupath.txt`` is
 #: QuPath, any other ``.txt`` ITK).
-FORMATS = ("itk", "ngff", "qupath", "csv", "json")
+FORMATS = ("itk", "ngff", "qupath", "csv", "json", "npz")
 SUFFIX_FORMATS = (
     (".qupath.txt", "qupath"),
     (".ngff.json", "ngff"),
+    (".ngff.zarr", "ngff"),
+    (".npz", "npz"),
     (".tfm", "itk"),
     (".txt", "itk"),
     (".csv", "csv"),
@@ -575,20 +586,22 @@ def transform_output_paths(path, format_name: str | None = None) -> list[Path]:
     return [Path(path), csv_readme_path(path)] if format_name == "csv" else [Path(path)]
 
 
-def write_transform(transform: AffineTransform, path: str | os.PathLike, *, format: str | None = None,
+def write_transform(transform, path: str | os.PathLike, *, format: str | None = None,
                     fixed_pixel_size_um: float = 1.0, moving_pixel_size_um: float = 1.0,
                     center_xy=None) -> Path:
     """Write a transform for another tool, atomically.
 
     Parameters
     ----------
-    transform : AffineTransform
-        Moving -> fixed transform in pixels.
+    transform : AffineTransform or DisplacementFieldTransform
+        Moving -> fixed transform in pixels. A deformable one is written as ITK, NGFF (a
+        ``.ngff.zarr`` group), JSON or NPZ (see :mod:`.field_formats`).
     path : str or os.PathLike
         Output file.
-    format : {"itk", "ngff", "qupath", "csv", "json"}, optional
-        Default: from the file name (``.tfm``/``.txt`` ITK, ``.ngff.json`` NGFF, ``.qupath.txt``
-        QuPath, ``.csv`` CSV, ``.json`` napari-comir's JSON).
+    format : {"itk", "ngff", "qupath", "csv", "json", "npz"}, optional
+        Default: from the file name (``.tfm``/``.txt`` ITK, ``.ngff.json`` NGFF (``.ngff.zarr``
+        for a deformable transform), ``.qupath.txt`` QuPath, ``.csv`` CSV, ``.json``
+        napari-comir's JSON, ``.npz`` a deformable transform's arrays).
     fixed_pixel_size_um, moving_pixel_size_um : float
         Isotropic pixel sizes (µm) of the physical formats (ITK, NGFF); 1.0 gives pixel units.
         The pixel formats (QuPath, CSV, JSON) do not need them.
@@ -601,10 +614,15 @@ def write_transform(transform: AffineTransform, path: str | os.PathLike, *, form
         The file written (a CSV also gets ``<name>.README.txt`` beside it).
     """
     format_name = _check_format(format, path)
-    if not isinstance(transform, AffineTransform):
-        raise InputError(f"expected an AffineTransform, got {type(transform).__name__}")
     sizes = {"fixed_pixel_size_um": _check_pixel_size_um(fixed_pixel_size_um, "fixed_pixel_size_um"),
              "moving_pixel_size_um": _check_pixel_size_um(moving_pixel_size_um, "moving_pixel_size_um")}
+    if isinstance(transform, DisplacementFieldTransform):
+        return write_field_transform(transform, path, format_name, center_xy=center_xy, **sizes)
+    if not isinstance(transform, AffineTransform):
+        raise InputError(f"expected an AffineTransform, got {type(transform).__name__}")
+    if format_name == "npz" or Path(path).name.lower().endswith(".ngff.zarr"):
+        raise InputError(f"{Path(path).name}: .npz and .ngff.zarr hold a deformable transform; "
+                         "write an affine one as .tfm, .ngff.json, .qupath.txt, .csv or .json")
     path = Path(path)
     if format_name == "itk":
         text = to_itk_text(transform, **sizes)
@@ -623,19 +641,31 @@ def write_transform(transform: AffineTransform, path: str | os.PathLike, *, form
 
 def read_transform(path: str | os.PathLike, *, format: str | None = None,
                    fixed_pixel_size_um: float | None = None,
-                   moving_pixel_size_um: float | None = None) -> AffineTransform:
-    """Read any format :func:`write_transform` writes back into a moving -> fixed pixel transform.
+                   moving_pixel_size_um: float | None = None):
+    """Read any format :func:`write_transform` writes back into a moving -> fixed pixel transform:
+    an :class:`AffineTransform`, or a :class:`DisplacementFieldTransform` where the file holds a
+    displacement field (ITK, a ``.ngff.zarr`` group, deformable JSON, NPZ).
 
     Pixel sizes matter only for ITK and NGFF; by default those the file records, else 1.0.
     """
     format_name = _check_format(format, path)
     sizes = {"fixed_pixel_size_um": fixed_pixel_size_um, "moving_pixel_size_um": moving_pixel_size_um}
+    if format_name == "npz":
+        return DisplacementFieldTransform.from_npz(path)
+    if format_name == "ngff" and Path(path).is_dir():
+        return read_ngff_field(path, **sizes)
     if format_name == "itk":
-        return read_itk_transform(path, **sizes)
+        text = _read_text(path, "ITK transform")
+        if is_itk_field_text(text):
+            return from_itk_field_text(text, **sizes)
+        return from_itk_text(text, **sizes)
     if format_name == "ngff":
         return read_ngff_transform(path, **sizes)
     if format_name == "qupath":
         return read_qupath_transform(path)
     if format_name == "csv":
         return read_csv_transform(path)
-    return read_json_transform(path)
+    text = _read_text(path, "transform JSON")
+    if is_deformable_json(text):
+        return read_field_json(text)
+    return read_json_transform(text)

@@ -104,6 +104,11 @@ class RegistrationResult:
         Why success is unlikely, in plain words (empty when it is likely).
     moving_shape : tuple of int
         ``(rows, cols)`` of the moving image (the centre its decomposition is taken about).
+    deformable : dict, optional
+        With ``transform="deformable"``: the deformable stage's verdict
+        (:meth:`.deformable.DeformableResult.summary`: kept, reasons, detail scores, largest
+        displacement, least Jacobian); ``transform`` is then a
+        :class:`~napari_comir.core.field_transform.DisplacementFieldTransform` when it was kept.
     """
 
     transform: AffineTransform
@@ -116,6 +121,7 @@ class RegistrationResult:
     overlap: float = 1.0
     reasons: list[str] = field(default_factory=list)
     moving_shape: tuple[int, int] = (0, 0)
+    deformable: dict | None = None
 
     @property
     def moving_centre_xy(self) -> tuple[float, float]:
@@ -123,12 +129,16 @@ class RegistrationResult:
         return (self.moving_shape[1] - 1) / 2.0, (self.moving_shape[0] - 1) / 2.0
 
     def to_dict(self) -> dict:
-        """The transform (with its decomposition about the moving centre), score, verdict, timing."""
-        return {**self.transform.to_dict(self.moving_centre_xy), "score": self.score,
-                "detail_score": self.detail_score, "success_likely": self.success_likely,
-                "reasons": list(self.reasons),
-                "overlap": self.overlap, "seconds": self.seconds, "timings": dict(self.timings),
-                "method": self.method}
+        """The transform (with its decomposition about the moving centre), score, verdict, timing
+        (and the deformable stage's verdict, when there was one)."""
+        out = {**self.transform.to_dict(self.moving_centre_xy), "score": self.score,
+               "detail_score": self.detail_score, "success_likely": self.success_likely,
+               "reasons": list(self.reasons),
+               "overlap": self.overlap, "seconds": self.seconds, "timings": dict(self.timings),
+               "method": self.method}
+        if self.deformable is not None:
+            out["deformable"] = dict(self.deformable)
+        return out
 
 
 # ----------------------------------------------------------------------------- input checks

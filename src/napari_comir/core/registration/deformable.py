@@ -1,0 +1,372 @@
+"""Deformable refinement of an affine result on the CoMIRs: a smooth, bounded, fold-free field.
+
+Serial sections stretch and tear a little; an affine map leaves several px where they do. This
+stage starts from the affine result ``A`` (moving -> fixed), resamples the moving CoMIR onto the
+fixed grid with it, and fits a displacement field ``u`` (fixed px) so that the fixed CoMIR at
+``p`` matches the affinely resampled moving one at ``p + u(p)``:
+
+1. ``u`` is a cubic B-spline on a grid of control nodes (:data:`CONTROL_NODES` across the long
+   side at the finest level; a free-form deformation, as elastix's B-spline transform), fitted
+   coarse to fine over block-mean levels (each level's grid twice as fine as the last's, started
+   from its least-squares fit of the coarser field), by Adam on ``1 - NCC`` (over the overlap,
+   channels averaged) plus a membrane penalty on the coefficients' gradients
+   (:data:`REGULARISATION`).
+2. Every step, coefficients longer than ``max_displacement_px`` are shortened to it: a B-spline
+   field is a convex combination of its coefficients, so no point moves further than that beyond
+   the affine result.
+3. The result is checked: no fold (det(I + grad u) > :data:`MIN_JACOBIAN` on every node of the
+   stored field) and an inverse field that converges; otherwise the affine result stands.
+4. **Verdict**: the detail score (as :func:`.confidence.detail_score`: Fisher's z of the NCC of
+   the CoMIRs' details, here band-passed (:func:`_band`), times the square root of the overlap
+   in detail patches) with the field must beat the affine result's, on the same overlap, by
+   :data:`MIN_DETAIL_GAIN` (the difference over sqrt 2) — beyond what fitting a smooth field to
+   an already aligned pair gives (docs/benchmarks.md, "Deformable refinement"). Otherwise the
+   affine result stands, with the reason.
+
+The finest level is the coarsest block mean with a long side of at most :data:`WORK_SIDE` px:
+a field smooth over ``long side / CONTROL_NODES`` px is found there as well as at full size, in a
+bounded time whatever the image size.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..device import resolve_device
+from ..errors import InputError
+from ..field_transform import DisplacementFieldTransform, grid_shape, resample
+from ..transforms import AffineTransform
+from . import confidence
+from .levels import block_mean, standardise
+
+#: Long side (px) of the finest level fitted: larger images are fitted on block means.
+WORK_SIDE = 256
+#: Control nodes across the long side at the finest level (fewer, halved, at coarser ones).
+CONTROL_NODES = 17
+#: Coarse-to-fine levels (each twice as coarse as the next) and Adam steps at each.
+N_LEVELS = 3
+STEPS_PER_LEVEL = (40, 25, 15)
+#: Adam's step (fixed px per step, times the level's block size).
+STEP_PX = 0.5
+#: Weight of the membrane penalty (mean squared gradient of the displacement, dimensionless).
+REGULARISATION = 2.0
+#: Default bound on how far the field may move a point beyond the affine result, as a fraction
+#: of the fixed image's long side.
+MAX_DISPLACEMENT_FRACTION = 0.05
+#: Least det(I + grad u) accepted: the field neither folds nor squeezes tissue to nothing.
+MIN_JACOBIAN = 0.1
+#: Least detail-score gain (z) for the field to be kept over the affine result: smooth fields of
+#: <= 10 px on BF/SHG CoMIRs gained 1.8-2.7, fields fitted to the aligned pairs themselves
+#: 0.6-1.3 (docs/benchmarks.md, "Deformable").
+MIN_DETAIL_GAIN = 1.5
+#: Least node spacing (fixed px) of the stored field: finer adds size, not precision (bilinear
+#: between nodes of a field smooth over tens of px).
+MIN_STORAGE_SPACING = 4
+#: Gaussian sigma (px) of the finest detail the verdict leaves out (see :func:`_band`).
+FINEST_DETAIL_SIGMA = 1.0
+
+
+@dataclass
+class DeformableResult:
+    """Outcome of :func:`register_deformable`.
+
+    Attributes
+    ----------
+    transform : DisplacementFieldTransform or AffineTransform
+        The field when it was kept, else the affine result it started from.
+    kept : bool
+        Whether the field was kept (the verdict).
+    reasons : list of str
+        Why the field was not kept, in plain words (empty when kept).
+    field : DisplacementFieldTransform or None
+        The field found (also when not kept, for review), ``None`` when it folded.
+    affine_detail_score, deformable_detail_score : float
+        Detail scores (see :mod:`.confidence`) of the affine result and of the field, on the
+        same overlap.
+    detail_gain : float
+        ``(deformable - affine) / sqrt(2)``: the gain's significance.
+    max_displacement_px, min_jacobian : float
+        Of the field found (0 and 1 when none).
+    seconds : float
+        Wall time.
+    """
+
+    transform: object
+    kept: bool
+    reasons: list[str] = field(default_factory=list)
+    field: DisplacementFieldTransform | None = None
+    affine_detail_score: float = 0.0
+    deformable_detail_score: float = 0.0
+    detail_gain: float = 0.0
+    max_displacement_px: float = 0.0
+    min_jacobian: float = 1.0
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        """The verdict's numbers (no field arrays), for a result's JSON."""
+        return {"kept": self.kept, "reasons": list(self.reasons),
+                "affine_detail_score": self.affine_detail_score,
+                "deformable_detail_score": self.deformable_detail_score,
+                "detail_gain": self.detail_gain, "max_displacement_px": self.max_displacement_px,
+                "min_jacobian": self.min_jacobian, "seconds": self.seconds}
+
+
+def _as_hwc(image, name: str) -> np.ndarray:
+    arr = np.asarray(image, dtype=np.float32)
+    arr = arr[..., None] if arr.ndim == 2 else arr
+    if arr.ndim != 3 or min(arr.shape[:2]) < 32:
+        raise InputError(f"{name} CoMIR must be (rows, cols[, channels]) of at least 32 x 32 px, "
+                         f"got shape {np.shape(image)}")
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"{name} CoMIR contains NaN or infinite values")
+    return arr
+
+
+def _bspline_weights(positions_px: np.ndarray, spacing_px: float, n_nodes: int,
+                     dev) -> torch.Tensor:
+    """(L, n_nodes + 2) cubic B-spline weights of the coefficients at nodes -1 .. n_nodes
+    (node j at ``j * spacing_px``) for L positions (px along one axis): each row sums to 1."""
+    offsets = np.asarray(positions_px, float)[:, None] / spacing_px - np.arange(-1, n_nodes + 1)
+    a = np.abs(offsets)
+    weights = np.where(a < 1, 2 / 3 - a**2 + a**3 / 2, np.where(a < 2, (2 - a) ** 3 / 6, 0.0))
+    return torch.from_numpy(weights).float().to(dev)
+
+
+@dataclass
+class _Grid:
+    """A cubic B-spline control grid over a fixed image: (2, n_rows + 2, n_cols + 2)
+    coefficients of (dx, dy) in full-resolution px, nodes ``spacing`` (x, y) px apart."""
+
+    coefficients: torch.Tensor
+    spacing: tuple[float, float]
+
+    @classmethod
+    def zeros(cls, shape, n_long: int, dev) -> _Grid:
+        rows, cols = shape
+        step = (max(rows, cols) - 1) / (n_long - 1)
+        n_rows, n_cols = (max(2, math.ceil((side - 1) / step) + 1) for side in (rows, cols))
+        spacing = ((cols - 1) / (n_cols - 1), (rows - 1) / (n_rows - 1))
+        return cls(torch.zeros(2, n_rows + 2, n_cols + 2, device=dev), spacing)
+
+    def weights(self, y_px: np.ndarray, x_px: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The B-spline weights along y and x of positions in full-resolution px."""
+        dev = self.coefficients.device
+        n_rows, n_cols = (n - 2 for n in self.coefficients.shape[1:])
+        return (_bspline_weights(y_px, self.spacing[1], n_rows, dev),
+                _bspline_weights(x_px, self.spacing[0], n_cols, dev))
+
+    def field(self, weights: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """(2, len y, len x) displacement (full-resolution px) on the positions of ``weights``."""
+        wy, wx = weights
+        return wy @ self.coefficients @ wx.T
+
+    def fitted_to(self, field: torch.Tensor, weights) -> _Grid:
+        """This grid's coefficients fitted (least squares) to ``field`` on ``weights``' positions."""
+        wy, wx = weights
+        coefficients = torch.linalg.pinv(wy) @ field @ torch.linalg.pinv(wx).T
+        return _Grid(coefficients, self.spacing)
+
+
+def _level_px(k: int, n: int) -> np.ndarray:
+    """Full-resolution positions of the n pixel centres of block-mean level ``k`` along an axis."""
+    return k * np.arange(n) + (k - 1) / 2
+
+
+def _warp(images: torch.Tensor, valid: torch.Tensor,
+          displacement: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, H, W) images read at ``p + displacement(p)`` ((2, H, W), px of these images), and
+    the weight (H, W) of the pixels whose reading lies inside ``valid`` (1, H, W) there."""
+    c, h, w = images.shape
+    y, x = torch.meshgrid(torch.arange(h, device=images.device, dtype=images.dtype),
+                          torch.arange(w, device=images.device, dtype=images.dtype), indexing="ij")
+    grid = torch.stack([(x + displacement[0]) / max(w - 1, 1) * 2 - 1,
+                        (y + displacement[1]) / max(h - 1, 1) * 2 - 1], dim=-1)[None]
+    moved = F.grid_sample(torch.cat([images, valid])[None], grid, mode="bilinear",
+                          padding_mode="zeros", align_corners=True)[0]
+    return moved[:c], (moved[c] > 0.99).float()
+
+
+def _bound(coefficients: torch.Tensor, limit: float) -> None:
+    """Shorten in place every coefficient (2, n, m) longer than ``limit`` px to ``limit``: a
+    B-spline field is a convex combination of its coefficients, so it moves no point further."""
+    with torch.no_grad():
+        length = coefficients.norm(dim=0, keepdim=True).clamp_min(1e-12)
+        coefficients.mul_(torch.clamp(limit / length, max=1.0))
+
+
+def _masked_ncc(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """NCC of (C, H, W) ``a`` and ``b`` weighted by (H, W) ``weight``, averaged over channels."""
+    total = weight.sum().clamp_min(1.0)
+    ma = (a * weight).sum(dim=(1, 2)) / total
+    mb = (b * weight).sum(dim=(1, 2)) / total
+    da, db = (a - ma[:, None, None]) * weight, (b - mb[:, None, None]) * weight
+    cov = (da * db).sum(dim=(1, 2))
+    return (cov / ((da * da).sum(dim=(1, 2)) * (db * db).sum(dim=(1, 2))).sqrt().clamp_min(1e-12)).mean()
+
+
+def _fit_grid(fixed: torch.Tensor, warped: torch.Tensor, valid: torch.Tensor, finest: int,
+              limit: float) -> _Grid:
+    """The B-spline grid of the field, fitted coarse to fine (see the module)."""
+    rows, cols = fixed.shape[1:]
+    grid = None
+    for index in range(N_LEVELS):
+        coarser = 2 ** (N_LEVELS - 1 - index)
+        k = finest * coarser
+        if min(rows, cols) // k < 16:
+            continue
+        f, m, w = block_mean(fixed, k), block_mean(warped, k), block_mean(valid, k)
+        positions = (_level_px(k, f.shape[1]), _level_px(k, f.shape[2]))
+        n_long = max(4, math.ceil((CONTROL_NODES - 1) / coarser) + 1)
+        start = _Grid.zeros((rows, cols), n_long, fixed.device)
+        weights = start.weights(*positions)
+        if grid is not None:  # start from the coarser level's field
+            start = start.fitted_to(grid.field(grid.weights(*positions)), weights)
+        grid = _Grid(start.coefficients.detach().clone().requires_grad_(True), start.spacing)
+        optimiser = torch.optim.Adam([grid.coefficients], lr=STEP_PX * k)
+        for _ in range(STEPS_PER_LEVEL[index]):
+            optimiser.zero_grad()
+            moved, weight = _warp(m, w, grid.field(weights) / k)
+            membrane = sum(((torch.diff(grid.coefficients, dim=axis) / step) ** 2).mean()
+                           for axis, step in ((2, grid.spacing[0]), (1, grid.spacing[1])))
+            loss = 1 - _masked_ncc(f, moved, weight) + REGULARISATION * membrane
+            loss.backward()
+            optimiser.step()
+            _bound(grid.coefficients, limit)
+    return _Grid(grid.coefficients.detach(), grid.spacing)
+
+
+def _band(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """:func:`.confidence.details` without the finest scale (below :data:`FINEST_DETAIL_SIGMA`):
+    interpolation blurs that scale by how far from a pixel centre it reads, which would favour
+    whichever result happens to read nearer the centres, not the one that matches better."""
+    return confidence.details(x, sigma) - confidence.details(x, FINEST_DETAIL_SIGMA)
+
+
+def _detail_z(fixed_details: torch.Tensor, moving_details: torch.Tensor, weight: torch.Tensor) -> float:
+    """The detail score of details already on one grid: Fisher z of their NCC over ``weight``
+    times the square root of the overlap in detail patches (as :func:`.confidence.detail_score`)."""
+    ncc = float(_masked_ncc(fixed_details, moving_details, weight))
+    pixels = float(weight.sum())
+    return float(np.arctanh(np.clip(ncc, -0.999999, 0.999999))
+                 * np.sqrt(pixels / confidence.DETAIL_PATCH_PX))
+
+
+def register_deformable(fixed, moving, affine: AffineTransform, *, max_displacement_px=None,
+                        device=None) -> DeformableResult:
+    """Refine an affine result with a smooth displacement field on two CoMIRs, and judge it.
+
+    Parameters
+    ----------
+    fixed, moving : np.ndarray
+        (rows, cols[, channels]) CoMIRs (or any two images of one modality) with the same
+        channels.
+    affine : AffineTransform
+        The affine result, moving -> fixed (pixel (x, y)).
+    max_displacement_px : float, optional
+        How far the field may move a point beyond the affine result (fixed px); default
+        :data:`MAX_DISPLACEMENT_FRACTION` of the fixed image's long side.
+    device : str or torch.device, optional
+        Torch device (``None`` = "auto").
+
+    Returns
+    -------
+    DeformableResult
+        ``transform`` is the field when the verdict keeps it, else ``affine``; ``reasons`` say why.
+    """
+    t0 = time.perf_counter()
+    if not isinstance(affine, AffineTransform):
+        raise InputError(f"the deformable stage starts from an AffineTransform, got {type(affine).__name__}")
+    fixed_hwc, moving_hwc = _as_hwc(fixed, "fixed"), _as_hwc(moving, "moving")
+    if fixed_hwc.shape[2] != moving_hwc.shape[2]:
+        raise InputError(f"fixed and moving CoMIRs must have the same channels, got "
+                         f"{fixed_hwc.shape[2]} and {moving_hwc.shape[2]}")
+    rows, cols = fixed_hwc.shape[:2]
+    limit = (MAX_DISPLACEMENT_FRACTION * max(rows, cols) if max_displacement_px is None
+             else float(max_displacement_px))
+    if not (math.isfinite(limit) and limit > 0):
+        raise InputError("max_displacement_px must be a positive number of pixels, "
+                         f"got {max_displacement_px!r}")
+    dev = resolve_device(device)
+    warped_hwc = resample(moving_hwc, affine, (rows, cols), preserve_dtype=False)
+    inside = resample(np.ones(moving_hwc.shape[:2], np.float32), affine, (rows, cols),
+                             preserve_dtype=False)
+    to_chw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float().to(dev)  # noqa: E731
+    fixed_t = standardise(to_chw(fixed_hwc))
+    valid = torch.from_numpy(inside.astype(np.float32))[None].to(dev)
+    warped_t = to_chw(warped_hwc)
+    inside_mask = valid[0] > 0.99
+    if int(inside_mask.sum()) < 64:
+        raise InputError("the affine result leaves too little overlap for a deformable refinement")
+    # Standardise the moving CoMIR on the overlap only: the zeros outside would skew it.
+    mean = warped_t[:, inside_mask].mean(dim=1)[:, None, None]
+    std = warped_t[:, inside_mask].std(dim=1).clamp_min(1e-12)[:, None, None]
+    warped_t = torch.where(inside_mask, (warped_t - mean) / std, torch.zeros_like(warped_t))
+    finest = max(1, math.ceil(max(rows, cols) / WORK_SIDE))
+    grid = _fit_grid(fixed_t, warped_t, valid, finest, limit)
+
+    spacing = max(MIN_STORAGE_SPACING, finest)
+    n_rows, n_cols = grid_shape((rows, cols), spacing)
+    stored = grid.field(grid.weights(spacing * np.arange(n_rows), spacing * np.arange(n_cols)))
+    displacement = stored.permute(1, 2, 0).cpu().numpy().astype(np.float32)
+    result = DeformableResult(transform=affine, kept=False)
+    result.max_displacement_px = float(np.linalg.norm(displacement, axis=-1).max())
+    try:
+        found = DisplacementFieldTransform.from_displacement(affine, displacement, spacing)
+    except InputError as exc:
+        result.reasons.append(f"the field folds ({exc}); the affine result stands")
+        result.seconds = time.perf_counter() - t0
+        return result
+    result.field, result.min_jacobian = found, found.min_jacobian
+
+    # The verdict, at the finest level fitted: details of both results over the overlap both share.
+    fixed_level, warped_level = block_mean(fixed_t, finest), block_mean(warped_t, finest)
+    valid_level = block_mean(valid, finest)
+    positions = (_level_px(finest, fixed_level.shape[1]), _level_px(finest, fixed_level.shape[2]))
+    deformed, deformed_inside = _warp(warped_level, valid_level,
+                                      grid.field(grid.weights(*positions)) / finest)
+    weight = (valid_level[0] > 0.99).float() * deformed_inside
+    sigma = confidence.detail_sigma(fixed_level)
+    fixed_details = _band(fixed_level, sigma)
+    result.affine_detail_score = _detail_z(fixed_details, _band(warped_level, sigma), weight)
+    result.deformable_detail_score = _detail_z(fixed_details, _band(deformed, sigma), weight)
+    result.detail_gain = (result.deformable_detail_score - result.affine_detail_score) / math.sqrt(2)
+    if result.min_jacobian <= MIN_JACOBIAN:
+        result.reasons.append(f"the field folds or squeezes the tissue (least Jacobian "
+                              f"{result.min_jacobian:.2f}, at least {MIN_JACOBIAN} needed)")
+    if result.detail_gain < MIN_DETAIL_GAIN:
+        result.reasons.append(
+            f"the field does not make the details agree beyond chance (detail score "
+            f"{result.affine_detail_score:.1f} -> {result.deformable_detail_score:.1f}, a gain of "
+            f"{result.detail_gain:.1f}; at least {MIN_DETAIL_GAIN:g} needed)")
+    if not result.reasons:
+        result.transform, result.kept = found, True
+    else:
+        result.reasons[-1] += "; the affine result stands"
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+
+def refine_result(result, fixed_comir, moving_comir, *, device=None) -> DeformableResult:
+    """Run the deformable stage on a registration result's CoMIRs and record it in the result.
+
+    ``result.transform`` (an affine result) becomes the field when the verdict keeps it;
+    ``result.deformable`` gets the verdict's :meth:`DeformableResult.summary` and
+    ``result.timings["deformable"]`` its seconds. The CoMIRs are (rows, cols[, channels]) on
+    the fixed and the moving image's grids.
+    """
+    try:
+        refined = register_deformable(fixed_comir, moving_comir, result.transform, device=device)
+    except InputError as exc:  # e.g. an affine result with too little overlap: it stands
+        refined = DeformableResult(result.transform, False, [f"{exc}; the affine result stands"])
+    result.transform = refined.transform
+    result.deformable = refined.summary()
+    result.timings["deformable"] = refined.seconds
+    result.seconds += refined.seconds
+    return refined

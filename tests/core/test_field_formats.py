@@ -1,0 +1,100 @@
+"""A deformable transform written for ITK (read back by SimpleITK itself), OME-NGFF RFC-5, JSON
+and NPZ, and read back."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_comir.core.errors import InputError
+from napari_comir.core.evaluation import smooth_deformation
+from napari_comir.core.field_transform import DisplacementFieldTransform
+from napari_comir.core.io.transform_formats import read_transform, write_transform
+from napari_comir.core.transforms import AffineTransform
+
+SHAPE = (90, 120)
+AFFINE = AffineTransform.from_matrix_xy([[1.0413, 0.1237, 4.37], [-0.1161, 0.9877, 6.91]])
+
+
+@pytest.fixture(scope="module")
+def deformable():
+    field = smooth_deformation(SHAPE, 5.0, np.random.default_rng(2), smoothness_px=25.0)
+    return DisplacementFieldTransform(AFFINE, field.displacement_xy, field.inverse_displacement_xy,
+                                      field.spacing_px)
+
+
+POINTS = np.array([[10.0, 12.0], [60.5, 40.25], [100.0, 80.0], [3.0, 70.0]])
+
+
+def test_simpleitk_reads_the_itk_file_in_its_direction_and_units(deformable, tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    path = write_transform(deformable, tmp_path / "t.tfm", fixed_pixel_size_um=0.5,
+                           moving_pixel_size_um=0.8)
+    itk = sitk.ReadTransform(str(path))
+    # ITK: fixed physical µm -> moving physical µm
+    mapped = np.array([itk.TransformPoint(tuple(p * 0.5)) for p in POINTS]) / 0.8
+    np.testing.assert_allclose(mapped, deformable.inverse().apply_xy(POINTS), atol=1e-4)
+    back = read_transform(path)
+    np.testing.assert_allclose(back.apply_xy(POINTS), deformable.apply_xy(POINTS), atol=0.02)
+    np.testing.assert_allclose(back.inverse().apply_xy(POINTS), deformable.inverse().apply_xy(POINTS),
+                               atol=1e-4)
+
+
+def test_ngff_rfc5_group_holds_both_directions(deformable, tmp_path):
+    path = write_transform(deformable, tmp_path / "t.ngff.zarr", fixed_pixel_size_um=0.5,
+                           moving_pixel_size_um=0.8)
+    attributes = json.loads((path / ".zattrs").read_text())
+    sequences = {(t["input"], t["output"]): [step["type"] for step in t["transformations"]]
+                 for t in attributes["coordinateTransformations"]}
+    assert sequences == {("fixed", "moving"): ["displacements", "affine"],
+                         ("moving", "fixed"): ["affine", "displacements"]}
+    back = read_transform(path)
+    for direction in (lambda t: t, lambda t: t.inverse()):
+        np.testing.assert_allclose(direction(back).apply_xy(POINTS),
+                                   direction(deformable).apply_xy(POINTS), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["t.json", "t.npz"])
+def test_json_and_npz_round_trip(deformable, tmp_path, name):
+    back = read_transform(write_transform(deformable, tmp_path / name))
+    assert isinstance(back, DisplacementFieldTransform)
+    np.testing.assert_allclose(back.apply_xy(POINTS), deformable.apply_xy(POINTS), atol=1e-3)
+
+
+def test_formats_that_hold_a_matrix_only_refuse_a_field(deformable, tmp_path):
+    for name in ("t.csv", "t.qupath.txt", "t.ngff.json"):
+        with pytest.raises(InputError, match="affine|zarr"):
+            write_transform(deformable, tmp_path / name)
+        assert not (tmp_path / name).exists()
+    with pytest.raises(InputError, match="deformable"):
+        write_transform(AFFINE, tmp_path / "a.npz")
+
+
+def test_simpleitk_resamples_like_napari_comir(deformable, tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    from napari_comir.core.field_transform import resample
+
+    rows, cols = np.mgrid[:SHAPE[0], :SHAPE[1]]
+    moving = (np.sin(rows / 7.0) + np.cos(cols / 5.0)).astype(np.float64)
+    path = write_transform(deformable, tmp_path / "t.tfm", fixed_pixel_size_um=0.5,
+                           moving_pixel_size_um=0.5)
+    moving_image = sitk.GetImageFromArray(moving)
+    moving_image.SetSpacing((0.5, 0.5))
+    reference = sitk.Image(SHAPE[1], SHAPE[0], sitk.sitkFloat64)
+    reference.SetSpacing((0.5, 0.5))
+    theirs = sitk.GetArrayFromImage(sitk.Resample(moving_image, reference, sitk.ReadTransform(str(path)),
+                                                  sitk.sitkLinear, 0.0))
+    ours = resample(moving, deformable, SHAPE, preserve_dtype=False)
+    inside = resample(np.ones_like(moving), deformable, SHAPE, preserve_dtype=False) > 0.999
+    assert inside.mean() > 0.5
+    np.testing.assert_allclose(theirs[inside], ours[inside], atol=1e-3)
+
+
+def test_an_affine_result_written_as_a_zero_field(tmp_path):
+    as_field = DisplacementFieldTransform.from_affine(AFFINE, SHAPE)
+    back = read_transform(write_transform(as_field, tmp_path / "a.ngff.zarr"))
+    np.testing.assert_allclose(back.apply_xy(POINTS), AFFINE.apply_xy(POINTS), atol=1e-6)
+    np.testing.assert_allclose(back.inverse().apply_xy(POINTS), AFFINE.inverse().apply_xy(POINTS),
+                               atol=1e-6)

@@ -1,0 +1,87 @@
+"""`napari-comir register --transform deformable` end to end: a known smooth deformation of a
+real aligned BF/SHG pair found, exported, and carried by `napari-comir apply` (as the issue's
+benchmark drives it)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_comir import api
+from napari_comir.cli import main
+from napari_comir.core.errors import InputError
+from napari_comir.core.evaluation import smooth_deformation
+from napari_comir.core.field_transform import DisplacementFieldTransform, resample
+from napari_comir.core.io import read_image, write_tiff
+from napari_comir.core.io.transform_formats import read_transform
+
+NAME = "sa_stroma_pancreas_2000_86"  # a train pair with a strong SHG
+
+
+@pytest.fixture(scope="module")
+def deformed_pair(bf_shg_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pair")
+    bf, shg = read_image(bf_shg_dir / f"{NAME}_BF.tif"), read_image(bf_shg_dir / f"{NAME}_SHG.tif")
+    shape = shg.shape[:2]
+    true = smooth_deformation(shape, 8.0, np.random.default_rng(1))
+    write_tiff(folder / "shg.tif", shg)
+    write_tiff(folder / "bf.tif", resample(bf, true.inverse(), shape))  # true maps it onto shg
+    return folder, true
+
+
+def test_register_deformable_then_apply_geojson(deformed_pair, tmp_path, capsys):
+    folder, true = deformed_pair
+    out = tmp_path / "r.json"
+    assert main(["register", "--fixed", str(folder / "shg.tif"), "--moving", str(folder / "bf.tif"),
+                 "--out", str(out), "--transform", "deformable", "--rotation-range", "10",
+                 "--fixed-pixel-size", "1", "--moving-pixel-size", "1",
+                 "--export-itk", str(tmp_path / "r.tfm"),
+                 "--export-ngff", str(tmp_path / "r.ngff.zarr")]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["deformable"]["kept"], report["deformable"]
+    assert report["transform"] == "deformable" and "displacement field: up to" in printed
+    moving_xy = np.random.default_rng(2).uniform(100, 412, size=(30, 2))
+    points = tmp_path / "points.geojson"
+    points.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {
+        "type": "MultiPoint", "coordinates": moving_xy.tolist()}}))
+    mapped = tmp_path / "mapped.geojson"
+    assert main(["apply", "--transform", str(out), "--geojson", str(points), "--out", str(mapped),
+                 "--origin", "centre"]) == 0
+    found_xy = np.array(json.loads(mapped.read_text())["geometry"]["coordinates"])
+    error = np.linalg.norm(found_xy - true.apply_xy(moving_xy), axis=1)
+    affine = DisplacementFieldTransform.from_dict(report).affine
+    affine_error = np.linalg.norm(affine.apply_xy(moving_xy) - true.apply_xy(moving_xy), axis=1)
+    # the pair itself is aligned to 1-2 px only (../shared/data/bf_shg/README)
+    assert np.median(error) < 1.5 and np.median(error) < 0.6 * np.median(affine_error), (
+        np.median(error), np.median(affine_error))
+    for export in ("r.tfm", "r.ngff.zarr"):  # the exports are the same transform
+        np.testing.assert_allclose(read_transform(tmp_path / export).apply_xy(moving_xy), found_xy,
+                                   atol=0.05)
+
+
+def test_deformable_refuses_matrix_exports_and_whole_slides_before_any_work(deformed_pair, tmp_path):
+    folder, *_ = deformed_pair
+    for flag, name in (("--export-csv", "r.csv"), ("--export-qupath", "r.qupath.txt"),
+                       ("--export-ngff", "r.ngff.json")):
+        assert main(["register", "--fixed", str(folder / "shg.tif"), "--moving",
+                     str(folder / "bf.tif"), "--out", str(tmp_path / "r.json"), "--transform",
+                     "deformable", flag, str(tmp_path / name)]) == 2
+        assert not (tmp_path / "r.json").exists()
+    large = np.zeros((4200, 40), np.uint8)
+    with pytest.raises(InputError):
+        api.registration_events(large, large, transform="deformable")
+    with pytest.raises(InputError, match="deformable"):
+        api.registration_events(np.zeros((64, 64)), np.zeros((64, 64)), transform="bspline")
+
+
+def test_options_take_deformable_and_register_affine_first():
+    from napari_comir.pipeline import RegistrationOptions
+
+    options = RegistrationOptions(transform="deformable")
+    assert options.affine_model == "affine" and RegistrationOptions().affine_model == "affine"
+    assert RegistrationOptions(transform="rigid").affine_model == "rigid"
+    with pytest.raises(InputError, match="deformable"):
+        RegistrationOptions(transform="bspline")
