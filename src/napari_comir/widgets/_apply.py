@@ -32,6 +32,18 @@ def _data_to_source_rc(layer: Layer, source: Layer) -> np.ndarray:
     return np.linalg.inv(grid_matrix(source)) @ grid_matrix(layer)
 
 
+def _through(transform, data_to_source_rc: np.ndarray):
+    """``transform`` after a layer's data -> source pixel matrix. A deformable transform takes
+    layers on the source image's own grid only (its field lives on pixel grids)."""
+    if isinstance(transform, AffineTransform):
+        return AffineTransform.from_matrix_rc(transform.matrix_rc @ data_to_source_rc)
+    if not np.allclose(data_to_source_rc, np.eye(3)):
+        raise InputError("a deformable result carries images and labels on the registered "
+                         "image's own grid (scale and translate) only; resample this layer onto "
+                         "it first, or register with an affine transform")
+    return transform
+
+
 def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Layer,
                    moving: Layer, *, inverse: bool = False) -> Layer:
     """``layer`` carried onto the other image's grid, as a new layer.
@@ -43,7 +55,7 @@ def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Laye
     layer : Layer
         Image, Labels, Points or Shapes layer in the moving image's frame (in the fixed
         image's frame with ``inverse``).
-    transform : AffineTransform
+    transform : AffineTransform or DisplacementFieldTransform
         Moving -> fixed pixel transform.
     fixed, moving : Layer
         The registered image layers (their grids: scale, translate and size).
@@ -64,7 +76,7 @@ def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Laye
     if isinstance(layer, (Image, Labels)):
         # Layer pixels -> source pixels -> target pixels (a mask at another scale is fine).
         directed = transform.inverse() if inverse else transform
-        pixels_to_target = AffineTransform.from_matrix_rc(directed.matrix_rc @ to_source)
+        pixels_to_target = _through(directed, to_source)
         is_labels = isinstance(layer, Labels)
         if is_multiscale(target):
             raise InputError(f"{target.name!r} is a whole slide: a layer resampled onto its full "

@@ -155,13 +155,16 @@ def grid_matrix(layer: Layer) -> np.ndarray:
     return np.array([[scale[0], 0.0, translate[0]], [0.0, scale[1], translate[1]], [0, 0, 1.0]])
 
 
-def world_affine(fixed: Layer, moving: Layer, transform: AffineTransform) -> np.ndarray:
+def world_affine(fixed: Layer, moving: Layer, transform) -> np.ndarray:
     """``affine`` for the moving layer that overlays it on the fixed layer per ``transform``.
 
     The transform maps moving pixels to fixed pixels; the layers' own scale/translate are
-    applied before napari's affine, so undo the moving grid and redo the fixed one.
+    applied before napari's affine, so undo the moving grid and redo the fixed one. A
+    deformable transform previews through its affine part (an affine is all a layer can take;
+    the review layers show the field itself).
     """
-    return grid_matrix(fixed) @ transform.matrix_rc @ np.linalg.inv(grid_matrix(moving))
+    affine = getattr(transform, "affine", transform)
+    return grid_matrix(fixed) @ affine.matrix_rc @ np.linalg.inv(grid_matrix(moving))
 
 
 def pixel_transform(fixed: Layer, moving: Layer) -> AffineTransform:

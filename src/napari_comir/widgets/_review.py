@@ -6,8 +6,9 @@ of its staining, so eosin-dense cores do not turn magenta all over); where they 
 turns white, a misregistration shows green and magenta copies side by side. ``CoMIRs`` — the
 same overlay of the two CoMIRs (made to agree; the view for a grey bright field).
 ``checkerboard`` — squares of each image in turn. ``flicker`` — the two review layers in turn
-(the review panel's timer). ``agreement`` — the CoMIRs' local correlation. ``off`` — the
-user's layers only (after Accept: the accepted layer). The moving review layer follows the
+(the review panel's timer). ``agreement`` — the CoMIRs' local correlation. ``deformation`` —
+how far a deformable result moved each point beyond its affine part. ``off`` — the user's
+layers only (after Accept: the accepted layer). The moving review layer follows the
 transform through its ``affine`` (a lossless preview).
 """
 
@@ -16,17 +17,20 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Layer
 
+from ..core.errors import InputError
+from ..core.field_transform import DisplacementFieldTransform, resample
 from ..core.registration.levels import to_level
 from ..core.review import review_channels, suggested_view
-from ..core.transforms import AffineTransform, resample
+from ..core.transforms import AffineTransform
 from ._layers import coarse_view, percentile_limits, upsert_image, world_affine
 
-VIEWS = ("overlay", "CoMIRs", "checkerboard", "flicker", "agreement", "off")
+VIEWS = ("overlay", "CoMIRs", "checkerboard", "flicker", "agreement", "deformation", "off")
 DEFAULT_VIEW = "overlay"
 #: Views made from the CoMIRs (none on whole slides).
 COMIR_VIEWS = ("CoMIRs", "agreement")
 CHECKERBOARD = "review: checkerboard (fixed | moving)"
 AGREEMENT = "review: CoMIR agreement (local NCC)"
+DEFORMATION = "review: deformation (px)"
 #: Side (px) of the checkerboard's squares on the fixed image, and of the agreement's windows.
 CHECKER_SQUARE, AGREEMENT_WINDOW = 32, 32
 _REVIEW_KEY = "comir_review_of"
@@ -37,16 +41,25 @@ def review_names(fixed: Layer, moving: Layer) -> tuple[str, str]:
     return f"review: {fixed.name} (green)", f"review: {moving.name} (magenta)"
 
 
-def review_images(fixed: Layer, moving: Layer) -> dict:
+def review_images(fixed: Layer, moving: Layer, transform=None) -> dict:
     """The overlay's grey images of a pair (the structure both modalities share,
     :func:`napari_comir.core.review.review_channels`), the grids they lie on (for a whole slide a
-    coarse level, placed over it) and the view that reads best for the pair. Pure computation on
-    the layers' data: run it in the worker."""
+    coarse level, placed over it) and the view that reads best for the pair. A deformable
+    ``transform`` warps the moving one onto the fixed grid here (a layer's affine cannot show a
+    field). Pure computation on the layers' data: run it in the worker."""
     (fixed_data, fixed_grid, _), (moving_data, moving_grid, _) = coarse_view(fixed), coarse_view(moving)
     fixed_grey, moving_grey = review_channels(fixed_data, moving_data, "structure")
     best = "CoMIRs" if suggested_view(fixed_data, moving_data) == "comir" else "overlay"
-    return {"fixed": display_bytes(fixed_grey), "moving": display_bytes(moving_grey),
-            "fixed_grid": fixed_grid, "moving_grid": moving_grid, "best_view": best}
+    images = {"fixed": display_bytes(fixed_grey), "moving": display_bytes(moving_grey),
+              "fixed_grid": fixed_grid, "moving_grid": moving_grid, "best_view": best}
+    if is_deformable(transform):
+        images.update(moving=display_bytes(resample(moving_grey, transform, fixed_grey.shape)),
+                      moving_grid=fixed_grid, moving_on_fixed=True)
+    return images
+
+
+def is_deformable(transform) -> bool:
+    return isinstance(transform, DisplacementFieldTransform)
 
 
 def display_bytes(grey: np.ndarray) -> np.ndarray:
@@ -64,8 +77,10 @@ def show_review_layer(viewer, fixed: Layer, moving: Layer, images: dict, role: s
     if role == "moving":
         layer = upsert_image(viewer, name, data, **images["moving_grid"], colormap="magenta",
                              blending="translucent", contrast_limits=(0, 255),
-                             metadata={_REVIEW_KEY: moving.name})
-        layer.affine = world_affine(fixed, moving, transform)
+                             metadata={_REVIEW_KEY: moving.name,
+                                       "comir_on_fixed": bool(images.get("moving_on_fixed"))})
+        layer.affine = np.eye(3) if images.get("moving_on_fixed") else \
+            world_affine(fixed, moving, transform)
     else:
         layer = upsert_image(viewer, name, data, **images["fixed_grid"], colormap="green",
                              blending="additive", contrast_limits=(0, 255),
@@ -85,7 +100,8 @@ def show_review(viewer, fixed: Layer, moving: Layer, images: dict,
 
 def extra_review_layers(viewer) -> list[Layer]:
     """The checkerboard and agreement layers, if shown."""
-    return [viewer.layers[name] for name in (CHECKERBOARD, AGREEMENT) if name in viewer.layers]
+    return [viewer.layers[name] for name in (CHECKERBOARD, AGREEMENT, DEFORMATION)
+            if name in viewer.layers]
 
 
 def place_moving(viewer, fixed: Layer, moving: Layer, transform: AffineTransform,
@@ -98,7 +114,7 @@ def place_moving(viewer, fixed: Layer, moving: Layer, transform: AffineTransform
         if name in viewer.layers:
             viewer.layers[name].affine = world_affine(fixed, viewer.layers[name], transform)
     for layer in review_layers[1:2]:  # maybe a coarse level: placed through the moving's grid
-        if layer in viewer.layers:
+        if layer in viewer.layers and not layer.metadata.get("comir_on_fixed"):
             layer.affine = world_affine(fixed, moving, transform)
     if CHECKERBOARD in viewer.layers and viewer.layers[CHECKERBOARD].visible:
         show_checkerboard(viewer, fixed, moving, transform)
@@ -127,6 +143,8 @@ def switch_view(viewer, fixed: Layer, moving: Layer, result, review_layers, view
         show_checkerboard(viewer, fixed, moving, transform)
     elif view == "agreement":
         show_agreement(viewer, fixed, *comirs, transform)
+    elif view == "deformation":
+        show_deformation(viewer, fixed, result.transform)
     return review_layers
 
 
@@ -158,8 +176,9 @@ def show_checkerboard(viewer, fixed: Layer, moving: Layer, transform: AffineTran
     """The checkerboard of the pair under ``transform`` (whole slides: on coarse levels)."""
     (fixed_data, fixed_grid, fixed_down), (moving_data, _, moving_down) = (
         coarse_view(fixed), coarse_view(moving))
-    warped = resample(moving_data, to_level(transform, fixed_down, moving_down),
-                      fixed_data.shape[:2])
+    if not is_deformable(transform):  # deformable results are never of whole slides
+        transform = to_level(transform, fixed_down, moving_down)
+    warped = resample(moving_data, transform, fixed_data.shape[:2])
     board = checkerboard(fixed_data, warped, max(1, square // fixed_down))
     layer = upsert_image(viewer, CHECKERBOARD, board, rgb=board.ndim == 3, **fixed_grid,
                          contrast_limits=(0.0, 1.0), blending="translucent", visible=True,
@@ -185,5 +204,20 @@ def show_agreement(viewer, fixed: Layer, fixed_comir: np.ndarray, moving_comir: 
     layer = upsert_image(viewer, AGREEMENT, np.nan_to_num(ncc), like=fixed, colormap="PiYG",
                          contrast_limits=(-1.0, 1.0), blending="translucent", visible=True,
                          metadata={_REVIEW_KEY: fixed.name})
+    viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
+    return layer
+
+
+def show_deformation(viewer, fixed: Layer, transform) -> Layer:
+    """How far the deformable stage moved each point (fixed px) beyond the affine result, on
+    the fixed grid (the field's nodes, ``spacing_px`` apart)."""
+    if not is_deformable(transform):
+        raise InputError("no deformation: register with the 'deformable' transform")
+    magnitude = transform.displacement_magnitude().astype(np.float32)
+    scale = np.asarray(fixed.scale)[-2:] * transform.spacing_px
+    layer = upsert_image(viewer, DEFORMATION, magnitude, scale=tuple(scale),
+                         translate=tuple(np.asarray(fixed.translate)[-2:]), colormap="inferno",
+                         contrast_limits=(0.0, max(float(magnitude.max()), 1e-3)),
+                         blending="translucent", visible=True, metadata={_REVIEW_KEY: fixed.name})
     viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
     return layer

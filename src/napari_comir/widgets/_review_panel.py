@@ -21,6 +21,7 @@ VIEW_HELP = {
     "checkerboard": "squares of the fixed and the moving image in turn: edges must continue",
     "flicker": "the two images in turn, twice a second: a misregistration jumps",
     "agreement": "the CoMIRs' local correlation: green agree, pink disagree",
+    "deformation": "how far the deformable stage moved each point beyond the affine result (px)",
     "off": "your layers only",
 }
 

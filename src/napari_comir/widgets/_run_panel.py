@@ -5,7 +5,7 @@ from __future__ import annotations
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, Label, ProgressBar, PushButton
 from napari.utils.notifications import show_error, show_warning
 
-from ..core.defaults import DEFAULT_TRANSFORM, TRANSFORM_MODELS, TRUE_TRANSFORM_KEY
+from ..core.defaults import DEFAULT_TRANSFORM, TRANSFORM_CHOICES, TRUE_TRANSFORM_KEY
 from ..core.errors import ComirError
 from ..core.registration import RegistrationResult
 from ..core.transforms import AffineTransform, corner_error
@@ -39,19 +39,26 @@ def verdict_text(result: RegistrationResult) -> tuple[str, bool]:
 
 def result_text(result: RegistrationResult, fixed, moving) -> str:
     """The found transform in numbers, the pixel sizes when known."""
-    parts = result.transform.decompose(result.moving_centre_xy)
+    transform = result.transform
+    affine = getattr(transform, "affine", transform)  # a deformable result: its affine part
+    parts = affine.decompose(result.moving_centre_xy)
     size = layer_pixel_sizes(fixed, moving)[0]
     shift = f"x {parts.shift_xy[0]:.1f}, y {parts.shift_xy[1]:.1f} px"
     if size:
         shift += f" ({parts.shift_xy[0] * size:.2f}, {parts.shift_xy[1] * size:.2f} µm)"
-    lines = [f"{result.transform.model}: rotation {parts.angle_deg:.2f}° · scale "
+    lines = [f"{affine.model}: rotation {parts.angle_deg:.2f}° · scale "
              f"{parts.scale_xy[0]:.3f} x {parts.scale_xy[1]:.3f} · centre moved {shift}"]
+    stage = result.deformable
+    if stage is not None:
+        lines.append(f"deformable: kept, points moved up to {stage['max_displacement_px']:.1f} px "
+                     "more ('deformation' view)" if stage["kept"] else
+                     "deformable: not kept, the affine result stands: " + "; ".join(stage["reasons"]))
     if result.method != "landmarks":
         lines.append(f"score {result.score:.3f} · detail {result.detail_score:.1f} · "
                      f"{result.seconds:.1f} s")
     truth = moving.metadata.get(TRUE_TRANSFORM_KEY)  # the misaligned sample knows the answer
     if truth is not None:
-        error = corner_error(AffineTransform.from_dict(truth), result.transform, layer_shape(moving))
+        error = corner_error(AffineTransform.from_dict(truth), affine, layer_shape(moving))
         lines.append(f"error vs. the known transform: {error:.1f} px")
     return "\n".join(lines)
 
@@ -69,9 +76,11 @@ class RunPanel(Container):
                                choices=[("global search", "search"), ("SIFT", "sift")],
                                tooltip="Global search handles any rotation and weak structure; "
                                "SIFT is faster on large, textured images")
-        self.transform = ComboBox(label="transform", value=DEFAULT_TRANSFORM, choices=TRANSFORM_MODELS,
+        self.transform = ComboBox(label="transform", value=DEFAULT_TRANSFORM, choices=TRANSFORM_CHOICES,
                                   tooltip="rigid: rotation + shift; similarity: + one scale; "
-                                  "affine: any linear map + shift (the simplest that fits is kept). "
+                                  "affine: any linear map + shift (the simplest that fits is kept); "
+                                  "deformable: then a smooth field for sections that stretched, "
+                                  "kept only where the CoMIRs agree better. "
                                   "The scale comes from the layers' pixel sizes (scale) when set, "
                                   "else it is searched (0.8-1.25)")
         self.rotation = FloatSlider(label="rotation ±°", min=0, max=180, value=180, step=5,

@@ -171,7 +171,7 @@ class RegistrationSession:
                 yield event
             if outcome is not None:  # the review's images, off the GUI thread too
                 yield Progress("review", 0, 1, "preparing the review")
-                images = _review.review_images(fixed, moving)
+                images = _review.review_images(fixed, moving, outcome.result.transform)
                 yield Progress("review", 1, 1, "done", result=(outcome, images))
 
         def done(job: Job) -> None:

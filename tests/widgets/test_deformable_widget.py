@@ -1,0 +1,66 @@
+"""A deformable result in the GUI: chosen in the dock, reviewed (the moving review layer warped
+through the field, the deformation view), accepted, exported and carried to other layers."""
+
+import numpy as np
+import pytest
+
+from napari_comir.core.evaluation import smooth_deformation
+from napari_comir.core.field_transform import DisplacementFieldTransform, resample
+from napari_comir.core.registration import RegistrationResult
+from napari_comir.core.transforms import AffineTransform
+from napari_comir.widgets import _review
+from napari_comir.widgets.register import RegisterWidget
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def field():
+    return smooth_deformation((96, 96), 4.0, np.random.default_rng(0), smoothness_px=24.0)
+
+
+def test_deformable_is_a_choice_and_says_what_its_stage_did(viewer_with_pair, user, errors):
+    viewer = viewer_with_pair
+    widget = RegisterWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert "deformable" in widget.run_panel.transform.choices
+    widget.run_panel.transform.value = "deformable"
+    widget.run_panel.rotation.value = 30
+    user.click(widget.run_panel.register_button)
+    job = user.wait_for_job(widget.session, 120)
+    assert job.state.value == "finished", (job.error, errors)
+    assert "deformable:" in widget.run_panel.details.value  # kept, or why the affine stands
+    user.watch.check()
+
+
+def test_a_field_result_is_reviewed_accepted_exported_and_applied(viewer_with_pair, user, field,
+                                                                   tmp_path):
+    viewer = viewer_with_pair
+    widget = RegisterWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    session = widget.session
+    fixed, moving = viewer.layers["SHG"], viewer.layers["BF"]
+    result = RegistrationResult(field, 0.9, 0.1, "search", {}, True,
+                                deformable={"kept": True, "reasons": [], "max_displacement_px": 4.0})
+    session.show_result(result, fixed, moving, _review.review_images(fixed, moving, field))
+    user.wait_until(lambda: session.result is result and not session.busy)
+    review_moving = session.review_layers[1]
+    assert review_moving.metadata["comir_on_fixed"] and np.allclose(review_moving.affine.affine_matrix,
+                                                                  np.eye(3))
+    assert "points moved up to 4.0 px" in widget.run_panel.details.value
+    widget.review_panel.view.value = "deformation"
+    layer = viewer.layers[_review.DEFORMATION]
+    assert layer.visible and layer.data.max() == pytest.approx(4.0, rel=0.01)
+
+    user.click(widget.keep_panel.accept_button)
+    accepted = session.accepted
+    expected = resample(moving.data, field, fixed.data.shape[:2])
+    assert np.abs(accepted.data.astype(float) - expected).mean() < 1.0
+    assert DisplacementFieldTransform.from_dict(accepted.metadata["comir_transform"]).spacing_px == \
+        field.spacing_px
+    for name in ("t.json", "t.tfm"):
+        assert (widget.keep_panel.export_transform(tmp_path / name)).is_file()
+    points = viewer.add_points(np.array([[30.0, 40.0]]), name="cells")
+    (mapped,) = widget.keep_panel.apply_to([points])
+    assert np.allclose(mapped.data, field.apply_rc(points.data), atol=1e-6)
+    assert isinstance(field.affine, AffineTransform)
