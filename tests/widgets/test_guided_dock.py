@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 
 from napari_comir.widgets import _state
@@ -118,3 +120,39 @@ def test_expert_docks_open_as_tabs_and_the_window_keeps_its_size(make_napari_vie
     assert len(ours) == 4
     assert len(window.tabifiedDockWidgets(ours[0])) == 3
     assert window_size(viewer) == SCREEN
+
+
+def test_a_new_modality_pair_taught_from_landmarks(make_napari_viewer, user, errors):
+    """Two bright fields (RGB against RGB), which the viewer's model cannot take: landmarks,
+    fit, Accept, teach — a new model for the pair's channels, checked before it is used."""
+    from napari_comir.core.synthetic import synthetic_pair
+    from napari_comir.core.transforms import AffineTransform, resample
+
+    bf, _ = synthetic_pair((160, 160), 0)
+    other_stain = (255 - (255 - bf.astype(float))[..., ::-1] * 0.8).astype(np.uint8)
+    known = AffineTransform.about_center(6.0, (79.5, 79.5), (3.0, -2.0))
+    moved = resample(other_stain, known.inverse(), bf.shape[:2])
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(bf, name="H&E", rgb=True)
+    viewer.add_image(moved, name="IHC", rgb=True)
+    dock = open_dock(viewer)
+    run = dock.run_panel
+    run.fixed.value, run.moving.value = viewer.layers["H&E"], viewer.layers["IHC"]
+    user.click(dock.landmarks_panel.add_button)
+    moving_rc = np.array([[25.0, 30.0], [120.0, 35.0], [60.0, 130.0], [130.0, 125.0], [50.0, 80.0]])
+    viewer.layers["landmarks: IHC"].data = moving_rc
+    viewer.layers["landmarks: H&E"].data = known.apply_rc(moving_rc)
+    user.click(dock.landmarks_panel.fit_button)
+    user.wait_until(lambda: dock.session.result is not None and not dock.session.busy)
+    user.click(dock.keep_panel.accept_button)
+    teach = dock.teach_panel
+    assert teach.teach_button.enabled
+    teach.seconds.value, teach.save_as.value = 5, "he-ihc-here"
+    user.click(teach.teach_button)
+    job = user.wait_for_job(dock.session, 180)
+    assert job.state.value == "finished", (job.error, errors)
+    outcome, saved = job.result
+    card = outcome.model.card
+    assert [card.modalities[m].channels for m in (card.fixed_modality, card.moving_modality)] == [3, 3]
+    assert ("✓ saved 'he-ihc-here'" if saved else "⚠ not saved") in teach.status.value
+    assert (dock.session.models.source == "he-ihc-here") == saved

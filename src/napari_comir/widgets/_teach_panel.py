@@ -85,11 +85,11 @@ class TeachPanel(Container):
         if what == "accepted" and accepted is not None and not self.save_as.value:
             self.save_as.value = self._default_name()
         if teaching and what == "job":
-            self.status.value = {
-                JobState.RUNNING: "teaching…", JobState.STOPPING: "stopping…",
-                JobState.STOPPED: "stopped: nothing saved",
-                JobState.FAILED: f"⚠ failed: {job.error}",
-                JobState.FINISHED: self._outcome_text(job.result)}[job.state]
+            self.status.value = self._outcome_text(job.result) \
+                if job.state is JobState.FINISHED else {
+                    JobState.RUNNING: "teaching…", JobState.STOPPING: "stopping…",
+                    JobState.STOPPED: "stopped: nothing saved",
+                    JobState.FAILED: f"⚠ failed: {job.error}"}[job.state]
         elif slides:
             self.status.value = "teaching on whole slides is not supported: crop a region first"
         elif accepted is None and not teaching:
