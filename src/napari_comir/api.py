@@ -36,9 +36,9 @@ from .core.teaching import (
     image_channels,
     starting_model,
     teach_config,
-    teach_events,
+    teaching_events,
 )
-from .core.training import FINE_TUNE_LR, TrainConfig, train
+from .core.training import TrainConfig, fine_tune_config, train
 from .core.transforms import AffineTransform, resample
 from .core.zoo import (
     ComirModel,
@@ -121,14 +121,6 @@ def compute_comirs(model: ComirModel | str, fixed_image, moving_image, *,
     moving_modality = moving_modality or model.card.moving_modality
     return compute_comir_pair(model, fixed_image, fixed_modality, moving_image, moving_modality,
                               progress, **options)
-
-
-def fine_tune_config(**settings) -> TrainConfig:
-    """The training settings for fine-tuning a trained model, ``settings`` overriding them: a
-    gentle rate (``FINE_TUNE_LR``) and the pretrained BatchNorm statistics kept (without them,
-    30 s on one pair dropped success on other tissue from 93 % to 67 %,
-    benchmarks/train_one_pair.py)."""
-    return TrainConfig(**{"lr": FINE_TUNE_LR, "freeze_batchnorm": True, **settings})
 
 
 def fine_tune(model: ComirModel | str, pairs: Sequence[AlignedPair], config: TrainConfig | None = None,
@@ -273,7 +265,7 @@ def teach(pairs: Sequence[TeachingPair], *, start: ComirModel | str | None = Non
     if config is None:
         config = teach_config(max_seconds, new_pair=start is None, seed=seed, device=device)
     config.validate()
-    return teach_events(pairs, model, register_multimodal, old=old, check_pairs=check_pairs,
+    return teaching_events(pairs, model, register_multimodal, old=old, check_pairs=check_pairs,
                         config=config, started_from=started_from)
 
 

@@ -14,7 +14,7 @@ from napari_comir.core.teaching import (
     read_teaching_pairs,
     starting_model,
     teach_config,
-    teach_events,
+    teaching_events,
     verdict,
 )
 from napari_comir.core.transforms import AffineTransform, resample
@@ -80,7 +80,7 @@ def test_the_verdict_keeps_the_old_model_when_a_pair_is_lost_or_nothing_register
     assert verdict([_check("a", True, None)])[0]  # no old model: registering is enough
 
 
-def test_teach_events_trains_then_checks_and_describes_the_model(rng, tiny_model):
+def test_teaching_events_trains_then_checks_and_describes_the_model(rng, tiny_model):
     """A stub registration (right for the taught model on one pair only) drives the verdict."""
     fixed = _scene(rng)
     truth = AffineTransform.similarity(0.0, 1.0, (3.0, 2.0))
@@ -98,7 +98,7 @@ def test_teach_events_trains_then_checks_and_describes_the_model(rng, tiny_model
 
     config = teach_config(seed=0, device="cpu")
     config.steps, config.max_seconds, config.batch_size, config.patch_size = 3, None, 2, 64
-    events = list(teach_events(pairs[:1], tiny_model, register, old=old, check_pairs=pairs[1:],
+    events = list(teaching_events(pairs[:1], tiny_model, register, old=old, check_pairs=pairs[1:],
                                config=config, started_from="scratch"))
     assert [e.stage for e in events] == ["train"] * 3 + ["check", "check"]
     outcome = events[-1].result

@@ -42,6 +42,9 @@ DEFAULT_STEPS, DEFAULT_BATCH_SIZE, DEFAULT_PATCH_SIZE = 300, 16, 128
 #: known answer the misaligned sample pair carries.
 TRANSFORM_KEY = "comir_transform"
 TRUE_TRANSFORM_KEY = "comir_true_transform"
+#: Wall-clock budget (s) of teaching a new modality pair (core.teaching): the issue's 2 minutes
+#: on 2 CPU cores.
+DEFAULT_TEACH_SECONDS = 120.0
 
 #: What the review overlay can show (``core.review``): fine structure both images share, an H&E's
 #: eosin or haematoxylin stain, or the CoMIRs.
@@ -53,6 +56,3 @@ DEFAULT_REVIEW_VIEW = "structure"
 #: Size (px) of the structures the structure view keeps: detail of about this size, relative to
 #: its surroundings, survives; broad stain density does not.
 DEFAULT_REVIEW_FEATURE_PX = 8.0
-#: Wall-clock budget (s) of teaching a new modality pair (core.teaching): the issue's 2 minutes
-#: on 2 CPU cores.
-DEFAULT_TEACH_SECONDS = 120.0

@@ -37,7 +37,7 @@ from .io.files import read_utf8_text
 from .io.landmarks import read_landmarks
 from .progress import Progress
 from .registration.landmarks import fit_landmarks
-from .training import FINE_TUNE_LR, TrainConfig, train
+from .training import TrainConfig, fine_tune_config, train
 from .transforms import AffineTransform, resample
 from .zoo import ComirModel, ModelCard
 
@@ -206,10 +206,11 @@ def teach_config(max_seconds: float = DEFAULT_TEACH_SECONDS, *, new_pair: bool =
     :data:`TEACH_LR`, bf-shg taught one grey pair registered 10 of the 20 grey raw cases, not 17).
     ``frozen_modality``: a network left as it started (the other learns to meet its CoMIRs).
     """
-    return TrainConfig(steps=10**9, max_seconds=max_seconds,
-                       lr=TEACH_LR if new_pair else FINE_TUNE_LR, freeze_batchnorm=not new_pair,
-                       frozen_modalities=(frozen_modality,) if frozen_modality else (),
-                       seed=seed, device=device)
+    settings = dict(steps=10**9, max_seconds=max_seconds, seed=seed, device=device,
+                    frozen_modalities=(frozen_modality,) if frozen_modality else ())
+    if not new_pair:
+        return fine_tune_config(**settings)
+    return TrainConfig(lr=TEACH_LR, freeze_batchnorm=False, **settings)
 
 
 @dataclass
@@ -232,7 +233,7 @@ class PairCheck:
 
 @dataclass
 class TeachOutcome:
-    """The last event's result of :func:`teach_events`.
+    """The last event's result of :func:`teaching_events`.
 
     ``replaces`` says whether ``model`` may replace ``old`` (``reason`` says why, in words);
     ``checks`` are the held-out pairs' results. ``old`` is never changed.
@@ -265,7 +266,7 @@ def verdict(checks: Sequence[PairCheck]) -> tuple[bool, str]:
                   + (f" (the old one {before})" if compared else ""))
 
 
-def teach_events(pairs: Sequence[TeachingPair], model: ComirModel, register: RegisterFunction, *,
+def teaching_events(pairs: Sequence[TeachingPair], model: ComirModel, register: RegisterFunction, *,
                  old: ComirModel | None = None, check_pairs: Sequence[TeachingPair] = (),
                  config: TrainConfig | None = None, started_from: str = "") -> Iterator[Progress]:
     """Train ``model`` in place on ``pairs``, then check it on ``check_pairs``; a generator.
