@@ -99,7 +99,7 @@ def _train(args) -> int:
     from .core.errors import InputError
     from .core.io import check_output_path, check_outputs_apart
     from .core.training import FINE_TUNE_LR, TrainConfig
-    from .core.zoo import check_user_model_name, model_file_paths
+    from .core.zoo import model_file_paths, model_files, user_model_path
 
     if not (args.pairs or (args.fixed and args.moving)):
         raise InputError("give --pairs CSV, or --fixed and --moving aligned images")
@@ -114,17 +114,20 @@ def _train(args) -> int:
     for name in ("equivariance_weight", "activation_penalty"):
         if not 0 <= getattr(args, name) <= 1e3:
             raise InputError(f"--{name.replace('_', '-')} must be from 0 to 1000, got {getattr(args, name)}")
-    if args.save_as is not None:  # refused now (even ""), not after the training it would have thrown away
-        check_user_model_name(args.save_as)
     if args.checkpoint:
         check_output_path(args.checkpoint)
     outputs = {"--checkpoint": args.checkpoint}
-    if args.out:
-        weights, card = model_file_paths(args.out)
-        outputs.update({"--out weights": weights, "--out card": card})
+    if args.out or args.save_as is not None:
+        option = "--out" if args.out else "--save-as"
+        # --save-as is checked now (even ""), not after the training it would have thrown away
+        weights, card = model_file_paths(args.out or user_model_path(args.save_as))
+        outputs.update({f"{option} weights": weights, f"{option} card": card})
+    inputs = {"--pairs": args.pairs, "--fixed": args.fixed, "--moving": args.moving,
+              **_listed_images(args.pairs), **model_files(args.from_model, "--from")}
+    check_outputs_apart(outputs, inputs)
     # --checkpoint may equal --resume: continuing a run in place is what resuming is for.
-    check_outputs_apart(outputs, {"--pairs": args.pairs, "--fixed": args.fixed, "--moving": args.moving,
-                                  **_listed_images(args.pairs)})
+    check_outputs_apart({k: v for k, v in outputs.items() if k != "--checkpoint"},
+                        {"--resume": args.resume})
     if args.out:
         check_output_path(card)
     torch.manual_seed(args.seed)  # initial weights
@@ -199,9 +202,10 @@ def _infer(args) -> int:
     from . import api
     from .core.inference import comir_tiles
     from .core.io import check_output_path, check_outputs_apart, write_tiff
+    from .core.zoo import model_files
 
     _require_range(args, ("tile", 64, 16384), ("overlap", 0, 4096))
-    check_outputs_apart({"--out": args.out}, {"image": args.image})
+    check_outputs_apart({"--out": args.out}, {"image": args.image, **model_files(args.model)})
     check_output_path(args.out)
     model = api.load_model(args.model, args.device)
     image = api.read_image(args.image)

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .io.files import check_output_path
+from .io.files import check_output_path, remove_stale_temporaries, temporary_prefix
 from .io.slides import (
+    OME_ZARR_MARK,
     OUTPUT_TILE,
     add_pyramid_levels,
     write_ome_zarr_metadata,
@@ -78,16 +79,36 @@ def _is_ome_zarr(path: Path) -> bool:
     return path.name.lower().endswith(OME_ZARR_SUFFIX)
 
 
+def earlier_ome_zarr_output(path: Path) -> bool:
+    """Whether the folder ``path`` is an OME-Zarr this program wrote and nothing else: a
+    ``.zattrs`` carrying its mark, a ``.zgroup``, and the levels "0".."n-1" it lists. Only such
+    a folder may be replaced; one holding anything more (a user's file, an input) is not."""
+    import json
+
+    try:
+        attributes = json.loads((path / ".zattrs").read_text())
+        levels = attributes[OME_ZARR_MARK]["levels"]
+        entries = {entry.name for entry in path.iterdir()}
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return False
+    if not isinstance(levels, int) or not 0 < levels <= 64:
+        return False
+    return entries <= {".zattrs", ".zgroup", *map(str, range(levels))} and not any(
+        (path / entry).is_symlink() for entry in entries)
+
+
 def check_resampled_path(path: str | os.PathLike) -> Path:
-    """Refuse, before any work, a resampled-output name that cannot be written."""
+    """Refuse, before any work, a resampled-output name that cannot be written (an existing
+    ``.ome.zarr`` is replaced only when :func:`earlier_ome_zarr_output` says it may be)."""
     path = Path(path)
     suffixes = (".tif", ".tiff", OME_ZARR_SUFFIX)
     if not path.name.lower().endswith(suffixes):
         raise InputError(f"{path.name}: name the image output .tif, .ome.tif (a tiled pyramid) "
                          f"or {OME_ZARR_SUFFIX}")
     if _is_ome_zarr(path):
-        if path.exists() and not (path / ".zattrs").is_file():
-            raise InputError(f"{path} exists and is not an OME-Zarr image: it will not be replaced")
+        if (path.exists() or path.is_symlink()) and (path.is_symlink() or not earlier_ome_zarr_output(path)):
+            raise InputError(f"{path} exists and is not an earlier OME-Zarr output of napari-comir "
+                             "holding nothing else: it will not be replaced; name a new folder")
         check_output_path(path.parent / f"{path.name}.check")  # the folder must be writable
         return path
     return check_output_path(path)
@@ -107,11 +128,12 @@ def resample_to_file(moving, transform: AffineTransform, output_shape, path: str
     import zarr
 
     path = check_resampled_path(path)
+    remove_stale_temporaries(path)
     rows, cols = (int(n) for n in tuple(output_shape)[:2])
     extra = tuple(moving.shape[2:])
     chunk = min(OUTPUT_TILE, tile)
     n_tiles = math.ceil(rows / tile) * math.ceil(cols / tile)
-    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".zarr", dir=path.parent))
+    work = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=".zarr", dir=path.parent))
     try:
         group = zarr.open_group(work, mode="w")
         base = group.create_array("0", shape=(rows, cols) + extra, chunks=(chunk, chunk) + extra,
@@ -138,7 +160,7 @@ def _write_ome_zarr(levels: list, path: Path, pixel_size_um: float | None) -> No
     ``path``, then move it into place (an earlier image of that name is replaced only then)."""
     import zarr
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent))
+    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=".new", dir=path.parent))
     try:
         group = zarr.open_group(staging, mode="w", zarr_format=2)
         rgb = len(levels[0].shape) == 3
@@ -157,7 +179,7 @@ def _write_ome_zarr(levels: list, path: Path, pixel_size_um: float | None) -> No
         write_ome_zarr_metadata(group, len(levels), pixel_size_um, rgb, path.name)
         old = None
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
+            old = path.with_name(f"{temporary_prefix(path)}old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
         os.replace(staging, path)

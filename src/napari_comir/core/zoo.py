@@ -246,19 +246,42 @@ def _follow_umask(path: Path) -> None:
 
 
 def check_user_model_name(name: str) -> str:
-    """``name`` if it can name a user model, else a ModelFileError saying what can."""
-    if not _NAME_PATTERN.match(name):
+    """``name`` if it can name a user model, else a ModelFileError saying what can: letters,
+    digits, '-', '_' or '.', and not a bundled model's name (the bundled one would always win,
+    so the saved model could never be loaded or listed)."""
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
         raise ModelFileError(f"invalid model name {name!r}: use letters, digits, '-', '_' or '.' (≤ 64)")
+    if (BUNDLED_DIR / f"{name}.json").is_file():
+        raise ModelFileError(f"model name {name!r} is a bundled model's: a user model of that name "
+                             "could never be loaded; choose another name")
     return name
+
+
+def user_model_path(name: str) -> Path:
+    """Where :func:`save_user_model` writes ``name`` (without suffix), checked before any work:
+    a valid name and a models folder that exists or can be created, and is writable."""
+    check_user_model_name(name)
+    folder = user_models_dir()
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
+    if not existing.is_dir():
+        raise ModelFileError(f"the user models folder {folder} cannot be made: {existing} is a file "
+                             f"(set {USER_DIR_ENV} to a folder)")
+    if not os.access(existing, os.W_OK):
+        raise ModelFileError(f"the user models folder {existing} is not writable (set "
+                             f"{USER_DIR_ENV} to a writable folder)")
+    return folder / name
 
 
 def save_user_model(model: ComirModel, name: str) -> Path:
     """Save under the user models folder as ``name`` so it shows in :func:`list_models`."""
-    check_user_model_name(name)
-    folder = user_models_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    path = user_model_path(name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelFileError(f"cannot create the user models folder {path.parent}: "
+                             f"{exc.strerror or exc}") from exc
     model.card.name = name
-    return save_model(model, folder / name)
+    return save_model(model, path)
 
 
 def list_models() -> dict[str, Path]:
@@ -285,6 +308,21 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
         raise ModelFileError(f"unknown model {str(name_or_path)!r}; available: {', '.join(models) or 'none'} "
                              "(or give a path to a .json/.safetensors model file)")
     return models[str(name_or_path)]
+
+
+def model_files(model, label: str = "--model") -> dict[str, Path]:
+    """The files a model given by name or path is read from (card, weights, and the weights a
+    save keeps aside), as inputs for :func:`~napari_comir.core.io.check_outputs_apart`; none
+    for a model object or a name that does not resolve (loading it says why)."""
+    if not isinstance(model, (str, os.PathLike)):
+        return {}
+    try:
+        card_path = resolve_model_path(model)
+    except ModelFileError:
+        return {}
+    weights_path = card_path.with_suffix(".safetensors")
+    return {f"{label} card": card_path, f"{label} weights": weights_path,
+            f"{label} weights kept aside": _previous(weights_path)}
 
 
 def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> ComirModel:

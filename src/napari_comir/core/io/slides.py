@@ -302,6 +302,10 @@ def write_tiff_pyramid(path: str | os.PathLike, levels: list, pixel_size_um: flo
             tiff.write(_tiles(base, tile), shape=base.shape, dtype=base.dtype, **resolution, **options)
 
 
+#: The ``.zattrs`` key that marks an OME-Zarr folder as written by napari-comir.
+OME_ZARR_MARK = "napari_comir"
+
+
 def write_ome_zarr_metadata(group, n_levels: int, pixel_size_um: float | None, rgb: bool,
                             name: str) -> None:
     """OME-NGFF 0.4 ``multiscales`` for levels "0".."n-1" of a 2-D image, axes (c,) y, x as NGFF
@@ -319,3 +323,5 @@ def write_ome_zarr_metadata(group, n_levels: int, pixel_size_um: float | None, r
             {"type": "scale", "scale": scale}, {"type": "translation", "translation": shift}]})
     group.attrs["multiscales"] = [{"version": "0.4", "name": name, "axes": axes,
                                    "datasets": datasets}]
+    # what marks the folder as this program's output, which a later run may replace
+    group.attrs[OME_ZARR_MARK] = {"levels": n_levels}
