@@ -276,3 +276,97 @@ def test_crafted_cards_are_refused(tmp_path, model, field, value, message):
     shutil.copy(model[1].replace(".json", ".safetensors"), tmp_path / "crafted.safetensors")
     with pytest.raises(ModelFileError, match=message):
         api.load_model(str(path))
+
+
+# id, argv ({in} = a folder holding shg.tif, bf.tif, the model m.json + m.safetensors, a zarr
+# folder z.ome.zarr holding bf.tif and a .zattrs, a FIFO, and b/pairs.csv listing
+# b/resampled/p.tif), expected message. Each case lost data before (issue 21).
+READ_INPUT_CASES = [
+    ("register --out the model card",
+     ["register", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif", "--model", "{in}/m.json",
+      "--out", "{in}/m.json"], "is the input --model card"),
+    ("register --export-itk the weights",
+     ["register", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif", "--model", "{in}/m.json",
+      "--out", "{in}/r.json", "--export-itk", "{in}/m.safetensors"], "is the input --model weights"),
+    ("infer --out the weights",
+     ["infer", "{in}/bf.tif", "--model", "{in}/m.json", "--modality", "bf", "--out",
+      "{in}/m.safetensors"], "is the input --model weights"),
+    ("train --from, --checkpoint its weights",
+     ["train", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif", "--from", "{in}/m.json",
+      "--checkpoint", "{in}/m.safetensors", "--out", "{in}/n"], "is the input --from weights"),
+    ("train --out the --from model",
+     ["train", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif", "--from", "{in}/m.json",
+      "--out", "{in}/m"], "is the input --from"),
+    ("train --out the --resume checkpoint",
+     ["train", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif", "--resume",
+      "{in}/m.safetensors", "--out", "{in}/m"], "is the input --resume"),
+    ("register --resampled a zarr holding the moving image",
+     ["register", "--fixed", "{in}/shg.tif", "--moving", "{in}/z.ome.zarr/bf.tif", "--model",
+      "{in}/m.json", "--out", "{in}/r.json", "--resampled", "{in}/z.ome.zarr"],
+     "contains the input --moving"),
+    ("register --resampled a zarr of the user's",
+     ["register", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif", "--model", "{in}/m.json",
+      "--out", "{in}/r.json", "--resampled", "{in}/z.ome.zarr"],
+     "not an earlier OME-Zarr output of napari-comir"),
+    ("apply --out a zarr holding the image",
+     ["apply", "--transform", "{in}/t.json", "--image", "{in}/z.ome.zarr/bf.tif", "--like",
+      "{in}/shg.tif", "--out", "{in}/z.ome.zarr"], "contains the input --image"),
+    ("register --out inside an input zarr",
+     ["register", "--fixed", "{in}/shg.tif", "--moving", "{in}/z.ome.zarr", "--model",
+      "{in}/m.json", "--out", "{in}/z.ome.zarr/.zattrs"], "lies inside the input --moving"),
+    ("register --out a FIFO", ["register", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif",
+                               "--model", "{in}/m.json", "--out", "{in}/fifo"],
+     "is not a regular file"),
+    ("batch --out holding a listed image",
+     ["batch", "{in}/b/pairs.csv", "--model", "{in}/m.json", "--out", "{in}/b", "--resampled"],
+     "--out resampled/ {in}/b/resampled contains the input pair 'p' moving"),
+    ("train --save-as a bundled name",
+     ["train", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif", "--save-as", "bf-shg"],
+     "is a bundled model's"),
+    ("train --save-as into a models folder that is a file",
+     ["train", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif", "--save-as", "mine"],
+     "cannot be made: {in}/models-file is a file"),
+]
+
+
+def _tree_digest(folder) -> dict:
+    import hashlib
+    import stat
+
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest()
+                                          if p.is_file() else stat.S_IFMT(p.lstat().st_mode))
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("argv, message", [pytest.param(*case[1:], id=case[0])
+                                           for case in READ_INPUT_CASES])
+def test_outputs_never_touch_what_a_command_reads(tmp_path, model, capsys, monkeypatch, argv,
+                                                  message):
+    """Every file or folder a command reads is an input: refused as an output, or as a folder
+    holding one, before any work, in one line, and left byte-identical."""
+    import os
+    import shutil
+
+    folder = tmp_path / "in"
+    (folder / "z.ome.zarr").mkdir(parents=True)
+    for name in ("m.json", "m.safetensors"):
+        shutil.copy(model[1].replace("m.json", name), folder / name)
+    write_tiff(folder / "shg.tif", SHG)
+    for path in (folder / "bf.tif", folder / "z.ome.zarr" / "bf.tif"):
+        write_tiff(path, BF)
+    (folder / "z.ome.zarr" / ".zattrs").write_text('{"multiscales": []}')
+    (folder / "t.json").write_text(json.dumps({"model": "rigid", "matrix_xy": [[1, 0, 2], [0, 1, 3]]}))
+    os.mkfifo(folder / "fifo")
+    (folder / "b" / "resampled").mkdir(parents=True)
+    write_tiff(folder / "b" / "resampled" / "p.tif", BF)
+    write_tiff(folder / "b" / "shg.tif", SHG)
+    (folder / "b" / "pairs.csv").write_text("name,shg_file,bf_file\np,shg.tif,resampled/p.tif\n")
+    (folder / "models-file").write_text("not a folder")
+    monkeypatch.setenv("NAPARI_COMIR_MODELS_DIR", str(folder / "models-file" / "models"))
+    before = _tree_digest(folder)
+    status = main([arg.format(**{"in": folder}) for arg in argv])
+    stderr = capsys.readouterr().err
+    assert status == 2, stderr
+    assert stderr.startswith(f"napari-comir {argv[0]}: error: ") and stderr.count("\n") == 1, stderr
+    assert message.format(**{"in": folder}) in stderr
+    assert _tree_digest(folder) == before
