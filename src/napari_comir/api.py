@@ -77,6 +77,8 @@ MIN_SIDE = 64
 PREVIEW_SIDE = 512  # a central crop: fast enough to run between training steps
 #: With known pixel sizes, the scale still searched: nominal pixel sizes are good to a few percent.
 PIXEL_SIZE_TOLERANCE = 1.05
+#: Pixel sizes accepted (µm): 0.1 pm to 1 m, so that no ratio of two overflows.
+PIXEL_SIZE_BOUNDS_UM = (1e-7, 1e6)
 
 
 def new_model(preset: str = "bf-shg", *, name: str | None = None, comir_channels: int = 1,
@@ -143,8 +145,9 @@ def _pixel_size(value, name: str) -> float | None:
         size = float(value)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{name} must be a number of µm per pixel, got {value!r}") from exc
-    if not (math.isfinite(size) and size > 0):
-        raise InputError(f"{name} must be a positive number of µm per pixel, got {value!r}")
+    if not (math.isfinite(size) and PIXEL_SIZE_BOUNDS_UM[0] <= size <= PIXEL_SIZE_BOUNDS_UM[1]):
+        raise InputError(f"{name} must be a number of µm per pixel from {PIXEL_SIZE_BOUNDS_UM[0]:g} "
+                         f"to {PIXEL_SIZE_BOUNDS_UM[1]:g}, got {value!r}")
     return size
 
 
@@ -187,6 +190,26 @@ def _rescale(image: np.ndarray, scale: float) -> np.ndarray:
         image = ndimage.gaussian_filter(image.astype(np.float32), sigma)
     shape = tuple(max(1, round(n * scale)) for n in image.shape[:2])
     return resample(image, AffineTransform.similarity(0.0, scale), shape)
+
+
+def _scales(pre_scale: float) -> tuple[float, float]:
+    """(fixed, moving) resampling factors that bring both images to the coarser pixel size: the
+    finer image shrinks, so the pixels computed never exceed those given, whatever the ratio
+    (enlarging the coarser one by 1:8 took 6 GiB for a 512² pair)."""
+    return (1 / pre_scale, 1.0) if pre_scale > 1 else (1.0, pre_scale)
+
+
+def _check_scaled_sides(pre_scale: float, fixed_shape, moving_shape) -> None:
+    """Refuse, before any work, images that at the coarser pixel size fall under MIN_SIDE."""
+    for name, shape, scale in zip(("fixed", "moving"), (fixed_shape, moving_shape),
+                                  _scales(pre_scale), strict=True):
+        side = min(shape) * scale
+        if side < MIN_SIDE:
+            raise InputError(
+                f"at the other image's pixel size the {name} image would be {shape[0] * scale:.0f} x "
+                f"{shape[1] * scale:.0f} px, under the {MIN_SIDE} px needed: the pixel sizes differ "
+                f"{max(pre_scale, 1 / pre_scale):.3g}-fold; at most {min(shape) / MIN_SIDE:.3g}-fold "
+                "fits these images (check the pixel sizes, or crop the other image to the same area)")
 
 
 def registration_events(fixed_image, moving_image, model: ComirModel | str = DEFAULT_MODEL_NAME, *,
@@ -239,6 +262,7 @@ def registration_events(fixed_image, moving_image, model: ComirModel | str = DEF
                              f"{MAX_ASPECT:g}:1; cut a long strip into near-square pieces)")
         if isinstance(checked, np.ndarray) and np.ptp(checked) == 0:
             raise RegistrationError(f"{name} image is constant — nothing to register")
+    _check_scaled_sides(pre_scale, np.shape(fixed_image)[:2], np.shape(moving_image)[:2])
     lazy = isinstance(fixed_image, Slide) or isinstance(moving_image, Slide)
     if lazy and (method != "search" or initial_transform is not None):
         raise InputError("a whole slide (read lazily) is registered by the search method, coarse "
@@ -271,11 +295,15 @@ def _registration_events(model, fixed_image, moving_image, method, transform, ro
                                   moving_modality=moving_modality)
         yield Progress("register", 1, 1, _summary(result), result=RegistrationOutcome(result, None, None))
         return
-    moving_scaled = moving_image if pre_scale == 1.0 else _rescale(moving_image, pre_scale)
-    if pre_scale != 1.0:
-        moving_comir = None  # the cached one is on the other grid
+    fixed_scale, moving_scale = _scales(pre_scale)
+    fixed_scaled = fixed_image if fixed_scale == 1.0 else _rescale(fixed_image, fixed_scale)
+    moving_scaled = moving_image if moving_scale == 1.0 else _rescale(moving_image, moving_scale)
+    if fixed_scale != 1.0:
+        fixed_comir = None  # the cached one is on the other grid
+    if moving_scale != 1.0:
+        moving_comir = None
     todo = [(key, image, modality) for key, image, modality, comir in
-            (("fixed", fixed_image, fixed_modality, fixed_comir),
+            (("fixed", fixed_scaled, fixed_modality, fixed_comir),
              ("moving", moving_scaled, moving_modality, moving_comir)) if comir is None]
     comirs = {"fixed": fixed_comir, "moving": moving_comir}
     if todo:
@@ -283,7 +311,7 @@ def _registration_events(model, fixed_image, moving_image, method, transform, ro
         yield Progress("infer", 0, len(todo), f"computing the CoMIR of the {names} image")
         if len(todo) == 2:
             comirs["fixed"], comirs["moving"] = compute_comir_pair(
-                model, fixed_image, fixed_modality, moving_scaled, moving_modality)
+                model, fixed_scaled, fixed_modality, moving_scaled, moving_modality)
         else:
             key, image, modality = todo[0]
             comirs[key] = compute_comir(model, image, modality)
@@ -293,17 +321,20 @@ def _registration_events(model, fixed_image, moving_image, method, transform, ro
     result = register_comirs(model, comirs["fixed"], comirs["moving"], method=method,
                              transform=transform, rotation_range=rotation_range,
                              scale_range=scale_range, initial=initial_transform)
-    moving_comir = comirs["moving"]
-    if pre_scale != 1.0:
-        to_scaled = AffineTransform.similarity(0.0, pre_scale)
-        result.transform = result.transform.compose(to_scaled)
+    fixed_comir, moving_comir = comirs["fixed"], comirs["moving"]
+    if pre_scale != 1.0:  # back to the images' own grids
+        fixed_to_scaled = AffineTransform.similarity(0.0, fixed_scale)
+        moving_to_scaled = AffineTransform.similarity(0.0, moving_scale)
+        result.transform = fixed_to_scaled.inverse().compose(result.transform).compose(moving_to_scaled)
         result.moving_shape = tuple(np.shape(moving_image)[:2])
-        moving_comir = resample(moving_comir, to_scaled.inverse(), result.moving_shape)
+        fixed_shape = tuple(np.shape(fixed_image)[:2])
+        fixed_comir = resample(fixed_comir, fixed_to_scaled.inverse(), fixed_shape).reshape(*fixed_shape, -1)
+        moving_comir = resample(moving_comir, moving_to_scaled.inverse(), result.moving_shape)
         moving_comir = moving_comir.reshape(*result.moving_shape, -1)
     result.timings = {"comir": comir_seconds, **result.timings}
     result.seconds = time.perf_counter() - start
     yield Progress("register", 1, 1, _summary(result),
-                   result=RegistrationOutcome(result, comirs["fixed"], moving_comir))
+                   result=RegistrationOutcome(result, fixed_comir, moving_comir))
 
 
 def _summary(result: RegistrationResult) -> str:

@@ -336,13 +336,13 @@ def _apply(args) -> int:
 
 def _models(args) -> int:
     from .core.errors import ComirError
-    from .core.zoo import BUNDLED_DIR, ModelCard, list_models
+    from .core.zoo import BUNDLED_DIR, list_models, read_card
 
     for name, card_path in list_models().items():
         origin = "bundled" if card_path.parent == BUNDLED_DIR else "user"
         try:  # a broken user card is listed as such; it does not stop the listing
-            card = ModelCard.from_dict(json.loads(card_path.read_text()), source=card_path.name)
-        except (ComirError, OSError, ValueError, RecursionError) as exc:
+            card = read_card(card_path)
+        except ComirError as exc:
             print(f"{name:20s} {origin:8s} unusable: {str(exc).splitlines()[0]}")
             continue
         modalities = ", ".join(f"{k} ({v.channels} ch)" for k, v in card.modalities.items())

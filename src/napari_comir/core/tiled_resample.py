@@ -26,6 +26,7 @@ from .io.slides import (
     write_ome_zarr_metadata,
     write_tiff_pyramid,
 )
+from .limits import check_disk_space, check_image_pixels
 from .progress import Progress
 from .transforms import AffineTransform, resample
 
@@ -131,6 +132,10 @@ def resample_to_file(moving, transform: AffineTransform, output_shape, path: str
     remove_stale_temporaries(path)
     rows, cols = (int(n) for n in tuple(output_shape)[:2])
     extra = tuple(moving.shape[2:])
+    check_image_pixels((rows, cols), f"the output {path.name}")
+    # the written levels: the full grid and a third more for the coarser ones
+    check_disk_space(path.parent, rows * cols * math.prod(extra) * np.dtype(moving.dtype).itemsize * 4 // 3,
+                     f"{path.name} ({rows} x {cols} px)")
     chunk = min(OUTPUT_TILE, tile)
     n_tiles = math.ceil(rows / tile) * math.ceil(cols / tile)
     work = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=".zarr", dir=path.parent))

@@ -30,6 +30,7 @@ from scipy import ndimage
 
 from .defaults import TRANSFORM_MODELS
 from .errors import InputError
+from .limits import check_memory
 
 MODELS = TRANSFORM_MODELS  # from the most to the least constrained
 #: Tolerance on a matrix's constraints when it is read as a rigid or similarity transform.
@@ -399,6 +400,10 @@ def resample(
         raise InputError(
             f"output_shape must be (rows, cols) with positive sizes, got {output_shape}"
         )
+    channels = 1 if moving.ndim == 2 else moving.shape[2]
+    # float64 per channel, then stacked: twice the output in doubles
+    check_memory(2 * out_rc[0] * out_rc[1] * channels * 8,
+                 f"resampling onto a {out_rc[0]} x {out_rc[1]} px grid")
     # scipy maps output coordinates to input coordinates, i.e. it needs fixed -> moving in (r, c).
     inv = transform.inverse().matrix_rc
     work = moving if order == 0 else moving.astype(np.float64, copy=False)

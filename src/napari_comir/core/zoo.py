@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from .registration.confidence import DETAIL_THRESHOLD
 CARD_FORMAT = 1
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
 USER_DIR_ENV = "NAPARI_COMIR_MODELS_DIR"
+#: Largest model files read: a card is a few KiB; the widest, deepest network the card bounds
+#: allow (base 64, depth 6, RGB + grey, 3 CoMIR channels) has about 1 GiB of weights.
+MAX_CARD_BYTES, MAX_WEIGHTS_BYTES = 1 << 20, 3 << 30
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -341,14 +345,46 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
         return _load_pair(card_path, device)
 
 
-def _read_weights(path: Path) -> bytes | None:
-    """The file's bytes, or ``None`` if it is not there (a save may have just moved it)."""
+def read_model_file(path: Path, limit: int) -> bytes | None:
+    """A model file's bytes, ``None`` if it is not there (a save may have just moved it).
+
+    Only a regular file of at most ``limit`` bytes is read: a link to ``/dev/zero`` or a pipe
+    would be read until memory runs out, or for ever.
+    """
     try:
-        return path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError):
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
         raise ModelFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(info.st_mode):
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        raise ModelFileError(f"{path.name}: not a regular file (a device, a pipe or a socket); "
+                             "a model is a .safetensors file with its .json card")
+    if info.st_size > limit:
+        raise ModelFileError(f"{path.name}: {info.st_size / 2**20:.0f} MiB, more than the "
+                             f"{limit / 2**20:.0f} MiB a model file may have")
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(limit + 1)[:limit]
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def read_card(card_path: Path) -> ModelCard:
+    """The model card at ``card_path``, validated (:meth:`ModelCard.from_dict`)."""
+    try:
+        text = read_model_file(card_path, MAX_CARD_BYTES)
+        if text is None:
+            raise ModelFileError(f"model card missing: {card_path}")
+        card_dict = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # RecursionError: JSON nested thousands deep (a crafted card)
+        raise ModelFileError(f"{card_path.name}: not a readable JSON model card ({exc})") from exc
+    return ModelCard.from_dict(card_dict, source=card_path.name)
 
 
 def _load_pair(card_path: Path, device) -> ComirModel:
@@ -356,18 +392,13 @@ def _load_pair(card_path: Path, device) -> ComirModel:
     from safetensors.torch import load
 
     weights_path = card_path.with_suffix(".safetensors")
-    try:
-        card_dict = json.loads(card_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        # RecursionError: JSON nested thousands deep (a crafted card)
-        raise ModelFileError(f"{card_path.name}: not a readable JSON model card ({exc})") from exc
-    card = ModelCard.from_dict(card_dict, source=card_path.name)
+    card = read_card(card_path)
     # Mid-save, the card's own weights may be the ones that stepped aside (see save_model).
     # Read once, then hash and parse those bytes: a save cannot swap the file in between.
-    data = _read_weights(weights_path)
+    data = read_model_file(weights_path, MAX_WEIGHTS_BYTES)
     if card.sha256 and (data is None or hashlib.sha256(data).hexdigest() != card.sha256):
         # Mid-save, the card's own weights may be the ones kept aside (see save_model).
-        kept = _read_weights(_previous(weights_path))
+        kept = read_model_file(_previous(weights_path), MAX_WEIGHTS_BYTES)
         if kept is not None and hashlib.sha256(kept).hexdigest() == card.sha256:
             data = kept
         elif data is not None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..limits import check_image_pixels
 from .images import TIFF_SUFFIXES, read_image, read_pixel_size
 
 #: Images with a side above this are opened lazily (and registered coarse to fine).
@@ -175,6 +176,11 @@ def open_slide(path: str | os.PathLike) -> Slide:
     except Exception as exc:
         tif.close()
         raise InputError(f"{path.name}: cannot read the image ({type(exc).__name__}: {exc})") from exc
+    try:  # a header may claim any size: refused before a pixel is read
+        check_image_pixels(levels[0].shape, path.name)
+    except InputError:
+        tif.close()
+        raise
     return Slide(levels, downsamples, read_pixel_size(path), path, tif)
 
 
@@ -223,10 +229,16 @@ def block_mean(image, factor: int, band_rows: int = 1024) -> np.ndarray:
     rest = tuple(image.shape[2:])
     out = np.empty((rows, cols) + rest, np.float32)
     step = max(1, band_rows // factor)
+    # each read at most about band_rows² input px, whatever the width: a 10⁶ px wide level is
+    # read in pieces, not a band of 4 GB at a time
+    col_step = max(1, band_rows * band_rows // (step * factor * factor))
     for start in range(0, rows, step):
         n = min(step, rows - start)
-        band = np.asarray(image[start * factor:(start + n) * factor, :cols * factor], np.float32)
-        out[start:start + n] = band.reshape(n, factor, cols, factor, *rest).mean(axis=(1, 3))
+        for col in range(0, cols, col_step):
+            m = min(col_step, cols - col)
+            band = np.asarray(image[start * factor:(start + n) * factor,
+                                    col * factor:(col + m) * factor], np.float32)
+            out[start:start + n, col:col + m] = band.reshape(n, factor, m, factor, *rest).mean(axis=(1, 3))
     return out
 
 
