@@ -370,3 +370,70 @@ def test_outputs_never_touch_what_a_command_reads(tmp_path, model, capsys, monke
     assert stderr.startswith(f"napari-comir {argv[0]}: error: ") and stderr.count("\n") == 1, stderr
     assert message.format(**{"in": folder}) in stderr
     assert _tree_digest(folder) == before
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 2 MiB file system, filled up (needs root to mount; skipped otherwise)."""
+    import os
+    import subprocess
+
+    mount = tmp_path / "full"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs",
+                                            str(mount)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small file system here")
+    try:
+        with open(mount / "filler", "wb") as handle, pytest.raises(OSError):
+            handle.write(b"x" * (4 << 20))
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+FULL_DISK_CASES = [
+    ("register --out", ["register", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif",
+                        "--model", "{model}", "--out", "{full}/r.json"]),
+    ("register --resampled .ome.tif", ["register", "--fixed", "{in}/shg.tif", "--moving",
+                                       "{in}/bf.tif", "--model", "{model}", "--out", "{in}/r.json",
+                                       "--resampled", "{full}/x.ome.tif"]),
+    ("register --resampled .ome.zarr", ["register", "--fixed", "{in}/shg.tif", "--moving",
+                                        "{in}/bf.tif", "--model", "{model}", "--out",
+                                        "{in}/r.json", "--resampled", "{full}/x.ome.zarr"]),
+    ("register --export-itk", ["register", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif",
+                               "--model", "{model}", "--out", "{in}/r.json", "--export-itk",
+                               "{full}/x.tfm"]),
+    ("infer --out", ["infer", "{in}/bf.tif", "--model", "{model}", "--modality", "bf", "--out",
+                     "{full}/c.tif"]),
+    ("train --out", ["train", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif", "--steps", "1",
+                     "--batch-size", "2", "--patch-size", "32", "--base-channels", "2", "--depth",
+                     "1", "--out", "{full}/m"]),
+    ("train --checkpoint", ["train", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif",
+                            "--steps", "1", "--batch-size", "2", "--patch-size", "32",
+                            "--base-channels", "2", "--depth", "1", "--checkpoint-every", "1",
+                            "--checkpoint", "{full}/c.pt", "--out", "{in}/m"]),
+    ("apply --geojson --out", ["apply", "--transform", "{in}/t.json", "--geojson", "{in}/a.geojson",
+                               "--out", "{full}/a.geojson"]),
+]
+
+
+@pytest.mark.parametrize("argv", [pytest.param(case[1], id=case[0]) for case in FULL_DISK_CASES])
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, model, full_disk, capsys, argv):
+    """A full disk gave tracebacks on 35 of 37 write paths (OSError 28, SafetensorError, torch's
+    own errors): now one line, exit 2, and no temporary data left on the full disk."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_tiff(folder / "shg.tif", SHG)
+    write_tiff(folder / "bf.tif", BF)
+    (folder / "t.json").write_text(json.dumps({"model": "rigid", "matrix_xy": [[1, 0, 2], [0, 1, 3]]}))
+    (folder / "a.geojson").write_text(json.dumps({"type": "Point", "coordinates": [1, 2]}))
+    status = main([arg.format(**{"in": folder, "full": full_disk, "model": model[1]}) for arg in argv])
+    stderr = capsys.readouterr().err
+    assert status == 2, stderr
+    assert "Traceback" not in stderr
+    # the progress bar's lines (the disk filled up after the work), then one line
+    lines = stderr.split("\n")
+    assert lines[-1] == "" and lines[-2].startswith(f"napari-comir {argv[0]}: error: ") \
+        and "\n".join(lines[:-2]).count("error") == 0, stderr
+    assert "the disk is full" in lines[-2] or "are free" in lines[-2], stderr
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]

@@ -21,7 +21,7 @@ MEMORY_SHARE = 0.5
 
 
 def _gib(nbytes: float) -> str:
-    return f"{nbytes / 2**30:.3g} GiB"
+    return f"{nbytes / 2**30:.3g} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.3g} MiB"
 
 
 def available_memory_bytes() -> int | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .io.files import check_output_path, remove_stale_temporaries, temporary_prefix
+from .io.files import check_output_path, remove_stale_temporaries, temporary_prefix, write_errors
 from .io.slides import (
     OME_ZARR_MARK,
     OUTPUT_TILE,
@@ -138,24 +138,26 @@ def resample_to_file(moving, transform: AffineTransform, output_shape, path: str
                      f"{path.name} ({rows} x {cols} px)")
     chunk = min(OUTPUT_TILE, tile)
     n_tiles = math.ceil(rows / tile) * math.ceil(cols / tile)
-    work = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=".zarr", dir=path.parent))
+    with write_errors(path):  # a full disk: one line, and the temporary data removed
+        work = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=".zarr", dir=path.parent))
     try:
-        group = zarr.open_group(work, mode="w")
-        base = group.create_array("0", shape=(rows, cols) + extra, chunks=(chunk, chunk) + extra,
-                                  dtype=moving.dtype)
-        yield Progress("resample", 0, n_tiles, f"resampling {rows}x{cols} px onto the fixed grid")
-        tiles = resample_tiles(moving, transform, (rows, cols), tile=tile, order=order)
-        for done, (out_rows, out_cols, pixels) in enumerate(tiles, start=1):
-            base[out_rows, out_cols] = pixels
-            yield Progress("resample", done, n_tiles, f"tile {done}/{n_tiles}")
-        yield Progress("write", 0, 1, f"writing {path.name}")
-        levels = add_pyramid_levels(group, labels=order == 0) if path.name.lower().endswith(
-            (".ome.tif", ".ome.tiff", OME_ZARR_SUFFIX)) else [base]
-        if _is_ome_zarr(path):
-            _write_ome_zarr(levels, path, pixel_size_um)
-        else:
-            write_tiff_pyramid(path, levels, pixel_size_um)
-        yield Progress("write", 1, 1, f"wrote {path} ({len(levels)} level(s))", result=path)
+        with write_errors(path):
+            group = zarr.open_group(work, mode="w")
+            base = group.create_array("0", shape=(rows, cols) + extra, chunks=(chunk, chunk) + extra,
+                                      dtype=moving.dtype)
+            yield Progress("resample", 0, n_tiles, f"resampling {rows}x{cols} px onto the fixed grid")
+            tiles = resample_tiles(moving, transform, (rows, cols), tile=tile, order=order)
+            for done, (out_rows, out_cols, pixels) in enumerate(tiles, start=1):
+                base[out_rows, out_cols] = pixels
+                yield Progress("resample", done, n_tiles, f"tile {done}/{n_tiles}")
+            yield Progress("write", 0, 1, f"writing {path.name}")
+            levels = add_pyramid_levels(group, labels=order == 0) if path.name.lower().endswith(
+                (".ome.tif", ".ome.tiff", OME_ZARR_SUFFIX)) else [base]
+            if _is_ome_zarr(path):
+                _write_ome_zarr(levels, path, pixel_size_um)
+            else:
+                write_tiff_pyramid(path, levels, pixel_size_um)
+            yield Progress("write", 1, 1, f"wrote {path} ({len(levels)} level(s))", result=path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -11,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import ComirError, InputError, OutputError
 
 #: Bytes hashed from each end of a file by :func:`file_fingerprint` (slides are many GB).
 FINGERPRINT_BYTES = 1 << 20
@@ -176,6 +177,36 @@ def check_outputs_apart(outputs: dict, inputs: dict) -> None:
                                  "it would be changed or replaced; write the output elsewhere")
 
 
+#: Free bytes under which a failed write is put down to a full disk (libraries such as
+#: safetensors and torch report it in their own words).
+FULL_DISK_BYTES = 1 << 20
+
+
+@contextlib.contextmanager
+def write_errors(path: Path) -> Iterator[None]:
+    """Turn any failure of the writes inside into one :class:`OutputError` naming ``path``: "the
+    disk is full" when it is (ENOSPC, a quota, or next to no space left whatever the library
+    raised), else the system's reason."""
+    try:
+        yield
+    except ComirError:
+        raise
+    except Exception as exc:
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = None
+        full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+                or (free is not None and free < FULL_DISK_BYTES))
+        if full:
+            left = "" if free is None else f", {free / 2**20:.1f} MiB free"
+            raise OutputError(f"cannot write {path}: the disk is full{left}; nothing was written — "
+                              "free some space or write elsewhere") from exc
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and move it into place.
@@ -195,9 +226,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs should get normal permissions
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb") as handle:
-            os.fsync(handle.fileno())
+        with write_errors(path):
+            yield tmp_path
+            with open(tmp_path, "rb") as handle:
+                os.fsync(handle.fileno())
         try:
             os.replace(tmp_path, path)
         except OSError as exc:
