@@ -388,7 +388,7 @@ def full_disk(tmp_path):
             handle.write(b"x" * (4 << 20))
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], check=False)
+        subprocess.run(["umount", "--lazy", str(mount)], check=False)  # even if a file is open
 
 
 FULL_DISK_CASES = [
