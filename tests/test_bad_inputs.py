@@ -437,3 +437,114 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, model, full_disk, 
         and "\n".join(lines[:-2]).count("error") == 0, stderr
     assert "the disk is full" in lines[-2] or "are free" in lines[-2], stderr
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+
+
+def _tiny_pair():
+    from napari_comir.core.data import AlignedPair
+
+    return AlignedPair({"shg": SHG, "bf": BF}, name="p")
+
+
+def _fine_tune(model, pairs=None, **config):
+    from napari_comir.core.training import TrainConfig
+
+    settings = {"steps": 1, "batch_size": 2, "patch_size": 32, **config}
+    return list(api.fine_tune(model, [_tiny_pair()] if pairs is None else pairs,
+                              TrainConfig(**settings)))
+
+
+def _geojson(tmp_path, text):
+    path = tmp_path / "a.geojson"
+    path.write_text(text, encoding="utf-8")
+    return api.apply_transform_to_geojson(_transform_file(tmp_path, '{"matrix_xy": [[1, 0, 2], [0, 1, 3]]}'),
+                                          path, tmp_path / "out.geojson")
+
+
+def _transform_file(tmp_path, text, name="t.json"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# id, call(model, tmp_path), expected message: each gave a traceback (issue 21)
+API_BOUNDARY_CASES = [
+    ("model a Path that is no model", lambda m, t: api.register_multimodal(SHG, BF, t / "no.json"),
+     "no model card no.json"),
+    ("model None", lambda m, t: api.register_multimodal(SHG, BF, None),
+     "model must be a model name, a model file path or a ComirModel, got NoneType"),
+    ("new_model without bounds", lambda m, t: api.new_model(
+        "bf-shg", architecture={"type": "unet", "base_channels": 4096, "depth": 12}),
+     "base_channels must be a whole number from 1 to 64"),
+    ("new_model unknown field", lambda m, t: api.new_model("bf-shg", colour=1), "new_model:"),
+    ("lr 1e300", lambda m, t: _fine_tune(m, lr=1e300), "lr must be a number of at most 10"),
+    ("checkpoint_every 0", lambda m, t: _fine_tune(m, checkpoint_every=0), "checkpoint_every must be"),
+    ("batch_size text", lambda m, t: _fine_tune(m, batch_size="x"), "batch_size must be a whole number"),
+    ("config a dict", lambda m, t: list(api.fine_tune(m, [_tiny_pair()], {"steps": 1})),
+     "config must be a TrainConfig, got dict"),
+    ("pairs of arrays", lambda m, t: _fine_tune(m, pairs=[SHG]), "pairs must be a list of AlignedPair"),
+    ("read_pairs_csv None", lambda m, t: api.read_pairs_csv(None, m.modalities),
+     "the pairs CSV must be a file path, got None"),
+    ("save_model None", lambda m, t: api.save_model(m, None), "a model path must be a file path"),
+    ("fit_landmarks text", lambda m, t: api.fit_landmarks("ab", "cd"), "landmarks must be (x, y) numbers"),
+    ("pixel size 1e30", lambda m, t: api.register_multimodal(SHG, BF, m, fixed_pixel_size=1e30,
+                                                             moving_pixel_size=1),
+     "µm per pixel from 1e-07 to 1e+06"),
+    ("resample to 200 000²", lambda m, t: api.resample(BF, api.AffineTransform.rigid(), (200_000, 200_000)),
+     "onto a 200000 x 200000 px grid would take"),
+    ("transform nested deep", lambda m, t: api.apply_transform_to_points(
+        _transform_file(t, '{"matrix_xy": ' + "[" * 100_000 + "]" * 100_000 + "}"), [[1, 2]]),
+     "transform JSON is malformed"),
+    ("transform of 10^400", lambda m, t: api.apply_transform_to_points(
+        _transform_file(t, '{"matrix_xy": [[1, 0, ' + "9" * 400 + "], [0, 1, 0]]}"), [[1, 2]]),
+     "must be finite numbers"),
+    ("angle as text", lambda m, t: api.apply_transform_to_points(
+        _transform_file(t, '{"angle_deg": "ten", "translation_xy": [1, 2]}'), [[1, 2]]),
+     "angle_deg must be a number"),
+    ("angle as a list", lambda m, t: api.apply_transform_to_points(
+        _transform_file(t, '{"angle_deg": [1, 2], "translation_xy": [1, 2]}'), [[1, 2]]),
+     "angle_deg must be a number"),
+    ("CSV field over 128 KiB", lambda m, t: api.apply_transform_to_points(
+        _transform_file(t, "m00,m01\n" + "1" * 200_000 + ",1\n", "t.csv"), [[1, 2]]),
+     "transform CSV is malformed"),
+    ("GeoJSON 5000-digit number", lambda m, t: _geojson(
+        t, '{"type": "Point", "coordinates": [' + "1" * 5000 + ", 2]}"), "not JSON that can be read"),
+    ("GeoJSON type a list", lambda m, t: _geojson(
+        t, '{"type": "Feature", "geometry": {"type": ["Point"], "coordinates": [1, 2]}}'),
+     "'(list)' is not a GeoJSON geometry type"),
+    ("int64 into an OME-TIFF", lambda m, t: apply_transform_to_image_file(
+        api.AffineTransform.rigid(), _int64_tiff(t), _int64_tiff(t), t / "o.ome.tif"),
+     "OME-TIFF cannot hold int64 pixels"),
+]
+
+
+def apply_transform_to_image_file(*args, **kwargs):
+    from napari_comir.core.apply import apply_transform_to_image_file as carry
+
+    return carry(*args, **kwargs)
+
+
+def _int64_tiff(folder):
+    tifffile.imwrite(folder / "labels.tif", np.arange(64 * 64, dtype=np.int64).reshape(64, 64))
+    return folder / "labels.tif"
+
+
+@pytest.mark.parametrize("call, message", [pytest.param(*case[1:], id=case[0])
+                                           for case in API_BOUNDARY_CASES])
+def test_public_api_checks_its_arguments_at_the_boundary(model, tmp_path, call, message):
+    """Wrong types and values given to the public API raise a ComirError subclass saying what
+    is wrong, never a TypeError, AttributeError, OverflowError or RecursionError from inside."""
+    from napari_comir.core.errors import ComirError
+
+    with pytest.raises(ComirError) as caught:
+        call(model[0], tmp_path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_lone_surrogate_in_geojson_properties_is_kept(tmp_path):
+    """Valid JSON that is not UTF-8 (a lone surrogate escape) gave a UnicodeEncodeError; it is
+    written back as the same escape."""
+    _geojson(tmp_path, '{"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 2]}, '
+             '"properties": {"name": "\\ud800"}}')
+    written = json.loads((tmp_path / "out.geojson").read_text())
+    assert written["properties"]["name"] == "\ud800"
+    assert written["geometry"]["coordinates"] == [3.0, 5.0]

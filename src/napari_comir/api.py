@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -91,9 +92,13 @@ def new_model(preset: str = "bf-shg", *, name: str | None = None, comir_channels
     if preset not in PRESETS and "modalities" not in card_fields:
         raise InputError(f"unknown preset {preset!r}; choose {', '.join(PRESETS)} or pass modalities=")
     fields = {**PRESETS.get(preset, {}), **card_fields}
-    card = ModelCard(name=name or preset, comir_channels=comir_channels,
-                     architecture=dict(architecture or DEFAULT_ARCHITECTURE), **fields)
-    return ComirModel(card)
+    try:
+        card = ModelCard(name=name or preset, comir_channels=comir_channels,
+                         architecture=dict(architecture or DEFAULT_ARCHITECTURE), **fields)
+    except (TypeError, ValueError) as exc:  # an unknown card field, an architecture not a dict
+        raise InputError(f"new_model: {exc}") from exc
+    # the bounds a saved card is held to (a width of 4096 would build for minutes, then fail)
+    return ComirModel(ModelCard.from_dict(card.to_dict(), source="new_model"))
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL_NAME, device: str = "auto") -> ComirModel:
@@ -103,8 +108,11 @@ def load_model(name_or_path: str = DEFAULT_MODEL_NAME, device: str = "auto") -> 
 
 def _as_model(model: ComirModel | str, device: str | None = None) -> ComirModel:
     """A model by name/path loaded on ``device``, or a given model moved to ``device`` if one is named."""
-    if isinstance(model, str):
+    if isinstance(model, (str, os.PathLike)):
         return load_model(model, device or "auto")
+    if not isinstance(model, ComirModel):
+        raise InputError(f"model must be a model name, a model file path or a ComirModel, got "
+                         f"{type(model).__name__}")
     return model.to(resolve_device(device)) if device is not None else model
 
 
@@ -435,6 +443,9 @@ def fine_tune(model: ComirModel | str, pairs: Sequence[AlignedPair], config: Tra
     the CoMIR of the centre (:data:`PREVIEW_SIDE` px) of the first pair's moving image.
     """
     config = config or TrainConfig(lr=FINE_TUNE_LR, freeze_batchnorm=True)
+    if not isinstance(config, TrainConfig):
+        raise InputError(f"config must be a TrainConfig, got {type(config).__name__}")
+    config.validate()
     model = _as_model(model)
     if copy_model:
         model = copy.deepcopy(model)

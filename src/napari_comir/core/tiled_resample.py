@@ -33,6 +33,9 @@ from .transforms import AffineTransform, resample
 #: Side of the output tiles resampled at a time (px).
 RESAMPLE_TILE = 1024
 OME_ZARR_SUFFIX = ".ome.zarr"
+#: Pixel types OME-XML can describe (int64, uint64 and float16 it cannot).
+OME_TIFF_DTYPES = tuple(np.dtype(name) for name in ("bool", "int8", "uint8", "int16", "uint16",
+                                                       "int32", "uint32", "float32", "float64"))
 
 
 def resample_tiles(moving, transform: AffineTransform, output_shape, *, tile: int = RESAMPLE_TILE,
@@ -133,6 +136,10 @@ def resample_to_file(moving, transform: AffineTransform, output_shape, path: str
     rows, cols = (int(n) for n in tuple(output_shape)[:2])
     extra = tuple(moving.shape[2:])
     check_image_pixels((rows, cols), f"the output {path.name}")
+    ome_tiff = path.name.lower().endswith((".ome.tif", ".ome.tiff"))
+    if ome_tiff and np.dtype(moving.dtype) not in OME_TIFF_DTYPES:
+        raise InputError(f"{path.name}: OME-TIFF cannot hold {np.dtype(moving.dtype)} pixels; name the "
+                         f"output {OME_ZARR_SUFFIX} or .tif, or convert the image")
     # the written levels: the full grid and a third more for the coarser ones
     check_disk_space(path.parent, rows * cols * math.prod(extra) * np.dtype(moving.dtype).itemsize * 4 // 3,
                      f"{path.name} ({rows} x {cols} px)")

@@ -22,6 +22,7 @@ from .data import ModalitySpec
 from .defaults import DEFAULT_ARCHITECTURE
 from .errors import ModelFileError
 from .io import atomic_path, write_text_atomic
+from .io.files import as_path
 from .models import build_network
 from .registration.confidence import DETAIL_THRESHOLD
 
@@ -197,7 +198,7 @@ def model_file_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     ``path`` may end in either suffix or in neither; other dots belong to the name
     (``tissue-v1.2`` -> ``tissue-v1.2.json``, not ``tissue-v1.json``).
     """
-    path = Path(path)
+    path = as_path(path, "a model path")
     if path.suffix in (".json", ".safetensors"):
         path = path.with_suffix("")
     return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")

@@ -103,6 +103,14 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     return removed
 
 
+def as_path(value, what: str) -> Path:
+    """``value`` as a Path when it is a path (text or os.PathLike), else an InputError naming
+    ``what``: an API argument checked at the boundary, not a TypeError deep inside."""
+    if isinstance(value, bool) or not isinstance(value, (str, os.PathLike)) or str(value) == "":
+        raise InputError(f"{what} must be a file path, got {value!r}"[:200])
+    return Path(value)
+
+
 def check_output_path(path: str | os.PathLike) -> Path:
     """Refuse an output path that cannot be written, before any work is done for it.
 
@@ -110,7 +118,7 @@ def check_output_path(path: str | os.PathLike) -> Path:
     socket) is refused too: the atomic write would replace it by a file (as root, the device
     node itself).
     """
-    path = Path(path)
+    path = as_path(path, "an output")
     if path.is_dir():
         raise InputError(f"output path is a folder, expected a file name: {path}")
     if path.exists() and not path.is_file():

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..limits import check_image_pixels
+from ..limits import check_image_pixels, check_memory
 from .images import TIFF_SUFFIXES, read_image, read_pixel_size
 
 #: Images with a side above this are opened lazily (and registered coarse to fine).
@@ -45,6 +45,7 @@ class LazyImage:
         if channels not in (None, 3, 4):
             raise InputError(f"{name}: {channels} channels is not a grey or RGB image")
         self._channels = channels
+        self._name = name
         self.shape = tuple(shape) + ((3,) if channels else ())
         self.dtype = np.dtype(array.dtype)
         self.ndim = len(self.shape)
@@ -55,15 +56,21 @@ class LazyImage:
         rows, cols = (tuple(key) + (slice(None), slice(None)))[:2]
         if any(not isinstance(s, slice) for s in (rows, cols)):
             raise TypeError("a LazyImage is sliced with two slices: image[rows, cols]")
-        if self._channel_axis is not None:
-            block = np.moveaxis(np.asarray(self._array[:, rows, cols]), 0, -1)
-        else:
-            block = np.asarray(self._array[rows, cols])
+        try:  # tiles are decoded only now: a truncated file or a deflate bomb fails here
+            if self._channel_axis is not None:
+                block = np.moveaxis(np.asarray(self._array[:, rows, cols]), 0, -1)
+            else:
+                block = np.asarray(self._array[rows, cols])
+        except Exception as exc:
+            raise InputError(f"{self._name}: cannot read the image's tiles ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else 'damaged'}); the file is "
+                             "damaged or truncated") from exc
         if self._channels:
             block = block[..., :3]
         return block[(slice(None), slice(None)) + tuple(key[2:])] if len(key) > 2 else block
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        check_memory(self.size * self.dtype.itemsize, f"{self._name}: reading a whole level")
         block = self[:, :]
         return block if dtype is None else block.astype(dtype)
 

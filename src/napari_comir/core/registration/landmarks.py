@@ -17,7 +17,10 @@ MIN_LANDMARKS = {"rigid": 2, "similarity": 2, "affine": 3}
 
 
 def _points(points, name: str) -> np.ndarray:
-    array = np.asarray(points, dtype=float)
+    try:
+        array = np.asarray(points, dtype=float)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"{name} landmarks must be (x, y) numbers, got {str(points)[:40]!r}") from exc
     if array.ndim != 2 or array.shape[1] != 2:
         raise InputError(f"{name} landmarks must be an (N, 2) array of (x, y) points, got shape "
                          f"{array.shape}")
