@@ -548,3 +548,25 @@ def test_a_lone_surrogate_in_geojson_properties_is_kept(tmp_path):
     written = json.loads((tmp_path / "out.geojson").read_text())
     assert written["properties"]["name"] == "\ud800"
     assert written["geometry"]["coordinates"] == [3.0, 5.0]
+
+
+@pytest.mark.slow  # ~30 s: two pyramidal slides written
+def test_damaged_tiles_of_a_whole_slide_are_one_line(tmp_path, capsys):
+    """Tiles are decoded only when the registration reads them: a damaged or over-long deflate
+    tile (imagecodecs' DeflateError) gave a traceback mid-run; now one line, exit 2."""
+    from napari_comir.core.tiled_resample import resample_to_file
+    from napari_comir.core.transforms import AffineTransform
+
+    bf, shg = synthetic_pair((1536, 1536), seed=0)
+    for name, image in (("shg", shg), ("bf", bf)):  # pyramidal: read lazily, tile by tile
+        list(resample_to_file(image, AffineTransform.rigid(), image.shape[:2], tmp_path / f"{name}.ome.tif"))
+    data = bytearray((tmp_path / "shg.ome.tif").read_bytes())
+    data[len(data) // 4:len(data) // 2] = b"\xff" * (len(data) // 2 - len(data) // 4)
+    (tmp_path / "damaged.ome.tif").write_bytes(bytes(data))
+    status = main(["register", "--fixed", str(tmp_path / "damaged.ome.tif"), "--moving",
+                   str(tmp_path / "bf.ome.tif"), "--out", str(tmp_path / "r.json")])
+    lines = capsys.readouterr().err.split("\n")
+    assert status == 2 and "Traceback" not in "\n".join(lines)
+    assert lines[-2].startswith("napari-comir register: error: damaged.ome.tif: cannot read the "
+                                "image's tiles"), lines[-2]
+    assert not (tmp_path / "r.json").exists()

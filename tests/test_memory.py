@@ -36,7 +36,7 @@ def test_register_peak_memory_is_within_the_cap(memory, shape, grey):
         assert "refused" not in record, record
 
 
-@pytest.mark.parametrize("pixel_sizes", ["1,8", "8,1", "1,100"])
+@pytest.mark.parametrize("pixel_sizes", [pytest.param("1,8", marks=pytest.mark.slow), "8,1", "1,100"])
 def test_memory_follows_the_pixels_not_the_pixel_size_ratio(memory, pixel_sizes):
     """A 512² pair with pixel sizes 1:8 reached 5.98 GiB (the coarser image was enlarged 8-fold);
     now the finer one is reduced, within the cap of the pixels given; 1:100 leaves too few
