@@ -11,26 +11,29 @@ corners; success = error <= 2 % of the width; a method that gives up counts as a
   (scale 0.88-1.10, a few degrees, up to 58 px), scored as that folder's README says; val and
   train reported apart (the model was trained on the train pairs, aligned). Any rotation searched.
 
-Methods: ``comir`` (CoMIR + global search, the default affine model: the simplest model that
-fits), ``comir-rigid`` and ``comir-similarity`` (that model only), ``comir-c4`` (C4-averaged
-CoMIRs, 4x the inference), ``comir-sift`` (CoMIR + SIFT/RANSAC), ``mi-all`` (SimpleITK Mattes MI,
-rigid, 3 pyramid levels, 3 starts at -0.4/0/+0.4 rad, every pixel), ``mi-similarity`` and
-``mi-affine`` (the same with a similarity transform; affine refines the best similarity),
-``mi`` (rigid on a random 25 % of the pixels: twice as fast, far fewer successes),
-``best-rigid`` (the rigid transform nearest the reference: the floor of every rigid method on
-non-rigid cases; raw scenario only), ``raw`` (global
-search on the raw images, no CoMIR: a sanity floor), ``zcmir`` (the zcmir peer: POS-GIFT keypoints
-and square-loss-MI refinement, affine model; ``pip install zcmir`` and, without a GPU, Mesa's
-software Vulkan ``mesa-vulkan-drivers``; minutes per pair on a 2-core CPU, so run it on a subset,
-e.g. ``--methods zcmir --scenarios 180 --seeds 2``). Each method registers the first case once,
-untimed, before its timed runs (one-time costs: thread pools, oneDNN kernels, SimpleITK set-up),
-and each method runs in its own process, so no method's memory state slows another's.
+Methods: ``comir`` (CoMIR + global search, the default affine model: the simplest model that fits,
+then the final refinement by mutual information on the images), ``comir-no-mi`` (the same without
+that final refinement), ``comir-rigid`` and ``comir-similarity`` (that model only), ``comir-c4``
+(C4-averaged CoMIRs, 4x the inference), ``comir-sift`` (CoMIR + SIFT/RANSAC), ``mi-all`` (SimpleITK
+Mattes MI, rigid, 3 pyramid levels, 3 starts at -0.4/0/+0.4 rad, every pixel), ``mi-similarity``
+and ``mi-affine`` (the same with a similarity transform; affine refines the best similarity),
+``mi`` (rigid on a random 25 % of the pixels: twice as fast, far fewer successes), ``elastix``
+(itk-elastix with its default parameter maps, unchanged: rigid then affine, Mattes MI, 4 levels,
+identity start; grey images), ``best-rigid`` (the rigid transform nearest the reference: the floor
+of every rigid method on non-rigid cases; raw scenario only), ``raw`` (global search on the raw
+images, no CoMIR: a sanity floor), ``zcmir`` (the zcmir peer: POS-GIFT keypoints and square-loss-MI
+refinement, affine model; ``pip install zcmir`` and, without a GPU, Mesa's software Vulkan
+``mesa-vulkan-drivers``; minutes per pair on a 2-core CPU, so run it on a subset, e.g. ``--methods
+zcmir --scenarios 180 --seeds 2``). Each method registers the first case once, untimed, before its
+timed runs (one-time costs: thread pools, oneDNN kernels, SimpleITK set-up), and each method runs
+in its own process, so no method's memory state slows another's.
 
 Usage::
 
     python benchmarks/registration.py --split val --seeds 10 --methods comir,comir-sift,mi-all,mi,raw
     python benchmarks/registration.py --scenarios raw \
         --methods comir,comir-rigid,comir-similarity,best-rigid,mi-all,mi-similarity,mi-affine
+    python benchmarks/registration.py --scenarios raw --methods comir,elastix,mi-affine
 """
 
 from __future__ import annotations
@@ -124,6 +127,30 @@ def mutual_information(fixed: np.ndarray, moving: np.ndarray, max_angle: float,
     return _sitk_matrix(run(affine)[1], "affine")
 
 
+def elastix_transform(fixed: np.ndarray, moving: np.ndarray) -> AffineTransform:
+    """itk-elastix with its default rigid and affine parameter maps, unchanged (the peer a user
+    of elastix would run), on the grey images."""
+    import itk
+
+    parameters = itk.ParameterObject.New()
+    for name in ("rigid", "affine"):
+        parameters.AddParameterMap(parameters.GetDefaultParameterMap(name))
+    method = itk.ElastixRegistrationMethod.New(
+        itk.image_from_array(np.ascontiguousarray(grey(fixed))),  # copies: a view dies here
+        itk.image_from_array(np.ascontiguousarray(grey(moving))),
+        parameter_object=parameters, log_to_console=False)
+    method.Update()
+    # The rigid and affine maps composed, fixed -> moving physical points; with unit spacing and
+    # zero origin a physical point is the (x, y) pixel centre. Read off the images of 3 points.
+    combined = method.GetCombinationTransform()
+    origin, unit_x, unit_y = (np.array(combined.TransformPoint(p)) for p in ((0.0, 0.0), (1.0, 0.0),
+                                                                            (0.0, 1.0)))
+    fixed_to_moving = np.eye(3)
+    fixed_to_moving[:2, 0], fixed_to_moving[:2, 1], fixed_to_moving[:2, 2] = (
+        unit_x - origin, unit_y - origin, origin)
+    return AffineTransform(fixed_to_moving).inverse()
+
+
 def best_rigid(truth: AffineTransform, shape) -> AffineTransform:
     """The rigid transform closest to ``truth`` on the moving image's pixel grid (least squares,
     Kabsch): the floor any rigid method meets on a case that is not rigid."""
@@ -178,11 +205,14 @@ def _transform(method: str, model, fixed, moving, max_angle: float, truth=None):
         model.card.c4_average = method == "comir-c4"
         transform = {"comir-rigid": "rigid", "comir-similarity": "similarity"}.get(method, "affine")
         search = "sift" if method == "comir-sift" else "search"
+        final = "none" if method == "comir-no-mi" else "mutual-information"
         return api.register_multimodal(fixed, moving, model, rotation_range=max_angle, method=search,
-                                       transform=transform).transform
+                                       transform=transform, final_refinement=final).transform
     if method in ("mi", "mi-all", "mi-similarity", "mi-affine"):
         return mutual_information(fixed, moving, max_angle, 0.25 if method == "mi" else None,
                                   {"mi-similarity": "similarity", "mi-affine": "affine"}.get(method, "rigid"))
+    if method == "elastix":
+        return elastix_transform(fixed, moving)
     if method == "best-rigid":
         return best_rigid(truth, moving.shape)
     if method == "zcmir":

@@ -1,6 +1,8 @@
 """Screenshots of every napari-comir dock widget in a meaningful state, for the user guide.
 
 Run under a display (``xvfb-run -a python docs/screenshots.py``); writes docs/images/*.png.
+Every job runs as a person runs it: the script clicks the buttons, the work runs in its worker
+thread, and the picture is taken once the result shows (the event loop running meanwhile).
 It fine-tunes the bundled model on the synthetic aligned sample (~1 min on CPU), then registers
 the misaligned sample with the bundled model, so the pictures show real results. Models are saved to a
 temporary folder, never to your user models folder; the widgets start from their defaults, not
@@ -24,7 +26,7 @@ from qtpy.QtCore import Qt  # noqa: E402
 from qtpy.QtWidgets import QApplication  # noqa: E402
 
 from napari_comir import _sample_data, api  # noqa: E402
-from napari_comir.widgets import _worker, fine_tune  # noqa: E402
+from napari_comir.widgets import fine_tune  # noqa: E402
 from napari_comir.widgets.fine_tune import FineTuneWidget  # noqa: E402
 from napari_comir.widgets.inspect import InspectWidget  # noqa: E402
 from napari_comir.widgets.model import ModelWidget  # noqa: E402
@@ -59,6 +61,24 @@ def shot(viewer, name: str):
     print("wrote", path, f"{path.stat().st_size // 1024} kB")
 
 
+def wait_until(condition, timeout_s: float = 300.0) -> None:
+    """Run the event loop until ``condition()`` holds (a job ended, a result shows)."""
+    import time
+
+    end = time.perf_counter() + timeout_s
+    while not condition():
+        if time.perf_counter() > end:
+            raise TimeoutError("the job did not end in time")
+        settle(None, 0.05)
+
+
+def click(button) -> None:
+    """Click a magicgui PushButton as a person does."""
+    from qtpy.QtTest import QTest
+
+    QTest.mouseClick(button.native, Qt.MouseButton.LeftButton)
+
+
 def add_layers(viewer, layer_data):
     for data, kwargs, _kind in layer_data:
         viewer.add_image(data, **kwargs)
@@ -70,7 +90,6 @@ def dock(viewer, widget, title):
 
 def main():
     IMAGES.mkdir(exist_ok=True)
-    _worker.SYNCHRONOUS = True  # a script: run jobs inline, in order
     fine_tune.show_info = print  # no "saved" toast over the later pictures
     if "bf-shg" not in api.list_models():
         api.save_user_model(api.new_model("bf-shg"), "bf-shg-untrained")
@@ -87,10 +106,12 @@ def main():
     tune._preview_every.value = 20
     tune._name.value = "bf-shg-demo"
     dock_tune = dock(viewer, tune, "Fine-tune CoMIR")
-    tune.start()
+    click(tune._start)
     viewer.layers["SHG (sample)"].visible = False
-    shot(viewer, "fine_tune")
-    tune.save("bf-shg-demo")
+    wait_until(lambda: len(tune.loss_plot.values) >= 45)
+    shot(viewer, "fine_tune")  # while it trains: the live curve, s/step and time left
+    wait_until(lambda: not tune.job.running)
+    click(tune._save)
     viewer.window.remove_dock_widget(dock_tune)
     viewer.layers.clear()
 
@@ -105,7 +126,8 @@ def main():
     # CoMIRs of both images (side by side so the shared representation is visible).
     reps = RepresentationsWidget(viewer)
     dock_reps = dock(viewer, reps, "CoMIR representations")
-    reps.run()
+    click(reps._run)
+    wait_until(lambda: not reps.job.running)
     viewer.canvas.grid.enabled = True
     viewer.reset_view()
     shot(viewer, "representations")
@@ -116,12 +138,12 @@ def main():
     # Registration: overlay (fixed magenta, moving green), then the checkerboard.
     register = RegisterWidget(viewer)
     dock_register = dock(viewer, register, "Register (CoMIR)")
-    register.run()
+    click(register.run_panel.register_button)
+    wait_until(lambda: register.session.result is not None and not register.session.busy)
     shot(viewer, "register")  # the default review overlay, nothing hidden
-    register._square.value = 64
-    register._checker.value = True
+    register.review_panel.view.value = "checkerboard"
     shot(viewer, "register_checkerboard")
-    register._checker.value = False
+    register.review_panel.view.value = "overlay"
     viewer.window.remove_dock_widget(dock_register)
 
     # Inspect: agreement map of the registered CoMIRs and the equivariance check.
@@ -129,52 +151,80 @@ def main():
     dock(viewer, inspect, "Inspect CoMIRs")
     inspect._fixed.value = viewer.layers["CoMIR (SHG (sample))"]
     inspect._moving.value = viewer.layers["CoMIR (BF (sample, misaligned))"]
-    inspect.agreement_map()
+    click(inspect._agree)
     inspect._image.value = viewer.layers["SHG (sample)"]
     inspect._modality.value = "shg"
-    inspect.check_equivariance()
+    click(inspect._check)
+    wait_until(lambda: not inspect.job.running)
     for layer in viewer.layers:
         layer.visible = layer.name.startswith("CoMIR agreement")
     shot(viewer, "inspect")
     viewer.close()
     guided_on_a_real_pair()
+    guided_on_a_wrong_pair()
     guided_on_whole_slides()
     return 0
 
 
-def guided_on_a_real_pair(name: str = "sa_stroma_pancreas_2000_95"):
-    """The guided dock at 1280 x 800 on a real case: the H&E as scanned against its SHG (from
-    ../shared beside the checkout; skipped without it), registered with the bundled model."""
+RAW = Path(__file__).resolve().parents[2] / "shared" / "data" / "bf_shg_raw"
+
+
+def raw_case(name: str):
+    """A real case of ../shared beside the checkout (None without it)."""
     from napari_comir.core.evaluation import raw_cases
 
-    folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "bf_shg_raw"
-    if not (folder / "pairs.csv").is_file():
-        print("skipped the real-pair picture: no", folder)
+    if not (RAW / "pairs.csv").is_file():
+        print("skipped a real-pair picture: no", RAW)
+        return None
+    return {c.name: c for c in raw_cases(RAW)}[name]
+
+
+def guided_on_a_real_pair(name: str = "sa_stroma_pancreas_2000_95"):
+    """The guided dock at 1280 x 800 on a real case: the H&E as scanned against its SHG,
+    registered with the bundled model, then kept (Accept)."""
+    case = raw_case(name)
+    if case is None:
         return
-    case = {c.name: c for c in raw_cases(folder)}[name]
 
     def add(viewer):
         viewer.add_image(case.fixed, name=f"{name} SHG")
         viewer.add_image(case.moving, name=f"{name} H&E (as scanned)", rgb=True)
 
-    guided_shot(add, "guided_real_pair")
+    guided_shot(add, "guided_real_pair", accept_as="guided_accepted")
 
 
-def guided_shot(add_pair, name: str):
-    """A 1280 x 800 viewer with the pair ``add_pair(viewer)`` adds, the guided dock registering
-    it with the bundled model, saved as ``name``."""
-    from napari_comir.widgets._state import state_for
-    from napari_comir.widgets.guided import GuidedDock
+def guided_on_a_wrong_pair(fixed_name: str = "X02Y08", moving_name: str = "1B_B7"):
+    """The verdict on screen: one case's SHG against another case's H&E (nothing to find)."""
+    fixed, moving = raw_case(fixed_name), raw_case(moving_name)
+    if fixed is None:
+        return
 
+    def add(viewer):
+        viewer.add_image(fixed.fixed, name=f"{fixed_name} SHG")
+        viewer.add_image(moving.moving, name=f"{moving_name} H&E (another core)", rgb=True)
+
+    guided_shot(add, "guided_wrong_pair")
+
+
+def guided_shot(add_pair, name: str, accept_as: str | None = None):
+    """A 1280 x 800 viewer with the pair ``add_pair(viewer)`` adds, the guided dock (opened as
+    the menu opens it) registering it with the bundled model when Register is clicked, saved as
+    ``name``; with ``accept_as``, Accept clicked too and that picture saved."""
     viewer = napari.Viewer(title="napari-comir")
     viewer.window._qt_window.resize(1280, 800)
     add_pair(viewer)
-    state_for(viewer).load("bf-shg")
-    guided = GuidedDock(viewer)
-    dock(viewer, guided, "CoMIR registration")
-    guided.run()
+    _, guided = viewer.window.add_plugin_dock_widget("napari-comir", "CoMIR registration")
+    guided.model_name.value = "bf-shg"
+    session = guided.session
+    click(guided.run_panel.register_button)
+    wait_until(lambda: session.result is not None and not session.busy)
     viewer.reset_view()
     shot(viewer, name)
+    if accept_as:
+        guided.keep_panel.output_path = Path(tempfile.mkdtemp()) / "registered.ome.tif"
+        click(guided.keep_panel.accept_button)
+        wait_until(lambda: session.accepted is not None and not session.busy)
+        shot(viewer, accept_as)
     viewer.close()
 
 
@@ -195,7 +245,7 @@ def guided_on_whole_slides(size: int = 6000):
         viewer.open(str(folder / "fixed.ome.tif"), plugin="napari-comir", name="SHG mosaic")
         viewer.open(str(folder / "moving.ome.tif"), plugin="napari-comir", name="H&E slide")
 
-    guided_shot(add, "guided_whole_slide")
+    guided_shot(add, "guided_whole_slide", accept_as="guided_whole_slide_accepted")
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def _peak_mib_of(code: str) -> float:
     import sys
 
     wrapped = f"{code}\nimport resource; print('ok', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    done = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
     return int(done.stdout.split()[-1]) / 1024
 

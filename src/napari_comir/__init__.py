@@ -19,12 +19,12 @@ _API = (
     "fine_tune",
     "fit_landmarks",
     "register", "register_comirs", "register_multimodal", "registration_events", "resample",
-    "AffineTransform", "RegistrationOutcome", "TrainConfig",
+    "AffineTransform", "RegistrationOptions", "RegistrationOutcome", "TrainConfig",
     "AlignedPair", "read_image", "read_pairs_csv", "save_user_model",
     "apply_transform_to_geojson", "apply_transform_to_image", "apply_transform_to_points",
     "open_image",
 )
-# Whole-file pipelines (they import the API themselves).
+# Whole-file pipelines.
 _FILE_API = ("file_registration_events",)
 __all__ = ["__version__", *_API, *_FILE_API]
 
@@ -36,7 +36,7 @@ def __getattr__(name):
 
         return getattr(api, name)
     if name in _FILE_API:
-        from . import file_registration
+        from . import pipeline
 
-        return getattr(file_registration, name)
+        return getattr(pipeline, name)
     raise AttributeError(f"module 'napari_comir' has no attribute {name!r}")

@@ -11,10 +11,15 @@ from pathlib import Path
 from .core.defaults import (
     DEFAULT_ARCHITECTURE,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_FINAL_REFINEMENT,
+    DEFAULT_METHOD,
     DEFAULT_MODEL_NAME,
     DEFAULT_PATCH_SIZE,
+    DEFAULT_ROTATION_RANGE,
     DEFAULT_STEPS,
     DEFAULT_TRANSFORM,
+    FINAL_REFINEMENTS,
+    REGISTRATION_METHODS,
     TRANSFORM_MODELS,
 )
 
@@ -222,17 +227,14 @@ def _infer(args) -> int:
 
 def _register(args) -> int:
     from .core.io import write_text_atomic
-    from .file_registration import file_registration_events
+    from .pipeline import RegistrationOptions, file_registration_events
 
     exports = {"itk": args.export_itk, "ngff": args.export_ngff, "csv": args.export_csv,
                "qupath": args.export_qupath}
     events = file_registration_events(
-        args.fixed, args.moving, args.model, resampled=args.resampled, exports=exports,
-        method=args.method, transform=args.transform, rotation_range=args.rotation_range,
-        scale_range=args.scale_range, fixed_pixel_size=args.fixed_pixel_size,
-        moving_pixel_size=args.moving_pixel_size, fixed_modality=args.fixed_modality,
-        moving_modality=args.moving_modality, reserved_outputs={"--out": args.out},
-        device=args.device, c4_average=args.c4_average,
+        args.fixed, args.moving, args.model, RegistrationOptions.from_namespace(args),
+        resampled=args.resampled, exports=exports, reserved_outputs={"--out": args.out},
+        c4_average=args.c4_average,
         labels={"fixed": "--fixed", "moving": "--moving", "resampled": "--resampled",
                 **{name: f"--export-{name}" for name in exports}})
     with _progress_bar(0, "register") as bar:
@@ -453,12 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
                      "FIXED pixels, matrix_xy; its convention in CSV.README.txt beside it)")
     reg.add_argument("--export-qupath", metavar="TXT", help="also write the 2x3 matrix for QuPath's "
                      "Interactive image alignment (FIXED -> MOVING, pixels, pixel-corner origin)")
-    reg.add_argument("--method", default="search", choices=["search", "sift"],
+    reg.add_argument("--method", default=DEFAULT_METHOD, choices=REGISTRATION_METHODS,
                      help="global rotation x translation search (default) or SIFT + RANSAC")
     reg.add_argument("--transform", default=DEFAULT_TRANSFORM, choices=TRANSFORM_MODELS,
                      help="transform model: rotation + shift; + one scale; or any affine map (default "
                      "affine: two microscopes' pixel grids differ by scale, rotation and a little stretch)")
-    reg.add_argument("--rotation-range", type=float, default=180.0, metavar="DEG",
+    reg.add_argument("--rotation-range", type=float, default=DEFAULT_ROTATION_RANGE, metavar="DEG",
                      help="search rotations within ±DEG degrees (default 180: any rotation)")
     reg.add_argument("--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                      help="scales (fixed px per moving px) searched when the pixel sizes are unknown "
@@ -473,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--moving-modality", help="network for the moving image (default from the "
                      "card: bf for bf-shg)")
     reg.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    reg.add_argument("--final-refinement", default=DEFAULT_FINAL_REFINEMENT, choices=FINAL_REFINEMENTS,
+                     help="refine the CoMIR result by mutual information on the images themselves, "
+                     "kept where the CoMIRs still agree (default; images up to 4096 px), or not")
     reg.add_argument("--c4-average", action=argparse.BooleanOptionalAction, default=None,
                      help="average the CoMIRs over the 4 quarter-turns: exactly equivariant to quarter "
                      "turns and more precise, for 4x the inference time (default: the model card's "
@@ -536,11 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--threads-per-worker", type=int, metavar="N", help="default 1")
     batch.add_argument("--resampled", action="store_true",
                        help="also write each moving image resampled onto its fixed grid")
-    batch.add_argument("--method", default="search", choices=["search", "sift"],
+    batch.add_argument("--method", default=DEFAULT_METHOD, choices=REGISTRATION_METHODS,
                        help="global rotation x translation search (default) or SIFT + RANSAC")
     batch.add_argument("--transform", default=DEFAULT_TRANSFORM, choices=TRANSFORM_MODELS,
                        help="transform model, as for register (default affine)")
-    batch.add_argument("--rotation-range", type=float, default=180.0, metavar="DEG",
+    batch.add_argument("--rotation-range", type=float, default=DEFAULT_ROTATION_RANGE, metavar="DEG",
                        help="search rotations within ±DEG degrees (default 180: any rotation)")
     batch.add_argument("--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                        help="scales searched (default 0.8 1.25)")

@@ -11,6 +11,8 @@ from .core.defaults import DEFAULT_MODEL_NAME
 WIDGETS = ("CoMIR registration",)
 #: Window size of ``demo --screenshot``: what a laptop screen shows.
 SCREENSHOT_SIZE = (1280, 800)
+#: Longest wait for the screenshot's registration (s).
+SCREENSHOT_TIMEOUT_S = 120
 
 
 def run_demo(headless: bool = False, model: str = DEFAULT_MODEL_NAME,
@@ -49,7 +51,17 @@ def run_demo(headless: bool = False, model: str = DEFAULT_MODEL_NAME,
 
 
 def setup_demo_viewer(viewer):
-    """Open the misaligned sample pair in ``viewer`` and dock the guided dock; return it."""
+    """Open the misaligned sample pair in ``viewer`` sized for a laptop screen (1280 x 800 or
+    the screen, if smaller) and dock the guided dock; return it."""
+    from qtpy.QtWidgets import QApplication
+
+    window = viewer.window._qt_window
+    screen = QApplication.primaryScreen()
+    available = screen.availableGeometry() if screen is not None else None
+    width, height = SCREENSHOT_SIZE
+    if available is not None:
+        width, height = min(width, available.width()), min(height, available.height())
+    window.resize(width, height)
     viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
     for name in WIDGETS:
         _, widget = viewer.window.add_plugin_dock_widget("napari-comir", name, tabify=True)
@@ -57,24 +69,28 @@ def setup_demo_viewer(viewer):
 
 
 def _screenshot(path: str, model: str) -> int:
+    """Click Register in the guided dock as a person would (the job in its worker thread), wait
+    for the result with the event loop running, then save the window."""
     import napari
-    from qtpy.QtWidgets import QApplication
+    from qtpy.QtCore import QEventLoop, QTimer
 
     from .core.io import atomic_path
-    from .widgets import _worker
     from .widgets._state import state_for
 
     with atomic_path(path if str(path).lower().endswith(".png") else f"{path}.png") as tmp:
         viewer = napari.Viewer(title="napari-comir demo", show=True)
-        viewer.window._qt_window.resize(*SCREENSHOT_SIZE)
         state_for(viewer).load(model)
-        register = setup_demo_viewer(viewer)
-        _worker.SYNCHRONOUS = True  # one job, then the picture: no thread to wait for
-        register.run()
-        for _ in range(5):
-            QApplication.processEvents()
+        dock = setup_demo_viewer(viewer)
+        viewer.window._qt_window.resize(*SCREENSHOT_SIZE)
+        dock.run_panel.register_button.native.click()
+        loop, timer = QEventLoop(), QTimer()
+        timer.timeout.connect(lambda: dock.session.busy or loop.quit())
+        timer.start(50)
+        QTimer.singleShot(int(SCREENSHOT_TIMEOUT_S * 1000), loop.quit)
+        loop.exec()
+        timer.stop()
+        result = dock.session.result
         saved = viewer.window._qt_window.grab().save(str(tmp), "PNG")
-        result = register.result
         viewer.close()
     if not saved or result is None:
         print("napari-comir demo: error: the registration or the screenshot failed", file=sys.stderr)

@@ -1,21 +1,102 @@
-"""Fixtures of the widget tests: synchronous jobs, a tiny saved model, small BF/SHG images."""
+"""Fixtures of the widget tests: a tiny saved model, small BF/SHG images, and what a person
+clicking sees — jobs run in real worker threads; tests click and wait (:func:`click_and_wait`)
+while :class:`EventLoopWatch` measures the longest stall of the GUI thread."""
 
 from __future__ import annotations
+
+import os
+import time
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from napari_comir import api
-from napari_comir.widgets import _state, _worker
+from napari_comir.widgets import _state, session
 
 SIZE = 96
 
 
-@pytest.fixture(autouse=True)
-def synchronous_jobs(monkeypatch):
-    """Run every widget job inline so tests are deterministic (no threads, no waiting)."""
-    monkeypatch.setattr(_worker, "SYNCHRONOUS", True)
+class EventLoopWatch:
+    """Ticks in the GUI thread every :attr:`INTERVAL_MS`.
+
+    ``longest_gap``: the longest wall time (s) between two ticks, how long the GUI was frozen;
+    ``longest_busy``: the GUI thread's own CPU time within its longest stall — what the code on
+    the GUI thread did, whatever else loads the machine (on an idle machine the two agree).
+    """
+
+    INTERVAL_MS = 20
+
+    def __init__(self):
+        from qtpy.QtCore import QTimer
+
+        self.reset()
+        self._timer = QTimer()
+        self._timer.setInterval(self.INTERVAL_MS)
+        self._timer.timeout.connect(self._tick)
+        self._timer.start()
+
+    def reset(self) -> None:
+        """Measure from now on."""
+        self.longest_gap = self.longest_busy = 0.0
+        self._last, self._last_cpu = time.perf_counter(), time.thread_time()
+
+    def _tick(self):
+        now, cpu = time.perf_counter(), time.thread_time()
+        self.longest_gap = max(self.longest_gap, now - self._last)
+        self.longest_busy = max(self.longest_busy, cpu - self._last_cpu)
+        self._last, self._last_cpu = now, cpu
+
+    def stop(self) -> float:
+        self._timer.stop()
+        return self.longest_gap
+
+    def check(self, limit_s: float = 0.5) -> None:
+        """Assert the GUI thread never worked ``limit_s`` without the event loop running, and
+        never froze longer than that on a quiet machine. On a loaded one (more runnable
+        processes than cores) the wall-time limit grows with the load: there 0.3 s of work
+        takes over 1 s of wall time, whatever the code does."""
+        assert self.longest_busy < limit_s, f"the GUI thread worked {self.longest_busy:.2f} s"
+        oversubscribed = os.getloadavg()[0] / (os.cpu_count() or 1)
+        wall_limit = limit_s * max(1.0, oversubscribed)
+        assert self.longest_gap < wall_limit, (
+            f"the GUI froze {self.longest_gap:.2f} s (limit {wall_limit:.2f} s at load "
+            f"{os.getloadavg()[0]:.1f})")
+
+
+class User:
+    """A person at the GUI: clicks buttons and waits for jobs while the event loop runs, with an
+    :class:`EventLoopWatch` measuring how long the GUI ever froze."""
+
+    def __init__(self, qtbot):
+        self.qtbot = qtbot
+        self.watch = EventLoopWatch()
+
+    def click(self, button) -> None:
+        """Click a magicgui PushButton (a mouse press and release on it)."""
+        from qtpy.QtCore import Qt
+
+        assert button.enabled, f"{button.text!r} is disabled"
+        self.qtbot.mouseClick(button.native, Qt.MouseButton.LeftButton)
+
+    def wait_for_job(self, session, timeout_s: float = 60.0):
+        """Wait until the session's job has ended and its result is shown; return the job."""
+        self.qtbot.waitUntil(lambda: session.job is not None and not session.busy,
+                             timeout=int(timeout_s * 1000))
+        return session.job
+
+    def wait_until(self, condition, timeout_s: float = 60.0) -> None:
+        self.qtbot.waitUntil(condition, timeout=int(timeout_s * 1000))
+
+    def wait(self, seconds: float) -> None:
+        self.qtbot.wait(int(seconds * 1000))
+
+
+@pytest.fixture
+def user(qtbot):
+    user = User(qtbot)
+    yield user
+    user.watch.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +112,7 @@ def model_dir(tmp_path, monkeypatch):
                                                               "depth": 2}), "test-model")
     monkeypatch.setattr(_state, "DEFAULT_MODEL_NAME", "test-model")  # what a new viewer loads
     monkeypatch.setattr(_state, "_STATES", {})
+    monkeypatch.setattr(session, "_SESSIONS", {})
     yield tmp_path / "models"
     _state.library.models_saved.disconnect()
 
@@ -70,7 +152,8 @@ def errors(monkeypatch):
     messages = []
     import napari_comir.widgets as package
 
-    for name in ("_worker", "model", "representations", "register", "fine_tune", "inspect"):
+    for name in ("_worker", "model", "representations", "fine_tune", "inspect", "_run_panel",
+                 "_review_panel", "_keep_panel", "_landmarks_panel", "_teach_panel", "guided"):
         module = __import__(f"{package.__name__}.{name}", fromlist=["show_error"])
         monkeypatch.setattr(module, "show_error", messages.append)
     return messages

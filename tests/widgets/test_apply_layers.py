@@ -88,20 +88,25 @@ def test_a_labels_layer_at_another_scale_lands_where_it_is_shown(scaled_pair):
     assert np.mean(a != b) < 0.02
 
 
-def test_register_widget_direction_choice(viewer_with_pair, errors):
+def test_register_widget_direction_choice(viewer_with_pair, errors, user):
+    from napari_comir.widgets import _review
+
     viewer = viewer_with_pair
     widget = RegisterWidget(viewer)
     fixed, moving = viewer.layers["SHG"], viewer.layers["BF"]
-    widget.show_result(RegistrationResult(KNOWN, 0.9, 0.1, "search", {}, True), fixed, moving)
-    assert list(widget._direction.choices) == list(DIRECTIONS)
-    assert widget._direction.value == "moving → fixed"
+    session, keep = widget.session, widget.keep_panel
+    session.show_result(RegistrationResult(KNOWN, 0.9, 0.1, "search", {}, True), fixed, moving,
+                        _review.review_images(fixed, moving))
+    user.wait_until(lambda: session.result is not None and not session.busy)
+    assert list(keep.direction.choices) == list(DIRECTIONS)
+    assert keep.direction.value == "moving → fixed"
     rc = np.array([[10.0, 20.0], [50.0, 60.0]])
     points = viewer.add_points(rc, name="marks")
-    (forward,) = widget.apply_to([points])
+    (forward,) = keep.apply_to([points])
     assert np.allclose(forward.data, KNOWN.apply_rc(rc))
-    widget._direction.value = "fixed → moving"
-    (backward,) = widget.apply_to([points])
+    keep.direction.value = "fixed → moving"
+    (backward,) = keep.apply_to([points])
     assert backward.name == "marks (on BF)"
     assert np.allclose(backward.data, KNOWN.inverse().apply_rc(rc))
-    accepted = widget.accept()  # always the moving image onto the fixed grid
-    assert accepted.name == "BF (registered)" and not errors
+    user.click(keep.accept_button)  # always the moving image onto the fixed grid
+    assert session.accepted.name == "BF (registered)" and not errors

@@ -5,8 +5,10 @@ from napari_comir.demo import WIDGETS, setup_demo_viewer
 
 @pytest.mark.gui
 def test_demo_opens_sample_pair_with_widgets_docked(make_napari_viewer):
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)
     setup_demo_viewer(viewer)
+    size = viewer.window._qt_window.size()
+    assert (size.width(), size.height()) == (1280, 800)  # a usable canvas, not 853 x 750
     assert {"SHG (sample)", "BF (sample, misaligned)"} <= {layer.name for layer in viewer.layers}
     docked = " ".join(viewer.window.dock_widgets)
     assert all(name in docked for name in WIDGETS)
@@ -14,15 +16,14 @@ def test_demo_opens_sample_pair_with_widgets_docked(make_napari_viewer):
 
 @pytest.mark.gui
 def test_demo_screenshot_shows_a_readable_registration(tmp_path, monkeypatch, qapp):
-    """`napari-comir demo --screenshot`: the main job end to end, the whole window saved; its
-    canvas (the review overlay) is neither washed out nor empty."""
+    """`napari-comir demo --screenshot`: Register clicked, the job in its worker thread, the whole
+    window saved once the result shows; its canvas (the review overlay) is neither washed out
+    nor empty."""
     import numpy as np
     from skimage import io
 
     from napari_comir.cli import main
-    from napari_comir.widgets import _worker
 
-    monkeypatch.setattr(_worker, "SYNCHRONOUS", True)  # restored after the test
     path = tmp_path / "demo.png"
     assert main(["demo", "--screenshot", str(path)]) == 0
     window = io.imread(path)[..., :3].astype(float)

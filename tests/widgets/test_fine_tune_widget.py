@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 import pytest
 
@@ -17,37 +19,37 @@ def _widget(viewer):
     return widget
 
 
-def test_stop_early_gives_a_usable_model_that_can_be_saved(viewer_with_pair, pair, errors):
+def test_stop_early_gives_a_usable_model_that_can_be_saved(viewer_with_pair, pair, errors, user):
     viewer = viewer_with_pair
     model_widget = ModelWidget(viewer)
     widget = _widget(viewer)
     widget._preview_every.value = 2
-    append = widget.loss_plot.append
-
-    def append_then_stop(value):  # "click" Stop after the third step
-        append(value)
-        if len(widget.loss_plot.values) == 3:
-            widget.stop()
-
-    widget.loss_plot.append = append_then_stop
-    job = widget.start()
+    user.click(widget._start)
+    user.wait_until(lambda: len(widget.loss_plot.values) >= 3)
+    assert "s/step" in widget._status.value and "left" in widget._status.value
+    clicked = time.perf_counter()
+    user.click(widget._stop)
+    user.wait_until(lambda: not widget.job.running, 10)
+    assert time.perf_counter() - clicked < 2.0  # Stop ends within 2 s
+    job = widget.job
     assert job.stopped and not job.failed, errors
-    assert len(widget.loss_plot.values) == 3 < 50
-    assert "stopped at step 3" in widget._status.value
+    steps = len(widget.loss_plot.values)
+    assert 3 <= steps < 50 and f"stopped at step {steps}" in widget._status.value
     assert PREVIEW_LAYER in viewer.layers
     assert viewer.layers.index(PREVIEW_LAYER) == 0  # under the inputs, never over them
     assert not widget.model.training
     comir = compute_comir(widget.model, pair[0], "bf")
     assert comir.shape == (96, 96, 1) and np.isfinite(comir).all()
+    user.watch.check()
 
-    assert widget.save("tuned-test") is not None
-    assert "tuned-test" in api.list_models()
-    assert "tuned-test" in model_widget._model_name.choices
-    card = api.load_model("tuned-test", "cpu").card
-    assert card.training["fine_tune_steps"] == 3
+    user.click(widget._save)
+    assert "my-bf-shg" in api.list_models()
+    assert "my-bf-shg" in model_widget._model_name.choices
+    card = api.load_model("my-bf-shg", "cpu").card
+    assert card.training["fine_tune_steps"] == steps
 
 
-def test_pairs_from_csv_and_errors(viewer_with_pair, pair, tmp_path, errors):
+def test_pairs_from_csv_and_errors(viewer_with_pair, pair, tmp_path, errors, user):
     from napari_comir.core.io import write_tiff
 
     write_tiff(tmp_path / "a_bf.tif", pair[0])
@@ -58,8 +60,9 @@ def test_pairs_from_csv_and_errors(viewer_with_pair, pair, tmp_path, errors):
     widget.add_pairs_csv(tmp_path / "pairs.csv")
     assert [entry.label for entry in widget.pairs] == ["csv: a"]
     widget._steps.value, widget._patch.value, widget._batch.value = 2, 32, 2
-    job = widget.start()
-    assert not job.failed and len(widget.loss_plot.values) == 2
+    user.click(widget._start)
+    user.wait_until(lambda: widget.job is not None and not widget.job.running)
+    assert not widget.job.failed and len(widget.loss_plot.values) == 2
     assert "done" in widget._status.value
     widget._pairs_list.value = [0]
     widget._remove_selected()

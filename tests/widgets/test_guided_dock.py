@@ -1,4 +1,5 @@
-"""The guided dock walks a registration end to end: images, model, register, review, keep."""
+"""The guided dock, clicked as a person does: real worker threads, results waited for, the
+verdict and the numbers read off the dock, the GUI never frozen, the window at 1280 x 800."""
 
 from __future__ import annotations
 
@@ -10,50 +11,110 @@ from napari_comir.widgets import _state
 from napari_comir.widgets.guided import STEPS, GuidedDock
 
 pytestmark = pytest.mark.gui
+#: Longest the GUI thread may stall while a job runs (s).
+MAX_FREEZE_S = 0.5
+SCREEN = (1280, 800)
 
 
 def statuses(dock) -> dict:
-    return {step: dock._status[step].value for step in STEPS}
+    return {step: dock.status[step].value for step in STEPS}
 
 
-def test_guided_dock_on_the_sample_pair(viewer_with_pair, errors, tmp_path):
-    viewer = viewer_with_pair
-    dock = GuidedDock(viewer)
-    viewer.window.add_dock_widget(dock)
-    before = statuses(dock)
-    assert before["images"].startswith("✓") and before["register"].startswith("press Register")
-    assert before["model"] == "✓ test-model 0.1.0" or before["model"].startswith("✓")
-    assert [w.label for w in dock if w in dock._status.values()] == [
-        "1 · images", "2 · model", "3 · register", "4 · review", "5 · keep", "6 · teach"]
-    assert dock.run() is not None and not errors, errors
-    after = statuses(dock)
-    assert after["register"].startswith("✓") and "agree" in after["review"]
-    assert viewer.layers[-1].name == "review: SHG (green)"
-    registered = dock.accept()
-    assert registered.name == "BF (registered)"
-    path = dock.export_transform(tmp_path / "t.json")
-    assert "decomposition" in json.loads(path.read_text())
-
-    # The new-tissue loop: fine-tune on the accepted pair, then it is this viewer's model.
-    assert dock._teach.enabled and "fine-tune" in statuses(dock)["teach"]
-    dock._teach_seconds.value = 5
-    job = dock.teach()
-    assert job is not None and not job.failed and not errors, errors
-    assert _state.state_for(viewer).source == "test-model-SHG"
-    assert "now using test-model-SHG" in statuses(dock)["teach"]
-    assert dock._model_name.value == "test-model-SHG"
-    assert "test-model-SHG" in dock._model_name.choices
+def open_dock(viewer) -> GuidedDock:
+    """The dock as the menu opens it, in a window the size of a laptop screen."""
+    viewer.window._qt_window.resize(*SCREEN)
+    _, dock = viewer.window.add_plugin_dock_widget("napari-comir", "CoMIR registration")
+    return dock
 
 
-def test_guided_dock_on_a_real_pair_with_the_bundled_model(make_napari_viewer, raw_cases, errors):
+def window_size(viewer) -> tuple[int, int]:
+    size = viewer.window._qt_window.size()
+    return size.width(), size.height()
+
+
+def test_sample_pair_registers_when_clicked(make_napari_viewer, user, errors):
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
+    dock = open_dock(viewer)
+    dock.model_name.value = "bf-shg"
+    assert statuses(dock)["register"].endswith("press Register")
+    user.watch.reset()
+    user.click(dock.run_panel.register_button)
+    assert not dock.run_panel.register_button.enabled  # running: no second click
+    job = user.wait_for_job(dock.session)
+    assert job.state.value == "finished" and not errors, (job.error, errors)
+    panel = dock.run_panel
+    assert panel.progress.value == panel.progress.max
+    assert panel.verdict.value == "✓ likely right" and panel.verdict.native.isVisible()
+    error = float(panel.details.value.rsplit("known transform: ", 1)[1].split(" px")[0])
+    assert error <= 0.02 * viewer.layers[0].data.shape[1]
+    assert statuses(dock)["register"].startswith("2 · register: ✓")
+    assert statuses(dock)["register"].endswith(", likely right")
+    user.watch.check(MAX_FREEZE_S)
+    user.wait(0.2)
+    assert window_size(viewer) <= SCREEN  # a shown result never grows the window
+    width, height = window_size(viewer)
+    assert width <= SCREEN[0] and height <= SCREEN[1]
+
+
+def test_real_pair_register_accept_export_teach(make_napari_viewer, raw_cases, user, errors,
+                                                tmp_path):
     case = raw_cases["sa_stroma_pancreas_2000_95"]
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)
     viewer.add_image(case.fixed, name="SHG")
     viewer.add_image(case.moving, name="H&E", rgb=True)
-    dock = GuidedDock(viewer)
-    dock._model_name.value = "bf-shg"
+    dock = open_dock(viewer)
+    dock.model_name.value = "bf-shg"
     assert _state.state_for(viewer).model.card.name == "bf-shg"
-    assert statuses(dock)["model"].startswith("✓ bf-shg")
-    assert dock.run() is not None and not errors, errors
-    assert case.error(dock.result.transform) <= 3.0
-    assert statuses(dock)["register"] == "✓ affine, likely right"
+    user.watch.reset()
+    user.click(dock.run_panel.register_button)
+    job = user.wait_for_job(dock.session)
+    assert job.state.value == "finished" and not errors, (job.error, errors)
+    session = dock.session
+    assert case.error(session.result.transform) <= 3.0
+    assert dock.run_panel.verdict.value == "✓ likely right"
+    assert [layer.name for layer in viewer.layers][-2:] == ["review: H&E (magenta)",
+                                                            "review: SHG (green)"]
+    user.watch.check(MAX_FREEZE_S)
+
+    # Keep: a new layer (the user's untouched), the overlay off, the keep step says so.
+    user.click(dock.keep_panel.accept_button)
+    assert session.accepted.name == "H&E (registered)" and "H&E" in viewer.layers
+    assert session.review_view == "off" and dock.review_panel.view.value == "off"
+    assert statuses(dock)["keep"] == "4 · keep: ✓ kept as 'H&E (registered)'"
+    assert all(not layer.visible for layer in session.review_layers)
+    path = dock.keep_panel.export_transform(tmp_path / "t.json")
+    assert "decomposition" in json.loads(path.read_text())
+    # Derived layers are not offered as targets of "apply to".
+    assert dock.keep_panel.targets.choices == ()
+
+    # Teach: a few seconds on the kept pair; the taught model is used here, the default is not.
+    default_before = _state.ModelState.default_name()
+    dock.teach_panel.seconds.value = 5
+    dock.teach_panel.save_as.value = "taught-here"
+    user.click(dock.teach_panel.teach_button)
+    job = user.wait_for_job(session, 120)
+    assert job.state.value == "finished" and not errors, (job.error, errors)
+    assert session.models.source == "taught-here" and "taught-here" in dock.model_name.choices
+    assert dock.model_name.value == "taught-here"
+    assert _state.ModelState.default_name() == default_before  # nothing changed silently
+    assert "saved 'taught-here'" in dock.teach_panel.status.value
+    user.watch.check(MAX_FREEZE_S)
+
+
+def test_expert_docks_open_as_tabs_and_the_window_keeps_its_size(make_napari_viewer, user):
+    """Docks opened one after another (as the menu opens them, without napari's tabify) share
+    one tabbed area instead of pushing each other off a 1280 x 800 screen."""
+    from qtpy.QtWidgets import QDockWidget
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
+    open_dock(viewer)
+    for name in ("Register (CoMIR)", "Fine-tune CoMIR", "CoMIR representations"):
+        viewer.window.add_plugin_dock_widget("napari-comir", name)
+    user.wait(0.3)
+    window = viewer.window._qt_window
+    ours = [dock for dock in window.findChildren(QDockWidget) if "napari-comir" in dock.windowTitle()]
+    assert len(ours) == 4
+    assert len(window.tabifiedDockWidgets(ours[0])) == 3
+    assert window_size(viewer) == SCREEN

@@ -7,9 +7,11 @@ from napari_comir.widgets.representations import RepresentationsWidget
 pytestmark = pytest.mark.gui
 
 
-def test_views_agreement_and_equivariance(viewer_with_pair, errors):
+def test_views_agreement_and_equivariance(viewer_with_pair, errors, user):
     viewer = viewer_with_pair
-    RepresentationsWidget(viewer).run()
+    representations = RepresentationsWidget(viewer)
+    user.click(representations._run)
+    user.wait_until(lambda: not representations.job.running)
     widget = InspectWidget(viewer)
     assert widget._fixed.value.name == "CoMIR (SHG)"
     assert widget._moving.value.name == "CoMIR (BF)"
@@ -28,8 +30,9 @@ def test_views_agreement_and_equivariance(viewer_with_pair, errors):
 
     widget._image.value, widget._modality.value = viewer.layers["SHG"], "shg"
     widget._angle.value = 90
-    job = widget.check_equivariance()
-    assert not job.failed, errors
+    user.click(widget._check)
+    user.wait_until(lambda: not widget.job.running)
+    assert widget.job.state.value == "finished", errors
     assert -1.0 <= widget.equivariance <= 1.0
     assert "r = " in widget._equi_label.value
 

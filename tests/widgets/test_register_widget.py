@@ -1,3 +1,6 @@
+"""The expert Register dock, clicked: real worker threads, waited for; the review views, keep,
+export, apply and landmarks act on the session's result."""
+
 import json
 
 import numpy as np
@@ -5,36 +8,50 @@ import pytest
 
 from napari_comir.core.registration import RegistrationResult
 from napari_comir.core.transforms import AffineTransform, resample
-from napari_comir.widgets.register import CHECKERBOARD, RegisterWidget
+from napari_comir.widgets import _review
+from napari_comir.widgets.register import RegisterWidget
 
 pytestmark = pytest.mark.gui
 
 KNOWN = AffineTransform.about_center(20.0, (47.5, 47.5), (5.0, -3.0))
 
 
+def show_known(widget, user, result=None) -> None:
+    """Make a known result the session's (as a finished registration does) and wait for it."""
+    session, viewer = widget.session, widget.viewer
+    result = result or RegistrationResult(KNOWN, 0.9, 0.1, "search", {}, True)
+    fixed, moving = viewer.layers["SHG"], viewer.layers["BF"]
+    session.show_result(result, fixed, moving, _review.review_images(fixed, moving))
+    user.qtbot.waitUntil(lambda: not session.busy and session.result is result)
+
+
 @pytest.fixture
-def registered(viewer_with_pair, errors):
-    """A widget that ran a real (untrained-model) registration of BF onto SHG."""
+def registered(viewer_with_pair, errors, user):
+    """A dock that ran a real (untrained-model) registration of BF onto SHG, clicked."""
     viewer = viewer_with_pair
     bf = viewer.layers["BF"].data
     viewer.layers["BF"].data = resample(bf, KNOWN.inverse(), bf.shape[:2])  # misalign
     viewer.layers["BF"].metadata["comir_true_transform"] = KNOWN.to_dict()
     widget = RegisterWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    assert widget._fixed.value.name == "SHG" and widget._moving.value.name == "BF"
-    widget._rotation.value = 30
-    job = widget.run()
-    assert job is not None and not job.failed, errors
+    panel = widget.run_panel
+    assert panel.fixed.value.name == "SHG" and panel.moving.value.name == "BF"
+    panel.rotation.value = 30
+    user.click(panel.register_button)
+    job = user.wait_for_job(widget.session)
+    assert job.state.value == "finished", (job.error, errors)
+    user.watch.check()
     return viewer, widget
 
 
-def test_register_sets_affine_overlay_and_toggles(registered):
+def test_register_sets_affine_overlay_and_views(registered, user):
     viewer, widget = registered
-    transform = widget.result.transform
+    session = widget.session
+    transform = session.result.transform
     bf = viewer.layers["BF"]
     assert np.allclose(bf.affine.affine_matrix, transform.matrix_rc)
-    assert np.allclose(viewer.layers["CoMIR (BF)"].affine.affine_matrix, transform.matrix_rc)
-    assert "score" in widget._score.value and "error vs." in widget._score.value
+    assert "score" in widget.run_panel.details.value
+    assert "error vs. the known transform" in widget.run_panel.details.value
     # The review overlay on top: fixed green (added), moving magenta, the user's layers unchanged.
     review_fixed, review_moving = viewer.layers[-1], viewer.layers[-2]
     assert review_fixed.name == "review: SHG (green)" and review_fixed.blending == "additive"
@@ -42,41 +59,57 @@ def test_register_sets_affine_overlay_and_toggles(registered):
     assert review_fixed.colormap.name == "green" and review_moving.colormap.name == "magenta"
     assert np.allclose(review_moving.affine.affine_matrix, transform.matrix_rc)
     assert viewer.layers["SHG"].colormap.name == "gray" and viewer.layers["BF"].visible
-    assert not viewer.layers["CoMIR (BF)"].visible  # it would wash the overlay out
 
-    widget._after.value = False
+    review = widget.review_panel
+    review.after.value = False
     assert np.allclose(bf.affine.affine_matrix, np.eye(3))
     assert np.allclose(review_moving.affine.affine_matrix, np.eye(3))
-    widget._after.value = True
+    review.after.value = True
     assert np.allclose(bf.affine.affine_matrix, transform.matrix_rc)
-    widget._review.value = False
-    assert not review_fixed.visible and not review_moving.visible
 
-    widget._checker.value = True
-    board = viewer.layers[CHECKERBOARD]
+    review.view.value = "checkerboard"
+    board = viewer.layers[_review.CHECKERBOARD]
     assert board.visible and board.data.shape == (96, 96, 3)
-    widget._square.value = 8
-    assert board.data.shape == (96, 96, 3)
-    widget._checker.value = False
-    assert not board.visible
+    assert not review_fixed.visible and not review_moving.visible
+    review.view.value = "agreement"
+    agreement = viewer.layers[_review.AGREEMENT]
+    assert agreement.visible and not board.visible and agreement.data.shape == (96, 96)
+    assert np.nanmax(agreement.data) <= 1.0 + 1e-6 and np.nanmin(agreement.data) >= -1.0 - 1e-6
+    review.view.value = "CoMIRs"  # the CoMIRs the registration compared, in the review layers
+    assert review_fixed.visible and review_fixed.data.shape == (96, 96)
+    assert review_fixed.metadata["comir_review_view"] == "CoMIRs"
+    review.view.value = "flicker"
+    user.wait(1.2)  # the timer alternates the two layers twice a second
+    assert review_fixed.visible != review_moving.visible
+    review.view.value = "overlay"
+    assert review_fixed.visible and review_moving.visible and not agreement.visible
+    assert review_fixed.metadata["comir_review_view"] == "images"
+    assert "white where they agree" in review.subject.value
 
 
-def test_accept_export_and_apply(registered, tmp_path):
+def test_a_second_registration_replaces_the_review_layers(registered, user):
     viewer, widget = registered
-    # A known result makes the expected coordinates exact.
-    widget.show_result(RegistrationResult(KNOWN, 0.9, 0.1, "search", {}, True),
-                       viewer.layers["SHG"], viewer.layers["BF"])
-    assert widget._warning.value == ""
-    layer = widget.accept()
+    count = len(viewer.layers)
+    user.click(widget.run_panel.register_button)
+    user.wait_for_job(widget.session)
+    assert len(viewer.layers) == count  # one set of review layers per pair
+
+
+def test_accept_export_and_apply(registered, user, tmp_path):
+    viewer, widget = registered
+    show_known(widget, user)  # a known result makes the expected coordinates exact
+    keep = widget.keep_panel
+    user.click(keep.accept_button)
+    layer = widget.session.accepted
     assert layer.name == "BF (registered)" and layer.rgb
     assert layer.data.shape == viewer.layers["BF"].data.shape
     assert layer.metadata["comir_transform"] == KNOWN.to_dict()
+    assert "kept as layer 'BF (registered)'" in keep.status.value
 
-    path = widget.export_transform(tmp_path / "t.json")
+    path = keep.export_transform(tmp_path / "t.json")
     assert np.allclose(AffineTransform.from_dict(json.loads(path.read_text())).matrix_xy,
                        KNOWN.matrix_xy)
-    csv_path = widget.export_transform(tmp_path / "t.csv")
-    found = AffineTransform.from_csv(csv_path)
+    found = AffineTransform.from_csv(keep.export_transform(tmp_path / "t.csv"))
     assert np.allclose(found.matrix_xy, KNOWN.matrix_xy)
 
     points = viewer.add_points(np.array([[10.0, 20.0], [50.0, 60.0]]), name="cells")
@@ -84,79 +117,104 @@ def test_accept_export_and_apply(registered, tmp_path):
     labels.data[30:50, 30:50] = 7
     shapes = viewer.add_shapes([np.array([[10, 10], [10, 40], [40, 25]])], shape_type="polygon",
                                name="roi")
-    new_points, new_labels, new_shapes = widget.apply_to([points, labels, shapes])
+    offered = {layer.name for layer in keep.targets.choices}
+    assert offered == {"cells", "nuclei", "roi"}  # not the review, CoMIR or registered layers
+    keep.targets.value = [points, labels, shapes]
+    user.click(keep.apply_button)
+    new_points, new_labels, new_shapes = (viewer.layers[f"{name} (registered)"]
+                                          for name in ("cells", "nuclei", "roi"))
     assert np.allclose(new_points.data, KNOWN.apply_rc(points.data))
     assert set(np.unique(new_labels.data)) == {0, 7}  # nearest neighbour: no blended labels
     assert np.allclose(new_shapes.data[0], KNOWN.apply_rc(shapes.data[0]))
 
 
-def test_export_formats_use_the_layers_scale(registered, tmp_path, monkeypatch):
+def test_deleting_a_layer_disables_what_needs_it(registered):
+    viewer, widget = registered
+    assert widget.keep_panel.accept_button.enabled
+    viewer.layers.remove("BF")
+    assert widget.session.result is None and not widget.keep_panel.accept_button.enabled
+    assert not widget.review_panel.view.enabled
+    assert not any(layer.name.startswith("review:") for layer in viewer.layers)
+
+
+def test_export_formats_use_the_layers_scale(registered, user, tmp_path, monkeypatch):
     """ITK and NGFF files carry the layers' pixel sizes; the dialog adds the chosen ending."""
     sitk = pytest.importorskip("SimpleITK")
     from napari_comir.core.io.transform_formats import read_transform
     from napari_comir.widgets import _export
 
     viewer, widget = registered
-    widget.show_result(RegistrationResult(KNOWN, 0.9, 0.1, "search", {}, True),
-                       viewer.layers["SHG"], viewer.layers["BF"])
+    show_known(widget, user)
     viewer.layers["SHG"].scale = (0.5, 0.5)
     viewer.layers["BF"].scale = (0.8, 0.8)
-    itk = sitk.ReadTransform(str(widget.export_transform(tmp_path / "t.tfm")))
+    keep = widget.keep_panel
+    itk = sitk.ReadTransform(str(keep.export_transform(tmp_path / "t.tfm")))
     moving_xy = np.array(itk.TransformPoint((10 * 0.5, 20 * 0.5))) / 0.8  # fixed pixel (10, 20)
     assert KNOWN.apply_xy(moving_xy)[0] == pytest.approx([10.0, 20.0])
     for name in ("t.ngff.json", "t.qupath.txt", "t.csv", "t.json"):
-        found = read_transform(widget.export_transform(tmp_path / name))
+        found = read_transform(keep.export_transform(tmp_path / name))
         assert np.allclose(found.matrix_xy, KNOWN.matrix_xy)
-    assert json.loads((tmp_path / "t.ngff.json").read_text())["napari_comir"]["moving_pixel_size_um"] == 0.8
+    ngff = json.loads((tmp_path / "t.ngff.json").read_text())
+    assert ngff["napari_comir"]["moving_pixel_size_um"] == 0.8
 
     from qtpy.QtWidgets import QFileDialog
 
     chosen = [name for name, _ in _export.FILTERS if "QuPath" in name][0]
     monkeypatch.setattr(QFileDialog, "getSaveFileName",
                         staticmethod(lambda *args: (str(tmp_path / "typed"), chosen)))
-    widget._export_dialog()
+    user.click(keep.export_button)
     assert np.allclose(read_transform(tmp_path / "typed.qupath.txt").matrix_xy, KNOWN.matrix_xy)
 
 
-def test_low_score_warns(registered):
+def test_a_failure_says_why_in_the_dock(registered, user):
     viewer, widget = registered
     reason = "their fine details do not match (detail score 0.4, a success scores at least 1.7)"
-    widget.show_result(RegistrationResult(KNOWN, 0.05, 0.1, "search", {}, False, reasons=[reason]),
-                       viewer.layers["SHG"], viewer.layers["BF"])
-    assert "FAILED" in widget._warning.value and "fine details" in widget._warning.value
+    show_known(widget, user, RegistrationResult(KNOWN, 0.05, 0.1, "search", {}, False,
+                                                reasons=[reason]))
+    verdict = widget.run_panel.verdict
+    assert verdict.value.startswith("⚠ probably WRONG") and "fine details" in verdict.value
+    assert "✓" not in verdict.value and verdict.native.isVisibleTo(widget.native)
 
 
 def test_register_needs_two_layers(make_napari_viewer, errors):
     widget = RegisterWidget(make_napari_viewer())
-    assert widget.run() is None and errors
-    assert widget.accept() is None
+    assert widget.run_panel.register() is None and errors
+    assert "choose two different image layers" in widget.run_panel.verdict.value
+    assert not widget.keep_panel.accept_button.enabled
 
 
-def test_landmarks_fit_register_from_and_residuals(viewer_with_pair, errors):
+def test_landmarks_fit_refine_from_and_residuals(viewer_with_pair, errors, user):
     """Point pairs placed in the two landmark layers give the transform (exactly, when placed
-    exactly), residuals per landmark, and a registration refined from them."""
+    exactly), residuals per landmark in the dock, and a registration refined from them."""
     viewer = viewer_with_pair
     viewer.layers["SHG"].scale = (0.5, 0.5)  # µm per px: residuals in µm too
     viewer.layers["BF"].scale = (0.5, 0.5)
     widget = RegisterWidget(viewer)
-    widget._transform.value = "similarity"
-    assert widget.fit_landmarks() is None and errors  # no landmark layers yet
-    widget.add_landmarks()
+    viewer.window.add_dock_widget(widget)
+    widget.run_panel.transform.value = "similarity"
+    landmarks = widget.landmarks_panel
+    assert landmarks.fit() is None and errors  # no landmark layers yet
+    user.click(landmarks.add_button)
     fixed_points, moving_points = viewer.layers["landmarks: SHG"], viewer.layers["landmarks: BF"]
     moving_rc = np.array([[20.0, 15.0], [70.0, 30.0], [40.0, 80.0]])
     moving_points.data = moving_rc
     fixed_points.data = KNOWN.apply_rc(moving_rc)
-    result = widget.fit_landmarks()
-    assert result.method == "landmarks" and not result.success_likely
-    assert np.allclose(result.transform.matrix_xy, KNOWN.matrix_xy, atol=1e-6)
-    assert "landmark 3: 0.0 px (0.00 µm)" in widget._residuals.value
-    assert "from the landmarks only" in widget._score.value and "µm" in widget._score.value
-    job = widget.run(from_landmarks=True)
-    assert job is not None and not job.failed
-    assert widget.result.method == "initial" and "landmark 1:" in widget._residuals.value
+    errors.clear()
+    user.click(landmarks.fit_button)
+    session = widget.session
+    user.qtbot.waitUntil(lambda: session.result is not None and not session.busy)
+    assert session.result.method == "landmarks" and not errors, errors  # no failure toast
+    assert np.allclose(session.result.transform.matrix_xy, KNOWN.matrix_xy, atol=1e-6)
+    assert "landmark 3: 0.0 px (0.00 µm)" in landmarks.residuals.value
+    assert "landmarks only" in widget.run_panel.verdict.value
+    assert viewer.layers[-1].name.startswith("landmarks:")  # above the review layers
+    user.click(landmarks.register_button)
+    job = user.wait_for_job(session)
+    assert job.state.value == "finished", job.error
+    assert session.result.method == "initial" and "landmark 1:" in landmarks.residuals.value
     fixed_points.data = fixed_points.data[:2]
     errors.clear()
-    assert widget.fit_landmarks() is None and "3 moving landmarks" in errors[0]
+    assert landmarks.fit() is None and "3 moving landmarks" in errors[0]
 
 
 def test_choices_persist_to_the_next_launch(make_napari_viewer, tmp_path):
@@ -166,37 +224,13 @@ def test_choices_persist_to_the_next_launch(make_napari_viewer, tmp_path):
 
     from napari_comir.widgets._state import state_for
 
-    first = RegisterWidget(make_napari_viewer())
-    first._transform.value, first._rotation.value = "similarity", 30
+    first = RegisterWidget(make_napari_viewer()).run_panel
+    first.transform.value, first.rotation.value = "similarity", 30
     state_for(make_napari_viewer()).load("test-model")
-    second_viewer = make_napari_viewer()
-    second = RegisterWidget(second_viewer)
-    assert (second._transform.value, second._rotation.value) == ("similarity", 30)
+    second = RegisterWidget(make_napari_viewer()).run_panel
+    assert (second.transform.value, second.rotation.value) == ("similarity", 30)
     saved = json.loads(open(os.environ["NAPARI_COMIR_SETTINGS"]).read())
     assert saved["model"] == "test-model" and saved["transform"] == "similarity"
     with open(os.environ["NAPARI_COMIR_SETTINGS"], "w") as handle:
         handle.write("{broken")
-    assert RegisterWidget(make_napari_viewer())._transform.value == "affine"
-
-
-def test_flicker_alternates_the_review_layers(registered):
-    viewer, widget = registered
-    fixed, moving = widget._review_layers
-    widget._flicker.value = True
-    assert widget._flicker_timer.isActive()
-    widget._flicker_step()
-    first = (fixed.visible, moving.visible)
-    widget._flicker_step()
-    assert first in ((True, False), (False, True)) and (fixed.visible, moving.visible) == first[::-1]
-    widget._flicker.value = False
-    assert not widget._flicker_timer.isActive() and fixed.visible and moving.visible
-
-
-def test_agreement_map_of_the_comirs(registered):
-    viewer, widget = registered
-    widget._agreement.value = True
-    layer = viewer.layers["review: CoMIR agreement (local NCC)"]
-    assert layer.visible and layer.data.shape == viewer.layers["SHG"].data.shape
-    assert np.nanmax(layer.data) <= 1.0 + 1e-6 and np.nanmin(layer.data) >= -1.0 - 1e-6
-    widget._agreement.value = False
-    assert not layer.visible
+    assert RegisterWidget(make_napari_viewer()).run_panel.transform.value == "affine"

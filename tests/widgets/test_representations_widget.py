@@ -6,13 +6,15 @@ from napari_comir.widgets.representations import RepresentationsWidget
 pytestmark = pytest.mark.gui
 
 
-def test_computes_both_comirs_and_rerun_updates_in_place(viewer_with_pair, errors):
+def test_computes_both_comirs_and_rerun_updates_in_place(viewer_with_pair, errors, user):
     viewer = viewer_with_pair
     viewer.layers["SHG"].scale = (0.5, 0.5)
     widget = RepresentationsWidget(viewer)
     assert widget._moving.value.name == "BF" and widget._fixed.value.name == "SHG"
-    job = widget.run()
-    assert job is not None and not job.failed and errors == []
+    user.click(widget._run)
+    assert widget.job.running and not widget._run.enabled  # returned at once: GUI not blocked
+    user.wait_until(lambda: not widget.job.running)
+    assert widget.job.state.value == "finished" and errors == [] and widget._run.enabled
     bf_comir, shg_comir = viewer.layers["CoMIR (BF)"], viewer.layers["CoMIR (SHG)"]
     assert bf_comir.data.shape == viewer.layers["BF"].data.shape[:2]
     assert tuple(shg_comir.scale) == (0.5, 0.5)
@@ -21,7 +23,8 @@ def test_computes_both_comirs_and_rerun_updates_in_place(viewer_with_pair, error
 
     n_layers = len(viewer.layers)
     viewer.layers["BF"].data = viewer.layers["BF"].data[::-1].copy()
-    widget.run()
+    user.click(widget._run)
+    user.wait_until(lambda: not widget.job.running)
     assert len(viewer.layers) == n_layers
     assert viewer.layers["CoMIR (BF)"] is bf_comir  # same layer, new data
     assert np.allclose(bf_comir.metadata["comir"][..., 0], bf_comir.data)
@@ -31,17 +34,6 @@ def test_no_layers_is_an_error_message(make_napari_viewer, errors):
     widget = RepresentationsWidget(make_napari_viewer())
     assert widget.run() is None
     assert errors
-
-
-def test_runs_in_a_worker_thread(viewer_with_pair, qtbot, monkeypatch, errors):
-    from napari_comir.widgets import _worker
-
-    monkeypatch.setattr(_worker, "SYNCHRONOUS", False)
-    widget = RepresentationsWidget(viewer_with_pair)
-    job = widget.run()
-    assert job.running and not widget._run.enabled  # returned at once; GUI not blocked
-    qtbot.waitUntil(lambda: not job.running, timeout=20000)
-    assert "CoMIR (SHG)" in viewer_with_pair.layers and widget._run.enabled and errors == []
 
 
 def test_layer_pickers_follow_the_current_models_modalities(make_napari_viewer, model_dir):

@@ -39,12 +39,14 @@ def raw_viewer(make_napari_viewer, raw_cases):
     return viewer, case
 
 
-def test_default_review_of_a_real_pair_is_readable(raw_viewer, errors):
+def test_default_review_of_a_real_pair_is_readable(raw_viewer, errors, user):
     viewer, case = raw_viewer
     widget = RegisterWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    assert widget.run() is not None and not errors, errors
-    assert case.error(widget.result.transform) <= 3.0 and widget.result.success_likely
+    user.click(widget.run_panel.register_button)
+    user.wait_for_job(widget.session)
+    result = widget.session.result
+    assert case.error(result.transform) <= 3.0 and result.success_likely, errors
     good = canvas_colours(viewer)
     white = np.all(good >= 250, axis=1).mean()
     lit = good.max(axis=1) > 40
@@ -54,7 +56,7 @@ def test_default_review_of_a_real_pair_is_readable(raw_viewer, errors):
     assert (good[:, 0] > good[:, 1] + 60).mean() > 0.05  # the H&E (magenta) shows
 
     # The same view with the moving image 15 px off: far more pixels of one colour alone.
-    widget.result.transform = AffineTransform.rigid(0.0, (15.0, 15.0)).compose(widget.result.transform)
-    widget.show_after(True)
+    result.transform = AffineTransform.rigid(0.0, (15.0, 15.0)).compose(result.transform)
+    widget.session.place_moving()
     bad = canvas_colours(viewer)
     assert green_on_magenta(good) > green_on_magenta(bad) + 0.05  # measured 0.59 vs 0.48

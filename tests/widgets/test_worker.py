@@ -1,3 +1,5 @@
+import time
+
 import pytest
 
 from napari_comir.core.errors import InputError
@@ -7,19 +9,25 @@ from napari_comir.widgets import _worker
 pytestmark = pytest.mark.gui
 
 
-def _count(n, fail_at=None):
+def _count(n, fail_at=None, pause=0.0):
     for step in range(1, n + 1):
         if step == fail_at:
             raise InputError("bad input")
+        time.sleep(pause)
         yield Progress("test", step, n, result="done" if step == n else None)
 
 
-def test_thread_mode_delivers_events_and_quits(qtbot, monkeypatch):
-    monkeypatch.setattr(_worker, "SYNCHRONOUS", False)
-    seen, finished = [], []
-    job = _worker.run_job(_count, 3, on_event=seen.append, on_done=finished.append)
+def test_events_arrive_in_the_gui_thread_and_quit_stops(qtbot):
+    import threading
+
+    seen, finished, threads = [], [], []
+    job = _worker.run_job(_count, 3, on_event=lambda e: (seen.append(e), threads.append(
+        threading.current_thread())), on_done=finished.append)
+    assert job.running  # returned at once: the work is in another thread
     qtbot.waitUntil(lambda: bool(finished), timeout=5000)
-    assert [e.step for e in seen] == [1, 2, 3] and job.result == "done" and not job.stopped
+    assert [e.step for e in seen] == [1, 2, 3] and job.result == "done"
+    assert job.state is _worker.JobState.FINISHED
+    assert set(threads) == {threading.main_thread()}
 
     finished.clear()
     job = _worker.run_job(_count, 10**6, on_event=lambda e: e.step == 5 and job.quit(),
@@ -28,11 +36,25 @@ def test_thread_mode_delivers_events_and_quits(qtbot, monkeypatch):
     assert job.stopped and job.steps < 10**6
 
 
-def test_errors_become_messages(qtbot, monkeypatch, errors):
-    job = _worker.run_job(_count, 5, 2, title="T")
-    assert job.failed and errors == ["T: bad input"]
-    monkeypatch.setattr(_worker, "SYNCHRONOUS", False)
+def test_a_plain_function_returning_a_generator_runs_too(qtbot):
+    """The path that froze the GUI: ``lambda: events`` made a worker without "yielded"."""
+    events = _count(3)
     done = []
-    _worker.run_job(_count, 5, 2, title="T", on_done=done.append)
+    job = _worker.run_job(lambda: events, on_done=done.append)
     qtbot.waitUntil(lambda: bool(done), timeout=5000)
-    assert errors == ["T: bad input"] * 2
+    assert job.state is _worker.JobState.FINISHED and job.result == "done"
+
+
+def test_errors_become_messages(qtbot, errors):
+    done = []
+    job = _worker.run_job(_count, 5, 2, title="T", on_done=done.append)
+    qtbot.waitUntil(lambda: bool(done), timeout=5000)
+    assert job.failed and job.error == "bad input" and errors == ["T: bad input"]
+
+
+def test_rate_and_time_left(qtbot):
+    done = []
+    job = _worker.run_job(_count, 6, pause=0.05, on_done=done.append)
+    qtbot.waitUntil(lambda: job.steps >= 3, timeout=5000)
+    assert 0.02 < job.seconds_per_step < 1.0 and "left" in _worker.eta_text(job)
+    qtbot.waitUntil(lambda: bool(done), timeout=5000)

@@ -20,6 +20,8 @@ from ..core.io import file_fingerprint
 
 if TYPE_CHECKING:
     from ..core.registration import RegistrationResult
+    from ..core.zoo import ModelCard
+    from ..pipeline import RegistrationOptions
 
 RESULT_COLUMNS = ("pair", "status", "transform", "angle_deg", "scale_x", "scale_y", "shear", "tx",
                   "ty", "score", "detail_score", "success_likely", "reasons", "seconds", "matrix_xy",
@@ -77,7 +79,7 @@ class BatchSettings:
         The model card's name and weights' SHA-256.
     method, transform_model, rotation_range, scale_range
         ``method``, ``transform``, ``rotation_range`` and ``scale_range`` of
-        :func:`napari_comir.api.register_multimodal`.
+        :class:`napari_comir.pipeline.RegistrationOptions`.
     """
 
     model: str
@@ -86,6 +88,33 @@ class BatchSettings:
     transform_model: str
     rotation_range: float
     scale_range: list[float] | None = None
+
+    @classmethod
+    def from_options(cls, card: ModelCard, options: RegistrationOptions) -> BatchSettings:
+        """The settings of a batch with ``card``'s model and these options.
+
+        Raises
+        ------
+        InputError
+            Options a batch does not take: each pair's pixel sizes come from its files.
+        """
+        per_pair = {"fixed_pixel_size", "moving_pixel_size", "fixed_modality", "moving_modality",
+                 "initial_transform", "device"}
+        given = sorted(name for name in per_pair if getattr(options, name) is not None)
+        if given:
+            raise InputError(f"a batch takes method, transform, rotation_range and scale_range, "
+                             f"not {', '.join(given)} (each pair's pixel sizes come from its files)")
+        scale_range = options.scale_range
+        return cls(model=card.name, model_sha256=card.sha256, method=options.method,
+                   transform_model=options.transform, rotation_range=float(options.rotation_range),
+                   scale_range=None if scale_range is None else [float(v) for v in scale_range])
+
+    def options(self) -> RegistrationOptions:
+        """The registration options every pair of the batch is registered with."""
+        from ..pipeline import RegistrationOptions
+
+        return RegistrationOptions(method=self.method, transform=self.transform_model,
+                                   rotation_range=self.rotation_range, scale_range=self.scale_range)
 
     def to_dict(self) -> dict:
         """The settings under their record keys."""

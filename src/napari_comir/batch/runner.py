@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..core.defaults import DEFAULT_TRANSFORM
 from ..core.errors import InputError
 from ..core.progress import Progress
 from .jobs import BatchSettings, PairJob, PairRecord, read_jobs
@@ -30,6 +29,7 @@ from .worker import describe_error, register_pair
 
 if TYPE_CHECKING:  # torch is imported only when a batch runs: keeps `napari-comir --help` fast
     from ..core.zoo import ComirModel
+    from ..pipeline import RegistrationOptions
 
 # How often the results CSV is rebuilt while results arrive (the per-pair JSONs are the
 # durable record, so rebuilding less often loses nothing; it keeps huge batches O(n)).
@@ -40,9 +40,8 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
               out_dir: str | os.PathLike, *, scheduler: str | None = None,
               n_workers: int | None = None, threads_per_worker: int | None = None,
               resampled: bool = False, fixed_column: str = "shg_file",
-              moving_column: str = "bf_file", method: str = "search",
-              transform: str = DEFAULT_TRANSFORM, rotation_range: float = 180.0,
-              scale_range: tuple[float, float] | None = None) -> Iterator[Progress]:
+              moving_column: str = "bf_file", options: RegistrationOptions | None = None,
+              **option_values) -> Iterator[Progress]:
     """Register every pair of a CSV in parallel; yield one :class:`Progress` per finished pair.
 
     Inputs, the model and the output folder are checked before this returns; the cluster starts
@@ -69,8 +68,9 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
         Also write the resampled moving images.
     fixed_column, moving_column : str
         CSV columns of the fixed and moving images (default SHG fixed, BF moving).
-    method, transform, rotation_range, scale_range
-        As in :func:`napari_comir.api.register_multimodal`.
+    options : RegistrationOptions, optional
+        ``method``, ``transform``, ``rotation_range`` and ``scale_range`` (pixel sizes come from
+        each pair's files); ``option_values`` replace some of them.
 
     Returns
     -------
@@ -88,15 +88,12 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
         Unknown or invalid model.
     """
     from ..api import load_model
-    from ..core.registration import METHODS, angle_bounds, check_model, scale_bounds
     from ..core.zoo import ComirModel, model_files
+    from ..pipeline import RegistrationOptions
 
     # Check everything before writing anything, so a bad call leaves no output folder behind.
     cluster = Cluster(scheduler, n_workers, threads_per_worker)
-    if method not in METHODS:
-        raise InputError(f"method must be one of {METHODS}, got {method!r}")
-    angle_bounds(rotation_range)
-    scale_bounds(scale_range, check_model(transform))
+    options = RegistrationOptions.build(options, **option_values)
     jobs = read_jobs(Path(pairs_csv), fixed_column, moving_column)
     loaded = model if isinstance(model, ComirModel) else load_model(model, "cpu")
     cluster.check_reachable()  # an unreachable scheduler is refused before anything is written
@@ -108,10 +105,7 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
     reference = _model_reference(model, store.out_dir)
     if resampled:
         jobs = [replace(job, resampled=store.resampled_path(job)) for job in jobs]
-    settings = BatchSettings(
-        model=loaded.card.name, model_sha256=loaded.card.sha256, method=method,
-        transform_model=transform, rotation_range=float(rotation_range),
-        scale_range=None if scale_range is None else [float(v) for v in scale_range])
+    settings = BatchSettings.from_options(loaded.card, options)
     return _run(jobs, settings, reference, store, cluster)
 
 

@@ -72,7 +72,7 @@ def register_pair(job: PairJob, settings: BatchSettings, reference: str) -> Pair
 def register_and_resample(job: PairJob, settings: BatchSettings,
                           model: ComirModel) -> RegistrationResult:
     """The worker's pipeline for one pair: the ``register`` command's
-    (:func:`napari_comir.file_registration.file_registration_events`): slides read lazily, pixel
+    (:func:`napari_comir.pipeline.file_registration_events`): slides read lazily, pixel
     sizes from the files, the resampled moving image written tile by tile if the job asks.
 
     Raises
@@ -80,10 +80,8 @@ def register_and_resample(job: PairJob, settings: BatchSettings,
     Exception
         Whatever reading, registering or writing raised (:func:`register_pair` records it).
     """
-    from ..file_registration import file_registration_events
+    from ..pipeline import file_registration_events
 
-    *_, last = file_registration_events(job.fixed, job.moving, model, resampled=job.resampled or None,
-                                        method=settings.method, transform=settings.transform_model,
-                                        rotation_range=settings.rotation_range,
-                                        scale_range=settings.scale_range)
+    *_, last = file_registration_events(job.fixed, job.moving, model, settings.options(),
+                                        resampled=job.resampled or None)
     return last.result.result

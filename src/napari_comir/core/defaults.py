@@ -9,6 +9,17 @@ TRANSFORM_MODELS = ("rigid", "similarity", "affine")
 #: 1.4 px), similarity 16 and rigid 5, and it keeps the synthetic rigid results
 #: (docs/benchmarks.md, "Real pairs").
 DEFAULT_TRANSFORM = "affine"
+#: How the start of the refinement is found: "search" (global rotation x scale x translation
+#: search, any angle) or "sift" (SIFT features + RANSAC).
+REGISTRATION_METHODS = ("search", "sift")
+DEFAULT_METHOD = "search"
+#: The last step of a registration in memory: "mutual-information" refines the CoMIR result on
+#: the original images (Mattes MI, as elastix; median 1.32 -> ~0.9 px on the 20 raw BF/SHG
+#: cases, docs/benchmarks.md), "none" keeps the CoMIR result.
+FINAL_REFINEMENTS = ("mutual-information", "none")
+DEFAULT_FINAL_REFINEMENT = "mutual-information"
+#: Angles searched by default, degrees: ±180 = any rotation.
+DEFAULT_ROTATION_RANGE = 180.0
 #: Scales (fixed px per moving px) searched when the pixel sizes are unknown: the raw H&E of the
 #: shared cases lies within 0.88-1.10 of its SHG; microscopes' nominal sizes are rarely further off.
 DEFAULT_SCALE_RANGE = (0.8, 1.25)
@@ -26,3 +37,14 @@ DEFAULT_STEPS, DEFAULT_BATCH_SIZE, DEFAULT_PATCH_SIZE = 300, 16, 128
 #: known answer the misaligned sample pair carries.
 TRANSFORM_KEY = "comir_transform"
 TRUE_TRANSFORM_KEY = "comir_true_transform"
+
+#: What the review overlay can show (``core.review``): fine structure both images share, an H&E's
+#: eosin or haematoxylin stain, or the CoMIRs.
+REVIEW_VIEWS = ("structure", "eosin", "haematoxylin", "comir")
+#: The review view by default. Structure: on the 20 raw BF/SHG pairs a right and a wrong (8 px)
+#: result differ in every one; the eosin view hardly told them apart on eosin-dense cores
+#: (docs/benchmarks.md, "Review views").
+DEFAULT_REVIEW_VIEW = "structure"
+#: Size (px) of the structures the structure view keeps: detail of about this size, relative to
+#: its surroundings, survives; broad stain density does not.
+DEFAULT_REVIEW_FEATURE_PX = 8.0

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .inference import compute_comir
+from .inference import comir_tiles, compute_comir
+from .progress import Progress
+from .transforms import AffineTransform, resample
 from .zoo import ComirModel
 
 
@@ -248,3 +250,27 @@ def raw_cases(folder, split: str | None = None) -> list[RawCase]:
                                  read_image(folder / row["bf_raw_file"]),
                                  AffineTransform(reference["matrix_bf_raw_to_shg"])))
     return cases
+
+
+def rotation_equivariance_events(model: ComirModel, image: np.ndarray, modality: str,
+                        angle: float) -> Iterator[Progress]:
+    """How rotation-equivariant a network is on ``image``: the correlation r of CoMIR(image)
+    and rotate⁻¹(CoMIR(rotate(image))) by ``angle`` degrees (1 = perfectly equivariant), on the
+    pixels that stay inside the image both ways. Progress events; the last ``result`` is
+    (r, the rotated-back CoMIR)."""
+    rows, cols = image.shape[:2]
+    rotation = AffineTransform.about_center(angle, ((cols - 1) / 2, (rows - 1) / 2))
+    rotated = resample(image, rotation, (rows, cols), order=1)
+    comirs = []
+    for label, img in (("original", image), ("rotated", rotated)):
+        for event in comir_tiles(model, img, modality):
+            if event.result is not None:
+                comirs.append(event.result)
+            yield Progress("infer", event.step, event.total, f"{label}: {event.message}")
+    back = resample(comirs[1], rotation.inverse(), (rows, cols), order=1)
+    # Compare only pixels that stayed inside the image both ways, away from the padded border.
+    inside = resample(np.ones((rows, cols), np.float32), rotation, (rows, cols), order=1)
+    inside = resample(inside, rotation.inverse(), (rows, cols), order=1) > 0.999
+    inside = ndimage.binary_erosion(inside, iterations=4)
+    r = pearson(comirs[0], back, np.repeat(inside[..., None], comirs[0].shape[-1], -1))
+    yield Progress("infer", 1, 1, f"r = {r:.3f}", result=(r, back))

@@ -11,7 +11,6 @@ import numpy as np
 from napari.layers import Layer, Points
 
 from ..core.errors import InputError
-from ..core.transforms import AffineTransform
 
 
 def landmark_name(image: Layer) -> str:
@@ -44,12 +43,19 @@ def landmark_pairs(viewer, fixed: Layer, moving: Layer) -> tuple[np.ndarray, np.
     return fixed_rc[:, ::-1], moving_rc[:, ::-1]
 
 
-def residual_text(transform: AffineTransform, fixed_xy: np.ndarray, moving_xy: np.ndarray,
-                  pixel_size: float | None) -> str:
-    """One line per landmark: how far the transform puts the moving point from the fixed one."""
-    residuals = np.linalg.norm(transform.apply_xy(moving_xy) - fixed_xy, axis=1)
+#: Landmark pairs listed one by one; with more, the farthest ones.
+MAX_LISTED = 6
+
+
+def residual_lines(residuals: np.ndarray, pixel_size: float | None) -> list[str]:
+    """One line per landmark pair (how far the result puts its moving point from its fixed
+    one), then the mean, in px and µm when the pixel size is known."""
     def unit(r: float) -> str:
         return f"{r:.1f} px ({r * pixel_size:.2f} µm)" if pixel_size else f"{r:.1f} px"
 
-    lines = [f"landmark {i + 1}: {unit(r)}" for i, r in enumerate(residuals)]
-    return "\n".join(lines + [f"mean {unit(float(residuals.mean()))}"])
+    shown = np.argsort(residuals)[::-1][:MAX_LISTED] if len(residuals) > MAX_LISTED else \
+        range(len(residuals))
+    lines = [f"landmark {i + 1}: {unit(residuals[i])}" for i in shown]
+    if len(residuals) > MAX_LISTED:
+        lines.insert(0, f"{len(residuals)} pairs, the {MAX_LISTED} farthest:")
+    return lines + [f"mean {unit(float(np.mean(residuals)))}"]

@@ -216,5 +216,12 @@ def wrap(label, max_height: int | None = None):
     if max_height is not None:
         label.native.setMaximumHeight(max_height)
     elif hasattr(label.native, "setWordWrap"):
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QSizePolicy
+
         label.native.setWordWrap(True)
+        label.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        # The width the dock gives, not the text's own: wrapped lines fill the dock's width
+        # and never widen it.
+        label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
     return label

@@ -1,12 +1,14 @@
-"""The review overlay: the fixed image in green over the moving image in magenta, both readable.
+"""The review of a registration: two layers of its own on top of the user's (never changed).
 
-A bright-field H&E is opaque RGB: overlaid as it is, it hides the SHG, and CoMIRs blended over it
-wash the canvas out. The review shows two layers of its own on top of the user's (which are
-never changed): the moving image as grey in magenta, inverted when its background is bright (H&E:
-tissue becomes bright; an H&E in colour shows its eosin stain, what collagen takes up), and the
-fixed image in green, added on top. Where the two agree the
-tissue turns white-ish; a misregistration shows as green and magenta side by side. The moving
-review layer follows the found transform through its ``affine`` (a lossless preview).
+Views (:data:`VIEWS`): ``overlay`` — the fixed image in green added over the moving image in
+magenta, each as its fine structure (``core.review``'s structure view: for an H&E the red share
+of its staining, so eosin-dense cores do not turn magenta all over); where they agree the tissue
+turns white, a misregistration shows green and magenta copies side by side. ``CoMIRs`` — the
+same overlay of the two CoMIRs (made to agree; the view for a grey bright field).
+``checkerboard`` — squares of each image in turn. ``flicker`` — the two review layers in turn
+(the review panel's timer). ``agreement`` — the CoMIRs' local correlation. ``off`` — the
+user's layers only (after Accept: the accepted layer). The moving review layer follows the
+transform through its ``affine`` (a lossless preview).
 """
 
 from __future__ import annotations
@@ -14,9 +16,20 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Layer
 
-from ._layers import percentile_limits, upsert_image, world_affine
+from ..core.registration.levels import to_level
+from ..core.review import review_channels, suggested_view
+from ..core.transforms import AffineTransform, resample
+from ._layers import coarse_view, percentile_limits, upsert_image, world_affine
 
-_LUMINANCE = np.array([0.299, 0.587, 0.114], np.float32)
+VIEWS = ("overlay", "CoMIRs", "checkerboard", "flicker", "agreement", "off")
+DEFAULT_VIEW = "overlay"
+#: Views made from the CoMIRs (none on whole slides).
+COMIR_VIEWS = ("CoMIRs", "agreement")
+CHECKERBOARD = "review: checkerboard (fixed | moving)"
+AGREEMENT = "review: CoMIR agreement (local NCC)"
+#: Side (px) of the checkerboard's squares on the fixed image, and of the agreement's windows.
+CHECKER_SQUARE, AGREEMENT_WINDOW = 32, 32
+_REVIEW_KEY = "comir_review_of"
 
 
 def review_names(fixed: Layer, moving: Layer) -> tuple[str, str]:
@@ -24,62 +37,101 @@ def review_names(fixed: Layer, moving: Layer) -> tuple[str, str]:
     return f"review: {fixed.name} (green)", f"review: {moving.name} (magenta)"
 
 
-def _grey(data: np.ndarray) -> np.ndarray:
-    grey = np.asarray(data, np.float32)
-    return grey[..., :3] @ _LUMINANCE if grey.ndim == 3 else grey
+def review_images(fixed: Layer, moving: Layer) -> dict:
+    """The overlay's grey images of a pair (the structure both modalities share,
+    :func:`napari_comir.core.review.review_channels`), the grids they lie on (for a whole slide a
+    coarse level, placed over it) and the view that reads best for the pair. Pure computation on
+    the layers' data: run it in the worker."""
+    (fixed_data, fixed_grid, _), (moving_data, moving_grid, _) = coarse_view(fixed), coarse_view(moving)
+    fixed_grey, moving_grey = review_channels(fixed_data, moving_data, "structure")
+    best = "CoMIRs" if suggested_view(fixed_data, moving_data) == "comir" else "overlay"
+    return {"fixed": display_bytes(fixed_grey), "moving": display_bytes(moving_grey),
+            "fixed_grid": fixed_grid, "moving_grid": moving_grid, "best_view": best}
 
 
-def _bright_background(grey: np.ndarray) -> bool:
-    """Whether the median lies in the upper half of the 1-99 % range (a bright field)."""
-    low, high = percentile_limits(grey)
-    return bool(np.median(grey) > (low + high) / 2)
+def display_bytes(grey: np.ndarray) -> np.ndarray:
+    """A [0, 1] grey image as uint8: a quarter of a float texture to upload, and napari has no
+    contrast to compute."""
+    return np.round(np.clip(grey, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def review_image(data: np.ndarray) -> np.ndarray:
-    """An image as float32 grey, inverted when its background is bright (tissue turns bright)."""
-    grey = _grey(data)
-    if not _bright_background(grey):
-        return grey
-    low, high = percentile_limits(grey)
-    return high + low - grey
+def show_review_layer(viewer, fixed: Layer, moving: Layer, images: dict, role: str,
+                      transform: AffineTransform) -> Layer:
+    """Add (or update) one overlay layer on top: ``role`` "moving" (magenta, placed by
+    ``transform``) or "fixed" (green, added over the moving one)."""
+    name = review_names(fixed, moving)[role == "moving"]
+    data = images[role]
+    if role == "moving":
+        layer = upsert_image(viewer, name, data, **images["moving_grid"], colormap="magenta",
+                             blending="translucent", contrast_limits=(0, 255),
+                             metadata={_REVIEW_KEY: moving.name})
+        layer.affine = world_affine(fixed, moving, transform)
+    else:
+        layer = upsert_image(viewer, name, data, **images["fixed_grid"], colormap="green",
+                             blending="additive", contrast_limits=(0, 255),
+                             metadata={_REVIEW_KEY: fixed.name})
+    fixed_name = review_names(fixed, moving)[0]
+    top = len(viewer.layers) - (role == "moving" and fixed_name in viewer.layers)
+    viewer.layers.move(viewer.layers.index(layer), top)  # the fixed one stays last
+    return layer
 
 
-def moving_review_image(data: np.ndarray) -> np.ndarray:
-    """The moving image for the review: for a colour bright field (RGB, bright background) its
-    eosin stain, what collagen takes up and SHG shows (colour deconvolution,
-    ``skimage.color.rgb2hed``); otherwise :func:`review_image`."""
-    data = np.asarray(data)
-    if data.ndim == 3 and data.shape[-1] >= 3 and _bright_background(_grey(data)):
-        from skimage.color import rgb2hed
-
-        scale = 255.0 if data.dtype == np.uint8 else max(float(np.max(data)), 1e-6)
-        return rgb2hed(np.clip(data[..., :3] / scale, 0.0, 1.0))[..., 1].astype(np.float32)
-    return review_image(data)
+def show_review(viewer, fixed: Layer, moving: Layer, images: dict,
+                transform: AffineTransform) -> tuple[Layer, Layer]:
+    """Both overlay layers (fixed, moving) on top, the moving one placed by ``transform``."""
+    moving_layer = show_review_layer(viewer, fixed, moving, images, "moving", transform)
+    return show_review_layer(viewer, fixed, moving, images, "fixed", transform), moving_layer
 
 
-def show_review(viewer, fixed: Layer, moving: Layer, fixed_data: np.ndarray,
-                moving_data: np.ndarray, transform, fixed_grid: dict | None = None,
-                moving_grid: dict | None = None) -> tuple[Layer, Layer]:
-    """Add (or update) the review layers on top, the moving one placed by ``transform``.
+def extra_review_layers(viewer) -> list[Layer]:
+    """The checkerboard and agreement layers, if shown."""
+    return [viewer.layers[name] for name in (CHECKERBOARD, AGREEMENT) if name in viewer.layers]
 
-    ``fixed_grid`` / ``moving_grid``: ``scale`` and ``translate`` of data that is a coarse level
-    of a whole slide (see :func:`~napari_comir.widgets._layers.coarse_view`); default the layers'.
-    """
-    fixed_name, moving_name = review_names(fixed, moving)
-    grey, fixed_grey = moving_review_image(moving_data), review_image(fixed_data)
-    moving_layer = upsert_image(viewer, moving_name, grey, like=moving, **(moving_grid or {}),
-                                colormap="magenta",
-                                blending="translucent", contrast_limits=percentile_limits(grey),
-                                metadata={"comir_review_of": moving.name})
-    moving_layer.affine = world_affine(fixed, moving, transform)
-    fixed_layer = upsert_image(viewer, fixed_name, fixed_grey, like=fixed, **(fixed_grid or {}),
-                               colormap="green",
-                               blending="additive",
-                               contrast_limits=percentile_limits(fixed_grey, 1.0, 99.5),
-                               metadata={"comir_review_of": fixed.name})
-    for layer in (moving_layer, fixed_layer):  # on top, fixed last (added onto the moving)
-        viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
-    return fixed_layer, moving_layer
+
+def place_moving(viewer, fixed: Layer, moving: Layer, transform: AffineTransform,
+                 review_layers) -> None:
+    """Place the moving image, its CoMIR, its landmarks and its review layer by ``transform``."""
+    from ._landmarks import landmark_name
+    from .representations import comir_layer_name
+
+    for name in (moving.name, comir_layer_name(moving), landmark_name(moving)):
+        if name in viewer.layers:
+            viewer.layers[name].affine = world_affine(fixed, viewer.layers[name], transform)
+    for layer in review_layers[1:2]:  # maybe a coarse level: placed through the moving's grid
+        if layer in viewer.layers:
+            layer.affine = world_affine(fixed, moving, transform)
+    if CHECKERBOARD in viewer.layers and viewer.layers[CHECKERBOARD].visible:
+        show_checkerboard(viewer, fixed, moving, transform)
+
+
+def switch_view(viewer, fixed: Layer, moving: Layer, result, review_layers, view: str,
+                after: bool, comirs: tuple[np.ndarray, np.ndarray] | None = None
+                ) -> tuple[Layer, ...]:
+    """Show ``view`` of a result; returns the overlay layers (refilled for the CoMIRs view).
+    ``comirs``: (fixed, moving) CoMIRs, (rows, cols, channels), for :data:`COMIR_VIEWS`."""
+    transform = result.transform if after else AffineTransform.rigid()
+    for layer in extra_review_layers(viewer):
+        layer.visible = False
+    if view == "CoMIRs":
+        fixed_grey, moving_grey = review_channels(*comirs, "comir")
+        images = {"fixed": display_bytes(fixed_grey), "moving": display_bytes(moving_grey),
+                  "fixed_grid": _grid_of(fixed), "moving_grid": _grid_of(moving)}
+        review_layers = show_review(viewer, fixed, moving, images, transform)
+    elif view in ("overlay", "flicker") and review_layers and \
+            review_layers[0].metadata.get("comir_review_view") == "CoMIRs":
+        review_layers = show_review(viewer, fixed, moving, review_images(fixed, moving), transform)
+    for layer in review_layers:
+        layer.metadata["comir_review_view"] = "CoMIRs" if view == "CoMIRs" else "images"
+        layer.visible = view in ("overlay", "CoMIRs", "flicker")
+    if view == "checkerboard":
+        show_checkerboard(viewer, fixed, moving, transform)
+    elif view == "agreement":
+        show_agreement(viewer, fixed, *comirs, transform)
+    return review_layers
+
+
+def _grid_of(layer: Layer) -> dict:
+    return {"scale": tuple(layer.scale)[-2:], "translate": tuple(layer.translate)[-2:]}
 
 
 def _display_grey(image: np.ndarray) -> np.ndarray:
@@ -101,19 +153,30 @@ def checkerboard(fixed: np.ndarray, moving_on_fixed: np.ndarray, square: int) ->
     return np.where(mask, b, a)
 
 
-AGREEMENT = "review: CoMIR agreement (local NCC)"
-#: Side (px) of the windows the agreement map compares.
-AGREEMENT_WINDOW = 32
+def show_checkerboard(viewer, fixed: Layer, moving: Layer, transform: AffineTransform,
+                      square: int = CHECKER_SQUARE) -> Layer:
+    """The checkerboard of the pair under ``transform`` (whole slides: on coarse levels)."""
+    (fixed_data, fixed_grid, fixed_down), (moving_data, _, moving_down) = (
+        coarse_view(fixed), coarse_view(moving))
+    warped = resample(moving_data, to_level(transform, fixed_down, moving_down),
+                      fixed_data.shape[:2])
+    board = checkerboard(fixed_data, warped, max(1, square // fixed_down))
+    layer = upsert_image(viewer, CHECKERBOARD, board, rgb=board.ndim == 3, **fixed_grid,
+                         contrast_limits=(0.0, 1.0), blending="translucent", visible=True,
+                         metadata={_REVIEW_KEY: fixed.name})
+    if board.ndim == 2:
+        layer.colormap = "gray"
+    viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
+    return layer
 
 
 def show_agreement(viewer, fixed: Layer, fixed_comir: np.ndarray, moving_comir: np.ndarray,
                    transform) -> Layer:
     """The CoMIRs' local NCC under ``transform`` on the fixed grid (green agree, pink disagree)."""
     from ..core.evaluation import local_ncc
-    from ..core.transforms import resample
 
-    moving_comir = moving_comir.reshape(*moving_comir.shape[:2], -1)
-    fixed_comir = fixed_comir.reshape(*fixed_comir.shape[:2], -1)
+    fixed_comir, moving_comir = (np.asarray(comir, np.float32).reshape(*comir.shape[:2], -1)
+                                 for comir in (fixed_comir, moving_comir))
     warped = resample(moving_comir, transform, fixed_comir.shape[:2], order=1)
     warped = warped.reshape(*fixed_comir.shape[:2], -1)
     inside = resample(np.ones(moving_comir.shape[:2], np.float32), transform,
@@ -121,6 +184,6 @@ def show_agreement(viewer, fixed: Layer, fixed_comir: np.ndarray, moving_comir: 
     ncc = local_ncc(fixed_comir, warped, AGREEMENT_WINDOW, inside)
     layer = upsert_image(viewer, AGREEMENT, np.nan_to_num(ncc), like=fixed, colormap="PiYG",
                          contrast_limits=(-1.0, 1.0), blending="translucent", visible=True,
-                         metadata={"comir_review_of": fixed.name})
+                         metadata={_REVIEW_KEY: fixed.name})
     viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
     return layer

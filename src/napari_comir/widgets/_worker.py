@@ -1,54 +1,112 @@
-"""Run generators of :class:`~napari_comir.core.progress.Progress` events off the GUI thread.
+"""Run generators of :class:`~napari_comir.core.progress.Progress` events in a worker thread.
 
-Every long job of the widgets (inference, registration, fine-tuning) is a generator that yields
-Progress events; :func:`run_job` runs it in a Qt worker thread and delivers the events, the final
-result and errors to callbacks in the GUI thread. Set :data:`SYNCHRONOUS` (tests do) to run the
-generator inline in the calling thread instead, which makes widget tests deterministic.
+Every long job of the widgets (inference, registration, fine-tuning, writing a slide) is a
+generator that yields Progress events; :func:`run_job` runs it in a Qt worker thread (superqt's
+``GeneratorWorker``, what napari's ``thread_worker`` builds) and delivers the events, the final
+result and errors to callbacks in the GUI thread. There is no synchronous shortcut: tests click
+the buttons and wait for the thread, as a person does.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
+import time
 from collections.abc import Callable, Iterator
 
 from napari.utils.notifications import show_error
 
 from ..core.progress import Progress
 
-#: Run jobs inline in the calling (GUI) thread; for tests and scripts, never for interactive use.
-SYNCHRONOUS = False
-
 _log = logging.getLogger(__name__)
 #: Longest progress-bar headline shown whole; longer ones lose their middle.
 HEADLINE_CHARS = 36
 
 
+class JobState(enum.Enum):
+    """Where a job is: the panels enable their buttons from this."""
+
+    RUNNING = "running"
+    STOPPING = "stopping"  # Stop pressed: ends after the event in progress
+    FINISHED = "finished"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
 class Job:
-    """Handle of a running job: ``quit()`` asks it to stop after the current event.
+    """Handle of a job: ``quit()`` asks it to stop after the current event.
 
     Attributes
     ----------
+    state : JobState
+        Running, stopping, or how it ended.
     result : Any
         The last non-None ``Progress.result`` seen (e.g. the CoMIRs or the trained model).
-    steps : int
-        ``step`` of the last event seen.
-    stopped : bool
-        True when the job ended because of :meth:`quit`.
+    steps, total : int
+        ``step`` and ``total`` of the last event seen.
+    error : str
+        The failure's message (empty unless failed).
     """
 
-    def __init__(self):
+    def __init__(self, title: str = "napari-comir"):
+        self.title = title
+        self.state = JobState.RUNNING
         self.result = None
         self.steps = 0
-        self.stopped = False
-        self.failed = False
-        self.running = True
-        self._quit_requested = False
+        self.total = 0
+        self.error = ""
+        self.started = time.perf_counter()
+        self._stage_starts: dict[str, tuple[int, float]] = {}  # stage: (first step, its time)
+        self.seconds_per_step: float | None = None
         self._worker = None
 
+    @property
+    def running(self) -> bool:
+        return self.state in (JobState.RUNNING, JobState.STOPPING)
+
+    @property
+    def failed(self) -> bool:
+        return self.state is JobState.FAILED
+
+    @property
+    def stopped(self) -> bool:
+        return self.state is JobState.STOPPED
+
     def quit(self) -> None:
-        self._quit_requested = True
-        if self._worker is not None:
-            self._worker.quit()
+        if self.state is JobState.RUNNING:
+            self.state = JobState.STOPPING
+            if self._worker is not None:
+                self._worker.quit()
+
+    def seconds_left(self) -> float | None:
+        """Estimated seconds to the end of the current stage (None before two events)."""
+        if self.seconds_per_step is None or not self.total:
+            return None
+        return max(0.0, (self.total - self.steps) * self.seconds_per_step)
+
+    def _record(self, event: Progress) -> None:
+        self.steps, self.total = event.step, event.total
+        if event.result is not None:
+            self.result = event.result
+        # The rate of the event's own stage (training interleaves preview events, say).
+        now = time.perf_counter()
+        first_step, began = self._stage_starts.get(event.stage, (None, now))
+        if first_step is None or event.step < first_step:
+            self._stage_starts[event.stage] = (event.step, now)
+            self.seconds_per_step = None
+        elif event.step > first_step:
+            self.seconds_per_step = (now - began) / (event.step - first_step)
+
+
+def eta_text(job: Job) -> str:
+    """"1.9 s/step · 40 s left" for a job measured so far; empty before that."""
+    left = job.seconds_left()
+    if left is None:
+        return ""
+    rate = job.seconds_per_step
+    rate_text = f"{rate:.2g} s/step" if rate >= 0.1 else f"{1 / max(rate, 1e-9):.0f} steps/s"
+    minutes, seconds = divmod(round(left), 60)
+    return f"{rate_text} · {f'{minutes} min {seconds} s' if minutes else f'{seconds} s'} left"
 
 
 def run_job(generator_function: Callable[..., Iterator[Progress]], *args,
@@ -56,74 +114,73 @@ def run_job(generator_function: Callable[..., Iterator[Progress]], *args,
             on_done: Callable[[Job], None] | None = None,
             progress_bar=None, title: str = "napari-comir", job: Job | None = None,
             **kwargs) -> Job:
-    """Run ``generator_function(*args, **kwargs)`` in a worker thread (or inline when synchronous).
+    """Run ``generator_function(*args, **kwargs)`` in a worker thread; return its :class:`Job`.
 
     Parameters
     ----------
     generator_function : callable
-        A generator function: its body must run lazily so heavy setup happens in the worker.
+        Returns an iterator of Progress events (a generator function, or a function returning a
+        generator); it is called in the worker thread, so its setup never blocks the GUI.
     on_event : callable, optional
         Called in the GUI thread with every event.
     on_done : callable, optional
         Called in the GUI thread once at the end (finished, stopped or failed) with the Job.
     progress_bar : magicgui ProgressBar, optional
-        Updated from each event's step/total.
+        Updated from each event's step/total, its text the event's headline.
     title : str
         Prefix of error notifications.
     job : Job, optional
-        Handle to use; pass one created beforehand so a Stop button works while a synchronous
-        job runs (the call only returns once it is over).
+        Handle to use (made if not given).
     """
-    job = job if job is not None else Job()
+    job = job if job is not None else Job(title)
 
     def handle(event: Progress) -> None:
-        job.steps = event.step
-        if event.result is not None:
-            job.result = event.result
-        if progress_bar is not None and event.total:
-            progress_bar.max = event.total
-            progress_bar.value = min(event.step, event.total)
-            # Text inside the bar (the widget's label is its form-row name: leave it alone).
-            headline = event.message.split(",")[0]  # the bar is narrow: details go to labels
-            if len(headline) > HEADLINE_CHARS:  # a long one (a file's path) would widen the dock
-                half = HEADLINE_CHARS // 2 - 1
-                headline = f"{headline[:half]}…{headline[-half:]}"
-            progress_bar.native.setFormat(f"{headline}  %p%" if headline else "%p%")
+        job._record(event)
+        if progress_bar is not None:
+            show_progress(progress_bar, event)
         if on_event is not None:
             on_event(event)
 
     def fail(exc: BaseException) -> None:
-        job.failed = True
+        job.state, job.error = JobState.FAILED, str(exc) or type(exc).__name__
         # The message of a ComirError is written for users; a traceback would only confuse them.
         _log.debug("%s failed", title, exc_info=exc)
-        show_error(f"{title}: {exc}")
+        show_error(f"{title}: {job.error}")
 
     def finish() -> None:
-        job.running = False
-        job.stopped = job._quit_requested and not job.failed
+        if job.state is JobState.STOPPING:
+            job.state = JobState.STOPPED
+        elif job.state is JobState.RUNNING:
+            job.state = JobState.FINISHED
         if on_done is not None:
             on_done(job)
 
-    if SYNCHRONOUS:
-        generator = generator_function(*args, **kwargs)
-        try:
-            for event in generator:
-                handle(event)
-                if job._quit_requested:
-                    break
-        except Exception as exc:  # noqa: BLE001 - shown to the user, never raised into Qt
-            fail(exc)
-        finally:
-            generator.close()  # like the thread worker: stopping closes the generator
-            finish()
-        return job
+    def events() -> Iterator[Progress]:
+        # Always a generator function, so superqt makes a GeneratorWorker (with "yielded" and
+        # quit), whatever callable was given.
+        yield from generator_function(*args, **kwargs)
 
-    # superqt's worker (napari's thread_worker minus its relay of tracebacks to the notification
-    # manager): we connect "errored" ourselves so users get the message only.
     from superqt.utils import create_worker
 
-    worker = create_worker(generator_function, *args, _start_thread=False, **kwargs,
+    worker = create_worker(events, _start_thread=False,
                            _connect={"yielded": handle, "errored": fail, "finished": finish})
     job._worker = worker
     worker.start()
     return job
+
+
+def show_progress(progress_bar, event: Progress) -> None:
+    """A magicgui ProgressBar at ``event``'s step of its total, its headline inside."""
+    if event.total:
+        progress_bar.max = event.total
+        progress_bar.value = min(event.step, event.total)
+        progress_bar.native.setFormat(_headline(event.message))
+
+
+def _headline(message: str) -> str:
+    """Text inside a narrow progress bar: the message's first clause, its middle cut if long."""
+    headline = message.split(",")[0]
+    if len(headline) > HEADLINE_CHARS:  # a long one (a file's path) would widen the dock
+        half = HEADLINE_CHARS // 2 - 1
+        headline = f"{headline[:half]}…{headline[-half:]}"
+    return f"{headline}  %p%" if headline else "%p%"

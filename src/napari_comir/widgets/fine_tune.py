@@ -26,6 +26,7 @@ from ..core.progress import Progress
 from ..core.training import FINE_TUNE_LR, TrainConfig
 from ..core.zoo import ComirModel
 from . import _worker
+from ._docking import tabify_with_siblings
 from ._layers import image_data, modality_pickers, percentile_limits, upsert_image, wrap
 from ._loss_plot import LossPlot
 from ._state import library, state_for
@@ -85,6 +86,7 @@ class FineTuneWidget(Container):
             self._moving, self._fixed, self._add, self._pairs_list, self._remove, self._csv,
             self._load_csv, self._steps, self._lr, self._patch, self._batch, self._preview_every,
             self._start, self._stop, self._progress, self._status, self._name, self._save])
+        tabify_with_siblings(self)  # beside the plugin's other docks, not under them
         self.loss_plot = LossPlot()
         self.native.layout().insertWidget(self.native.layout().count() - 2, self.loss_plot)
         self.pairs: list[PairEntry] = []
@@ -133,11 +135,9 @@ class FineTuneWidget(Container):
 
     # ------------------------------------------------------------------ training
     def config(self) -> TrainConfig:
-        # Starting from a trained model: keep its BatchNorm statistics (benchmarks/train_one_pair.py:
-        # without this, 30 s on one pair dropped success on other tissue from 93 % to 67 %).
-        return TrainConfig(steps=int(self._steps.value), lr=float(self._lr.value),
-                           patch_size=int(self._patch.value), batch_size=int(self._batch.value),
-                           device=self.state.device, freeze_batchnorm=True)
+        return api.fine_tune_config(steps=int(self._steps.value), lr=float(self._lr.value),
+                                    patch_size=int(self._patch.value),
+                                    batch_size=int(self._batch.value), device=self.state.device)
 
     def start(self) -> _worker.Job | None:
         """Fine-tune a copy of the current model on the pairs (the bundled one never changes)."""
@@ -185,8 +185,9 @@ class FineTuneWidget(Container):
                 self._heldout = event.metrics["heldout_match"]
             matched = "" if self._heldout is None else (
                 f" · held-out patches matched {self._heldout:.0%} (chance 3 %)")
+            eta = _worker.eta_text(self.job)
             self._status.value = (f"step {event.step}/{event.total} · loss "
-                                  f"{event.metrics['loss']:.3g}{matched}")
+                                  f"{event.metrics['loss']:.3g}{matched}" + (f"\n{eta}" if eta else ""))
         elif event.stage == "preview" and event.result is not None:
             comir = event.result[..., 0] if event.result.shape[-1] == 1 else event.result[..., :3]
             layer = upsert_image(self.viewer, PREVIEW_LAYER, comir, rgb=False,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 from magicgui.widgets import (
     ComboBox,
@@ -16,15 +14,12 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Layer
 from napari.utils.notifications import show_error
-from scipy import ndimage
 
 from ..core.errors import ComirError, InputError
-from ..core.evaluation import local_ncc, pearson
-from ..core.inference import comir_tiles
-from ..core.progress import Progress
-from ..core.transforms import AffineTransform, resample
-from ..core.zoo import ComirModel
+from ..core.evaluation import local_ncc, rotation_equivariance_events
+from ..core.transforms import resample
 from . import _worker
+from ._docking import tabify_with_siblings
 from ._layers import grid as _grid
 from ._layers import image_data, layer_choices, pixel_transform, raw_images, upsert_image, wrap
 from ._state import state_for
@@ -39,27 +34,6 @@ def _comir_array(layer: Layer) -> np.ndarray:
     data = image_data(layer) if data is None else data
     data = np.asarray(data, dtype=np.float32)
     return data[..., None] if data.ndim == 2 else data
-
-
-def equivariance_events(model: ComirModel, image: np.ndarray, modality: str,
-                        angle: float) -> Iterator[Progress]:
-    """CoMIR(image) vs rotate⁻¹(CoMIR(rotate(image))); last result: (r, rotated-back CoMIR)."""
-    rows, cols = image.shape[:2]
-    rotation = AffineTransform.about_center(angle, ((cols - 1) / 2, (rows - 1) / 2))
-    rotated = resample(image, rotation, (rows, cols), order=1)
-    comirs = []
-    for label, img in (("original", image), ("rotated", rotated)):
-        for event in comir_tiles(model, img, modality):
-            if event.result is not None:
-                comirs.append(event.result)
-            yield Progress("infer", event.step, event.total, f"{label}: {event.message}")
-    back = resample(comirs[1], rotation.inverse(), (rows, cols), order=1)
-    # Compare only pixels that stayed inside the image both ways, away from the padded border.
-    inside = resample(np.ones((rows, cols), np.float32), rotation, (rows, cols), order=1)
-    inside = resample(inside, rotation.inverse(), (rows, cols), order=1) > 0.999
-    inside = ndimage.binary_erosion(inside, iterations=4)
-    r = pearson(comirs[0], back, np.repeat(inside[..., None], comirs[0].shape[-1], -1))
-    yield Progress("infer", 1, 1, f"r = {r:.3f}", result=(r, back))
 
 
 class InspectWidget(Container):
@@ -87,6 +61,7 @@ class InspectWidget(Container):
             self._fixed, self._moving, self._side, self._overlay, self._window, self._agree,
             self._agree_label, self._image, self._modality, self._angle, self._check,
             self._progress, self._equi_label])
+        tabify_with_siblings(self)  # beside the plugin's other docks, not under them
         self.agreement: float | None = None
         self.equivariance: float | None = None
         self.job: _worker.Job | None = None
@@ -218,7 +193,7 @@ class InspectWidget(Container):
                                       "(1 = perfectly equivariant)")
 
         self.job = _worker.Job()
-        _worker.run_job(equivariance_events, model, image, self._modality.value, angle,
+        _worker.run_job(rotation_equivariance_events, model, image, self._modality.value, angle,
                         on_done=done, progress_bar=self._progress, job=self.job,
                         title="Inspect")
         return self.job

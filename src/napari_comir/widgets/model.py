@@ -12,6 +12,7 @@ from ..core.defaults import DEFAULT_MODEL_NAME
 from ..core.device import DEVICES
 from ..core.errors import ComirError
 from ..core.zoo import ComirModel
+from ._docking import tabify_with_siblings
 from ._state import library, state_for
 
 
@@ -61,6 +62,7 @@ class ModelWidget(Container):
         self._card.native.setMinimumHeight(260)
         super().__init__(widgets=[self._model_name, self._refresh, self._file, self._load_file,
                                   self._device, self._c4, self._status, self._card])
+        tabify_with_siblings(self)  # beside the plugin's other docks, not under them
         self.viewer = napari_viewer
         self._model_name.changed.connect(self._on_name)
         self._load_file.clicked.connect(self._on_file)

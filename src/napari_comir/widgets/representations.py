@@ -11,6 +11,7 @@ from .. import api
 from ..core.errors import ComirError
 from ..core.zoo import ComirModel
 from . import _worker
+from ._docking import tabify_with_siblings
 from ._layers import (
     image_data,
     layer_shape,
@@ -72,6 +73,7 @@ class RepresentationsWidget(Container):
         self._status = wrap(Label(value=""))
         super().__init__(widgets=[self._moving, self._fixed, self._run, self._stop,
                                   self._progress, self._status])
+        tabify_with_siblings(self)  # beside the plugin's other docks, not under them
         self._run.clicked.connect(self.run)
         self._stop.clicked.connect(lambda: self.job and self.job.quit())
         self.job: _worker.Job | None = None

@@ -13,17 +13,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .api import load_model, recorded_pixel_sizes, registration_events
-from .core.defaults import DEFAULT_MODEL_NAME, DEFAULT_TRANSFORM
-from .core.errors import InputError
-from .core.io import check_output_path, check_outputs_apart, read_pixel_size
-from .core.io.slides import Slide, open_image
-from .core.io.transform_formats import csv_readme_path, write_transform
-from .core.progress import Progress
-from .core.registration import RegistrationResult
-from .core.registration.levels import to_level
-from .core.tiled_resample import check_resampled_path, resample_to_file
-from .core.zoo import ComirModel, model_files
+from ..core.defaults import DEFAULT_MODEL_NAME
+from ..core.errors import InputError
+from ..core.io import check_output_path, check_outputs_apart, read_pixel_size
+from ..core.io.slides import Slide, open_image
+from ..core.io.transform_formats import csv_readme_path, write_transform
+from ..core.progress import Progress
+from ..core.registration import RegistrationResult
+from ..core.registration.levels import to_level
+from ..core.tiled_resample import check_resampled_path, resample_to_file
+from ..core.zoo import ComirModel, model_files
+from .arrays import as_model, registration_events
+from .options import RegistrationOptions, recorded_pixel_sizes
 
 #: Export format of each ``exports`` key (the CLI's ``--export-<key>`` options).
 EXPORT_FORMATS = ("itk", "ngff", "csv", "qupath")
@@ -59,17 +60,13 @@ def file_pixel_sizes(fixed_path, moving_path, fixed_pixel_size=None, moving_pixe
 
 
 def file_registration_events(fixed_path: str | os.PathLike, moving_path: str | os.PathLike,
-                             model: ComirModel | str = DEFAULT_MODEL_NAME, *,
+                             model: ComirModel | str = DEFAULT_MODEL_NAME,
+                             options: RegistrationOptions | None = None, *,
                              resampled: str | os.PathLike | None = None,
                              exports: dict[str, str | os.PathLike] | None = None,
-                             method: str = "search", transform: str = DEFAULT_TRANSFORM,
-                             rotation_range=180.0, scale_range=None,
-                             fixed_pixel_size: float | None = None,
-                             moving_pixel_size: float | None = None,
-                             fixed_modality: str | None = None, moving_modality: str | None = None,
-                             reserved_outputs: dict | None = None, device: str = "auto",
-                             c4_average: bool | None = None,
-                             labels: dict[str, str] | None = None) -> Iterator[Progress]:
+                             reserved_outputs: dict | None = None, c4_average: bool | None = None,
+                             labels: dict[str, str] | None = None,
+                             **option_values) -> Iterator[Progress]:
     """Register two image files and write the outputs, as :class:`Progress` events.
 
     Every output is checked (writable, apart from the inputs and from each other, including
@@ -82,6 +79,10 @@ def file_registration_events(fixed_path: str | os.PathLike, moving_path: str | o
         Images; TIFFs that are pyramidal or over 4096 px are read lazily and registered coarse to
         fine (an overview search, then windows at the model's pixel size).
     model : ComirModel or str
+        Loaded on ``options.device`` (default "auto") when a name or path.
+    options : RegistrationOptions, optional
+        As in :func:`napari_comir.pipeline.registration_events`; pixel sizes default to what
+        the files record (both, or neither is used).
     resampled : path, optional
         The moving image resampled onto the fixed grid: ``.ome.tif`` (tiled pyramid),
         ``.ome.zarr`` or ``.tif``; with the fixed image's pixel size.
@@ -92,10 +93,10 @@ def file_registration_events(fixed_path: str | os.PathLike, moving_path: str | o
     labels : dict, optional
         What error messages call "fixed", "moving", "resampled" and each export format (the CLI
         passes its option names).
-    Other parameters
-        As in :func:`napari_comir.api.registration_events`; pixel sizes default to what the files
-        record (both, or neither is used).
+    **option_values
+        Fields of :class:`RegistrationOptions` replacing those of ``options``.
     """
+    options = RegistrationOptions.build(options, **option_values)
     exports = {name: Path(path) for name, path in (exports or {}).items() if path is not None}
     unknown = set(exports) - set(EXPORT_FORMATS)
     if unknown:
@@ -113,15 +114,13 @@ def file_registration_events(fixed_path: str | os.PathLike, moving_path: str | o
             check_output_path(path)
     if resampled is not None:
         check_resampled_path(resampled)
-    sizes = file_pixel_sizes(fixed_path, moving_path, fixed_pixel_size, moving_pixel_size, scale_range)
-    model = load_model(model, device) if isinstance(model, (str, os.PathLike)) else model
+    sizes = file_pixel_sizes(fixed_path, moving_path, *options.pixel_sizes, options.scale_range)
+    options = RegistrationOptions.build(options, fixed_pixel_size=sizes[0], moving_pixel_size=sizes[1])
+    model = as_model(model, options.device)
     if c4_average is not None:
         model.card.c4_average = c4_average
     fixed, moving = open_image(fixed_path), open_image(moving_path)
-    run = registration_events(fixed, moving, model, method=method, transform=transform,
-                              rotation_range=rotation_range, scale_range=scale_range,
-                              fixed_pixel_size=sizes[0], moving_pixel_size=sizes[1],
-                              fixed_modality=fixed_modality, moving_modality=moving_modality)
+    run = registration_events(fixed, moving, model, options)
     return _events(run, model.card, fixed, moving, sizes, resampled, exports)
 
 

@@ -1,0 +1,117 @@
+"""The keep panel: Accept (resample, or write a whole slide), Export, apply to other layers."""
+
+from __future__ import annotations
+
+from magicgui.widgets import ComboBox, Container, Label, PushButton, Select
+from napari.utils.notifications import show_error, show_info
+
+from ..core.errors import ComirError
+from . import _export, _slide_output
+from ._apply import DIRECTIONS
+from ._layers import is_multiscale, wrap
+from ._run_panel import row
+from ._worker import JobState
+from .session import RegistrationSession
+
+
+class KeepPanel(Container):
+    """Keep the session's result: a resampled layer, a transform file, other layers carried."""
+
+    def __init__(self, session: RegistrationSession):
+        self.session = session
+        #: Where Accept writes a registered whole slide; None: ask (a file dialog).
+        self.output_path = None
+        self.accept_button = PushButton(text="Accept (resample)", enabled=False,
+                                        tooltip="The moving image resampled onto the fixed grid, "
+                                        "as a new layer (yours are never changed)")
+        self.export_button = PushButton(text="Export transform…", enabled=False,
+                                        tooltip="JSON, ITK/elastix, OME-NGFF, QuPath or CSV")
+        self.status = wrap(Label(value=""))
+        self.targets = wrap(Select(label="apply to", choices=self._targets), max_height=64)
+        self.direction = ComboBox(label="direction", choices=list(DIRECTIONS),
+                                  value=next(iter(DIRECTIONS)),
+                                  tooltip="moving → fixed: the selected layers belong to the moving "
+                                  "image and go onto the fixed grid; fixed → moving: they belong "
+                                  "to the fixed image (e.g. annotations drawn on it)")
+        self.apply_button = PushButton(text="Apply to selected layers", enabled=False)
+        super().__init__(widgets=[row(self.accept_button, self.export_button), self.status,
+                                  self.targets, self.direction, self.apply_button])
+        self.margins = (0, 0, 0, 0)
+        self.accept_button.clicked.connect(self.accept)
+        self.export_button.clicked.connect(self._export_dialog)
+        self.apply_button.clicked.connect(lambda: self.apply_to(self.targets.value or []))
+        for event in ("inserted", "removed", "reordered"):
+            getattr(session.viewer.layers.events, event).connect(self.reset_choices)
+        session.changed.connect(self.refresh)
+        self.native.destroyed.connect(lambda *_: session.changed.disconnect(self.refresh))
+
+    def _targets(self, _widget=None):
+        return [(layer.name, layer) for layer in self.session.apply_targets()]
+
+    def accept(self):
+        """Accept: a new layer at once, or (whole slides) a Job writing the file."""
+        session = self.session
+        try:
+            _, fixed, moving = session.require_result()
+            path = None
+            if is_multiscale(fixed) or is_multiscale(moving):
+                path = self.output_path or _slide_output.ask_output_path(self.native, moving)
+                if not path:
+                    return None
+            return session.accept(path)
+        except (ComirError, OSError) as exc:
+            self.status.value = f"⚠ {exc}"
+            show_error(f"Accept: {exc}")
+            return None
+
+    def export_transform(self, path):
+        path = self.session.export(path)
+        self.status.value = f"✓ transform written to {path}"
+        show_info(f"transform saved to {path}")
+        return path
+
+    def _export_dialog(self):
+        path = _export.ask_export_path(self.native)
+        if path:
+            try:
+                self.export_transform(path)
+            except (ComirError, OSError) as exc:
+                self.status.value = f"⚠ cannot export: {exc}"
+                show_error(f"Export: {exc}")
+
+    def apply_to(self, layers):
+        inverse = DIRECTIONS[self.direction.value]
+        added = []
+        for layer in layers:
+            try:
+                added += self.session.apply_to([layer], inverse)
+            except ComirError as exc:
+                show_error(f"Apply: {layer.name}: {exc}")
+        if added:
+            self.status.value = "✓ added " + ", ".join(repr(layer.name) for layer in added)
+        return added
+
+    def refresh(self, what: str) -> None:
+        session = self.session
+        if what == "event" and session.job_kind == "accept" and session.last_event is not None:
+            self.status.value = session.last_event.message
+            return
+        has_result = session.result is not None and session.result_pair is not None
+        writing = session.busy and session.job_kind == "accept"
+        self.accept_button.enabled = has_result and not writing
+        self.export_button.enabled = self.apply_button.enabled = has_result
+        slides = has_result and any(is_multiscale(layer) for layer in session.result_pair)
+        self.accept_button.text = "Accept (save slide…)" if slides else "Accept (resample)"
+        self.targets.reset_choices()
+        if what == "job" and session.job_kind == "accept" and session.job is not None:
+            state = session.job.state
+            self.status.value = {JobState.RUNNING: "writing the registered slide…",
+                                 JobState.STOPPING: "stopping…", JobState.STOPPED: "stopped",
+                                 JobState.FAILED: f"⚠ failed: {session.job.error}"}.get(state, "")
+        if session.accepted_matches_result():
+            written = session.accepted.metadata.get("comir_file")
+            self.status.value = f"✓ kept as layer {session.accepted.name!r}" + (
+                f", written to {written}" if written else "")
+        elif what == "result":
+            self.status.value = ""
+

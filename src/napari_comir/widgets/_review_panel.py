@@ -1,0 +1,87 @@
+"""The review panel: before/after and what the review shows (overlay, CoMIRs, checkerboard…)."""
+
+from __future__ import annotations
+
+from magicgui.widgets import CheckBox, ComboBox, Container, Label
+from napari.utils.notifications import show_error
+from qtpy.QtCore import QTimer
+
+from ..core.errors import ComirError
+from ._layers import wrap
+from ._review import VIEWS
+from ._run_panel import row
+from .session import RegistrationSession
+
+FLICKER_MS = 500  # twice a second: fast enough to see a jump, slow enough to follow
+#: What each view means, shown under the choice.
+VIEW_HELP = {
+    "overlay": "fixed green over moving magenta: white where they agree, green beside magenta "
+               "where they do not",
+    "CoMIRs": "the two CoMIRs, green over magenta: they are made to agree where the tissue does",
+    "checkerboard": "squares of the fixed and the moving image in turn: edges must continue",
+    "flicker": "the two images in turn, twice a second: a misregistration jumps",
+    "agreement": "the CoMIRs' local correlation: green agree, pink disagree",
+    "off": "your layers only",
+}
+
+
+class ReviewPanel(Container):
+    """Before/after and the review view of the session's result."""
+
+    def __init__(self, session: RegistrationSession):
+        self.session = session
+        self.after = CheckBox(text="after", value=True, enabled=False,
+                              tooltip="The moving image under the found transform; untick to "
+                              "see it where it was (before)")
+        self.view = ComboBox(label="show", choices=VIEWS, value=session.review_view, enabled=False)
+        self.subject = wrap(Label(value=""))
+        super().__init__(widgets=[row(self.view, self.after, label="review"), self.subject])
+        self.margins = (0, 0, 0, 0)
+        self._timer = QTimer()
+        self._timer.setInterval(FLICKER_MS)
+        self._timer.timeout.connect(self._flicker_step)
+        self.native.destroyed.connect(self._timer.stop)
+        self.after.changed.connect(session.set_after)
+        self.view.changed.connect(self._choose_view)
+        session.changed.connect(self.refresh)
+        self.native.destroyed.connect(lambda *_: session.changed.disconnect(self.refresh))
+
+    def _choose_view(self, view: str) -> None:
+        try:
+            self.session.set_review_view(view)
+        except ComirError as exc:
+            show_error(f"Review: {exc}")
+            with self.view.changed.blocked():
+                self.view.value = self.session.review_view
+
+    def _flicker_step(self) -> None:
+        layers = [layer for layer in self.session.review_layers if layer in self.session.viewer.layers]
+        if len(layers) != 2 or self.session.review_view != "flicker":
+            self._timer.stop()
+            return
+        layers[0].visible = not layers[0].visible
+        layers[1].visible = not layers[0].visible
+
+    def refresh(self, what: str) -> None:
+        if what not in ("result", "review", "accepted"):
+            return
+        session = self.session
+        has_result = session.result is not None and session.result_pair is not None
+        self.after.enabled = self.view.enabled = has_result
+        with self.view.changed.blocked():
+            self.view.value = session.review_view
+        with self.after.changed.blocked():
+            self.after.value = session.after
+        if session.review_view == "flicker" and has_result:
+            self._timer.start()
+        else:
+            self._timer.stop()
+        if not has_result:
+            self.subject.value = ""
+            return
+        fixed, moving = session.result_pair
+        text = f"{fixed.name} (fixed) and {moving.name} (moving): {VIEW_HELP[session.review_view]}"
+        if session.review_view == "off" and session.accepted is not None:
+            text = (f"accepted: {session.accepted.name!r} over {fixed.name!r}; choose a view to "
+                    "compare again")
+        self.subject.value = text

@@ -1,0 +1,169 @@
+"""The run panel: choose the pair and the transform model, Register / Stop, progress, verdict."""
+
+from __future__ import annotations
+
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, Label, ProgressBar, PushButton
+from napari.utils.notifications import show_error, show_warning
+
+from ..core.defaults import DEFAULT_TRANSFORM, TRANSFORM_MODELS, TRUE_TRANSFORM_KEY
+from ..core.errors import ComirError
+from ..core.registration import RegistrationResult
+from ..core.transforms import AffineTransform, corner_error
+from ._layers import guess_pair, layer_pixel_sizes, layer_shape, raw_images, wrap
+from ._settings import restore
+from ._worker import JobState, eta_text, show_progress
+from .session import RegistrationSession
+
+_GOOD, _BAD = "color: #5fd35f; font-weight: bold", "color: #ff6060; font-weight: bold"
+
+
+def row(*widgets, label: str | None = None) -> Container:
+    """Widgets side by side, without margins."""
+    container = Container(layout="horizontal", labels=False, widgets=widgets,
+                          **({"label": label} if label else {}))
+    container.margins = (0, 0, 0, 0)
+    return container
+
+
+def verdict_text(result: RegistrationResult) -> tuple[str, bool]:
+    """The verdict line and whether it is good news; never a tick before a failure."""
+    if result.method == "landmarks":
+        return ("fitted to the landmarks only, not checked against the images: "
+                "'refine from' refines and judges it"), True
+    if result.success_likely:
+        return "✓ likely right", True
+    why = "; ".join(result.reasons) or "the images do not agree"
+    return (f"⚠ probably WRONG: {why}. Check the overlay; try another transform, a narrower "
+            "rotation range, the pixel sizes, or landmarks"), False
+
+
+def result_text(result: RegistrationResult, fixed, moving) -> str:
+    """The found transform in numbers, the pixel sizes when known."""
+    parts = result.transform.decompose(result.moving_centre_xy)
+    size = layer_pixel_sizes(fixed, moving)[0]
+    shift = f"x {parts.shift_xy[0]:.1f}, y {parts.shift_xy[1]:.1f} px"
+    if size:
+        shift += f" ({parts.shift_xy[0] * size:.2f}, {parts.shift_xy[1] * size:.2f} µm)"
+    lines = [f"{result.transform.model}: rotation {parts.angle_deg:.2f}° · scale "
+             f"{parts.scale_xy[0]:.3f} x {parts.scale_xy[1]:.3f} · centre moved {shift}"]
+    if result.method != "landmarks":
+        lines.append(f"score {result.score:.3f} · detail {result.detail_score:.1f} · "
+                     f"{result.seconds:.1f} s")
+    truth = moving.metadata.get(TRUE_TRANSFORM_KEY)  # the misaligned sample knows the answer
+    if truth is not None:
+        error = corner_error(AffineTransform.from_dict(truth), result.transform, layer_shape(moving))
+        lines.append(f"error vs. the known transform: {error:.1f} px")
+    return "\n".join(lines)
+
+
+class RunPanel(Container):
+    """Pair, transform model and rotation range; Register and Stop; progress; the verdict."""
+
+    def __init__(self, session: RegistrationSession, expert: bool = False):
+        self.session = session
+        viewer = session.viewer
+        images = lambda _widget=None: [(layer.name, layer) for layer in raw_images(viewer)]  # noqa: E731
+        self.fixed = ComboBox(label="fixed", choices=images, nullable=True)
+        self.moving = ComboBox(label="moving", choices=images, nullable=True)
+        self.method = ComboBox(label="method", value="search", visible=expert,
+                               choices=[("global search", "search"), ("SIFT", "sift")],
+                               tooltip="Global search handles any rotation and weak structure; "
+                               "SIFT is faster on large, textured images")
+        self.transform = ComboBox(label="transform", value=DEFAULT_TRANSFORM, choices=TRANSFORM_MODELS,
+                                  tooltip="rigid: rotation + shift; similarity: + one scale; "
+                                  "affine: any linear map + shift (the simplest that fits is kept). "
+                                  "The scale comes from the layers' pixel sizes (scale) when set, "
+                                  "else it is searched (0.8-1.25)")
+        self.rotation = FloatSlider(label="rotation ±°", min=0, max=180, value=180, step=5,
+                                    tooltip="Angles searched: ±value (180 = any rotation)")
+        self.reuse = CheckBox(text="reuse CoMIRs already shown", value=True, visible=expert)
+        self.register_button = PushButton(text="Register")
+        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.progress = ProgressBar(value=0, max=1)
+        self.verdict = wrap(Label(value=""))
+        self.details = wrap(Label(value=""))
+        options = Container(widgets=[self.fixed, self.moving, self.method, self.transform,
+                                     self.rotation, self.reuse])
+        options.margins = (0, 0, 0, 0)
+        # The verdict and the numbers below the labelled options, at the dock's full width.
+        super().__init__(labels=False, widgets=[
+            options, row(self.register_button, self.stop_button), self.progress, self.verdict,
+            self.details])
+        self.margins = (0, 0, 0, 0)
+        for key, widget in (("transform", self.transform), ("rotation_range", self.rotation),
+                            ("method", self.method)):
+            restore(widget, key)  # the last session's choices
+        self.register_button.clicked.connect(self.register)
+        self.stop_button.clicked.connect(session.stop)
+        for picker in (self.fixed, self.moving):
+            picker.changed.connect(self._choose)
+        for event in ("inserted", "removed", "reordered"):
+            getattr(viewer.layers.events, event).connect(self.reset_choices)
+        session.changed.connect(self.refresh)
+        self.native.destroyed.connect(lambda *_: session.changed.disconnect(self.refresh))
+        self.reset_choices()
+
+    def reset_choices(self, *_):
+        super().reset_choices()
+        fixed, moving = guess_pair(self.session.viewer, self.session.models.model)
+        if self.fixed.value is None and fixed is not None:
+            self.fixed.value = fixed
+        if self.moving.value is None and moving is not None and moving is not self.fixed.value:
+            self.moving.value = moving
+        self._choose()
+
+    def _choose(self, *_):
+        self.session.choose(self.fixed.value, self.moving.value)
+
+    def options(self) -> dict:
+        return {"transform": self.transform.value, "rotation_range": float(self.rotation.value),
+                "method": self.method.value, "reuse_comirs": bool(self.reuse.value)}
+
+    def register(self, from_landmarks: bool = False):
+        """Start a registration of the chosen pair (in a worker); None with the reason shown."""
+        try:
+            return self.session.register(**self.options(), from_landmarks=from_landmarks)
+        except ComirError as exc:
+            self.show_problem(str(exc))
+            return None
+
+    def show_problem(self, message: str) -> None:
+        """A problem in the dock (in red, where the verdict goes) and as a notification."""
+        self.verdict.value = f"⚠ {message}"
+        self.verdict.native.setStyleSheet(_BAD)
+        show_error(f"Register: {message}")
+
+    def refresh(self, what: str) -> None:
+        session, job = self.session, self.session.job
+        busy = session.busy
+        self.register_button.enabled = not busy
+        self.stop_button.enabled = busy and job.state is JobState.RUNNING
+        if what == "event" and job is not None and session.last_event is not None:
+            if session.job_kind == "register":
+                show_progress(self.progress, session.last_event)
+                eta = eta_text(job)
+                self.details.value = session.last_event.message + (f" · {eta}" if eta else "")
+            return
+        if what == "job" and job is not None and session.job_kind == "register":
+            if job.state is JobState.RUNNING:
+                self.verdict.value, self.details.value = "registering…", ""
+                self.verdict.native.setStyleSheet("")
+            elif job.state is JobState.STOPPING:
+                self.verdict.value = "stopping…"
+            elif job.state is JobState.STOPPED:
+                self.verdict.value, self.details.value = "stopped", ""
+            elif job.state is JobState.FAILED:
+                self.verdict.value, self.details.value = f"⚠ failed: {job.error}", ""
+                self.verdict.native.setStyleSheet(_BAD)
+            if job.state is not JobState.FINISHED:
+                return
+        if what in ("result", "job") and session.result is not None and session.result_pair:
+            text, good = verdict_text(session.result)
+            self.verdict.value = text
+            self.verdict.native.setStyleSheet(_GOOD if good else _BAD)
+            self.details.value = result_text(session.result, *session.result_pair)
+            self.progress.value = self.progress.max
+            if not good and what == "result":
+                show_warning(f"Register: {text}")
+        elif what == "result":
+            self.verdict.value = self.details.value = ""

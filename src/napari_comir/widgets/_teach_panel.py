@@ -1,0 +1,90 @@
+"""The teach panel: fine-tune the model on the accepted pair, save it, use it in this viewer."""
+
+from __future__ import annotations
+
+import re
+
+from magicgui.widgets import Container, FloatSpinBox, Label, LineEdit, ProgressBar, PushButton
+from napari.utils.notifications import show_error
+
+from ..core.errors import ComirError
+from ._layers import is_multiscale, wrap
+from ._run_panel import row
+from ._worker import JobState, eta_text, show_progress
+from .session import RegistrationSession
+
+#: Default teaching time (s): one pair on a 2-core CPU (benchmarks/new_tissue_loop.py).
+TEACH_SECONDS = 60.0
+
+
+def safe_model_name(text: str) -> str:
+    """A user-model name from free text (letters, digits, '.', '_', '-'; at most 64)."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "tuned"
+    return cleaned[:64]
+
+
+class TeachPanel(Container):
+    """Teach the model the accepted pair; the taught model is named and used in this viewer."""
+
+    def __init__(self, session: RegistrationSession):
+        self.session = session
+        self.seconds = FloatSpinBox(value=TEACH_SECONDS, min=5, max=3600, step=5,
+                                    tooltip="Teaching time in seconds")
+        self.save_as = LineEdit(label="save as", value="", tooltip="Name of the taught model (a user model)")
+        self.teach_button = PushButton(text="teach (s)", enabled=False,
+                                       tooltip="Fine-tune a copy of the model on the accepted pair "
+                                       "for this many seconds, save it under the name, and use it "
+                                       "in this viewer (your default model does not change)")
+        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.progress = ProgressBar(value=0, max=1, visible=False)
+        self.status = wrap(Label(value=""))
+        super().__init__(widgets=[row(self.seconds, self.teach_button, self.stop_button),
+                                  self.save_as, self.progress, self.status])
+        self.margins = (0, 0, 0, 0)
+        self.teach_button.clicked.connect(self.teach)
+        self.stop_button.clicked.connect(session.stop)
+        session.changed.connect(self.refresh)
+        self.native.destroyed.connect(lambda *_: session.changed.disconnect(self.refresh))
+
+    def teach(self):
+        session = self.session
+        name = self.save_as.value or self._default_name()
+        try:
+            return session.teach(float(self.seconds.value), name)
+        except ComirError as exc:
+            self.status.value = f"⚠ {exc}"
+            show_error(f"Teach: {exc}")
+            return None
+
+    def _default_name(self) -> str:
+        model, pair = self.session.models.model, self.session.result_pair
+        base = model.card.name if model is not None else "model"
+        return safe_model_name(f"{base}-{pair[0].name}" if pair else base)
+
+    def refresh(self, what: str) -> None:
+        session, job = self.session, self.session.job
+        teaching = session.job_kind == "teach" and job is not None
+        if what == "event" and teaching and session.last_event is not None:
+            show_progress(self.progress, session.last_event)
+            eta = eta_text(job)
+            self.status.value = session.last_event.message + (f" · {eta}" if eta else "")
+            return
+        accepted = session.accepted
+        slides = accepted is not None and is_multiscale(accepted)
+        self.teach_button.enabled = accepted is not None and not slides and not session.busy
+        self.stop_button.enabled = teaching and job.state is JobState.RUNNING
+        self.progress.visible = teaching and job.running
+        if what == "accepted" and accepted is not None and not self.save_as.value:
+            self.save_as.value = self._default_name()
+        if teaching and what == "job":
+            name = self.save_as.value or self._default_name()
+            self.status.value = {
+                JobState.RUNNING: "teaching…", JobState.STOPPING: "stopping…",
+                JobState.STOPPED: "stopped: nothing saved",
+                JobState.FAILED: f"⚠ failed: {job.error}",
+                JobState.FINISHED: f"✓ saved {name!r}, used in this viewer (your default model "
+                                   "is unchanged); check it on another pair"}[job.state]
+        elif slides:
+            self.status.value = "teaching on whole slides is not supported: crop a region first"
+        elif accepted is None and not teaching:
+            self.status.value = "after Accept: teach the model this pair if it is new tissue"

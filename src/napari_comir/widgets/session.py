@@ -1,0 +1,427 @@
+"""One registration session per viewer: what the panels of the docks observe and act through.
+
+The session owns the state of a registration in a viewer — the chosen pair, the result and the
+pair it belongs to, the accepted layer, the review view, the running job — and runs every long
+step (register, accept a slide, teach) in a worker thread. Panels (``_run_panel``,
+``_review_panel``, ``_keep_panel``, ``_landmarks_panel``, ``_teach_panel``) hold controls only:
+they call the session and refresh on :attr:`RegistrationSession.changed`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from napari.layers import Layer
+from psygnal import Signal
+from qtpy.QtCore import QTimer
+
+from .. import api
+from ..core.errors import InputError
+from ..core.progress import Progress
+from ..core.registration import RegistrationResult
+from ..core.registration.landmarks import fit_landmarks
+from ..core.tiled_resample import check_resampled_path, resample_to_file
+from ..core.transforms import AffineTransform
+from . import _export, _review, _slide_output
+from ._apply import apply_to_layer
+from ._landmarks import landmark_name, landmark_pairs
+from ._layers import (
+    DERIVED_KEYS,
+    image_data,
+    is_multiscale,
+    layer_pixel_size,
+    layer_pixel_sizes,
+    layer_shape,
+    registration_data,
+)
+from ._state import ModelState, library, state_for
+from ._worker import Job, run_job
+from .representations import comir_layer_name, find_comir
+
+
+class RegistrationSession:
+    """The registration state of one viewer.
+
+    Attributes
+    ----------
+    models : ModelState
+        The viewer's CoMIR model.
+    fixed, moving : Layer or None
+        The pair chosen for the next registration.
+    result : RegistrationResult or None
+        The last result, of the layers in :attr:`result_pair`.
+    accepted : Layer or None
+        The layer the last Accept made (or opened from a written slide).
+    review_view : str
+        What the review shows (one of ``_review.VIEWS``).
+    after : bool
+        Whether the moving image is shown under the found transform (else as it was).
+    job, job_kind : Job or None, str
+        The job running or last run, and what it does ("register", "accept", "teach").
+    """
+
+    #: What changed: "pair", "result", "accepted", "review", "job", "event" (a job's progress).
+    changed = Signal(str)
+
+    def __init__(self, viewer):
+        self.viewer = viewer
+        self.models: ModelState = state_for(viewer)
+        self.fixed: Layer | None = None
+        self.moving: Layer | None = None
+        self.result: RegistrationResult | None = None
+        self.result_pair: tuple[Layer, Layer] | None = None
+        self.accepted: Layer | None = None
+        self.review_view: str = _review.DEFAULT_VIEW
+        self.after = True
+        self.review_layers: tuple[Layer, ...] = ()
+        self.job: Job | None = None
+        self.job_kind = ""
+        self.presenting = False
+        self.last_event: Progress | None = None
+        self.taught: list[str] = []  # models taught in this viewer (none is made the default)
+        #: The CoMIRs of the last registered pair, by layer: the review's "CoMIRs" and
+        #: "agreement" views show them, the next registration of the same images reuses them.
+        self.comirs: dict[Layer, tuple[str, int, np.ndarray]] = {}
+        viewer.layers.events.removed.connect(self._on_removed)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def busy(self) -> bool:
+        """A job runs, or its result is being shown."""
+        return self.presenting or (self.job is not None and self.job.running)
+
+    def choose(self, fixed: Layer | None, moving: Layer | None) -> None:
+        if (fixed, moving) != (self.fixed, self.moving):
+            self.fixed, self.moving = fixed, moving
+            self.changed.emit("pair")
+
+    def chosen_pair(self) -> tuple[Layer, Layer]:
+        if self.fixed is None or self.moving is None or self.fixed is self.moving:
+            raise InputError("choose two different image layers, fixed and moving")
+        return self.fixed, self.moving
+
+    def require_result(self) -> tuple[AffineTransform, Layer, Layer]:
+        if self.result is None or self.result_pair is None:
+            raise InputError("register first")
+        return (self.result.transform, *self.result_pair)
+
+    def stop(self) -> None:
+        if self.busy:
+            self.job.quit()
+            self.changed.emit("job")
+
+    def _on_removed(self, event) -> None:
+        """A layer the session refers to is gone: forget what depended on it."""
+        layer = event.value
+        if layer is self.accepted:
+            self.accepted = None
+            self.changed.emit("accepted")
+        if self.result_pair is not None and layer in self.result_pair:
+            self.result, self.result_pair = None, None
+            self._remove_review_layers()
+            self.changed.emit("result")
+        if layer in (self.fixed, self.moving):
+            self.choose(None if layer is self.fixed else self.fixed,
+                        None if layer is self.moving else self.moving)
+
+    def _start(self, kind: str, events, on_done) -> Job:
+        if self.busy:
+            raise InputError(f"wait for the running {self.job_kind} to end, or press Stop")
+        self.job_kind, self.last_event = kind, None
+
+        def event(progress: Progress) -> None:
+            self.last_event = progress
+            self.changed.emit("event")
+
+        def done(job: Job) -> None:
+            on_done(job)
+            self.changed.emit("job")
+
+        self.job = run_job(events, on_event=event, on_done=done, title=kind.capitalize())
+        self.changed.emit("job")
+        return self.job
+
+    # ------------------------------------------------------------------ register
+    def register(self, *, transform: str, rotation_range: float, method: str = "search",
+                 reuse_comirs: bool = True, from_landmarks: bool = False) -> Job:
+        """Register the chosen pair in a worker (ComirError at once for bad input)."""
+        fixed, moving = self.chosen_pair()
+        initial = self.landmark_transform(transform) if from_landmarks else None
+        model = self.models.get()
+        # A whole slide (multiscale layer) is read lazily, coarse to fine: never all at once.
+        fixed_data, moving_data = registration_data(fixed), registration_data(moving)
+        slides = is_multiscale(fixed) or is_multiscale(moving)
+        comirs = {}
+        if reuse_comirs and not slides:
+            comirs = {"fixed_comir": self.known_comir(fixed, model),
+                      "moving_comir": self.known_comir(moving, model)}
+        fixed_size, moving_size = layer_pixel_sizes(fixed, moving)
+
+        def events() -> Iterator[Progress]:
+            outcome = None
+            for event in api.registration_events(
+                    fixed_data, moving_data, model, method=method, transform=transform,
+                    rotation_range=rotation_range, fixed_pixel_size=fixed_size,
+                    moving_pixel_size=moving_size, initial_transform=initial, **comirs):
+                outcome = event.result if event.result is not None else outcome
+                yield event
+            if outcome is not None:  # the review's images, off the GUI thread too
+                yield Progress("review", 0, 1, "preparing the review")
+                images = _review.review_images(fixed, moving)
+                yield Progress("review", 1, 1, "done", result=(outcome, images))
+
+        def done(job: Job) -> None:
+            if job.state.value != "finished" or not isinstance(job.result, tuple):
+                return
+            outcome, images = job.result
+            self.comirs = {layer: (model.card.name, id(layer.data), comir) for layer, comir in
+                           ((fixed, outcome.fixed_comir), (moving, outcome.moving_comir))
+                           if comir is not None}
+            self.show_result(outcome.result, fixed, moving, images)
+
+        return self._start("register", events, done)
+
+    def known_comir(self, layer: Layer, model) -> np.ndarray | None:
+        """The CoMIR of ``layer`` by ``model``: from the last registration, or shown by the
+        Representations dock; None if neither has it for the layer's current data."""
+        name, data_id, comir = self.comirs.get(layer, (None, None, None))
+        if name == model.card.name and data_id == id(layer.data):
+            return comir
+        return find_comir(self.viewer, layer, model)
+
+    def comir_pair(self) -> tuple[np.ndarray, np.ndarray]:
+        """The CoMIRs of the result's pair (InputError when there are none, e.g. slides)."""
+        model = self.models.get()
+        comirs = [self.known_comir(layer, model) for layer in self.result_pair or ()]
+        if len(comirs) != 2 or any(comir is None for comir in comirs):
+            raise InputError("no CoMIRs to compare (whole slides keep none): register again "
+                             "with this model, or choose another review view")
+        return comirs[0], comirs[1]
+
+    def landmark_transform(self, transform: str) -> AffineTransform:
+        fixed, moving = self.chosen_pair()
+        fixed_xy, moving_xy = landmark_pairs(self.viewer, fixed, moving)
+        return fit_landmarks(fixed_xy, moving_xy, transform)[0]
+
+    def fit_landmarks(self, transform: str) -> RegistrationResult:
+        """The transform from the landmarks alone, shown like a result but marked as such."""
+        fixed, moving = self.chosen_pair()
+        result = RegistrationResult(
+            self.landmark_transform(transform), float("nan"), 0.0, "landmarks",
+            success_likely=True, moving_shape=layer_shape(moving)[:2])
+        self.show_result(result, fixed, moving, _review.review_images(fixed, moving))
+        return result
+
+    def landmark_residuals(self) -> tuple[np.ndarray, float | None] | None:
+        """Each landmark pair's distance (px) under the result, and the fixed pixel size."""
+        if self.result is None or self.result_pair is None:
+            return None
+        fixed, moving = self.result_pair
+        try:
+            fixed_xy, moving_xy = landmark_pairs(self.viewer, fixed, moving)
+        except InputError:
+            return None
+        if len(fixed_xy) == 0:
+            return None
+        residuals = np.linalg.norm(self.result.transform.apply_xy(moving_xy) - fixed_xy, axis=1)
+        return residuals, layer_pixel_sizes(fixed, moving)[0]
+
+    def show_result(self, result: RegistrationResult, fixed: Layer, moving: Layer,
+                    images: dict) -> None:
+        """Make ``result`` the session's, with one set of review layers (an earlier pair's go).
+
+        Each new layer costs napari ~0.15 s of the GUI thread (its controls), so the layers
+        are added one per event-loop turn: the GUI never freezes for their sum."""
+        if fixed not in self.viewer.layers or moving not in self.viewer.layers:
+            return  # removed while it ran
+        if self.review_layers and [layer.name for layer in self.review_layers] != \
+                list(_review.review_names(fixed, moving)):
+            self._remove_review_layers()  # another pair's
+        for layer in (fixed, moving):  # CoMIRs shown by Representations would wash it out
+            name = comir_layer_name(layer)
+            if name in self.viewer.layers:
+                self.viewer.layers[name].visible = False
+        self.presenting = True
+        layers = {}
+
+        def add(role: str) -> None:
+            layers[role] = _review.show_review_layer(self.viewer, fixed, moving, images, role,
+                                                     result.transform)
+
+        def finish() -> None:
+            self.presenting = False
+            self.result, self.result_pair = result, (fixed, moving)
+            self.review_layers = (layers["fixed"], layers["moving"])
+            self.after = True
+            self.place_moving()
+            self.changed.emit("result")
+            view = self.review_view if self.review_view != "off" else _review.DEFAULT_VIEW
+            if view == _review.DEFAULT_VIEW and images.get("best_view") == "CoMIRs" and \
+                    all(layer in self.comirs for layer in (fixed, moving)):
+                view = "CoMIRs"  # a grey bright field has no stain to show
+            try:
+                self.set_review_view(view)
+            except InputError:  # e.g. no CoMIRs on whole slides
+                self.set_review_view(_review.DEFAULT_VIEW)
+            self.changed.emit("job")
+
+        _in_turns(lambda: add("moving"), lambda: add("fixed"), finish)
+
+    def _remove_review_layers(self) -> None:
+        for layer in (*self.review_layers, *_review.extra_review_layers(self.viewer)):
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self.review_layers = ()
+
+    def _landmarks_on_top(self) -> None:
+        if self.result_pair is None:
+            return
+        for image in self.result_pair:
+            name = landmark_name(image)
+            if name in self.viewer.layers:
+                layers = self.viewer.layers
+                layers.move(layers.index(layers[name]), len(layers))
+
+    def place_moving(self) -> None:
+        """Show the moving image (its CoMIR, landmarks, review layer) before or after."""
+        if self.result is None or self.result_pair is None:
+            return
+        fixed, moving = self.result_pair
+        transform = self.result.transform if self.after else AffineTransform.rigid()
+        _review.place_moving(self.viewer, fixed, moving, transform, self.review_layers)
+
+    def set_after(self, after: bool) -> None:
+        self.after = bool(after)
+        self.place_moving()
+        self.changed.emit("review")
+
+    def set_review_view(self, view: str) -> None:
+        """Show the review as ``view`` (see ``_review.VIEWS``)."""
+        if view not in _review.VIEWS:
+            raise InputError(f"unknown review view {view!r}; expected one of {_review.VIEWS}")
+        has_result = self.result is not None and self.result_pair is not None
+        comirs = self.comir_pair() if has_result and view in _review.COMIR_VIEWS else None
+        self.review_view = view  # only once it can be shown
+        if has_result:
+            fixed, moving = self.result_pair
+            self.review_layers = _review.switch_view(self.viewer, fixed, moving, self.result,
+                                                     self.review_layers, view, self.after, comirs)
+            self._landmarks_on_top()
+        self.changed.emit("review")
+
+    # ------------------------------------------------------------------ keep
+    def accept(self, output_path: str | Path | None = None) -> Layer | Job | None:
+        """Resample the moving image onto the fixed grid as a new layer; a whole slide is written
+        tile by tile to ``output_path`` in a worker and opened when done (returns the Job)."""
+        transform, fixed, moving = self.require_result()
+        if is_multiscale(fixed) or is_multiscale(moving):
+            if not output_path:
+                raise InputError("choose where to write the registered slide")
+            path = check_resampled_path(output_path)
+            events = resample_to_file(registration_data(moving), transform,
+                                      layer_shape(fixed)[:2], path,
+                                      pixel_size_um=layer_pixel_size(fixed))
+
+            def done(job: Job) -> None:
+                if job.state.value == "finished" and job.result is not None:
+                    self._accepted(_slide_output.open_written(self.viewer, Path(job.result), fixed,
+                                                              moving, transform))
+
+            return self._start("accept", lambda: events, done)
+        layer = apply_to_layer(self.viewer, moving, transform, fixed, moving)
+        self._accepted(layer)
+        return layer
+
+    def _accepted(self, layer: Layer) -> None:
+        """Show the accepted layer plainly: over the fixed image, the review overlay off."""
+        fixed, moving = self.result_pair
+        moving.visible = False
+        layers = self.viewer.layers
+        layers.move(layers.index(layer), layers.index(fixed) + 1)
+        self.accepted = layer
+        self.set_review_view("off")
+        self.changed.emit("accepted")
+
+    def accepted_matches_result(self) -> bool:
+        """Whether the accepted layer holds the current result (not an earlier one)."""
+        from ..core.defaults import TRANSFORM_KEY
+
+        return (self.accepted is not None and self.result is not None and
+                self.accepted.metadata.get(TRANSFORM_KEY) == self.result.transform.to_dict())
+
+    def export(self, path: str | Path) -> Path:
+        """Write the transform (format from the name: JSON, ITK, OME-NGFF, QuPath, CSV)."""
+        _, fixed, moving = self.require_result()
+        return _export.export_result(self.result, fixed, moving, path)
+
+    def apply_targets(self) -> list[Layer]:
+        """Layers the result may be applied to: the user's, not the plugin's derived ones."""
+        pair = self.result_pair or ()
+        return [layer for layer in self.viewer.layers if layer not in pair
+                and not any(key in layer.metadata for key in DERIVED_KEYS)
+                and not layer.name.startswith(("Checkerboard", "CoMIR preview"))]
+
+    def apply_to(self, layers: list[Layer], inverse: bool) -> list[Layer]:
+        """New layers: each carried onto the other image's grid (see ``_apply``)."""
+        transform, fixed, moving = self.require_result()
+        return [apply_to_layer(self.viewer, layer, transform, fixed, moving, inverse=inverse)
+                for layer in layers]
+
+    # ------------------------------------------------------------------ teach
+    def teach(self, seconds: float, name: str) -> Job:
+        """Fine-tune a copy of the model on the accepted pair in a worker, save it as the user
+        model ``name`` and use it in this viewer; the default of later sessions is unchanged
+        (a taught model can be worse on other pairs)."""
+        if self.accepted is None or self.result_pair is None:
+            raise InputError("accept a registration first: the model learns from the kept pair")
+        fixed, registered = self.result_pair[0], self.accepted
+        if is_multiscale(fixed) or is_multiscale(registered):
+            raise InputError("teaching on whole slides is not supported; crop a region first")
+        api.check_user_model_name(name)
+        base = self.models.get()
+        pair_images = {base.card.fixed_modality: image_data(fixed),
+                       base.card.moving_modality: image_data(registered)}
+
+        def events() -> Iterator[Progress]:
+            model = None
+            for event in api.teach_events(base, [pair_images], seconds=seconds,
+                                          device=self.models.device):
+                model = event.result if event.result is not None else model
+                yield event
+            if model is not None:
+                yield Progress("save", 0, 1, f"saving {name}")
+                api.save_user_model(model, name)
+                yield Progress("save", 1, 1, f"saved {name}", result=model)
+
+        def done(job: Job) -> None:
+            if job.state.value == "finished" and job.result is not None:
+                library.models_saved.emit(name)
+                self.models.set(job.result, name)
+                self.taught.append(name)
+
+        return self._start("teach", events, done)
+
+
+def _in_turns(*steps) -> None:
+    """Run ``steps`` in order, one per turn of the event loop."""
+    if steps:
+        steps[0]()
+        QTimer.singleShot(0, lambda: _in_turns(*steps[1:]))
+
+
+_SESSIONS: dict[int, RegistrationSession] = {}
+
+
+def session_for(viewer) -> RegistrationSession:
+    """The registration session of ``viewer``, made on first use and dropped with the viewer."""
+    key = id(viewer)
+    if key not in _SESSIONS:
+        _SESSIONS[key] = RegistrationSession(viewer)
+        with contextlib.suppress(TypeError):  # a stand-in viewer in tests may not be weakref-able
+            weakref.finalize(viewer, _SESSIONS.pop, key, None)
+    return _SESSIONS[key]
+
