@@ -31,7 +31,7 @@ from evaluate_model import SHARED, evaluation_pairs  # noqa: E402  (a sibling sc
 from napari_comir import api  # noqa: E402
 from napari_comir.core.errors import ComirError  # noqa: E402
 from napari_comir.core.evaluation import SCENARIOS, raw_cases, rigid_cases  # noqa: E402
-from napari_comir.core.transforms import corner_error  # noqa: E402
+from napari_comir.core.transforms import AffineTransform, corner_error  # noqa: E402
 
 
 def grey(rgb: np.ndarray) -> np.ndarray:
@@ -58,6 +58,27 @@ def noise_images(rng: np.random.Generator, n: int):
         yield f"noise {kind} {side}²", image
 
 
+def matching_crops(case, rng: np.random.Generator, sides, per_side: int):
+    """(label, crop, truth) crops of a raw case's moving image that lie wholly over its fixed
+    image: a small field against a whole one, the right answer known."""
+    fixed_rows, fixed_cols = case.fixed.shape[:2]
+    rows, cols = case.moving.shape[:2]
+    for side in sides:
+        found = 0
+        for _ in range(200):  # random places until ``per_side`` lie over the fixed image
+            if found == per_side or side >= min(rows, cols):
+                break
+            row, col = int(rng.integers(0, rows - side)), int(rng.integers(0, cols - side))
+            truth = case.truth.compose(AffineTransform.rigid(0.0, (col, row)))
+            corners = truth.apply_xy(np.array([[0, 0], [side - 1, 0], [0, side - 1],
+                                               [side - 1, side - 1]], float))
+            if corners.min() < 0 or (corners.max(axis=0) > (fixed_cols - 1, fixed_rows - 1)).any():
+                continue
+            found += 1
+            crop = case.moving[row:row + side, col:col + side]
+            yield f"{case.name} {side}px at ({row}, {col})", crop, truth
+
+
 def features(result) -> dict:
     parts = result.transform.decompose(result.moving_centre_xy)
     sx, sy = parts.scale_xy
@@ -73,6 +94,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per val pair and synthetic scenario")
     parser.add_argument("--noise", type=int, default=48, help="noise images against real SHGs")
     parser.add_argument("--mismatched", type=int, default=60, help="pairs of different scenes")
+    parser.add_argument("--crops", type=int, default=1,
+                        help="crops of each raw H&E per side (64, 128, 192, 256 px) against the whole SHG")
+    parser.add_argument("--only-crops", action="store_true", help="run the crops group alone")
     parser.add_argument("--data", type=Path, default=SHARED)
     parser.add_argument("--csv", type=Path, help="write every case's features here")
     args = parser.parse_args()
@@ -95,7 +119,7 @@ def main() -> None:
     started = time.perf_counter()
     fixed_modality, moving_modality = model.card.fixed_modality, model.card.moving_modality
     pairs = evaluation_pairs(model, args.data)
-    for name in ("30", "180", "hard"):
+    for name in () if args.only_crops else ("30", "180", "hard"):
         scenario = SCENARIOS[name]
         for case in rigid_cases(pairs, scenario, args.seeds, fixed_modality, moving_modality):
             run(f"synthetic {name}", f"{case.pair.name} {case.angle:.0f}°", case.fixed, case.moving,
@@ -106,7 +130,13 @@ def main() -> None:
                   for a in pairs for b in pairs if a is not b]
     if args.model == "bf-shg" and (args.data / "bf_shg_raw").is_dir():
         cases = raw_cases(args.data / "bf_shg_raw")
+        crop_rng = np.random.default_rng(1)
         for case in cases:
+            for label, crop, truth in matching_crops(case, crop_rng, (64, 128, 192, 256), args.crops):
+                run(f"crops {crop.shape[0]} px", label, case.fixed, crop,
+                    lambda t, truth=truth, shape=crop.shape: corner_error(truth, t, shape), case.success_px)
+            if args.only_crops:
+                continue
             run("raw", case.name, case.fixed, case.moving, case.error, case.success_px)
             run("raw grey", case.name, case.fixed, grey(case.moving), case.error, case.success_px)
         fixed_images = [case.fixed for case in cases]
@@ -115,12 +145,15 @@ def main() -> None:
             a, b = rng.choice(len(cases), 2, replace=False)
             mismatched.append((f"{cases[a].name} SHG vs {cases[b].name} H&E", cases[a].fixed,
                                cases[b].moving))
+    if args.only_crops:
+        fixed_images, mismatched, args.noise = [], [], 0
     for i, (label, image) in enumerate(noise_images(rng, args.noise)):
         run("noise", label, fixed_images[i % len(fixed_images)], image)
     for label, fixed, moving in mismatched[: args.mismatched]:
         run("mismatched", label, fixed, moving)
-    run("constant", "constant moving", fixed_images[0],
-        np.full((256, 256, model.card.modalities[moving_modality].channels), 200, np.uint8))
+    if not args.only_crops:
+        run("constant", "constant moving", fixed_images[0],
+            np.full((256, 256, model.card.modalities[moving_modality].channels), 200, np.uint8))
 
     print(f"{len(rows)} cases in {time.perf_counter() - started:.0f} s\n")
     print("| group | cases | refused | true successes | reported likely | false positives "

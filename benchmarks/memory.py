@@ -82,7 +82,7 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
 
 
-def child(shape: str, grey: bool) -> None:
+def child(shape: str, grey: bool, pixel_sizes: str | None = None) -> None:
     import psutil
 
     from napari_comir import api
@@ -94,21 +94,26 @@ def child(shape: str, grey: bool) -> None:
     base = psutil.Process().memory_info().rss
     start = time.perf_counter()
     try:
-        result = api.register_multimodal(fixed, moving, model)
+        sizes = dict(zip(("fixed_pixel_size", "moving_pixel_size"),
+                         map(float, pixel_sizes.split(",")), strict=True)) if pixel_sizes else {}
+        result = api.register_multimodal(fixed, moving, model, **sizes)
         outcome = {"shift_xy": [float(v) for v in result.transform.matrix_xy[:2, 2]],
                    "likely": bool(result.success_likely)}
     except ComirError as exc:  # e.g. more elongated than 8:1
         outcome = {"refused": str(exc)}
     seconds = time.perf_counter() - start
     peak = peak_rss_bytes()
-    print(json.dumps({"shape": shape, "grey": grey, "pixels": 2 * rows * cols,
+    print(json.dumps({"shape": shape, "grey": grey, "pixel_sizes": pixel_sizes, "pixels": 2 * rows * cols,
                       "base_mib": base / 2**20, "peak_mib": peak / 2**20, "seconds": seconds,
                       **outcome}))
 
 
-def measure(shape: str, grey: bool = False, timeout: float = 900) -> dict:
-    """Run one shape in a fresh process; its JSON record."""
-    command = [sys.executable, __file__, "--child", shape] + (["--grey"] if grey else [])
+def measure(shape: str, grey: bool = False, timeout: float = 900,
+            pixel_sizes: str | None = None) -> dict:
+    """Run one shape in a fresh process (``pixel_sizes`` "FIXED,MOVING" µm: registered with
+    them); its JSON record."""
+    command = [sys.executable, __file__, "--child", shape] + (["--grey"] if grey else []) + (
+        ["--pixel-sizes", pixel_sizes] if pixel_sizes else [])
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"{shape}: exit {done.returncode}\n{done.stderr[-2000:]}")
@@ -119,17 +124,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shapes", default=",".join(SQUARE + THIN))
     parser.add_argument("--grey", action="store_true", help="also every shape with a grey moving image")
+    parser.add_argument("--pixel-sizes", metavar="FIXED,MOVING",
+                        help="register with these pixel sizes (µm), e.g. 1,8")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--json", help="also write the records here")
     args = parser.parse_args()
     if args.child:
-        return child(args.child, args.grey)
+        return child(args.child, args.grey, args.pixel_sizes)
     records = []
     print(f"{'shape':>10s} {'moving':>6s} {'MP':>6s} {'base MiB':>8s} {'peak MiB':>8s} "
           f"{'work MiB':>8s} {'B/px':>6s} {'cap MiB':>8s} {'s':>6s}", flush=True)
     for shape in args.shapes.split(","):
         for grey in (False, True) if args.grey else (False,):
-            r = measure(shape, grey)
+            r = measure(shape, grey, pixel_sizes=args.pixel_sizes)
             records.append(r)
             work = r["peak_mib"] - r["base_mib"]
             cap = memory_cap_mib(r["pixels"])

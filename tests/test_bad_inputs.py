@@ -278,3 +278,297 @@ def test_crafted_cards_are_refused(tmp_path, model, field, value, message):
     shutil.copy(model[1].replace(".json", ".safetensors"), tmp_path / "crafted.safetensors")
     with pytest.raises(ModelFileError, match=message):
         api.load_model(str(path))
+
+
+# id, argv ({in} = a folder holding shg.tif, bf.tif, the model m.json + m.safetensors, a zarr
+# folder z.ome.zarr holding bf.tif and a .zattrs, a FIFO, and b/pairs.csv listing
+# b/resampled/p.tif), expected message. Each case lost data before (issue 21).
+READ_INPUT_CASES = [
+    ("register --out the model card",
+     ["register", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif", "--model", "{in}/m.json",
+      "--out", "{in}/m.json"], "is the input --model card"),
+    ("register --export-itk the weights",
+     ["register", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif", "--model", "{in}/m.json",
+      "--out", "{in}/r.json", "--export-itk", "{in}/m.safetensors"], "is the input --model weights"),
+    ("infer --out the weights",
+     ["infer", "{in}/bf.tif", "--model", "{in}/m.json", "--modality", "bf", "--out",
+      "{in}/m.safetensors"], "is the input --model weights"),
+    ("train --from, --checkpoint its weights",
+     ["train", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif", "--from", "{in}/m.json",
+      "--checkpoint", "{in}/m.safetensors", "--out", "{in}/n"], "is the input --from weights"),
+    ("train --out the --from model",
+     ["train", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif", "--from", "{in}/m.json",
+      "--out", "{in}/m"], "is the input --from"),
+    ("train --out the --resume checkpoint",
+     ["train", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif", "--resume",
+      "{in}/m.safetensors", "--out", "{in}/m"], "is the input --resume"),
+    ("register --resampled a zarr holding the moving image",
+     ["register", "--fixed", "{in}/shg.tif", "--moving", "{in}/z.ome.zarr/bf.tif", "--model",
+      "{in}/m.json", "--out", "{in}/r.json", "--resampled", "{in}/z.ome.zarr"],
+     "contains the input --moving"),
+    ("register --resampled a zarr of the user's",
+     ["register", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif", "--model", "{in}/m.json",
+      "--out", "{in}/r.json", "--resampled", "{in}/z.ome.zarr"],
+     "not an earlier OME-Zarr output of napari-comir"),
+    ("apply --out a zarr holding the image",
+     ["apply", "--transform", "{in}/t.json", "--image", "{in}/z.ome.zarr/bf.tif", "--like",
+      "{in}/shg.tif", "--out", "{in}/z.ome.zarr"], "contains the input --image"),
+    ("register --out inside an input zarr",
+     ["register", "--fixed", "{in}/shg.tif", "--moving", "{in}/z.ome.zarr", "--model",
+      "{in}/m.json", "--out", "{in}/z.ome.zarr/.zattrs"], "lies inside the input --moving"),
+    ("register --out a FIFO", ["register", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif",
+                               "--model", "{in}/m.json", "--out", "{in}/fifo"],
+     "is not a regular file"),
+    ("batch --out holding a listed image",
+     ["batch", "{in}/b/pairs.csv", "--model", "{in}/m.json", "--out", "{in}/b", "--resampled"],
+     "--out resampled/ {in}/b/resampled contains the input pair 'p' moving"),
+    ("train --save-as a bundled name",
+     ["train", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif", "--save-as", "bf-shg"],
+     "is a bundled model's"),
+    ("train --save-as into a models folder that is a file",
+     ["train", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif", "--save-as", "mine"],
+     "cannot be made: {in}/models-file is a file"),
+]
+
+
+def _tree_digest(folder) -> dict:
+    import hashlib
+    import stat
+
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest()
+                                          if p.is_file() else stat.S_IFMT(p.lstat().st_mode))
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("argv, message", [pytest.param(*case[1:], id=case[0])
+                                           for case in READ_INPUT_CASES])
+def test_outputs_never_touch_what_a_command_reads(tmp_path, model, capsys, monkeypatch, argv,
+                                                  message):
+    """Every file or folder a command reads is an input: refused as an output, or as a folder
+    holding one, before any work, in one line, and left byte-identical."""
+    import os
+    import shutil
+
+    folder = tmp_path / "in"
+    (folder / "z.ome.zarr").mkdir(parents=True)
+    for name in ("m.json", "m.safetensors"):
+        shutil.copy(model[1].replace("m.json", name), folder / name)
+    write_tiff(folder / "shg.tif", SHG)
+    for path in (folder / "bf.tif", folder / "z.ome.zarr" / "bf.tif"):
+        write_tiff(path, BF)
+    (folder / "z.ome.zarr" / ".zattrs").write_text('{"multiscales": []}')
+    (folder / "t.json").write_text(json.dumps({"model": "rigid", "matrix_xy": [[1, 0, 2], [0, 1, 3]]}))
+    os.mkfifo(folder / "fifo")
+    (folder / "b" / "resampled").mkdir(parents=True)
+    write_tiff(folder / "b" / "resampled" / "p.tif", BF)
+    write_tiff(folder / "b" / "shg.tif", SHG)
+    (folder / "b" / "pairs.csv").write_text("name,shg_file,bf_file\np,shg.tif,resampled/p.tif\n")
+    (folder / "models-file").write_text("not a folder")
+    monkeypatch.setenv("NAPARI_COMIR_MODELS_DIR", str(folder / "models-file" / "models"))
+    before = _tree_digest(folder)
+    status = main([arg.format(**{"in": folder}) for arg in argv])
+    stderr = capsys.readouterr().err
+    assert status == 2, stderr
+    assert stderr.startswith(f"napari-comir {argv[0]}: error: ") and stderr.count("\n") == 1, stderr
+    assert message.format(**{"in": folder}) in stderr
+    assert _tree_digest(folder) == before
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 2 MiB file system, filled up (needs root to mount; skipped otherwise)."""
+    import os
+    import subprocess
+
+    mount = tmp_path / "full"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs",
+                                            str(mount)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small file system here")
+    try:
+        with open(mount / "filler", "wb") as handle, pytest.raises(OSError):
+            handle.write(b"x" * (4 << 20))
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=False)  # even if a file is open
+
+
+FULL_DISK_CASES = [
+    ("register --out", ["register", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif",
+                        "--model", "{model}", "--out", "{full}/r.json"]),
+    ("register --resampled .ome.tif", ["register", "--fixed", "{in}/shg.tif", "--moving",
+                                       "{in}/bf.tif", "--model", "{model}", "--out", "{in}/r.json",
+                                       "--resampled", "{full}/x.ome.tif"]),
+    ("register --resampled .ome.zarr", ["register", "--fixed", "{in}/shg.tif", "--moving",
+                                        "{in}/bf.tif", "--model", "{model}", "--out",
+                                        "{in}/r.json", "--resampled", "{full}/x.ome.zarr"]),
+    ("register --export-itk", ["register", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif",
+                               "--model", "{model}", "--out", "{in}/r.json", "--export-itk",
+                               "{full}/x.tfm"]),
+    ("infer --out", ["infer", "{in}/bf.tif", "--model", "{model}", "--modality", "bf", "--out",
+                     "{full}/c.tif"]),
+    ("train --out", ["train", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif", "--steps", "1",
+                     "--batch-size", "2", "--patch-size", "32", "--base-channels", "2", "--depth",
+                     "1", "--out", "{full}/m"]),
+    ("train --checkpoint", ["train", "--fixed", "{in}/shg.tif", "--moving", "{in}/bf.tif",
+                            "--steps", "1", "--batch-size", "2", "--patch-size", "32",
+                            "--base-channels", "2", "--depth", "1", "--checkpoint-every", "1",
+                            "--checkpoint", "{full}/c.pt", "--out", "{in}/m"]),
+    ("apply --geojson --out", ["apply", "--transform", "{in}/t.json", "--geojson", "{in}/a.geojson",
+                               "--out", "{full}/a.geojson"]),
+]
+
+
+@pytest.mark.parametrize("argv", [pytest.param(case[1], id=case[0]) for case in FULL_DISK_CASES])
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, model, full_disk, capsys, argv):
+    """A full disk gave tracebacks on 35 of 37 write paths (OSError 28, SafetensorError, torch's
+    own errors): now one line, exit 2, and no temporary data left on the full disk."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_tiff(folder / "shg.tif", SHG)
+    write_tiff(folder / "bf.tif", BF)
+    (folder / "t.json").write_text(json.dumps({"model": "rigid", "matrix_xy": [[1, 0, 2], [0, 1, 3]]}))
+    (folder / "a.geojson").write_text(json.dumps({"type": "Point", "coordinates": [1, 2]}))
+    status = main([arg.format(**{"in": folder, "full": full_disk, "model": model[1]}) for arg in argv])
+    stderr = capsys.readouterr().err
+    assert status == 2, stderr
+    assert "Traceback" not in stderr
+    # the progress bar's lines (the disk filled up after the work), then one line
+    lines = stderr.split("\n")
+    assert lines[-1] == "" and lines[-2].startswith(f"napari-comir {argv[0]}: error: ") \
+        and "\n".join(lines[:-2]).count("error") == 0, stderr
+    assert "the disk is full" in lines[-2] or "are free" in lines[-2], stderr
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+
+
+def _tiny_pair():
+    from napari_comir.core.data import AlignedPair
+
+    return AlignedPair({"shg": SHG, "bf": BF}, name="p")
+
+
+def _fine_tune(model, pairs=None, **config):
+    from napari_comir.core.training import TrainConfig
+
+    settings = {"steps": 1, "batch_size": 2, "patch_size": 32, **config}
+    return list(api.fine_tune(model, [_tiny_pair()] if pairs is None else pairs,
+                              TrainConfig(**settings)))
+
+
+def _geojson(tmp_path, text):
+    path = tmp_path / "a.geojson"
+    path.write_text(text, encoding="utf-8")
+    return api.apply_transform_to_geojson(_transform_file(tmp_path, '{"matrix_xy": [[1, 0, 2], [0, 1, 3]]}'),
+                                          path, tmp_path / "out.geojson")
+
+
+def _transform_file(tmp_path, text, name="t.json"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# id, call(model, tmp_path), expected message: each gave a traceback (issue 21)
+API_BOUNDARY_CASES = [
+    ("model a Path that is no model", lambda m, t: api.register_multimodal(SHG, BF, t / "no.json"),
+     "no model card no.json"),
+    ("model None", lambda m, t: api.register_multimodal(SHG, BF, None),
+     "model must be a model name, a model file path or a ComirModel, got NoneType"),
+    ("new_model without bounds", lambda m, t: api.new_model(
+        "bf-shg", architecture={"type": "unet", "base_channels": 4096, "depth": 12}),
+     "base_channels must be a whole number from 1 to 64"),
+    ("new_model unknown field", lambda m, t: api.new_model("bf-shg", colour=1), "new_model:"),
+    ("lr 1e300", lambda m, t: _fine_tune(m, lr=1e300), "lr must be a number of at most 10"),
+    ("checkpoint_every 0", lambda m, t: _fine_tune(m, checkpoint_every=0), "checkpoint_every must be"),
+    ("batch_size text", lambda m, t: _fine_tune(m, batch_size="x"), "batch_size must be a whole number"),
+    ("config a dict", lambda m, t: list(api.fine_tune(m, [_tiny_pair()], {"steps": 1})),
+     "config must be a TrainConfig, got dict"),
+    ("pairs of arrays", lambda m, t: _fine_tune(m, pairs=[SHG]), "pairs must be a list of AlignedPair"),
+    ("read_pairs_csv None", lambda m, t: api.read_pairs_csv(None, m.modalities),
+     "the pairs CSV must be a file path, got None"),
+    ("save_model None", lambda m, t: api.save_model(m, None), "a model path must be a file path"),
+    ("fit_landmarks text", lambda m, t: api.fit_landmarks("ab", "cd"), "landmarks must be (x, y) numbers"),
+    ("pixel size 1e30", lambda m, t: api.register_multimodal(SHG, BF, m, fixed_pixel_size=1e30,
+                                                             moving_pixel_size=1),
+     "µm per pixel from 1e-07 to 1e+06"),
+    ("resample to 200 000²", lambda m, t: api.resample(BF, api.AffineTransform.rigid(), (200_000, 200_000)),
+     "onto a 200000 x 200000 px grid would take"),
+    ("transform nested deep", lambda m, t: api.apply_transform_to_points(
+        _transform_file(t, '{"matrix_xy": ' + "[" * 100_000 + "]" * 100_000 + "}"), [[1, 2]]),
+     "transform JSON is malformed"),
+    ("transform of 10^400", lambda m, t: api.apply_transform_to_points(
+        _transform_file(t, '{"matrix_xy": [[1, 0, ' + "9" * 400 + "], [0, 1, 0]]}"), [[1, 2]]),
+     "must be finite numbers"),
+    ("angle as text", lambda m, t: api.apply_transform_to_points(
+        _transform_file(t, '{"angle_deg": "ten", "translation_xy": [1, 2]}'), [[1, 2]]),
+     "angle_deg must be a number"),
+    ("angle as a list", lambda m, t: api.apply_transform_to_points(
+        _transform_file(t, '{"angle_deg": [1, 2], "translation_xy": [1, 2]}'), [[1, 2]]),
+     "angle_deg must be a number"),
+    ("CSV field over 128 KiB", lambda m, t: api.apply_transform_to_points(
+        _transform_file(t, "m00,m01\n" + "1" * 200_000 + ",1\n", "t.csv"), [[1, 2]]),
+     "transform CSV is malformed"),
+    ("GeoJSON 5000-digit number", lambda m, t: _geojson(
+        t, '{"type": "Point", "coordinates": [' + "1" * 5000 + ", 2]}"), "not JSON that can be read"),
+    ("GeoJSON type a list", lambda m, t: _geojson(
+        t, '{"type": "Feature", "geometry": {"type": ["Point"], "coordinates": [1, 2]}}'),
+     "'(list)' is not a GeoJSON geometry type"),
+    ("int64 into an OME-TIFF", lambda m, t: apply_transform_to_image_file(
+        api.AffineTransform.rigid(), _int64_tiff(t), _int64_tiff(t), t / "o.ome.tif"),
+     "OME-TIFF cannot hold int64 pixels"),
+]
+
+
+def apply_transform_to_image_file(*args, **kwargs):
+    from napari_comir.core.apply import apply_transform_to_image_file as carry
+
+    return carry(*args, **kwargs)
+
+
+def _int64_tiff(folder):
+    tifffile.imwrite(folder / "labels.tif", np.arange(64 * 64, dtype=np.int64).reshape(64, 64))
+    return folder / "labels.tif"
+
+
+@pytest.mark.parametrize("call, message", [pytest.param(*case[1:], id=case[0])
+                                           for case in API_BOUNDARY_CASES])
+def test_public_api_checks_its_arguments_at_the_boundary(model, tmp_path, call, message):
+    """Wrong types and values given to the public API raise a ComirError subclass saying what
+    is wrong, never a TypeError, AttributeError, OverflowError or RecursionError from inside."""
+    from napari_comir.core.errors import ComirError
+
+    with pytest.raises(ComirError) as caught:
+        call(model[0], tmp_path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_lone_surrogate_in_geojson_properties_is_kept(tmp_path):
+    """Valid JSON that is not UTF-8 (a lone surrogate escape) gave a UnicodeEncodeError; it is
+    written back as the same escape."""
+    _geojson(tmp_path, '{"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 2]}, '
+             '"properties": {"name": "\\ud800"}}')
+    written = json.loads((tmp_path / "out.geojson").read_text())
+    assert written["properties"]["name"] == "\ud800"
+    assert written["geometry"]["coordinates"] == [3.0, 5.0]
+
+
+@pytest.mark.slow  # ~30 s: two pyramidal slides written
+def test_damaged_tiles_of_a_whole_slide_are_one_line(tmp_path, capsys):
+    """Tiles are decoded only when the registration reads them: a damaged or over-long deflate
+    tile (imagecodecs' DeflateError) gave a traceback mid-run; now one line, exit 2."""
+    from napari_comir.core.tiled_resample import resample_to_file
+    from napari_comir.core.transforms import AffineTransform
+
+    bf, shg = synthetic_pair((1536, 1536), seed=0)
+    for name, image in (("shg", shg), ("bf", bf)):  # pyramidal: read lazily, tile by tile
+        list(resample_to_file(image, AffineTransform.rigid(), image.shape[:2], tmp_path / f"{name}.ome.tif"))
+    data = bytearray((tmp_path / "shg.ome.tif").read_bytes())
+    data[len(data) // 4:len(data) // 2] = b"\xff" * (len(data) // 2 - len(data) // 4)
+    (tmp_path / "damaged.ome.tif").write_bytes(bytes(data))
+    status = main(["register", "--fixed", str(tmp_path / "damaged.ome.tif"), "--moving",
+                   str(tmp_path / "bf.ome.tif"), "--out", str(tmp_path / "r.json")])
+    lines = capsys.readouterr().err.split("\n")
+    assert status == 2 and "Traceback" not in "\n".join(lines)
+    assert lines[-2].startswith("napari-comir register: error: damaged.ome.tif: cannot read the "
+                                "image's tiles"), lines[-2]
+    assert not (tmp_path / "r.json").exists()

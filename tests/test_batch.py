@@ -157,8 +157,9 @@ def test_killed_worker_loses_no_pair(tmp_path, model_path):
 def test_resume_sees_replaced_content_and_one_batch_per_folder(tmp_path, scheduler, model_path):
     """A record is reused only for the same image *content*; a second batch into a folder that
     is being written is refused; a stale lock is taken over; results.csv lists every record."""
-    import os
     import socket
+
+    from napari_comir.core.io.files import process_tag
 
     pairs = _write_pairs(tmp_path, 2, broken=False)
     out = tmp_path / "out"
@@ -171,10 +172,10 @@ def test_resume_sees_replaced_content_and_one_batch_per_folder(tmp_path, schedul
     assert json.loads((out / "pairs" / "p1.json").read_text())["moving_fingerprint"] != \
         first["moving_fingerprint"]
 
-    (out / ".batch.lock").write_text(f"{socket.gethostname()}:{os.getpid()}\n")  # alive: us
+    (out / ".batch.lock").write_text(process_tag() + "\n")  # alive: us
     with pytest.raises(InputError, match="another batch"):
         list(run_batch(pairs, model_path, out, scheduler=scheduler))
-    (out / ".batch.lock").write_text(f"{socket.gethostname()}:999999999\n")  # a dead process
+    (out / ".batch.lock").write_text(f"999999999-0@{socket.gethostname()}\n")  # a dead process
     list(run_batch(pairs, model_path, out, scheduler=scheduler))
     assert not (out / ".batch.lock").exists()
 
@@ -182,6 +183,37 @@ def test_resume_sees_replaced_content_and_one_batch_per_folder(tmp_path, schedul
     other.write_text("name,shg_file,bf_file\nq,shg0.tif,bf0.tif\n")
     list(run_batch(other, model_path, out, scheduler=scheduler))
     assert set(_results(out)) == {"q", "p0", "p1"}
+
+
+def test_locks_of_other_hosts_folders_and_reused_ids(tmp_path):
+    """Another host's lock is refused, not deleted as stale (before: deleted, and two nodes
+    wrote one folder); a lock that is a folder is refused in one line (before: a traceback); a
+    lock whose process id was reused by a later process is taken over (before: refused for
+    ever)."""
+    import os
+    import socket
+
+    from napari_comir.batch.records import LOCK_NAME, RecordStore
+    from napari_comir.core.io.files import process_tag
+
+    store = RecordStore(tmp_path)
+    lock = tmp_path / LOCK_NAME
+    lock.write_text(f"{os.getpid()}-0@another-node.cluster\n")
+    with pytest.raises(InputError, match="its lock names '.*another-node.cluster'.*delete"):
+        with store.lock():
+            pass
+    assert lock.read_text().endswith("@another-node.cluster\n")  # kept
+    lock.unlink()
+    lock.mkdir()
+    with pytest.raises(InputError, match="is not a lock file"):
+        with store.lock():
+            pass
+    lock.rmdir()
+    pid, start = process_tag().split("@")[0].split("-")
+    lock.write_text(f"{pid}-{int(start) + 1}@{socket.gethostname()}\n")  # our id, an earlier start
+    with store.lock():
+        assert lock.read_text() == process_tag() + "\n"
+    assert not lock.exists()
 
 
 def test_a_closed_output_pipe_ends_the_batch_promptly(tmp_path, model_path):

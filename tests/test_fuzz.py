@@ -21,7 +21,8 @@ from napari_comir.cli import main
 #: Cases per test in CI; benchmarks/fuzz.py sets $NAPARI_COMIR_FUZZ_EXAMPLES for a longer run.
 _SCALE = int(os.environ.get("NAPARI_COMIR_FUZZ_EXAMPLES", "0"))
 FUZZ = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture]}
-EXAMPLES = {name: _SCALE or n for name, n in {"register": 12, "train": 15, "batch": 8, "card": 25}.items()}
+EXAMPLES = {name: _SCALE or n for name, n in {"register": 12, "train": 15, "batch": 8, "card": 25,
+                                                    "outputs": 8}.items()}
 
 shapes = st.tuples(st.integers(1, 200), st.integers(1, 200))
 dtypes = st.sampled_from([np.uint8, np.uint16, np.float32, np.int16])
@@ -367,3 +368,69 @@ def test_batch_exits_0_1_or_2_with_one_line(tmp_path_factory, capsys, aligned_fi
         assert (status == 1) == any(row["status"] == "error" for row in rows)
     assert {name: _digest(aligned_files / name) for name in before} == before
     _log("batch", status)
+
+
+# What each command reads (placeholders into the `_read_inputs` folder), and its output options.
+_COMMAND_INPUTS = {
+    "register": (["register", "--fixed", "{in}/shg.tif", "--moving", "{in}/z.ome.zarr/bf.tif",
+                  "--model", "{in}/m.json", "--out", "{in}/r.json"],
+                 ["shg.tif", "z.ome.zarr/bf.tif", "m.json", "m.safetensors", "z.ome.zarr"],
+                 ["--out", "--resampled", "--export-itk", "--export-ngff", "--export-csv",
+                  "--export-qupath"]),
+    "infer": (["infer", "{in}/z.ome.zarr/bf.tif", "--model", "{in}/m.json", "--modality", "bf",
+               "--out", "{in}/c.tif"], ["z.ome.zarr/bf.tif", "m.json", "m.safetensors"], ["--out"]),
+    "train": (["train", "--pairs", "{in}/pairs.csv", "--from", "{in}/m.json", "--steps", "1",
+               "--batch-size", "2", "--patch-size", "32", "--out", "{in}/n"],
+              ["pairs.csv", "shg.tif", "z.ome.zarr/bf.tif", "m.json", "m.safetensors"],
+              ["--out", "--checkpoint"]),
+    "apply": (["apply", "--transform", "{in}/t.json", "--image", "{in}/z.ome.zarr/bf.tif",
+               "--like", "{in}/shg.tif", "--out", "{in}/o.tif"],
+              ["t.json", "z.ome.zarr/bf.tif", "shg.tif", "z.ome.zarr"], ["--out"]),
+}
+
+
+@pytest.fixture(scope="module")
+def read_inputs(tmp_path_factory, model_file):
+    """Inputs every drawn command reads: images (the moving one inside an OME-Zarr-named folder
+    with a user's .zattrs), the model's two files, a pairs CSV, a transform, and a FIFO."""
+    import shutil
+
+    from napari_comir.core.synthetic import synthetic_pair
+
+    folder = tmp_path_factory.mktemp("read-inputs")
+    (folder / "z.ome.zarr").mkdir()
+    bf, shg = synthetic_pair((64, 64), seed=0)
+    tifffile.imwrite(folder / "shg.tif", shg)
+    tifffile.imwrite(folder / "z.ome.zarr" / "bf.tif", bf)
+    (folder / "z.ome.zarr" / ".zattrs").write_text('{"multiscales": []}')
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(model_file.replace(".json", suffix), folder / f"m{suffix}")
+    (folder / "pairs.csv").write_text("name,shg_file,bf_file\np,shg.tif,z.ome.zarr/bf.tif\n")
+    (folder / "t.json").write_text('{"matrix_xy": [[1, 0, 2], [0, 1, 3]]}')
+    os.mkfifo(folder / "fifo")
+    return folder
+
+
+@settings(max_examples=EXAMPLES["outputs"], **FUZZ)
+@given(command=st.sampled_from(sorted(_COMMAND_INPUTS)), data=st.data())
+def test_no_output_lands_on_what_a_command_reads(read_inputs, capsys, command, data):
+    """An output option drawn onto anything the command reads (an image, the model's card or
+    weights, --from, the pairs CSV and what it lists, the transform, an OME-Zarr folder that
+    holds an input) or onto a FIFO: refused in one line, every input byte-identical."""
+    argv, inputs, options = _COMMAND_INPUTS[command]
+    option = data.draw(st.sampled_from(options), "option")
+    # train --out NAME writes NAME.json and NAME.safetensors: only the model's files are hit
+    targets = ["m.json", "m.safetensors"] if (command, option) == ("train", "--out") else inputs + ["fifo"]
+    target = data.draw(st.sampled_from(targets), "target")
+    argv = [arg.format(**{"in": read_inputs}) for arg in argv]
+    value = str(read_inputs / target)
+    if option in argv:
+        argv[argv.index(option) + 1] = value
+    else:
+        argv += [option, value]
+    before = {str(p): _digest(p) for p in sorted(read_inputs.rglob("*")) if p.is_file()}
+    status, err = _run(argv, capsys)
+    _log("outputs onto inputs", status)
+    assert status == 2, (argv, err)
+    _assert_one_line(err, command)
+    assert {str(p): _digest(p) for p in sorted(read_inputs.rglob("*")) if p.is_file()} == before

@@ -34,3 +34,66 @@ def test_register_peak_memory_is_within_the_cap(memory, shape, grey):
         assert record["seconds"] < 0.5, record
     else:
         assert "refused" not in record, record
+
+
+@pytest.mark.parametrize("pixel_sizes", [pytest.param("1,8", marks=pytest.mark.slow), "8,1", "1,100"])
+def test_memory_follows_the_pixels_not_the_pixel_size_ratio(memory, pixel_sizes):
+    """A 512² pair with pixel sizes 1:8 reached 5.98 GiB (the coarser image was enlarged 8-fold);
+    now the finer one is reduced, within the cap of the pixels given; 1:100 leaves too few
+    pixels and is refused before any work, saying what would fit."""
+    record = memory.measure("512x512", False, timeout=120, pixel_sizes=pixel_sizes)
+    assert record["peak_mib"] <= memory.memory_cap_mib(record["pixels"]), record
+    if pixel_sizes == "1,100":
+        assert "at most 8-fold fits these images" in record["refused"], record
+        assert record["seconds"] < 0.5, record
+    else:
+        assert "refused" not in record, record
+
+
+def _peak_mib_of(code: str) -> float:
+    """Peak resident memory (MiB) of ``code`` run in a fresh process, which must print "ok"."""
+    import subprocess
+    import sys
+
+    wrapped = f"{code}\nimport resource; print('ok', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    done = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
+    return int(done.stdout.split()[-1]) / 1024
+
+
+def test_fit_landmarks_memory_is_linear_in_the_pairs():
+    """10 000 landmark pairs gave a MemoryError (a (2N)² SVD); now a few MiB, and exact."""
+    peak = _peak_mib_of(
+        "import numpy as np\n"
+        "from napari_comir.core.registration.landmarks import fit_landmarks\n"
+        "moving = np.random.default_rng(0).random((10000, 2)) * 1000\n"
+        "fixed = moving @ np.array([[1.1, 0.2], [-0.1, 0.9]]).T + (5, -7)\n"
+        "found, residuals = fit_landmarks(fixed, moving, 'affine')\n"
+        "assert residuals.max() < 1e-6, residuals.max()\n"
+        "assert np.allclose(found.matrix_xy[:2], [[1.1, 0.2, 5], [-0.1, 0.9, -7]])\n")
+    assert peak < 400
+
+
+def test_sizes_from_headers_and_arguments_are_refused_before_any_work(tmp_path):
+    """A TIFF header claiming 10⁶ x 10⁶ px gave a MemoryError (read whole) and `apply --like`
+    on it ran until killed; resampling onto 200 000² px asked for 298 GiB: each is refused in
+    one line before a pixel is read or allocated."""
+    import numpy as np
+    import tifffile
+
+    from napari_comir import api
+    from napari_comir.core.errors import InputError
+    from napari_comir.core.io.slides import open_image
+    from napari_comir.core.transforms import AffineTransform, resample
+
+    path = tmp_path / "claims.tif"
+    tifffile.imwrite(path, np.zeros((64, 64), np.uint8), tile=(16, 16))
+    with tifffile.TiffFile(path, mode="r+") as tif:  # a small file whose header lies
+        for tag in ("ImageWidth", "ImageLength"):
+            tif.pages[0].tags[tag].overwrite(1_000_000)
+    with pytest.raises(InputError, match="1000000 x 1000000 px .* is more than"):
+        open_image(path)
+    with pytest.raises(InputError, match="would take 931 GiB of memory; .* at most"):
+        api.read_image(path)
+    with pytest.raises(InputError, match="onto a 200000 x 200000 px grid would take"):
+        resample(np.zeros((64, 64, 3), np.uint8), AffineTransform.rigid(), (200_000, 200_000))

@@ -20,7 +20,7 @@ from napari_comir.pipeline import RegistrationOptions, plan_registration
     ({"rotation_range": (10, -10)}, "rotation_range"),
     ({"scale_range": (0.1, 3)}, "scale_range"),
     ({"fixed_pixel_size": 0.5}, "both pixel sizes"),
-    ({"fixed_pixel_size": -1, "moving_pixel_size": 1}, "positive number"),
+    ({"fixed_pixel_size": -1, "moving_pixel_size": 1}, "µm per pixel from 1e-07"),
     ({"fixed_pixel_size": 1, "moving_pixel_size": 1, "scale_range": (0.9, 1.1)}, "not both"),
     ({"initial_transform": np.eye(3)}, "AffineTransform"),
 ])

@@ -84,9 +84,15 @@ def test_known_pixel_sizes_narrow_the_scale(model, raw_cases):
     to_doubled = AffineTransform.similarity(0.0, 2.0, (0.5, 0.5))
     assert far.moving_shape == doubled.shape[:2]
     assert case.error(far.transform.compose(to_doubled)) <= MAX_ERROR_PX + 1
+    # the fixed image finer: it is the one reduced (enlarging the moving one instead took
+    # 6 GiB at 1:8), and the result is on its own grid
+    fine_fixed = case.fixed.repeat(2, axis=0).repeat(2, axis=1)
+    coarse = api.register_multimodal(fine_fixed, case.moving, model, fixed_pixel_size=0.25,
+                                     moving_pixel_size=0.5 * ratio)
+    assert case.error(to_doubled.inverse().compose(coarse.transform)) <= MAX_ERROR_PX + 1
     with pytest.raises(InputError, match="both pixel sizes"):
         api.register_multimodal(case.fixed, case.moving, model, fixed_pixel_size=0.5)
-    with pytest.raises(InputError, match="positive"):
+    with pytest.raises(InputError, match="µm per pixel from"):
         api.register_multimodal(case.fixed, case.moving, model, fixed_pixel_size=0,
                                 moving_pixel_size=1)
 

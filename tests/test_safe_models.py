@@ -264,3 +264,46 @@ def test_loads_while_another_process_saves_never_fail(tmp_path, tiny_model):
     saves = int(saver.stdout.read())
     assert saver.returncode == 0 and saves >= 20 and loads >= 20
     assert failures == []
+
+
+@pytest.mark.parametrize("kind", ["weights link to /dev/zero", "weights a FIFO", "card a FIFO"])
+def test_model_files_that_are_not_regular_files_are_refused_at_once(saved, capsys, monkeypatch,
+                                                                    kind):
+    """A weights file linked to /dev/zero was read until memory ran out, a FIFO for ever (also
+    in `napari-comir models`): both are refused before a byte is read."""
+    import os
+    import threading
+
+    card, weights, card_dict = saved
+    card_dict.pop("sha256", None)  # no hash to stop the read: the file's kind must
+    _write_card(card, card_dict)
+    target = card if kind == "card a FIFO" else weights
+    target.unlink()
+    if kind == "weights link to /dev/zero":
+        target.symlink_to("/dev/zero")
+    else:
+        os.mkfifo(target)
+    done = {}
+    worker = threading.Thread(target=lambda: done.update(error=_load_error(card)), daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert "error" in done, "the load hung"
+    assert done["error"] != "loaded"
+    if kind != "card a FIFO":  # (a card that is not a file is "no model card")
+        assert "not a regular file" in done["error"]
+    monkeypatch.setenv("NAPARI_COMIR_MODELS_DIR", str(card.parent))
+    if kind == "card a FIFO":  # listed as unusable, the listing goes on
+        worker = threading.Thread(target=lambda: done.update(status=main(["models"])), daemon=True)
+        worker.start()
+        worker.join(timeout=20)
+        assert done.get("status") == 0, "`models` hung"
+        listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("good ")]
+        assert len(listed) == 1 and "unusable: good.json: not a regular file" in listed[0], listed
+
+
+def _load_error(card) -> str:
+    try:
+        api.load_model(str(card))
+    except ModelFileError as exc:
+        return str(exc)
+    return "loaded"

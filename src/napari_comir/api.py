@@ -96,9 +96,13 @@ def new_model(preset: str = "bf-shg", *, name: str | None = None, comir_channels
     if preset not in PRESETS and "modalities" not in card_fields:
         raise InputError(f"unknown preset {preset!r}; choose {', '.join(PRESETS)} or pass modalities=")
     fields = {**PRESETS.get(preset, {}), **card_fields}
-    card = ModelCard(name=name or preset, comir_channels=comir_channels,
-                     architecture=dict(architecture or DEFAULT_ARCHITECTURE), **fields)
-    return ComirModel(card)
+    try:
+        card = ModelCard(name=name or preset, comir_channels=comir_channels,
+                         architecture=dict(architecture or DEFAULT_ARCHITECTURE), **fields)
+    except (TypeError, ValueError) as exc:  # an unknown card field, an architecture not a dict
+        raise InputError(f"new_model: {exc}") from exc
+    # the bounds a saved card is held to (a width of 4096 would build for minutes, then fail)
+    return ComirModel(ModelCard.from_dict(card.to_dict(), source="new_model"))
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL_NAME, device: str = "auto") -> ComirModel:
@@ -139,6 +143,9 @@ def fine_tune(model: ComirModel | str, pairs: Sequence[AlignedPair], config: Tra
     the CoMIR of the centre (:data:`PREVIEW_SIDE` px) of the first pair's moving image.
     """
     config = config or fine_tune_config()
+    if not isinstance(config, TrainConfig):
+        raise InputError(f"config must be a TrainConfig, got {type(config).__name__}")
+    config.validate()
     model = as_model(model)
     if copy_model:
         model = copy.deepcopy(model)

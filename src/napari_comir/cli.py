@@ -116,7 +116,7 @@ def _train(args) -> int:
     from .core.errors import InputError
     from .core.io import check_output_path, check_outputs_apart
     from .core.training import FINE_TUNE_LR, TrainConfig
-    from .core.zoo import check_user_model_name, model_file_paths
+    from .core.zoo import model_file_paths, model_files, user_model_path
 
     if args.landmarks or args.accepted:
         return _teach(args)
@@ -136,17 +136,20 @@ def _train(args) -> int:
     for name in ("equivariance_weight", "activation_penalty"):
         if not 0 <= getattr(args, name) <= 1e3:
             raise InputError(f"--{name.replace('_', '-')} must be from 0 to 1000, got {getattr(args, name)}")
-    if args.save_as is not None:  # refused now (even ""), not after the training it would have thrown away
-        check_user_model_name(args.save_as)
     if args.checkpoint:
         check_output_path(args.checkpoint)
     outputs = {"--checkpoint": args.checkpoint}
-    if args.out:
-        weights, card = model_file_paths(args.out)
-        outputs.update({"--out weights": weights, "--out card": card})
+    if args.out or args.save_as is not None:
+        option = "--out" if args.out else "--save-as"
+        # --save-as is checked now (even ""), not after the training it would have thrown away
+        weights, card = model_file_paths(args.out or user_model_path(args.save_as))
+        outputs.update({f"{option} weights": weights, f"{option} card": card})
+    inputs = {"--pairs": args.pairs, **_listed(args, "fixed", "moving"),
+              **_listed_images(args.pairs), **model_files(args.from_model, "--from")}
+    check_outputs_apart(outputs, inputs)
     # --checkpoint may equal --resume: continuing a run in place is what resuming is for.
-    check_outputs_apart(outputs, {"--pairs": args.pairs, **_listed(args, "fixed", "moving"),
-                                  **_listed_images(args.pairs)})
+    check_outputs_apart({k: v for k, v in outputs.items() if k != "--checkpoint"},
+                        {"--resume": args.resume})
     if args.out:
         check_output_path(card)
     torch.manual_seed(args.seed)  # initial weights
@@ -317,9 +320,10 @@ def _infer(args) -> int:
     from . import api
     from .core.inference import comir_tiles
     from .core.io import check_output_path, check_outputs_apart, write_tiff
+    from .core.zoo import model_files
 
     _require_range(args, ("tile", 64, 16384), ("overlap", 0, 4096))
-    check_outputs_apart({"--out": args.out}, {"image": args.image})
+    check_outputs_apart({"--out": args.out}, {"image": args.image, **model_files(args.model)})
     check_output_path(args.out)
     model = api.load_model(args.model, args.device)
     image = api.read_image(args.image)
@@ -453,13 +457,13 @@ def _apply(args) -> int:
 
 def _models(args) -> int:
     from .core.errors import ComirError
-    from .core.zoo import BUNDLED_DIR, ModelCard, list_models
+    from .core.zoo import BUNDLED_DIR, list_models, read_card
 
     for name, card_path in list_models().items():
         origin = "bundled" if card_path.parent == BUNDLED_DIR else "user"
         try:  # a broken user card is listed as such; it does not stop the listing
-            card = ModelCard.from_dict(json.loads(card_path.read_text()), source=card_path.name)
-        except (ComirError, OSError, ValueError, RecursionError) as exc:
+            card = read_card(card_path)
+        except ComirError as exc:
             print(f"{name:20s} {origin:8s} unusable: {str(exc).splitlines()[0]}")
             continue
         modalities = (f"fixed {card.fixed_modality} ({card.modalities[card.fixed_modality].channels} "

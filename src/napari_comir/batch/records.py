@@ -12,12 +12,12 @@ import csv
 import io
 import json
 import os
-import socket
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.errors import InputError
-from ..core.io import write_text_atomic
+from ..core.io import check_outputs_apart, write_text_atomic
+from ..core.io.files import process_tag, tag_alive
 from .jobs import RESULT_COLUMNS, BatchSettings, PairJob, PairRecord
 
 RESULTS_NAME = "results.csv"
@@ -43,6 +43,21 @@ class RecordStore:
         self.records_dir = out_dir / RECORDS_DIR
         self.results_csv = out_dir / RESULTS_NAME
         self.records: dict[str, PairRecord] = {}
+
+    def check_apart(self, inputs: dict, resampled: bool) -> None:
+        """Refuse, before anything is written, an output folder whose records, results.csv,
+        resampled images or lock would be, hold or lie inside one of the ``inputs`` (name ->
+        path: the pairs CSV, its images, the model's files).
+
+        Raises
+        ------
+        InputError
+            Naming the output and the input it would replace.
+        """
+        outputs = {f"--out {RESULTS_NAME}": self.results_csv, f"--out {RECORDS_DIR}/": self.records_dir,
+                   f"--out {LOCK_NAME}": self.out_dir / LOCK_NAME,
+                   f"--out {RESAMPLED_DIR}/": self.out_dir / RESAMPLED_DIR if resampled else None}
+        check_outputs_apart(outputs, inputs)
 
     def create(self, resampled: bool) -> None:
         """Create the folders (``resampled/`` too when asked for) and check they are writable.
@@ -105,28 +120,30 @@ class RecordStore:
 
     @contextmanager
     def lock(self):
-        """One batch at a time per output folder: a second one is refused while the first runs
-        (its process alive on this host); a lock left by a dead process is taken over.
+        """One batch at a time per output folder. The lock records the holder's host, process
+        id and start time (:func:`~napari_comir.core.io.files.process_tag`): a live holder on
+        this host, or any holder on another host (shared storage: this host cannot see whether
+        it still runs), is refused; a lock whose process is gone (or whose id a later process
+        reused) is taken over.
 
         Raises
         ------
         InputError
-            Another live batch holds the lock, or it cannot be taken.
+            Another batch holds the lock, or it cannot be taken.
         """
         path = self.out_dir / LOCK_NAME
         for _ in range(2):
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                holder = path.read_text(errors="replace").strip() if path.exists() else ""
-                host, _, pid = holder.partition(":")
-                if host == socket.gethostname() and pid.isdigit() and _process_alive(int(pid)):
-                    raise InputError(f"another batch ({holder}) is writing into {self.out_dir}; "
-                                     "wait for it or use another --out") from None
+                self._check_stale(path)
                 path.unlink(missing_ok=True)  # stale: its process is gone
                 continue
+            except OSError as exc:
+                raise InputError(f"cannot lock {self.out_dir} for this batch: "
+                                 f"{exc.strerror or exc}") from exc
             with os.fdopen(fd, "w") as handle:
-                handle.write(f"{socket.gethostname()}:{os.getpid()}\n")
+                handle.write(process_tag() + "\n")
             break
         else:
             raise InputError(f"cannot lock {self.out_dir} for this batch")
@@ -135,13 +152,21 @@ class RecordStore:
         finally:
             path.unlink(missing_ok=True)
 
-
-def _process_alive(pid: int) -> bool:
-    """Whether a process of this host with this id exists (owned by anyone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    def _check_stale(self, path: Path) -> None:
+        """Return if the lock at ``path`` was left by a process that is gone; otherwise refuse."""
+        remove = f"if no batch writes there any more, delete {path} and run again"
+        if path.is_symlink() or not path.is_file():
+            raise InputError(f"{path} is not a lock file (a folder, a link or a device): {remove}")
+        try:
+            holder = path.read_text(errors="replace").strip()
+        except OSError as exc:
+            raise InputError(f"cannot read the batch lock {path} ({exc.strerror or exc}); "
+                             f"{remove}") from exc
+        alive = tag_alive(holder)
+        if alive is False:
+            return
+        if alive:
+            raise InputError(f"another batch ({holder}) is writing into {self.out_dir}; wait for "
+                             "it or use another --out")
+        raise InputError(f"another batch may be writing into {self.out_dir}: its lock names "
+                         f"{holder[:80]!r}, which this host cannot check; {remove}")

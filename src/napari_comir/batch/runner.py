@@ -88,7 +88,7 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
         Unknown or invalid model.
     """
     from ..api import load_model
-    from ..core.zoo import ComirModel
+    from ..core.zoo import ComirModel, model_files
     from ..pipeline import RegistrationOptions
 
     # Check everything before writing anything, so a bad call leaves no output folder behind.
@@ -98,6 +98,9 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
     loaded = model if isinstance(model, ComirModel) else load_model(model, "cpu")
     cluster.check_reachable()  # an unreachable scheduler is refused before anything is written
     store = RecordStore(Path(out_dir))
+    store.check_apart({"pairs CSV": pairs_csv, **model_files(model),
+                       **{f"pair {job.name!r} {side}": getattr(job, side)
+                          for job in jobs for side in ("fixed", "moving")}}, resampled)
     store.create(resampled)
     reference = _model_reference(model, store.out_dir)
     if resampled:

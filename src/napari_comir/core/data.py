@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .errors import InputError
 from .io import read_image
+from .io.files import as_path
 
 MIN_SIZE = 16
 
@@ -246,7 +247,7 @@ def read_pairs_csv(path: str | os.PathLike, modalities: Sequence[str], split: st
     split : str, optional
         Keep only rows whose ``split`` column equals this (e.g. "train").
     """
-    path = Path(path)
+    path = as_path(path, "the pairs CSV")
     if not path.is_file():
         raise InputError(f"no such pairs file: {path}")
     root = Path(root) if root is not None else path.parent
@@ -293,6 +294,9 @@ class PatchSampler:
                  patch_size: int = 128, seed: int = 0, jitter: bool = True):
         if not pairs:
             raise InputError("need at least one aligned pair to train on")
+        if isinstance(pairs, (str, bytes)) or not all(isinstance(p, AlignedPair) for p in pairs):
+            raise InputError("pairs must be a list of AlignedPair (images of one scene by modality; "
+                             "read_pairs_csv reads them from a CSV)")
         self.modalities = list(specs)
         self.patch_size, self.jitter = patch_size, jitter
         self.generator = torch.Generator().manual_seed(seed)

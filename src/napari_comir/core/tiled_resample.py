@@ -19,19 +19,24 @@ import numpy as np
 
 from .errors import InputError
 from .field_transform import read_at, source_xy
-from .io.files import check_output_path
+from .io.files import check_output_path, remove_stale_temporaries, temporary_prefix, write_errors
 from .io.slides import (
+    OME_ZARR_MARK,
     OUTPUT_TILE,
     add_pyramid_levels,
     write_ome_zarr_metadata,
     write_tiff_pyramid,
 )
+from .limits import check_disk_space, check_image_pixels
 from .progress import Progress
 from .transforms import AffineTransform, cast_like, resample
 
 #: Side of the output tiles resampled at a time (px).
 RESAMPLE_TILE = 1024
 OME_ZARR_SUFFIX = ".ome.zarr"
+#: Pixel types OME-XML can describe (int64, uint64 and float16 it cannot).
+OME_TIFF_DTYPES = tuple(np.dtype(name) for name in ("bool", "int8", "uint8", "int16", "uint16",
+                                                       "int32", "uint32", "float32", "float64"))
 
 
 def resample_tiles(moving, transform, output_shape, *, tile: int = RESAMPLE_TILE,
@@ -90,16 +95,36 @@ def _is_ome_zarr(path: Path) -> bool:
     return path.name.lower().endswith(OME_ZARR_SUFFIX)
 
 
+def earlier_ome_zarr_output(path: Path) -> bool:
+    """Whether the folder ``path`` is an OME-Zarr this program wrote and nothing else: a
+    ``.zattrs`` carrying its mark, a ``.zgroup``, and the levels "0".."n-1" it lists. Only such
+    a folder may be replaced; one holding anything more (a user's file, an input) is not."""
+    import json
+
+    try:
+        attributes = json.loads((path / ".zattrs").read_text())
+        levels = attributes[OME_ZARR_MARK]["levels"]
+        entries = {entry.name for entry in path.iterdir()}
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return False
+    if not isinstance(levels, int) or not 0 < levels <= 64:
+        return False
+    return entries <= {".zattrs", ".zgroup", *map(str, range(levels))} and not any(
+        (path / entry).is_symlink() for entry in entries)
+
+
 def check_resampled_path(path: str | os.PathLike) -> Path:
-    """Refuse, before any work, a resampled-output name that cannot be written."""
+    """Refuse, before any work, a resampled-output name that cannot be written (an existing
+    ``.ome.zarr`` is replaced only when :func:`earlier_ome_zarr_output` says it may be)."""
     path = Path(path)
     suffixes = (".tif", ".tiff", OME_ZARR_SUFFIX)
     if not path.name.lower().endswith(suffixes):
         raise InputError(f"{path.name}: name the image output .tif, .ome.tif (a tiled pyramid) "
                          f"or {OME_ZARR_SUFFIX}")
     if _is_ome_zarr(path):
-        if path.exists() and not (path / ".zattrs").is_file():
-            raise InputError(f"{path} exists and is not an OME-Zarr image: it will not be replaced")
+        if (path.exists() or path.is_symlink()) and (path.is_symlink() or not earlier_ome_zarr_output(path)):
+            raise InputError(f"{path} exists and is not an earlier OME-Zarr output of napari-comir "
+                             "holding nothing else: it will not be replaced; name a new folder")
         check_output_path(path.parent / f"{path.name}.check")  # the folder must be writable
         return path
     return check_output_path(path)
@@ -119,28 +144,39 @@ def resample_to_file(moving, transform, output_shape, path: str | os.PathLike, *
     import zarr
 
     path = check_resampled_path(path)
+    remove_stale_temporaries(path)
     rows, cols = (int(n) for n in tuple(output_shape)[:2])
     extra = tuple(moving.shape[2:])
+    check_image_pixels((rows, cols), f"the output {path.name}")
+    ome_tiff = path.name.lower().endswith((".ome.tif", ".ome.tiff"))
+    if ome_tiff and np.dtype(moving.dtype) not in OME_TIFF_DTYPES:
+        raise InputError(f"{path.name}: OME-TIFF cannot hold {np.dtype(moving.dtype)} pixels; name the "
+                         f"output {OME_ZARR_SUFFIX} or .tif, or convert the image")
+    # the written levels: the full grid and a third more for the coarser ones
+    check_disk_space(path.parent, rows * cols * math.prod(extra) * np.dtype(moving.dtype).itemsize * 4 // 3,
+                     f"{path.name} ({rows} x {cols} px)")
     chunk = min(OUTPUT_TILE, tile)
     n_tiles = math.ceil(rows / tile) * math.ceil(cols / tile)
-    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".zarr", dir=path.parent))
+    with write_errors(path):  # a full disk: one line, and the temporary data removed
+        work = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=".zarr", dir=path.parent))
     try:
-        group = zarr.open_group(work, mode="w")
-        base = group.create_array("0", shape=(rows, cols) + extra, chunks=(chunk, chunk) + extra,
-                                  dtype=moving.dtype)
-        yield Progress("resample", 0, n_tiles, f"resampling {rows}x{cols} px onto the fixed grid")
-        tiles = resample_tiles(moving, transform, (rows, cols), tile=tile, order=order)
-        for done, (out_rows, out_cols, pixels) in enumerate(tiles, start=1):
-            base[out_rows, out_cols] = pixels
-            yield Progress("resample", done, n_tiles, f"tile {done}/{n_tiles}")
-        yield Progress("write", 0, 1, f"writing {path.name}")
-        levels = add_pyramid_levels(group, labels=order == 0) if path.name.lower().endswith(
-            (".ome.tif", ".ome.tiff", OME_ZARR_SUFFIX)) else [base]
-        if _is_ome_zarr(path):
-            _write_ome_zarr(levels, path, pixel_size_um)
-        else:
-            write_tiff_pyramid(path, levels, pixel_size_um)
-        yield Progress("write", 1, 1, f"wrote {path} ({len(levels)} level(s))", result=path)
+        with write_errors(path):
+            group = zarr.open_group(work, mode="w")
+            base = group.create_array("0", shape=(rows, cols) + extra, chunks=(chunk, chunk) + extra,
+                                      dtype=moving.dtype)
+            yield Progress("resample", 0, n_tiles, f"resampling {rows}x{cols} px onto the fixed grid")
+            tiles = resample_tiles(moving, transform, (rows, cols), tile=tile, order=order)
+            for done, (out_rows, out_cols, pixels) in enumerate(tiles, start=1):
+                base[out_rows, out_cols] = pixels
+                yield Progress("resample", done, n_tiles, f"tile {done}/{n_tiles}")
+            yield Progress("write", 0, 1, f"writing {path.name}")
+            levels = add_pyramid_levels(group, labels=order == 0) if path.name.lower().endswith(
+                (".ome.tif", ".ome.tiff", OME_ZARR_SUFFIX)) else [base]
+            if _is_ome_zarr(path):
+                _write_ome_zarr(levels, path, pixel_size_um)
+            else:
+                write_tiff_pyramid(path, levels, pixel_size_um)
+            yield Progress("write", 1, 1, f"wrote {path} ({len(levels)} level(s))", result=path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -150,7 +186,7 @@ def _write_ome_zarr(levels: list, path: Path, pixel_size_um: float | None) -> No
     ``path``, then move it into place (an earlier image of that name is replaced only then)."""
     import zarr
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent))
+    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=".new", dir=path.parent))
     try:
         group = zarr.open_group(staging, mode="w", zarr_format=2)
         rgb = len(levels[0].shape) == 3
@@ -169,7 +205,7 @@ def _write_ome_zarr(levels: list, path: Path, pixel_size_um: float | None) -> No
         write_ome_zarr_metadata(group, len(levels), pixel_size_um, rgb, path.name)
         old = None
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
+            old = path.with_name(f"{temporary_prefix(path)}old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
         os.replace(staging, path)

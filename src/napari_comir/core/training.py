@@ -70,6 +70,16 @@ class TrainConfig:
     holdout_every: int = 0
 
     def validate(self) -> None:
+        for name in ("steps", "batch_size", "patch_size", "checkpoint_every", "holdout_every", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InputError(f"{name} must be a whole number, got {value!r}")
+        for name, high in (("lr", 10.0), ("l1", 1e3), ("l2", 1e3), ("equivariance_weight", 1e3)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value <= high:
+                raise InputError(f"{name} must be a number of at most {high:g}, got {value!r}")
+        if self.checkpoint_every < 1:
+            raise InputError(f"checkpoint_every must be ≥ 1, got {self.checkpoint_every}")
         if self.steps < 1 or self.batch_size < 2 or self.patch_size < 32:
             raise InputError("need steps ≥ 1, batch_size ≥ 2 (negatives come from the batch) "
                              "and patch_size ≥ 32")

@@ -30,6 +30,7 @@ from scipy import ndimage
 
 from .defaults import TRANSFORM_MODELS
 from .errors import InputError
+from .limits import check_memory
 
 MODELS = TRANSFORM_MODELS  # from the most to the least constrained
 #: Tolerance on a matrix's constraints when it is read as a rigid or similarity transform.
@@ -283,13 +284,22 @@ class AffineTransform:
         model = d.get("transform")
         if model is not None:
             _check_model(model)
-        if "matrix_xy" in d:
-            return cls.from_matrix_xy(d["matrix_xy"], model)
-        if "angle_deg" in d and "translation_xy" in d:
-            t = np.asarray(d["translation_xy"], dtype=float).reshape(-1)
-            if t.shape != (2,):
-                raise InputError(f"translation_xy must have 2 values, got {t.size}")
-            return cls.rigid(float(d["angle_deg"]), (t[0], t[1]))
+        try:  # values as text, lists, 10⁴⁰⁰ or nested thousands deep: one line, not a traceback
+            if "matrix_xy" in d:
+                return cls.from_matrix_xy(d["matrix_xy"], model)
+            if "angle_deg" in d and "translation_xy" in d:
+                t = np.asarray(d["translation_xy"], dtype=float).reshape(-1)
+                if t.shape != (2,):
+                    raise InputError(f"translation_xy must have 2 values, got {t.size}")
+                angle = d["angle_deg"]
+                if isinstance(angle, bool) or not isinstance(angle, (int, float)):
+                    raise InputError(f"angle_deg must be a number, got {str(angle)[:40]!r}")
+                return cls.rigid(float(angle), (t[0], t[1]))
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"a transform's values must be finite numbers ({type(exc).__name__}: "
+                             f"{str(exc)[:80]})") from exc
         raise InputError("a transform dict needs 'matrix_xy' or both 'angle_deg' and 'translation_xy'")
 
     def to_json(self, path=None, center_xy=None) -> str:
@@ -310,8 +320,8 @@ class AffineTransform:
             text = path.read_text(encoding="utf-8")
         try:
             return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"transform JSON is malformed: {exc}") from exc
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise InputError(f"transform JSON is malformed: {str(exc)[:80]}") from exc
 
     def to_csv(self, path=None) -> str:
         """Return one header row and one value row (columns :data:`CSV_COLUMNS`).
@@ -340,14 +350,17 @@ class AffineTransform:
             if not path.is_file():
                 raise InputError(f"transform file not found: {path}")
             text = path.read_text(encoding="utf-8")
-        rows = list(csv.DictReader(io.StringIO(text)))
+        try:
+            rows = list(csv.DictReader(io.StringIO(text)))
+        except csv.Error as exc:  # e.g. a field over 128 KiB
+            raise InputError(f"transform CSV is malformed: {exc}") from exc
         if len(rows) != 1:
             raise InputError(
                 f"transform CSV must have one header row and one value row, got {len(rows)} rows")
         row = rows[0]
         try:
             m = [[float(row[f"m{i}{j}"]) for j in range(3)] for i in range(2)]
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise InputError(f"transform CSV needs columns m00, m01, m02, m10, m11, m12: {exc}") from exc
         return cls.from_matrix_xy(m, row.get("transform") or None)
 
@@ -399,6 +412,10 @@ def resample(
         raise InputError(
             f"output_shape must be (rows, cols) with positive sizes, got {output_shape}"
         )
+    channels = 1 if moving.ndim == 2 else moving.shape[2]
+    # float64 per channel, then stacked: twice the output in doubles
+    check_memory(2 * out_rc[0] * out_rc[1] * channels * 8,
+                 f"resampling onto a {out_rc[0]} x {out_rc[1]} px grid")
     # scipy maps output coordinates to input coordinates, i.e. it needs fixed -> moving in (r, c).
     inv = transform.inverse().matrix_rc
     work = moving if order == 0 else moving.astype(np.float64, copy=False)

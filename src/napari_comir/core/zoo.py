@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,12 +22,16 @@ from .data import ModalitySpec
 from .defaults import DEFAULT_ARCHITECTURE
 from .errors import ModelFileError
 from .io import atomic_path, write_text_atomic
+from .io.files import as_path
 from .models import build_network
 from .registration.confidence import DETAIL_THRESHOLD
 
 CARD_FORMAT = 1
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
 USER_DIR_ENV = "NAPARI_COMIR_MODELS_DIR"
+#: Largest model files read: a card is a few KiB; the widest, deepest network the card bounds
+#: allow (base 64, depth 6, RGB + grey, 3 CoMIR channels) has about 1 GiB of weights.
+MAX_CARD_BYTES, MAX_WEIGHTS_BYTES = 1 << 20, 3 << 30
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -193,7 +198,7 @@ def model_file_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     ``path`` may end in either suffix or in neither; other dots belong to the name
     (``tissue-v1.2`` -> ``tissue-v1.2.json``, not ``tissue-v1.json``).
     """
-    path = Path(path)
+    path = as_path(path, "a model path")
     if path.suffix in (".json", ".safetensors"):
         path = path.with_suffix("")
     return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
@@ -246,19 +251,42 @@ def _follow_umask(path: Path) -> None:
 
 
 def check_user_model_name(name: str) -> str:
-    """``name`` if it can name a user model, else a ModelFileError saying what can."""
-    if not _NAME_PATTERN.match(name):
+    """``name`` if it can name a user model, else a ModelFileError saying what can: letters,
+    digits, '-', '_' or '.', and not a bundled model's name (the bundled one would always win,
+    so the saved model could never be loaded or listed)."""
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
         raise ModelFileError(f"invalid model name {name!r}: use letters, digits, '-', '_' or '.' (≤ 64)")
+    if (BUNDLED_DIR / f"{name}.json").is_file():
+        raise ModelFileError(f"model name {name!r} is a bundled model's: a user model of that name "
+                             "could never be loaded; choose another name")
     return name
+
+
+def user_model_path(name: str) -> Path:
+    """Where :func:`save_user_model` writes ``name`` (without suffix), checked before any work:
+    a valid name and a models folder that exists or can be created, and is writable."""
+    check_user_model_name(name)
+    folder = user_models_dir()
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
+    if not existing.is_dir():
+        raise ModelFileError(f"the user models folder {folder} cannot be made: {existing} is a file "
+                             f"(set {USER_DIR_ENV} to a folder)")
+    if not os.access(existing, os.W_OK):
+        raise ModelFileError(f"the user models folder {existing} is not writable (set "
+                             f"{USER_DIR_ENV} to a writable folder)")
+    return folder / name
 
 
 def save_user_model(model: ComirModel, name: str) -> Path:
     """Save under the user models folder as ``name`` so it shows in :func:`list_models`."""
-    check_user_model_name(name)
-    folder = user_models_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    path = user_model_path(name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelFileError(f"cannot create the user models folder {path.parent}: "
+                             f"{exc.strerror or exc}") from exc
     model.card.name = name
-    return save_model(model, folder / name)
+    return save_model(model, path)
 
 
 def list_models() -> dict[str, Path]:
@@ -287,6 +315,21 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     return models[str(name_or_path)]
 
 
+def model_files(model, label: str = "--model") -> dict[str, Path]:
+    """The files a model given by name or path is read from (card, weights, and the weights a
+    save keeps aside), as inputs for :func:`~napari_comir.core.io.check_outputs_apart`; none
+    for a model object or a name that does not resolve (loading it says why)."""
+    if not isinstance(model, (str, os.PathLike)):
+        return {}
+    try:
+        card_path = resolve_model_path(model)
+    except ModelFileError:
+        return {}
+    weights_path = card_path.with_suffix(".safetensors")
+    return {f"{label} card": card_path, f"{label} weights": weights_path,
+            f"{label} weights kept aside": _previous(weights_path)}
+
+
 def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> ComirModel:
     """Load a model by bundled/user name or file path, safely (no pickle, hash checked).
 
@@ -303,14 +346,46 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
         return _load_pair(card_path, device)
 
 
-def _read_weights(path: Path) -> bytes | None:
-    """The file's bytes, or ``None`` if it is not there (a save may have just moved it)."""
+def read_model_file(path: Path, limit: int) -> bytes | None:
+    """A model file's bytes, ``None`` if it is not there (a save may have just moved it).
+
+    Only a regular file of at most ``limit`` bytes is read: a link to ``/dev/zero`` or a pipe
+    would be read until memory runs out, or for ever.
+    """
     try:
-        return path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError):
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
         raise ModelFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(info.st_mode):
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        raise ModelFileError(f"{path.name}: not a regular file (a device, a pipe or a socket); "
+                             "a model is a .safetensors file with its .json card")
+    if info.st_size > limit:
+        raise ModelFileError(f"{path.name}: {info.st_size / 2**20:.0f} MiB, more than the "
+                             f"{limit / 2**20:.0f} MiB a model file may have")
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(limit + 1)[:limit]
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def read_card(card_path: Path) -> ModelCard:
+    """The model card at ``card_path``, validated (:meth:`ModelCard.from_dict`)."""
+    try:
+        text = read_model_file(card_path, MAX_CARD_BYTES)
+        if text is None:
+            raise ModelFileError(f"model card missing: {card_path}")
+        card_dict = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # RecursionError: JSON nested thousands deep (a crafted card)
+        raise ModelFileError(f"{card_path.name}: not a readable JSON model card ({exc})") from exc
+    return ModelCard.from_dict(card_dict, source=card_path.name)
 
 
 def _load_pair(card_path: Path, device) -> ComirModel:
@@ -318,18 +393,13 @@ def _load_pair(card_path: Path, device) -> ComirModel:
     from safetensors.torch import load
 
     weights_path = card_path.with_suffix(".safetensors")
-    try:
-        card_dict = json.loads(card_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        # RecursionError: JSON nested thousands deep (a crafted card)
-        raise ModelFileError(f"{card_path.name}: not a readable JSON model card ({exc})") from exc
-    card = ModelCard.from_dict(card_dict, source=card_path.name)
+    card = read_card(card_path)
     # Mid-save, the card's own weights may be the ones that stepped aside (see save_model).
     # Read once, then hash and parse those bytes: a save cannot swap the file in between.
-    data = _read_weights(weights_path)
+    data = read_model_file(weights_path, MAX_WEIGHTS_BYTES)
     if card.sha256 and (data is None or hashlib.sha256(data).hexdigest() != card.sha256):
         # Mid-save, the card's own weights may be the ones kept aside (see save_model).
-        kept = _read_weights(_previous(weights_path))
+        kept = read_model_file(_previous(weights_path), MAX_WEIGHTS_BYTES)
         if kept is not None and hashlib.sha256(kept).hexdigest() == card.sha256:
             data = kept
         elif data is not None:

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..core.defaults import DEFAULT_MODEL_NAME, DEFORMABLE
 from ..core.device import resolve_device
+from ..core.errors import InputError
 from ..core.inference import COMIR_EDGE_PX, compute_comir, compute_comir_pair
 from ..core.progress import Progress
 from ..core.pyramid import register_pyramid
@@ -25,13 +26,16 @@ from ..core.transforms import AffineTransform, corner_error, resample
 from ..core.zoo import ComirModel
 from ..core.zoo import load_model as load_model_file
 from .options import RegistrationOptions
-from .plan import RegistrationPlan, plan_registration, rescale
+from .plan import RegistrationPlan, plan_registration, rescale, scales
 
 
 def as_model(model: ComirModel | str | os.PathLike, device: str | None = None) -> ComirModel:
     """A model by name/path loaded on ``device``, or a given model moved to ``device`` if one is named."""
     if isinstance(model, (str, os.PathLike)):
         return load_model_file(model, resolve_device(device or "auto"))
+    if not isinstance(model, ComirModel):
+        raise InputError(f"model must be a model name, a model file path or a ComirModel, got "
+                         f"{type(model).__name__}")
     return model.to(resolve_device(device)) if device is not None else model
 
 
@@ -94,12 +98,15 @@ def _registration_events(model: ComirModel, fixed_image, moving_image, plan: Reg
                                   moving_modality=options.moving_modality)
         yield Progress("register", 1, 1, _summary(result), result=RegistrationOutcome(result, None, None))
         return
-    pre_scale = plan.pre_scale
-    moving_scaled = moving_image if pre_scale == 1.0 else rescale(moving_image, pre_scale)
-    if pre_scale != 1.0:
-        moving_comir = None  # the cached one is on the other grid
+    fixed_scale, moving_scale = scales(plan.pre_scale)
+    fixed_scaled = fixed_image if fixed_scale == 1.0 else rescale(fixed_image, fixed_scale)
+    moving_scaled = moving_image if moving_scale == 1.0 else rescale(moving_image, moving_scale)
+    if fixed_scale != 1.0:
+        fixed_comir = None  # the cached one is on the other grid
+    if moving_scale != 1.0:
+        moving_comir = None
     todo = [(key, image, modality) for key, image, modality, comir in
-            (("fixed", fixed_image, options.fixed_modality, fixed_comir),
+            (("fixed", fixed_scaled, options.fixed_modality, fixed_comir),
              ("moving", moving_scaled, options.moving_modality, moving_comir)) if comir is None]
     comirs = {"fixed": fixed_comir, "moving": moving_comir}
     if todo:
@@ -107,7 +114,7 @@ def _registration_events(model: ComirModel, fixed_image, moving_image, plan: Reg
         yield Progress("infer", 0, len(todo), f"computing the CoMIR of the {names} image")
         if len(todo) == 2:
             comirs["fixed"], comirs["moving"] = compute_comir_pair(
-                model, fixed_image, options.fixed_modality, moving_scaled, options.moving_modality)
+                model, fixed_scaled, options.fixed_modality, moving_scaled, options.moving_modality)
         else:
             key, image, modality = todo[0]
             comirs[key] = compute_comir(model, image, modality)
@@ -119,13 +126,16 @@ def _registration_events(model: ComirModel, fixed_image, moving_image, plan: Reg
                              scale_range=plan.search_range, initial=options.initial_transform)
     if options.final_refinement == "mutual-information":
         yield Progress("register", 0, 1, "refining on the images (mutual information)")
-        result = _refined_on_images(model, comirs, fixed_image, moving_scaled, result, plan)
-    moving_comir = comirs["moving"]
-    if pre_scale != 1.0:
-        to_scaled = AffineTransform.similarity(0.0, pre_scale)
-        result.transform = result.transform.compose(to_scaled)
+        result = _refined_on_images(model, comirs, fixed_scaled, moving_scaled, result, plan)
+    fixed_comir, moving_comir = comirs["fixed"], comirs["moving"]
+    if plan.pre_scale != 1.0:  # back to the images' own grids
+        fixed_to_scaled = AffineTransform.similarity(0.0, fixed_scale)
+        moving_to_scaled = AffineTransform.similarity(0.0, moving_scale)
+        result.transform = fixed_to_scaled.inverse().compose(result.transform).compose(moving_to_scaled)
         result.moving_shape = tuple(np.shape(moving_image)[:2])
-        moving_comir = resample(moving_comir, to_scaled.inverse(), result.moving_shape)
+        fixed_shape = tuple(np.shape(fixed_image)[:2])
+        fixed_comir = resample(fixed_comir, fixed_to_scaled.inverse(), fixed_shape).reshape(*fixed_shape, -1)
+        moving_comir = resample(moving_comir, moving_to_scaled.inverse(), result.moving_shape)
         moving_comir = moving_comir.reshape(*result.moving_shape, -1)
     result.timings = {"comir": comir_seconds, **result.timings}
     result.seconds = time.perf_counter() - start
@@ -134,7 +144,7 @@ def _registration_events(model: ComirModel, fixed_image, moving_image, plan: Reg
         refined = refine_result(result, comirs["fixed"], moving_comir, device=model.device)
         yield Progress("deformable", 1, 1, "field kept" if refined.kept else refined.reasons[-1])
     yield Progress("register", 1, 1, _summary(result),
-                   result=RegistrationOutcome(result, comirs["fixed"], moving_comir))
+                   result=RegistrationOutcome(result, fixed_comir, moving_comir))
 
 
 #: Farthest a final refinement may move the CoMIR result, as a fraction of the moving image's

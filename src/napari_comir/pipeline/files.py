@@ -25,7 +25,7 @@ from ..core.registration import RegistrationResult
 from ..core.registration.levels import to_level
 from ..core.tiled_resample import check_resampled_path, resample_to_file
 from ..core.transforms import AffineTransform
-from ..core.zoo import ComirModel
+from ..core.zoo import ComirModel, model_files
 from .arrays import as_model, registration_events
 from .options import RegistrationOptions, recorded_pixel_sizes
 
@@ -110,7 +110,8 @@ def file_registration_events(fixed_path: str | os.PathLike, moving_path: str | o
                **{label[name]: path for name, path in exports.items()}}
     if "csv" in exports:
         outputs[f"{label['csv']} README"] = csv_readme_path(exports["csv"])
-    check_outputs_apart(outputs, {label["fixed"]: fixed_path, label["moving"]: moving_path})
+    check_outputs_apart(outputs, {label["fixed"]: fixed_path, label["moving"]: moving_path,
+                                  **model_files(model)})
     for name, path in outputs.items():
         if path is not None and name != label["resampled"]:
             check_output_path(path)

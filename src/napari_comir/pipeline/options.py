@@ -26,6 +26,8 @@ from ..core.transforms import AffineTransform
 
 #: With known pixel sizes, the scale still searched: nominal pixel sizes are good to a few percent.
 PIXEL_SIZE_TOLERANCE = 1.05
+#: Pixel sizes accepted (µm): 0.1 pm to 1 m, so that no ratio of two overflows.
+PIXEL_SIZE_BOUNDS_UM = (1e-7, 1e6)
 
 
 def _pixel_size(value, name: str) -> float | None:
@@ -35,8 +37,9 @@ def _pixel_size(value, name: str) -> float | None:
         size = float(value)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{name} must be a number of µm per pixel, got {value!r}") from exc
-    if not (math.isfinite(size) and size > 0):
-        raise InputError(f"{name} must be a positive number of µm per pixel, got {value!r}")
+    if not (math.isfinite(size) and PIXEL_SIZE_BOUNDS_UM[0] <= size <= PIXEL_SIZE_BOUNDS_UM[1]):
+        raise InputError(f"{name} must be a number of µm per pixel from {PIXEL_SIZE_BOUNDS_UM[0]:g} "
+                         f"to {PIXEL_SIZE_BOUNDS_UM[1]:g}, got {value!r}")
     return size
 
 

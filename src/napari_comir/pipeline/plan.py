@@ -78,6 +78,8 @@ def plan_registration(model: ComirModel, fixed_image, moving_image,
                                                 getattr(moving_image, "pixel_size_um", None))
     pre_scale, search_range = options.scale_plan()
     check_images(model, fixed_image, moving_image, options)
+    if options.initial_transform is None:
+        check_scaled_sides(pre_scale, np.shape(fixed_image)[:2], np.shape(moving_image)[:2])
     lazy = isinstance(fixed_image, Slide) or isinstance(moving_image, Slide)
     if lazy and (options.method != "search" or options.initial_transform is not None):
         raise InputError("a whole slide (read lazily) is registered by the search method, coarse "
@@ -90,6 +92,25 @@ def plan_registration(model: ComirModel, fixed_image, moving_image,
         raise InputError("the deformable refinement needs both images' CoMIRs in memory: images "
                          f"up to {LARGE_SIDE} px a side, not whole slides (register those affine)")
     return RegistrationPlan(options, pre_scale, search_range, large)
+
+
+def scales(pre_scale: float) -> tuple[float, float]:
+    """(fixed, moving) resampling factors that bring both images to the coarser pixel size: the
+    finer image shrinks, so the pixels computed never exceed those given, whatever the ratio
+    (enlarging the coarser one by 1:8 took 6 GiB for a 512² pair)."""
+    return (1 / pre_scale, 1.0) if pre_scale > 1 else (1.0, pre_scale)
+
+
+def check_scaled_sides(pre_scale: float, fixed_shape, moving_shape) -> None:
+    """Refuse, before any work, images that at the coarser pixel size fall under MIN_SIDE."""
+    for name, shape, scale in zip(("fixed", "moving"), (fixed_shape, moving_shape),
+                                  scales(pre_scale), strict=True):
+        if min(shape) * scale < MIN_SIDE:
+            raise InputError(
+                f"at the other image's pixel size the {name} image would be {shape[0] * scale:.0f} x "
+                f"{shape[1] * scale:.0f} px, under the {MIN_SIDE} px needed: the pixel sizes differ "
+                f"{max(pre_scale, 1 / pre_scale):.3g}-fold; at most {min(shape) / MIN_SIDE:.3g}-fold "
+                "fits these images (check the pixel sizes, or crop the other image to the same area)")
 
 
 def rescale(image: np.ndarray, scale: float) -> np.ndarray:

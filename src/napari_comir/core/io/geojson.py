@@ -49,6 +49,13 @@ def _member(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
 
+def _type(value: dict) -> str | None:
+    """An object's "type", as text even when it is not a string (a list is unhashable, and
+    would fail every lookup with a traceback)."""
+    kind = value.get("type")
+    return kind if kind is None or isinstance(kind, str) else f"({_kind(kind)})"
+
+
 def _kind(value) -> str:
     return "null" if value is None else type(value).__name__
 
@@ -100,7 +107,7 @@ def _map_coordinates(coordinates, depth: int, where: str, map_xy: MapXY):
 def _map_geometry(geometry, where: str, map_xy: MapXY) -> dict:
     if not isinstance(geometry, dict):
         raise _fail(where, f"expected a geometry object, got {_kind(geometry)}")
-    kind = geometry.get("type")
+    kind = _type(geometry)
     out = dict(geometry)
     if kind == "GeometryCollection":
         parts = geometry.get("geometries")
@@ -135,7 +142,7 @@ def _map_object(value, where: str, map_xy: MapXY):
         return [_map_object(item, f"{where}[{i}]", map_xy) for i, item in enumerate(value)]
     if not isinstance(value, dict):
         raise _fail(where, f"expected a GeoJSON object, got {_kind(value)}")
-    kind = value.get("type")
+    kind = _type(value)
     if kind == "FeatureCollection":
         features = value.get("features")
         if not isinstance(features, list):
@@ -153,8 +160,8 @@ def _map_object(value, where: str, map_xy: MapXY):
 
 
 def _map_feature_checked(value, where: str, map_xy: MapXY) -> dict:
-    if not isinstance(value, dict) or value.get("type") != "Feature":
-        got = value.get("type") if isinstance(value, dict) else _kind(value)
+    if not isinstance(value, dict) or _type(value) != "Feature":
+        got = _type(value) if isinstance(value, dict) else _kind(value)
         raise _fail(where, f"a FeatureCollection holds Features, got {got!r}")
     return _map_feature(value, where, map_xy)
 
@@ -175,7 +182,7 @@ def _positions_xy(value) -> list:
             for part in item:
                 walk(part)
         elif isinstance(item, dict):
-            kind = item.get("type")
+            kind = _type(item)
             if kind in GEOMETRY_DEPTHS:
                 collect(item["coordinates"], GEOMETRY_DEPTHS[kind])
             elif kind == "GeometryCollection":
@@ -242,6 +249,8 @@ def parse_geojson(text: str, name: str = "GeoJSON"):
                          f"{exc.colno})") from exc
     except RecursionError as exc:
         raise InputError(f"{name}: JSON nested too deeply to be GeoJSON") from exc
+    except ValueError as exc:  # e.g. a number of over 4300 digits
+        raise InputError(f"{name}: not JSON that can be read ({str(exc)[:80]})") from exc
     try:
         check_geojson(data)
     except InputError as exc:
@@ -350,8 +359,12 @@ def write_geojson(path: str | os.PathLike, data, *, indent: int | None = None) -
     """
     check_geojson(data)
     text = json.dumps(data, indent=indent, ensure_ascii=False)
+    try:
+        encoded = (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (valid JSON, not UTF-8): kept as its escape
+        encoded = (json.dumps(data, indent=indent) + "\n").encode("ascii")
     with atomic_path(path) as tmp:
-        tmp.write_text(text + "\n", encoding="utf-8")
+        tmp.write_bytes(encoded)
 
 
 def count_positions(data) -> int:

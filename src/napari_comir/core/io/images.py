@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..limits import check_memory
 from .files import atomic_path
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -36,7 +37,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             with tifffile.TiffFile(path) as tif:
                 if len(tif.series) == 0:
                     raise InputError(f"{path.name}: the TIFF holds no image")
-                image = tif.series[0].asarray()
+                series = tif.series[0]
+                # a header may claim any size: checked before a pixel is read
+                check_memory(int(np.prod(series.shape)) * series.dtype.itemsize,
+                             f"{path.name}: reading the whole image")
+                image = series.asarray()
         elif suffix in PLAIN_SUFFIXES:
             from skimage import io as skio
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..limits import check_image_pixels, check_memory
 from .images import TIFF_SUFFIXES, read_image, read_pixel_size
 
 #: Images with a side above this are opened lazily (and registered coarse to fine).
@@ -44,6 +45,7 @@ class LazyImage:
         if channels not in (None, 3, 4):
             raise InputError(f"{name}: {channels} channels is not a grey or RGB image")
         self._channels = channels
+        self._name = name
         self.shape = tuple(shape) + ((3,) if channels else ())
         self.dtype = np.dtype(array.dtype)
         self.ndim = len(self.shape)
@@ -54,15 +56,21 @@ class LazyImage:
         rows, cols = (tuple(key) + (slice(None), slice(None)))[:2]
         if any(not isinstance(s, slice) for s in (rows, cols)):
             raise TypeError("a LazyImage is sliced with two slices: image[rows, cols]")
-        if self._channel_axis is not None:
-            block = np.moveaxis(np.asarray(self._array[:, rows, cols]), 0, -1)
-        else:
-            block = np.asarray(self._array[rows, cols])
+        try:  # tiles are decoded only now: a truncated file or a deflate bomb fails here
+            if self._channel_axis is not None:
+                block = np.moveaxis(np.asarray(self._array[:, rows, cols]), 0, -1)
+            else:
+                block = np.asarray(self._array[rows, cols])
+        except Exception as exc:
+            raise InputError(f"{self._name}: cannot read the image's tiles ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else 'damaged'}); the file is "
+                             "damaged or truncated") from exc
         if self._channels:
             block = block[..., :3]
         return block[(slice(None), slice(None)) + tuple(key[2:])] if len(key) > 2 else block
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        check_memory(self.size * self.dtype.itemsize, f"{self._name}: reading a whole level")
         block = self[:, :]
         return block if dtype is None else block.astype(dtype)
 
@@ -175,6 +183,11 @@ def open_slide(path: str | os.PathLike) -> Slide:
     except Exception as exc:
         tif.close()
         raise InputError(f"{path.name}: cannot read the image ({type(exc).__name__}: {exc})") from exc
+    try:  # a header may claim any size: refused before a pixel is read
+        check_image_pixels(levels[0].shape, path.name)
+    except InputError:
+        tif.close()
+        raise
     return Slide(levels, downsamples, read_pixel_size(path), path, tif)
 
 
@@ -223,10 +236,16 @@ def block_mean(image, factor: int, band_rows: int = 1024) -> np.ndarray:
     rest = tuple(image.shape[2:])
     out = np.empty((rows, cols) + rest, np.float32)
     step = max(1, band_rows // factor)
+    # each read at most about band_rows² input px, whatever the width: a 10⁶ px wide level is
+    # read in pieces, not a band of 4 GB at a time
+    col_step = max(1, band_rows * band_rows // (step * factor * factor))
     for start in range(0, rows, step):
         n = min(step, rows - start)
-        band = np.asarray(image[start * factor:(start + n) * factor, :cols * factor], np.float32)
-        out[start:start + n] = band.reshape(n, factor, cols, factor, *rest).mean(axis=(1, 3))
+        for col in range(0, cols, col_step):
+            m = min(col_step, cols - col)
+            band = np.asarray(image[start * factor:(start + n) * factor,
+                                    col * factor:(col + m) * factor], np.float32)
+            out[start:start + n, col:col + m] = band.reshape(n, factor, m, factor, *rest).mean(axis=(1, 3))
     return out
 
 
@@ -302,6 +321,10 @@ def write_tiff_pyramid(path: str | os.PathLike, levels: list, pixel_size_um: flo
             tiff.write(_tiles(base, tile), shape=base.shape, dtype=base.dtype, **resolution, **options)
 
 
+#: The ``.zattrs`` key that marks an OME-Zarr folder as written by napari-comir.
+OME_ZARR_MARK = "napari_comir"
+
+
 def write_ome_zarr_metadata(group, n_levels: int, pixel_size_um: float | None, rgb: bool,
                             name: str) -> None:
     """OME-NGFF 0.4 ``multiscales`` for levels "0".."n-1" of a 2-D image, axes (c,) y, x as NGFF
@@ -319,3 +342,5 @@ def write_ome_zarr_metadata(group, n_levels: int, pixel_size_um: float | None, r
             {"type": "scale", "scale": scale}, {"type": "translation", "translation": shift}]})
     group.attrs["multiscales"] = [{"version": "0.4", "name": name, "axes": axes,
                                    "datasets": datasets}]
+    # what marks the folder as this program's output, which a later run may replace
+    group.attrs[OME_ZARR_MARK] = {"levels": n_levels}

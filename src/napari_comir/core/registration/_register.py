@@ -43,6 +43,11 @@ MAX_ASPECT = 8.0
 #: 50 rather than 40: CoMIRs of a model trained on one pair for a minute keep too little at 40 px
 #: to be found (docs/benchmarks.md, one-pair training); ~6 ms more per 300² pair on 2 CPU cores.
 SEARCH_SIZE = 50
+#: Longest side of either image in the global search: one image much larger than the other (a
+#: crop against a whole field, pixel sizes 1:8) is reduced further, or the search compares
+#: hundreds of angles at full resolution (64² against 512² took 1.4 GiB and 36 s, 512² against
+#: 64² over 400 s).
+MAX_SEARCH_SIDE = 4 * SEARCH_SIZE
 #: Angle step of the global search: this many search-level px of arc at the rim of what is
 #: compared (the disc inscribed in the moving image, or its corners).
 ANGLE_STEP_PX = 3.0
@@ -313,8 +318,9 @@ def register(
     if angle_step is not None and not (math.isfinite(float(angle_step)) and float(angle_step) > 0):
         raise InputError(f"angle_step must be a positive number of degrees, got {angle_step!r}")
     small = min(max(f_np.shape[1:]), max(m_np.shape[1:]))
+    large = max(*f_np.shape[1:], *m_np.shape[1:])
     if downsample is None:
-        k = max(1, round(small / SEARCH_SIZE))
+        k = max(1, round(small / SEARCH_SIZE), math.ceil(large / MAX_SEARCH_SIDE))
     elif isinstance(downsample, (int, np.integer)) and downsample >= 1:
         k = int(downsample)
     else:

@@ -17,13 +17,34 @@ MIN_LANDMARKS = {"rigid": 2, "similarity": 2, "affine": 3}
 
 
 def _points(points, name: str) -> np.ndarray:
-    array = np.asarray(points, dtype=float)
+    try:
+        array = np.asarray(points, dtype=float)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"{name} landmarks must be (x, y) numbers, got {str(points)[:40]!r}") from exc
     if array.ndim != 2 or array.shape[1] != 2:
         raise InputError(f"{name} landmarks must be an (N, 2) array of (x, y) points, got shape "
                          f"{array.shape}")
     if not np.all(np.isfinite(array)):
         raise InputError(f"{name} landmarks contain NaN or infinite coordinates")
     return array
+
+
+def _fit(moving: np.ndarray, fixed: np.ndarray, transform: str) -> np.ndarray | None:
+    """3 x 3 (x, y) matrix of the least-squares fit, ``None`` when it fails; memory linear in
+    the number of pairs (scikit-image's affine estimate takes a (2N)² SVD: 10 000 pairs ran out
+    of memory)."""
+    if transform == "affine":
+        centre_moving, centre_fixed = moving.mean(axis=0), fixed.mean(axis=0)
+        linear, *_ = np.linalg.lstsq(moving - centre_moving, fixed - centre_fixed, rcond=None)
+        params = np.eye(3)
+        params[:2, :2] = linear.T
+        params[:2, 2] = centre_fixed - linear.T @ centre_moving
+        return params
+    from skimage import transform as skt
+
+    kind = skt.EuclideanTransform if transform == "rigid" else skt.SimilarityTransform
+    fitted = kind.from_estimate(moving, fixed)  # Umeyama: 2 x 2 covariances; falsy when it fails
+    return fitted.params if fitted else None
 
 
 def fit_landmarks(fixed_points_xy, moving_points_xy,
@@ -49,8 +70,6 @@ def fit_landmarks(fixed_points_xy, moving_points_xy,
         Different counts, too few pairs for the model, or points that do not determine it (all on
         one spot, or on one line for an affine).
     """
-    from skimage import transform as skt
-
     fixed, moving = _points(fixed_points_xy, "fixed"), _points(moving_points_xy, "moving")
     if transform not in MIN_LANDMARKS:
         raise InputError(f"transform must be one of {', '.join(MIN_LANDMARKS)}, got {transform!r}")
@@ -61,14 +80,12 @@ def fit_landmarks(fixed_points_xy, moving_points_xy,
     if len(fixed) < needed:
         raise InputError(f"a {transform} transform needs at least {needed} landmark pairs, got "
                          f"{len(fixed)}")
-    kind = {"rigid": skt.EuclideanTransform, "similarity": skt.SimilarityTransform,
-            "affine": skt.AffineTransform}[transform]
     spread = np.linalg.svd(moving - moving.mean(axis=0), compute_uv=False)
     degenerate = spread[0] < 1e-6 or (transform == "affine" and spread[1] < 1e-6 * spread[0])
-    fitted = None if degenerate else kind.from_estimate(moving, fixed)  # falsy when it fails
-    if not fitted or not np.all(np.isfinite(fitted.params)):
+    params = None if degenerate else _fit(moving, fixed, transform)
+    if params is None or not np.all(np.isfinite(params)):
         raise InputError(f"the landmarks do not determine a {transform} transform (all on one "
                          f"{'line' if transform == 'affine' else 'spot'}?); spread them out")
-    found = AffineTransform(fitted.params, transform)
+    found = AffineTransform(params, transform)
     residuals = np.linalg.norm(found.apply_xy(moving) - fixed, axis=1)
     return found, residuals

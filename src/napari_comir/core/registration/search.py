@@ -75,6 +75,10 @@ def significance(ncc, count):
     return lib.where(ncc > -math.inf, z, ncc)
 
 
+#: Bytes of correlation spectra the global search holds at a time (see :func:`_scale_peaks`).
+SPECTRA_BYTES = 64 << 20
+
+
 def _turn_batch(m: torch.Tensor, angles_deg: np.ndarray, scale: float, canvas_hw, centre_m):
     """Rotate and scale (C, h, w) about ``centre_m`` (x, y) onto a canvas centred on that centre.
 
@@ -169,7 +173,13 @@ def _scale_peaks(f, m, angles, scale, min_overlap_fraction):
         canvas = (diag, diag)
         turned, mask = _turn_batch(m, angles, scale, canvas, centre_m)
     min_area = min(f.shape[1] * f.shape[2], float(mask.sum(dim=(1, 2, 3)).min()))
-    maps = _significance_maps(f, turned, mask, min_overlap_fraction * min_area)
+    # a few angles at a time: the correlations' spectra take ~100 B per map pixel and angle
+    # (180 angles of a 64 px image against a 512 px one held 600 MiB at once)
+    batch = max(1, SPECTRA_BYTES // (100 * (f.shape[1] + canvas[0]) * (f.shape[2] + canvas[1])))
+    maps = torch.cat([_significance_maps(f, turned[i:i + batch],
+                                         mask if len(mask) == 1 else mask[i:i + batch],
+                                         min_overlap_fraction * min_area)
+                      for i in range(0, len(angles), batch)])
     return maps, canvas, centre_m
 
 
