@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
-from .transforms import AffineTransform, _frames_to_centres_xy, cast_like, coordinate_transform
+from .transforms import AffineTransform, _frames_to_centres_xy, as_points, cast_like, coordinate_transform
 from .transforms import resample as resample_affine
 
 #: The ``transform`` name of a deformable result in JSON (beside rigid, similarity, affine).
@@ -199,13 +199,13 @@ class DisplacementFieldTransform:
 
     def fixed_to_moving_xy(self, points_xy) -> np.ndarray:
         """Fixed (x, y) (N, 2) -> moving (x, y): ``A^-1 (p + u(p))``."""
-        points = _points(points_xy)
+        points = as_points(points_xy)
         return self.affine.inverse().apply_xy(
             points + sample_field(self.displacement_xy, self.spacing_px, points))
 
     def moving_to_fixed_xy(self, points_xy) -> np.ndarray:
         """Moving (x, y) (N, 2) -> fixed (x, y): ``q + v(q)`` with ``q = A x``."""
-        q = self.affine.apply_xy(_points(points_xy))
+        q = self.affine.apply_xy(as_points(points_xy))
         return q + sample_field(self.inverse_displacement_xy, self.spacing_px, q)
 
     def apply_xy(self, points_xy) -> np.ndarray:
@@ -214,7 +214,7 @@ class DisplacementFieldTransform:
 
     def apply_rc(self, points_rc) -> np.ndarray:
         """Map (N, 2) (row, col) points in this transform's direction."""
-        return self.apply_xy(_points(points_rc)[:, ::-1])[:, ::-1]
+        return self.apply_xy(as_points(points_rc)[:, ::-1])[:, ::-1]
 
     # ------------------------------------------------------------------ serialisation
 
@@ -283,16 +283,6 @@ class DisplacementFieldTransform:
                            float(data["spacing_px"]))
         except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"not a deformable transform .npz: {exc}") from exc
-
-
-def _points(points) -> np.ndarray:
-    """``points`` as a float (N, 2) array (a single point may be given as (2,))."""
-    pts = np.asarray(points, dtype=float)
-    if pts.ndim == 1 and pts.shape[0] == 2:
-        pts = pts[None, :]
-    if pts.ndim != 2 or pts.shape[1] != 2:
-        raise InputError(f"points must have shape (N, 2), got {pts.shape}")
-    return pts
 
 
 def coordinate_map(transform, *, inverse: bool = False, origin: str = "centre",

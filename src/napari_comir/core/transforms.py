@@ -56,7 +56,7 @@ def _wrap_angle(angle_deg: float) -> float:
     return float((angle_deg + 180.0) % 360.0 - 180.0)
 
 
-def _as_points(points) -> np.ndarray:
+def as_points(points) -> np.ndarray:
     """Return ``points`` as a float ``(N, 2)`` array (a single point may be given as ``(2,)``)."""
     pts = np.asarray(points, dtype=float)
     if pts.ndim == 1 and pts.shape[0] == 2:
@@ -257,12 +257,12 @@ class AffineTransform:
 
     def apply_xy(self, points_xy) -> np.ndarray:
         """Map moving ``(x, y)`` points (N, 2) to fixed ``(x, y)`` points (N, 2)."""
-        pts = _as_points(points_xy)
+        pts = as_points(points_xy)
         return pts @ self.matrix_xy[:2, :2].T + self.matrix_xy[:2, 2]
 
     def apply_rc(self, points_rc) -> np.ndarray:
         """Map moving ``(row, col)`` points (N, 2) to fixed ``(row, col)`` points (N, 2)."""
-        return self.apply_xy(_as_points(points_rc)[:, ::-1])[:, ::-1]
+        return self.apply_xy(as_points(points_rc)[:, ::-1])[:, ::-1]
 
     # ------------------------------------------------------------------ serialisation
 
