@@ -23,10 +23,9 @@ from .levels import level_to_full_xy
 
 #: Histogram bins of each image (elastix's default is 32).
 BINS = 32
-#: Fixed pixels sampled per level: one random set, so that the optimiser sees one smooth function.
-SAMPLES = 16384
-#: Block-averaging factors of the levels, coarse to fine.
-FACTORS = (2, 1)
+#: Block-averaging factors of the levels, coarse to fine, and the fixed pixels sampled at each:
+#: one random set per level, so that the optimiser sees one smooth function.
+FACTORS, SAMPLES = (2, 1), (16384, 16384)
 #: L-BFGS iterations and evaluations of the mutual information at most per level.
 MAX_ITERATIONS, MAX_EVALUATIONS = 40, 60
 #: Relative change of the mutual information at which a level stops (sampling noise is larger).
@@ -122,10 +121,10 @@ def _block_mean(image: np.ndarray, k: int) -> np.ndarray:
 
 
 def _refine_level(fixed: np.ndarray, moving: np.ndarray, start: AffineTransform, model: str,
-                  rng: np.random.Generator) -> tuple[AffineTransform, float]:
+                  samples: int, rng: np.random.Generator) -> tuple[AffineTransform, float]:
     rows, cols = fixed.shape
     # in raster order: the moving pixels each sample reads then lie near each other in memory
-    index = np.sort(rng.choice(rows * cols, min(SAMPLES, rows * cols), replace=False))
+    index = np.sort(rng.choice(rows * cols, min(samples, rows * cols), replace=False))
     ys, xs = np.divmod(index, cols)
     fixed_values = fixed.ravel()[index]
     warp = _Warp(model, np.array([(cols - 1) / 2, (rows - 1) / 2]))
@@ -188,9 +187,10 @@ def refine_mutual_information(fixed: np.ndarray, moving: np.ndarray, initial: Af
     rng = np.random.default_rng(seed)
     fixed, moving = normalised_grey(fixed), normalised_grey(moving)
     transform, value = AffineTransform(initial.matrix_xy, model), 0.0
-    for k in FACTORS:
+    for k, samples in zip(FACTORS, SAMPLES, strict=True):
         up = level_to_full_xy(k)
         start = AffineTransform(np.linalg.inv(up) @ transform.matrix_xy @ up, model)
-        found, value = _refine_level(_block_mean(fixed, k), _block_mean(moving, k), start, model, rng)
+        found, value = _refine_level(_block_mean(fixed, k), _block_mean(moving, k), start, model,
+                                     samples, rng)
         transform = AffineTransform(up @ found.matrix_xy @ np.linalg.inv(up), model)
     return transform, value
