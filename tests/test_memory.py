@@ -55,7 +55,9 @@ def _peak_mib_of(code: str) -> float:
     import subprocess
     import sys
 
-    wrapped = f"{code}\nimport resource; print('ok', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    # VmHWM, the program's own peak: ru_maxrss keeps the forking test runner's across exec
+    wrapped = (f"{code}\nimport re; print('ok', re.search(r'VmHWM:\\s+(\\d+)', "
+               "open('/proc/self/status').read()).group(1))")
     done = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
     return int(done.stdout.split()[-1]) / 1024

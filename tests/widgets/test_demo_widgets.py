@@ -32,4 +32,5 @@ def test_demo_screenshot_shows_a_readable_registration(tmp_path, monkeypatch, qa
     assert np.all(canvas >= 250, axis=1).mean() < 0.05  # not washed out
     # not black either: the structure view lights the fibres, not the space between them
     assert (canvas.max(axis=1) > 40).mean() > 0.2
-    assert (canvas[:, 0] > canvas[:, 1] + 60).mean() > 0.05  # magenta (the BF) shows
+    # the BF shows: red is lit by the magenta layer alone (white where it meets the green SHG)
+    assert (canvas[:, 0] > 60).mean() > 0.05
