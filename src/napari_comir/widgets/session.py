@@ -39,7 +39,7 @@ from ._layers import (
     registration_data,
 )
 from ._state import ModelState, library, state_for
-from ._worker import Job, run_job
+from ._worker import Job, JobState, run_job
 from .representations import comir_layer_name, find_comir
 
 
@@ -117,6 +117,7 @@ class RegistrationSession:
     def _on_removed(self, event) -> None:
         """A layer the session refers to is gone: forget what depended on it."""
         layer = event.value
+        self.comirs.pop(layer, None)
         if layer is self.accepted:
             self.accepted = None
             self.changed.emit("accepted")
@@ -175,7 +176,7 @@ class RegistrationSession:
                 yield Progress("review", 1, 1, "done", result=(outcome, images))
 
         def done(job: Job) -> None:
-            if job.state.value != "finished" or not isinstance(job.result, tuple):
+            if job.state is not JobState.FINISHED or not isinstance(job.result, tuple):
                 return
             outcome, images = job.result
             self.comirs = {layer: (model.card.name, id(layer.data), comir) for layer, comir in
@@ -327,7 +328,7 @@ class RegistrationSession:
                                       pixel_size_um=layer_pixel_size(fixed))
 
             def done(job: Job) -> None:
-                if job.state.value == "finished" and job.result is not None:
+                if job.state is JobState.FINISHED and job.result is not None:
                     self._accepted(_slide_output.open_written(self.viewer, Path(job.result), fixed,
                                                               moving, transform))
 
@@ -401,7 +402,7 @@ class RegistrationSession:
                                result=(outcome, saved))
 
         def done(job: Job) -> None:
-            if job.state.value == "finished" and isinstance(job.result, tuple) and job.result[1]:
+            if job.state is JobState.FINISHED and isinstance(job.result, tuple) and job.result[1]:
                 library.models_saved.emit(name)
                 self.models.set(job.result[0].model, name)
                 self.taught.append(name)
