@@ -245,24 +245,26 @@ print(saves)
 """
 
 
-def test_loads_while_another_process_saves_never_fail(tmp_path, tiny_model):
-    """A reader never pairs a card with the other save's weights (before atomic pairs: 14 of
-    1516 loads failed with "SHA-256 does not match")."""
+@pytest.mark.parametrize("writers", [1, 2])
+def test_loads_while_other_processes_save_never_fail(tmp_path, tiny_model, writers):
+    """A reader never pairs a card with another save's weights (before atomic pairs: 14 of
+    1516 loads failed with "SHA-256 does not match"; with two writers saving one name, 8 of
+    1227 until saves of one model took turns)."""
     import subprocess
     import sys
 
     card = api.save_model(tiny_model, tmp_path / "m")
-    saver = subprocess.Popen([sys.executable, "-c", SAVE_LOOP, str(card), "6"],
-                             stdout=subprocess.PIPE, text=True)
+    savers = [subprocess.Popen([sys.executable, "-c", SAVE_LOOP, str(card), "6"],
+                               stdout=subprocess.PIPE, text=True) for _ in range(writers)]
     loads, failures = 0, []
-    while saver.poll() is None:
+    while any(saver.poll() is None for saver in savers):
         try:
             api.load_model(str(card))
         except ModelFileError as exc:
             failures.append(str(exc))
         loads += 1
-    saves = int(saver.stdout.read())
-    assert saver.returncode == 0 and saves >= 20 and loads >= 20
+    saves = [int(saver.stdout.read()) for saver in savers]
+    assert all(saver.returncode == 0 for saver in savers) and min(saves) >= 10 and loads >= 20
     assert failures == []
 
 

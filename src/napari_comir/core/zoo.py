@@ -7,6 +7,7 @@ and the SHA-256 of the weights, checked on load).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ from .data import ModalitySpec
 from .defaults import DEFAULT_ARCHITECTURE
 from .errors import ModelFileError
 from .io import atomic_path, write_text_atomic
-from .io.files import as_path
+from .io.files import as_path, write_errors
 from .models import build_network
 from .registration.confidence import DETAIL_THRESHOLD
 
@@ -219,15 +220,35 @@ def save_model(model: ComirModel, path: str | os.PathLike) -> Path:
     weights_path, card_path = model_file_paths(path)
     previous = _previous(weights_path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(weights_path) as tmp:
-        save_file(state, str(tmp), metadata={"napari_comir_card_format": str(CARD_FORMAT)})
-        _follow_umask(tmp)  # safetensors may write its file 0600; the card follows the umask
-        model.card.sha256 = _sha256(tmp)
-        if weights_path.is_file() and card_path.is_file():
-            _keep_as_previous(weights_path, previous)
-    write_text_atomic(card_path, json.dumps(model.card.to_dict(), indent=2) + "\n")
-    previous.unlink(missing_ok=True)
+    with _one_save_at_a_time(card_path):  # two saves interleaved would mix cards and weights
+        with atomic_path(weights_path) as tmp:
+            save_file(state, str(tmp), metadata={"napari_comir_card_format": str(CARD_FORMAT)})
+            _follow_umask(tmp)  # safetensors may write its file 0600; the card follows the umask
+            model.card.sha256 = _sha256(tmp)
+            if weights_path.is_file() and card_path.is_file():
+                _keep_as_previous(weights_path, previous)
+        write_text_atomic(card_path, json.dumps(model.card.to_dict(), indent=2) + "\n")
+        previous.unlink(missing_ok=True)
     return card_path
+
+
+@contextlib.contextmanager
+def _one_save_at_a_time(card_path: Path):
+    """Saves into one folder, from any process, take turns (an advisory lock on the folder
+    itself: no file is left behind): a reader then always finds a card beside weights it
+    names. Where the system has no such locks, saves run as before."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    with write_errors(card_path):
+        folder = os.open(card_path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # closing releases the lock
 
 
 def _previous(weights_path: Path) -> Path:
