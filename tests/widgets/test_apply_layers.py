@@ -109,4 +109,5 @@ def test_register_widget_direction_choice(viewer_with_pair, errors, user):
     assert backward.name == "marks (on BF)"
     assert np.allclose(backward.data, KNOWN.inverse().apply_rc(rc))
     user.click(keep.accept_button)  # always the moving image onto the fixed grid
+    user.wait_for_job(session)
     assert session.accepted.name == "BF (registered)" and not errors

@@ -53,6 +53,7 @@ def test_a_field_result_is_reviewed_accepted_exported_and_applied(viewer_with_pa
     assert layer.visible and layer.data.max() == pytest.approx(4.0, rel=0.01)
 
     user.click(widget.keep_panel.accept_button)
+    user.wait_for_job(session)
     accepted = session.accepted
     expected = resample(moving.data, field, fixed.data.shape[:2])
     assert np.abs(accepted.data.astype(float) - expected).mean() < 1.0

@@ -80,6 +80,7 @@ def test_real_pair_register_accept_export_teach(make_napari_viewer, raw_cases, u
 
     # Keep: a new layer (the user's untouched), the overlay off, the keep step says so.
     user.click(dock.keep_panel.accept_button)
+    user.wait_for_job(dock.session)
     assert session.accepted.name == "H&E (registered)" and "H&E" in viewer.layers
     assert session.review_view == "off" and dock.review_panel.view.value == "off"
     assert statuses(dock)["keep"] == "4 · keep: ✓ kept as 'H&E (registered)'"
@@ -144,6 +145,7 @@ def test_a_new_modality_pair_taught_from_landmarks(make_napari_viewer, user, err
     user.click(dock.landmarks_panel.fit_button)
     user.wait_until(lambda: dock.session.result is not None and not dock.session.busy)
     user.click(dock.keep_panel.accept_button)
+    user.wait_for_job(dock.session)
     teach = dock.teach_panel
     assert teach.teach_button.enabled
     teach.seconds.value, teach.save_as.value = 5, "he-ihc-here"

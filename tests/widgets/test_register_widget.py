@@ -100,6 +100,7 @@ def test_accept_export_and_apply(registered, user, tmp_path):
     show_known(widget, user)  # a known result makes the expected coordinates exact
     keep = widget.keep_panel
     user.click(keep.accept_button)
+    user.wait_for_job(widget.session)
     layer = widget.session.accepted
     assert layer.name == "BF (registered)" and layer.rgb
     assert layer.data.shape == viewer.layers["BF"].data.shape

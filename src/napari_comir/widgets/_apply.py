@@ -44,8 +44,25 @@ def _through(transform, data_to_source_rc: np.ndarray):
     return transform
 
 
+def carried_pixels(layer: Layer, transform, fixed: Layer, moving: Layer, *,
+                   inverse: bool = False) -> np.ndarray:
+    """An image or labels layer resampled onto the other image's grid (see
+    :func:`apply_to_layer`): computation only, so a worker can run it."""
+    source, target = (fixed, moving) if inverse else (moving, fixed)
+    if is_multiscale(target):
+        raise InputError(f"{target.name!r} is a whole slide: a layer resampled onto its full "
+                         "grid may not fit in memory; Accept writes the moving slide to a file")
+    # Layer pixels -> source pixels -> target pixels (a mask at another scale is fine).
+    directed = transform.inverse() if inverse else transform
+    pixels_to_target = _through(directed, _data_to_source_rc(layer, source))
+    return apply_transform_to_image(pixels_to_target,
+                                    image_data(layer, "applying the transform to it"),
+                                    image_data(target).shape[:2],
+                                    labels=isinstance(layer, Labels))
+
+
 def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Layer,
-                   moving: Layer, *, inverse: bool = False) -> Layer:
+                   moving: Layer, *, inverse: bool = False, data: np.ndarray | None = None) -> Layer:
     """``layer`` carried onto the other image's grid, as a new layer.
 
     Parameters
@@ -61,6 +78,8 @@ def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Laye
         The registered image layers (their grids: scale, translate and size).
     inverse : bool
         ``False``: moving frame -> fixed grid. ``True``: fixed frame -> moving grid.
+    data : np.ndarray, optional
+        An image or labels layer already carried (:func:`carried_pixels`, e.g. in a worker).
 
     Returns
     -------
@@ -74,17 +93,9 @@ def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Laye
     name = f"{layer.name} (on {moving.name})" if inverse else f"{layer.name} (registered)"
     to_source = _data_to_source_rc(layer, source)
     if isinstance(layer, (Image, Labels)):
-        # Layer pixels -> source pixels -> target pixels (a mask at another scale is fine).
-        directed = transform.inverse() if inverse else transform
-        pixels_to_target = _through(directed, to_source)
-        is_labels = isinstance(layer, Labels)
-        if is_multiscale(target):
-            raise InputError(f"{target.name!r} is a whole slide: a layer resampled onto its full "
-                             "grid may not fit in memory; Accept writes the moving slide to a file")
-        data = apply_transform_to_image(pixels_to_target,
-                                        image_data(layer, "applying the transform to it"),
-                                        image_data(target).shape[:2], labels=is_labels)
-        if is_labels:
+        if data is None:
+            data = carried_pixels(layer, transform, fixed, moving, inverse=inverse)
+        if isinstance(layer, Labels):
             return viewer.add_labels(data, name=name, metadata=meta, **target_grid)
         new = upsert_image(viewer, name, data, rgb=layer.rgb,
                            colormap=None if layer.rgb else layer.colormap,

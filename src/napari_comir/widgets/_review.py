@@ -50,11 +50,17 @@ def review_images(fixed: Layer, moving: Layer, transform=None) -> dict:
     (fixed_data, fixed_grid, _), (moving_data, moving_grid, _) = coarse_view(fixed), coarse_view(moving)
     fixed_grey, moving_grey = review_channels(fixed_data, moving_data, "structure")
     best = "CoMIRs" if suggested_view(fixed_data, moving_data) == "comir" else "overlay"
-    images = {"fixed": display_bytes(fixed_grey), "moving": display_bytes(moving_grey),
-              "fixed_grid": fixed_grid, "moving_grid": moving_grid, "best_view": best}
+    return _through_field({"fixed": display_bytes(fixed_grey), "moving": display_bytes(moving_grey),
+                           "fixed_grid": fixed_grid, "moving_grid": moving_grid,
+                           "best_view": best}, transform)
+
+
+def _through_field(images: dict, transform) -> dict:
+    """``images`` with the moving one warped onto the fixed grid when ``transform`` is
+    deformable (a layer's affine cannot show a field); unchanged otherwise."""
     if is_deformable(transform):
-        images.update(moving=display_bytes(resample(moving_grey, transform, fixed_grey.shape)),
-                      moving_grid=fixed_grid, moving_on_fixed=True)
+        images.update(moving=resample(images["moving"], transform, images["fixed"].shape),
+                      moving_grid=images["fixed_grid"], moving_on_fixed=True)
     return images
 
 
@@ -121,21 +127,23 @@ def place_moving(viewer, fixed: Layer, moving: Layer, transform: AffineTransform
 
 
 def switch_view(viewer, fixed: Layer, moving: Layer, result, review_layers, view: str,
-                after: bool, comirs: tuple[np.ndarray, np.ndarray] | None = None
+                after: bool, images: dict, comirs: tuple[np.ndarray, np.ndarray] | None = None
                 ) -> tuple[Layer, ...]:
     """Show ``view`` of a result; returns the overlay layers (refilled for the CoMIRs view).
-    ``comirs``: (fixed, moving) CoMIRs, (rows, cols, channels), for :data:`COMIR_VIEWS`."""
+    ``images``: the overlay's (:func:`review_images`, made once per result); ``comirs``: (fixed,
+    moving) CoMIRs, (rows, cols, channels), for :data:`COMIR_VIEWS`."""
     transform = result.transform if after else AffineTransform.rigid()
     for layer in extra_review_layers(viewer):
         layer.visible = False
     if view == "CoMIRs":
         fixed_grey, moving_grey = review_channels(*comirs, "comir")
-        images = {"fixed": display_bytes(fixed_grey), "moving": display_bytes(moving_grey),
-                  "fixed_grid": _grid_of(fixed), "moving_grid": _grid_of(moving)}
-        review_layers = show_review(viewer, fixed, moving, images, transform)
+        comir_images = _through_field(
+            {"fixed": display_bytes(fixed_grey), "moving": display_bytes(moving_grey),
+             "fixed_grid": _grid_of(fixed), "moving_grid": _grid_of(moving)}, result.transform)
+        review_layers = show_review(viewer, fixed, moving, comir_images, transform)
     elif view in ("overlay", "flicker") and review_layers and \
             review_layers[0].metadata.get("comir_review_view") == "CoMIRs":
-        review_layers = show_review(viewer, fixed, moving, review_images(fixed, moving), transform)
+        review_layers = show_review(viewer, fixed, moving, images, transform)
     for layer in review_layers:
         layer.metadata["comir_review_view"] = "CoMIRs" if view == "CoMIRs" else "images"
         layer.visible = view in ("overlay", "CoMIRs", "flicker")

@@ -27,7 +27,7 @@ from ..core.registration.landmarks import fit_landmarks
 from ..core.tiled_resample import check_resampled_path, resample_to_file
 from ..core.transforms import AffineTransform
 from . import _export, _review, _slide_output
-from ._apply import apply_to_layer
+from ._apply import apply_to_layer, carried_pixels
 from ._landmarks import landmark_name, landmark_pairs
 from ._layers import (
     DERIVED_KEYS,
@@ -78,11 +78,11 @@ class RegistrationSession:
         self.review_view: str = _review.DEFAULT_VIEW
         self.after = True
         self.review_layers: tuple[Layer, ...] = ()
+        self.review_images: dict = {}  # the overlay's images of the result, made in the worker
         self.job: Job | None = None
         self.job_kind = ""
         self.presenting = False
         self.last_event: Progress | None = None
-        self.taught: list[str] = []  # models taught in this viewer (none is made the default)
         #: The CoMIRs of the last registered pair, by layer: the review's "CoMIRs" and
         #: "agreement" views show them, the next registration of the same images reuses them.
         self.comirs: dict[Layer, tuple[str, int, np.ndarray]] = {}
@@ -208,14 +208,24 @@ class RegistrationSession:
         fixed_xy, moving_xy = landmark_pairs(self.viewer, fixed, moving)
         return fit_landmarks(fixed_xy, moving_xy, transform)[0]
 
-    def fit_landmarks(self, transform: str) -> RegistrationResult:
-        """The transform from the landmarks alone, shown like a result but marked as such."""
+    def fit_landmarks(self, transform: str) -> Job:
+        """The transform from the landmarks alone, shown like a result but marked as such; its
+        review images are made in a worker like a registration's (ComirError at once when the
+        landmarks do not pair up)."""
         fixed, moving = self.chosen_pair()
         result = RegistrationResult(
             self.landmark_transform(transform), float("nan"), 0.0, "landmarks",
             success_likely=True, moving_shape=layer_shape(moving)[:2])
-        self.show_result(result, fixed, moving, _review.review_images(fixed, moving))
-        return result
+
+        def events() -> Iterator[Progress]:
+            yield Progress("review", 0, 1, "preparing the review")
+            yield Progress("review", 1, 1, "done", result=_review.review_images(fixed, moving))
+
+        def done(job: Job) -> None:
+            if job.state is JobState.FINISHED and job.result is not None:
+                self.show_result(result, fixed, moving, job.result)
+
+        return self._start("fit", events, done)
 
     def landmark_residuals(self) -> tuple[np.ndarray, float | None] | None:
         """Each landmark pair's distance (px) under the result, and the fixed pixel size."""
@@ -256,7 +266,7 @@ class RegistrationSession:
         def finish() -> None:
             self.presenting = False
             self.result, self.result_pair = result, (fixed, moving)
-            self.review_layers = (layers["fixed"], layers["moving"])
+            self.review_layers, self.review_images = (layers["fixed"], layers["moving"]), images
             self.after = True
             self.place_moving()
             self.changed.emit("result")
@@ -310,14 +320,15 @@ class RegistrationSession:
         if has_result:
             fixed, moving = self.result_pair
             self.review_layers = _review.switch_view(self.viewer, fixed, moving, self.result,
-                                                     self.review_layers, view, self.after, comirs)
+                                                     self.review_layers, view, self.after,
+                                                     self.review_images, comirs)
             self._landmarks_on_top()
         self.changed.emit("review")
 
     # ------------------------------------------------------------------ keep
-    def accept(self, output_path: str | Path | None = None) -> Layer | Job | None:
-        """Resample the moving image onto the fixed grid as a new layer; a whole slide is written
-        tile by tile to ``output_path`` in a worker and opened when done (returns the Job)."""
+    def accept(self, output_path: str | Path | None = None) -> Job:
+        """Resample the moving image onto the fixed grid in a worker and add it as a new layer;
+        a whole slide is written tile by tile to ``output_path`` and opened when done."""
         transform, fixed, moving = self.require_result()
         if is_multiscale(fixed) or is_multiscale(moving):
             if not output_path:
@@ -333,19 +344,36 @@ class RegistrationSession:
                                                               moving, transform))
 
             return self._start("accept", lambda: events, done)
-        layer = apply_to_layer(self.viewer, moving, transform, fixed, moving)
-        self._accepted(layer)
-        return layer
+
+        def resampled() -> Iterator[Progress]:  # off the GUI thread, like a slide's
+            yield Progress("accept", 0, 1, f"resampling {moving.name}")
+            yield Progress("accept", 1, 1, "resampled",
+                           result=carried_pixels(moving, transform, fixed, moving))
+
+        def done(job: Job) -> None:
+            if job.state is JobState.FINISHED and job.result is not None:
+                self._accepted(apply_to_layer(self.viewer, moving, transform, fixed, moving,
+                                              data=job.result))
+
+        return self._start("accept", resampled, done)
 
     def _accepted(self, layer: Layer) -> None:
-        """Show the accepted layer plainly: over the fixed image, the review overlay off."""
+        """Show the accepted layer plainly: over the fixed image, the review overlay off (in
+        the next event-loop turn: adding the layer cost napari the one before)."""
         fixed, moving = self.result_pair
-        moving.visible = False
-        layers = self.viewer.layers
-        layers.move(layers.index(layer), layers.index(fixed) + 1)
-        self.accepted = layer
-        self.set_review_view("off")
-        self.changed.emit("accepted")
+        self.presenting = True
+
+        def finish() -> None:
+            self.presenting = False
+            moving.visible = False
+            layers = self.viewer.layers
+            layers.move(layers.index(layer), layers.index(fixed) + 1)
+            self.accepted = layer
+            self.set_review_view("off")
+            self.changed.emit("accepted")
+            self.changed.emit("job")
+
+        _in_turns(lambda: None, finish)
 
     def accepted_matches_result(self) -> bool:
         """Whether the accepted layer holds the current result (not an earlier one)."""
@@ -405,7 +433,6 @@ class RegistrationSession:
             if job.state is JobState.FINISHED and isinstance(job.result, tuple) and job.result[1]:
                 library.models_saved.emit(name)
                 self.models.set(job.result[0].model, name)
-                self.taught.append(name)
 
         return self._start("teach", teach_and_save, done)
 
