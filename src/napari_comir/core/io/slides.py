@@ -50,6 +50,7 @@ class LazyImage:
         self.dtype = np.dtype(array.dtype)
         self.ndim = len(self.shape)
         self.size = math.prod(self.shape)
+        self.nbytes = self.size * self.dtype.itemsize
 
     def __getitem__(self, key) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
