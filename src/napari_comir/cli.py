@@ -22,7 +22,6 @@ from .core.defaults import (
     FINAL_REFINEMENTS,
     REGISTRATION_METHODS,
     TRANSFORM_CHOICES,
-    TRANSFORM_MODELS,
 )
 
 EPILOG_TRAIN = """With --landmarks (or --accepted, a registration you checked), the pairs need not be
@@ -689,8 +688,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write each moving image resampled onto its fixed grid")
     batch.add_argument("--method", default=DEFAULT_METHOD, choices=REGISTRATION_METHODS,
                        help="global rotation x translation search (default) or SIFT + RANSAC")
-    batch.add_argument("--transform", default=DEFAULT_TRANSFORM, choices=TRANSFORM_MODELS,
-                       help="transform model, as for register (default affine)")
+    batch.add_argument("--transform", default=DEFAULT_TRANSFORM, choices=TRANSFORM_CHOICES,
+                       help="transform model, as for register (default affine); deformable "
+                       "writes each kept field to OUT/fields/<pair>.npz")
     batch.add_argument("--rotation-range", type=float, default=DEFAULT_ROTATION_RANGE, metavar="DEG",
                        help="search rotations within ±DEG degrees (default 180: any rotation)")
     batch.add_argument("--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"),

@@ -172,3 +172,31 @@ def test_jpeg_tiled_pyramid_like_an_svs_is_read_lazily(tmp_path, rng):
         region = slide[300:400, 500:700]
         assert region.shape == (100, 200, 3)
         assert np.abs(region.astype(int) - image[300:400, 500:700]).mean() < 20  # lossy JPEG
+
+
+def test_a_field_found_on_a_coarse_level_is_lifted_to_level_0():
+    """Nodes k times further apart, displacements k times longer: the lifted transform maps
+    level-0 points as the level's transform maps their level pixels, both ways."""
+    from napari_comir.core.evaluation import smooth_deformation
+    from napari_comir.core.field_transform import DisplacementFieldTransform
+    from napari_comir.core.pyramid import _Reduced
+    from napari_comir.core.pyramid_deformable import lift_field
+
+    affine = AffineTransform.from_matrix_xy(SHEARED.matrix_xy)
+    fixed_level = _Reduced(np.zeros((100, 120)), 4)
+    moving_level = _Reduced(np.zeros((200, 240)), 2)
+    level_affine = fixed_level.to_full().inverse().compose(affine).compose(moving_level.to_full())
+    bend = smooth_deformation((100, 120), 5.0, np.random.default_rng(0), smoothness_px=20.0)
+    on_level = DisplacementFieldTransform.from_displacement(level_affine, bend.displacement_xy,
+                                                            bend.spacing_px)
+    lifted = lift_field(on_level, fixed_level, affine, (400, 480))
+    assert lifted.spacing_px == 4 * on_level.spacing_px
+    moving_xy = np.random.default_rng(1).uniform(50, 350, size=(100, 2))
+    through_level = fixed_level.to_full().apply_xy(
+        on_level.apply_xy(moving_level.to_full().inverse().apply_xy(moving_xy)))
+    np.testing.assert_allclose(lifted.apply_xy(moving_xy), through_level, atol=0.1)
+    fixed_xy = np.random.default_rng(2).uniform(50, 350, size=(100, 2))
+    through_level = moving_level.to_full().apply_xy(
+        on_level.inverse().apply_xy(fixed_level.to_full().inverse().apply_xy(fixed_xy)))
+    np.testing.assert_allclose(lifted.inverse().apply_xy(fixed_xy), through_level, atol=0.1)
+    assert abs(lifted.max_displacement_px - 4 * on_level.max_displacement_px) < 0.5

@@ -44,7 +44,8 @@ class FileRegistration:
     model_version: str
     c4_average: bool
     written: dict[str, str] = field(default_factory=dict)
-    #: For two pyramids: the transform between their i-th levels (each level's pixel centres).
+    #: For two pyramids and an affine result: the transform between their i-th levels (each
+    #: level's pixel centres).
     level_transforms: list[dict] = field(default_factory=list)
 
 
@@ -145,7 +146,9 @@ def _events(run, card, fixed, moving, sizes, resampled, exports) -> Iterator[Pro
         for event in run:
             yield event
         outcome = FileRegistration(event.result.result, *sizes, card.name, card.version, card.c4_average)
-        if isinstance(fixed, Slide) and isinstance(moving, Slide):
+        # a field is no matrix: a deformable result's levels are its own (fixed, moving) pixels
+        if (isinstance(fixed, Slide) and isinstance(moving, Slide)
+                and isinstance(outcome.result.transform, AffineTransform)):
             outcome.level_transforms = [
                 {"fixed_downsample": k_fixed, "moving_downsample": k_moving,
                  "matrix_xy": to_level(outcome.result.transform, k_fixed, k_moving).matrix_xy.tolist()}
