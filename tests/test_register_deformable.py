@@ -38,7 +38,8 @@ def test_register_deformable_then_apply_geojson(deformed_pair, tmp_path, capsys)
                  "--out", str(out), "--transform", "deformable", "--rotation-range", "10",
                  "--fixed-pixel-size", "1", "--moving-pixel-size", "1",
                  "--export-itk", str(tmp_path / "r.tfm"),
-                 "--export-ngff", str(tmp_path / "r.ngff.zarr")]) == 0
+                 "--export-ngff", str(tmp_path / "r.ngff.zarr"),
+                 "--export-elastix", str(tmp_path / "r.elastix.txt")]) == 0
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
     assert report["deformable"]["kept"], report["deformable"]
@@ -57,6 +58,9 @@ def test_register_deformable_then_apply_geojson(deformed_pair, tmp_path, capsys)
     # the pair itself is aligned to 1-2 px only (../shared/data/bf_shg/README)
     assert np.median(error) < 1.5 and np.median(error) < 0.6 * np.median(affine_error), (
         np.median(error), np.median(affine_error))
+    assert report["exports"]["elastix"] == str(tmp_path / "r.elastix.txt")
+    assert (tmp_path / "r.elastix.field.mha").is_file()  # transformix reads it: test_field_formats
+    assert str(tmp_path / "r.elastix.field.txt") in (tmp_path / "r.elastix.txt").read_text()
     for export in ("r.tfm", "r.ngff.zarr"):  # the exports are the same transform
         np.testing.assert_allclose(read_transform(tmp_path / export).apply_xy(moving_xy), found_xy,
                                    atol=0.05)

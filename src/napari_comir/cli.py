@@ -342,7 +342,7 @@ def _register(args) -> int:
     from .pipeline import RegistrationOptions, file_registration_events
 
     exports = {"itk": args.export_itk, "ngff": args.export_ngff, "csv": args.export_csv,
-               "qupath": args.export_qupath}
+               "qupath": args.export_qupath, "elastix": args.export_elastix}
     events = file_registration_events(
         args.fixed, args.moving, args.model, RegistrationOptions.from_namespace(args),
         resampled=args.resampled, exports=exports, reserved_outputs={"--out": args.out},
@@ -597,6 +597,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "FIXED pixels, matrix_xy; its convention in CSV.README.txt beside it)")
     reg.add_argument("--export-qupath", metavar="TXT", help="also write the 2x3 matrix for QuPath's "
                      "Interactive image alignment (FIXED -> MOVING, pixels, pixel-corner origin)")
+    reg.add_argument("--export-elastix", metavar="TXT", help="also write elastix/transformix "
+                     "parameter files (transformix -tp TXT): FIXED -> MOVING physical points, µm; for "
+                     "--transform deformable an AffineTransform whose initial transform is a "
+                     "DeformationFieldTransform (TXT minus .txt + .field.txt and .field.mha beside it)")
     reg.add_argument("--method", default=DEFAULT_METHOD, choices=REGISTRATION_METHODS,
                      help="global rotation x translation search (default) or SIFT + RANSAC")
     reg.add_argument("--transform", default=DEFAULT_TRANSFORM, choices=TRANSFORM_CHOICES,
