@@ -156,10 +156,14 @@ def comirs_for(images: str, fixed_rgb: np.ndarray, moving_rgb: np.ndarray):
     from napari_comir import api
     from napari_comir.core.inference import compute_comir
 
-    # Both are bright field: both go through the model's bright-field (moving) network.
+    # Both are bright field: a model whose fixed network takes RGB (he-ihc: H&E) gets each image
+    # through its own network; otherwise (bf-shg: SHG) both go through the bright-field one.
     model = api.load_model(images)
-    modality = model.card.moving_modality
-    return compute_comir(model, fixed_rgb, modality), compute_comir(model, moving_rgb, modality)
+    card = model.card
+    fixed_modality = (card.fixed_modality if card.modalities[card.fixed_modality].channels == 3
+                      else card.moving_modality)
+    return (compute_comir(model, fixed_rgb, fixed_modality),
+            compute_comir(model, moving_rgb, card.moving_modality))
 
 
 def he_ihc(images: str, elastix: bool, simpleitk: bool) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_comir.core.field_transform import DisplacementFieldTransform
 from napari_comir.core.io import read_image
 from napari_comir.core.io.slides import add_pyramid_levels, open_slide, write_tiff_pyramid
 from napari_comir.core.tiled_resample import resample_to_file
@@ -122,6 +123,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=40000, help="side of the moving H&E (px)")
     parser.add_argument("--workdir", default="/tmp/napari-comir-slide")
+    parser.add_argument("--transform", default="affine", help="register's --transform (deformable: "
+                        "the field stage's seconds and memory on top; the pair itself is not bent)")
     args = parser.parse_args()
     folder = Path(args.workdir) / str(args.size)
     folder.mkdir(parents=True, exist_ok=True)
@@ -135,7 +138,7 @@ def main() -> None:
                "--fixed", str(folder / "fixed.ome.tif"), "--moving", str(folder / "moving.ome.tif"),
                "--out", str(folder / "r.json"), "--resampled", str(folder / "registered.ome.tif"),
                "--export-itk", str(folder / "r.tfm"), "--export-ngff", str(folder / "r.ngff.json"),
-               "--device", "cpu"]
+               "--device", "cpu", "--transform", args.transform]
     start = time.perf_counter()
     process = subprocess.Popen(command, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     peak_kib = 0
@@ -147,7 +150,8 @@ def main() -> None:
     seconds = time.perf_counter() - start
     peak_mib = peak_kib / 1024
     report = json.loads((folder / "r.json").read_text())
-    found = AffineTransform.from_dict(report)
+    found = (DisplacementFieldTransform.from_dict(report).affine
+             if report["transform"] == "deformable" else AffineTransform.from_dict(report))
     with open_slide(folder / "moving.ome.tif") as moving, \
             open_slide(folder / "registered.ome.tif") as registered:
         error = corner_error(truth, found, moving.shape[:2])
@@ -159,6 +163,8 @@ def main() -> None:
             "seconds_registration": round(report["seconds"], 1), "peak_rss_mib": round(peak_mib),
             "corner_error_px": round(error, 2), "success_likely": report["success_likely"],
             "registered_levels": levels, "registered_pixel_size_um": registered.pixel_size_um,
+            "transform": report["transform"], "deformable": report.get("deformable"),
+            "seconds_deformable": report.get("timings", {}).get("deformable"),
             **peer}, indent=1))
 
 

@@ -107,7 +107,8 @@ def _transformix_points(parameter_file, fixed_xy_um, tmp_path) -> np.ndarray:
     parameters = itk.ParameterObject.New()
     parameters.ReadParameterFile(str(parameter_file))
     points = tmp_path / "points.txt"
-    points.write_text(f"point\n{len(fixed_xy_um)}\n" + "".join(f"{float(x)!r} {float(y)!r}\n" for x, y in fixed_xy_um))
+    points.write_text(f"point\n{len(fixed_xy_um)}\n"
+                      + "".join(f"{float(x)!r} {float(y)!r}\n" for x, y in fixed_xy_um))
     (tmp_path / "transformix").mkdir()
     itk.transformix_pointset(itk.image_from_array(np.zeros((8, 8), np.float32)), parameters,
                              fixed_point_set_file_name=str(points),
