@@ -180,7 +180,7 @@ def test_a_field_found_on_a_coarse_level_is_lifted_to_level_0():
     from napari_comir.core.evaluation import smooth_deformation
     from napari_comir.core.field_transform import DisplacementFieldTransform
     from napari_comir.core.pyramid import _Reduced
-    from napari_comir.core.pyramid_deformable import lift_field
+    from napari_comir.core.pyramid_deformable import field_to_levels, lift_field
 
     affine = AffineTransform.from_matrix_xy(SHEARED.matrix_xy)
     fixed_level = _Reduced(np.zeros((100, 120)), 4)
@@ -200,6 +200,10 @@ def test_a_field_found_on_a_coarse_level_is_lifted_to_level_0():
         on_level.inverse().apply_xy(fixed_level.to_full().inverse().apply_xy(fixed_xy)))
     np.testing.assert_allclose(lifted.inverse().apply_xy(fixed_xy), through_level, atol=0.1)
     assert abs(lifted.max_displacement_px - 4 * on_level.max_displacement_px) < 0.5
+    back = field_to_levels(lifted, 4, 2)  # and down again, as a review of coarse levels warps
+    np.testing.assert_allclose(back.apply_xy(moving_level.to_full().inverse().apply_xy(moving_xy)),
+                               on_level.apply_xy(moving_level.to_full().inverse().apply_xy(moving_xy)),
+                               atol=0.05)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from .field_transform import DisplacementFieldTransform, grid_shape, node_positi
 from .inference import compute_comir_pair
 from .pyramid import _overview_factors, _Reduced, read_reduced
 from .registration.deformable import DeformableResult, register_deformable
+from .registration.levels import to_level
 from .transforms import AffineTransform
 from .zoo import ComirModel
 
@@ -62,6 +63,27 @@ def lift_field(field: DisplacementFieldTransform, fixed_level: _Reduced, affine:
     displacement = k * sample_field(field.displacement_xy, field.spacing_px, on_level)
     return DisplacementFieldTransform.from_displacement(affine, displacement.reshape(nodes.shape),
                                                         spacing)
+
+
+def field_to_levels(transform: DisplacementFieldTransform, fixed_downsample: int,
+                    moving_downsample: int) -> DisplacementFieldTransform:
+    """A level-0 deformable transform between two block-mean levels (what a review of coarse
+    pyramid levels warps with): the inverse of :func:`lift_field`.
+
+    The affine part is :func:`~napari_comir.core.registration.levels.to_level`'s; both fields
+    are read at the level's nodes (``spacing_px / fixed_downsample`` level px apart, node ``j``
+    at level-0 ``fixed_downsample * j * spacing + (fixed_downsample - 1) / 2``) and shortened
+    by ``fixed_downsample``.
+    """
+    k = int(fixed_downsample)
+    affine = to_level(transform.affine, k, int(moving_downsample))
+    if k == 1:
+        return DisplacementFieldTransform(affine, transform.displacement_xy,
+                                          transform.inverse_displacement_xy, transform.spacing_px)
+    nodes = node_positions_xy(transform.displacement_xy.shape, transform.spacing_px) + (k - 1) / 2
+    fields = [sample_field(field, transform.spacing_px, nodes.reshape(-1, 2)).reshape(nodes.shape) / k
+              for field in (transform.displacement_xy, transform.inverse_displacement_xy)]
+    return DisplacementFieldTransform(affine, *fields, transform.spacing_px / k)
 
 
 def register_pyramid_deformable(model: ComirModel, fixed, moving, affine: AffineTransform, *,
@@ -107,4 +129,4 @@ def register_pyramid_deformable(model: ComirModel, fixed, moving, affine: Affine
     return found
 
 
-__all__ = ["FIELD_LEVEL_SIDE", "lift_field", "register_pyramid_deformable"]
+__all__ = ["FIELD_LEVEL_SIDE", "field_to_levels", "lift_field", "register_pyramid_deformable"]
