@@ -38,7 +38,6 @@ import argparse
 import csv
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -259,6 +258,13 @@ def synthetic(max_px: float, names: list[str] | None, seed: int) -> None:
           f"residual {np.median(medians[:, 1]):.2f} px); worst pair {medians[:, 0].max():.2f} px")
 
 
+def _peak_kib() -> int:
+    """This process's peak resident memory (Linux ``VmHWM``, KiB): unlike ``ru_maxrss``, it
+    starts afresh at exec, so the parent's peak is not carried into the child's."""
+    status = Path("/proc/self/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+
+
 def _timing_child(side: int, folder: str) -> None:
     """One size, in a fresh process: with no CoMIRs in ``folder`` yet, compute and save them
     (a BF/SHG pair, the BF deformed); else load them and time the deformable stage alone."""
@@ -282,9 +288,9 @@ def _timing_child(side: int, folder: str) -> None:
         return
     fixed_c, moving_c = np.load(fixed_path), np.load(moving_path)
     register_deformable(fixed_c[:64, :64], moving_c[:64, :64], AffineTransform.rigid(0.0))  # warm-up
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _peak_kib()
     result = register_deformable(fixed_c, moving_c, AffineTransform.rigid(0.0))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _peak_kib()
     print(json.dumps({"side": side, "seconds": result.seconds, "kept": result.kept,
                       "peak_rss_mib": peak / 1024, "added_mib": (peak - before) / 1024}))
 
