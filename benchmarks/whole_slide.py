@@ -137,7 +137,8 @@ def main() -> None:
     command = [str(Path(sys.executable).with_name("napari-comir")), "register",
                "--fixed", str(folder / "fixed.ome.tif"), "--moving", str(folder / "moving.ome.tif"),
                "--out", str(folder / "r.json"), "--resampled", str(folder / "registered.ome.tif"),
-               "--export-itk", str(folder / "r.tfm"), "--export-ngff", str(folder / "r.ngff.json"),
+               "--export-itk", str(folder / "r.tfm"), "--export-ngff",
+               str(folder / ("r.ngff.zarr" if args.transform == "deformable" else "r.ngff.json")),
                "--device", "cpu", "--transform", args.transform]
     start = time.perf_counter()
     process = subprocess.Popen(command, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
