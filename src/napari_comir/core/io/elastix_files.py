@@ -70,16 +70,22 @@ def _grid_lines(fixed_shape, fixed_pixel_size_um: float) -> list[str]:
 
 
 def _write_field_image(transform: DisplacementFieldTransform, path: Path, fixed_pixel_size_um: float) -> None:
-    import SimpleITK as sitk
-
-    field = transform.displacement_xy.astype(np.float32) * fixed_pixel_size_um
-    image = sitk.GetImageFromArray(field, isVector=True)  # array [row][col] -> image (x=col, y=row)
-    image.SetSpacing((transform.spacing_px * fixed_pixel_size_um,) * 2)
-    image.SetOrigin((0.0, 0.0))
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".mha", dir=path.parent)
-    os.close(handle)
+    """The field (µm) as a MetaImage (``.mha``: a text header, then the float32 (dx, dy) of each
+    node, x fastest), written atomically; ITK and elastix read it without SimpleITK here."""
+    rows, cols = transform.displacement_xy.shape[:2]
+    spacing = transform.spacing_px * fixed_pixel_size_um
+    header = "\n".join([
+        "ObjectType = Image", "NDims = 2", "BinaryData = True", "BinaryDataByteOrderMSB = False",
+        "CompressedData = False", "TransformMatrix = 1 0 0 1", "Offset = 0 0",
+        "CenterOfRotation = 0 0", f"ElementSpacing = {spacing!r} {spacing!r}",
+        f"DimSize = {cols} {rows}", "ElementNumberOfChannels = 2", "ElementType = MET_FLOAT",
+        "ElementDataFile = LOCAL"]) + "\n"
+    field = (transform.displacement_xy.astype(np.float64) * fixed_pixel_size_um).astype("<f4")
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
     try:
-        sitk.WriteImage(image, staging)
+        with os.fdopen(handle, "wb") as out:
+            out.write(header.encode("ascii"))
+            out.write(np.ascontiguousarray(field).tobytes())  # [row][col][(dx, dy)]
         os.replace(staging, path)
     finally:
         Path(staging).unlink(missing_ok=True)
