@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_comir.core.field_transform import DisplacementFieldTransform
 from napari_comir.core.io import read_image
 from napari_comir.core.io.slides import add_pyramid_levels, open_slide, write_tiff_pyramid
 from napari_comir.core.tiled_resample import resample_to_file
@@ -128,6 +129,8 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/napari-comir-slide")
     parser.add_argument("--single-level", action="store_true",
                         help="register single-level tiled TIFF copies of the pair")
+    parser.add_argument("--transform", default="affine", help="register's --transform (deformable: "
+                        "the field stage's seconds and memory on top; the pair itself is not bent)")
     args = parser.parse_args()
     folder = Path(args.workdir) / str(args.size)
     folder.mkdir(parents=True, exist_ok=True)
@@ -141,7 +144,7 @@ def main() -> None:
     if args.single_level:
         fixed_file, moving_file = single_level(fixed_file), single_level(moving_file)
     try:
-        run(folder, fixed_file, moving_file, truth)
+        run(folder, fixed_file, moving_file, truth, args.transform)
     finally:
         if args.single_level:
             fixed_file.unlink()
@@ -157,13 +160,16 @@ def single_level(pyramid: Path) -> Path:
     return target
 
 
-def run(folder: Path, fixed_file: Path, moving_file: Path, truth: AffineTransform) -> None:
-    """``register`` the pair in a fresh process; print its time, peak memory and error."""
+def run(folder: Path, fixed_file: Path, moving_file: Path, truth: AffineTransform,
+        transform: str) -> None:
+    """``register`` the pair (``--transform transform``) in a fresh process; print its time, peak
+    memory and error."""
     command = [str(Path(sys.executable).with_name("napari-comir")), "register",
                "--fixed", str(fixed_file), "--moving", str(moving_file),
                "--out", str(folder / "r.json"), "--resampled", str(folder / "registered.ome.tif"),
-               "--export-itk", str(folder / "r.tfm"), "--export-ngff", str(folder / "r.ngff.json"),
-               "--device", "cpu"]
+               "--export-itk", str(folder / "r.tfm"), "--export-ngff",
+               str(folder / ("r.ngff.zarr" if transform == "deformable" else "r.ngff.json")),
+               "--device", "cpu", "--transform", transform]
     start = time.perf_counter()
     process = subprocess.Popen(command, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     peak_kib = 0
@@ -175,7 +181,8 @@ def run(folder: Path, fixed_file: Path, moving_file: Path, truth: AffineTransfor
     seconds = time.perf_counter() - start
     peak_mib = peak_kib / 1024
     report = json.loads((folder / "r.json").read_text())
-    found = AffineTransform.from_dict(report)
+    found = (DisplacementFieldTransform.from_dict(report).affine
+             if report["transform"] == "deformable" else AffineTransform.from_dict(report))
     with open_slide(moving_file) as moving, \
             open_slide(folder / "registered.ome.tif") as registered:
         error = corner_error(truth, found, moving.shape[:2])
@@ -188,6 +195,8 @@ def run(folder: Path, fixed_file: Path, moving_file: Path, truth: AffineTransfor
             "corner_error_px": round(error, 2), "success_likely": report["success_likely"],
             "registered_levels": levels, "registered_pixel_size_um": registered.pixel_size_um,
             "inputs": "single-level" if ".single." in moving_file.name else "pyramidal",
+            "transform": report["transform"], "deformable": report.get("deformable"),
+            "seconds_deformable": report.get("timings", {}).get("deformable"),
             **peer}, indent=1))
 
 

@@ -16,12 +16,13 @@ from ..core.errors import InputError
 from ..core.inference import COMIR_EDGE_PX, compute_comir, compute_comir_pair
 from ..core.progress import Progress
 from ..core.pyramid import register_pyramid
+from ..core.pyramid_deformable import register_pyramid_deformable
 from ..core.registration import (
     RegistrationResult,
     refine_mutual_information,
     register,
 )
-from ..core.registration.deformable import refine_result
+from ..core.registration.deformable import record_refinement, refine_result
 from ..core.transforms import AffineTransform, corner_error, resample
 from ..core.zoo import ComirModel
 from ..core.zoo import load_model as load_model_file
@@ -96,6 +97,13 @@ def _registration_events(model: ComirModel, fixed_image, moving_image, plan: Reg
                                   moving_pixel_size_um=options.moving_pixel_size,
                                   border=COMIR_EDGE_PX, fixed_modality=options.fixed_modality,
                                   moving_modality=options.moving_modality)
+        if options.transform == DEFORMABLE:
+            yield Progress("deformable", 0, 1, "refining the affine result with a displacement "
+                           "field, on a coarse level of both images")
+            refined = record_refinement(result, lambda affine: register_pyramid_deformable(
+                model, fixed_image, moving_image, affine, fixed_modality=options.fixed_modality,
+                moving_modality=options.moving_modality, device=model.device))
+            yield Progress("deformable", 1, 1, "field kept" if refined.kept else refined.reasons[-1])
         yield Progress("register", 1, 1, _summary(result), result=RegistrationOutcome(result, None, None))
         return
     fixed_scale, moving_scale = scales(plan.pre_scale)

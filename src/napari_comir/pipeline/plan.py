@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..core.defaults import DEFORMABLE
 from ..core.errors import InputError, RegistrationError
 from ..core.inference import check_image, modality_spec
 from ..core.io.slides import Slide
@@ -88,9 +87,6 @@ def plan_registration(model: ComirModel, fixed_image, moving_image,
         lazy or max(*np.shape(fixed_image)[:2], *np.shape(moving_image)[:2]) > LARGE_SIDE)
     if options.initial_transform is not None:
         pre_scale, large = 1.0, False  # refine from it on the images as they are
-    if options.transform == DEFORMABLE and large:
-        raise InputError("the deformable refinement needs both images' CoMIRs in memory: images "
-                         f"up to {LARGE_SIDE} px a side, not whole slides (register those affine)")
     return RegistrationPlan(options, pre_scale, search_range, large)
 
 
