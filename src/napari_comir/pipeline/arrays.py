@@ -77,7 +77,8 @@ def registration_events(fixed_image, moving_image, model: ComirModel | str = DEF
     """
     options = RegistrationOptions.build(options, **option_values)
     model = as_model(model, options.device)
-    plan = plan_registration(model, fixed_image, moving_image, options)
+    plan = plan_registration(model, fixed_image, moving_image, options,
+                             comirs_given=fixed_comir is not None and moving_comir is not None)
     return _registration_events(model, fixed_image, moving_image, plan, fixed_comir, moving_comir)
 
 
@@ -89,7 +90,8 @@ def _registration_events(model: ComirModel, fixed_image, moving_image, plan: Reg
     if plan.large:
         yield Progress("register", 0, 1, "registering a large pair: an overview search, then "
                        "windows at the model's scale")
-        result = register_pyramid(model, fixed_image, moving_image,
+        result = register_pyramid(model, fixed_image, moving_image, coarse_side=plan.overview_side,
+                                  window=plan.window, n_windows=plan.n_windows,
                                   rotation_range=options.rotation_range,
                                   transform=options.affine_model, scale_range=options.scale_range,
                                   fixed_pixel_size_um=options.fixed_pixel_size,
