@@ -46,7 +46,9 @@ class RegistrationPlan:
         Registered coarse to fine (:func:`napari_comir.core.pyramid.register_pyramid`).
     overview_side, window, n_windows : int
         The coarse-to-fine route's overview long side, window side and windows (px, px, count):
-        smaller for images in memory under :data:`LARGE_SIDE`, which are read whole anyway.
+        smaller for images in memory under :data:`LARGE_SIDE`.
+    in_memory : bool
+        Coarse to fine on images in memory: the final refinement can run on them.
     """
 
     options: RegistrationOptions
@@ -56,6 +58,7 @@ class RegistrationPlan:
     overview_side: int = 1024
     window: int = 768
     n_windows: int = 5
+    in_memory: bool = False
 
 
 def check_images(model: ComirModel, fixed_image, moving_image, options: RegistrationOptions) -> None:
@@ -117,7 +120,7 @@ def plan_registration(model: ComirModel, fixed_image, moving_image, options: Reg
             and options.initial_transform is None and options.transform != DEFORMABLE
             and not comirs_given):
         return RegistrationPlan(options, pre_scale, search_range, True, IN_MEMORY_OVERVIEW_SIDE,
-                                IN_MEMORY_WINDOW, IN_MEMORY_WINDOWS)
+                                IN_MEMORY_WINDOW, IN_MEMORY_WINDOWS, in_memory=True)
     return RegistrationPlan(options, pre_scale, search_range, False)
 
 
