@@ -12,8 +12,10 @@ SimpleITK Mattes MI (similarity, every pixel, 3 starting angles; ``registration.
 the same overviews the CoMIR search starts from (no whole-slide MI fits in memory or time here),
 its answer mapped to full resolution.
 
-Usage: ``python benchmarks/whole_slide.py [--size 40000] [--workdir /tmp/napari-comir-slide]``
-(needs ``../shared/data/bf_shg``; the images are made once per size and kept in the workdir).
+Usage: ``python benchmarks/whole_slide.py [--size 40000] [--workdir /tmp/napari-comir-slide]
+[--compression auto]`` (needs ``../shared/data/bf_shg``; the images are made once per size and
+kept in the workdir; the moving H&E is written with the default tile compression, JPEG, as a
+scanner writes it).
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=40000, help="side of the moving H&E (px)")
     parser.add_argument("--workdir", default="/tmp/napari-comir-slide")
+    parser.add_argument("--compression", default="auto", help="of the registered pyramid's tiles "
+                        "(register --compression; auto: JPEG for this RGB H&E)")
     args = parser.parse_args()
     folder = Path(args.workdir) / str(args.size)
     folder.mkdir(parents=True, exist_ok=True)
@@ -135,7 +139,7 @@ def main() -> None:
                "--fixed", str(folder / "fixed.ome.tif"), "--moving", str(folder / "moving.ome.tif"),
                "--out", str(folder / "r.json"), "--resampled", str(folder / "registered.ome.tif"),
                "--export-itk", str(folder / "r.tfm"), "--export-ngff", str(folder / "r.ngff.json"),
-               "--device", "cpu"]
+               "--device", "cpu", "--compression", args.compression]
     start = time.perf_counter()
     process = subprocess.Popen(command, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     peak_kib = 0
