@@ -109,12 +109,13 @@ def test_size_route_plan(tiny_model):
 
 @pytest.mark.slow
 def test_size_route_is_as_precise_as_a_success_needs():
-    """A 2048² pair in memory, registered coarse to fine (overview, full-resolution windows):
-    within a pixel of the truth and likely (the full-resolution route: 0.05 px, several times
-    slower; docs/benchmarks.md, "Speed by image size")."""
+    """A 2048² pair in memory, registered coarse to fine (overview, full-resolution windows,
+    then mutual information on the images): as precise as the full-resolution route (0.05 px
+    there, 0.32 px from the windows alone; docs/benchmarks.md, "Speed by image size"), likely."""
     from napari_comir.core.transforms import corner_error
 
     bf, shg, truth = misaligned_pair((2048, 2048), seed=1, angle_deg=-47.0, translation_xy=(31.0, -18.0))
     result = api.register_multimodal(shg, bf, "bf-shg", device="cpu")
     assert result.method == "pyramid" and result.success_likely
-    assert corner_error(truth, result.transform, bf.shape[:2]) < 1.0
+    assert "mutual_information" in result.timings
+    assert corner_error(truth, result.transform, bf.shape[:2]) < 0.15
