@@ -243,6 +243,10 @@ def register_multimodal(fixed_image, moving_image, model: ComirModel | str = DEF
     Images with a side over ``LARGE_SIDE`` (4096 px) go through
     :func:`napari_comir.core.pyramid.register_pyramid`: a coarse search on block-averaged copies,
     then refinement on full-resolution windows, so no full-size CoMIR is ever held in memory.
+    Images in memory with a side over ``COARSE_TO_FINE_SIDE`` (1536 px) take that route too,
+    with a 512 px overview and three 512 px windows, then the final refinement on the images;
+    unless both CoMIRs are given or the options need full-resolution ones
+    (:func:`~napari_comir.pipeline.plan_registration`).
     """
     *_, last = registration_events(fixed_image, moving_image, model, options, **option_values)
     return last.result.result
