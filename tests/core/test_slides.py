@@ -247,3 +247,14 @@ def test_apply_command_takes_a_compression(tmp_path, rng):
     with tifffile.TiffFile(tmp_path / "out.tif") as tiff:
         assert tiff.pages[0].compression == tifffile.COMPRESSION.LZW
         np.testing.assert_array_equal(tiff.pages[0].asarray(), image)
+
+
+def test_register_refuses_a_compression_its_output_cannot_have_before_any_work(tmp_path, capsys):
+    bf, shg, _ = misaligned_pair((128, 128), seed=0)
+    tifffile.imwrite(tmp_path / "bf.tif", bf, photometric="rgb")
+    tifffile.imwrite(tmp_path / "shg.tif", shg)
+    status = main(["register", "--fixed", str(tmp_path / "shg.tif"), "--moving", str(tmp_path / "bf.tif"),
+                   "--out", str(tmp_path / "r.json"), "--resampled", str(tmp_path / "x.ome.zarr"),
+                   "--compression", "zlib", "--device", "cpu"])
+    assert status == 2 and "OME-Zarr is written with zarr's own" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["bf.tif", "shg.tif"]
