@@ -99,6 +99,9 @@ def test_size_route_plan(tiny_model):
     small = np.zeros((plan.COARSE_TO_FINE_SIDE, 600), np.uint8)
     small[::7] = 255
     assert not plan_registration(tiny_model, small, moving, RegistrationOptions()).large
+    strip = np.zeros((side // 4, side), np.uint8)  # its overview would be 128 px thin
+    strip[::7] = 255
+    assert not plan_registration(tiny_model, strip, strip, RegistrationOptions()).large
     for options, given in ((RegistrationOptions(), True),
                            (RegistrationOptions(transform="deformable"), False),
                            (RegistrationOptions(method="sift"), False),

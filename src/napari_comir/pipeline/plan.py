@@ -25,6 +25,10 @@ LARGE_SIDE = 4096  # above this, registration goes through the coarse-to-fine py
 COARSE_TO_FINE_SIDE = 1536
 #: The in-memory coarse-to-fine route's overview long side and window side (px), and windows.
 IN_MEMORY_OVERVIEW_SIDE, IN_MEMORY_WINDOW, IN_MEMORY_WINDOWS = 512, 512, 3
+#: Shortest side (px) any image's overview may have on that route (the synthetic 256² sets
+#: register at any angle; a strip's or a small partner's overview would be thinner): else full
+#: resolution.
+MIN_OVERVIEW_SIDE = 256
 #: Smallest side (px) of an image registered through CoMIRs: at 32-48 px, random noise against a
 #: real SHG scored 0.95 (benchmarks/confidence.py).
 MIN_SIDE = 64
@@ -105,6 +109,7 @@ def plan_registration(model: ComirModel, fixed_image, moving_image, options: Reg
         raise InputError("a whole slide (read lazily) is registered by the search method, coarse "
                          "to fine; landmarks and SIFT need images in memory")
     side = max(*np.shape(fixed_image)[:2], *np.shape(moving_image)[:2])
+    shortest = min(*np.shape(fixed_image)[:2], *np.shape(moving_image)[:2])
     large = options.method == "search" and (lazy or side > LARGE_SIDE)
     if options.initial_transform is not None:
         pre_scale, large = 1.0, False  # refine from it on the images as they are
@@ -116,7 +121,8 @@ def plan_registration(model: ComirModel, fixed_image, moving_image, options: Reg
     # In memory, 1.5-4k px: a small overview and a few full-resolution windows, unless the
     # result must hold full-resolution CoMIRs (given ones, a deformable stage) or starts
     # elsewhere (landmarks, SIFT) or the images are first resampled to one pixel size.
-    if (side > COARSE_TO_FINE_SIDE and options.method == "search" and pre_scale == 1.0
+    if (side > COARSE_TO_FINE_SIDE and shortest * IN_MEMORY_OVERVIEW_SIDE >= MIN_OVERVIEW_SIDE * side
+            and options.method == "search" and pre_scale == 1.0
             and options.initial_transform is None and options.transform != DEFORMABLE
             and not comirs_given):
         return RegistrationPlan(options, pre_scale, search_range, True, IN_MEMORY_OVERVIEW_SIDE,
