@@ -38,7 +38,6 @@ import argparse
 import csv
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -156,10 +155,14 @@ def comirs_for(images: str, fixed_rgb: np.ndarray, moving_rgb: np.ndarray):
     from napari_comir import api
     from napari_comir.core.inference import compute_comir
 
-    # Both are bright field: both go through the model's bright-field (moving) network.
+    # Both are bright field: a model whose fixed network takes RGB (he-ihc: H&E) gets each image
+    # through its own network; otherwise (bf-shg: SHG) both go through the bright-field one.
     model = api.load_model(images)
-    modality = model.card.moving_modality
-    return compute_comir(model, fixed_rgb, modality), compute_comir(model, moving_rgb, modality)
+    card = model.card
+    fixed_modality = (card.fixed_modality if card.modalities[card.fixed_modality].channels == 3
+                      else card.moving_modality)
+    return (compute_comir(model, fixed_rgb, fixed_modality),
+            compute_comir(model, moving_rgb, card.moving_modality))
 
 
 def he_ihc(images: str, elastix: bool, simpleitk: bool) -> None:
@@ -255,6 +258,13 @@ def synthetic(max_px: float, names: list[str] | None, seed: int) -> None:
           f"residual {np.median(medians[:, 1]):.2f} px); worst pair {medians[:, 0].max():.2f} px")
 
 
+def _peak_kib() -> int:
+    """This process's peak resident memory (Linux ``VmHWM``, KiB): unlike ``ru_maxrss``, it
+    starts afresh at exec, so the parent's peak is not carried into the child's."""
+    status = Path("/proc/self/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+
+
 def _timing_child(side: int, folder: str) -> None:
     """One size, in a fresh process: with no CoMIRs in ``folder`` yet, compute and save them
     (a BF/SHG pair, the BF deformed); else load them and time the deformable stage alone."""
@@ -278,9 +288,9 @@ def _timing_child(side: int, folder: str) -> None:
         return
     fixed_c, moving_c = np.load(fixed_path), np.load(moving_path)
     register_deformable(fixed_c[:64, :64], moving_c[:64, :64], AffineTransform.rigid(0.0))  # warm-up
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _peak_kib()
     result = register_deformable(fixed_c, moving_c, AffineTransform.rigid(0.0))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _peak_kib()
     print(json.dumps({"side": side, "seconds": result.seconds, "kept": result.kept,
                       "peak_rss_mib": peak / 1024, "added_mib": (peak - before) / 1024}))
 

@@ -12,10 +12,14 @@ SimpleITK Mattes MI (similarity, every pixel, 3 starting angles; ``registration.
 the same overviews the CoMIR search starts from (no whole-slide MI fits in memory or time here),
 its answer mapped to full resolution.
 
-Usage: ``python benchmarks/whole_slide.py [--size 40000] [--workdir /tmp/napari-comir-slide]
+``--single-level`` registers copies of the pair as single-level tiled TIFFs instead (no pyramid
+to read overviews from: each is block-averaged from full resolution), deleted afterwards.
+
+Usage: ``python benchmarks/whole_slide.py [--size 40000] [--single-level] [--workdir DIR]
 [--compression auto]`` (needs ``../shared/data/bf_shg``; the images are made once per size and
-kept in the workdir; the moving H&E is written with the default tile compression, JPEG, as a
-scanner writes it).
+kept in DIR, by default ``/tmp/napari-comir-slide``; the moving H&E is written with the default
+tile compression, JPEG, as a scanner writes it; ``--compression`` is register's, for the
+registered pyramid).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_comir.core.field_transform import DisplacementFieldTransform
 from napari_comir.core.io import read_image
 from napari_comir.core.io.slides import add_pyramid_levels, open_slide, write_tiff_pyramid
 from napari_comir.core.tiled_resample import resample_to_file
@@ -126,6 +131,10 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/napari-comir-slide")
     parser.add_argument("--compression", default="auto", help="of the registered pyramid's tiles "
                         "(register --compression; auto: JPEG for this RGB H&E)")
+    parser.add_argument("--single-level", action="store_true",
+                        help="register single-level tiled TIFF copies of the pair")
+    parser.add_argument("--transform", default="affine", help="register's --transform (deformable: "
+                        "the field stage's seconds and memory on top; the pair itself is not bent)")
     args = parser.parse_args()
     folder = Path(args.workdir) / str(args.size)
     folder.mkdir(parents=True, exist_ok=True)
@@ -135,11 +144,36 @@ def main() -> None:
         truth_file.write_text(make_pair(args.size, folder).to_json())
         print(f"made the pair in {time.perf_counter() - start:.0f} s")
     truth = AffineTransform.from_json(truth_file.read_text())
+    fixed_file, moving_file = folder / "fixed.ome.tif", folder / "moving.ome.tif"
+    if args.single_level:
+        fixed_file, moving_file = single_level(fixed_file), single_level(moving_file)
+    try:
+        run(folder, fixed_file, moving_file, truth, args.transform, args.compression)
+    finally:
+        if args.single_level:
+            fixed_file.unlink()
+            moving_file.unlink()
+
+
+def single_level(pyramid: Path) -> Path:
+    """A copy of a pyramidal OME-TIFF's level 0 as a single-level tiled TIFF (pixel size in its
+    resolution tags), beside it."""
+    target = pyramid.with_name(pyramid.name.replace(".ome.tif", ".single.tif"))
+    with open_slide(pyramid) as slide:
+        write_tiff_pyramid(target, slide.levels[:1], slide.pixel_size_um)
+    return target
+
+
+def run(folder: Path, fixed_file: Path, moving_file: Path, truth: AffineTransform,
+        transform: str, compression: str = "auto") -> None:
+    """``register`` the pair (``--transform transform``, ``--compression compression``) in a fresh
+    process; print its time, peak memory and error."""
     command = [str(Path(sys.executable).with_name("napari-comir")), "register",
-               "--fixed", str(folder / "fixed.ome.tif"), "--moving", str(folder / "moving.ome.tif"),
+               "--fixed", str(fixed_file), "--moving", str(moving_file),
                "--out", str(folder / "r.json"), "--resampled", str(folder / "registered.ome.tif"),
-               "--export-itk", str(folder / "r.tfm"), "--export-ngff", str(folder / "r.ngff.json"),
-               "--device", "cpu", "--compression", args.compression]
+               "--export-itk", str(folder / "r.tfm"), "--export-ngff",
+               str(folder / ("r.ngff.zarr" if transform == "deformable" else "r.ngff.json")),
+               "--device", "cpu", "--transform", transform, "--compression", compression]
     start = time.perf_counter()
     process = subprocess.Popen(command, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     peak_kib = 0
@@ -151,8 +185,9 @@ def main() -> None:
     seconds = time.perf_counter() - start
     peak_mib = peak_kib / 1024
     report = json.loads((folder / "r.json").read_text())
-    found = AffineTransform.from_dict(report)
-    with open_slide(folder / "moving.ome.tif") as moving, \
+    found = (DisplacementFieldTransform.from_dict(report).affine
+             if report["transform"] == "deformable" else AffineTransform.from_dict(report))
+    with open_slide(moving_file) as moving, \
             open_slide(folder / "registered.ome.tif") as registered:
         error = corner_error(truth, found, moving.shape[:2])
         levels = [level.shape[:2] for level in registered.levels]
@@ -163,6 +198,9 @@ def main() -> None:
             "seconds_registration": round(report["seconds"], 1), "peak_rss_mib": round(peak_mib),
             "corner_error_px": round(error, 2), "success_likely": report["success_likely"],
             "registered_levels": levels, "registered_pixel_size_um": registered.pixel_size_um,
+            "inputs": "single-level" if ".single." in moving_file.name else "pyramidal",
+            "transform": report["transform"], "deformable": report.get("deformable"),
+            "seconds_deformable": report.get("timings", {}).get("deformable"),
             **peer}, indent=1))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 pytest.importorskip("distributed")
@@ -255,3 +256,38 @@ def test_batch_registers_pyramidal_slides_lazily(tmp_path, scheduler):
     assert len(written) == 1
     with open_slide(written[0]) as registered:
         assert registered.shape[:2] == shg.shape
+
+
+def test_deformable_batch_writes_each_kept_field(tmp_path, scheduler, bf_shg_dir):
+    """`--transform deformable` in a batch: the record lists the affine part and the stage's
+    outcome, the kept field is written to fields/<pair>.npz (moving -> fixed, closer to the
+    known bend than the affine part), and a rerun redoes a pair whose field file is gone."""
+    from napari_comir.core.evaluation import smooth_deformation
+    from napari_comir.core.field_transform import DisplacementFieldTransform, resample
+    from napari_comir.core.io.transform_formats import read_transform
+
+    name = "sa_stroma_pancreas_2000_86"
+    bf, shg = read_image(bf_shg_dir / f"{name}_BF.tif"), read_image(bf_shg_dir / f"{name}_SHG.tif")
+    bend = smooth_deformation(shg.shape[:2], 8.0, np.random.default_rng(1))
+    write_tiff(tmp_path / "shg.tif", shg)
+    write_tiff(tmp_path / "bf.tif", resample(bf, bend.inverse(), shg.shape[:2]))
+    (tmp_path / "pairs.csv").write_text("name,shg_file,bf_file\nbent,shg.tif,bf.tif\n")
+    out = tmp_path / "out"
+    assert main(["batch", str(tmp_path / "pairs.csv"), "--model", "bf-shg", "--out", str(out),
+                 "--scheduler", scheduler, "--transform", "deformable", "--rotation-range", "10"]) == 0
+    row = _results(out)["bent"]
+    assert row["transform"] == "deformable" and row["deformable"].startswith("field kept"), row
+    field = read_transform(row["field"])
+    assert isinstance(field, DisplacementFieldTransform) and row["field"].endswith("fields/bent.npz")
+    np.testing.assert_allclose(json.loads(row["matrix_xy"]), field.affine.matrix_xy, atol=1e-9)
+    moving_xy = np.random.default_rng(2).uniform(100, 412, size=(30, 2))
+    error = np.linalg.norm(field.apply_xy(moving_xy) - bend.apply_xy(moving_xy), axis=1)
+    affine_error = np.linalg.norm(field.affine.apply_xy(moving_xy) - bend.apply_xy(moving_xy), axis=1)
+    assert np.median(error) < 0.6 * np.median(affine_error), (np.median(error), np.median(affine_error))
+    *_, last = run_batch(tmp_path / "pairs.csv", "bf-shg", out, scheduler=scheduler,
+                         transform="deformable", rotation_range=10.0)
+    assert last.result["skipped"] == 1
+    (out / "fields" / "bent.npz").unlink()
+    *_, last = run_batch(tmp_path / "pairs.csv", "bf-shg", out, scheduler=scheduler,
+                         transform="deformable", rotation_range=10.0)
+    assert last.result["skipped"] == 0 and (out / "fields" / "bent.npz").is_file()

@@ -99,3 +99,31 @@ def test_sizes_from_headers_and_arguments_are_refused_before_any_work(tmp_path):
         api.read_image(path)
     with pytest.raises(InputError, match="onto a 200000 x 200000 px grid would take"):
         resample(np.zeros((64, 64, 3), np.uint8), AffineTransform.rigid(), (200_000, 200_000))
+
+
+def test_a_single_level_image_is_reduced_without_reading_it_whole(tmp_path):
+    """Single-level (non-pyramidal) 16384² / 30000² pairs peaked at 1.4 / 3.6 GiB: the overview
+    the whole-slide route starts from is block-averaged from full resolution there. It is read in
+    pieces, so its peak does not grow with the pixels: 16384² (64 x the pixels of 2048²; 256 MiB
+    of uint8, 1 GiB as float32 if read whole) may add at most 64 MiB."""
+    import numpy as np
+    import tifffile
+
+    tile = (np.add.outer(np.arange(512), 3 * np.arange(512)) % 251).astype(np.uint8)
+    peaks = {}
+    for side in (2048, 16384):
+        path = tmp_path / f"single-level-{side}.tif"
+        tifffile.imwrite(path, (tile for _ in range((side // 512) ** 2)), shape=(side, side),
+                         dtype=np.uint8, tile=(512, 512), compression="zlib")
+        peaks[side] = _peak_mib_of(
+            "from napari_comir.core.io.slides import open_image\n"
+            "from napari_comir.core.pyramid import read_reduced\n"
+            f"slide = open_image({str(path)!r}, lazy_side=1024)\n"
+            "assert len(slide.levels) == 1, slide.levels\n"
+            f"overview = read_reduced(slide, {side // 1024}).pixels\n"
+            "assert overview.shape == (1024, 1024), overview.shape\n"
+            f"window = read_reduced(slide, 1, slice({side // 2}, {side // 2 + 512}), "
+            f"slice(512, 1024)).pixels\n"
+            "assert abs(float(overview.mean()) - float(window.mean())) < 2\n")
+        path.unlink()
+    assert peaks[16384] - peaks[2048] < 64, peaks

@@ -24,6 +24,7 @@ from .core.inference import (
     modality_spec,
 )
 from .core.io import read_image
+from .core.io.elastix_files import write_elastix_transform
 from .core.io.slides import open_image
 from .core.io.transform_formats import write_transform
 from .core.progress import Progress
@@ -60,7 +61,7 @@ from .pipeline import (
 
 __all__ = [
     "AlignedPair", "ComirModel", "Progress", "AffineTransform", "TrainConfig", "comir_events",
-    "compute_comirs", "export_transform",
+    "compute_comirs", "export_elastix", "export_transform",
     "fine_tune", "fine_tune_config", "check_user_model_name", "fit_landmarks",
     "list_models", "load_model", "new_model", "open_image", "read_image",
     "read_pairs_csv", "register",
@@ -211,6 +212,35 @@ def export_transform(transform: AffineTransform, path, *, format: str | None = N
     """
     return write_transform(transform, path, format=format, fixed_pixel_size_um=fixed_pixel_size_um,
                            moving_pixel_size_um=moving_pixel_size_um, center_xy=center_xy)
+
+
+def export_elastix(transform, path, *, fixed_shape, fixed_pixel_size_um: float = 1.0,
+                   moving_pixel_size_um: float = 1.0):
+    """Write a moving -> fixed transform (affine or deformable) as elastix/transformix parameter
+    files: ``transformix -tp path`` (or ``itk.transformix_filter``) then maps fixed physical
+    points to moving ones and resamples a moving image onto the fixed grid as napari-comir does.
+
+    Parameters
+    ----------
+    transform : AffineTransform or DisplacementFieldTransform
+        Moving -> fixed, pixel (x, y) (e.g. ``result.transform``).
+    path : str or os.PathLike
+        The parameter file for transformix; a deformable transform also writes
+        ``<name>.field.txt`` and ``<name>.field.mha`` beside it.
+    fixed_shape : (int, int)
+        (rows, cols) of the fixed image: the grid transformix resamples onto.
+    fixed_pixel_size_um, moving_pixel_size_um : float
+        Pixel sizes (µm); 1.0 = pixel units.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written, the parameter file last. Conventions:
+        ``napari_comir.core.io.elastix_files``.
+    """
+    return write_elastix_transform(transform, path, fixed_shape=fixed_shape,
+                                   fixed_pixel_size_um=fixed_pixel_size_um,
+                                   moving_pixel_size_um=moving_pixel_size_um)
 
 
 def teach(pairs: Sequence[TeachingPair], *, start: ComirModel | str | None = None,

@@ -24,7 +24,6 @@ from .core.defaults import (
     REGISTRATION_METHODS,
     TILE_COMPRESSIONS,
     TRANSFORM_CHOICES,
-    TRANSFORM_MODELS,
 )
 
 EPILOG_TRAIN = """With --landmarks (or --accepted, a registration you checked), the pairs need not be
@@ -345,7 +344,7 @@ def _register(args) -> int:
     from .pipeline import RegistrationOptions, file_registration_events
 
     exports = {"itk": args.export_itk, "ngff": args.export_ngff, "csv": args.export_csv,
-               "qupath": args.export_qupath}
+               "qupath": args.export_qupath, "elastix": args.export_elastix}
     events = file_registration_events(
         args.fixed, args.moving, args.model, RegistrationOptions.from_namespace(args),
         resampled=args.resampled, compression=args.compression, exports=exports,
@@ -611,6 +610,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "FIXED pixels, matrix_xy; its convention in CSV.README.txt beside it)")
     reg.add_argument("--export-qupath", metavar="TXT", help="also write the 2x3 matrix for QuPath's "
                      "Interactive image alignment (FIXED -> MOVING, pixels, pixel-corner origin)")
+    reg.add_argument("--export-elastix", metavar="TXT", help="also write elastix/transformix "
+                     "parameter files (transformix -tp TXT): FIXED -> MOVING physical points, µm; for "
+                     "--transform deformable an AffineTransform whose initial transform is a "
+                     "DeformationFieldTransform (TXT minus .txt + .field.txt and .field.mha beside it)")
     reg.add_argument("--method", default=DEFAULT_METHOD, choices=REGISTRATION_METHODS,
                      help="global rotation x translation search (default) or SIFT + RANSAC")
     reg.add_argument("--transform", default=DEFAULT_TRANSFORM, choices=TRANSFORM_CHOICES,
@@ -703,8 +706,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write each moving image resampled onto its fixed grid")
     batch.add_argument("--method", default=DEFAULT_METHOD, choices=REGISTRATION_METHODS,
                        help="global rotation x translation search (default) or SIFT + RANSAC")
-    batch.add_argument("--transform", default=DEFAULT_TRANSFORM, choices=TRANSFORM_MODELS,
-                       help="transform model, as for register (default affine)")
+    batch.add_argument("--transform", default=DEFAULT_TRANSFORM, choices=TRANSFORM_CHOICES,
+                       help="transform model, as for register (default affine); deformable "
+                       "writes each kept field to OUT/fields/<pair>.npz")
     batch.add_argument("--rotation-range", type=float, default=DEFAULT_ROTATION_RANGE, metavar="DEG",
                        help="search rotations within ±DEG degrees (default 180: any rotation)")
     batch.add_argument("--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"),

@@ -98,3 +98,54 @@ def test_an_affine_result_written_as_a_zero_field(tmp_path):
     np.testing.assert_allclose(back.apply_xy(POINTS), AFFINE.apply_xy(POINTS), atol=1e-6)
     np.testing.assert_allclose(back.inverse().apply_xy(POINTS), AFFINE.inverse().apply_xy(POINTS),
                                atol=1e-6)
+
+
+def _transformix_points(parameter_file, fixed_xy_um, tmp_path) -> np.ndarray:
+    """Fixed physical points -> moving physical points, by itk-elastix's transformix."""
+    import itk
+
+    parameters = itk.ParameterObject.New()
+    parameters.ReadParameterFile(str(parameter_file))
+    points = tmp_path / "points.txt"
+    points.write_text(f"point\n{len(fixed_xy_um)}\n"
+                      + "".join(f"{float(x)!r} {float(y)!r}\n" for x, y in fixed_xy_um))
+    (tmp_path / "transformix").mkdir()
+    itk.transformix_pointset(itk.image_from_array(np.zeros((8, 8), np.float32)), parameters,
+                             fixed_point_set_file_name=str(points),
+                             output_directory=str(tmp_path / "transformix"))
+    lines = (tmp_path / "transformix" / "outputpoints.txt").read_text().splitlines()
+    return np.array([[float(v) for v in line.split("OutputPoint = [")[1].split("]")[0].split()]
+                     for line in lines])
+
+
+@pytest.mark.parametrize("kind", ["affine", "deformable"])
+def test_elastix_files_map_points_and_images_as_napari_comir(deformable, tmp_path, kind):
+    """transformix (itk-elastix) reads the parameter files and maps fixed points to moving ones,
+    and resamples a moving image onto the fixed grid, as napari-comir does (µm, two pixel sizes)."""
+    from scipy import ndimage
+
+    from napari_comir.core.field_transform import resample
+    from napari_comir.core.io.elastix_files import write_elastix_transform
+
+    itk = pytest.importorskip("itk")
+    transform = deformable if kind == "deformable" else AFFINE
+    fixed_um, moving_um = 0.5, 0.8
+    (tmp_path / "export").mkdir()
+    written = write_elastix_transform(transform, tmp_path / "export" / "r.txt", fixed_shape=SHAPE,
+                                      fixed_pixel_size_um=fixed_um, moving_pixel_size_um=moving_um)
+    assert [path.name for path in written] == (
+        ["r.field.mha", "r.field.txt", "r.txt"] if kind == "deformable" else ["r.txt"])
+    fixed_xy = np.random.default_rng(3).uniform(0, 89, size=(40, 2))
+    moving_xy = _transformix_points(written[-1], fixed_xy * fixed_um, tmp_path) / moving_um
+    np.testing.assert_allclose(moving_xy, transform.inverse().apply_xy(fixed_xy), atol=1e-4)
+    image = ndimage.gaussian_filter(np.random.default_rng(4).random((100, 110)), 2).astype(np.float32)
+    moving = itk.image_from_array(image)
+    moving.SetSpacing((moving_um, moving_um))
+    parameters = itk.ParameterObject.New()
+    parameters.ReadParameterFile(str(written[-1]))
+    theirs = itk.array_from_image(itk.transformix_filter(moving, parameters))
+    ours = resample(image, transform, SHAPE, preserve_dtype=False)
+    assert theirs.shape == SHAPE
+    inside = (ours != 0) & (theirs != 0)
+    assert inside.mean() > 0.5
+    np.testing.assert_allclose(theirs[inside], ours[inside], atol=1e-4)

@@ -16,6 +16,9 @@ def test_block_mean_reads_in_bands(tmp_path, rng):
     lazy[:] = image
     expected = image[:102, :69].reshape(34, 3, 23, 3, 3).mean(axis=(1, 3))
     np.testing.assert_allclose(block_mean(lazy, 3, band_rows=7), expected, rtol=1e-6)
+    region = image[10:58, 4:70].reshape(16, 3, 22, 3, 3)  # rows 10-57 of 10-58, all 66 columns
+    np.testing.assert_allclose(block_mean(lazy, 3, band_rows=7, rows=slice(10, 59), cols=slice(4, None)),
+                               region.mean(axis=(1, 3)), rtol=1e-6)
 
 
 def test_pyramid_recovers_a_transform_at_full_resolution(real_pair):

@@ -6,6 +6,7 @@ import pytest
 
 from napari_comir.core.errors import InputError
 from napari_comir.core.registration.levels import to_level
+from napari_comir.core.review import review_channels
 from napari_comir.core.synthetic import misaligned_pair
 from napari_comir.core.tiled_resample import resample_to_file
 from napari_comir.core.transforms import AffineTransform, corner_error, resample
@@ -132,3 +133,39 @@ def test_guided_dock_registers_reviews_and_accepts_slides(make_napari_viewer, sl
     user.click(keep.accept_button)
     user.wait_for_job(session, 120)
     assert session.accepted.name == "moving (registered 2)"
+
+
+def test_a_deformable_result_of_slides_is_reviewed_between_their_coarse_levels(make_napari_viewer):
+    """The overlay and the checkerboard of a whole-slide pair are warped on coarse levels: a
+    level-0 field is expressed between those levels, so the review shows what the full-resolution
+    warp shows, block-averaged."""
+    from scipy import ndimage
+
+    from napari_comir.core.evaluation import smooth_deformation
+    from napari_comir.core.field_transform import DisplacementFieldTransform
+    from napari_comir.core.field_transform import resample as resample_field
+    from napari_comir.core.io.slides import block_mean
+
+    rng = np.random.default_rng(0)
+    full = ndimage.gaussian_filter(rng.random((SIDE, SIDE)), 6).astype(np.float32)
+    full = (full - full.min()) / np.ptp(full)
+    bend = smooth_deformation(full.shape, 12.0, rng, smoothness_px=160.0, spacing_px=16.0)
+    transform = DisplacementFieldTransform.from_displacement(
+        AffineTransform.rigid(1.0, (6.0, -4.0)), bend.displacement_xy, 16.0)
+    viewer = make_napari_viewer()
+    layers = [viewer.add_image([image, block_mean(image, 2), block_mean(image, 4)], multiscale=True,
+                               name=name) for name, image in (("fixed", full), ("moving", full))]
+    images = _review.review_images(*layers, transform)
+    assert images["moving_on_fixed"] and images["moving"].shape == images["fixed"].shape
+    d = round(SIDE / images["fixed"].shape[0])
+    assert d == 2  # the 1152 px level is reviewed
+    truth = block_mean(resample_field(full, transform, full.shape), d)
+    _, reviewed_moving = review_channels(block_mean(full, d), block_mean(full, d), "structure")
+    reviewed = resample_field(reviewed_moving, _review.field_to_levels(transform, d, d), truth.shape)
+    inside = slice(80 // d, (SIDE - 80) // d)
+    assert np.abs(images["moving"][inside, inside] / 255.0 - reviewed[inside, inside]).max() < 0.01
+    # the review warps the coarse moving level as the full-resolution warp moves it
+    coarse_warp = resample_field(block_mean(full, d), _review.field_to_levels(transform, d, d), truth.shape)
+    assert np.abs(coarse_warp - truth)[inside, inside].mean() < 0.01
+    board = _review.show_checkerboard(viewer, *layers, transform)
+    assert board.data.shape == truth.shape

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from ..pipeline import RegistrationOptions
 
 RESULT_COLUMNS = ("pair", "status", "transform", "angle_deg", "scale_x", "scale_y", "shear", "tx",
-                  "ty", "score", "detail_score", "success_likely", "reasons", "seconds", "matrix_xy",
-                  "error", "fixed", "moving", "resampled", "model", "model_sha256", "method",
-                  "rotation_range", "scale_range", "worker")
+                  "ty", "score", "detail_score", "success_likely", "reasons", "deformable", "seconds",
+                  "matrix_xy", "error", "fixed", "moving", "resampled", "field", "model",
+                  "model_sha256", "method", "rotation_range", "scale_range", "worker")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,9 @@ class PairJob:
         only their paths, decides whether a record can be reused.
     resampled : str
         Where to write the resampled moving image; empty for none.
+    field : str
+        Where to write a deformable result's transform (``.npz``, when the field is kept);
+        empty for affine batches.
     """
 
     name: str
@@ -55,6 +58,7 @@ class PairJob:
     fixed_fingerprint: str
     moving_fingerprint: str
     resampled: str = ""
+    field: str = ""
 
     def to_dict(self) -> dict:
         """The job's fields under their record keys (``name`` is ``"pair"``)."""
@@ -65,8 +69,8 @@ class PairJob:
     @classmethod
     def from_dict(cls, data: dict) -> PairJob:
         """The job a record was made for (inverse of :meth:`to_dict`)."""
-        return cls(name=data["pair"], **{field.name: data[field.name] for field in fields(cls)
-                                         if field.name != "name"})
+        return cls(name=data["pair"], **{field.name: data.get(field.name, field.default)
+                                         for field in fields(cls) if field.name != "name"})
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,12 @@ class BatchSettings:
 
 @dataclass(frozen=True)
 class RegistrationSummary:
-    """The transform and verdict of a registered pair, as results.csv lists them."""
+    """The transform and verdict of a registered pair, as results.csv lists them.
+
+    ``transform`` is the model ("deformable" when a field was kept); the angle, scales, shear,
+    shift and ``matrix_xy`` are those of the affine part; ``deformable`` says what the
+    deformable stage did ("" when none ran).
+    """
 
     transform: str
     angle_deg: float
@@ -142,18 +151,23 @@ class RegistrationSummary:
     success_likely: bool
     reasons: str
     matrix_xy: list[list[float]]
+    deformable: str = ""
 
     @classmethod
     def from_result(cls, result: RegistrationResult) -> RegistrationSummary:
         """Read a registration result as rotation, scale, shear, shift and verdict."""
-        transform = result.transform
+        transform = getattr(result.transform, "affine", result.transform)
         parts = transform.decompose(result.moving_centre_xy)
-        return cls(transform=transform.model, angle_deg=parts.angle_deg,
+        stage = result.deformable
+        deformable = "" if stage is None else (
+            f"field kept: up to {stage['max_displacement_px']:.1f} px, detail gain "
+            f"{stage['detail_gain']:.1f}" if stage["kept"] else "; ".join(stage["reasons"]))
+        return cls(transform=result.transform.model, angle_deg=parts.angle_deg,
                    scale_x=parts.scale_xy[0], scale_y=parts.scale_xy[1], shear=parts.shear,
                    tx=transform.translation_xy[0], ty=transform.translation_xy[1],
                    score=result.score, detail_score=result.detail_score,
                    success_likely=result.success_likely, reasons="; ".join(result.reasons),
-                   matrix_xy=transform.matrix_xy.tolist())
+                   matrix_xy=transform.matrix_xy.tolist(), deformable=deformable)
 
 
 @dataclass(frozen=True)
@@ -208,7 +222,7 @@ class PairRecord:
             Not a record.
         """
         summary_keys = [field.name for field in fields(RegistrationSummary)]
-        summary = (RegistrationSummary(**{key: data[key] for key in summary_keys})
+        summary = (RegistrationSummary(**{key: data[key] for key in summary_keys if key in data})
                    if data["status"] == "ok" else None)
         return cls(PairJob.from_dict(data), BatchSettings.from_dict(data), data["status"],
                    data.get("error", ""), data.get("seconds"), data.get("worker", ""), summary)

@@ -1,7 +1,8 @@
 """The records of a batch output folder: one JSON per pair, results.csv and the folder lock.
 
-Only the client writes here: each finished pair's record atomically as ``pairs/<stem>.json``
-(never modified by a worker), and ``results.csv`` rebuilt atomically from those records. A
+Only the client writes the records: each finished pair's record atomically as
+``pairs/<stem>.json`` (never modified by a worker), and ``results.csv`` rebuilt atomically from
+those records; workers write the images (``resampled/``) and kept fields (``fields/``). A
 record is reused on a rerun only if its pair was registered ``ok`` from the same image content
 with the same model and settings (:data:`RESUME_KEYS`).
 """
@@ -15,6 +16,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..core.defaults import DEFORMABLE
 from ..core.errors import InputError
 from ..core.io import check_outputs_apart, write_text_atomic
 from ..core.io.files import process_tag, tag_alive
@@ -23,6 +25,7 @@ from .jobs import RESULT_COLUMNS, BatchSettings, PairJob, PairRecord
 RESULTS_NAME = "results.csv"
 RECORDS_DIR = "pairs"
 RESAMPLED_DIR = "resampled"
+FIELDS_DIR = "fields"
 LOCK_NAME = ".batch.lock"
 # A record is reused on a rerun only if these match the current job and settings.
 RESUME_KEYS = ("fixed", "moving", "fixed_fingerprint", "moving_fingerprint", "model_sha256",
@@ -44,10 +47,10 @@ class RecordStore:
         self.results_csv = out_dir / RESULTS_NAME
         self.records: dict[str, PairRecord] = {}
 
-    def check_apart(self, inputs: dict, resampled: bool) -> None:
+    def check_apart(self, inputs: dict, resampled: bool, deformable: bool = False) -> None:
         """Refuse, before anything is written, an output folder whose records, results.csv,
-        resampled images or lock would be, hold or lie inside one of the ``inputs`` (name ->
-        path: the pairs CSV, its images, the model's files).
+        resampled images, fields or lock would be, hold or lie inside one of the ``inputs``
+        (name -> path: the pairs CSV, its images, the model's files).
 
         Raises
         ------
@@ -56,11 +59,13 @@ class RecordStore:
         """
         outputs = {f"--out {RESULTS_NAME}": self.results_csv, f"--out {RECORDS_DIR}/": self.records_dir,
                    f"--out {LOCK_NAME}": self.out_dir / LOCK_NAME,
-                   f"--out {RESAMPLED_DIR}/": self.out_dir / RESAMPLED_DIR if resampled else None}
+                   f"--out {RESAMPLED_DIR}/": self.out_dir / RESAMPLED_DIR if resampled else None,
+                   f"--out {FIELDS_DIR}/": self.out_dir / FIELDS_DIR if deformable else None}
         check_outputs_apart(outputs, inputs)
 
-    def create(self, resampled: bool) -> None:
-        """Create the folders (``resampled/`` too when asked for) and check they are writable.
+    def create(self, resampled: bool, deformable: bool = False) -> None:
+        """Create the folders (``resampled/`` and ``fields/`` too when asked for) and check
+        they are writable.
 
         Raises
         ------
@@ -69,8 +74,9 @@ class RecordStore:
         """
         try:
             self.records_dir.mkdir(parents=True, exist_ok=True)
-            if resampled:
-                (self.out_dir / RESAMPLED_DIR).mkdir(exist_ok=True)
+            for wanted, name in ((resampled, RESAMPLED_DIR), (deformable, FIELDS_DIR)):
+                if wanted:
+                    (self.out_dir / name).mkdir(exist_ok=True)
         except OSError as exc:
             raise InputError(f"cannot create the output folder {self.out_dir}: "
                              f"{exc.strerror}") from exc
@@ -80,6 +86,10 @@ class RecordStore:
     def resampled_path(self, job: PairJob) -> str:
         """Absolute path of the job's resampled moving image."""
         return str((self.out_dir / RESAMPLED_DIR / f"{job.stem}.tif").resolve())
+
+    def field_path(self, job: PairJob) -> str:
+        """Absolute path of the job's deformable transform (written when its field is kept)."""
+        return str((self.out_dir / FIELDS_DIR / f"{job.stem}.npz").resolve())
 
     def load(self) -> None:
         """Read the records of earlier runs; unreadable ones are ignored (their pairs rerun)."""
@@ -92,13 +102,15 @@ class RecordStore:
 
     def is_done(self, job: PairJob, settings: BatchSettings) -> bool:
         """Whether an earlier run registered this pair from the same inputs and settings (and
-        wrote the resampled image, if one is asked for now)."""
+        wrote the resampled image, if one is asked for now, and the field it kept)."""
         record = self.records.get(job.stem)
         if record is None or record.status != "ok":
             return False
         before, now = record.to_dict(), {**job.to_dict(), **settings.to_dict()}
+        kept_field = record.summary.transform == DEFORMABLE
         return (all(before[key] == now[key] for key in RESUME_KEYS)
-                and (not job.resampled or Path(job.resampled).is_file()))
+                and (not job.resampled or Path(job.resampled).is_file())
+                and (not kept_field or Path(job.field).is_file()))
 
     def save(self, record: PairRecord) -> None:
         """Keep a finished pair's record and write it atomically as ``pairs/<stem>.json``."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..core.defaults import DEFORMABLE
 from ..core.errors import InputError
 from ..core.progress import Progress
 from .jobs import BatchSettings, PairJob, PairRecord, read_jobs
@@ -98,13 +99,16 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
     loaded = model if isinstance(model, ComirModel) else load_model(model, "cpu")
     cluster.check_reachable()  # an unreachable scheduler is refused before anything is written
     store = RecordStore(Path(out_dir))
+    deformable = options.transform == DEFORMABLE
     store.check_apart({"pairs CSV": pairs_csv, **model_files(model),
                        **{f"pair {job.name!r} {side}": getattr(job, side)
-                          for job in jobs for side in ("fixed", "moving")}}, resampled)
-    store.create(resampled)
+                          for job in jobs for side in ("fixed", "moving")}}, resampled, deformable)
+    store.create(resampled, deformable)
     reference = _model_reference(model, store.out_dir)
     if resampled:
         jobs = [replace(job, resampled=store.resampled_path(job)) for job in jobs]
+    if deformable:
+        jobs = [replace(job, field=store.field_path(job)) for job in jobs]
     settings = BatchSettings.from_options(loaded.card, options)
     return _run(jobs, settings, reference, store, cluster)
 

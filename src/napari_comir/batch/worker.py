@@ -73,15 +73,21 @@ def register_and_resample(job: PairJob, settings: BatchSettings,
                           model: ComirModel) -> RegistrationResult:
     """The worker's pipeline for one pair: the ``register`` command's
     (:func:`napari_comir.pipeline.file_registration_events`): slides read lazily, pixel
-    sizes from the files, the resampled moving image written tile by tile if the job asks.
+    sizes from the files, the resampled moving image written tile by tile if the job asks, a
+    kept field written to ``job.field`` (NPZ, moving -> fixed pixels).
 
     Raises
     ------
     Exception
         Whatever reading, registering or writing raised (:func:`register_pair` records it).
     """
+    from ..core.field_transform import DisplacementFieldTransform
+    from ..core.io.transform_formats import write_transform
     from ..pipeline import file_registration_events
 
     *_, last = file_registration_events(job.fixed, job.moving, model, settings.options(),
                                         resampled=job.resampled or None)
-    return last.result.result
+    result = last.result.result
+    if job.field and isinstance(result.transform, DisplacementFieldTransform):
+        write_transform(result.transform, job.field, format="npz")
+    return result

@@ -71,9 +71,13 @@ def read_reduced(image, factor: int, rows: slice = slice(None), cols: slice = sl
         level = max((i for i, d in enumerate(image.downsamples) if factor % d == 0),
                     key=lambda i: image.downsamples[i])
         step = image.downsamples[level]
-        source = image.levels[level][row0 // step:row1 // step, col0 // step:col1 // step]
-        return _Reduced(block_mean(source, factor // step), factor, row0, col0)
-    return _Reduced(block_mean(image[row0:row1, col0:col1], factor), factor, row0, col0)
+        # the level is sliced piece by piece inside block_mean: slicing it here would read the
+        # whole region at once (a single-level 16384² TIFF: +256 MiB for its overview)
+        pixels = block_mean(image.levels[level], factor // step, rows=slice(row0 // step, row1 // step),
+                            cols=slice(col0 // step, col1 // step))
+        return _Reduced(pixels, factor, row0, col0)
+    return _Reduced(block_mean(image, factor, rows=slice(row0, row1), cols=slice(col0, col1)),
+                    factor, row0, col0)
 
 
 def _overview_factors(fixed, moving, fixed_size_um: float, moving_size_um: float,

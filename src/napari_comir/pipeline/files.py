@@ -17,6 +17,7 @@ from ..core.defaults import DEFAULT_MODEL_NAME, DEFAULT_TILE_COMPRESSION, DEFORM
 from ..core.errors import InputError
 from ..core.field_transform import DisplacementFieldTransform
 from ..core.io import check_output_path, check_outputs_apart, read_pixel_size
+from ..core.io.elastix_files import field_sidecar_paths, write_elastix_transform
 from ..core.io.field_formats import NGFF_ZARR_SUFFIX
 from ..core.io.slides import Slide, open_image
 from ..core.io.transform_formats import csv_readme_path, write_transform
@@ -30,7 +31,7 @@ from .arrays import as_model, registration_events
 from .options import RegistrationOptions, recorded_pixel_sizes
 
 #: Export format of each ``exports`` key (the CLI's ``--export-<key>`` options).
-EXPORT_FORMATS = ("itk", "ngff", "csv", "qupath")
+EXPORT_FORMATS = ("itk", "ngff", "csv", "qupath", "elastix")
 
 
 @dataclass
@@ -44,7 +45,8 @@ class FileRegistration:
     model_version: str
     c4_average: bool
     written: dict[str, str] = field(default_factory=dict)
-    #: For two pyramids: the transform between their i-th levels (each level's pixel centres).
+    #: For two pyramids and an affine result: the transform between their i-th levels (each
+    #: level's pixel centres).
     level_transforms: list[dict] = field(default_factory=list)
 
 
@@ -115,6 +117,9 @@ def file_registration_events(fixed_path: str | os.PathLike, moving_path: str | o
                **{label[name]: path for name, path in exports.items()}}
     if "csv" in exports:
         outputs[f"{label['csv']} README"] = csv_readme_path(exports["csv"])
+    if "elastix" in exports and options.transform == DEFORMABLE:
+        for sidecar in field_sidecar_paths(exports["elastix"]):
+            outputs[f"{label['elastix']} {sidecar.name}"] = sidecar
     check_outputs_apart(outputs, {label["fixed"]: fixed_path, label["moving"]: moving_path,
                                   **model_files(model)})
     for name, path in outputs.items():
@@ -147,7 +152,7 @@ def _check_deformable_exports(exports: dict, label: dict) -> None:
     for name, path in exports.items():
         if name in ("csv", "qupath"):
             raise InputError(f"{label[name]}: {name} holds an affine matrix only; export a "
-                             "deformable result as ITK (.tfm) or OME-NGFF (.ngff.zarr)")
+                             "deformable result as ITK (.tfm), elastix (.txt) or OME-NGFF (.ngff.zarr)")
         if name == "ngff" and not path.name.lower().endswith(NGFF_ZARR_SUFFIX):
             raise InputError(f"{label[name]}: a deformable result's OME-NGFF form is a zarr group "
                              f"holding the field: name it {NGFF_ZARR_SUFFIX}")
@@ -158,7 +163,9 @@ def _events(run, card, fixed, moving, sizes, resampled, compression, exports) ->
         for event in run:
             yield event
         outcome = FileRegistration(event.result.result, *sizes, card.name, card.version, card.c4_average)
-        if isinstance(fixed, Slide) and isinstance(moving, Slide):
+        # a field is no matrix: a deformable result's levels are its own (fixed, moving) pixels
+        if (isinstance(fixed, Slide) and isinstance(moving, Slide)
+                and isinstance(outcome.result.transform, AffineTransform)):
             outcome.level_transforms = [
                 {"fixed_downsample": k_fixed, "moving_downsample": k_moving,
                  "matrix_xy": to_level(outcome.result.transform, k_fixed, k_moving).matrix_xy.tolist()}
@@ -171,6 +178,12 @@ def _events(run, card, fixed, moving, sizes, resampled, compression, exports) ->
         export_sizes = sizes if None not in sizes else (1.0, 1.0)  # unknown: pixel units
         for name, path in exports.items():
             found = outcome.result.transform
+            if name == "elastix":
+                write_elastix_transform(found, path, fixed_shape=fixed.shape[:2],
+                                        fixed_pixel_size_um=export_sizes[0],
+                                        moving_pixel_size_um=export_sizes[1])
+                outcome.written[name] = str(path)
+                continue
             if path.name.lower().endswith(NGFF_ZARR_SUFFIX) and isinstance(found, AffineTransform):
                 found = DisplacementFieldTransform.from_affine(found, fixed.shape[:2])  # field refused
             write_transform(found, path, format=name,

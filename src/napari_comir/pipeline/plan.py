@@ -113,9 +113,6 @@ def plan_registration(model: ComirModel, fixed_image, moving_image, options: Reg
     large = options.method == "search" and (lazy or side > LARGE_SIDE)
     if options.initial_transform is not None:
         pre_scale, large = 1.0, False  # refine from it on the images as they are
-    if options.transform == DEFORMABLE and large:
-        raise InputError("the deformable refinement needs both images' CoMIRs in memory: images "
-                         f"up to {LARGE_SIDE} px a side, not whole slides (register those affine)")
     if large:
         return RegistrationPlan(options, pre_scale, search_range, True)
     # In memory, 1.5-4k px: a small overview and a few full-resolution windows, unless the

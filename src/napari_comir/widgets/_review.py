@@ -19,6 +19,7 @@ from napari.layers import Layer
 
 from ..core.errors import InputError
 from ..core.field_transform import DisplacementFieldTransform, resample
+from ..core.pyramid_deformable import field_to_levels
 from ..core.registration.levels import to_level
 from ..core.review import review_channels, suggested_view
 from ..core.transforms import AffineTransform
@@ -47,19 +48,22 @@ def review_images(fixed: Layer, moving: Layer, transform=None) -> dict:
     coarse level, placed over it) and the view that reads best for the pair. A deformable
     ``transform`` warps the moving one onto the fixed grid here (a layer's affine cannot show a
     field). Pure computation on the layers' data: run it in the worker."""
-    (fixed_data, fixed_grid, _), (moving_data, moving_grid, _) = coarse_view(fixed), coarse_view(moving)
+    (fixed_data, fixed_grid, fixed_down), (moving_data, moving_grid, moving_down) = (
+        coarse_view(fixed), coarse_view(moving))
     fixed_grey, moving_grey = review_channels(fixed_data, moving_data, "structure")
     best = "CoMIRs" if suggested_view(fixed_data, moving_data) == "comir" else "overlay"
     return _through_field({"fixed": display_bytes(fixed_grey), "moving": display_bytes(moving_grey),
                            "fixed_grid": fixed_grid, "moving_grid": moving_grid,
-                           "best_view": best}, transform)
+                           "best_view": best}, transform, fixed_down, moving_down)
 
 
-def _through_field(images: dict, transform) -> dict:
+def _through_field(images: dict, transform, fixed_down: int = 1, moving_down: int = 1) -> dict:
     """``images`` with the moving one warped onto the fixed grid when ``transform`` is
-    deformable (a layer's affine cannot show a field); unchanged otherwise."""
+    deformable (a layer's affine cannot show a field; whole slides: between the coarse levels
+    shown); unchanged otherwise."""
     if is_deformable(transform):
-        images.update(moving=resample(images["moving"], transform, images["fixed"].shape),
+        level = field_to_levels(transform, fixed_down, moving_down)
+        images.update(moving=resample(images["moving"], level, images["fixed"].shape),
                       moving_grid=images["fixed_grid"], moving_on_fixed=True)
     return images
 
@@ -184,8 +188,8 @@ def show_checkerboard(viewer, fixed: Layer, moving: Layer, transform: AffineTran
     """The checkerboard of the pair under ``transform`` (whole slides: on coarse levels)."""
     (fixed_data, fixed_grid, fixed_down), (moving_data, _, moving_down) = (
         coarse_view(fixed), coarse_view(moving))
-    if not is_deformable(transform):  # deformable results are never of whole slides
-        transform = to_level(transform, fixed_down, moving_down)
+    transform = (field_to_levels(transform, fixed_down, moving_down) if is_deformable(transform)
+                 else to_level(transform, fixed_down, moving_down))
     warped = resample(moving_data, transform, fixed_data.shape[:2])
     board = checkerboard(fixed_data, warped, max(1, square // fixed_down))
     layer = upsert_image(viewer, CHECKERBOARD, board, rgb=board.ndim == 3, **fixed_grid,

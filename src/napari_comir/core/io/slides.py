@@ -52,6 +52,7 @@ class LazyImage:
         self.dtype = np.dtype(array.dtype)
         self.ndim = len(self.shape)
         self.size = math.prod(self.shape)
+        self.nbytes = self.size * self.dtype.itemsize
 
     def __getitem__(self, key) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
@@ -227,26 +228,31 @@ def pyramid_shapes(shape_rc, top_side: int = PYRAMID_TOP_SIDE) -> list[tuple[int
     return shapes
 
 
-def block_mean(image, factor: int, band_rows: int = 1024) -> np.ndarray:
-    """Mean over ``factor`` x ``factor`` blocks of (rows, cols[, channels]), read in row bands.
+def block_mean(image, factor: int, band_rows: int = 1024, rows: slice = slice(None),
+               cols: slice = slice(None)) -> np.ndarray:
+    """Mean over ``factor`` x ``factor`` blocks of the region ``image[rows, cols]`` of
+    (rows, cols[, channels]), read in pieces of about ``band_rows``² px: a lazily read level
+    (:class:`LazyImage`) is never whole in memory, whatever the region's size.
 
     Trailing rows/columns that do not fill a block are dropped. Output pixel (r, c) covers
-    input rows ``factor*r ... factor*r + factor - 1``: its centre is input
+    region rows ``factor*r ... factor*r + factor - 1``: its centre is region row
     ``factor*r + (factor - 1) / 2``.
     """
-    rows, cols = (dim // factor for dim in image.shape[:2])
+    row0, row1, _ = rows.indices(image.shape[0])
+    col0, col1, _ = cols.indices(image.shape[1])
+    out_rows, out_cols = max(0, row1 - row0) // factor, max(0, col1 - col0) // factor
     rest = tuple(image.shape[2:])
-    out = np.empty((rows, cols) + rest, np.float32)
+    out = np.empty((out_rows, out_cols) + rest, np.float32)
     step = max(1, band_rows // factor)
     # each read at most about band_rows² input px, whatever the width: a 10⁶ px wide level is
     # read in pieces, not a band of 4 GB at a time
     col_step = max(1, band_rows * band_rows // (step * factor * factor))
-    for start in range(0, rows, step):
-        n = min(step, rows - start)
-        for col in range(0, cols, col_step):
-            m = min(col_step, cols - col)
-            band = np.asarray(image[start * factor:(start + n) * factor,
-                                    col * factor:(col + m) * factor], np.float32)
+    for start in range(0, out_rows, step):
+        n = min(step, out_rows - start)
+        for col in range(0, out_cols, col_step):
+            m = min(col_step, out_cols - col)
+            top, left = row0 + start * factor, col0 + col * factor
+            band = np.asarray(image[top:top + n * factor, left:left + m * factor], np.float32)
             out[start:start + n, col:col + m] = band.reshape(n, factor, m, factor, *rest).mean(axis=(1, 3))
     return out
 

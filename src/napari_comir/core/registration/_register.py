@@ -70,6 +70,16 @@ WEAK_DETAIL_FACTOR = 2.0
 #: Gauss-Newton iterations at most of a stricter model's fit started from the loosest one's.
 STRICTER_MAX_ITERATIONS = 4
 
+#: A success's tolerance: the mean distance at the corners, as a fraction of the moving width.
+SUCCESS_TOLERANCE = 0.02
+
+#: How much better (detail score) a stricter model's own fit beyond :data:`SUCCESS_TOLERANCE`
+#: of a result with weak details must make them agree for that result to be ambiguous. A 192 px
+#: crop's affine fit 14 px off (detail 1.77, likely) had a similarity fit 12 px away at 2.59;
+#: such rivals of 143 right crops and of the raw and synthetic pairs scored at most 0.25 better
+#: (docs/benchmarks.md, "Crops of matching pairs").
+RIVAL_GAIN = MODEL_SELECTION_GAIN / 2
+
 METHODS = REGISTRATION_METHODS
 
 
@@ -80,6 +90,26 @@ def _constrained(transform: AffineTransform, model: str) -> AffineTransform:
     projected = np.eye(3)
     projected[:2, :2], projected[:2, 2] = p[:4].reshape(2, 2), p[4:]
     return AffineTransform(projected, model)
+
+
+def _better_rival(f: torch.Tensor, m: torch.Tensor, details: tuple[torch.Tensor, torch.Tensor],
+                  found: AffineTransform, detail: float, border: int) -> tuple[str, float, float] | None:
+    """A stricter transform model's fit, started from ``found``'s projection and converged, that
+    lies beyond a success's tolerance of ``found`` yet makes the details agree better by
+    :data:`RIVAL_GAIN`: ``(model, its detail score, mean corner distance px)``, or ``None``.
+
+    Weak details on a small overlap let a looser model bend the image to fit one part of it (a
+    stretched crop, right only where it was pinned); a simpler model that explains more of the
+    details elsewhere says the result is not the one the evidence supports.
+    """
+    for stricter in MODELS[: MODELS.index(found.model)]:
+        edge = 0 if stricter == "rigid" else border  # as in the selection's fits
+        fitted, _ = refine_candidates(f, m, [_constrained(found, stricter)], [1], stricter, MIN_OVERLAP, edge)
+        distance = corner_error(found, fitted, m.shape[1:])
+        rival_detail = confidence.detail_score(*details, fitted, MIN_OVERLAP, border)
+        if distance > SUCCESS_TOLERANCE * m.shape[2] and rival_detail >= detail + RIVAL_GAIN:
+            return stricter, rival_detail, distance
+    return None
 
 
 @dataclass
@@ -383,8 +413,8 @@ def register(
             source = previous if weak else loosest
             start = _constrained(source[0], stricter)
             # A stricter model that cannot come within a success's tolerance of the looser fit
-            # (2 % of the width at the corners) would be a failure if that fit is right.
-            if corner_error(source[0], start, m_np.shape[1:]) > 0.02 * m_np.shape[2]:
+            # would be a failure if that fit is right.
+            if corner_error(source[0], start, m_np.shape[1:]) > SUCCESS_TOLERANCE * m_np.shape[2]:
                 continue
             # Near the looser fit it converges in 2-3 steps; one that needs more is far from it
             # (weak details: it is kept, so it converges fully).
@@ -392,10 +422,14 @@ def register(
             if weak or fitted[2] > loosest[2] - MODEL_SELECTION_GAIN:
                 best = previous = fitted
     found_transform, score, detail = best
+    rival = None
+    if detail_threshold <= detail < WEAK_DETAIL_FACTOR * detail_threshold:
+        rival = _better_rival(f, m, (fixed_details, moving_details), found_transform, detail, int(border))
     timings["refine" if refine else "score"] = time.perf_counter() - t2
     overlap = confidence.overlap_fraction(f.shape[1:], m.shape[1:], found_transform)
     likely, reasons = confidence.verdict(found_transform, score, detail, overlap,
-                                         (score_threshold, detail_threshold), (scale_lo, scale_hi))
+                                         (score_threshold, detail_threshold), (scale_lo, scale_hi),
+                                         rival)
     return RegistrationResult(
         transform=found_transform, score=score, seconds=time.perf_counter() - t0, method=method,
         timings=timings, success_likely=likely, detail_score=detail, overlap=overlap,

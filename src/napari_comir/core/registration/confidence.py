@@ -124,10 +124,13 @@ def detail_score(fixed_details: torch.Tensor, moving_details: torch.Tensor,
 
 
 def verdict(transform: AffineTransform, score: float, detail: float, overlap: float,
-            thresholds: tuple[float, float], scale_range: tuple[float, float]) -> tuple[bool, list[str]]:
+            thresholds: tuple[float, float], scale_range: tuple[float, float],
+            rival: tuple[str, float, float] | None = None) -> tuple[bool, list[str]]:
     """``(likely, reasons)``: success is likely when ``reasons`` (plain words) is empty.
 
-    ``thresholds`` are the least score and detail score of a likely success.
+    ``thresholds`` are the least score and detail score of a likely success. ``rival`` is a
+    stricter model's fit that makes the details agree better, far from ``transform``:
+    ``(model, detail score, mean corner distance px)``.
     """
     reasons = []
     score_threshold, detail_threshold = thresholds
@@ -138,6 +141,11 @@ def verdict(transform: AffineTransform, score: float, detail: float, overlap: fl
         reasons.append(f"their fine details do not match (detail score {detail:.2f}, a success "
                        f"scores at least {detail_threshold:.2f}): the outlines may agree, the "
                        "tissue does not")
+    if rival is not None:
+        model, rival_detail, distance = rival
+        reasons.append(f"a {model} transform {distance:.0f} px away explains the fine details "
+                       f"better (detail score {rival_detail:.2f}): the details are too few to "
+                       "tell where the image belongs")
     if overlap < MIN_LIKELY_OVERLAP:
         reasons.append(f"the images overlap by only {overlap:.0%} of the smaller one")
     parts = transform.decompose()

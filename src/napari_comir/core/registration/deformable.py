@@ -352,19 +352,28 @@ def register_deformable(fixed, moving, affine: AffineTransform, *, max_displacem
     return result
 
 
-
 def refine_result(result, fixed_comir, moving_comir, *, device=None) -> DeformableResult:
-    """Run the deformable stage on a registration result's CoMIRs and record it in the result.
+    """Run the deformable stage on a registration result's CoMIRs and record it in the result
+    (:func:`record_refinement`). The CoMIRs are (rows, cols[, channels]) on the fixed and the
+    moving image's grids."""
+    return record_refinement(result, lambda affine: register_deformable(
+        fixed_comir, moving_comir, affine, device=device))
+
+
+def record_refinement(result, refine) -> DeformableResult:
+    """Run ``refine`` (the affine result -> a :class:`DeformableResult`) and record it in ``result``.
 
     ``result.transform`` (an affine result) becomes the field when the verdict keeps it;
     ``result.deformable`` gets the verdict's :meth:`DeformableResult.summary` and
-    ``result.timings["deformable"]`` its seconds. The CoMIRs are (rows, cols[, channels]) on
-    the fixed and the moving image's grids.
+    ``result.timings["deformable"]`` its seconds. An :class:`InputError` of the stage (e.g. too
+    little overlap) leaves the affine result standing, with the reason.
     """
+    start = time.perf_counter()
     try:
-        refined = register_deformable(fixed_comir, moving_comir, result.transform, device=device)
-    except InputError as exc:  # e.g. an affine result with too little overlap: it stands
+        refined = refine(result.transform)
+    except InputError as exc:
         refined = DeformableResult(result.transform, False, [f"{exc}; the affine result stands"])
+    refined.seconds = time.perf_counter() - start
     result.transform = refined.transform
     result.deformable = refined.summary()
     result.timings["deformable"] = refined.seconds
