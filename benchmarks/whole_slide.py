@@ -15,9 +15,11 @@ its answer mapped to full resolution.
 ``--single-level`` registers copies of the pair as single-level tiled TIFFs instead (no pyramid
 to read overviews from: each is block-averaged from full resolution), deleted afterwards.
 
-Usage: ``python benchmarks/whole_slide.py [--size 40000] [--single-level] [--workdir DIR]``
-(needs ``../shared/data/bf_shg``; the images are made once per size and kept in DIR, by default
-``/tmp/napari-comir-slide``).
+Usage: ``python benchmarks/whole_slide.py [--size 40000] [--single-level] [--workdir DIR]
+[--compression auto]`` (needs ``../shared/data/bf_shg``; the images are made once per size and
+kept in DIR, by default ``/tmp/napari-comir-slide``; the moving H&E is written with the default
+tile compression, JPEG, as a scanner writes it; ``--compression`` is register's, for the
+registered pyramid).
 """
 
 from __future__ import annotations
@@ -127,6 +129,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=40000, help="side of the moving H&E (px)")
     parser.add_argument("--workdir", default="/tmp/napari-comir-slide")
+    parser.add_argument("--compression", default="auto", help="of the registered pyramid's tiles "
+                        "(register --compression; auto: JPEG for this RGB H&E)")
     parser.add_argument("--single-level", action="store_true",
                         help="register single-level tiled TIFF copies of the pair")
     parser.add_argument("--transform", default="affine", help="register's --transform (deformable: "
@@ -144,7 +148,7 @@ def main() -> None:
     if args.single_level:
         fixed_file, moving_file = single_level(fixed_file), single_level(moving_file)
     try:
-        run(folder, fixed_file, moving_file, truth, args.transform)
+        run(folder, fixed_file, moving_file, truth, args.transform, args.compression)
     finally:
         if args.single_level:
             fixed_file.unlink()
@@ -161,15 +165,15 @@ def single_level(pyramid: Path) -> Path:
 
 
 def run(folder: Path, fixed_file: Path, moving_file: Path, truth: AffineTransform,
-        transform: str) -> None:
-    """``register`` the pair (``--transform transform``) in a fresh process; print its time, peak
-    memory and error."""
+        transform: str, compression: str = "auto") -> None:
+    """``register`` the pair (``--transform transform``, ``--compression compression``) in a fresh
+    process; print its time, peak memory and error."""
     command = [str(Path(sys.executable).with_name("napari-comir")), "register",
                "--fixed", str(fixed_file), "--moving", str(moving_file),
                "--out", str(folder / "r.json"), "--resampled", str(folder / "registered.ome.tif"),
                "--export-itk", str(folder / "r.tfm"), "--export-ngff",
                str(folder / ("r.ngff.zarr" if transform == "deformable" else "r.ngff.json")),
-               "--device", "cpu", "--transform", transform]
+               "--device", "cpu", "--transform", transform, "--compression", compression]
     start = time.perf_counter()
     process = subprocess.Popen(command, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     peak_kib = 0

@@ -83,3 +83,42 @@ def test_final_refinement_on_the_images_is_timed_and_never_far_from_the_comir_re
     assert corner_error(plain.transform, refined.transform, bf.shape[:2]) <= 0.01 * 256
     assert corner_error(truth, refined.transform, bf.shape[:2]) <= 0.02 * 256
     assert refined.success_likely
+
+
+def test_size_route_plan(tiny_model):
+    """In-memory images over COARSE_TO_FINE_SIDE go coarse to fine with a small overview;
+    given CoMIRs, a deformable stage, SIFT, landmarks or a pre-scale keep full resolution."""
+    from napari_comir.pipeline import plan
+
+    side = plan.COARSE_TO_FINE_SIDE + 64
+    fixed, moving = np.zeros((side, side // 2), np.uint8), np.zeros((side // 2, side // 2, 3), np.uint8)
+    fixed[::7], moving[::5] = 255, 255  # not constant
+    routed = plan_registration(tiny_model, fixed, moving, RegistrationOptions())
+    assert routed.large and (routed.overview_side, routed.window, routed.n_windows) == (
+        plan.IN_MEMORY_OVERVIEW_SIDE, plan.IN_MEMORY_WINDOW, plan.IN_MEMORY_WINDOWS)
+    small = np.zeros((plan.COARSE_TO_FINE_SIDE, 600), np.uint8)
+    small[::7] = 255
+    assert not plan_registration(tiny_model, small, moving, RegistrationOptions()).large
+    strip = np.zeros((side // 4, side), np.uint8)  # its overview would be 128 px thin
+    strip[::7] = 255
+    assert not plan_registration(tiny_model, strip, strip, RegistrationOptions()).large
+    for options, given in ((RegistrationOptions(), True),
+                           (RegistrationOptions(transform="deformable"), False),
+                           (RegistrationOptions(method="sift"), False),
+                           (RegistrationOptions(initial_transform=api.AffineTransform.rigid()), False),
+                           (RegistrationOptions(fixed_pixel_size=1.0, moving_pixel_size=2.0), False)):
+        assert not plan_registration(tiny_model, fixed, moving, options, comirs_given=given).large
+
+
+@pytest.mark.slow
+def test_size_route_is_as_precise_as_a_success_needs():
+    """A 2048² pair in memory, registered coarse to fine (overview, full-resolution windows,
+    then mutual information on the images): as precise as the full-resolution route (0.05 px
+    there, 0.32 px from the windows alone; docs/benchmarks.md, "Speed by image size"), likely."""
+    from napari_comir.core.transforms import corner_error
+
+    bf, shg, truth = misaligned_pair((2048, 2048), seed=1, angle_deg=-47.0, translation_xy=(31.0, -18.0))
+    result = api.register_multimodal(shg, bf, "bf-shg", device="cpu")
+    assert result.method == "pyramid" and result.success_likely
+    assert "mutual_information" in result.timings
+    assert corner_error(truth, result.transform, bf.shape[:2]) < 0.15

@@ -18,9 +18,11 @@ from .core.defaults import (
     DEFAULT_ROTATION_RANGE,
     DEFAULT_STEPS,
     DEFAULT_TEACH_SECONDS,
+    DEFAULT_TILE_COMPRESSION,
     DEFAULT_TRANSFORM,
     FINAL_REFINEMENTS,
     REGISTRATION_METHODS,
+    TILE_COMPRESSIONS,
     TRANSFORM_CHOICES,
 )
 
@@ -345,7 +347,8 @@ def _register(args) -> int:
                "qupath": args.export_qupath, "elastix": args.export_elastix}
     events = file_registration_events(
         args.fixed, args.moving, args.model, RegistrationOptions.from_namespace(args),
-        resampled=args.resampled, exports=exports, reserved_outputs={"--out": args.out},
+        resampled=args.resampled, compression=args.compression, exports=exports,
+        reserved_outputs={"--out": args.out},
         c4_average=args.c4_average,
         labels={"fixed": "--fixed", "moving": "--moving", "resampled": "--resampled",
                 **{name: f"--export-{name}" for name in exports}})
@@ -448,10 +451,19 @@ def _apply(args) -> int:
         raise InputError("--image needs --like: the image whose grid the output takes (the fixed "
                          "image; the moving image with --inverse)")
     rows, cols = apply_transform_to_image_file(args.transform, args.image, args.like, args.out,
-                                               inverse=args.inverse, labels=args.labels)
+                                               inverse=args.inverse, labels=args.labels,
+                                               compression=args.compression)
     kind = "labels" if args.labels else "image"
     print(f"{kind} carried {direction} ({rows}x{cols}) -> {args.out}")
     return 0
+
+
+def _add_compression(parser, output: str) -> None:
+    parser.add_argument("--compression", choices=TILE_COMPRESSIONS, default=DEFAULT_TILE_COMPRESSION,
+                        help=f"with {output}: how a TIFF output's tiles are compressed (default "
+                        f"{DEFAULT_TILE_COMPRESSION}: JPEG for 8-bit RGB, as slide scanners write it; "
+                        "lossless zlib for grey images and labels; zstd is the fastest lossless "
+                        "one, but QuPath before 0.5 cannot read it)")
 
 
 def _models(args) -> int:
@@ -587,6 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--resampled", help="also write the moving image resampled onto the fixed grid, "
                      "tile by tile: NAME.ome.tif a tiled pyramidal OME-TIFF, NAME.ome.zarr OME-Zarr, "
                      "NAME.tif one tiled level; with the fixed image's pixel size")
+    _add_compression(reg, "--resampled")
     reg.add_argument("--export-itk", metavar="TFM", help="also write the transform as an ITK/elastix "
                      "transform file (SimpleITK.ReadTransform): FIXED -> MOVING physical points, µm "
                      "(pixel-centre index x pixel size; pixel units when the sizes are unknown)")
@@ -652,6 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "output takes (the fixed image; the moving image with --inverse)")
     apply.add_argument("--labels", action="store_true", help="with --image: a label image or mask "
                        "(nearest neighbour: every value kept, none invented)")
+    _add_compression(apply, "--image")
     apply.add_argument("--origin", choices=["corner", "centre"], help="with --geojson: (0, 0) at "
                        "the top-left corner of the top-left pixel (default, as QuPath) or at its "
                        "centre")

@@ -33,7 +33,7 @@ def slide_pair(tmp_path_factory):
                                      translation_xy=(40.0, -25.0))
     for name, image in (("moving", bf), ("fixed", shg)):
         for _ in resample_to_file(image, AffineTransform.rigid(), image.shape[:2],
-                                  folder / f"{name}.ome.tif", pixel_size_um=1.0):
+                                  folder / f"{name}.ome.tif", pixel_size_um=1.0, compression="zlib"):
             pass
     return folder, bf, truth
 
@@ -121,7 +121,8 @@ def test_guided_dock_registers_reviews_and_accepts_slides(make_napari_viewer, sl
     assert moving in viewer.layers and not moving.visible  # the user's layer kept, hidden
     window = (slice(1000, 1128), slice(1100, 1228))
     expected = resample(bf, found, (SIDE, SIDE))[window]
-    assert np.abs(np.asarray(layer.data[0][window]).astype(float) - expected).mean() < 2.0
+    # the accepted RGB slide's tiles are JPEG (the default for bright field): close, not equal
+    assert np.abs(np.asarray(layer.data[0][window]).astype(float) - expected).mean() < 3.0
     assert "moving_registered.ome.tif" in keep.status.value
     assert dock.status["keep"].value == "4 · keep: ✓ kept as 'moving (registered)'"
     # Teach is for images in memory.

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .defaults import DEFAULT_TILE_COMPRESSION
 from .errors import InputError
 from .field_transform import DisplacementFieldTransform, resample
 from .io.field_formats import is_deformable_json, read_field_json
@@ -246,7 +247,8 @@ def apply_transform_to_geojson(transform, in_path, out_path, *, inverse: bool = 
 
 
 def apply_transform_to_image_file(transform, in_path, like_path, out_path, *,
-                                  inverse: bool = False, labels: bool = False) -> tuple[int, int]:
+                                  inverse: bool = False, labels: bool = False,
+                                  compression: str = DEFAULT_TILE_COMPRESSION) -> tuple[int, int]:
     """Carry an image file (another channel, a mask, labels) onto the grid of another image file.
 
     Whole slides are read lazily and written tile by tile (as the registered image is): memory
@@ -266,6 +268,9 @@ def apply_transform_to_image_file(transform, in_path, like_path, out_path, *,
         checked before any work.
     inverse, labels : bool
         As in :func:`apply_transform_to_image`.
+    compression : str
+        Of a TIFF output's tiles, one of :data:`~napari_comir.core.defaults.TILE_COMPRESSIONS`:
+        by default JPEG for 8-bit RGB, lossless zlib otherwise (labels are never JPEG).
 
     Returns
     -------
@@ -287,7 +292,7 @@ def apply_transform_to_image_file(transform, in_path, like_path, out_path, *,
         shape = tuple(like.shape[:2])
         for _ in resample_to_file(image, _directed(transform, inverse), shape, out_path,
                                   pixel_size_um=getattr(like, "pixel_size_um", None),
-                                  order=0 if labels else 1):
+                                  order=0 if labels else 1, compression=compression):
             pass
     finally:
         for opened in (like, image):

@@ -56,3 +56,14 @@ DEFAULT_REVIEW_VIEW = "structure"
 #: Size (px) of the structures the structure view keeps: detail of about this size, relative to
 #: its surroundings, survives; broad stain density does not.
 DEFAULT_REVIEW_FEATURE_PX = 8.0
+
+#: How the tiles of a written TIFF pyramid are compressed (``--compression``, ``compression=``):
+#: "auto" is JPEG for 8-bit RGB (bright field, as slide scanners write it: 10-20x smaller, and
+#: encoded in about a twentieth of zlib's time) and zlib, lossless, for everything else (grey
+#: images, labels, 16-bit). "zstd" is the fastest lossless codec, but older Bio-Formats (QuPath
+#: before 0.5) cannot read it; "lzw" and "zlib" every TIFF reader can.
+TILE_COMPRESSIONS = ("auto", "jpeg", "zlib", "lzw", "zstd", "none")
+DEFAULT_TILE_COMPRESSION = "auto"
+#: JPEG quality of "jpeg" tiles (libjpeg's 0-100; scanners write 70-90): on H&E tiles the mean
+#: error is about 1-3 grey levels of 255.
+DEFAULT_JPEG_QUALITY = 90

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .defaults import DEFAULT_TILE_COMPRESSION
 from .errors import InputError
 from .field_transform import read_at, source_xy
 from .io.files import check_output_path, remove_stale_temporaries, temporary_prefix, write_errors
@@ -24,11 +25,13 @@ from .io.slides import (
     OME_ZARR_MARK,
     OUTPUT_TILE,
     add_pyramid_levels,
+    tiff_compression,
     write_ome_zarr_metadata,
     write_tiff_pyramid,
 )
 from .limits import check_disk_space, check_image_pixels
 from .progress import Progress
+from .threads import bounded_map, check_workers
 from .transforms import AffineTransform, cast_like, resample
 
 #: Side of the output tiles resampled at a time (px).
@@ -40,7 +43,8 @@ OME_TIFF_DTYPES = tuple(np.dtype(name) for name in ("bool", "int8", "uint8", "in
 
 
 def resample_tiles(moving, transform, output_shape, *, tile: int = RESAMPLE_TILE,
-                   order: int = 1, cval: float = 0.0) -> Iterator[tuple[slice, slice, np.ndarray]]:
+                   order: int = 1, cval: float = 0.0,
+                   workers: int = 1) -> Iterator[tuple[slice, slice, np.ndarray]]:
     """Yield ``(rows, cols, pixels)`` of the moving image resampled onto the fixed grid, tile by tile.
 
     Parameters
@@ -56,39 +60,49 @@ def resample_tiles(moving, transform, output_shape, *, tile: int = RESAMPLE_TILE
     tile, order, cval
         Output tile side; spline order (0 nearest neighbour for labels, 1 bilinear); value
         outside the moving image.
+    workers : int
+        Threads resampling tiles at once (tiles still come in row-major order).
     """
-    rows, cols = (int(n) for n in tuple(output_shape)[:2])
-    affine = isinstance(transform, AffineTransform)
     to_moving = transform.inverse()
-    margin = order + 1  # the spline's support around each mapped pixel centre
-    moving_rows, moving_cols = moving.shape[:2]
-    extra = tuple(moving.shape[2:])
+    return bounded_map(lambda region: (*region, _resample_tile(moving, transform, to_moving, *region,
+                                                                order, cval)),
+                       _tile_regions(output_shape, tile), workers)
+
+
+def _tile_regions(output_shape, tile: int) -> Iterator[tuple[slice, slice]]:
+    """(rows, cols) slices of the ``tile`` px tiles of a (rows, cols) grid, row-major."""
+    rows, cols = (int(n) for n in tuple(output_shape)[:2])
     for row in range(0, rows, tile):
         for col in range(0, cols, tile):
-            out_rows, out_cols = slice(row, min(rows, row + tile)), slice(col, min(cols, col + tile))
-            shape = (out_rows.stop - row, out_cols.stop - col)
-            if affine:
-                mapped = to_moving.apply_xy(np.array(
-                    [[col, row], [out_cols.stop - 1, row], [col, out_rows.stop - 1],
-                     [out_cols.stop - 1, out_rows.stop - 1]], float))
-            else:
-                sources = source_xy(transform, out_rows, out_cols)
-                mapped = sources.reshape(-1, 2)
-            x0, y0 = (max(0, math.floor(v) - margin) for v in mapped.min(axis=0))
-            x1 = min(moving_cols, math.ceil(mapped[:, 0].max()) + margin + 1)
-            y1 = min(moving_rows, math.ceil(mapped[:, 1].max()) + margin + 1)
-            if x0 >= x1 or y0 >= y1:  # the tile lies outside the moving image
-                yield out_rows, out_cols, np.full(shape + extra, cval, dtype=moving.dtype)
-                continue
-            crop = np.asarray(moving[y0:y1, x0:x1])
-            if affine:
-                local = (AffineTransform.rigid(0.0, (-col, -row)).compose(transform)
-                         .compose(AffineTransform.rigid(0.0, (x0, y0))))
-                yield out_rows, out_cols, resample(crop, local, shape, order=order, cval=cval)
-            else:
-                yield out_rows, out_cols, cast_like(read_at(crop, sources - [x0, y0], order, cval),
-                                                   crop.dtype)
+            yield slice(row, min(rows, row + tile)), slice(col, min(cols, col + tile))
 
+
+def _resample_tile(moving, transform, to_moving, out_rows: slice, out_cols: slice, order: int,
+                   cval: float) -> np.ndarray:
+    """The pixels of one output tile, from the moving region they come from."""
+    row, col = out_rows.start, out_cols.start
+    shape = (out_rows.stop - row, out_cols.stop - col)
+    margin = order + 1  # the spline's support around each mapped pixel centre
+    moving_rows, moving_cols = moving.shape[:2]
+    affine = isinstance(transform, AffineTransform)
+    if affine:
+        mapped = to_moving.apply_xy(np.array(
+            [[col, row], [out_cols.stop - 1, row], [col, out_rows.stop - 1],
+             [out_cols.stop - 1, out_rows.stop - 1]], float))
+    else:
+        sources = source_xy(transform, out_rows, out_cols)
+        mapped = sources.reshape(-1, 2)
+    x0, y0 = (max(0, math.floor(v) - margin) for v in mapped.min(axis=0))
+    x1 = min(moving_cols, math.ceil(mapped[:, 0].max()) + margin + 1)
+    y1 = min(moving_rows, math.ceil(mapped[:, 1].max()) + margin + 1)
+    if x0 >= x1 or y0 >= y1:  # the tile lies outside the moving image
+        return np.full(shape + tuple(moving.shape[2:]), cval, dtype=moving.dtype)
+    crop = np.asarray(moving[y0:y1, x0:x1])
+    if affine:
+        local = (AffineTransform.rigid(0.0, (-col, -row)).compose(transform)
+                 .compose(AffineTransform.rigid(0.0, (x0, y0))))
+        return resample(crop, local, shape, order=order, cval=cval)
+    return cast_like(read_at(crop, sources - [x0, y0], order, cval), crop.dtype)
 
 
 def _is_ome_zarr(path: Path) -> bool:
@@ -130,23 +144,44 @@ def check_resampled_path(path: str | os.PathLike) -> Path:
     return check_output_path(path)
 
 
+def check_compression(path: str | os.PathLike, compression: str, dtype, rgb: bool,
+                      labels: bool = False) -> None:
+    """Refuse, before any work, a ``compression`` the output ``path`` cannot have: one that
+    cannot hold these pixels (:func:`~napari_comir.core.io.slides.tiff_compression`), or any
+    but "auto" for an OME-Zarr (written with zarr's own lossless compression)."""
+    path = Path(path)
+    if _is_ome_zarr(path):
+        if compression != DEFAULT_TILE_COMPRESSION:
+            raise InputError(f"{path.name}: an OME-Zarr is written with zarr's own lossless "
+                             "compression; a compression applies to TIFF outputs")
+        return
+    tiff_compression(compression, dtype, rgb, labels)
+
+
 def resample_to_file(moving, transform, output_shape, path: str | os.PathLike, *,
                      pixel_size_um: float | None = None, order: int = 1,
-                     tile: int = RESAMPLE_TILE) -> Iterator[Progress]:
+                     tile: int = RESAMPLE_TILE, compression: str = DEFAULT_TILE_COMPRESSION,
+                     workers: int | None = None) -> Iterator[Progress]:
     """Resample onto the fixed grid and write the result, in bounded memory, as Progress events.
 
     ``path`` ending in ``.ome.tif`` is written as a tiled, pyramidal OME-TIFF (levels halved
     until the long side fits 1024 px, so ≥ 2 levels above 2048 px), ``.ome.zarr`` as OME-Zarr
     (NGFF 0.4, channels first), another ``.tif`` as one tiled level. ``pixel_size_um`` (the
     fixed image's) is recorded; with ``order`` 0 (labels) coarser levels subsample instead of
-    averaging. The file appears whole or not at all.
+    averaging. A TIFF's tiles are compressed as ``compression`` says
+    (:func:`~napari_comir.core.io.slides.tiff_compression`: by default JPEG for 8-bit RGB,
+    lossless zlib otherwise; an OME-Zarr takes only "auto", zarr's lossless default). Tiles are
+    resampled, averaged into levels and encoded on ``workers`` threads (default: every core
+    this process may use); the pixels do not depend on it. The file appears whole or not at all.
     """
     import zarr
 
     path = check_resampled_path(path)
-    remove_stale_temporaries(path)
+    workers = check_workers(workers)
     rows, cols = (int(n) for n in tuple(output_shape)[:2])
     extra = tuple(moving.shape[2:])
+    check_compression(path, compression, moving.dtype, len(extra) == 1, labels=order == 0)
+    remove_stale_temporaries(path)
     check_image_pixels((rows, cols), f"the output {path.name}")
     ome_tiff = path.name.lower().endswith((".ome.tif", ".ome.tiff"))
     if ome_tiff and np.dtype(moving.dtype) not in OME_TIFF_DTYPES:
@@ -155,8 +190,10 @@ def resample_to_file(moving, transform, output_shape, path: str | os.PathLike, *
     # the written levels: the full grid and a third more for the coarser ones
     check_disk_space(path.parent, rows * cols * math.prod(extra) * np.dtype(moving.dtype).itemsize * 4 // 3,
                      f"{path.name} ({rows} x {cols} px)")
-    chunk = min(OUTPUT_TILE, tile)
+    # tiles cover whole chunks, so two threads never write one chunk
+    chunk = OUTPUT_TILE if tile % OUTPUT_TILE == 0 else tile
     n_tiles = math.ceil(rows / tile) * math.ceil(cols / tile)
+    to_moving = transform.inverse()
     with write_errors(path):  # a full disk: one line, and the temporary data removed
         work = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=".zarr", dir=path.parent))
     try:
@@ -164,18 +201,22 @@ def resample_to_file(moving, transform, output_shape, path: str | os.PathLike, *
             group = zarr.open_group(work, mode="w")
             base = group.create_array("0", shape=(rows, cols) + extra, chunks=(chunk, chunk) + extra,
                                       dtype=moving.dtype)
+
+            def resample_into_base(region) -> None:
+                base[region] = _resample_tile(moving, transform, to_moving, *region, order, 0.0)
+
             yield Progress("resample", 0, n_tiles, f"resampling {rows}x{cols} px onto the fixed grid")
-            tiles = resample_tiles(moving, transform, (rows, cols), tile=tile, order=order)
-            for done, (out_rows, out_cols, pixels) in enumerate(tiles, start=1):
-                base[out_rows, out_cols] = pixels
+            written = bounded_map(resample_into_base, _tile_regions((rows, cols), tile), workers)
+            for done, _ in enumerate(written, start=1):
                 yield Progress("resample", done, n_tiles, f"tile {done}/{n_tiles}")
             yield Progress("write", 0, 1, f"writing {path.name}")
-            levels = add_pyramid_levels(group, labels=order == 0) if path.name.lower().endswith(
-                (".ome.tif", ".ome.tiff", OME_ZARR_SUFFIX)) else [base]
+            levels = add_pyramid_levels(group, labels=order == 0, workers=workers) if (
+                path.name.lower().endswith((".ome.tif", ".ome.tiff", OME_ZARR_SUFFIX))) else [base]
             if _is_ome_zarr(path):
                 _write_ome_zarr(levels, path, pixel_size_um)
             else:
-                write_tiff_pyramid(path, levels, pixel_size_um)
+                write_tiff_pyramid(path, levels, pixel_size_um, compression=compression,
+                                   labels=order == 0, workers=workers)
             yield Progress("write", 1, 1, f"wrote {path} ({len(levels)} level(s))", result=path)
     finally:
         shutil.rmtree(work, ignore_errors=True)

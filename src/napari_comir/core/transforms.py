@@ -419,21 +419,19 @@ def resample(
     # scipy maps output coordinates to input coordinates, i.e. it needs fixed -> moving in (r, c).
     inv = transform.inverse().matrix_rc
     work = moving if order == 0 else moving.astype(np.float64, copy=False)
-    channels = [work] if work.ndim == 2 else [work[..., c] for c in range(work.shape[2])]
-    warped = [
+    # each channel warped straight into its plane of the output (no stacked copy)
+    out = np.empty(out_rc + work.shape[2:], work.dtype)
+    for c in range(1 if work.ndim == 2 else work.shape[2]):
         ndimage.affine_transform(
-            ch,
+            work if work.ndim == 2 else work[..., c],
             inv[:2, :2],
             offset=inv[:2, 2],
-            output_shape=out_rc,
+            output=out if work.ndim == 2 else out[..., c],
             order=order,
             mode="constant",
             cval=cval,
             prefilter=order > 1,
         )
-        for ch in channels
-    ]
-    out = warped[0] if moving.ndim == 2 else np.stack(warped, axis=-1)
     return cast_like(out, moving.dtype) if preserve_dtype else out
 
 
@@ -444,7 +442,8 @@ def cast_like(resampled: np.ndarray, dtype) -> np.ndarray:
         return resampled
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        resampled = np.clip(np.rint(resampled), info.min, info.max)
+        resampled = np.rint(resampled)  # a new array, then rounded and clipped in place
+        np.clip(resampled, info.min, info.max, out=resampled)
     elif dtype == np.bool_:
         resampled = resampled > 0.5
     return resampled.astype(dtype)

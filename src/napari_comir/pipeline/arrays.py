@@ -15,7 +15,7 @@ from ..core.device import resolve_device
 from ..core.errors import InputError
 from ..core.inference import COMIR_EDGE_PX, compute_comir, compute_comir_pair
 from ..core.progress import Progress
-from ..core.pyramid import register_pyramid
+from ..core.pyramid import WINDOW_TOLERANCE_PX, register_pyramid
 from ..core.pyramid_deformable import register_pyramid_deformable
 from ..core.registration import (
     RegistrationResult,
@@ -78,7 +78,8 @@ def registration_events(fixed_image, moving_image, model: ComirModel | str = DEF
     """
     options = RegistrationOptions.build(options, **option_values)
     model = as_model(model, options.device)
-    plan = plan_registration(model, fixed_image, moving_image, options)
+    plan = plan_registration(model, fixed_image, moving_image, options,
+                             comirs_given=fixed_comir is not None and moving_comir is not None)
     return _registration_events(model, fixed_image, moving_image, plan, fixed_comir, moving_comir)
 
 
@@ -90,13 +91,18 @@ def _registration_events(model: ComirModel, fixed_image, moving_image, plan: Reg
     if plan.large:
         yield Progress("register", 0, 1, "registering a large pair: an overview search, then "
                        "windows at the model's scale")
-        result = register_pyramid(model, fixed_image, moving_image,
+        result = register_pyramid(model, fixed_image, moving_image, coarse_side=plan.overview_side,
+                                  window=plan.window, n_windows=plan.n_windows,
                                   rotation_range=options.rotation_range,
                                   transform=options.affine_model, scale_range=options.scale_range,
                                   fixed_pixel_size_um=options.fixed_pixel_size,
                                   moving_pixel_size_um=options.moving_pixel_size,
                                   border=COMIR_EDGE_PX, fixed_modality=options.fixed_modality,
                                   moving_modality=options.moving_modality)
+        if plan.in_memory and options.final_refinement == "mutual-information":
+            yield Progress("register", 0, 1, "refining on the images (mutual information)")
+            result = _refined_windows_result(fixed_image, moving_image, result)
+        result.seconds = time.perf_counter() - start
         if options.transform == DEFORMABLE:
             yield Progress("deformable", 0, 1, "refining the affine result with a displacement "
                            "field, on a coarse level of both images")
@@ -195,6 +201,24 @@ def _refined_on_images(model: ComirModel, comirs: dict, fixed_image, moving_imag
     return after
 
 
+def _refined_windows_result(fixed_image, moving_image, result: RegistrationResult) -> RegistrationResult:
+    """A coarse-to-fine result on images in memory refined by Mattes mutual information on the
+    images, kept when the windows' verdict was "likely" and the refinement stays within
+    :data:`~napari_comir.core.pyramid.WINDOW_TOLERANCE_PX` of their answer (the windows agree
+    to that; further is another answer, which no full-resolution CoMIR is here to judge).
+    On 2048² pairs it took the windows' 0.3-1.0 px to the full-resolution route's 0.05-0.36 px
+    (docs/benchmarks.md, "Speed by image size")."""
+    if not result.success_likely:
+        return result
+    start = time.perf_counter()
+    refined, _ = refine_mutual_information(np.asarray(fixed_image), np.asarray(moving_image),
+                                           result.transform, result.transform.model)
+    result.timings = {**result.timings, "mutual_information": time.perf_counter() - start}
+    if corner_error(result.transform, refined, np.shape(moving_image)[:2]) <= WINDOW_TOLERANCE_PX:
+        result.transform = refined
+    return result
+
+
 def _summary(result: RegistrationResult) -> str:
     verdict = "likely right" if result.success_likely else "probably wrong"
     return f"score {result.score:.2f} · {verdict}"
@@ -230,6 +254,10 @@ def register_multimodal(fixed_image, moving_image, model: ComirModel | str = DEF
     Images with a side over ``LARGE_SIDE`` (4096 px) go through
     :func:`napari_comir.core.pyramid.register_pyramid`: a coarse search on block-averaged copies,
     then refinement on full-resolution windows, so no full-size CoMIR is ever held in memory.
+    Images in memory with a side over ``COARSE_TO_FINE_SIDE`` (1536 px) take that route too,
+    with a 512 px overview and three 512 px windows, then the final refinement on the images;
+    unless both CoMIRs are given or the options need full-resolution ones
+    (:func:`~napari_comir.pipeline.plan_registration`).
     """
     *_, last = registration_events(fixed_image, moving_image, model, options, **option_values)
     return last.result.result

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.defaults import DEFAULT_MODEL_NAME, DEFORMABLE
+from ..core.defaults import DEFAULT_MODEL_NAME, DEFAULT_TILE_COMPRESSION, DEFORMABLE
 from ..core.errors import InputError
 from ..core.field_transform import DisplacementFieldTransform
 from ..core.io import check_output_path, check_outputs_apart, read_pixel_size
@@ -24,7 +24,7 @@ from ..core.io.transform_formats import csv_readme_path, write_transform
 from ..core.progress import Progress
 from ..core.registration import RegistrationResult
 from ..core.registration.levels import to_level
-from ..core.tiled_resample import check_resampled_path, resample_to_file
+from ..core.tiled_resample import check_compression, check_resampled_path, resample_to_file
 from ..core.transforms import AffineTransform
 from ..core.zoo import ComirModel, model_files
 from .arrays import as_model, registration_events
@@ -68,6 +68,7 @@ def file_registration_events(fixed_path: str | os.PathLike, moving_path: str | o
                              model: ComirModel | str = DEFAULT_MODEL_NAME,
                              options: RegistrationOptions | None = None, *,
                              resampled: str | os.PathLike | None = None,
+                             compression: str = DEFAULT_TILE_COMPRESSION,
                              exports: dict[str, str | os.PathLike] | None = None,
                              reserved_outputs: dict | None = None, c4_average: bool | None = None,
                              labels: dict[str, str] | None = None,
@@ -91,6 +92,10 @@ def file_registration_events(fixed_path: str | os.PathLike, moving_path: str | o
     resampled : path, optional
         The moving image resampled onto the fixed grid: ``.ome.tif`` (tiled pyramid),
         ``.ome.zarr`` or ``.tif``; with the fixed image's pixel size.
+    compression : str
+        Of the resampled TIFF's tiles, one of
+        :data:`~napari_comir.core.defaults.TILE_COMPRESSIONS`: by default JPEG for 8-bit RGB,
+        lossless zlib otherwise.
     exports : dict, optional
         Format (one of :data:`EXPORT_FORMATS`) -> path of the transform in that format.
     c4_average : bool, optional
@@ -130,8 +135,16 @@ def file_registration_events(fixed_path: str | os.PathLike, moving_path: str | o
     if c4_average is not None:
         model.card.c4_average = c4_average
     fixed, moving = open_image(fixed_path), open_image(moving_path)
-    run = registration_events(fixed, moving, model, options)
-    return _events(run, model.card, fixed, moving, sizes, resampled, exports)
+    try:
+        if resampled is not None:
+            check_compression(resampled, compression, moving.dtype, len(moving.shape) == 3)
+        run = registration_events(fixed, moving, model, options)
+    except BaseException:
+        for image in (fixed, moving):
+            if hasattr(image, "close"):
+                image.close()
+        raise
+    return _events(run, model.card, fixed, moving, sizes, resampled, compression, exports)
 
 
 def _check_deformable_exports(exports: dict, label: dict) -> None:
@@ -145,7 +158,7 @@ def _check_deformable_exports(exports: dict, label: dict) -> None:
                              f"holding the field: name it {NGFF_ZARR_SUFFIX}")
 
 
-def _events(run, card, fixed, moving, sizes, resampled, exports) -> Iterator[Progress]:
+def _events(run, card, fixed, moving, sizes, resampled, compression, exports) -> Iterator[Progress]:
     try:
         for event in run:
             yield event
@@ -160,7 +173,7 @@ def _events(run, card, fixed, moving, sizes, resampled, exports) -> Iterator[Pro
                 for k_fixed, k_moving in zip(fixed.downsamples, moving.downsamples, strict=False)]
         if resampled is not None:
             yield from resample_to_file(moving, outcome.result.transform, fixed.shape[:2], resampled,
-                                        pixel_size_um=sizes[0])
+                                        pixel_size_um=sizes[0], compression=compression)
             outcome.written["resampled"] = str(resampled)
         export_sizes = sizes if None not in sizes else (1.0, 1.0)  # unknown: pixel units
         for name, path in exports.items():

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from ..core.defaults import DEFORMABLE
 from ..core.errors import InputError, RegistrationError
 from ..core.inference import check_image, modality_spec
 from ..core.io.slides import Slide
@@ -17,6 +18,17 @@ from ..core.zoo import ComirModel
 from .options import RegistrationOptions
 
 LARGE_SIDE = 4096  # above this, registration goes through the coarse-to-fine pyramid
+#: In-memory images with a side above this are registered coarse to fine as well (an overview
+#: search, then windows at full resolution: :func:`~napari_comir.core.pyramid.register_pyramid`)
+#: unless both CoMIRs are given: at 2048-4096 px the full-resolution CoMIRs, refinement and
+#: final MI took 10-33 s on 2 cores (docs/benchmarks.md, "Speed by image size").
+COARSE_TO_FINE_SIDE = 1536
+#: The in-memory coarse-to-fine route's overview long side and window side (px), and windows.
+IN_MEMORY_OVERVIEW_SIDE, IN_MEMORY_WINDOW, IN_MEMORY_WINDOWS = 512, 512, 3
+#: Shortest side (px) any image's overview may have on that route (the synthetic 256² sets
+#: register at any angle; a strip's or a small partner's overview would be thinner): else full
+#: resolution.
+MIN_OVERVIEW_SIDE = 256
 #: Smallest side (px) of an image registered through CoMIRs: at 32-48 px, random noise against a
 #: real SHG scored 0.95 (benchmarks/confidence.py).
 MIN_SIDE = 64
@@ -36,12 +48,21 @@ class RegistrationPlan:
         Scales left to search after the pre-scale (``None``: the default range).
     large : bool
         Registered coarse to fine (:func:`napari_comir.core.pyramid.register_pyramid`).
+    overview_side, window, n_windows : int
+        The coarse-to-fine route's overview long side, window side and windows (px, px, count):
+        smaller for images in memory under :data:`LARGE_SIDE`.
+    in_memory : bool
+        Coarse to fine on images in memory: the final refinement can run on them.
     """
 
     options: RegistrationOptions
     pre_scale: float
     search_range: tuple[float, float] | None
     large: bool
+    overview_side: int = 1024
+    window: int = 768
+    n_windows: int = 5
+    in_memory: bool = False
 
 
 def check_images(model: ComirModel, fixed_image, moving_image, options: RegistrationOptions) -> None:
@@ -65,9 +86,13 @@ def check_images(model: ComirModel, fixed_image, moving_image, options: Registra
             raise RegistrationError(f"{name} image is constant — nothing to register")
 
 
-def plan_registration(model: ComirModel, fixed_image, moving_image,
-                      options: RegistrationOptions) -> RegistrationPlan:
-    """Check the images and choose the pixel-size plan and the route; raises before any work."""
+def plan_registration(model: ComirModel, fixed_image, moving_image, options: RegistrationOptions,
+                      comirs_given: bool = False) -> RegistrationPlan:
+    """Check the images and choose the pixel-size plan and the route; raises before any work.
+
+    ``comirs_given``: both images' CoMIRs are at hand, so images in memory are registered on
+    them at full resolution whatever their size (up to :data:`LARGE_SIDE`).
+    """
     card = model.card
     options = RegistrationOptions.build(
         options, fixed_modality=options.fixed_modality or card.fixed_modality,
@@ -83,11 +108,23 @@ def plan_registration(model: ComirModel, fixed_image, moving_image,
     if lazy and (options.method != "search" or options.initial_transform is not None):
         raise InputError("a whole slide (read lazily) is registered by the search method, coarse "
                          "to fine; landmarks and SIFT need images in memory")
-    large = options.method == "search" and (
-        lazy or max(*np.shape(fixed_image)[:2], *np.shape(moving_image)[:2]) > LARGE_SIDE)
+    side = max(*np.shape(fixed_image)[:2], *np.shape(moving_image)[:2])
+    shortest = min(*np.shape(fixed_image)[:2], *np.shape(moving_image)[:2])
+    large = options.method == "search" and (lazy or side > LARGE_SIDE)
     if options.initial_transform is not None:
         pre_scale, large = 1.0, False  # refine from it on the images as they are
-    return RegistrationPlan(options, pre_scale, search_range, large)
+    if large:
+        return RegistrationPlan(options, pre_scale, search_range, True)
+    # In memory, 1.5-4k px: a small overview and a few full-resolution windows, unless the
+    # result must hold full-resolution CoMIRs (given ones, a deformable stage) or starts
+    # elsewhere (landmarks, SIFT) or the images are first resampled to one pixel size.
+    if (side > COARSE_TO_FINE_SIDE and shortest * IN_MEMORY_OVERVIEW_SIDE >= MIN_OVERVIEW_SIDE * side
+            and options.method == "search" and pre_scale == 1.0
+            and options.initial_transform is None and options.transform != DEFORMABLE
+            and not comirs_given):
+        return RegistrationPlan(options, pre_scale, search_range, True, IN_MEMORY_OVERVIEW_SIDE,
+                                IN_MEMORY_WINDOW, IN_MEMORY_WINDOWS, in_memory=True)
+    return RegistrationPlan(options, pre_scale, search_range, False)
 
 
 def scales(pre_scale: float) -> tuple[float, float]:

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..defaults import DEFAULT_JPEG_QUALITY, DEFAULT_TILE_COMPRESSION, TILE_COMPRESSIONS
 from ..errors import InputError
 from ..limits import check_image_pixels, check_memory
+from ..threads import bounded_map
 from .images import TIFF_SUFFIXES, read_image, read_pixel_size
 
 #: Images with a side above this are opened lazily (and registered coarse to fine).
@@ -263,40 +265,80 @@ def _block_mean_2(block: np.ndarray) -> np.ndarray:
     return halved.astype(block.dtype)
 
 
-def add_pyramid_levels(group, top_side: int = PYRAMID_TOP_SIDE, labels: bool = False) -> list:
+def add_pyramid_levels(group, top_side: int = PYRAMID_TOP_SIDE, labels: bool = False,
+                       workers: int = 1) -> list:
     """Add levels "1", "2", ... to a zarr group holding level "0", each the 2 x 2 block mean of
     the one before (``labels``: its top-left pixel of each block, so no label value is
-    invented), chunk by chunk (memory: a few chunks). Returns all levels, finest first."""
+    invented), chunk by chunk on ``workers`` threads (memory: a few chunks each). Returns all
+    levels, finest first."""
     levels = [group["0"]]
     for index, shape in enumerate(pyramid_shapes(levels[0].shape, top_side)[1:], start=1):
         source = levels[-1]
         target = group.create_array(str(index), shape=shape + tuple(source.shape[2:]),
                                     chunks=source.chunks, dtype=source.dtype, overwrite=True)
         chunk_rows, chunk_cols = source.chunks[:2]
-        for row in range(0, shape[0], chunk_rows):
-            for col in range(0, shape[1], chunk_cols):
-                block = source[2 * row:2 * (row + chunk_rows), 2 * col:2 * (col + chunk_cols)]
-                halved = block[::2, ::2][:block.shape[0] // 2, :block.shape[1] // 2] if labels \
-                    else _block_mean_2(block)
-                target[row:row + halved.shape[0], col:col + halved.shape[1]] = halved
+
+        def halve(start, source=source, target=target, chunk_rows=chunk_rows, chunk_cols=chunk_cols):
+            # one target chunk: threads never write the same chunk
+            row, col = start
+            block = source[2 * row:2 * (row + chunk_rows), 2 * col:2 * (col + chunk_cols)]
+            halved = block[::2, ::2][:block.shape[0] // 2, :block.shape[1] // 2] if labels \
+                else _block_mean_2(block)
+            target[row:row + halved.shape[0], col:col + halved.shape[1]] = halved
+
+        starts = ((row, col) for row in range(0, shape[0], chunk_rows)
+                  for col in range(0, shape[1], chunk_cols))
+        for _ in bounded_map(halve, starts, workers):
+            pass
         levels.append(target)
     return levels
 
 
-def _tiles(array, tile: int):
-    """Tiles of a (rows, cols[, channels]) array in TIFF order (row-major), read one at a time."""
-    for row in range(0, array.shape[0], tile):
-        for col in range(0, array.shape[1], tile):
-            yield np.asarray(array[row:row + tile, col:col + tile])
+def _tiles(array, tile: int, workers: int):
+    """Tiles of a (rows, cols[, channels]) array in TIFF order (row-major), read ahead on
+    ``workers`` threads (a few tiles in memory)."""
+    starts = ((row, col) for row in range(0, array.shape[0], tile)
+              for col in range(0, array.shape[1], tile))
+    return bounded_map(lambda start: np.asarray(array[start[0]:start[0] + tile,
+                                                      start[1]:start[1] + tile]), starts, workers)
+
+
+def tiff_compression(choice: str, dtype, rgb: bool, labels: bool = False) -> dict:
+    """tifffile's ``compression`` (and ``compressionargs``) for a TIFF's tiles.
+
+    Parameters
+    ----------
+    choice : str
+        One of :data:`~napari_comir.core.defaults.TILE_COMPRESSIONS`; "auto" is JPEG for 8-bit
+        RGB and zlib (lossless) for everything else.
+    dtype : numpy dtype
+        The pixels'.
+    rgb, labels : bool
+        An RGB image; a label image (never JPEG: it would invent label values).
+    """
+    if choice not in TILE_COMPRESSIONS:
+        raise InputError(f"compression must be one of {', '.join(TILE_COMPRESSIONS)}, got {choice!r}")
+    if choice == "auto":
+        choice = "jpeg" if rgb and np.dtype(dtype) == np.uint8 and not labels else "zlib"
+    if choice == "jpeg":
+        if labels or np.dtype(dtype) != np.uint8:
+            what = "a label image" if labels else f"{np.dtype(dtype)} pixels"
+            raise InputError(f"JPEG cannot hold {what} without changing them: choose a lossless "
+                             "compression (zlib, lzw, zstd) or none")
+        return {"compression": "jpeg", "compressionargs": {"level": DEFAULT_JPEG_QUALITY}}
+    return {"compression": None if choice == "none" else choice}
 
 
 def write_tiff_pyramid(path: str | os.PathLike, levels: list, pixel_size_um: float | None,
-                       tile: int = OUTPUT_TILE) -> None:
-    """Write zarr levels (finest first) as a tiled TIFF, atomically, one tile in memory at a time.
+                       tile: int = OUTPUT_TILE, compression: str = DEFAULT_TILE_COMPRESSION,
+                       labels: bool = False, workers: int = 1) -> None:
+    """Write zarr levels (finest first) as a tiled TIFF, atomically, a few tiles in memory at a time.
 
     A name ending in ``.ome.tif(f)`` gets OME-XML with the physical pixel size and the coarser
     levels as SubIFDs (what QuPath, Fiji/Bio-Formats and napari read as a pyramid); another
-    ``.tif`` name gets level 0 only, with the pixel size in its resolution tags.
+    ``.tif`` name gets level 0 only, with the pixel size in its resolution tags. Tiles are read
+    and encoded on ``workers`` threads; ``compression`` and ``labels`` as in
+    :func:`tiff_compression` (JPEG tiles are YCbCr, 2 x 2 chroma subsampled, as scanners write).
     """
     import tifffile
 
@@ -307,24 +349,26 @@ def write_tiff_pyramid(path: str | os.PathLike, levels: list, pixel_size_um: flo
     levels = levels if ome else levels[:1]
     base = levels[0]
     rgb = len(base.shape) == 3
-    options = dict(tile=(tile, tile), compression="zlib", photometric="rgb" if rgb else "minisblack")
+    options = dict(tile=(tile, tile), photometric="rgb" if rgb else "minisblack", maxworkers=workers,
+                   **tiff_compression(compression, base.dtype, rgb, labels))
     with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=base.nbytes > 2**31, ome=ome) as tiff:
         if ome:
             metadata = {"axes": "YXS" if rgb else "YX"}
             if pixel_size_um:
                 metadata.update(PhysicalSizeX=pixel_size_um, PhysicalSizeY=pixel_size_um,
                                 PhysicalSizeXUnit="µm", PhysicalSizeYUnit="µm")
-            tiff.write(_tiles(base, tile), shape=base.shape, dtype=base.dtype, subifds=len(levels) - 1,
-                       metadata=metadata, **options)
+            tiff.write(_tiles(base, tile, workers), shape=base.shape, dtype=base.dtype,
+                       subifds=len(levels) - 1, metadata=metadata, **options)
             for level in levels[1:]:
-                tiff.write(_tiles(level, tile), shape=level.shape, dtype=level.dtype, subfiletype=1,
-                           **options)
+                tiff.write(_tiles(level, tile, workers), shape=level.shape, dtype=level.dtype,
+                           subfiletype=1, **options)
         else:
             resolution = {}
             if pixel_size_um:  # pixels per centimetre
                 resolution = dict(resolution=(1e4 / pixel_size_um, 1e4 / pixel_size_um),
                                   resolutionunit="CENTIMETER")
-            tiff.write(_tiles(base, tile), shape=base.shape, dtype=base.dtype, **resolution, **options)
+            tiff.write(_tiles(base, tile, workers), shape=base.shape, dtype=base.dtype,
+                       **resolution, **options)
 
 
 #: The ``.zattrs`` key that marks an OME-Zarr folder as written by napari-comir.

@@ -1,0 +1,60 @@
+"""Work spread over threads, in order and in bounded memory: :func:`bounded_map`.
+
+The pyramid writer's work (scipy's resampling, block means, zarr and imagecodecs codecs)
+releases the GIL, so threads share it across cores without copying tiles between processes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from .errors import InputError
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def check_workers(workers: int | None) -> int:
+    """``workers`` threads, or all available cores for ``None``; at least one."""
+    if workers is None:
+        return available_cores()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InputError(f"workers must be a whole number of threads ≥ 1, got {workers!r}")
+    return workers
+
+
+def bounded_map(function: Callable[[Item], Result], items: Iterable[Item],
+                workers: int) -> Iterator[Result]:
+    """``map(function, items)`` on ``workers`` threads, results in the items' order.
+
+    At most twice ``workers`` items are in flight, so memory holds a few results whatever the
+    number of items; with one worker it runs in the caller's thread. An exception in
+    ``function`` is raised here, at its item, and the items not yet started are dropped.
+    """
+    if workers <= 1:
+        yield from map(function, items)
+        return
+    with ThreadPoolExecutor(workers) as executor:
+        pending = deque()
+        try:
+            for item in items:
+                pending.append(executor.submit(function, item))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # an error or a closed generator: start nothing more
+            for future in pending:
+                future.cancel()
