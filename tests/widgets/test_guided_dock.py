@@ -58,6 +58,33 @@ def test_sample_pair_registers_when_clicked(make_napari_viewer, user, errors):
     assert width <= SCREEN[0] and height <= SCREEN[1]
 
 
+def test_large_pair_takes_the_coarse_to_fine_route_when_clicked(make_napari_viewer, user, errors):
+    """Images over 1536 px register through an overview and full-resolution windows: the dock
+    shows the verdict and the overlay; the CoMIRs view, which needs full-size CoMIRs this route
+    does not make, says why and leaves the overlay on."""
+    from napari_comir.core.synthetic import misaligned_pair
+    from napari_comir.core.transforms import corner_error
+
+    bf, shg, truth = misaligned_pair((1600, 1600), seed=4, angle_deg=-40.0)
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(shg, name="SHG")
+    viewer.add_image(bf, name="BF", rgb=True)
+    dock = open_dock(viewer)
+    dock.model_name.value = "bf-shg"
+    user.watch.reset()
+    user.click(dock.run_panel.register_button)
+    job = user.wait_for_job(dock.session, timeout_s=120)
+    assert job.state.value == "finished" and not errors, (job.error, errors)
+    assert dock.session.result.method == "pyramid"
+    assert corner_error(truth, dock.session.result.transform, bf.shape[:2]) <= 1.0
+    assert dock.run_panel.verdict.value == "✓ likely right"
+    assert [layer.name for layer in viewer.layers][-2:] == ["review: BF (magenta)", "review: SHG (green)"]
+    user.watch.check(MAX_FREEZE_S)
+    dock.review_panel.view.value = "CoMIRs"
+    assert errors and "coarse to fine" in errors[-1]
+    assert dock.review_panel.view.value == dock.session.review_view == "overlay"
+
+
 def test_real_pair_register_accept_export_teach(make_napari_viewer, raw_cases, user, errors,
                                                 tmp_path):
     case = raw_cases["sa_stroma_pancreas_2000_95"]

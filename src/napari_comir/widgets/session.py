@@ -195,12 +195,15 @@ class RegistrationSession:
         return find_comir(self.viewer, layer, model)
 
     def comir_pair(self) -> tuple[np.ndarray, np.ndarray]:
-        """The CoMIRs of the result's pair (InputError when there are none, e.g. slides)."""
+        """The CoMIRs of the result's pair (InputError when there are none: a pair registered
+        coarse to fine, a whole slide or an image over 1536 px, keeps no full-size CoMIRs)."""
         model = self.models.get()
         comirs = [self.known_comir(layer, model) for layer in self.result_pair or ()]
         if len(comirs) != 2 or any(comir is None for comir in comirs):
-            raise InputError("no CoMIRs to compare (whole slides keep none): register again "
-                             "with this model, or choose another review view")
+            raise InputError("no CoMIRs to compare: this pair was registered coarse to fine "
+                             "(whole slides and images over 1536 px keep no full-size CoMIRs); "
+                             "compute them in the Representations dock, or choose another "
+                             "review view")
         return comirs[0], comirs[1]
 
     def landmark_transform(self, transform: str) -> AffineTransform:
