@@ -51,6 +51,13 @@ START_MODEL, START_NETWORK = "bf-shg", "bf"
 SUCCESS_RATIO = 1.3
 #: ... or at most this share of the fixed image's width (as the raw BF/SHG cases are scored).
 SUCCESS_FRACTION = 0.02
+#: A taught model's least detail score of a likely success is this many times the highest its
+#: CoMIRs reach on garbage made from the taught pairs (:func:`null_detail_scores`) ...
+NULL_MARGIN = 1.5
+#: ... and never below this (a null that happens to fall low must not let noise through).
+MIN_DETAIL_THRESHOLD = 1.0
+#: Taught pairs whose mirror images serve as garbage (two registrations each).
+NULL_PAIRS = 2
 
 
 @dataclass
@@ -213,6 +220,26 @@ def teach_config(max_seconds: float = DEFAULT_TEACH_SECONDS, *, new_pair: bool =
     return TrainConfig(lr=TEACH_LR, freeze_batchnorm=False, **settings)
 
 
+def null_detail_scores(pairs: Sequence[TeachingPair], model: ComirModel,
+                       register: RegisterFunction) -> list[float]:
+    """Detail scores (:mod:`~napari_comir.core.registration.confidence`) of the best placements
+    ``register`` finds for garbage: each taught pair's fixed image against its moving image
+    mirrored left-right and upside down. No rotation or scale reaches a mirror image, so what
+    agrees there agrees by chance, on the taught modalities' own tissue."""
+    scores = []
+    for pair in list(pairs)[:NULL_PAIRS]:
+        for axis in (1, 0):
+            mirrored = np.ascontiguousarray(np.flip(pair.moving_image, axis))
+            scores.append(float(register(pair.fixed_image, mirrored, model).detail_score))
+    return scores
+
+
+def calibrated_detail_threshold(null_scores: Sequence[float]) -> float:
+    """The taught model's detail threshold: :data:`NULL_MARGIN` times the highest null score,
+    at least :data:`MIN_DETAIL_THRESHOLD`."""
+    return max(MIN_DETAIL_THRESHOLD, NULL_MARGIN * max(null_scores))
+
+
 @dataclass
 class PairCheck:
     """One held-out pair registered by the taught and by the old model.
@@ -304,6 +331,11 @@ def teaching_events(pairs: Sequence[TeachingPair], model: ComirModel, register: 
     for last in train(model, aligned, config):
         yield last
     seconds = time.perf_counter() - start
+    yield Progress("calibrate", 0, 1, "registering garbage to calibrate the verdict")
+    null_scores = null_detail_scores(pairs, model, register)
+    model.card.detail_threshold = calibrated_detail_threshold(null_scores)
+    yield Progress("calibrate", 1, 1, f"detail threshold {model.card.detail_threshold:.2f} "
+                   f"(garbage reached {max(null_scores):.2f})")
     checking = list(check_pairs) or list(pairs)
     checks = []
     for index, pair in enumerate(checking, start=1):
@@ -323,7 +355,7 @@ def teaching_events(pairs: Sequence[TeachingPair], model: ComirModel, register: 
     if not check_pairs:
         reason += " (no pairs held out: checked on the taught pairs, registered from scratch)"
     _describe(model.card, pairs, checks, config, started_from, seconds, last.step if last else 0,
-              bool(check_pairs))
+              bool(check_pairs), null_scores)
     outcome = TeachOutcome(model, old, checks, replaces, reason, seconds, last.step if last else 0)
     yield Progress("check", len(checking), len(checking), reason, result=outcome)
 
@@ -337,19 +369,24 @@ def channels_message(card: ModelCard) -> str:
             f"network {describe(card.moving_modality)}")
 
 
-def _describe(card: ModelCard, pairs, checks, config, started_from, seconds, steps, held_out):
+def _describe(card: ModelCard, pairs, checks, config, started_from, seconds, steps, held_out,
+              null_scores):
     """Write what the model was taught on and what it was measured on into its card."""
     card.description = (f"Taught on {len(pairs)} pair(s) by napari-comir's teaching recipe; "
                         + channels_message(card) + ".")
     card.training = {"pairs": [pair.name for pair in pairs], "recipe": "core.teaching",
                      "started_from": started_from, "lr": config.lr, "batch_size": config.batch_size,
-                     "patch_size": config.patch_size, "seed": config.seed, "steps": steps,
+                     "patch_size": config.patch_size, "hue_degrees": config.hue_degrees,
+                     "shift_px": config.shift_px, "seed": config.seed, "steps": steps,
                      "seconds": round(seconds, 1)}
     card.metrics = {"checked_on": "pairs held out of the teaching" if held_out
                     else "the taught pairs, registered from scratch",
+                    "detail_threshold": {"null_scores": [round(v, 2) for v in null_scores],
+                                         "margin": NULL_MARGIN},
                     "checks": [{"pair": c.name, "error_px": round(c.new_error, 2),
                                 "registered": c.new_registered,
                                 "likely": bool(c.new_result.success_likely),
+                                "detail_score": round(float(c.new_result.detail_score), 2),
                                 **({} if c.old_error is None else
                                    {"old_error_px": round(c.old_error, 2),
                                     "old_registered": c.old_registered})} for c in checks]}
