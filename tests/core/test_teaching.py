@@ -9,6 +9,8 @@ import torch
 from napari_comir.api import load_model
 from napari_comir.core.errors import InputError
 from napari_comir.core.teaching import (
+    MIN_DETAIL_THRESHOLD,
+    NULL_MARGIN,
     PairCheck,
     TeachingPair,
     read_teaching_pairs,
@@ -92,15 +94,23 @@ def test_teaching_events_trains_then_checks_and_describes_the_model(rng, tiny_mo
     wrong = AffineTransform.similarity(0.0, 1.0, (40.0, 0.0))
     old = load_model("bf-shg", "cpu")
 
+    registered = []
+
     def register(fixed_image, moving_image, model):
+        registered.append(moving_image)
         right = model is not old
-        return SimpleNamespace(transform=truth if right else wrong, success_likely=right)
+        return SimpleNamespace(transform=truth if right else wrong, success_likely=right,
+                               detail_score=0.9)
 
     config = teach_config(seed=0, device="cpu")
     config.steps, config.max_seconds, config.batch_size, config.patch_size = 3, None, 2, 64
     events = list(teaching_events(pairs[:1], tiny_model, register, old=old, check_pairs=pairs[1:],
                                config=config, started_from="scratch"))
-    assert [e.stage for e in events] == ["train"] * 3 + ["check", "check"]
+    assert [e.stage for e in events] == ["train"] * 3 + ["calibrate"] * 2 + ["check", "check"]
+    # garbage first: the taught pair's moving image mirrored both ways, scored 0.9 by the stub
+    np.testing.assert_array_equal(registered[0], rgb[:, ::-1])
+    np.testing.assert_array_equal(registered[1], rgb[::-1])
+    assert tiny_model.card.detail_threshold == pytest.approx(max(MIN_DETAIL_THRESHOLD, NULL_MARGIN * 0.9))
     outcome = events[-1].result
     assert outcome.replaces and outcome.steps == 3 and outcome.model is tiny_model
     (check,) = outcome.checks
@@ -109,6 +119,7 @@ def test_teaching_events_trains_then_checks_and_describes_the_model(rng, tiny_mo
     card = tiny_model.card
     assert card.training["pairs"] == ["taught"] and card.training["started_from"] == "scratch"
     assert card.metrics["checks"][0]["pair"] == "held" and "fixed images go to" in card.description
+    assert card.metrics["detail_threshold"]["null_scores"] == [0.9, 0.9]
 
 
 def test_pairs_csv_with_landmarks(tmp_path, rng):
