@@ -1,5 +1,6 @@
 """The teaching recipe: pairs from landmarks, networks from the bright-field one, the held-out check."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -169,3 +170,30 @@ def test_api_teach_refuses_before_training_an_old_model_that_cannot_take_the_pai
     pair = api.TeachingPair.from_landmarks(rgb, rgb, corners, corners)
     with pytest.raises(InputError, match="'bf-shg', cannot register these pairs.*fixed image"):
         api.teach([pair], old="bf-shg")  # its fixed network takes grey SHG
+
+
+@pytest.mark.slow
+def test_the_recipe_teaches_a_stain_pair_and_its_verdict_tells_success_from_garbage():
+    """H&E against IHC, serial sections: taught on the Cc10 pair (36 steps), the loss falls, the
+    held-out CD31 pair registers within 1.3x the best affine map and is called likely with the
+    threshold calibrated at teach time; garbage (CD31 mirrored, or noise) is not."""
+    from napari_comir import api
+
+    listing = Path(__file__).resolve().parents[3] / "shared" / "data" / "he_ihc" / "pairs.csv"
+    if not listing.is_file():
+        pytest.skip("../shared/data/he_ihc is not beside the checkout")
+    pairs = {pair.name.split("_")[-1]: pair for pair in read_teaching_pairs(listing)}
+    config = teach_config(seed=0, device="cpu")
+    config.steps, config.max_seconds = 36, None
+    events = list(api.teach([pairs["Cc10"]], check_pairs=[pairs["CD31"]], config=config))
+    losses = [event.metrics["loss"] for event in events if event.stage == "train"]
+    assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8])
+    outcome = events[-1].result
+    (check,) = outcome.checks
+    assert check.new_registered and check.new_result.success_likely and outcome.replaces
+    assert MIN_DETAIL_THRESHOLD <= outcome.model.card.detail_threshold < 1.7  # bf-shg's: too strict
+    fixed, moving = pairs["CD31"].fixed_image, pairs["CD31"].moving_image
+    mirrored = api.register_multimodal(fixed, np.ascontiguousarray(moving[:, ::-1]), outcome.model)
+    noise = np.random.default_rng(0).integers(0, 256, moving.shape, dtype=np.uint8)
+    for garbage in (mirrored, api.register_multimodal(fixed, noise, outcome.model)):
+        assert not garbage.success_likely
