@@ -42,8 +42,8 @@ from napari_comir.core.teaching import (  # noqa: E402
 )
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-#: Recipe variants from the command line: ``--freeze-fixed`` (a new pair's fixed network stays
-#: the bright-field one), ``--steps`` (a fixed number of steps instead of the time budget: on a
+#: Recipe variants from the command line: ``--freeze-fixed`` (the fixed network stays as it
+#: started), ``--steps`` (a fixed number of steps instead of the time budget: on a
 #: loaded machine, recipes are compared at equal steps), ``--hue``/``--shift`` (augmentations)
 #: and ``--quick`` (neither itk-elastix nor the old model: recipe screening).
 VARIANT = {"freeze_fixed": False, "steps": None, "hue_degrees": None, "shift_px": None, "quick": False}
@@ -100,10 +100,11 @@ def scored(pair: TeachingPair, transform, likely, seconds: float, detail=None) -
 def teach_and_check(pairs, check, seconds, seed, **options) -> list[dict]:
     """Teach with :func:`api.teach` and check on ``check``: one row per check pair, with the
     taught model, the old one and itk-elastix scored."""
-    config = teach_config(seconds, new_pair=options.get("start") is None, seed=seed, device="cpu",
-                          frozen_modality=(options.get("fixed_modality", "fixed")
-                                           if VARIANT["freeze_fixed"] and options.get("start") is None
-                                           else None))
+    start = options.get("start")
+    fixed_modality = (api.load_model(start, "cpu").card.fixed_modality if start
+                      else options.get("fixed_modality", "fixed"))
+    config = teach_config(seconds, new_pair=start is None, seed=seed, device="cpu",
+                          frozen_modality=fixed_modality if VARIANT["freeze_fixed"] else None)
     if VARIANT["steps"]:
         config.steps, config.max_seconds = VARIANT["steps"], None
     for name in ("hue_degrees", "shift_px"):
@@ -226,8 +227,8 @@ def main() -> None:
     parser.add_argument("--he-ihc-taught", type=int, default=1, choices=[1, 3],
                         help="he_ihc pairs taught at once: 1 (the others checked) or 3 (the fourth)")
     parser.add_argument("--freeze-fixed", action="store_true",
-                        help="a new pair's fixed network stays the bright-field one; only the "
-                        "moving one learns (the recipe trains both)")
+                        help="the fixed network stays as it started (a new pair's: the "
+                        "bright-field one); only the moving one learns (the recipe trains both)")
     parser.add_argument("--steps", type=int, help="train this many steps, not for --seconds")
     parser.add_argument("--hue", type=float, help="hue augmentation, degrees (default: the recipe's)")
     parser.add_argument("--shift", type=float, help="shift augmentation, px (default: the recipe's)")

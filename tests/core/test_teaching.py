@@ -123,6 +123,25 @@ def test_teaching_events_trains_then_checks_and_describes_the_model(rng, tiny_mo
     assert card.metrics["detail_threshold"]["null_scores"] == [0.9, 0.9]
 
 
+@pytest.mark.parametrize(("garbage", "expected"), [(0.9, 1.7), (1.5, 2.25)])
+def test_a_model_taught_more_of_its_own_pairs_keeps_its_threshold_unless_garbage_demands_more(
+        rng, tiny_model, garbage, expected):
+    fixed = _scene(rng)
+    rgb = np.repeat(fixed[..., None], 3, axis=-1)
+    corners = np.array([[10.0, 10], [110, 10], [110, 80], [10, 80]])
+    pair = TeachingPair.from_landmarks(fixed, rgb, corners, corners)
+    tiny_model.card.detail_threshold = 1.7
+
+    def register(fixed_image, moving_image, model):
+        return SimpleNamespace(transform=AffineTransform.similarity(), success_likely=True,
+                               detail_score=garbage)
+
+    config = teach_config(seed=0, device="cpu")
+    config.steps, config.max_seconds, config.batch_size, config.patch_size = 1, None, 2, 64
+    *_, last = teaching_events([pair], tiny_model, register, config=config, new_pair=False)
+    assert last.result.model.card.detail_threshold == pytest.approx(expected)
+
+
 def test_pairs_csv_with_landmarks(tmp_path, rng):
     import tifffile
 

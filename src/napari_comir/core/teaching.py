@@ -295,7 +295,8 @@ def verdict(checks: Sequence[PairCheck]) -> tuple[bool, str]:
 
 def teaching_events(pairs: Sequence[TeachingPair], model: ComirModel, register: RegisterFunction, *,
                  old: ComirModel | None = None, check_pairs: Sequence[TeachingPair] = (),
-                 config: TrainConfig | None = None, started_from: str = "") -> Iterator[Progress]:
+                 config: TrainConfig | None = None, started_from: str = "",
+                 new_pair: bool = True) -> Iterator[Progress]:
     """Train ``model`` in place on ``pairs``, then check it on ``check_pairs``; a generator.
 
     Parameters
@@ -316,6 +317,11 @@ def teaching_events(pairs: Sequence[TeachingPair], model: ComirModel, register: 
         Default :func:`teach_config`.
     started_from : str
         What ``model`` started as, in words, for its card.
+    new_pair : bool
+        ``model`` learns a new modality pair: the detail threshold its card holds was measured
+        for other CoMIRs and is replaced by the calibrated one. ``False`` (a model taught more
+        pairs of its own modalities): its threshold, measured on many pairs, only rises if the
+        garbage demands it.
 
     Yields
     ------
@@ -333,7 +339,9 @@ def teaching_events(pairs: Sequence[TeachingPair], model: ComirModel, register: 
     seconds = time.perf_counter() - start
     yield Progress("calibrate", 0, 1, "registering garbage to calibrate the verdict")
     null_scores = null_detail_scores(pairs, model, register)
-    model.card.detail_threshold = calibrated_detail_threshold(null_scores)
+    calibrated = calibrated_detail_threshold(null_scores)
+    model.card.detail_threshold = calibrated if new_pair else max(calibrated,
+                                                                  model.card.detail_threshold)
     yield Progress("calibrate", 1, 1, f"detail threshold {model.card.detail_threshold:.2f} "
                    f"(garbage reached {max(null_scores):.2f})")
     checking = list(check_pairs) or list(pairs)
