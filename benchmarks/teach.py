@@ -45,8 +45,9 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: Recipe variants from the command line: ``--freeze-fixed`` (the fixed network stays as it
 #: started), ``--steps`` (a fixed number of steps instead of the time budget: on a
 #: loaded machine, recipes are compared at equal steps), ``--hue``/``--shift`` (augmentations)
-#: and ``--quick`` (neither itk-elastix nor the old model: recipe screening).
-VARIANT = {"freeze_fixed": False, "steps": None, "hue_degrees": None, "shift_px": None, "quick": False}
+#: ``--no-elastix``, and ``--quick`` (neither itk-elastix nor the old model: recipe screening).
+VARIANT = {"freeze_fixed": False, "steps": None, "hue_degrees": None, "shift_px": None,
+           "quick": False, "elastix": True}
 CLICKS_XY = np.array([[0.18, 0.2], [0.82, 0.21], [0.78, 0.82], [0.2, 0.78], [0.5, 0.49]])
 
 
@@ -115,18 +116,20 @@ def teach_and_check(pairs, check, seconds, seed, **options) -> list[dict]:
     *_, last = api.teach(pairs, check_pairs=check, seed=seed, device="cpu", config=config, **options)
     outcome = last.result
     rows = []
-    methods = ("taught",) if VARIANT["quick"] else ("taught", "old", "elastix")
+    methods = (("taught",) + (() if VARIANT["quick"] else ("old",))
+               + (("elastix",) if VARIANT["elastix"] else ()))
     for pair, result in zip(check, outcome.checks, strict=True):
         row = {"pair": pair.name, "taught_on": "+".join(p.name for p in pairs),
                "teach_seconds": outcome.seconds, "steps": outcome.steps,
                "best": pair.error(pair.transform) if pair.fixed_points_xy is not None else None,
                "taught": scored(pair, result.new_result.transform, result.new_result.success_likely,
                                 result.new_result.seconds, result.new_result.detail_score)}
-        if not VARIANT["quick"]:
-            start = time.perf_counter()
-            found = elastix_affine(pair.fixed_image, pair.moving_image)
+        if "old" in methods:
             row["old"] = scored(pair, result.old_result.transform, result.old_result.success_likely,
                                 result.old_result.seconds, result.old_result.detail_score)
+        if "elastix" in methods:
+            start = time.perf_counter()
+            found = elastix_affine(pair.fixed_image, pair.moving_image)
             row["elastix"] = scored(pair, found, None, time.perf_counter() - start)
         rows.append(row)
         print(f"taught on {row['taught_on']}, {pair.name}: "
@@ -234,9 +237,10 @@ def main() -> None:
     parser.add_argument("--shift", type=float, help="shift augmentation, px (default: the recipe's)")
     parser.add_argument("--quick", action="store_true",
                         help="the taught model only: no itk-elastix, no old model")
+    parser.add_argument("--no-elastix", action="store_true", help="leave itk-elastix out")
     args = parser.parse_args()
     VARIANT.update(freeze_fixed=args.freeze_fixed, steps=args.steps, hue_degrees=args.hue,
-                   shift_px=args.shift, quick=args.quick)
+                   shift_px=args.shift, quick=args.quick, elastix=not (args.quick or args.no_elastix))
     results = {}
     if "he_ihc" in args.settings:
         results["he_ihc"] = he_ihc(args.seconds, args.seed, args.he_ihc_taught)
