@@ -315,8 +315,10 @@ class PatchSampler:
             for modality, spec in specs.items():
                 if modality not in pair.images:
                     raise InputError(f"pair {pair.name!r} has no {modality!r} image")
+                # a grey image for an RGB network as inference gives it: in its palette's colours
                 image = validate_image(pair.images[modality], spec.channels,
-                                       name=f"{pair.name} {modality}", min_size=patch_size)
+                                       name=f"{pair.name} {modality}", min_size=patch_size,
+                                       grey_palette=spec.grey_palette)
                 images[modality] = normalize(image, spec).contiguous()
             self.tensors.append(images)
         areas = torch.tensor([float(t[self.modalities[0]].shape[-1] * t[self.modalities[0]].shape[-2])
