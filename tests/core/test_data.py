@@ -6,6 +6,7 @@ from napari_comir.core.data import (
     AlignedPair,
     ModalitySpec,
     PatchSampler,
+    colourise,
     normalize,
     read_pairs_csv,
     validate_image,
@@ -127,3 +128,20 @@ def test_sampler_shift_moves_the_second_patch_only():
     first, _ = PatchSampler([pair], {"a": spec, "b": spec}, 64, seed=1, jitter=False,
                             shift_px=3).sample(6)
     assert torch.equal(first[0], plain_a[0])  # the first modality's patch is where it was
+
+
+def test_sampler_colours_a_grey_image_for_an_rgb_network_as_inference_does():
+    """A grey bright field taught to an RGB network is seen in the palette's colours, as
+    inference shows it (repeated into R, G, B, the network learned inputs it never meets)."""
+    from napari_comir.api import load_model
+
+    spec = load_model("bf-shg", "cpu").card.modalities["bf"]
+    grey = (np.random.default_rng(0).random((100, 100)) * 255).astype(np.uint8)
+    other = ModalitySpec(1, percentiles=(0, 100))
+    taught, _ = PatchSampler([AlignedPair({"bf": grey, "b": grey})], {"bf": spec, "b": other}, 64,
+                             seed=4, jitter=False).sample(3)
+    coloured = colourise(grey, spec.grey_palette)
+    expected, _ = PatchSampler([AlignedPair({"bf": coloured, "b": grey})], {"bf": spec, "b": other},
+                               64, seed=4, jitter=False).sample(3)
+    torch.testing.assert_close(taught, expected)
+    assert not torch.allclose(taught[:, 0], taught[:, 2])  # not R = G = B
