@@ -44,10 +44,11 @@ from napari_comir.core.teaching import (  # noqa: E402
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: Recipe variants from the command line: ``--freeze-fixed`` (the fixed network stays as it
 #: started), ``--steps`` (a fixed number of steps instead of the time budget: on a
-#: loaded machine, recipes are compared at equal steps), ``--hue``/``--shift`` (augmentations)
-#: ``--no-elastix``, and ``--quick`` (neither itk-elastix nor the old model: recipe screening).
+#: loaded machine, recipes are compared at equal steps), ``--hue``/``--shift`` (augmentations),
+#: ``--critic`` (the loss's critic while teaching), ``--no-elastix``, and ``--quick`` (neither
+#: itk-elastix nor the old model: recipe screening).
 VARIANT = {"freeze_fixed": False, "steps": None, "hue_degrees": None, "shift_px": None,
-           "quick": False, "elastix": True}
+           "quick": False, "elastix": True, "critic": None}
 CLICKS_XY = np.array([[0.18, 0.2], [0.82, 0.21], [0.78, 0.82], [0.2, 0.78], [0.5, 0.49]])
 
 
@@ -113,6 +114,9 @@ def teach_and_check(pairs, check, seconds, seed, **options) -> list[dict]:
             setattr(config, name, VARIANT[name])
     if VARIANT["quick"]:
         options["old"] = None
+    if VARIANT["critic"] and start:  # the critic only shapes training; the verdict is the card's
+        options["start"] = api.load_model(start, "cpu")
+        options["start"].card.critic = VARIANT["critic"]
     *_, last = api.teach(pairs, check_pairs=check, seed=seed, device="cpu", config=config, **options)
     outcome = last.result
     rows = []
@@ -238,9 +242,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="the taught model only: no itk-elastix, no old model")
     parser.add_argument("--no-elastix", action="store_true", help="leave itk-elastix out")
+    parser.add_argument("--critic", choices=["mse", "cosine"],
+                        help="the loss's critic while teaching a --from model (default: its card's)")
     args = parser.parse_args()
     VARIANT.update(freeze_fixed=args.freeze_fixed, steps=args.steps, hue_degrees=args.hue,
-                   shift_px=args.shift, quick=args.quick, elastix=not (args.quick or args.no_elastix))
+                   shift_px=args.shift, quick=args.quick, elastix=not (args.quick or args.no_elastix),
+                   critic=args.critic)
     results = {}
     if "he_ihc" in args.settings:
         results["he_ihc"] = he_ihc(args.seconds, args.seed, args.he_ihc_taught)

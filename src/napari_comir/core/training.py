@@ -88,9 +88,9 @@ class TrainConfig:
         if self.steps < 1 or self.batch_size < 2 or self.patch_size < 32:
             raise InputError("need steps ≥ 1, batch_size ≥ 2 (negatives come from the batch) "
                              "and patch_size ≥ 32")
-        if not (self.equivariance_weight >= 0 and self.hue_degrees >= 0 and self.shift_px >= 0):
-            raise InputError("equivariance_weight, hue_degrees and shift_px must be ≥ 0, got "
-                             f"{self.equivariance_weight}, {self.hue_degrees}, {self.shift_px}")
+        for name in ("equivariance_weight", "hue_degrees", "shift_px"):
+            if not getattr(self, name) >= 0:
+                raise InputError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if not self.lr > 0:
             raise InputError(f"learning rate must be positive, got {self.lr}")
         if self.holdout_every < 0:
