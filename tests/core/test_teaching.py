@@ -142,6 +142,20 @@ def test_a_model_taught_more_of_its_own_pairs_keeps_its_threshold_unless_garbage
     assert last.result.model.card.detail_threshold == pytest.approx(expected)
 
 
+def test_garbage_that_cannot_be_placed_scores_nothing_and_the_threshold_keeps_its_floor(rng):
+    from napari_comir.core.errors import RegistrationError
+    from napari_comir.core.teaching import calibrated_detail_threshold, null_detail_scores
+
+    image = _scene(rng)
+    pair = TeachingPair(image, image, AffineTransform.similarity())
+
+    def register(fixed_image, moving_image, model):
+        raise RegistrationError("no overlap")
+
+    scores = null_detail_scores([pair], None, register)
+    assert scores == [0.0, 0.0] and calibrated_detail_threshold(scores) == MIN_DETAIL_THRESHOLD
+
+
 def test_pairs_csv_with_landmarks(tmp_path, rng):
     import tifffile
 

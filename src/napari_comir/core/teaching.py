@@ -37,7 +37,7 @@ import numpy as np
 
 from .data import AlignedPair, ModalitySpec, validate_image
 from .defaults import DEFAULT_TEACH_SECONDS
-from .errors import InputError
+from .errors import InputError, RegistrationError
 from .io import read_image
 from .io.files import read_utf8_text
 from .io.landmarks import read_landmarks
@@ -242,7 +242,10 @@ def null_detail_scores(pairs: Sequence[TeachingPair], model: ComirModel,
     for pair in list(pairs)[:NULL_PAIRS]:
         for axis in (1, 0):
             mirrored = np.ascontiguousarray(np.flip(pair.moving_image, axis))
-            scores.append(float(register(pair.fixed_image, mirrored, model).detail_score))
+            try:
+                scores.append(float(register(pair.fixed_image, mirrored, model).detail_score))
+            except RegistrationError:  # garbage that cannot even be placed agrees with nothing
+                scores.append(0.0)
     return scores
 
 
