@@ -42,8 +42,13 @@ from napari_comir.core.teaching import (  # noqa: E402
 )
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-#: ``--freeze-fixed``: a new pair's fixed network stays the bright-field one (the recipe trains both).
-FREEZE_FIXED = False
+#: Recipe variants from the command line: ``--freeze-fixed`` (the fixed network stays as it
+#: started), ``--steps`` (a fixed number of steps instead of the time budget: on a
+#: loaded machine, recipes are compared at equal steps), ``--hue``/``--shift`` (augmentations),
+#: ``--critic`` (the loss's critic while teaching), ``--no-elastix``, and ``--quick`` (neither
+#: itk-elastix nor the old model: recipe screening).
+VARIANT = {"freeze_fixed": False, "steps": None, "hue_degrees": None, "shift_px": None,
+           "quick": False, "elastix": True, "critic": None}
 CLICKS_XY = np.array([[0.18, 0.2], [0.82, 0.21], [0.78, 0.82], [0.2, 0.78], [0.5, 0.49]])
 
 
@@ -82,10 +87,11 @@ def clicked_pair(fixed, moving, truth, rng, name) -> TeachingPair:
     return pair
 
 
-def scored(pair: TeachingPair, transform, likely, seconds: float) -> dict:
-    """A registration's error, success and verdict; ANHIR's rTRE where the pair has landmarks."""
+def scored(pair: TeachingPair, transform, likely, seconds: float, detail=None) -> dict:
+    """A registration's error, success, verdict and detail score; ANHIR's rTRE where the pair
+    has landmarks."""
     row = {"error": pair.error(transform), "registered": pair.registered(transform),
-           "likely": likely, "seconds": seconds}
+           "likely": likely, "seconds": seconds, "detail": detail}
     if pair.fixed_points_xy is not None:
         distances = np.linalg.norm(transform.apply_xy(pair.moving_points_xy) - pair.fixed_points_xy,
                                    axis=1)
@@ -96,31 +102,50 @@ def scored(pair: TeachingPair, transform, likely, seconds: float) -> dict:
 def teach_and_check(pairs, check, seconds, seed, **options) -> list[dict]:
     """Teach with :func:`api.teach` and check on ``check``: one row per check pair, with the
     taught model, the old one and itk-elastix scored."""
-    if FREEZE_FIXED and options.get("start") is None:
-        options["config"] = teach_config(seconds, seed=seed, device="cpu",
-                                         frozen_modality=options.get("fixed_modality", "fixed"))
-    *_, last = api.teach(pairs, check_pairs=check, max_seconds=seconds, seed=seed, device="cpu",
-                         **options)
+    start = options.get("start")
+    fixed_modality = (api.load_model(start, "cpu").card.fixed_modality if start
+                      else options.get("fixed_modality", "fixed"))
+    config = teach_config(seconds, new_pair=start is None, seed=seed, device="cpu",
+                          frozen_modality=fixed_modality if VARIANT["freeze_fixed"] else None)
+    if VARIANT["steps"]:
+        config.steps, config.max_seconds = VARIANT["steps"], None
+    for name in ("hue_degrees", "shift_px"):
+        if VARIANT[name] is not None:
+            setattr(config, name, VARIANT[name])
+    if VARIANT["quick"]:
+        options["old"] = None
+    if VARIANT["critic"] and start:  # the critic only shapes training; the verdict is the card's
+        options["start"] = api.load_model(start, "cpu")
+        options["start"].card.critic = VARIANT["critic"]
+    *_, last = api.teach(pairs, check_pairs=check, seed=seed, device="cpu", config=config, **options)
     outcome = last.result
     rows = []
+    methods = (("taught",) + (() if VARIANT["quick"] else ("old",))
+               + (("elastix",) if VARIANT["elastix"] else ()))
     for pair, result in zip(check, outcome.checks, strict=True):
-        start = time.perf_counter()
-        found = elastix_affine(pair.fixed_image, pair.moving_image)
-        rows.append({
-            "pair": pair.name, "taught_on": "+".join(p.name for p in pairs), "teach_seconds": outcome.seconds,
-            "steps": outcome.steps,
-            "best": pair.error(pair.transform) if pair.fixed_points_xy is not None else None,
-            "taught": scored(pair, result.new_result.transform, result.new_result.success_likely,
-                             result.new_result.seconds),
-            "old": scored(pair, result.old_result.transform, result.old_result.success_likely,
-                          result.old_result.seconds),
-            "elastix": scored(pair, found, None, time.perf_counter() - start)})
-        print(f"taught on {rows[-1]['taught_on']}, {pair.name}: "
-              + "; ".join(f"{m} {rows[-1][m]['error']:.1f} px (registered {rows[-1][m]['registered']}, "
-                          f"likely {rows[-1][m]['likely']})" for m in ("taught", "old", "elastix"))
-              + (f"; best affine {rows[-1]['best']:.1f} px" if rows[-1]["best"] else ""), flush=True)
+        row = {"pair": pair.name, "taught_on": "+".join(p.name for p in pairs),
+               "teach_seconds": outcome.seconds, "steps": outcome.steps,
+               "best": pair.error(pair.transform) if pair.fixed_points_xy is not None else None,
+               "taught": scored(pair, result.new_result.transform, result.new_result.success_likely,
+                                result.new_result.seconds, result.new_result.detail_score)}
+        if "old" in methods:
+            row["old"] = scored(pair, result.old_result.transform, result.old_result.success_likely,
+                                result.old_result.seconds, result.old_result.detail_score)
+        if "elastix" in methods:
+            start = time.perf_counter()
+            found = elastix_affine(pair.fixed_image, pair.moving_image)
+            row["elastix"] = scored(pair, found, None, time.perf_counter() - start)
+        rows.append(row)
+        print(f"taught on {row['taught_on']}, {pair.name}: "
+              + "; ".join(f"{m} {row[m]['error']:.1f} px (registered {row[m]['registered']}, "
+                          f"likely {row[m]['likely']}"
+                          + (f", detail {row[m]['detail']:.2f}" if row[m]["detail"] is not None else "")
+                          + ")" for m in methods)
+              + (f"; best affine {row['best']:.1f} px" if row["best"] else ""), flush=True)
+    calibration = outcome.model.card.metrics["detail_threshold"]
     print(f"taught on {rows[-1]['taught_on']}: {outcome.steps} steps in {outcome.seconds:.0f} s; "
-          f"{outcome.reason}", flush=True)
+          f"detail threshold {outcome.model.card.detail_threshold:.2f} (garbage "
+          f"{calibration['null_scores']}); {outcome.reason}", flush=True)
     return rows
 
 
@@ -185,9 +210,11 @@ def summary(name: str, rows: list[dict], methods=("taught", "old", "elastix")) -
             continue
         registered = sum(r["registered"] for r in rows_m)
         false_likely = sum(bool(r["likely"]) and not r["registered"] for r in rows_m)
+        true_likely = sum(bool(r["likely"]) and r["registered"] for r in rows_m)
         line = (f"{name:14s} {method:8s} registered {registered}/{len(rows_m)}, median error "
                 f"{np.median([r['error'] for r in rows_m]):.1f} px, failures called likely "
-                f"{false_likely}, {np.mean([r['seconds'] for r in rows_m]):.2f} s per pair")
+                f"{false_likely}, successes called likely {true_likely}/{registered}, "
+                f"{np.mean([r['seconds'] for r in rows_m]):.2f} s per pair")
         if rows[0]["best"]:
             ratios = [row[method]["error"] / row["best"] for row in rows]
             line += (f", ratio to best affine median {np.median(ratios):.2f} max {max(ratios):.2f}, "
@@ -207,11 +234,20 @@ def main() -> None:
     parser.add_argument("--he-ihc-taught", type=int, default=1, choices=[1, 3],
                         help="he_ihc pairs taught at once: 1 (the others checked) or 3 (the fourth)")
     parser.add_argument("--freeze-fixed", action="store_true",
-                        help="a new pair's fixed network stays the bright-field one; only the "
-                        "moving one learns (the recipe trains both)")
+                        help="the fixed network stays as it started (a new pair's: the "
+                        "bright-field one); only the moving one learns (the recipe trains both)")
+    parser.add_argument("--steps", type=int, help="train this many steps, not for --seconds")
+    parser.add_argument("--hue", type=float, help="hue augmentation, degrees (default: the recipe's)")
+    parser.add_argument("--shift", type=float, help="shift augmentation, px (default: the recipe's)")
+    parser.add_argument("--quick", action="store_true",
+                        help="the taught model only: no itk-elastix, no old model")
+    parser.add_argument("--no-elastix", action="store_true", help="leave itk-elastix out")
+    parser.add_argument("--critic", choices=["mse", "cosine"],
+                        help="the loss's critic while teaching a --from model (default: its card's)")
     args = parser.parse_args()
-    global FREEZE_FIXED
-    FREEZE_FIXED = args.freeze_fixed
+    VARIANT.update(freeze_fixed=args.freeze_fixed, steps=args.steps, hue_degrees=args.hue,
+                   shift_px=args.shift, quick=args.quick, elastix=not (args.quick or args.no_elastix),
+                   critic=args.critic)
     results = {}
     if "he_ihc" in args.settings:
         results["he_ihc"] = he_ihc(args.seconds, args.seed, args.he_ihc_taught)

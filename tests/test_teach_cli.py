@@ -88,3 +88,23 @@ def test_bundled_he_ihc_registers_a_pair_of_its_block(he_ihc):
     fixed_xy = read_landmarks(he_ihc / "landmarks" / "lung-lesion_3_He-les3.csv")
     moving_xy = read_landmarks(he_ihc / "landmarks" / "lung-lesion_3_Cc10-5-les3.csv")
     assert np.linalg.norm(result.transform.apply_xy(moving_xy) - fixed_xy, axis=1).mean() < 1.3 * 10.8
+
+
+def test_bundled_he_ihc_verdict_calls_a_right_result_likely_and_garbage_not(he_ihc):
+    """he-ihc's detail threshold was calibrated on garbage as a taught model's is (1.07, not
+    bf-shg's 1.7): CD31, registered right, is likely; its IHC mirrored (no rotation reaches it)
+    or noise is not."""
+    from napari_comir import api
+    from napari_comir.core.io.landmarks import read_landmarks
+
+    model = api.load_model("he-ihc", "cpu")
+    fixed = api.read_image(he_ihc / "images" / "lung-lesion_3_He-les3.jpg")
+    moving = api.read_image(he_ihc / "images" / "lung-lesion_3_CD31-3-les3.jpg")
+    result = api.register_multimodal(fixed, moving, model)
+    fixed_xy = read_landmarks(he_ihc / "landmarks" / "lung-lesion_3_He-les3.csv")
+    moving_xy = read_landmarks(he_ihc / "landmarks" / "lung-lesion_3_CD31-3-les3.csv")
+    assert np.linalg.norm(result.transform.apply_xy(moving_xy) - fixed_xy, axis=1).mean() < 1.3 * 8.2
+    assert result.success_likely
+    noise = np.random.default_rng(0).integers(0, 256, moving.shape, dtype=np.uint8)
+    for garbage in (np.ascontiguousarray(moving[::-1]), noise):
+        assert not api.register_multimodal(fixed, garbage, model).success_likely

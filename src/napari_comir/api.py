@@ -303,7 +303,7 @@ def teach(pairs: Sequence[TeachingPair], *, start: ComirModel | str | None = Non
         config = teach_config(max_seconds, new_pair=start is None, seed=seed, device=device)
     config.validate()
     return teaching_events(pairs, model, register_multimodal, old=old, check_pairs=check_pairs,
-                        config=config, started_from=started_from)
+                           config=config, started_from=started_from, new_pair=start is None)
 
 
 def save_taught_model(outcome: TeachOutcome, name: str):

@@ -6,6 +6,7 @@ from napari_comir.core.data import (
     AlignedPair,
     ModalitySpec,
     PatchSampler,
+    colourise,
     normalize,
     read_pairs_csv,
     validate_image,
@@ -92,3 +93,55 @@ def test_read_pairs_csv_real(bf_shg_dir):
         read_pairs_csv(bf_shg_dir / "pairs.csv", ("bf", "shg"), split="test")
     with pytest.raises(InputError, match="nir_file"):
         read_pairs_csv(bf_shg_dir / "pairs.csv", ("rgb", "nir"))
+
+
+def test_sampler_hue_turn_keeps_greys_and_changes_colours():
+    """Hue augmentation turns colours about the grey axis: a grey pixel stays grey, a red one
+    changes colour but keeps its distance from grey; a grey modality is left alone."""
+    image = np.zeros((96, 96, 3), np.float32)
+    image[:, :48] = 0.5            # grey half
+    image[:, 48:] = [0.9, 0.1, 0.1]  # red half
+    rgb, grey = ModalitySpec(3, percentiles=(0, 100)), ModalitySpec(1, percentiles=(0, 100))
+    pair = AlignedPair({"a": image, "b": image[..., 0]})
+    plain = PatchSampler([pair], {"a": rgb, "b": grey}, 64, seed=2, jitter=False)
+    turned = PatchSampler([pair], {"a": rgb, "b": grey}, 64, seed=2, jitter=False, hue_degrees=180)
+    (a_plain, b_plain), (a_turned, b_turned) = plain.sample(8), turned.sample(8)
+    assert torch.equal(b_plain, b_turned)
+    greys = (a_plain.std(dim=1) < 1e-6)
+    torch.testing.assert_close(a_turned.permute(0, 2, 3, 1)[greys], a_plain.permute(0, 2, 3, 1)[greys])
+    colours = a_plain.std(dim=1) > 0.3
+    assert (a_turned - a_plain).abs().amax(dim=1)[colours].mean() > 0.1
+
+
+def test_sampler_shift_moves_the_second_patch_only():
+    """``shift_px``: the second modality's patch lies up to that many px off the first's."""
+    from scipy import ndimage
+
+    image = ndimage.gaussian_filter(np.random.default_rng(0).random((200, 220)), 4).astype(np.float32)
+    spec = ModalitySpec(1, percentiles=(0, 100))
+    pair = AlignedPair({"a": image, "b": image.copy()})
+    a, b = PatchSampler([pair], {"a": spec, "b": spec}, 64, seed=1, jitter=False, shift_px=3).sample(6)
+    a, b = (x.flatten(1) - x.flatten(1).mean(1, keepdim=True) for x in (a, b))
+    ncc = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+    assert ncc.min() > 0.5 and ncc.min() < 0.999  # near, but moved
+    plain_a, _ = PatchSampler([pair], {"a": spec, "b": spec}, 64, seed=1, jitter=False).sample(6)
+    first, _ = PatchSampler([pair], {"a": spec, "b": spec}, 64, seed=1, jitter=False,
+                            shift_px=3).sample(6)
+    assert torch.equal(first[0], plain_a[0])  # the first modality's patch is where it was
+
+
+def test_sampler_colours_a_grey_image_for_an_rgb_network_as_inference_does():
+    """A grey bright field taught to an RGB network is seen in the palette's colours, as
+    inference shows it (repeated into R, G, B, the network learned inputs it never meets)."""
+    from napari_comir.api import load_model
+
+    spec = load_model("bf-shg", "cpu").card.modalities["bf"]
+    grey = (np.random.default_rng(0).random((100, 100)) * 255).astype(np.uint8)
+    other = ModalitySpec(1, percentiles=(0, 100))
+    taught, _ = PatchSampler([AlignedPair({"bf": grey, "b": grey})], {"bf": spec, "b": other}, 64,
+                             seed=4, jitter=False).sample(3)
+    coloured = colourise(grey, spec.grey_palette)
+    expected, _ = PatchSampler([AlignedPair({"bf": coloured, "b": grey})], {"bf": spec, "b": other},
+                               64, seed=4, jitter=False).sample(3)
+    torch.testing.assert_close(taught, expected)
+    assert not torch.allclose(taught[:, 0], taught[:, 2])  # not R = G = B

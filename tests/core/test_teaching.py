@@ -1,5 +1,6 @@
 """The teaching recipe: pairs from landmarks, networks from the bright-field one, the held-out check."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,6 +10,8 @@ import torch
 from napari_comir.api import load_model
 from napari_comir.core.errors import InputError
 from napari_comir.core.teaching import (
+    MIN_DETAIL_THRESHOLD,
+    NULL_MARGIN,
     PairCheck,
     TeachingPair,
     read_teaching_pairs,
@@ -92,15 +95,23 @@ def test_teaching_events_trains_then_checks_and_describes_the_model(rng, tiny_mo
     wrong = AffineTransform.similarity(0.0, 1.0, (40.0, 0.0))
     old = load_model("bf-shg", "cpu")
 
+    registered = []
+
     def register(fixed_image, moving_image, model):
+        registered.append(moving_image)
         right = model is not old
-        return SimpleNamespace(transform=truth if right else wrong, success_likely=right)
+        return SimpleNamespace(transform=truth if right else wrong, success_likely=right,
+                               detail_score=0.9)
 
     config = teach_config(seed=0, device="cpu")
     config.steps, config.max_seconds, config.batch_size, config.patch_size = 3, None, 2, 64
     events = list(teaching_events(pairs[:1], tiny_model, register, old=old, check_pairs=pairs[1:],
                                config=config, started_from="scratch"))
-    assert [e.stage for e in events] == ["train"] * 3 + ["check", "check"]
+    assert [e.stage for e in events] == ["train"] * 3 + ["calibrate"] * 2 + ["check", "check"]
+    # garbage first: the taught pair's moving image mirrored both ways, scored 0.9 by the stub
+    np.testing.assert_array_equal(registered[0], rgb[:, ::-1])
+    np.testing.assert_array_equal(registered[1], rgb[::-1])
+    assert tiny_model.card.detail_threshold == pytest.approx(max(MIN_DETAIL_THRESHOLD, NULL_MARGIN * 0.9))
     outcome = events[-1].result
     assert outcome.replaces and outcome.steps == 3 and outcome.model is tiny_model
     (check,) = outcome.checks
@@ -109,6 +120,40 @@ def test_teaching_events_trains_then_checks_and_describes_the_model(rng, tiny_mo
     card = tiny_model.card
     assert card.training["pairs"] == ["taught"] and card.training["started_from"] == "scratch"
     assert card.metrics["checks"][0]["pair"] == "held" and "fixed images go to" in card.description
+    assert card.metrics["detail_threshold"]["null_scores"] == [0.9, 0.9]
+
+
+@pytest.mark.parametrize(("garbage", "expected"), [(0.9, 1.7), (1.5, 2.25)])
+def test_a_model_taught_more_of_its_own_pairs_keeps_its_threshold_unless_garbage_demands_more(
+        rng, tiny_model, garbage, expected):
+    fixed = _scene(rng)
+    rgb = np.repeat(fixed[..., None], 3, axis=-1)
+    corners = np.array([[10.0, 10], [110, 10], [110, 80], [10, 80]])
+    pair = TeachingPair.from_landmarks(fixed, rgb, corners, corners)
+    tiny_model.card.detail_threshold = 1.7
+
+    def register(fixed_image, moving_image, model):
+        return SimpleNamespace(transform=AffineTransform.similarity(), success_likely=True,
+                               detail_score=garbage)
+
+    config = teach_config(seed=0, device="cpu")
+    config.steps, config.max_seconds, config.batch_size, config.patch_size = 1, None, 2, 64
+    *_, last = teaching_events([pair], tiny_model, register, config=config, new_pair=False)
+    assert last.result.model.card.detail_threshold == pytest.approx(expected)
+
+
+def test_garbage_that_cannot_be_placed_scores_nothing_and_the_threshold_keeps_its_floor(rng):
+    from napari_comir.core.errors import RegistrationError
+    from napari_comir.core.teaching import calibrated_detail_threshold, null_detail_scores
+
+    image = _scene(rng)
+    pair = TeachingPair(image, image, AffineTransform.similarity())
+
+    def register(fixed_image, moving_image, model):
+        raise RegistrationError("no overlap")
+
+    scores = null_detail_scores([pair], None, register)
+    assert scores == [0.0, 0.0] and calibrated_detail_threshold(scores) == MIN_DETAIL_THRESHOLD
 
 
 def test_pairs_csv_with_landmarks(tmp_path, rng):
@@ -158,3 +203,30 @@ def test_api_teach_refuses_before_training_an_old_model_that_cannot_take_the_pai
     pair = api.TeachingPair.from_landmarks(rgb, rgb, corners, corners)
     with pytest.raises(InputError, match="'bf-shg', cannot register these pairs.*fixed image"):
         api.teach([pair], old="bf-shg")  # its fixed network takes grey SHG
+
+
+@pytest.mark.slow
+def test_the_recipe_teaches_a_stain_pair_and_its_verdict_tells_success_from_garbage():
+    """H&E against IHC, serial sections: taught on the Cc10 pair (36 steps), the loss falls, the
+    held-out CD31 pair registers within 1.3x the best affine map and is called likely with the
+    threshold calibrated at teach time; garbage (CD31 mirrored, or noise) is not."""
+    from napari_comir import api
+
+    listing = Path(__file__).resolve().parents[3] / "shared" / "data" / "he_ihc" / "pairs.csv"
+    if not listing.is_file():
+        pytest.skip("../shared/data/he_ihc is not beside the checkout")
+    pairs = {pair.name.split("_")[-1]: pair for pair in read_teaching_pairs(listing)}
+    config = teach_config(seed=0, device="cpu")
+    config.steps, config.max_seconds = 36, None
+    events = list(api.teach([pairs["Cc10"]], check_pairs=[pairs["CD31"]], config=config))
+    losses = [event.metrics["loss"] for event in events if event.stage == "train"]
+    assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8])
+    outcome = events[-1].result
+    (check,) = outcome.checks
+    assert check.new_registered and check.new_result.success_likely and outcome.replaces
+    assert MIN_DETAIL_THRESHOLD <= outcome.model.card.detail_threshold < 1.7  # bf-shg's: too strict
+    fixed, moving = pairs["CD31"].fixed_image, pairs["CD31"].moving_image
+    mirrored = api.register_multimodal(fixed, np.ascontiguousarray(moving[:, ::-1]), outcome.model)
+    noise = np.random.default_rng(0).integers(0, 256, moving.shape, dtype=np.uint8)
+    for garbage in (mirrored, api.register_multimodal(fixed, noise, outcome.model)):
+        assert not garbage.success_likely

@@ -186,6 +186,8 @@ def test_time_budget_ends_the_run_and_anneals_within_it(tiny_model):
     ({"max_seconds": 0.0}, "max_seconds must be positive"),
     ({"optimizer": "rmsprop"}, "optimizer must be"),
     ({"equivariance_weight": -1.0}, "equivariance_weight must be ≥ 0"),
+    ({"hue_degrees": -5.0}, "hue_degrees must be ≥ 0"),
+    ({"shift_px": 100.0}, "shift_px must be a number of at most 64"),
 ])
 def test_bad_training_settings_are_refused_before_training(tiny_model, options, message):
     with pytest.raises(InputError, match=message):

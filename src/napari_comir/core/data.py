@@ -288,10 +288,18 @@ class PatchSampler:
     seed : int
     jitter : bool
         Random gamma, contrast, brightness and noise per patch and modality.
+    hue_degrees : float
+        RGB patches turned about the grey axis of colour space by a random angle within
+        ±``hue_degrees``, per patch and modality: a stain's colour varies from lab to lab and
+        between stains (0 = off).
+    shift_px : float
+        The second modality's patch placed up to ``shift_px`` px off the first's along each
+        axis: serial sections aligned by landmarks still differ by a few px (0 = off).
     """
 
     def __init__(self, pairs: Sequence[AlignedPair], specs: dict[str, ModalitySpec],
-                 patch_size: int = 128, seed: int = 0, jitter: bool = True):
+                 patch_size: int = 128, seed: int = 0, jitter: bool = True,
+                 hue_degrees: float = 0.0, shift_px: float = 0.0):
         if not pairs:
             raise InputError("need at least one aligned pair to train on")
         if isinstance(pairs, (str, bytes)) or not all(isinstance(p, AlignedPair) for p in pairs):
@@ -299,6 +307,7 @@ class PatchSampler:
                              "read_pairs_csv reads them from a CSV)")
         self.modalities = list(specs)
         self.patch_size, self.jitter = patch_size, jitter
+        self.hue_degrees, self.shift_px = float(hue_degrees), float(shift_px)
         self.generator = torch.Generator().manual_seed(seed)
         self.tensors = []
         for pair in pairs:
@@ -306,8 +315,10 @@ class PatchSampler:
             for modality, spec in specs.items():
                 if modality not in pair.images:
                     raise InputError(f"pair {pair.name!r} has no {modality!r} image")
+                # a grey image for an RGB network as inference gives it: in its palette's colours
                 image = validate_image(pair.images[modality], spec.channels,
-                                       name=f"{pair.name} {modality}", min_size=patch_size)
+                                       name=f"{pair.name} {modality}", min_size=patch_size,
+                                       grey_palette=spec.grey_palette)
                 images[modality] = normalize(image, spec).contiguous()
             self.tensors.append(images)
         areas = torch.tensor([float(t[self.modalities[0]].shape[-1] * t[self.modalities[0]].shape[-2])
@@ -345,6 +356,18 @@ class PatchSampler:
         x = x.clamp_min(0.0).pow(gamma) * contrast + brightness
         return x + noise * torch.randn(x.shape, generator=self.generator)
 
+    def _turn_hue(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, P, P) RGB turned about the grey axis by a random angle per patch (Rodrigues'
+        rotation: greys stay grey, colours change hue), clipped to [0, 1]."""
+        angles = torch.deg2rad(self._uniform(-self.hue_degrees, self.hue_degrees, x.shape[0]))
+        axis = torch.full((3,), 3 ** -0.5)
+        cross = torch.tensor([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]],
+                              [-axis[1], axis[0], 0.0]])
+        rotations = (torch.cos(angles).view(-1, 1, 1) * torch.eye(3)
+                     + torch.sin(angles).view(-1, 1, 1) * cross
+                     + (1 - torch.cos(angles)).view(-1, 1, 1) * torch.outer(axis, axis))
+        return torch.einsum("nij,njhw->nihw", rotations, x).clamp(0.0, 1.0)
+
     def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Return aligned patches of the two modalities, each (N, C_m, P, P)."""
         picks = torch.multinomial(self.weights, batch_size, replacement=True, generator=self.generator)
@@ -353,11 +376,16 @@ class PatchSampler:
             tensors = self.tensors[index]
             height, width = tensors[self.modalities[0]].shape[-2:]
             grid = self._grid(height, width)
-            for modality in self.modalities:
+            for number, modality in enumerate(self.modalities):
+                if number and self.shift_px:  # grid units: 2 / (side - 1) per px
+                    shift = self._uniform(-self.shift_px, self.shift_px, 2)
+                    grid = grid + 2 * shift / torch.tensor([width - 1.0, height - 1.0])
                 patches[modality].append(
                     F.grid_sample(tensors[modality][None], grid, mode="bilinear", align_corners=True)
                 )
         first, second = (torch.cat(patches[m]) for m in self.modalities)
+        if self.hue_degrees:
+            first, second = (self._turn_hue(x) if x.shape[1] == 3 else x for x in (first, second))
         if self.jitter:
             first, second = self._jitter(first), self._jitter(second)
         return first, second

@@ -53,6 +53,10 @@ class TrainConfig:
     # Fine-tuning on one or two pairs: keep BatchNorm statistics of the pretrained model, so
     # the network does not re-centre itself on the new pair's intensities (learned scales train).
     freeze_batchnorm: bool = False
+    # Augmentations (core.data.PatchSampler): RGB patches' hue turned within ±hue_degrees, and
+    # the second modality's patch up to shift_px off the first's (serial sections).
+    hue_degrees: float = 0.0
+    shift_px: float = 0.0
     # Networks left as they are (modality names): the others learn to meet their CoMIRs, e.g. a
     # new stain's network taught against the bright-field network it started from.
     frozen_modalities: tuple[str, ...] = ()
@@ -74,7 +78,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InputError(f"{name} must be a whole number, got {value!r}")
-        for name, high in (("lr", 10.0), ("l1", 1e3), ("l2", 1e3), ("equivariance_weight", 1e3)):
+        for name, high in (("lr", 10.0), ("l1", 1e3), ("l2", 1e3), ("equivariance_weight", 1e3),
+                           ("hue_degrees", 180.0), ("shift_px", 64.0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value <= high:
                 raise InputError(f"{name} must be a number of at most {high:g}, got {value!r}")
@@ -83,8 +88,9 @@ class TrainConfig:
         if self.steps < 1 or self.batch_size < 2 or self.patch_size < 32:
             raise InputError("need steps ≥ 1, batch_size ≥ 2 (negatives come from the batch) "
                              "and patch_size ≥ 32")
-        if not self.equivariance_weight >= 0:
-            raise InputError(f"equivariance_weight must be ≥ 0, got {self.equivariance_weight}")
+        for name in ("equivariance_weight", "hue_degrees", "shift_px"):
+            if not getattr(self, name) >= 0:
+                raise InputError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if not self.lr > 0:
             raise InputError(f"learning rate must be positive, got {self.lr}")
         if self.holdout_every < 0:
@@ -235,7 +241,8 @@ def train(model: ComirModel, pairs: Sequence[AlignedPair], config: TrainConfig |
         held_sampler = PatchSampler(held, model.card.modalities, config.patch_size,
                                     seed=config.seed + 1, jitter=False)
         heldout = held_sampler.sample(HELDOUT_PAIRS)  # one fixed batch, compared every time
-    sampler = PatchSampler(pairs, model.card.modalities, config.patch_size, seed=config.seed)
+    sampler = PatchSampler(pairs, model.card.modalities, config.patch_size, seed=config.seed,
+                           hue_degrees=config.hue_degrees, shift_px=config.shift_px)
     model.to(device)
     optimizer = _optimizer(model, config)
     start = 0
