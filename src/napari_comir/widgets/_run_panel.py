@@ -49,10 +49,10 @@ def result_text(result: RegistrationResult, fixed, moving) -> str:
     lines = [f"{affine.model}: rotation {parts.angle_deg:.2f}° · scale "
              f"{parts.scale_xy[0]:.3f} x {parts.scale_xy[1]:.3f} · centre moved {shift}"]
     stage = result.deformable
-    if stage is not None:
+    if stage is not None:  # a reason not kept ends "the affine result stands"
         lines.append(f"deformable: kept, points moved up to {stage['max_displacement_px']:.1f} px "
                      "more ('deformation' view)" if stage["kept"] else
-                     "deformable: not kept, the affine result stands: " + "; ".join(stage["reasons"]))
+                     "deformable: not kept: " + "; ".join(stage["reasons"]))
     if result.method != "landmarks":
         lines.append(f"score {result.score:.3f} · detail {result.detail_score:.1f} · "
                      f"{result.seconds:.1f} s")
