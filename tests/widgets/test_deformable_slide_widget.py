@@ -105,6 +105,17 @@ def test_guided_dock_registers_slides_deformably(make_napari_viewer, bent_slides
     with_affine = _ncc(affine_warp[where], review_fixed.data[where])
     assert with_field > 0.55 and with_field > with_affine + 0.3, (with_field, with_affine)
 
+    # Before: the moving review layer unwarped, where the moving slide lies; after: warped again.
+    warped = review_moving.data.copy()
+    dock.review_panel.after.value = False
+    review_moving = viewer.layers[review_moving.name]
+    assert not review_moving.metadata["comir_on_fixed"]
+    assert np.array_equal(review_moving.data, affine_only["moving"])
+    assert np.allclose(review_moving.affine.affine_matrix, moving.affine.affine_matrix)
+    dock.review_panel.after.value = True
+    assert review_moving.metadata["comir_on_fixed"] and np.array_equal(review_moving.data, warped)
+    assert np.allclose(review_moving.affine.affine_matrix, np.eye(3))
+
     # The deformation view: the field's nodes over the fixed slide, as far as it moved points.
     dock.review_panel.view.value = "deformation"
     deformation = viewer.layers[_review.DEFORMATION]

@@ -311,7 +311,12 @@ class RegistrationSession:
     def set_after(self, after: bool) -> None:
         self.after = bool(after)
         self.place_moving()
-        self.changed.emit("review")
+        if self.result is not None and _review.is_deformable(self.result.transform) and \
+                self.review_view in ("overlay", "CoMIRs", "flicker"):
+            # a layer's affine cannot undo a field: the moving review layer is refilled
+            self.set_review_view(self.review_view)
+        else:
+            self.changed.emit("review")
 
     def set_review_view(self, view: str) -> None:
         """Show the review as ``view`` (see ``_review.VIEWS``)."""
