@@ -46,7 +46,8 @@ def result_text(result: RegistrationResult, fixed, moving) -> str:
     shift = f"x {parts.shift_xy[0]:.1f}, y {parts.shift_xy[1]:.1f} px"
     if size:
         shift += f" ({parts.shift_xy[0] * size:.2f}, {parts.shift_xy[1] * size:.2f} µm)"
-    lines = [f"{affine.model}: rotation {parts.angle_deg:.2f}° · scale "
+    model = affine.model if affine is transform else f"{affine.model} part"  # then the field
+    lines = [f"{model}: rotation {parts.angle_deg:.2f}° · scale "
              f"{parts.scale_xy[0]:.3f} x {parts.scale_xy[1]:.3f} · centre moved {shift}"]
     stage = result.deformable
     if stage is not None:  # a reason not kept ends "the affine result stands"
