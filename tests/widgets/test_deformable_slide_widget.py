@@ -119,7 +119,7 @@ def test_guided_dock_registers_slides_deformably(make_napari_viewer, bent_slides
     # The deformation view: the field's nodes over the fixed slide, as far as it moved points.
     dock.review_panel.view.value = "deformation"
     deformation = viewer.layers[_review.DEFORMATION]
-    assert deformation.visible
+    assert deformation.visible and deformation.colorbar.visible  # px, read off the colour bar
     assert deformation.data.max() == pytest.approx(found.displacement_magnitude().max(), rel=1e-5)
     assert np.allclose(deformation.scale, 2.0 * found.spacing_px)  # µm between nodes
     dock.review_panel.view.value = "checkerboard"  # warped through the field on the coarse level

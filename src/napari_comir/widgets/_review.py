@@ -235,5 +235,6 @@ def show_deformation(viewer, fixed: Layer, transform) -> Layer:
                          translate=tuple(np.asarray(fixed.translate)[-2:]), colormap="inferno",
                          contrast_limits=(0.0, max(float(magnitude.max()), 1e-3)),
                          blending="translucent", visible=True, metadata={_REVIEW_KEY: fixed.name})
+    layer.colorbar.visible = True  # the colours' px, beside the view
     viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
     return layer
