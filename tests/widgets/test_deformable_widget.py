@@ -65,3 +65,16 @@ def test_a_field_result_is_reviewed_accepted_exported_and_applied(viewer_with_pa
     (mapped,) = widget.keep_panel.apply_to([points])
     assert np.allclose(mapped.data, field.apply_rc(points.data), atol=1e-6)
     assert isinstance(field.affine, AffineTransform)
+
+
+def test_a_field_not_kept_says_why_once(viewer_with_pair):
+    from napari_comir.widgets._run_panel import result_text
+
+    reason = ("the field does not make the details agree beyond chance (detail score 4.4 -> 5.1, "
+              "a gain of 0.5; at least 1.5 needed); the affine result stands")
+    result = RegistrationResult(AffineTransform.rigid(2.0, (3.0, 1.0)), 0.9, 0.1, "search", {}, True,
+                                deformable={"kept": False, "reasons": [reason]})
+    text = result_text(result, viewer_with_pair.layers["SHG"], viewer_with_pair.layers["BF"])
+    assert text.splitlines()[0].startswith("rigid: rotation")  # no "part": the affine stands
+    assert text.splitlines()[1] == "deformable: not kept: " + reason
+    assert text.count("the affine result stands") == 1

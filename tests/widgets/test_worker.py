@@ -58,3 +58,15 @@ def test_rate_and_time_left(qtbot):
     qtbot.waitUntil(lambda: job.steps >= 3, timeout=5000)
     assert 0.02 < job.seconds_per_step < 1.0 and "left" in _worker.eta_text(job)
     qtbot.waitUntil(lambda: bool(done), timeout=5000)
+
+
+def test_the_progress_headline_fits_the_bar_and_reads():
+    """The first clause; prose cut after a whole word, a path in the middle (its file name
+    stays)."""
+    assert _worker._headline("registering a large pair: an overview search, then windows") == \
+        "registering a large pair  %p%"
+    prose = _worker._headline("refining the affine result with a displacement field, on a level")
+    assert prose == "refining the affine result with a…  %p%"
+    path = _worker._headline("wrote /tmp/a/very/long/folder/name/moving_registered.ome.tif (2 levels)")
+    assert path.startswith("wrote /tmp/") and path.endswith("egistered.ome.tif  %p%")
+    assert len(path) <= _worker.HEADLINE_CHARS + len("  %p%")

@@ -60,10 +60,11 @@ def review_images(fixed: Layer, moving: Layer, transform=None) -> dict:
 def _through_field(images: dict, transform, fixed_down: int = 1, moving_down: int = 1) -> dict:
     """``images`` with the moving one warped onto the fixed grid when ``transform`` is
     deformable (a layer's affine cannot show a field; whole slides: between the coarse levels
-    shown); unchanged otherwise."""
+    shown), the unwarped one kept as ``moving_before`` for "before"; unchanged otherwise."""
     if is_deformable(transform):
         level = field_to_levels(transform, fixed_down, moving_down)
-        images.update(moving=resample(images["moving"], level, images["fixed"].shape),
+        images.update(moving_before=images["moving"], moving_before_grid=images["moving_grid"],
+                      moving=resample(images["moving"], level, images["fixed"].shape),
                       moving_grid=images["fixed_grid"], moving_on_fixed=True)
     return images
 
@@ -81,18 +82,20 @@ def display_bytes(grey: np.ndarray) -> np.ndarray:
 def show_review_layer(viewer, fixed: Layer, moving: Layer, images: dict, role: str,
                       transform: AffineTransform) -> Layer:
     """Add (or update) one overlay layer on top: ``role`` "moving" (magenta, placed by
-    ``transform``) or "fixed" (green, added over the moving one)."""
+    ``transform``; images a field warped: those, or unwarped when ``transform`` is not the
+    field, i.e. "before") or "fixed" (green, added over the moving one)."""
     name = review_names(fixed, moving)[role == "moving"]
-    data = images[role]
     if role == "moving":
-        layer = upsert_image(viewer, name, data, **images["moving_grid"], colormap="magenta",
+        on_fixed = bool(images.get("moving_on_fixed")) and is_deformable(transform)
+        data, grid = ((images["moving"], images["moving_grid"]) if on_fixed or
+                      "moving_before" not in images else
+                      (images["moving_before"], images["moving_before_grid"]))
+        layer = upsert_image(viewer, name, data, **grid, colormap="magenta",
                              blending="translucent", contrast_limits=(0, 255),
-                             metadata={_REVIEW_KEY: moving.name,
-                                       "comir_on_fixed": bool(images.get("moving_on_fixed"))})
-        layer.affine = np.eye(3) if images.get("moving_on_fixed") else \
-            world_affine(fixed, moving, transform)
+                             metadata={_REVIEW_KEY: moving.name, "comir_on_fixed": on_fixed})
+        layer.affine = np.eye(3) if on_fixed else world_affine(fixed, moving, transform)
     else:
-        layer = upsert_image(viewer, name, data, **images["fixed_grid"], colormap="green",
+        layer = upsert_image(viewer, name, images["fixed"], **images["fixed_grid"], colormap="green",
                              blending="additive", contrast_limits=(0, 255),
                              metadata={_REVIEW_KEY: fixed.name})
     fixed_name = review_names(fixed, moving)[0]
@@ -145,9 +148,10 @@ def switch_view(viewer, fixed: Layer, moving: Layer, result, review_layers, view
             {"fixed": display_bytes(fixed_grey), "moving": display_bytes(moving_grey),
              "fixed_grid": _grid_of(fixed), "moving_grid": _grid_of(moving)}, result.transform)
         review_layers = show_review(viewer, fixed, moving, comir_images, transform)
-    elif view in ("overlay", "flicker") and review_layers and \
-            review_layers[0].metadata.get("comir_review_view") == "CoMIRs":
-        review_layers = show_review(viewer, fixed, moving, images, transform)
+    elif view in ("overlay", "flicker") and review_layers and (
+            review_layers[0].metadata.get("comir_review_view") == "CoMIRs" or
+            review_layers[1].metadata.get("comir_on_fixed") != is_deformable(transform)):
+        review_layers = show_review(viewer, fixed, moving, images, transform)  # or before/after a field
     for layer in review_layers:
         layer.metadata["comir_review_view"] = "CoMIRs" if view == "CoMIRs" else "images"
         layer.visible = view in ("overlay", "CoMIRs", "flicker")
@@ -231,5 +235,6 @@ def show_deformation(viewer, fixed: Layer, transform) -> Layer:
                          translate=tuple(np.asarray(fixed.translate)[-2:]), colormap="inferno",
                          contrast_limits=(0.0, max(float(magnitude.max()), 1e-3)),
                          blending="translucent", visible=True, metadata={_REVIEW_KEY: fixed.name})
+    layer.colorbar.visible = True  # the colours' px, beside the view
     viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
     return layer

@@ -46,13 +46,14 @@ def result_text(result: RegistrationResult, fixed, moving) -> str:
     shift = f"x {parts.shift_xy[0]:.1f}, y {parts.shift_xy[1]:.1f} px"
     if size:
         shift += f" ({parts.shift_xy[0] * size:.2f}, {parts.shift_xy[1] * size:.2f} µm)"
-    lines = [f"{affine.model}: rotation {parts.angle_deg:.2f}° · scale "
+    model = affine.model if affine is transform else f"{affine.model} part"  # then the field
+    lines = [f"{model}: rotation {parts.angle_deg:.2f}° · scale "
              f"{parts.scale_xy[0]:.3f} x {parts.scale_xy[1]:.3f} · centre moved {shift}"]
     stage = result.deformable
-    if stage is not None:
+    if stage is not None:  # a reason not kept ends "the affine result stands"
         lines.append(f"deformable: kept, points moved up to {stage['max_displacement_px']:.1f} px "
                      "more ('deformation' view)" if stage["kept"] else
-                     "deformable: not kept, the affine result stands: " + "; ".join(stage["reasons"]))
+                     "deformable: not kept: " + "; ".join(stage["reasons"]))
     if result.method != "landmarks":
         lines.append(f"score {result.score:.3f} · detail {result.detail_score:.1f} · "
                      f"{result.seconds:.1f} s")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 
@@ -178,9 +179,14 @@ def show_progress(progress_bar, event: Progress) -> None:
 
 
 def _headline(message: str) -> str:
-    """Text inside a narrow progress bar: the message's first clause, its middle cut if long."""
-    headline = message.split(",")[0]
-    if len(headline) > HEADLINE_CHARS:  # a long one (a file's path) would widen the dock
-        half = HEADLINE_CHARS // 2 - 1
-        headline = f"{headline[:half]}…{headline[-half:]}"
+    """Text inside a narrow progress bar: the message's first clause; if long (it would widen
+    the dock), a path's middle cut (its file name stays), prose cut after a whole word (the
+    full message is shown below the bar)."""
+    headline = re.split(r"[,:;] | \(", message)[0].strip()
+    if len(headline) > HEADLINE_CHARS:
+        if "/" in headline or "\\" in headline:
+            half = HEADLINE_CHARS // 2 - 1
+            headline = f"{headline[:half]}…{headline[-half:]}"
+        else:
+            headline = headline[:HEADLINE_CHARS].rsplit(" ", 1)[0] + "…"
     return f"{headline}  %p%" if headline else "%p%"

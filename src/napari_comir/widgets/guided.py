@@ -101,7 +101,7 @@ class GuidedDock(ScrollingDock, Container):
         elif session.accepted_matches_result():
             keep = f"✓ kept as {session.accepted.name!r}"
         else:
-            keep = "Accept (resample) or Export the transform"
+            keep = f"{self.keep_panel.accept_button.text} or Export the transform"
         texts["keep"] = "4 · keep: " + keep
         teach = "after Accept, if the model does not know this tissue"
         if session.job_kind == "teach" and session.job is not None and \

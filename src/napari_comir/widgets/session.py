@@ -56,6 +56,8 @@ class RegistrationSession:
         The last result, of the layers in :attr:`result_pair`.
     accepted : Layer or None
         The layer the last Accept made (or opened from a written slide).
+    accepted_result : RegistrationResult or None
+        The result :attr:`accepted` was made from.
     review_view : str
         What the review shows (one of ``_review.VIEWS``).
     after : bool
@@ -75,6 +77,7 @@ class RegistrationSession:
         self.result: RegistrationResult | None = None
         self.result_pair: tuple[Layer, Layer] | None = None
         self.accepted: Layer | None = None
+        self.accepted_result: RegistrationResult | None = None
         self.review_view: str = _review.DEFAULT_VIEW
         self.after = True
         self.review_layers: tuple[Layer, ...] = ()
@@ -119,7 +122,7 @@ class RegistrationSession:
         layer = event.value
         self.comirs.pop(layer, None)
         if layer is self.accepted:
-            self.accepted = None
+            self.accepted = self.accepted_result = None
             self.changed.emit("accepted")
         if self.result_pair is not None and layer in self.result_pair:
             self.result, self.result_pair = None, None
@@ -311,7 +314,12 @@ class RegistrationSession:
     def set_after(self, after: bool) -> None:
         self.after = bool(after)
         self.place_moving()
-        self.changed.emit("review")
+        if self.result is not None and _review.is_deformable(self.result.transform) and \
+                self.review_view in ("overlay", "CoMIRs", "flicker"):
+            # a layer's affine cannot undo a field: the moving review layer is refilled
+            self.set_review_view(self.review_view)
+        else:
+            self.changed.emit("review")
 
     def set_review_view(self, view: str) -> None:
         """Show the review as ``view`` (see ``_review.VIEWS``)."""
@@ -333,6 +341,7 @@ class RegistrationSession:
         """Resample the moving image onto the fixed grid in a worker and add it as a new layer;
         a whole slide is written tile by tile to ``output_path`` and opened when done."""
         transform, fixed, moving = self.require_result()
+        result = self.result
         if is_multiscale(fixed) or is_multiscale(moving):
             if not output_path:
                 raise InputError("choose where to write the registered slide")
@@ -344,7 +353,7 @@ class RegistrationSession:
             def done(job: Job) -> None:
                 if job.state is JobState.FINISHED and job.result is not None:
                     self._accepted(_slide_output.open_written(self.viewer, Path(job.result), fixed,
-                                                              moving, transform))
+                                                              moving, transform), result)
 
             return self._start("accept", lambda: events, done)
 
@@ -356,11 +365,11 @@ class RegistrationSession:
         def done(job: Job) -> None:
             if job.state is JobState.FINISHED and job.result is not None:
                 self._accepted(apply_to_layer(self.viewer, moving, transform, fixed, moving,
-                                              data=job.result))
+                                              data=job.result), result)
 
         return self._start("accept", resampled, done)
 
-    def _accepted(self, layer: Layer) -> None:
+    def _accepted(self, layer: Layer, result: RegistrationResult) -> None:
         """Show the accepted layer plainly: over the fixed image, the review overlay off (in
         the next event-loop turn: adding the layer cost napari the one before)."""
         fixed, moving = self.result_pair
@@ -371,7 +380,7 @@ class RegistrationSession:
             moving.visible = False
             layers = self.viewer.layers
             layers.move(layers.index(layer), layers.index(fixed) + 1)
-            self.accepted = layer
+            self.accepted, self.accepted_result = layer, result
             self.set_review_view("off")
             self.changed.emit("accepted")
             self.changed.emit("job")
@@ -379,11 +388,10 @@ class RegistrationSession:
         _in_turns(lambda: None, finish)
 
     def accepted_matches_result(self) -> bool:
-        """Whether the accepted layer holds the current result (not an earlier one)."""
-        from ..core.defaults import TRANSFORM_KEY
-
-        return (self.accepted is not None and self.result is not None and
-                self.accepted.metadata.get(TRANSFORM_KEY) == self.result.transform.to_dict())
+        """Whether the accepted layer holds the current result (not an earlier one): by
+        identity, as every panel asks on every change (a field's ``to_dict`` takes a while)."""
+        return self.accepted is not None and self.result is not None and \
+            self.accepted_result is self.result
 
     def export(self, path: str | Path) -> Path:
         """Write the transform (format from the name: JSON, ITK, OME-NGFF, QuPath, CSV)."""
