@@ -142,7 +142,8 @@ def test_guided_dock_registers_slides_deformably(make_napari_viewer, bent_slides
                       DisplacementFieldTransform)
     window = (slice(700, 900), slice(500, 700))
     expected = resample_field(bent, found, (SIDE, SIDE))[window]
-    assert np.abs(np.asarray(layer.data[0][window]).astype(float) - expected).mean() < 2.0
+    # the accepted RGB slide's tiles are JPEG (the default for bright field): close, not equal
+    assert np.abs(np.asarray(layer.data[0][window]).astype(float) - expected).mean() < 3.0
     assert dock.status["keep"].value == "4 · keep: ✓ kept as 'moving (registered)'"
 
     # Export, as for an affine slide result: the ITK file reads back as the found transform.
