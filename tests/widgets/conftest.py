@@ -64,9 +64,17 @@ class EventLoopWatch:
             f"{os.getloadavg()[0]:.1f})")
 
 
+#: Longest the GUI thread may work at a stretch on whole slides (s): software OpenGL (Xvfb's
+#: llvmpipe) paints their textures on the GUI thread (profiled: napari's paint events).
+SOFTWARE_PAINT_LIMIT_S = 1.0
+
+
 class User:
     """A person at the GUI: clicks buttons and waits for jobs while the event loop runs, with an
     :class:`EventLoopWatch` measuring how long the GUI ever froze."""
+
+    #: The GUI thread's longest stretch of work on whole slides: :data:`SOFTWARE_PAINT_LIMIT_S`.
+    slide_paint_limit_s = SOFTWARE_PAINT_LIMIT_S
 
     def __init__(self, qtbot):
         self.qtbot = qtbot
@@ -84,6 +92,23 @@ class User:
         self.qtbot.waitUntil(lambda: session.job is not None and not session.busy,
                              timeout=int(timeout_s * 1000))
         return session.job
+
+    def accept_slide(self, dock, path, errors, side: int):
+        """Click the guided dock's slide Accept (output ``path``), wait for the pyramid to be
+        written and opened, check it, and return the new layer."""
+        keep = dock.keep_panel
+        assert keep.accept_button.text == "Accept (save slide…)"
+        keep.output_path = path
+        self.watch.reset()
+        self.click(keep.accept_button)
+        job = self.wait_for_job(dock.session, 120)
+        assert job.state.value == "finished", (job.error, errors)
+        self.watch.check(self.slide_paint_limit_s)
+        layer = dock.session.accepted
+        assert path.is_file() and layer.name == "moving (registered)"
+        assert layer.multiscale and len(layer.data) >= 2 and layer.rgb
+        assert layer.data[0].shape[:2] == (side, side)
+        return layer
 
     def wait_until(self, condition, timeout_s: float = 60.0) -> None:
         self.qtbot.waitUntil(condition, timeout=int(timeout_s * 1000))

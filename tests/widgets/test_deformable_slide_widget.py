@@ -20,8 +20,6 @@ pytestmark = pytest.mark.gui
 
 SIDE = 1600  # levels 1600 and 800 px; the review is made from the 800 px one (REVIEW_SIDE below)
 BEND_PX = 40.0
-#: Software OpenGL paints slides on the GUI thread (see test_whole_slide_widget.py).
-SOFTWARE_PAINT_LIMIT_S = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +61,7 @@ def test_guided_dock_registers_slides_deformably(make_napari_viewer, bent_slides
     user.click(run.register_button)
     job = user.wait_for_job(dock.session, 120)
     assert job.state.value == "finished", (job.error, errors)
-    user.watch.check(SOFTWARE_PAINT_LIMIT_S)
+    user.watch.check(user.slide_paint_limit_s)
     session = dock.session
     result = session.result
     stage = result.deformable
@@ -127,17 +125,8 @@ def test_guided_dock_registers_slides_deformably(make_napari_viewer, bent_slides
     dock.review_panel.view.value = "overlay"
 
     # Accept: the moving slide written through the field tile by tile, opened as a new layer.
+    layer = user.accept_slide(dock, tmp_path / "moving_registered.ome.tif", errors, SIDE)
     keep = dock.keep_panel
-    assert keep.accept_button.text == "Accept (save slide…)"
-    keep.output_path = tmp_path / "moving_registered.ome.tif"
-    user.watch.reset()
-    user.click(keep.accept_button)
-    job = user.wait_for_job(session, 120)
-    assert job.state.value == "finished", (job.error, errors)
-    user.watch.check(SOFTWARE_PAINT_LIMIT_S)
-    layer = session.accepted
-    assert keep.output_path.is_file() and layer.name == "moving (registered)"
-    assert layer.multiscale and layer.rgb and layer.data[0].shape[:2] == (SIDE, SIDE)
     assert isinstance(DisplacementFieldTransform.from_dict(layer.metadata["comir_transform"]),
                       DisplacementFieldTransform)
     window = (slice(700, 900), slice(500, 700))
