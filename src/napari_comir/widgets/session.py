@@ -371,7 +371,7 @@ class RegistrationSession:
 
     def _accepted(self, layer: Layer, result: RegistrationResult) -> None:
         """Show the accepted layer plainly: over the fixed image, the review overlay off (in
-        the next event-loop turn: adding the layer cost napari the one before)."""
+        a later event-loop turn: adding the layer cost napari this one)."""
         fixed, moving = self.result_pair
         self.presenting = True
 
@@ -385,7 +385,7 @@ class RegistrationSession:
             self.changed.emit("accepted")
             self.changed.emit("job")
 
-        _in_turns(lambda: None, finish)
+        _in_turns(finish)
 
     def accepted_matches_result(self) -> bool:
         """Whether the accepted layer holds the current result (not an earlier one): by
@@ -461,10 +461,15 @@ def takes_pair(model, pair) -> bool:
 
 
 def _in_turns(*steps) -> None:
-    """Run ``steps`` in order, one per turn of the event loop."""
-    if steps:
+    """Run ``steps`` in order, one per later turn of the event loop: none in the caller's turn,
+    whose own work (a finished job's callbacks) would add up with the first."""
+
+    def run_first() -> None:
         steps[0]()
-        QTimer.singleShot(0, lambda: _in_turns(*steps[1:]))
+        _in_turns(*steps[1:])
+
+    if steps:
+        QTimer.singleShot(0, run_first)
 
 
 _SESSIONS: dict[int, RegistrationSession] = {}
