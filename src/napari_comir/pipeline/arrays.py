@@ -173,17 +173,24 @@ REFINEMENT_REACH = 0.01
 MAX_SCORE_LOSS = 0.01
 
 
+def _mutual_information_refined(fixed_image, moving_image, result: RegistrationResult) -> AffineTransform:
+    """``result.transform`` refined by Mattes mutual information on the images, in its own
+    model; its seconds recorded in ``result.timings["mutual_information"]``."""
+    start = time.perf_counter()
+    refined, _ = refine_mutual_information(np.asarray(fixed_image), np.asarray(moving_image),
+                                           result.transform, result.transform.model)
+    result.timings = {**result.timings, "mutual_information": time.perf_counter() - start}
+    return refined
+
+
 def _refined_on_images(model: ComirModel, comirs: dict, fixed_image, moving_image,
                        result: RegistrationResult, plan: RegistrationPlan) -> RegistrationResult:
     """``result`` refined by Mattes mutual information on the original images, in its own
     transform model, and judged again on the CoMIRs: the refinement is kept when it stays within
     :data:`REFINEMENT_REACH`, the CoMIRs agree about as well (:data:`MAX_SCORE_LOSS`, or their
     details better) and the verdict does not turn against it; otherwise the CoMIR result is."""
-    start = time.perf_counter()
     transform = result.transform
-    refined, _ = refine_mutual_information(np.asarray(fixed_image), np.asarray(moving_image),
-                                           transform, transform.model)
-    result.timings = {**result.timings, "mutual_information": time.perf_counter() - start}
+    refined = _mutual_information_refined(fixed_image, moving_image, result)
     if corner_error(transform, refined, np.shape(moving_image)[:2]) > REFINEMENT_REACH * np.shape(
             moving_image)[1]:
         return result
@@ -210,10 +217,7 @@ def _refined_windows_result(fixed_image, moving_image, result: RegistrationResul
     (docs/benchmarks.md, "Speed by image size")."""
     if not result.success_likely:
         return result
-    start = time.perf_counter()
-    refined, _ = refine_mutual_information(np.asarray(fixed_image), np.asarray(moving_image),
-                                           result.transform, result.transform.model)
-    result.timings = {**result.timings, "mutual_information": time.perf_counter() - start}
+    refined = _mutual_information_refined(fixed_image, moving_image, result)
     if corner_error(result.transform, refined, np.shape(moving_image)[:2]) <= WINDOW_TOLERANCE_PX:
         result.transform = refined
     return result

@@ -140,9 +140,7 @@ def file_registration_events(fixed_path: str | os.PathLike, moving_path: str | o
             check_compression(resampled, compression, moving.dtype, len(moving.shape) == 3)
         run = registration_events(fixed, moving, model, options)
     except BaseException:
-        for image in (fixed, moving):
-            if hasattr(image, "close"):
-                image.close()
+        _close(fixed, moving)
         raise
     return _events(run, model.card, fixed, moving, sizes, resampled, compression, exports)
 
@@ -192,6 +190,11 @@ def _events(run, card, fixed, moving, sizes, resampled, compression, exports) ->
             outcome.written[name] = str(path)
         yield Progress("done", 1, 1, "registered", result=outcome)
     finally:
-        for image in (fixed, moving):
-            if hasattr(image, "close"):
-                image.close()
+        _close(fixed, moving)
+
+
+def _close(*images) -> None:
+    """Close the images opened lazily (slides hold their files open)."""
+    for image in images:
+        if hasattr(image, "close"):
+            image.close()
