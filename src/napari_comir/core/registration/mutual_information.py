@@ -9,7 +9,7 @@ grid), coarse to fine, by L-BFGS with the analytic gradient of the Parzen-window
 zero-order kernel for the fixed image, a cubic B-spline for the moving one, as in Mattes et al.
 2003). The moving image and its gradient are sampled by torch's bilinear ``grid_sample``, in
 float32; the histogram is built from four sums per cell (see `_FixedSamples`): an evaluation
-at 65 536 pixels takes ~2 ms on one core.
+at 65 536 pixels takes 3-4 ms on one core.
 
 The warp is parametrised fixed -> moving about the fixed image's centre ``c`` as in
 :mod:`.refine`: ``x_m = A (x_f - c) + s``; rigid uses an angle, similarity ``[[a, -b], [b, a]]``;
