@@ -8,8 +8,9 @@ Three settings, each taught on one pair aligned by landmarks and scored on pairs
   on their landmarks against the best affine map's (registered: within 1.3x) and ANHIR's rTRE
   (TRE / the fixed image's diagonal; the median over a pair's landmarks).
 - ``grey``: the raw BF/SHG cases with the bright field in grey. ``bf-shg`` taught on one case
-  (five clicks: the reference transform plus 2 px of noise per click), every case registered
-  again, grey and colour (registered: within 2 % of the width, as the shared data scores them).
+  (five clicks: the reference transform plus 2 px of noise per click; its grey route alone, the
+  palette, learns), every case registered again, grey and colour (registered: within 2 % of the
+  width, as the shared data scores them).
 - ``aerial``: the RGB/NIR scene. A new model taught on its left half (five clicks, 2 px noise),
   scored on random similarity transforms (±30°, scale 0.9-1.1, ±20 px) of crops of its right half.
 
@@ -33,6 +34,7 @@ import numpy as np  # noqa: E402
 
 from napari_comir import api  # noqa: E402
 from napari_comir.core.evaluation import raw_cases  # noqa: E402
+from napari_comir.core.grey_route import grey_routes  # noqa: E402
 from napari_comir.core.io.landmarks import read_landmarks  # noqa: E402
 from napari_comir.core.teaching import (  # noqa: E402
     START_MODEL,
@@ -106,7 +108,9 @@ def teach_and_check(pairs, check, seconds, seed, **options) -> list[dict]:
     fixed_modality = (api.load_model(start, "cpu").card.fixed_modality if start
                       else options.get("fixed_modality", "fixed"))
     config = teach_config(seconds, new_pair=start is None, seed=seed, device="cpu",
-                          frozen_modality=fixed_modality if VARIANT["freeze_fixed"] else None)
+                          frozen_modality=fixed_modality if VARIANT["freeze_fixed"] else None,
+                          grey_route=bool(start) and bool(grey_routes(api.load_model(start, "cpu").card,
+                                                                      pairs)))
     if VARIANT["steps"]:
         config.steps, config.max_seconds = VARIANT["steps"], None
     for name in ("hue_degrees", "shift_px"):
