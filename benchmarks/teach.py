@@ -171,16 +171,17 @@ def he_ihc(seconds: float, seed: int, taught_count: int = 1) -> list[dict]:
     return rows
 
 
-def grey_raw(seconds: float, seed: int, teach_on: str) -> list[dict]:
+def grey_raw(seconds: float, seed: int, teach_on: list[str]) -> list[dict]:
     rng = np.random.default_rng(seed)
     cases = raw_cases(DATA / "bf_shg_raw")
     grey_cases = [TeachingPair(case.fixed, grey(case.moving).astype(np.uint8), case.truth,
                                name=f"{case.name} grey") for case in cases]
     colour_cases = [TeachingPair(case.fixed, case.moving, case.truth, name=f"{case.name} colour")
                     for case in cases]
-    taught = next(pair for pair in grey_cases if pair.name == f"{teach_on} grey")
-    pair = clicked_pair(taught.fixed_image, taught.moving_image, taught.transform, rng, taught.name)
-    return teach_and_check([pair], grey_cases + colour_cases, seconds, seed, start="bf-shg")
+    taught = [pair for name in teach_on for pair in grey_cases if pair.name == f"{name} grey"]
+    pairs = [clicked_pair(pair.fixed_image, pair.moving_image, pair.transform, rng, pair.name)
+             for pair in taught]
+    return teach_and_check(pairs, grey_cases + colour_cases, seconds, seed, start="bf-shg")
 
 
 def aerial(seconds: float, seed: int, cases: int = 10) -> list[dict]:
@@ -234,7 +235,8 @@ def main() -> None:
                         choices=["he_ihc", "grey", "aerial"])
     parser.add_argument("--seconds", type=float, default=120.0, help="teaching budget (default 120)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--teach-on", default="1B_D2", help="the raw case taught (grey)")
+    parser.add_argument("--teach-on", nargs="+", default=["1B_D2"],
+                        help="the raw case(s) taught (grey)")
     parser.add_argument("--he-ihc-taught", type=int, default=1, choices=[1, 3],
                         help="he_ihc pairs taught at once: 1 (the others checked) or 3 (the fourth)")
     parser.add_argument("--freeze-fixed", action="store_true",

@@ -7,7 +7,8 @@ networks' weights stay bit-identical, so colour images, and the other modality, 
 exactly as before, by construction. Training the bright-field network on one grey pair instead
 changed what it does for every input (``bf-shg`` taught ``1B_D2`` in grey registered 3 of the 20
 grey raw cases and 0 of the 20 colour ones; a separate copy for grey alone, 1.6 % of its weights
-moved, 8 of 20 grey), where the palette taught on that pair registered 18-19 of 20 grey
+moved, 8 of 20 grey), where the palette taught on that pair registered 19 of 20 grey, and
+taught on the two cases the bundled model misses by hundreds of px, 20 of 20
 (docs/benchmarks.md, "The grey route taught alone").
 
 The palette starts as the card's, so teaching starts exactly where the model is. Each step
@@ -15,7 +16,8 @@ colours the grey patches with it (linear between knots, as :func:`colourise`), n
 by the percentiles of the whole image coloured with the current palette (as inference does),
 and descends the contrastive loss between the two frozen networks' CoMIRs. Each knot keeps its
 luminance (only hue and saturation learn: a grey level is coloured with a colour of that grey,
-as the card's palette does): 18, 19, 19 of 20 for seeds 0-2, where a free palette gave 18, 18, 19.
+as the card's palette does): at 36 steps, 18, 19, 19 of 20 for seeds 0-2, where a free palette
+gave 18, 18, 19.
 """
 
 from __future__ import annotations
