@@ -15,7 +15,8 @@ landmarks are aligned to a few px only; the contrastive loss compares 128 px pat
 shift of the patches measured worse). H&E vs IHC models taught on one stain registered 9-10 of
 12 held-out pairs within 1.3x the best affine map (taught on Ki67, a nuclear stain, the others
 mostly fail). A model taught more pairs of its own
-modalities trains gently instead (:func:`teach_config`).
+modalities trains gently instead (:func:`teach_config`), and when their bright field is grey where
+its network takes RGB, only its grey palette learns (:mod:`~napari_comir.core.grey_route`).
 
 The verdict of a taught model: the detail threshold of the card it started from was measured
 for other CoMIRs (bf-shg's 1.7 called most taught successes "probably wrong"), so it is
