@@ -8,8 +8,9 @@ Three settings, each taught on one pair aligned by landmarks and scored on pairs
   on their landmarks against the best affine map's (registered: within 1.3x) and ANHIR's rTRE
   (TRE / the fixed image's diagonal; the median over a pair's landmarks).
 - ``grey``: the raw BF/SHG cases with the bright field in grey. ``bf-shg`` taught on one case
-  (five clicks: the reference transform plus 2 px of noise per click), every case registered
-  again, grey and colour (registered: within 2 % of the width, as the shared data scores them).
+  (five clicks: the reference transform plus 2 px of noise per click; its grey route alone, the
+  palette, learns), every case registered again, grey and colour (registered: within 2 % of the
+  width, as the shared data scores them).
 - ``aerial``: the RGB/NIR scene. A new model taught on its left half (five clicks, 2 px noise),
   scored on random similarity transforms (±30°, scale 0.9-1.1, ±20 px) of crops of its right half.
 
@@ -33,6 +34,7 @@ import numpy as np  # noqa: E402
 
 from napari_comir import api  # noqa: E402
 from napari_comir.core.evaluation import raw_cases  # noqa: E402
+from napari_comir.core.grey_route import grey_routes  # noqa: E402
 from napari_comir.core.io.landmarks import read_landmarks  # noqa: E402
 from napari_comir.core.teaching import (  # noqa: E402
     START_MODEL,
@@ -106,7 +108,9 @@ def teach_and_check(pairs, check, seconds, seed, **options) -> list[dict]:
     fixed_modality = (api.load_model(start, "cpu").card.fixed_modality if start
                       else options.get("fixed_modality", "fixed"))
     config = teach_config(seconds, new_pair=start is None, seed=seed, device="cpu",
-                          frozen_modality=fixed_modality if VARIANT["freeze_fixed"] else None)
+                          frozen_modality=fixed_modality if VARIANT["freeze_fixed"] else None,
+                          grey_route=bool(start) and bool(grey_routes(api.load_model(start, "cpu").card,
+                                                                      pairs)))
     if VARIANT["steps"]:
         config.steps, config.max_seconds = VARIANT["steps"], None
     for name in ("hue_degrees", "shift_px"):
@@ -167,16 +171,17 @@ def he_ihc(seconds: float, seed: int, taught_count: int = 1) -> list[dict]:
     return rows
 
 
-def grey_raw(seconds: float, seed: int, teach_on: str) -> list[dict]:
+def grey_raw(seconds: float, seed: int, teach_on: list[str]) -> list[dict]:
     rng = np.random.default_rng(seed)
     cases = raw_cases(DATA / "bf_shg_raw")
     grey_cases = [TeachingPair(case.fixed, grey(case.moving).astype(np.uint8), case.truth,
                                name=f"{case.name} grey") for case in cases]
     colour_cases = [TeachingPair(case.fixed, case.moving, case.truth, name=f"{case.name} colour")
                     for case in cases]
-    taught = next(pair for pair in grey_cases if pair.name == f"{teach_on} grey")
-    pair = clicked_pair(taught.fixed_image, taught.moving_image, taught.transform, rng, taught.name)
-    return teach_and_check([pair], grey_cases + colour_cases, seconds, seed, start="bf-shg")
+    taught = [pair for name in teach_on for pair in grey_cases if pair.name == f"{name} grey"]
+    pairs = [clicked_pair(pair.fixed_image, pair.moving_image, pair.transform, rng, pair.name)
+             for pair in taught]
+    return teach_and_check(pairs, grey_cases + colour_cases, seconds, seed, start="bf-shg")
 
 
 def aerial(seconds: float, seed: int, cases: int = 10) -> list[dict]:
@@ -230,7 +235,8 @@ def main() -> None:
                         choices=["he_ihc", "grey", "aerial"])
     parser.add_argument("--seconds", type=float, default=120.0, help="teaching budget (default 120)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--teach-on", default="1B_D2", help="the raw case taught (grey)")
+    parser.add_argument("--teach-on", nargs="+", default=["1B_D2"],
+                        help="the raw case(s) taught (grey)")
     parser.add_argument("--he-ihc-taught", type=int, default=1, choices=[1, 3],
                         help="he_ihc pairs taught at once: 1 (the others checked) or 3 (the fourth)")
     parser.add_argument("--freeze-fixed", action="store_true",

@@ -108,3 +108,42 @@ def test_bundled_he_ihc_verdict_calls_a_right_result_likely_and_garbage_not(he_i
     noise = np.random.default_rng(0).integers(0, 256, moving.shape, dtype=np.uint8)
     for garbage in (np.ascontiguousarray(moving[::-1]), noise):
         assert not api.register_multimodal(fixed, garbage, model).success_likely
+
+
+@pytest.mark.slow
+def test_train_from_bf_shg_on_a_grey_bright_field_teaches_its_grey_route(tmp_path, capsys):
+    """``train --from bf-shg`` with a grey H&E: the same command; only the palette is taught, so
+    the saved model's weights are bf-shg's, and it registers the grey case bf-shg fails."""
+    import tifffile
+    from safetensors.numpy import load_file
+
+    from napari_comir.api import load_model
+    from napari_comir.core.evaluation import raw_cases
+    from napari_comir.core.zoo import user_models_dir
+
+    folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "bf_shg_raw"
+    if not (folder / "pairs.csv").is_file():
+        pytest.skip("../shared/data/bf_shg_raw is not beside the checkout")
+    (case,) = [case for case in raw_cases(folder) if case.name == "1B_D2"]
+    grey = (case.moving @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "shg.tif", case.fixed)
+    tifffile.imwrite(tmp_path / "bf.tif", grey)
+    moving_xy = np.array([[0.18, 0.2], [0.82, 0.21], [0.78, 0.82], [0.2, 0.78], [0.5, 0.49]]) * [
+        grey.shape[1], grey.shape[0]]
+    np.savetxt(tmp_path / "shg.csv", case.truth.apply_xy(moving_xy), delimiter=",", header="x,y",
+               comments="")
+    np.savetxt(tmp_path / "bf.csv", moving_xy, delimiter=",", header="x,y", comments="")
+    assert main(["train", "--from", "bf-shg", "--fixed", str(tmp_path / "shg.tif"),
+                 "--moving", str(tmp_path / "bf.tif"), "--landmarks", str(tmp_path / "shg.csv"),
+                 str(tmp_path / "bf.csv"), "--save-as", "grey-bf"]) == 0
+    card = json.loads((user_models_dir() / "grey-bf.json").read_text())
+    assert card["training"]["taught"] == "grey palette of bf"
+    taught = load_file(str(user_models_dir() / "grey-bf.safetensors"))
+    bundled = {k: v.numpy() for k, v in load_model("bf-shg", "cpu").state_dict().items()}
+    assert all(np.array_equal(taught[key], bundled[key]) for key in bundled)
+    capsys.readouterr()
+    assert main(["register", "--model", "grey-bf", "--fixed", str(tmp_path / "shg.tif"),
+                 "--moving", str(tmp_path / "bf.tif"), "--out", str(tmp_path / "r.json")]) == 0
+    matrix = np.array(json.loads((tmp_path / "r.json").read_text())["matrix_xy"])
+    found = moving_xy @ matrix[:2, :2].T + matrix[:2, 2]
+    assert np.linalg.norm(found - case.truth.apply_xy(moving_xy), axis=1).mean() < 0.02 * case.fixed.shape[1]

@@ -16,6 +16,7 @@ from .core.apply import (
 from .core.data import AlignedPair, ModalitySpec, read_pairs_csv
 from .core.defaults import DEFAULT_ARCHITECTURE, DEFAULT_MODEL_NAME, DEFAULT_TEACH_SECONDS
 from .core.errors import InputError
+from .core.grey_route import grey_routes
 from .core.inference import (
     check_image,
     comir_tiles,
@@ -263,6 +264,8 @@ def teach(pairs: Sequence[TeachingPair], *, start: ComirModel | str | None = Non
         ``TeachingPair(fixed, moving, accepted_transform)``.
     start : ComirModel or str, optional
         A model to go on teaching (a copy is trained; e.g. a model taught before for this pair).
+        Pairs whose bright field is grey where its network takes RGB teach only its grey
+        palette (:mod:`napari_comir.core.grey_route`): colour images register as before.
         Default: a new model for the pairs' channel counts whose networks both start as the
         bundled bright-field network, ``fixed_modality`` taking the fixed images.
     old : ComirModel or str, optional
@@ -300,7 +303,8 @@ def teach(pairs: Sequence[TeachingPair], *, start: ComirModel | str | None = Non
                 raise InputError(f"the model it would replace, {old.card.name!r}, cannot register "
                                  f"these pairs ({exc}); teach a model under another name") from exc
     if config is None:
-        config = teach_config(max_seconds, new_pair=start is None, seed=seed, device=device)
+        config = teach_config(max_seconds, new_pair=start is None, seed=seed, device=device,
+                              grey_route=start is not None and bool(grey_routes(model.card, pairs)))
     config.validate()
     return teaching_events(pairs, model, register_multimodal, old=old, check_pairs=check_pairs,
                            config=config, started_from=started_from, new_pair=start is None)

@@ -131,6 +131,41 @@ def test_real_pair_register_accept_export_teach(make_napari_viewer, raw_cases, u
     user.watch.check(MAX_FREEZE_S)
 
 
+@pytest.mark.slow
+def test_teaching_bf_shg_a_grey_bright_field_teaches_its_grey_route(make_napari_viewer, raw_cases,
+                                                                    user, errors):
+    """The same clicks with the H&E in grey: the taught model differs from bf-shg only in its
+    grey palette, so colour images register as before."""
+    import torch
+
+    case = raw_cases["sa_stroma_pancreas_2000_95"]
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(case.fixed, name="SHG")
+    viewer.add_image((case.moving @ np.array([0.299, 0.587, 0.114])).astype(np.uint8), name="H&E grey")
+    dock = open_dock(viewer)
+    dock.model_name.value = "bf-shg"
+    bundled = _state.state_for(viewer).model
+    user.click(dock.run_panel.register_button)
+    job = user.wait_for_job(dock.session)
+    assert job.state.value == "finished" and not errors, (job.error, errors)
+    assert case.error(dock.session.result.transform) <= 3.0
+    user.click(dock.keep_panel.accept_button)
+    user.wait_for_job(dock.session)
+    dock.teach_panel.seconds.value = 30
+    dock.teach_panel.save_as.value = "grey-taught"
+    user.watch.reset()
+    user.click(dock.teach_panel.teach_button)
+    job = user.wait_for_job(dock.session, 180)
+    assert job.state.value == "finished" and not errors, (job.error, errors)
+    assert "saved 'grey-taught'" in dock.teach_panel.status.value
+    taught = dock.session.models.get()
+    assert taught.card.training["taught"] == "grey palette of bf"
+    assert taught.card.modalities["bf"].grey_palette != bundled.card.modalities["bf"].grey_palette
+    assert all(torch.equal(value, bundled.state_dict()[key])
+               for key, value in taught.state_dict().items())
+    user.watch.check(MAX_FREEZE_S)
+
+
 def test_expert_docks_open_as_tabs_and_the_window_keeps_its_size(make_napari_viewer, user):
     """Docks opened one after another (as the menu opens them, without napari's tabify) share
     one tabbed area instead of pushing each other off a 1280 x 800 screen."""

@@ -99,18 +99,22 @@ def grey_palette(rgb_images: Sequence[np.ndarray]) -> tuple[tuple[float, float, 
                  for level in levels)
 
 
-def colourise(grey: np.ndarray, palette) -> np.ndarray:
-    """(H, W, 1) or (H, W) grey -> (H, W, 3) float32 colours of ``palette``.
-
-    Grey is read as 8-bit: uint16 is divided by 257, floats of at most 1 are scaled by 255,
-    anything else is taken as 0-255.
-    """
+def grey_levels(grey: np.ndarray) -> np.ndarray:
+    """(H, W, 1) or (H, W) grey -> (H, W) float32 8-bit levels, as :func:`colourise` reads them:
+    uint16 is divided by 257, floats of at most 1 are scaled by 255, anything else is taken
+    as 0-255."""
     grey = np.asarray(grey)
     values = grey.reshape(grey.shape[:2]).astype(np.float32)
     if grey.dtype == np.uint16:
         values /= 257.0
     elif np.issubdtype(grey.dtype, np.floating) and values.size and np.nanmax(values) <= 1.0:
         values *= 255.0
+    return values
+
+
+def colourise(grey: np.ndarray, palette) -> np.ndarray:
+    """(H, W, 1) or (H, W) grey -> (H, W, 3) float32 colours of ``palette`` (see :func:`grey_levels`)."""
+    values = grey_levels(grey)
     table = np.asarray(palette, dtype=np.float32)
     return np.stack([np.interp(values, PALETTE_LEVELS, table[:, c]).astype(np.float32)
                      for c in range(3)], axis=-1)
@@ -295,11 +299,14 @@ class PatchSampler:
     shift_px : float
         The second modality's patch placed up to ``shift_px`` px off the first's along each
         axis: serial sections aligned by landmarks still differ by a few px (0 = off).
+    as_given : sequence of str
+        Modalities whose (H, W, C) float images are sampled as they are, neither validated nor
+        normalised (a grey route's levels / 255, coloured by a palette as it learns).
     """
 
     def __init__(self, pairs: Sequence[AlignedPair], specs: dict[str, ModalitySpec],
                  patch_size: int = 128, seed: int = 0, jitter: bool = True,
-                 hue_degrees: float = 0.0, shift_px: float = 0.0):
+                 hue_degrees: float = 0.0, shift_px: float = 0.0, as_given: Sequence[str] = ()):
         if not pairs:
             raise InputError("need at least one aligned pair to train on")
         if isinstance(pairs, (str, bytes)) or not all(isinstance(p, AlignedPair) for p in pairs):
@@ -315,6 +322,10 @@ class PatchSampler:
             for modality, spec in specs.items():
                 if modality not in pair.images:
                     raise InputError(f"pair {pair.name!r} has no {modality!r} image")
+                if modality in as_given:
+                    images[modality] = torch.from_numpy(np.asarray(pair.images[modality], np.float32)
+                                                        ).permute(2, 0, 1).contiguous()
+                    continue
                 # a grey image for an RGB network as inference gives it: in its palette's colours
                 image = validate_image(pair.images[modality], spec.channels,
                                        name=f"{pair.name} {modality}", min_size=patch_size,

@@ -15,7 +15,8 @@ landmarks are aligned to a few px only; the contrastive loss compares 128 px pat
 shift of the patches measured worse). H&E vs IHC models taught on one stain registered 9-10 of
 12 held-out pairs within 1.3x the best affine map (taught on Ki67, a nuclear stain, the others
 mostly fail). A model taught more pairs of its own
-modalities trains gently instead (:func:`teach_config`).
+modalities trains gently instead (:func:`teach_config`), and when their bright field is grey where
+its network takes RGB, only its grey palette learns (:mod:`~napari_comir.core.grey_route`).
 
 The verdict of a taught model: the detail threshold of the card it started from was measured
 for other CoMIRs (bf-shg's 1.7 called most taught successes "probably wrong"), so it is
@@ -39,6 +40,7 @@ import numpy as np
 from .data import AlignedPair, ModalitySpec, validate_image
 from .defaults import DEFAULT_TEACH_SECONDS
 from .errors import InputError, RegistrationError
+from .grey_route import grey_route_events, grey_routes
 from .io import read_image
 from .io.files import read_utf8_text
 from .io.landmarks import read_landmarks
@@ -56,6 +58,12 @@ TEACH_LR = 1e-3
 #: 10 of 12 held-out pairs registered, the worst 5x the best affine map, where without it 9 of 12
 #: and 85x; seed 1, 120 s: 9 of 12 (docs/benchmarks.md: within the spread, kept for the worst case).
 TEACH_HUE_DEGREES = 180.0
+#: The grey route (:mod:`~napari_comir.core.grey_route`): a model taught pairs whose bright
+#: field is grey learns only its grey palette, this many colour levels (0-255) per Adam step,
+#: for this many steps: the loss is near 0 after ~6, and Adam's steps on what is left are noise
+#: that drifts the palette toward the taught tissue. bf-shg taught 1B_D2 in grey, seeds 0-2:
+#: 19 of the 20 grey raw cases each at 8 steps; 18, 19, 19 at 36 (seed 0 lost a pancreas case).
+GREY_ROUTE_LR, GREY_ROUTE_STEPS = 2.0, 8
 #: The bundled model and network every taught network starts from.
 START_MODEL, START_NETWORK = "bf-shg", "bf"
 #: A held-out pair counts as registered when its landmarks' mean error is at most this many
@@ -214,8 +222,8 @@ def _for_channels(state: dict, channels: int) -> dict:
 
 
 def teach_config(max_seconds: float = DEFAULT_TEACH_SECONDS, *, new_pair: bool = True,
-                 frozen_modality: str | None = None, seed: int = 0,
-                 device: str = "auto") -> TrainConfig:
+                 frozen_modality: str | None = None, seed: int = 0, device: str = "auto",
+                 grey_route: bool = False) -> TrainConfig:
     """The recipe's :class:`TrainConfig`: what the GUI's teach step, the Fine-tune widget,
     ``napari-comir train --landmarks`` and :func:`napari_comir.api.teach` all train with.
 
@@ -225,7 +233,12 @@ def teach_config(max_seconds: float = DEFAULT_TEACH_SECONDS, *, new_pair: bool =
     modalities (``False``) trains gently, at ``FINE_TUNE_LR`` with its statistics kept (at
     :data:`TEACH_LR`, bf-shg taught one grey pair registered 10 of the 20 grey raw cases, not 17).
     ``frozen_modality``: a network left as it started (the other learns to meet its CoMIRs).
+    ``grey_route``: only the grey palette learns (:mod:`~napari_comir.core.grey_route`), at
+    :data:`GREY_ROUTE_LR` for :data:`GREY_ROUTE_STEPS` steps (or ``max_seconds``).
     """
+    if grey_route:
+        return TrainConfig(steps=GREY_ROUTE_STEPS, max_seconds=max_seconds, lr=GREY_ROUTE_LR,
+                           seed=seed, device=device)
     settings = dict(steps=10**9, max_seconds=max_seconds, seed=seed, device=device,
                     frozen_modalities=(frozen_modality,) if frozen_modality else ())
     if not new_pair:
@@ -347,10 +360,14 @@ def teaching_events(pairs: Sequence[TeachingPair], model: ComirModel, register: 
     """
     if not pairs:
         raise InputError("need at least one aligned pair to teach on")
-    config = config or teach_config()
+    # A grey bright field for a model's own RGB network: its grey route alone learns.
+    routes = [] if new_pair else grey_routes(model.card, pairs)
+    config = config or teach_config(grey_route=bool(routes))
     aligned = [pair.aligned(model.card.fixed_modality, model.card.moving_modality) for pair in pairs]
     last, start = None, time.perf_counter()
-    for last in train(model, aligned, config):
+    training = (grey_route_events(model, routes, aligned, config) if routes
+                else train(model, aligned, config))
+    for last in training:
         yield last
     seconds = time.perf_counter() - start
     yield Progress("calibrate", 0, 1, "registering garbage to calibrate the verdict")
@@ -379,7 +396,7 @@ def teaching_events(pairs: Sequence[TeachingPair], model: ComirModel, register: 
     if not check_pairs:
         reason += " (no pairs held out: checked on the taught pairs, registered from scratch)"
     _describe(model.card, pairs, checks, config, started_from, seconds, last.step if last else 0,
-              bool(check_pairs), null_scores)
+              bool(check_pairs), null_scores, routes)
     outcome = TeachOutcome(model, old, checks, replaces, reason, seconds, last.step if last else 0)
     yield Progress("check", len(checking), len(checking), reason, result=outcome)
 
@@ -394,11 +411,14 @@ def channels_message(card: ModelCard) -> str:
 
 
 def _describe(card: ModelCard, pairs, checks, config, started_from, seconds, steps, held_out,
-              null_scores):
+              null_scores, routes):
     """Write what the model was taught on and what it was measured on into its card."""
+    taught = (f"only the grey palette of {', '.join(map(repr, routes))} learned, the networks "
+              "unchanged; " if routes else "")
     card.description = (f"Taught on {len(pairs)} pair(s) by napari-comir's teaching recipe; "
-                        + channels_message(card) + ".")
+                        + taught + channels_message(card) + ".")
     card.training = {"pairs": [pair.name for pair in pairs], "recipe": "core.teaching",
+                     "taught": ("grey palette of " + ", ".join(routes)) if routes else "networks",
                      "started_from": started_from, "lr": config.lr, "batch_size": config.batch_size,
                      "patch_size": config.patch_size, "hue_degrees": config.hue_degrees,
                      "shift_px": config.shift_px, "seed": config.seed, "steps": steps,
