@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,7 +73,9 @@ def elastix_affine(fixed: np.ndarray, moving: np.ndarray) -> api.AffineTransform
                                                log_to_console=False)
     # elastix maps fixed points to moving ones (unit spacing: pixels (x, y)); its displacement
     # field sampled on a grid gives that affine map exactly, inverted by the fit below.
-    field = itk.GetArrayFromImage(itk.transformix_deformation_field(moving_itk, found))
+    with tempfile.TemporaryDirectory() as folder:  # transformix writes its field file there
+        field = itk.GetArrayFromImage(itk.transformix_deformation_field(
+            moving_itk, found, output_directory=folder))
     rows, cols = np.mgrid[0:fixed.shape[0]:16, 0:fixed.shape[1]:16]
     grid_xy = np.stack([cols.ravel(), rows.ravel()], axis=1).astype(float)
     transform, _ = api.fit_landmarks(grid_xy, grid_xy + field[rows.ravel(), cols.ravel()], "affine")
