@@ -112,7 +112,8 @@ class DeformableResult:
     inconsistency : float or None
         How far the field fitted the other way round puts the fixed image's points in the moving
         one from where the field puts them, as a fraction of the field's own displacement (mean
-        over the overlap); measured only for a field whose gain is not significant, else ``None``.
+        over the overlap; ``inf`` when the field fitted the other way round folds); measured
+        only for a field whose gain is positive but not significant, else ``None``.
     seconds : float
         Wall time.
     """
@@ -135,8 +136,10 @@ class DeformableResult:
                 "affine_detail_score": self.affine_detail_score,
                 "deformable_detail_score": self.deformable_detail_score,
                 "detail_gain": self.detail_gain, "max_displacement_px": self.max_displacement_px,
-                "min_jacobian": self.min_jacobian, "inconsistency": self.inconsistency,
-                "seconds": self.seconds}
+                "min_jacobian": self.min_jacobian, "seconds": self.seconds,
+                # JSON has no infinity: a backward fit that folded reads as unmeasured (None)
+                "inconsistency": (self.inconsistency if self.inconsistency is not None
+                                  and math.isfinite(self.inconsistency) else None)}
 
 
 def _as_hwc(image, name: str) -> np.ndarray:
