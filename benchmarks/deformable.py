@@ -202,7 +202,8 @@ def he_ihc(images: str, elastix: bool, simpleitk: bool, names: list[str] | None)
 
         model = api.load_model(images)
     print(f"\n## he_ihc: mean TRE (px), napari-comir on {images} images\n")
-    print("| pair | unregistered | affine | deformable field | verdict (detail gain) | what the "
+    print("| pair | unregistered | affine | deformable field | verdict (detail gain; fitted the "
+          "other way round, differs by) | what the "
           "user gets | best affine | elastix B-spline | SimpleITK MI B-spline | s affine "
           "| s deformable | s elastix | s SimpleITK |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -215,7 +216,10 @@ def he_ihc(images: str, elastix: bool, simpleitk: bool, names: list[str] | None)
                                           else model_route(model, fixed_rgb, moving_rgb))
         field = result.field
         deformable_tre = tre(field.apply_xy(moving_xy), fixed_xy) if field is not None else float("nan")
-        verdict = f"{'kept' if result.kept else 'affine stands'} ({result.detail_gain:.1f})"
+        verdict = f"{'kept' if result.kept else 'affine stands'} ({result.detail_gain:.1f}"
+        if result.inconsistency is not None:  # measured: the field fitted the other way round
+            verdict += f"; differs {result.inconsistency:.2f}"
+        verdict += ")"
         row = [tre(moving_xy, fixed_xy), tre(affine.apply_xy(moving_xy), fixed_xy), deformable_tre,
                tre(result.transform.apply_xy(moving_xy), fixed_xy)]
         bound = tre(best_affine(moving_xy, fixed_xy).apply_xy(moving_xy), fixed_xy)
