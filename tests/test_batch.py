@@ -100,6 +100,27 @@ def test_model_object_changed_settings_and_resampled_output(tmp_path, scheduler,
     assert read_image(out / "resampled" / "p1.tif").shape == SIZE + (3,)
 
 
+def test_resampled_tiles_compressed_as_asked_and_a_new_choice_rewrites_them(tmp_path, scheduler,
+                                                                               model_path, capsys):
+    import tifffile
+
+    pairs = _write_pairs(tmp_path, 1, broken=False)
+    out = tmp_path / "out"
+
+    def compression():
+        with tifffile.TiffFile(out / "resampled" / "p0.tif") as tiff:
+            return tiff.pages[0].compression.name
+
+    list(run_batch(pairs, model_path, out, scheduler=scheduler, resampled=True))
+    assert compression() == "JPEG"  # "auto": 8-bit RGB bright field, as scanners write it
+    status = main(["batch", str(pairs), "--model", model_path, "--out", str(out), "--scheduler",
+                   scheduler, "--resampled", "--compression", "zlib"])
+    assert status == 0 and "1/1 pairs ok (0 already done)" in capsys.readouterr().out
+    assert compression() == "ADOBE_DEFLATE"
+    with pytest.raises(InputError, match="compression must be one of"):
+        run_batch(pairs, model_path, out, resampled=True, compression="gif")
+
+
 def test_cli_batch(tmp_path, scheduler, model_path, capsys):
     pairs = _write_pairs(tmp_path, 1)
     status = main(["batch", str(pairs), "--model", model_path, "--out", str(tmp_path / "out"),

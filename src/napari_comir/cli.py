@@ -403,7 +403,8 @@ def _batch(args) -> int:
 
     events = run_batch(args.pairs, args.model, args.out, scheduler=args.scheduler,
                        n_workers=args.workers, threads_per_worker=args.threads_per_worker,
-                       resampled=args.resampled, fixed_column=args.fixed_column,
+                       resampled=args.resampled, compression=args.compression,
+                       fixed_column=args.fixed_column,
                        moving_column=args.moving_column, method=args.method,
                        transform=args.transform, rotation_range=args.rotation_range,
                        scale_range=args.scale_range)
@@ -704,6 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--threads-per-worker", type=int, metavar="N", help="default 1")
     batch.add_argument("--resampled", action="store_true",
                        help="also write each moving image resampled onto its fixed grid")
+    _add_compression(batch, "--resampled")
     batch.add_argument("--method", default=DEFAULT_METHOD, choices=REGISTRATION_METHODS,
                        help="global rotation x translation search (default) or SIFT + RANSAC")
     batch.add_argument("--transform", default=DEFAULT_TRANSFORM, choices=TRANSFORM_CHOICES,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info
 
+from napari_comir.core.registration import mutual_information as mutual_information_module
 from napari_comir.core.registration.mutual_information import (
     mutual_information,
     refine_mutual_information,
@@ -45,3 +49,24 @@ def test_refines_a_nearly_right_transform_across_modalities(model):
     after = corner_error(truth, found, bf_moved.shape[:2])
     assert before > 4 and after < 0.75
     assert found.model == model and value > 0
+
+
+def _blas_threads() -> set[int]:
+    return {library["num_threads"] for library in threadpool_info() if library["user_api"] == "blas"}
+
+
+def test_runs_on_one_blas_thread_in_any_thread(monkeypatch):
+    """OpenBLAS's idle threads busy-wait: the optimiser's loop runs on one, in the main thread
+    and then in a worker thread (the GUI's), and the limit is lifted after each."""
+    seen = []
+    level = mutual_information_module._refine_level
+    monkeypatch.setattr(mutual_information_module, "_refine_level",
+                        lambda *args: (seen.append(_blas_threads()), level(*args))[1])
+    bf_moved, shg, truth = misaligned_pair((96, 96), seed=1)
+    before = _blas_threads()
+    refine_mutual_information(shg, bf_moved, truth, "rigid")
+    worker = threading.Thread(target=refine_mutual_information, args=(shg, bf_moved, truth, "rigid"))
+    worker.start()
+    worker.join(60)
+    assert len(seen) == 4 and all(threads == {1} for threads in seen)
+    assert _blas_threads() == before

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..core.defaults import DEFAULT_TILE_COMPRESSION
 from ..core.errors import InputError
 from ..core.io import file_fingerprint
 
@@ -49,6 +50,9 @@ class PairJob:
     field : str
         Where to write a deformable result's transform (``.npz``, when the field is kept);
         empty for affine batches.
+    compression : str
+        How the resampled TIFF's tiles are compressed (one of
+        :data:`~napari_comir.core.defaults.TILE_COMPRESSIONS`).
     """
 
     name: str
@@ -59,6 +63,7 @@ class PairJob:
     moving_fingerprint: str
     resampled: str = ""
     field: str = ""
+    compression: str = DEFAULT_TILE_COMPRESSION
 
     def to_dict(self) -> dict:
         """The job's fields under their record keys (``name`` is ``"pair"``)."""

@@ -29,7 +29,7 @@ FIELDS_DIR = "fields"
 LOCK_NAME = ".batch.lock"
 # A record is reused on a rerun only if these match the current job and settings.
 RESUME_KEYS = ("fixed", "moving", "fixed_fingerprint", "moving_fingerprint", "model_sha256",
-               "method", "transform_model", "rotation_range", "scale_range")
+               "method", "transform_model", "rotation_range", "scale_range", "compression")
 
 
 class RecordStore:

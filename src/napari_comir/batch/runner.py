@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..core.defaults import DEFORMABLE
+from ..core.defaults import DEFAULT_TILE_COMPRESSION, DEFORMABLE, TILE_COMPRESSIONS
 from ..core.errors import InputError
 from ..core.progress import Progress
 from .jobs import BatchSettings, PairJob, PairRecord, read_jobs
@@ -40,8 +40,9 @@ CSV_REFRESH_S = 1.0
 def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLike,
               out_dir: str | os.PathLike, *, scheduler: str | None = None,
               n_workers: int | None = None, threads_per_worker: int | None = None,
-              resampled: bool = False, fixed_column: str = "shg_file",
-              moving_column: str = "bf_file", options: RegistrationOptions | None = None,
+              resampled: bool = False, compression: str = DEFAULT_TILE_COMPRESSION,
+              fixed_column: str = "shg_file", moving_column: str = "bf_file",
+              options: RegistrationOptions | None = None,
               **option_values) -> Iterator[Progress]:
     """Register every pair of a CSV in parallel; yield one :class:`Progress` per finished pair.
 
@@ -67,6 +68,11 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
         Local cluster size; default one single-threaded worker process per CPU core.
     resampled : bool
         Also write the resampled moving images.
+    compression : str
+        Of the resampled TIFFs' tiles: one of
+        :data:`~napari_comir.core.defaults.TILE_COMPRESSIONS` ("auto": JPEG for 8-bit RGB,
+        lossless zlib otherwise). One a pair's pixels cannot take (JPEG for 16-bit) is that
+        pair's error.
     fixed_column, moving_column : str
         CSV columns of the fixed and moving images (default SHG fixed, BF moving).
     options : RegistrationOptions, optional
@@ -94,6 +100,8 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
 
     # Check everything before writing anything, so a bad call leaves no output folder behind.
     cluster = Cluster(scheduler, n_workers, threads_per_worker)
+    if compression not in TILE_COMPRESSIONS:
+        raise InputError(f"compression must be one of {', '.join(TILE_COMPRESSIONS)}, got {compression!r}")
     options = RegistrationOptions.build(options, **option_values)
     jobs = read_jobs(Path(pairs_csv), fixed_column, moving_column)
     loaded = model if isinstance(model, ComirModel) else load_model(model, "cpu")
@@ -106,7 +114,8 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
     store.create(resampled, deformable)
     reference = _model_reference(model, store.out_dir)
     if resampled:
-        jobs = [replace(job, resampled=store.resampled_path(job)) for job in jobs]
+        jobs = [replace(job, resampled=store.resampled_path(job), compression=compression)
+                for job in jobs]
     if deformable:
         jobs = [replace(job, field=store.field_path(job)) for job in jobs]
     settings = BatchSettings.from_options(loaded.card, options)

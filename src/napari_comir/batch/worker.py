@@ -86,7 +86,8 @@ def register_and_resample(job: PairJob, settings: BatchSettings,
     from ..pipeline import file_registration_events
 
     *_, last = file_registration_events(job.fixed, job.moving, model, settings.options(),
-                                        resampled=job.resampled or None)
+                                        resampled=job.resampled or None,
+                                        compression=job.compression)
     result = last.result.result
     if job.field and isinstance(result.transform, DisplacementFieldTransform):
         write_transform(result.transform, job.field, format="npz")
