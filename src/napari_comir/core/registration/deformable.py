@@ -72,9 +72,10 @@ MIN_DETAIL_GAIN = 1.5
 #: points beyond the affine result, for a field whose gain is not significant to be kept all
 #: the same. Two fits agree only where the images hold the deformation; a field fitted to
 #: details that differ between the images (serial sections) is not reproduced. On the H&E-vs-IHC
-#: serial sections (models taught on another stain) the fields that helped (1.1, 0.6 px) differed
-#: by 0.30 and 0.43 of their displacement, the one that hurt (1.1 px) by 0.85, one that cost
-#: 0.6 px by 0.46 (docs/benchmarks.md, "Deformable refinement").
+#: serial sections (models taught on another stain) the fields that helped by 0.8-1.1 px differed
+#: by 0.21-0.48 of their displacement (one, 0.9 px, by 0.94), the two that hurt by 2.6 and 3.4 px
+#: by 0.97 and 1.21, one that cost 0.5 px by 0.46; noise fitted on an aligned pair by 1.1-1.5
+#: (docs/benchmarks.md, "Deformable refinement", third pass).
 MAX_INCONSISTENCY = 0.5
 #: Spacing (fixed px) of the points on which the two fits are compared, and their least
 #: distance from either image's edge as a fraction of its long side (near an edge, where the
