@@ -5,9 +5,10 @@ Sections (``--sections``, comma separated):
 
 - ``he_ihc``: the 4 H&E-vs-IHC serial-section pairs of ../shared/data/he_ihc (fixed = H&E,
   moving = IHC; 80 landmarks each). TRE_i = |T(p_moving,i) - p_fixed,i| (fixed px), as that
-  folder's README scores it; mean per pair. Rows: unregistered; napari-comir affine (the global
-  search and refinement); napari-comir deformable (the field on top of that affine result,
-  whether or not the verdict keeps it, and what the verdict says); the best affine map (fitted
+  folder's README scores it; mean per pair. Rows: unregistered; napari-comir affine (the affine
+  part of the deformable route); napari-comir deformable (the field on top of that affine result,
+  whether or not the verdict keeps it, and what the verdict says); what the user gets (the field
+  if kept, else the affine part); the best affine map (fitted
   to the landmarks themselves: the floor of every affine method); itk-elastix's default
   rigid -> affine -> B-spline parameter maps (Mattes MI, grey images). elastix runs with the
   roles swapped (its fixed image is our moving one) so its transform maps our moving points to
@@ -15,9 +16,11 @@ Sections (``--sections``, comma separated):
   (an affine, then a B-spline on top), the roles swapped likewise. ``--images`` picks what
   napari-comir registers: ``intensity`` (grey, inverted: stain-agnostic, no model),
   ``hematoxylin`` (its optical density by colour deconvolution, skimage's rgb2hed: the
-  counterstain both share), or a model's CoMIRs (``bf-shg`` or a model file, both images
-  through its bright-field network; the bundled bf-shg model was not
-  taught H&E vs IHC).
+  counterstain both share), both through the affine fit and the field as the pipeline's
+  deformable route runs them; or a model (a name or file), through the whole pipeline as
+  ``napari-comir register --transform deformable`` runs it (an H&E-vs-IHC model's networks
+  take each image; bf-shg's bright-field network takes both). ``--he-ihc-pairs`` leaves out
+  the stain a model was taught on (``napari-comir train --landmarks ... --out FILE``).
 - ``synthetic``: the aligned BF/SHG pairs of ../shared/data/bf_shg; the BF deformed by a random
   smooth field (largest displacement ``--max-px``, smooth over 64 px); fixed = SHG CoMIR, moving
   = CoMIR of the deformed BF (bf-shg model), started from the true (identity) affine. Error =
@@ -30,6 +33,8 @@ Sections (``--sections``, comma separated):
 Usage::
 
     python benchmarks/deformable.py --sections he_ihc,synthetic,timing
+    python benchmarks/deformable.py --sections he_ihc --images taught_CD31.safetensors \\
+        --he-ihc-pairs Cc10,Ki67,proSPC --no-simpleitk
 """
 
 from __future__ import annotations
@@ -147,47 +152,76 @@ def simpleitk_points(fixed: np.ndarray, moving: np.ndarray,
     return np.array([composite.TransformPoint(tuple(map(float, p))) for p in points_xy]), seconds
 
 
-def comirs_for(images: str, fixed_rgb: np.ndarray, moving_rgb: np.ndarray):
-    if images == "intensity":
-        return intensity(fixed_rgb), intensity(moving_rgb)
-    if images == "hematoxylin":
-        return hematoxylin(fixed_rgb), hematoxylin(moving_rgb)
-    from napari_comir import api
-    from napari_comir.core.inference import compute_comir
-
-    # Both are bright field: a model whose fixed network takes RGB (he-ihc: H&E) gets each image
-    # through its own network; otherwise (bf-shg: SHG) both go through the bright-field one.
-    model = api.load_model(images)
+def modalities_for(model) -> tuple[str, str]:
+    """Both images are bright field: a model whose fixed network takes RGB (he-ihc, a taught
+    model: H&E) gets each image through its own network; otherwise (bf-shg: SHG) both go
+    through the bright-field one."""
     card = model.card
     fixed_modality = (card.fixed_modality if card.modalities[card.fixed_modality].channels == 3
                       else card.moving_modality)
-    return (compute_comir(model, fixed_rgb, fixed_modality),
-            compute_comir(model, moving_rgb, card.moving_modality))
+    return fixed_modality, card.moving_modality
 
 
-def he_ihc(images: str, elastix: bool, simpleitk: bool) -> None:
+def stand_in_route(images: str, fixed_rgb: np.ndarray, moving_rgb: np.ndarray):
+    """The deformable route on stand-in images (no model): the affine fit (no model selection,
+    as the pipeline's deformable route), then the field; (affine, field result, affine seconds)."""
+    fixed_c, moving_c = ((intensity(fixed_rgb), intensity(moving_rgb)) if images == "intensity"
+                         else (hematoxylin(fixed_rgb), hematoxylin(moving_rgb)))
+    start = time.perf_counter()
+    affine = register(fixed_c, moving_c, transform="affine", select_model=False).transform
+    affine_seconds = time.perf_counter() - start
+    return affine, register_deformable(fixed_c, moving_c, affine), affine_seconds
+
+
+def model_route(model, fixed_rgb: np.ndarray, moving_rgb: np.ndarray):
+    """``napari-comir register --transform deformable`` (the pipeline: CoMIRs, search,
+    refinement, the final MI refinement, the field and its verdict); the field is fitted again
+    from the pipeline's affine part on its CoMIRs, to score it also where the verdict refused it.
+    (affine part, field result, affine seconds)."""
+    from napari_comir import api
+
+    fixed_modality, moving_modality = modalities_for(model)
+    *_, last = api.registration_events(fixed_rgb, moving_rgb, model, transform="deformable",
+                                       fixed_modality=fixed_modality, moving_modality=moving_modality)
+    outcome = last.result
+    result = outcome.result
+    affine = getattr(result.transform, "affine", result.transform)
+    refined = register_deformable(outcome.fixed_comir, outcome.moving_comir, affine)
+    assert refined.kept == result.deformable["kept"]  # the same field as the pipeline's
+    return affine, refined, result.seconds - result.timings["deformable"]
+
+
+def he_ihc(images: str, elastix: bool, simpleitk: bool, names: list[str] | None) -> None:
     folder = DATA / "he_ihc"
     with (folder / "pairs.csv").open() as handle:
-        pairs = list(csv.DictReader(handle))
+        pairs = [pair for pair in csv.DictReader(handle)
+                 if names is None or pair["pair_id"].split("_")[-1] in names]
+    model = None
+    if images not in ("intensity", "hematoxylin"):
+        from napari_comir import api
+
+        model = api.load_model(images)
     print(f"\n## he_ihc: mean TRE (px), napari-comir on {images} images\n")
-    print("| pair | unregistered | affine | deformable | verdict (detail gain) | best affine "
-          "| elastix B-spline | SimpleITK MI B-spline | s affine | s deformable | s elastix "
-          "| s SimpleITK |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| pair | unregistered | affine | deformable field | verdict (detail gain; fitted the "
+          "other way round, differs by) | what the "
+          "user gets | best affine | elastix B-spline | SimpleITK MI B-spline | s affine "
+          "| s deformable | s elastix | s SimpleITK |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for pair in pairs:
         fixed_rgb = np.asarray(Image.open(folder / pair["fixed_image"]).convert("RGB"))
         moving_rgb = np.asarray(Image.open(folder / pair["moving_image"]).convert("RGB"))
         fixed_xy = read_points(folder / pair["fixed_landmarks"])
         moving_xy = read_points(folder / pair["moving_landmarks"])
-        fixed_c, moving_c = comirs_for(images, fixed_rgb, moving_rgb)
-        start = time.perf_counter()
-        affine = register(fixed_c, moving_c, transform="affine").transform
-        affine_seconds = time.perf_counter() - start
-        result = register_deformable(fixed_c, moving_c, affine)
+        affine, result, affine_seconds = (stand_in_route(images, fixed_rgb, moving_rgb) if model is None
+                                          else model_route(model, fixed_rgb, moving_rgb))
         field = result.field
         deformable_tre = tre(field.apply_xy(moving_xy), fixed_xy) if field is not None else float("nan")
-        verdict = f"{'kept' if result.kept else 'affine stands'} ({result.detail_gain:.1f})"
-        row = [tre(moving_xy, fixed_xy), tre(affine.apply_xy(moving_xy), fixed_xy), deformable_tre]
+        verdict = f"{'kept' if result.kept else 'affine stands'} ({result.detail_gain:.1f}"
+        if result.inconsistency is not None:  # measured: the field fitted the other way round
+            verdict += f"; differs {result.inconsistency:.2f}"
+        verdict += ")"
+        row = [tre(moving_xy, fixed_xy), tre(affine.apply_xy(moving_xy), fixed_xy), deformable_tre,
+               tre(result.transform.apply_xy(moving_xy), fixed_xy)]
         bound = tre(best_affine(moving_xy, fixed_xy).apply_xy(moving_xy), fixed_xy)
         if elastix:
             # roles swapped: elastix's fixed image is our moving one, so its map takes our
@@ -203,7 +237,7 @@ def he_ihc(images: str, elastix: bool, simpleitk: bool) -> None:
         else:
             simpleitk_tre, simpleitk_seconds = "-", float("nan")
         print(f"| {pair['pair_id']} | {row[0]:.1f} | {row[1]:.1f} | {row[2]:.1f} | {verdict} | "
-              f"{bound:.1f} | {elastix_tre} | {simpleitk_tre} | {affine_seconds:.1f} | "
+              f"{row[3]:.1f} | {bound:.1f} | {elastix_tre} | {simpleitk_tre} | {affine_seconds:.1f} | "
               f"{result.seconds:.1f} | {elastix_seconds:.1f} | {simpleitk_seconds:.1f} |", flush=True)
 
 
@@ -219,7 +253,7 @@ def synthetic(max_px: float, names: list[str] | None, seed: int) -> None:
     print(f"\n## synthetic smooth deformations (<= {max_px:g} px) of aligned bf_shg pairs\n")
     print("| pair | median error before (px) | median after | 90th pct after | median after, "
           "vs truth with the pair's own residual | kept (detail gain) | aligned pair's gain "
-          "| s deformable |")
+          "(kept) | s deformable |")
     print("|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(seed)
     medians = []
@@ -251,7 +285,7 @@ def synthetic(max_px: float, names: list[str] | None, seed: int) -> None:
         medians.append((np.median(after), np.median(adjusted)))
         print(f"| {pair['name']} | {np.median(before):.2f} | {np.median(after):.2f} | "
               f"{np.percentile(after, 90):.2f} | {np.median(adjusted):.2f} | {result.kept} "
-              f"({result.detail_gain:.1f}) | {null.detail_gain:.1f} | {result.seconds:.2f} |",
+              f"({result.detail_gain:.1f}) | {null.detail_gain:.1f} ({null.kept}) | {result.seconds:.2f} |",
               flush=True)
     medians = np.array(medians)
     print(f"\nmedian of the pairs' medians: {np.median(medians[:, 0]):.2f} px (vs truth with the "
@@ -312,7 +346,10 @@ def timing(sides: list[int]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sections", default="he_ihc,synthetic,timing")
-    parser.add_argument("--images", default="intensity", help="he_ihc: intensity, or a model")
+    parser.add_argument("--images", default="intensity",
+                        help="he_ihc: intensity, hematoxylin, or a model name or file")
+    parser.add_argument("--he-ihc-pairs", help="he_ihc: comma-separated stains (default all; "
+                        "leave out the one a model was taught on)")
     parser.add_argument("--no-elastix", action="store_true")
     parser.add_argument("--no-simpleitk", action="store_true")
     parser.add_argument("--max-px", type=float, default=10.0)
@@ -327,7 +364,8 @@ def main() -> None:
         return
     sections = args.sections.split(",")
     if "he_ihc" in sections:
-        he_ihc(args.images, not args.no_elastix, not args.no_simpleitk)
+        he_ihc(args.images, not args.no_elastix, not args.no_simpleitk,
+               args.he_ihc_pairs.split(",") if args.he_ihc_pairs else None)
     if "synthetic" in sections:
         synthetic(args.max_px, args.pairs.split(",") if args.pairs else None, args.seed)
     if "timing" in sections:

@@ -136,8 +136,9 @@ def _registration_events(model: ComirModel, fixed_image, moving_image, plan: Reg
     comir_seconds = time.perf_counter() - start
     yield Progress("register", 0, 1, f"registering the CoMIRs ({options.affine_model}, {options.method})")
     result = register_comirs(model, comirs["fixed"], comirs["moving"], method=options.method,
-                             transform=options.affine_model, rotation_range=options.rotation_range,
-                             scale_range=plan.search_range, initial=options.initial_transform)
+                             transform=options.affine_model, select_model=options.select_model,
+                             rotation_range=options.rotation_range, scale_range=plan.search_range,
+                             initial=options.initial_transform)
     if options.final_refinement == "mutual-information":
         yield Progress("register", 0, 1, "refining on the images (mutual information)")
         result = _refined_on_images(model, comirs, fixed_scaled, moving_scaled, result, plan)

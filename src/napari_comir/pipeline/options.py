@@ -137,6 +137,16 @@ class RegistrationOptions:
         return "affine" if self.transform == DEFORMABLE else self.transform
 
     @property
+    def select_model(self) -> bool:
+        """Whether the affine registration keeps the simplest transform model that fits
+        (``select_model`` of :func:`~napari_comir.core.registration.register`): not before a
+        deformable stage. Asking for a field says the tissue deforms; a stricter affine part
+        only leaves the field more to recover (on the H&E-vs-IHC serial sections, whose details
+        agree weakly, the selection kept rigid or similarity fits up to 2.5 px further from the
+        landmarks than the affine fit; docs/benchmarks.md, "Deformable refinement")."""
+        return self.transform != DEFORMABLE
+
+    @property
     def pixel_sizes(self) -> tuple[float | None, float | None]:
         """(fixed, moving) pixel sizes, µm; both ``None`` when unknown."""
         return self.fixed_pixel_size, self.moving_pixel_size

@@ -20,8 +20,10 @@ fixed grid with it, and fits a displacement field ``u`` (fixed px) so that the f
    the CoMIRs' details, here band-passed (:func:`_band`), times the square root of the overlap
    in detail patches) with the field must beat the affine result's, on the same overlap, by
    :data:`MIN_DETAIL_GAIN` (the difference over sqrt 2) — beyond what fitting a smooth field to
-   an already aligned pair gives (docs/benchmarks.md, "Deformable refinement"). Otherwise the
-   affine result stands, with the reason.
+   an already aligned pair gives (docs/benchmarks.md, "Deformable refinement"); or, with a
+   smaller gain that is still a gain, the field fitted the other way round (the fixed CoMIR onto
+   the moving one, from the inverse affine result) must reproduce it
+   (:data:`MAX_INCONSISTENCY`). Otherwise the affine result stands, with the reason.
 
 The finest level is the coarsest block mean with a long side of at most :data:`WORK_SIDE` px:
 a field smooth over ``long side / CONTROL_NODES`` px is found there as well as at full size, in a
@@ -65,6 +67,21 @@ MIN_JACOBIAN = 0.1
 #: <= 10 px on BF/SHG CoMIRs gained 1.8-2.7, fields fitted to the aligned pairs themselves
 #: 0.6-1.3 (docs/benchmarks.md, "Deformable").
 MIN_DETAIL_GAIN = 1.5
+#: Most the field fitted the other way round (the fixed CoMIR onto the moving one, from the
+#: inverse affine result) may differ from the field, as a fraction of how far the field moves
+#: points beyond the affine result, for a field whose gain is not significant to be kept all
+#: the same. Two fits agree only where the images hold the deformation; a field fitted to
+#: details that differ between the images (serial sections) is not reproduced. On the H&E-vs-IHC
+#: serial sections (models taught on another stain) the fields that helped by 0.8-1.1 px differed
+#: by 0.21-0.48 of their displacement (one, 0.9 px, by 0.94), the two that hurt by 2.6 and 3.4 px
+#: by 0.97 and 1.21, one that cost 0.5 px by 0.46; noise fitted on an aligned pair by 1.1-1.5
+#: (docs/benchmarks.md, "Deformable refinement", third pass).
+MAX_INCONSISTENCY = 0.5
+#: Spacing (fixed px) of the points on which the two fits are compared, and their least
+#: distance from either image's edge as a fraction of its long side (near an edge, where the
+#: images end, neither fit is held by anything).
+CONSISTENCY_SPACING_PX = 8
+CONSISTENCY_MARGIN = 0.05
 #: Least node spacing (fixed px) of the stored field: finer adds size, not precision (bilinear
 #: between nodes of a field smooth over tens of px).
 MIN_STORAGE_SPACING = 4
@@ -93,6 +110,11 @@ class DeformableResult:
         ``(deformable - affine) / sqrt(2)``: the gain's significance.
     max_displacement_px, min_jacobian : float
         Of the field found (0 and 1 when none).
+    inconsistency : float or None
+        How far the field fitted the other way round puts the fixed image's points in the moving
+        one from where the field puts them, as a fraction of the field's own displacement (mean
+        over the overlap; ``inf`` when the field fitted the other way round folds); measured
+        only for a field whose gain is positive but not significant, else ``None``.
     seconds : float
         Wall time.
     """
@@ -106,6 +128,7 @@ class DeformableResult:
     detail_gain: float = 0.0
     max_displacement_px: float = 0.0
     min_jacobian: float = 1.0
+    inconsistency: float | None = None
     seconds: float = 0.0
 
     def summary(self) -> dict:
@@ -114,7 +137,10 @@ class DeformableResult:
                 "affine_detail_score": self.affine_detail_score,
                 "deformable_detail_score": self.deformable_detail_score,
                 "detail_gain": self.detail_gain, "max_displacement_px": self.max_displacement_px,
-                "min_jacobian": self.min_jacobian, "seconds": self.seconds}
+                "min_jacobian": self.min_jacobian, "seconds": self.seconds,
+                # JSON has no infinity: a backward fit that folded reads as unmeasured (None)
+                "inconsistency": (self.inconsistency if self.inconsistency is not None
+                                  and math.isfinite(self.inconsistency) else None)}
 
 
 def _as_hwc(image, name: str) -> np.ndarray:
@@ -257,6 +283,75 @@ def _detail_z(fixed_details: torch.Tensor, moving_details: torch.Tensor, weight:
                  * np.sqrt(pixels / confidence.DETAIL_PATCH_PX))
 
 
+class _Folded(Exception):
+    """A field whose stored form folds (no inverse): the message says why."""
+
+    def __init__(self, message: str, max_displacement_px: float):
+        super().__init__(message)
+        self.max_displacement_px = max_displacement_px
+
+
+def _fitted_field(fixed_hwc: np.ndarray, moving_hwc: np.ndarray, affine: AffineTransform,
+                  limit: float, dev):
+    """The field on top of ``affine`` (moving -> fixed): the stored
+    :class:`DisplacementFieldTransform`, its B-spline grid, the (fixed, affinely warped moving,
+    valid) tensors it was fitted to, and the finest level's block size. Raises :class:`_Folded`."""
+    rows, cols = fixed_hwc.shape[:2]
+    warped_hwc = resample(moving_hwc, affine, (rows, cols), preserve_dtype=False)
+    inside = resample(np.ones(moving_hwc.shape[:2], np.float32), affine, (rows, cols),
+                      preserve_dtype=False)
+    to_chw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float().to(dev)  # noqa: E731
+    fixed_t = standardise(to_chw(fixed_hwc))
+    valid = torch.from_numpy(inside.astype(np.float32))[None].to(dev)
+    warped_t = to_chw(warped_hwc)
+    inside_mask = valid[0] > 0.99
+    if int(inside_mask.sum()) < 64:
+        raise InputError("the affine result leaves too little overlap for a deformable refinement")
+    # Standardise the moving CoMIR on the overlap only: the zeros outside would skew it.
+    mean = warped_t[:, inside_mask].mean(dim=1)[:, None, None]
+    std = warped_t[:, inside_mask].std(dim=1).clamp_min(1e-12)[:, None, None]
+    warped_t = torch.where(inside_mask, (warped_t - mean) / std, torch.zeros_like(warped_t))
+    finest = max(1, math.ceil(max(rows, cols) / WORK_SIDE))
+    grid = _fit_grid(fixed_t, warped_t, valid, finest, limit)
+
+    spacing = max(MIN_STORAGE_SPACING, finest)
+    n_rows, n_cols = grid_shape((rows, cols), spacing)
+    stored = grid.field(grid.weights(spacing * np.arange(n_rows), spacing * np.arange(n_cols)))
+    displacement = stored.permute(1, 2, 0).cpu().numpy().astype(np.float32)
+    try:
+        found = DisplacementFieldTransform.from_displacement(affine, displacement, spacing)
+    except InputError as exc:
+        raise _Folded(str(exc), float(np.linalg.norm(displacement, axis=-1).max())) from exc
+    return found, grid, (fixed_t, warped_t, valid), finest
+
+
+def _inconsistency(found: DisplacementFieldTransform, fixed_hwc: np.ndarray, moving_hwc: np.ndarray,
+                   affine: AffineTransform, limit: float, dev) -> float:
+    """How far the field fitted the other way round (the fixed CoMIR onto the moving one, from
+    ``affine``'s inverse) puts the fixed image's points in the moving image from where ``found``
+    puts them, as a fraction of how far ``found`` moves them beyond ``affine`` (means over the
+    points of a :data:`CONSISTENCY_SPACING_PX` grid that both images hold, :data:`CONSISTENCY_MARGIN`
+    inside their edges); ``inf`` when the other fit folds or nothing moves."""
+    try:
+        backward, *_ = _fitted_field(moving_hwc, fixed_hwc, affine.inverse(), limit, dev)
+    except _Folded:
+        return math.inf
+    rows, cols = fixed_hwc.shape[:2]
+    margin = CONSISTENCY_MARGIN * max(rows, cols)
+    y, x = np.mgrid[margin:rows - margin:CONSISTENCY_SPACING_PX, margin:cols - margin:CONSISTENCY_SPACING_PX]
+    fixed_xy = np.stack([x.ravel(), y.ravel()], axis=1).astype(float)
+    by_affine = affine.inverse().apply_xy(fixed_xy)
+    margin = CONSISTENCY_MARGIN * max(moving_hwc.shape[:2])
+    inside = np.all((by_affine >= margin)
+                    & (by_affine <= np.array(moving_hwc.shape[1::-1]) - 1 - margin), axis=1)
+    if not inside.any():
+        return math.inf
+    by_field = found.fixed_to_moving_xy(fixed_xy[inside])
+    moved = np.linalg.norm(by_field - by_affine[inside], axis=1).mean()
+    differ = np.linalg.norm(backward.apply_xy(fixed_xy[inside]) - by_field, axis=1).mean()
+    return float(differ / moved) if moved > 0 else math.inf
+
+
 def register_deformable(fixed, moving, affine: AffineTransform, *, max_displacement_px=None,
                         device=None) -> DeformableResult:
     """Refine an affine result with a smooth displacement field on two CoMIRs, and judge it.
@@ -293,36 +388,17 @@ def register_deformable(fixed, moving, affine: AffineTransform, *, max_displacem
         raise InputError("max_displacement_px must be a positive number of pixels, "
                          f"got {max_displacement_px!r}")
     dev = resolve_device(device)
-    warped_hwc = resample(moving_hwc, affine, (rows, cols), preserve_dtype=False)
-    inside = resample(np.ones(moving_hwc.shape[:2], np.float32), affine, (rows, cols),
-                             preserve_dtype=False)
-    to_chw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float().to(dev)  # noqa: E731
-    fixed_t = standardise(to_chw(fixed_hwc))
-    valid = torch.from_numpy(inside.astype(np.float32))[None].to(dev)
-    warped_t = to_chw(warped_hwc)
-    inside_mask = valid[0] > 0.99
-    if int(inside_mask.sum()) < 64:
-        raise InputError("the affine result leaves too little overlap for a deformable refinement")
-    # Standardise the moving CoMIR on the overlap only: the zeros outside would skew it.
-    mean = warped_t[:, inside_mask].mean(dim=1)[:, None, None]
-    std = warped_t[:, inside_mask].std(dim=1).clamp_min(1e-12)[:, None, None]
-    warped_t = torch.where(inside_mask, (warped_t - mean) / std, torch.zeros_like(warped_t))
-    finest = max(1, math.ceil(max(rows, cols) / WORK_SIDE))
-    grid = _fit_grid(fixed_t, warped_t, valid, finest, limit)
-
-    spacing = max(MIN_STORAGE_SPACING, finest)
-    n_rows, n_cols = grid_shape((rows, cols), spacing)
-    stored = grid.field(grid.weights(spacing * np.arange(n_rows), spacing * np.arange(n_cols)))
-    displacement = stored.permute(1, 2, 0).cpu().numpy().astype(np.float32)
     result = DeformableResult(transform=affine, kept=False)
-    result.max_displacement_px = float(np.linalg.norm(displacement, axis=-1).max())
     try:
-        found = DisplacementFieldTransform.from_displacement(affine, displacement, spacing)
-    except InputError as exc:
+        found, grid, (fixed_t, warped_t, valid), finest = _fitted_field(fixed_hwc, moving_hwc, affine,
+                                                                        limit, dev)
+    except _Folded as exc:
+        result.max_displacement_px = exc.max_displacement_px
         result.reasons.append(f"the field folds ({exc}); the affine result stands")
         result.seconds = time.perf_counter() - t0
         return result
     result.field, result.min_jacobian = found, found.min_jacobian
+    result.max_displacement_px = found.max_displacement_px
 
     # The verdict, at the finest level fitted: details of both results over the overlap both share.
     fixed_level, warped_level = block_mean(fixed_t, finest), block_mean(warped_t, finest)
@@ -339,11 +415,18 @@ def register_deformable(fixed, moving, affine: AffineTransform, *, max_displacem
     if result.min_jacobian <= MIN_JACOBIAN:
         result.reasons.append(f"the field folds or squeezes the tissue (least Jacobian "
                               f"{result.min_jacobian:.2f}, at least {MIN_JACOBIAN} needed)")
-    if result.detail_gain < MIN_DETAIL_GAIN:
+    if 0 < result.detail_gain < MIN_DETAIL_GAIN and result.min_jacobian > MIN_JACOBIAN:
+        result.inconsistency = _inconsistency(found, fixed_hwc, moving_hwc, affine, limit, dev)
+    reproduced = result.inconsistency is not None and result.inconsistency <= MAX_INCONSISTENCY
+    if result.detail_gain < MIN_DETAIL_GAIN and not reproduced:
         result.reasons.append(
             f"the field does not make the details agree beyond chance (detail score "
             f"{result.affine_detail_score:.1f} -> {result.deformable_detail_score:.1f}, a gain of "
             f"{result.detail_gain:.1f}; at least {MIN_DETAIL_GAIN:g} needed)")
+        if result.inconsistency is not None:
+            result.reasons[-1] += (
+                f", nor does the field fitted the other way round reproduce it (they differ by "
+                f"{result.inconsistency:.0%} of its displacement; at most {MAX_INCONSISTENCY:.0%})")
     if not result.reasons:
         result.transform, result.kept = found, True
     else:
