@@ -67,6 +67,14 @@ MODEL_SELECTION_GAIN = 1.0
 #: 256² synthetic rigid pairs kept affine fits 2-3x as far off as their rigid fits.)
 WEAK_DETAIL_FACTOR = 2.0
 
+#: With weak details, how much worse (detail score) than the loosest fit's a stricter model's
+#: fit may make them agree and still be stepped down to. Serial H&E/IHC sections registered by a
+#: model taught on another stain stepped down to rigid fits losing 0.57-0.60 in detail score and
+#: 1.3-3 px of landmark error (Cc10 14.0 -> 12.2 px as similarity, proSPC 14.4 -> 11.4 px as
+#: affine: best affine maps 10.8 and 10.3); each step on the 40 hard synthetic rigid pairs lost
+#: at most 0.03 (docs/benchmarks.md, "Precision and speed, third pass").
+WEAK_STEP_LOSS = MODEL_SELECTION_GAIN / 2
+
 #: Gauss-Newton iterations at most of a stricter model's fit started from the loosest one's.
 STRICTER_MAX_ITERATIONS = 4
 
@@ -312,8 +320,9 @@ def register(
     select_model : bool
         Fit every model from rigid up to ``transform`` and keep the simplest whose details agree
         about as well as any looser one's (by :data:`MODEL_SELECTION_GAIN`), or the strictest
-        within reach when the details are weak (:data:`WEAK_DETAIL_FACTOR`); ``transform`` is
-        then the loosest model allowed. ``False`` fits ``transform`` alone.
+        within reach when the details are weak (:data:`WEAK_DETAIL_FACTOR`) that they do not
+        reject (:data:`WEAK_STEP_LOSS`); ``transform`` is then the loosest model allowed.
+        ``False`` fits ``transform`` alone.
     device : str or torch.device, optional
         Torch device (see :func:`napari_comir.core.device.resolve_device`); ``None`` = "auto".
     score_threshold, detail_threshold : float
@@ -409,7 +418,8 @@ def register(
         weak = loosest[2] < WEAK_DETAIL_FACTOR * detail_threshold
         previous = loosest
         for stricter in reversed(MODELS[: MODELS.index(model)]):
-            # Weak details: step down one model at a time, to the strictest within reach.
+            # Weak details: step down one model at a time, to the strictest within reach
+            # that the details do not reject.
             source = previous if weak else loosest
             start = _constrained(source[0], stricter)
             # A stricter model that cannot come within a success's tolerance of the looser fit
@@ -419,6 +429,8 @@ def register(
             # Near the looser fit it converges in 2-3 steps; one that needs more is far from it
             # (weak details: it is kept, so it converges fully).
             fitted = fit([start], stricter, factors[-1:], None if weak else STRICTER_MAX_ITERATIONS)
+            if weak and fitted[2] < loosest[2] - WEAK_STEP_LOSS:
+                break  # even weak details say the stricter model misses what the looser one fits
             if weak or fitted[2] > loosest[2] - MODEL_SELECTION_GAIN:
                 best = previous = fitted
     found_transform, score, detail = best
