@@ -32,6 +32,9 @@ from .registration.levels import level_to_full_xy
 from .transforms import MODELS, AffineTransform
 from .zoo import ComirModel
 
+#: Long side (px) of the overviews the global search runs on, and side (px) of the windows
+#: registered at the model's scale, for whole slides and images over ``LARGE_SIDE``.
+OVERVIEW_SIDE, WINDOW_SIDE = 1024, 768
 #: Windows registered at full scale: the best of a GRID x GRID grid by tissue texture, if their
 #: texture is at least MIN_TEXTURE_SHARE of the best's.
 N_WINDOWS = 5
@@ -140,8 +143,8 @@ def _tissue_windows(overview: _Reduced, moving_shape, window_full: int, n: int,
     return chosen
 
 
-def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = 1024,
-                     window: int = 768, n_windows: int = N_WINDOWS, rotation_range=180.0,
+def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = OVERVIEW_SIDE,
+                     window: int = WINDOW_SIDE, n_windows: int = N_WINDOWS, rotation_range=180.0,
                      fine_range_deg: float = 3.0, transform: str = DEFAULT_TRANSFORM,
                      scale_range=None, fixed_pixel_size_um: float | None = None,
                      moving_pixel_size_um: float | None = None, border: int = 0,

@@ -12,6 +12,7 @@ from ..core.defaults import DEFORMABLE
 from ..core.errors import InputError, RegistrationError
 from ..core.inference import check_image, modality_spec
 from ..core.io.slides import Slide
+from ..core.pyramid import N_WINDOWS, OVERVIEW_SIDE, WINDOW_SIDE
 from ..core.registration import MAX_ASPECT
 from ..core.transforms import AffineTransform, resample
 from ..core.zoo import ComirModel
@@ -59,9 +60,9 @@ class RegistrationPlan:
     pre_scale: float
     search_range: tuple[float, float] | None
     large: bool
-    overview_side: int = 1024
-    window: int = 768
-    n_windows: int = 5
+    overview_side: int = OVERVIEW_SIDE
+    window: int = WINDOW_SIDE
+    n_windows: int = N_WINDOWS
     in_memory: bool = False
 
 
