@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .core.defaults import DEFAULT_MODEL_NAME
+from .core.defaults import DEFAULT_MODEL_NAME, SUCCESS_FRACTION
 
 # The guided dock alone: its steps in order, nothing clipped; the expert widgets are in the menu.
 WIDGETS = ("CoMIR registration",)
@@ -45,7 +45,7 @@ def run_demo(headless: bool = False, model: str = DEFAULT_MODEL_NAME,
     print(f"  corner error {error:.2f} px, score {result.score:.3f} "
           f"({'confident' if result.success_likely else 'LOW confidence'}), "
           f"registration {result.seconds:.2f} s, total {time.perf_counter() - start:.2f} s")
-    success = error <= 0.02 * bf_moved.shape[1]
+    success = error <= SUCCESS_FRACTION * bf_moved.shape[1]
     print("  success" if success else "  FAILED: error above 2 % of the width")
     return 0 if success else 1
 

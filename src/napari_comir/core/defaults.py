@@ -33,6 +33,10 @@ DEFAULT_SCALE_RANGE = (0.8, 1.25)
 WIDEST_SCALE_RANGE = (0.5, 2.0)
 #: The model used when none is named.
 DEFAULT_MODEL_NAME = "bf-shg"
+
+#: A registration succeeds when the mean distance of the image's 4 corners under the true and
+#: the found transform is at most this fraction of the image's width (MultiRegEval's criterion).
+SUCCESS_FRACTION = 0.02
 #: Architecture of a model trained from scratch (the bundled ones': docs/models.md).
 DEFAULT_ARCHITECTURE = {"type": "unet", "base_channels": 8, "depth": 4}
 #: Training defaults (``TrainConfig`` and ``napari-comir train``).

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .defaults import SUCCESS_FRACTION
 from .inference import comir_tiles, compute_comir
 from .progress import Progress
 from .transforms import AffineTransform, resample
@@ -164,7 +165,7 @@ class Scenario:
     @property
     def success_px(self) -> float:
         """Largest corner error that counts as a success: 2 % of the width."""
-        return 0.02 * self.crop
+        return SUCCESS_FRACTION * self.crop
 
 
 SCENARIOS = {
@@ -227,7 +228,7 @@ class RawCase:
     @property
     def success_px(self) -> float:
         """2 % of the fixed image's width."""
-        return 0.02 * self.fixed.shape[1]
+        return SUCCESS_FRACTION * self.fixed.shape[1]
 
 
 def raw_cases(folder, split: str | None = None) -> list[RawCase]:

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import AlignedPair, ModalitySpec, validate_image
-from .defaults import DEFAULT_TEACH_SECONDS
+from .defaults import DEFAULT_TEACH_SECONDS, SUCCESS_FRACTION
 from .errors import InputError, RegistrationError
 from .grey_route import grey_route_events, grey_routes
 from .io import read_image
@@ -67,10 +67,9 @@ GREY_ROUTE_LR, GREY_ROUTE_STEPS = 2.0, 8
 #: The bundled model and network every taught network starts from.
 START_MODEL, START_NETWORK = "bf-shg", "bf"
 #: A held-out pair counts as registered when its landmarks' mean error is at most this many
-#: times that of the best affine map through them (the issue's target) ...
+#: times that of the best affine map through them (the issue's target), or at most
+#: :data:`~napari_comir.core.defaults.SUCCESS_FRACTION` of the fixed width, as the raw BF/SHG cases.
 SUCCESS_RATIO = 1.3
-#: ... or at most this share of the fixed image's width (as the raw BF/SHG cases are scored).
-SUCCESS_FRACTION = 0.02
 #: A taught model's least detail score of a likely success is this many times the highest its
 #: CoMIRs reach on garbage made from the taught pairs (:func:`null_detail_scores`) ...
 NULL_MARGIN = 1.5
@@ -128,7 +127,8 @@ class TeachingPair:
 
     def registered(self, transform: AffineTransform) -> bool:
         """Whether ``transform`` is as good as this pair allows (:data:`SUCCESS_RATIO` times the
-        best affine map's landmark error, or :data:`SUCCESS_FRACTION` of the width)."""
+        best affine map's landmark error, or :data:`~napari_comir.core.defaults.SUCCESS_FRACTION`
+        of the width)."""
         floor = self.error(self.transform) if self.fixed_points_xy is not None else 0.0
         return self.error(transform) <= max(SUCCESS_RATIO * floor,
                                             SUCCESS_FRACTION * self.fixed_image.shape[1])

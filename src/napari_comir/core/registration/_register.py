@@ -16,6 +16,7 @@ from ..defaults import (
     DEFAULT_SCALE_RANGE,
     DEFAULT_TRANSFORM,
     REGISTRATION_METHODS,
+    SUCCESS_FRACTION,
     WIDEST_SCALE_RANGE,
 )
 from ..device import resolve_device
@@ -78,10 +79,7 @@ WEAK_STEP_LOSS = MODEL_SELECTION_GAIN / 2
 #: Gauss-Newton iterations at most of a stricter model's fit started from the loosest one's.
 STRICTER_MAX_ITERATIONS = 4
 
-#: A success's tolerance: the mean distance at the corners, as a fraction of the moving width.
-SUCCESS_TOLERANCE = 0.02
-
-#: How much better (detail score) a stricter model's own fit beyond :data:`SUCCESS_TOLERANCE`
+#: How much better (detail score) a stricter model's own fit beyond :data:`SUCCESS_FRACTION`
 #: of a result with weak details must make them agree for that result to be ambiguous. A 192 px
 #: crop's affine fit 14 px off (detail 1.77, likely) had a similarity fit 12 px away at 2.59;
 #: such rivals of 143 right crops and of the raw and synthetic pairs scored at most 0.25 better
@@ -115,7 +113,7 @@ def _better_rival(f: torch.Tensor, m: torch.Tensor, details: tuple[torch.Tensor,
         fitted, _ = refine_candidates(f, m, [_constrained(found, stricter)], [1], stricter, MIN_OVERLAP, edge)
         distance = corner_error(found, fitted, m.shape[1:])
         rival_detail = confidence.detail_score(*details, fitted, MIN_OVERLAP, border)
-        if distance > SUCCESS_TOLERANCE * m.shape[2] and rival_detail >= detail + RIVAL_GAIN:
+        if distance > SUCCESS_FRACTION * m.shape[2] and rival_detail >= detail + RIVAL_GAIN:
             return stricter, rival_detail, distance
     return None
 
@@ -424,7 +422,7 @@ def register(
             start = _constrained(source[0], stricter)
             # A stricter model that cannot come within a success's tolerance of the looser fit
             # would be a failure if that fit is right.
-            if corner_error(source[0], start, m_np.shape[1:]) > SUCCESS_TOLERANCE * m_np.shape[2]:
+            if corner_error(source[0], start, m_np.shape[1:]) > SUCCESS_FRACTION * m_np.shape[2]:
                 continue
             # Near the looser fit it converges in 2-3 steps; one that needs more is far from it
             # (weak details: it is kept, so it converges fully).
