@@ -21,8 +21,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..core.defaults import DEFAULT_TILE_COMPRESSION, DEFORMABLE, TILE_COMPRESSIONS
+from ..core.defaults import DEFAULT_TILE_COMPRESSION, DEFORMABLE
 from ..core.errors import InputError
+from ..core.io.slides import check_compression_name
 from ..core.progress import Progress
 from .jobs import BatchSettings, PairJob, PairRecord, read_jobs
 from .records import RecordStore
@@ -100,8 +101,7 @@ def run_batch(pairs_csv: str | os.PathLike, model: ComirModel | str | os.PathLik
 
     # Check everything before writing anything, so a bad call leaves no output folder behind.
     cluster = Cluster(scheduler, n_workers, threads_per_worker)
-    if compression not in TILE_COMPRESSIONS:
-        raise InputError(f"compression must be one of {', '.join(TILE_COMPRESSIONS)}, got {compression!r}")
+    check_compression_name(compression)
     options = RegistrationOptions.build(options, **option_values)
     jobs = read_jobs(Path(pairs_csv), fixed_column, moving_column)
     loaded = model if isinstance(model, ComirModel) else load_model(model, "cpu")

@@ -303,6 +303,13 @@ def _tiles(array, tile: int, workers: int):
                                                       start[1]:start[1] + tile]), starts, workers)
 
 
+def check_compression_name(choice: str) -> None:
+    """Refuse a tile compression that is not one of
+    :data:`~napari_comir.core.defaults.TILE_COMPRESSIONS`."""
+    if choice not in TILE_COMPRESSIONS:
+        raise InputError(f"compression must be one of {', '.join(TILE_COMPRESSIONS)}, got {choice!r}")
+
+
 def tiff_compression(choice: str, dtype, rgb: bool, labels: bool = False) -> dict:
     """tifffile's ``compression`` (and ``compressionargs``) for a TIFF's tiles.
 
@@ -316,8 +323,7 @@ def tiff_compression(choice: str, dtype, rgb: bool, labels: bool = False) -> dic
     rgb, labels : bool
         An RGB image; a label image (never JPEG: it would invent label values).
     """
-    if choice not in TILE_COMPRESSIONS:
-        raise InputError(f"compression must be one of {', '.join(TILE_COMPRESSIONS)}, got {choice!r}")
+    check_compression_name(choice)
     if choice == "auto":
         choice = "jpeg" if rgb and np.dtype(dtype) == np.uint8 and not labels else "zlib"
     if choice == "jpeg":
