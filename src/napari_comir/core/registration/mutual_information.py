@@ -24,6 +24,7 @@ from scipy import optimize
 from threadpoolctl import threadpool_limits
 from torch.nn import functional
 
+from ..io.slides import block_mean
 from ..transforms import AffineTransform
 from .levels import level_to_full_xy
 
@@ -173,13 +174,6 @@ class _Warp:
         return AffineTransform(np.linalg.inv(fixed_to_moving), self.model)
 
 
-def _block_mean(image: np.ndarray, k: int) -> np.ndarray:
-    if k == 1:
-        return image
-    rows, cols = image.shape[0] // k * k, image.shape[1] // k * k
-    return image[:rows, :cols].reshape(rows // k, k, cols // k, k).mean(axis=(1, 3))
-
-
 def _stratified_pixels(rows: int, cols: int, samples: int,
                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """About ``samples`` pixels (rows, cols), one drawn at random in each cell of a regular grid:
@@ -260,7 +254,7 @@ def refine_mutual_information(fixed: np.ndarray, moving: np.ndarray, initial: Af
     for k, samples in zip((finest * factor for factor in FACTORS), SAMPLES, strict=True):
         up = level_to_full_xy(k)
         start = AffineTransform(np.linalg.inv(up) @ transform.matrix_xy @ up, model)
-        found, value = _refine_level(_block_mean(fixed, k), _block_mean(moving, k), start, model,
-                                     samples, rng)
+        levels = (image if k == 1 else block_mean(image, k) for image in (fixed, moving))
+        found, value = _refine_level(*levels, start, model, samples, rng)
         transform = AffineTransform(up @ found.matrix_xy @ np.linalg.inv(up), model)
     return transform, value
