@@ -111,3 +111,18 @@ def test_register_refuses_an_export_onto_an_input_before_any_work(tmp_path, caps
                  "--export-qupath", str(tmp_path / "t")]) == 2
     assert "--export-ngff and --export-qupath are the same file" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_register_progress_counts_each_stage_to_its_end(tmp_path, capsys):
+    """Each stage's bar counts its own steps (the resampled tiles 4 of 4), not 0 of n anew."""
+    from napari_comir.core.io import write_tiff
+    from napari_comir.core.synthetic import synthetic_pair
+
+    bf, shg = synthetic_pair((1100, 1100), seed=1)
+    write_tiff(tmp_path / "bf.tif", bf)
+    write_tiff(tmp_path / "shg.tif", shg)
+    assert main(["register", "--fixed", str(tmp_path / "shg.tif"), "--moving", str(tmp_path / "bf.tif"),
+                 "--out", str(tmp_path / "r.json"), "--resampled", str(tmp_path / "bf_on_shg.tif"),
+                 "--transform", "rigid", "--rotation-range", "10"]) == 0
+    bars = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert any(line.startswith("resample: 100%") and "4/4" in line for line in bars)

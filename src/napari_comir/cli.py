@@ -353,10 +353,14 @@ def _register(args) -> int:
         labels={"fixed": "--fixed", "moving": "--moving", "resampled": "--resampled",
                 **{name: f"--export-{name}" for name in exports}})
     with _progress_bar(0, "register") as bar:
+        stage = None
         for event in events:
-            if event.stage != bar.desc:  # a new stage: its own count, rate and time
+            if event.stage != stage:  # a new stage: its own count, rate and time
+                if stage is not None:
+                    bar.refresh()  # the finished stage's last count, not a throttled earlier one
+                stage = event.stage
+                bar.set_description(stage, refresh=False)
                 bar.reset(total=event.total)
-                bar.set_description(event.stage, refresh=False)
             bar.total = event.total
             bar.update(event.step - bar.n)  # update(), not n =: keeps tqdm's rate right
     outcome = event.result

@@ -1,12 +1,16 @@
-"""Work spread over threads, in order and in bounded memory: :func:`bounded_map`.
+"""Work spread over threads, in order and in bounded memory (:func:`bounded_map`), and work on
+a thread reported as it goes (:func:`reporting_thread`).
 
-The pyramid writer's work (scipy's resampling, block means, zarr and imagecodecs codecs)
-releases the GIL, so threads share it across cores without copying tiles between processes.
+The pyramid writer's work (torch's and scipy's resampling, block means, zarr and imagecodecs
+codecs) releases the GIL, so threads share it across cores without copying tiles between
+processes.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -58,3 +62,43 @@ def bounded_map(function: Callable[[Item], Result], items: Iterable[Item],
         finally:  # an error or a closed generator: start nothing more
             for future in pending:
                 future.cancel()
+
+
+class _Stopped(Exception):
+    """Raised in a :func:`reporting_thread`'s work when its listener stopped listening."""
+
+
+def reporting_thread(work: Callable[[Callable[[Item], None]], None]) -> Iterator[Item]:
+    """Run ``work(report)`` on a thread and yield each item it reports, as it reports it.
+
+    For work driven from inside a library call (tifffile pulling tiles from an iterator) that a
+    generator cannot yield from. An exception in ``work`` is raised here; closing this
+    generator (a Stop) makes the work's next ``report`` raise, and waits for the thread to end,
+    so whatever the work cleans up on an error is cleaned up before this returns.
+    """
+    events: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    finished = object()
+
+    def report(item) -> None:
+        if stop.is_set():
+            raise _Stopped("stopped")
+        events.put(item)
+
+    def run() -> None:
+        try:
+            work(report)
+            events.put(finished)
+        except BaseException as error:  # handed to the listener, which raises it
+            events.put(error)
+
+    thread = threading.Thread(target=run, name="napari-comir-writer", daemon=True)
+    thread.start()
+    try:
+        while (item := events.get()) is not finished:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()

@@ -8,11 +8,13 @@ pixels of :func:`~napari_comir.core.transforms.resample` on the whole image.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +27,17 @@ from .io.slides import (
     OME_ZARR_MARK,
     OUTPUT_TILE,
     add_pyramid_levels,
+    array_tiles,
+    halve,
+    pyramid_shapes,
+    scratch_array,
     tiff_compression,
     write_ome_zarr_metadata,
-    write_tiff_pyramid,
+    write_tiff_levels,
 )
 from .limits import check_disk_space, check_image_pixels
 from .progress import Progress
-from .threads import bounded_map, check_workers
+from .threads import bounded_map, check_workers, reporting_thread
 from .transforms import AffineTransform, cast_like, resample
 
 #: Side of the output tiles resampled at a time (px).
@@ -43,8 +49,9 @@ OME_TIFF_DTYPES = tuple(np.dtype(name) for name in ("bool", "int8", "uint8", "in
 
 
 def resample_tiles(moving, transform, output_shape, *, tile: int = RESAMPLE_TILE,
-                   order: int = 1, cval: float = 0.0,
-                   workers: int = 1) -> Iterator[tuple[slice, slice, np.ndarray]]:
+                   order: int = 1, cval: float = 0.0, workers: int = 1,
+                   then: Callable[[slice, slice, np.ndarray], None] | None = None,
+                   ) -> Iterator[tuple[slice, slice, np.ndarray]]:
     """Yield ``(rows, cols, pixels)`` of the moving image resampled onto the fixed grid, tile by tile.
 
     Parameters
@@ -62,11 +69,19 @@ def resample_tiles(moving, transform, output_shape, *, tile: int = RESAMPLE_TILE
         outside the moving image.
     workers : int
         Threads resampling tiles at once (tiles still come in row-major order).
+    then : callable, optional
+        ``then(rows, cols, pixels)`` on the resampling thread, as each tile is made (storing it
+        where it goes spreads that work over the threads too).
     """
     to_moving = transform.inverse()
-    return bounded_map(lambda region: (*region, _resample_tile(moving, transform, to_moving, *region,
-                                                                order, cval)),
-                       _tile_regions(output_shape, tile), workers)
+
+    def resample_tile(region):
+        pixels = _resample_tile(moving, transform, to_moving, *region, order, cval)
+        if then is not None:
+            then(*region, pixels)
+        return (*region, pixels)
+
+    return bounded_map(resample_tile, _tile_regions(output_shape, tile), workers)
 
 
 def _tile_regions(output_shape, tile: int) -> Iterator[tuple[slice, slice]]:
@@ -172,7 +187,11 @@ def resample_to_file(moving, transform, output_shape, path: str | os.PathLike, *
     (:func:`~napari_comir.core.io.slides.tiff_compression`: by default JPEG for 8-bit RGB,
     lossless zlib otherwise; an OME-Zarr takes only "auto", zarr's lossless default). Tiles are
     resampled, averaged into levels and encoded on ``workers`` threads (default: every core
-    this process may use); the pixels do not depend on it. The file appears whole or not at all.
+    this process may use); the pixels do not depend on it. A TIFF's full-resolution tiles are
+    encoded as they are resampled, never stored twice (a 40 000² H&E in about a minute); only
+    the coarser levels pass through temporary data. ``tile`` (a multiple of 512) is the side
+    resampled at a time. The file appears whole or not at all, on an error or a Stop (closing
+    this generator) too.
     """
     import zarr
 
@@ -190,36 +209,115 @@ def resample_to_file(moving, transform, output_shape, path: str | os.PathLike, *
     # the written levels: the full grid and a third more for the coarser ones
     check_disk_space(path.parent, rows * cols * math.prod(extra) * np.dtype(moving.dtype).itemsize * 4 // 3,
                      f"{path.name} ({rows} x {cols} px)")
-    # tiles cover whole chunks, so two threads never write one chunk
-    chunk = OUTPUT_TILE if tile % OUTPUT_TILE == 0 else tile
-    n_tiles = math.ceil(rows / tile) * math.ceil(cols / tile)
-    to_moving = transform.inverse()
+    if tile % OUTPUT_TILE:
+        raise ValueError(f"tile must be a multiple of {OUTPUT_TILE} px (the written tiles), got {tile}")
     with write_errors(path):  # a full disk: one line, and the temporary data removed
         work = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=".zarr", dir=path.parent))
     try:
         with write_errors(path):
             group = zarr.open_group(work, mode="w")
-            base = group.create_array("0", shape=(rows, cols) + extra, chunks=(chunk, chunk) + extra,
-                                      dtype=moving.dtype)
-
-            def resample_into_base(region) -> None:
-                base[region] = _resample_tile(moving, transform, to_moving, *region, order, 0.0)
-
-            yield Progress("resample", 0, n_tiles, f"resampling {rows}x{cols} px onto the fixed grid")
-            written = bounded_map(resample_into_base, _tile_regions((rows, cols), tile), workers)
-            for done, _ in enumerate(written, start=1):
-                yield Progress("resample", done, n_tiles, f"tile {done}/{n_tiles}")
-            yield Progress("write", 0, 1, f"writing {path.name}")
-            levels = add_pyramid_levels(group, labels=order == 0, workers=workers) if (
-                path.name.lower().endswith((".ome.tif", ".ome.tiff", OME_ZARR_SUFFIX))) else [base]
+            job = _Resampling(moving, transform, (rows, cols), tile, order, workers, group)
             if _is_ome_zarr(path):
-                _write_ome_zarr(levels, path, pixel_size_um)
+                yield from _resample_to_ome_zarr(job, path, pixel_size_um)
             else:
-                write_tiff_pyramid(path, levels, pixel_size_um, compression=compression,
-                                   labels=order == 0, workers=workers)
-            yield Progress("write", 1, 1, f"wrote {path} ({len(levels)} level(s))", result=path)
+                yield from reporting_thread(lambda report: _resample_to_tiff(
+                    job, path, pixel_size_um, compression, report))
+            levels = len(pyramid_shapes((rows, cols))) if path.name.lower().endswith(
+                (".ome.tif", ".ome.tiff", OME_ZARR_SUFFIX)) else 1
+            yield Progress("write", 1, 1, f"wrote {path} ({levels} level(s))", result=path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@dataclass
+class _Resampling:
+    """One resampling onto the fixed grid, tile by tile, and its temporary zarr ``group``."""
+
+    moving: object
+    transform: object
+    shape_rc: tuple[int, int]
+    tile: int
+    order: int
+    workers: int
+    group: object
+
+    @property
+    def n_tiles(self) -> int:
+        return math.ceil(self.shape_rc[0] / self.tile) * math.ceil(self.shape_rc[1] / self.tile)
+
+    def tiles(self, then=None) -> Iterator[tuple[slice, slice, np.ndarray]]:
+        """:func:`resample_tiles` of this resampling."""
+        return resample_tiles(self.moving, self.transform, self.shape_rc, tile=self.tile,
+                              order=self.order, workers=self.workers, then=then)
+
+    def message(self) -> str:
+        return f"resampling {self.shape_rc[0]}x{self.shape_rc[1]} px onto the fixed grid"
+
+
+def _resample_to_ome_zarr(job: _Resampling, path: Path, pixel_size_um) -> Iterator[Progress]:
+    """Level 0 into the temporary group, its pyramid, then the OME-Zarr beside ``path``."""
+    extra = tuple(job.moving.shape[2:])
+    # tiles cover whole chunks, so two threads never write one chunk
+    base = scratch_array(job.group, "0", job.shape_rc + extra, (OUTPUT_TILE, OUTPUT_TILE) + extra,
+                         job.moving.dtype)
+
+    def store(rows, cols, pixels) -> None:
+        base[rows, cols] = pixels
+
+    yield Progress("resample", 0, job.n_tiles, job.message())
+    for done, _ in enumerate(job.tiles(store), start=1):
+        yield Progress("resample", done, job.n_tiles, f"tile {done}/{job.n_tiles}")
+    yield Progress("write", 0, 1, f"writing {path.name}")
+    _write_ome_zarr(add_pyramid_levels(job.group, labels=job.order == 0, workers=job.workers),
+                    path, pixel_size_um)
+
+
+def _resample_to_tiff(job: _Resampling, path: Path, pixel_size_um, compression: str,
+                      report: Callable[[Progress], None]) -> None:
+    """Write the TIFF as the tiles are resampled: level 0 is never stored (each band of tiles
+    is encoded as it comes); level 1 is made from the same tiles into the temporary group, and
+    the coarser levels from it once level 0 is written."""
+    rows, cols = job.shape_rc
+    extra = tuple(job.moving.shape[2:])
+    labels = job.order == 0
+    shapes = [shape + extra for shape in pyramid_shapes(job.shape_rc)]
+    if not path.name.lower().endswith((".ome.tif", ".ome.tiff")):
+        shapes = shapes[:1]
+    first = None
+    if len(shapes) > 1:  # a tile halves into whole chunks: threads never write one chunk
+        first = scratch_array(job.group, "1", shapes[1], (job.tile // 2, job.tile // 2) + extra,
+                              job.moving.dtype)
+
+    def keep_halved(rows, cols, pixels) -> None:
+        halved = halve(pixels, labels)
+        row, col = rows.start // 2, cols.start // 2
+        first[row:row + halved.shape[0], col:col + halved.shape[1]] = halved
+
+    def level_zero() -> Iterator[np.ndarray]:
+        report(Progress("resample", 0, job.n_tiles, job.message()))
+        tiles, done = job.tiles(keep_halved if first is not None else None), 0
+        per_band = math.ceil(cols / job.tile)
+        for _ in range(0, rows, job.tile):
+            band = [pixels for *_, pixels in itertools.islice(tiles, per_band)]
+            done += len(band)
+            report(Progress("resample", done, job.n_tiles, f"tile {done}/{job.n_tiles}"))
+            for top in range(0, band[0].shape[0], OUTPUT_TILE):  # the TIFF's tiles, row-major
+                for pixels in band:
+                    for left in range(0, pixels.shape[1], OUTPUT_TILE):
+                        yield pixels[top:top + OUTPUT_TILE, left:left + OUTPUT_TILE]
+        report(Progress("write", 0, 1, f"writing {path.name}"))
+
+    coarser = []
+
+    def level_tiles(index: int) -> Iterator[np.ndarray]:
+        if index == 0:
+            return level_zero()
+        if not coarser:  # level 1 is whole once level 0 is written
+            coarser.extend(add_pyramid_levels(job.group, labels=labels, workers=job.workers, first=1))
+        return array_tiles(coarser[index - 1], OUTPUT_TILE, job.workers)
+
+    write_tiff_levels(path, shapes, job.moving.dtype, level_tiles, pixel_size_um,
+                      compression=compression, labels=labels, workers=job.workers)
 
 
 def _write_ome_zarr(levels: list, path: Path, pixel_size_um: float | None) -> None:

@@ -413,6 +413,12 @@ def resample(
             f"output_shape must be (rows, cols) with positive sizes, got {output_shape}"
         )
     channels = 1 if moving.ndim == 2 else moving.shape[2]
+    if order == 1 and preserve_dtype and moving.dtype in (np.uint8, np.int8):
+        # what scanners write, rounded back to 8 bits: float32 samples are exact enough (within
+        # a rounding tie; not for 16 bits) and all channels at once 3-4x faster
+        check_memory((moving.shape[0] * moving.shape[1] + out_rc[0] * out_rc[1]) * channels * 4
+                     + out_rc[0] * out_rc[1] * 8, f"resampling onto a {out_rc[0]} x {out_rc[1]} px grid")
+        return cast_like(_bilinear_float32(moving, transform.inverse(), out_rc, cval), moving.dtype)
     # float64 per channel, then stacked: twice the output in doubles
     check_memory(2 * out_rc[0] * out_rc[1] * channels * 8,
                  f"resampling onto a {out_rc[0]} x {out_rc[1]} px grid")
@@ -433,6 +439,44 @@ def resample(
             prefilter=order > 1,
         )
     return cast_like(out, moving.dtype) if preserve_dtype else out
+
+
+def _bilinear_float32(moving: np.ndarray, to_moving: AffineTransform, out_rc: tuple[int, int],
+                      cval: float) -> np.ndarray:
+    """Bilinear samples of ``moving`` (rows, cols[, channels]) at ``to_moving`` of each output
+    pixel centre, in float32 (torch's ``grid_sample``, all channels at once); a sample outside
+    the outermost pixel centres is ``cval``, as scipy's ``mode="constant"`` makes it."""
+    import torch
+    import torch.nn.functional as functional
+
+    rows, cols = moving.shape[:2]
+    planes = torch.from_numpy(np.ascontiguousarray(moving)).reshape(rows, cols, -1)
+    planes = planes.permute(2, 0, 1)[None].float()
+
+    # grid_sample's units (align_corners=False): -1 and 1 are the outer edges of the first and
+    # last pixels, so a pixel centre x sits at (2x + 1) / width - 1 on either grid
+    def to_unit(width, height):
+        return np.array([[2 / width, 0, 1 / width - 1], [0, 2 / height, 1 / height - 1], [0, 0, 1]])
+
+    theta = to_unit(cols, rows) @ to_moving.matrix_xy @ np.linalg.inv(to_unit(out_rc[1], out_rc[0]))
+    # which samples fall outside is decided in float64, so that a tile decides as the whole
+    # image does; the samples themselves need only float32
+    grid = functional.affine_grid(torch.from_numpy(theta[None, :2]), [1, 1, *out_rc],
+                                  align_corners=False)[0]
+    edge = np.array([1 - 1 / cols, 1 - 1 / rows]) + 1e-9  # the matrix products' rounding is inside
+    corners = to_unit(out_rc[1], out_rc[0]) @ [[0, out_rc[1] - 1, 0, out_rc[1] - 1],
+                                               [0, 0, out_rc[0] - 1, out_rc[0] - 1], [1, 1, 1, 1]]
+    within = bool(np.all(np.abs(theta[:2] @ corners) <= edge[:, None]))  # so is every sample
+    if not within:
+        edge = torch.from_numpy(edge)
+        outside = (grid.abs() > edge).any(dim=-1)
+        grid = torch.maximum(torch.minimum(grid, edge), -edge)
+    sampled = functional.grid_sample(planes, grid.float()[None], mode="bilinear",
+                                     padding_mode="border", align_corners=False)[0]
+    if not within:
+        sampled.masked_fill_(outside, cval)
+    out = sampled.permute(1, 2, 0).numpy()
+    return out[..., 0] if moving.ndim == 2 else out
 
 
 def cast_like(resampled: np.ndarray, dtype) -> np.ndarray:
