@@ -430,7 +430,7 @@ def _batch(args) -> int:
 
 
 def _apply(args) -> int:
-    """Carry annotations or an image between the moving and the fixed image (no torch)."""
+    """Carry annotations or an image between the moving and the fixed image (no networks)."""
     from .core.apply import apply_transform_to_geojson, apply_transform_to_image_file
     from .core.errors import InputError
     from .core.io.geojson import count_positions
