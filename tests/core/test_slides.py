@@ -402,11 +402,12 @@ def _writer_threads() -> list:
     return [thread for thread in threading.enumerate() if thread.name == "napari-comir-writer"]
 
 
-def test_a_stopped_tiff_write_leaves_nothing_and_no_thread(tmp_path, rng):
-    """Stop (the generator closed) while tiles stream into the TIFF: no file, no temporary
-    data, and the writing thread has ended."""
+@pytest.mark.parametrize("name", ["x.ome.tif", "x.ome.zarr"])
+def test_a_stopped_write_leaves_nothing_and_no_thread(tmp_path, rng, name):
+    """Stop (the generator closed) while tiles stream into the output: no file, no temporary
+    data, and the TIFF's writing thread has ended."""
     image = (rng.random((3000, 3000, 3)) * 255).astype(np.uint8)
-    events = resample_to_file(image, SHEARED, (3000, 3000), tmp_path / "x.ome.tif", workers=2)
+    events = resample_to_file(image, SHEARED, (3000, 3000), tmp_path / name, workers=2)
     for event in events:
         if event.stage == "resample" and event.step >= 2:
             break
@@ -430,3 +431,22 @@ def test_an_error_while_tiles_stream_is_raised_and_leaves_nothing(tmp_path, rng)
     with pytest.raises(InputError, match="cannot read the image's tiles"):
         list(resample_to_file(Damaged(), SHEARED, (3000, 3000), tmp_path / "x.ome.tif", workers=2))
     assert list(tmp_path.iterdir()) == [] and _writer_threads() == []
+
+
+@pytest.mark.parametrize("channels", [(), (3,)])
+def test_ome_zarr_and_ome_tiff_hold_the_same_pyramid(tmp_path, rng, channels):
+    """Both outputs are made from the same tiles: every level the same pixels."""
+    import zarr
+
+    image = (rng.random((2600, 2200) + channels) * 255).astype(np.uint8)
+    for name in ("x.ome.tif", "x.ome.zarr"):
+        _write_pyramid(tmp_path / name, image, transform=SHEARED, compression="zlib" if "tif" in name
+                       else "auto", workers=2)
+    tiff_levels = _levels(tmp_path / "x.ome.tif")
+    group = zarr.open_group(tmp_path / "x.ome.zarr", mode="r")
+    zarr_levels = [np.moveaxis(group[str(k)][...], 0, -1) if channels else group[str(k)][...]
+                   for k in range(len(group.attrs["multiscales"][0]["datasets"]))]
+    assert [level.shape for level in zarr_levels] == [level.shape for level in tiff_levels]
+    assert len(tiff_levels) == 3
+    for tiff_level, zarr_level in zip(tiff_levels, zarr_levels, strict=True):
+        np.testing.assert_array_equal(zarr_level, tiff_level)

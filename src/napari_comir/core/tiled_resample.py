@@ -215,27 +215,30 @@ def resample_to_file(moving, transform, output_shape, path: str | os.PathLike, *
         work = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=".zarr", dir=path.parent))
     try:
         with write_errors(path):
-            group = zarr.open_group(work, mode="w")
-            job = _Resampling(moving, transform, (rows, cols), tile, order, workers, group)
+            shapes = [shape + extra for shape in pyramid_shapes((rows, cols))]
+            if not path.name.lower().endswith((".ome.tif", ".ome.tiff", OME_ZARR_SUFFIX)):
+                shapes = shapes[:1]  # a plain TIFF: one level
+            job = _Resampling(moving, transform, shapes, tile, order, workers,
+                              zarr.open_group(work, mode="w"))
             if _is_ome_zarr(path):
                 yield from _resample_to_ome_zarr(job, path, pixel_size_um)
             else:
                 yield from reporting_thread(lambda report: _resample_to_tiff(
                     job, path, pixel_size_um, compression, report))
-            levels = len(pyramid_shapes((rows, cols))) if path.name.lower().endswith(
-                (".ome.tif", ".ome.tiff", OME_ZARR_SUFFIX)) else 1
-            yield Progress("write", 1, 1, f"wrote {path} ({levels} level(s))", result=path)
+            yield Progress("write", 1, 1, f"wrote {path} ({len(shapes)} level(s))", result=path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 @dataclass
 class _Resampling:
-    """One resampling onto the fixed grid, tile by tile, and its temporary zarr ``group``."""
+    """One resampling onto the fixed grid, tile by tile, into the levels ``shapes`` (finest
+    first): level 0 goes where the output wants it as the tiles come; level 1 is halved from
+    the same tiles into the temporary zarr ``group``, the coarser levels from it afterwards."""
 
     moving: object
     transform: object
-    shape_rc: tuple[int, int]
+    shapes: list
     tile: int
     order: int
     workers: int
@@ -243,104 +246,76 @@ class _Resampling:
 
     @property
     def n_tiles(self) -> int:
-        return math.ceil(self.shape_rc[0] / self.tile) * math.ceil(self.shape_rc[1] / self.tile)
+        rows, cols = self.shapes[0][:2]
+        return math.ceil(rows / self.tile) * math.ceil(cols / self.tile)
 
-    def tiles(self, then=None) -> Iterator[tuple[slice, slice, np.ndarray]]:
-        """:func:`resample_tiles` of this resampling."""
-        return resample_tiles(self.moving, self.transform, self.shape_rc, tile=self.tile,
-                              order=self.order, workers=self.workers, then=then)
+    def tiles(self, store: Callable[[slice, slice, np.ndarray], None] | None = None,
+              ) -> Iterator[tuple[slice, slice, np.ndarray]]:
+        """:func:`resample_tiles`, each tile given to ``store`` and halved into level 1 on the
+        resampling threads."""
+        first = None
+        if len(self.shapes) > 1:  # a tile halves into whole chunks: threads never write one chunk
+            first = scratch_array(self.group, "1", self.shapes[1], (self.tile // 2, self.tile // 2)
+                                  + tuple(self.shapes[1][2:]), self.moving.dtype)
+
+        def keep(rows, cols, pixels) -> None:
+            if store is not None:
+                store(rows, cols, pixels)
+            if first is not None:
+                halved = halve(pixels, self.order == 0)
+                row, col = rows.start // 2, cols.start // 2
+                first[row:row + halved.shape[0], col:col + halved.shape[1]] = halved
+
+        return resample_tiles(self.moving, self.transform, self.shapes[0][:2], tile=self.tile,
+                              order=self.order, workers=self.workers, then=keep)
+
+    def coarser_levels(self) -> list:
+        """Levels 1, 2, ... (zarr, channels last), once every tile has passed."""
+        if len(self.shapes) == 1:
+            return []
+        return add_pyramid_levels(self.group, labels=self.order == 0, workers=self.workers, first=1)
 
     def message(self) -> str:
-        return f"resampling {self.shape_rc[0]}x{self.shape_rc[1]} px onto the fixed grid"
+        rows, cols = self.shapes[0][:2]
+        return f"resampling {rows}x{cols} px onto the fixed grid"
 
 
 def _resample_to_ome_zarr(job: _Resampling, path: Path, pixel_size_um) -> Iterator[Progress]:
-    """Level 0 into the temporary group, its pyramid, then the OME-Zarr beside ``path``."""
-    extra = tuple(job.moving.shape[2:])
-    # tiles cover whole chunks, so two threads never write one chunk
-    base = scratch_array(job.group, "0", job.shape_rc + extra, (OUTPUT_TILE, OUTPUT_TILE) + extra,
-                         job.moving.dtype)
-
-    def store(rows, cols, pixels) -> None:
-        base[rows, cols] = pixels
-
-    yield Progress("resample", 0, job.n_tiles, job.message())
-    for done, _ in enumerate(job.tiles(store), start=1):
-        yield Progress("resample", done, job.n_tiles, f"tile {done}/{job.n_tiles}")
-    yield Progress("write", 0, 1, f"writing {path.name}")
-    _write_ome_zarr(add_pyramid_levels(job.group, labels=job.order == 0, workers=job.workers),
-                    path, pixel_size_um)
-
-
-def _resample_to_tiff(job: _Resampling, path: Path, pixel_size_um, compression: str,
-                      report: Callable[[Progress], None]) -> None:
-    """Write the TIFF as the tiles are resampled: level 0 is never stored (each band of tiles
-    is encoded as it comes); level 1 is made from the same tiles into the temporary group, and
-    the coarser levels from it once level 0 is written."""
-    rows, cols = job.shape_rc
-    extra = tuple(job.moving.shape[2:])
-    labels = job.order == 0
-    shapes = [shape + extra for shape in pyramid_shapes(job.shape_rc)]
-    if not path.name.lower().endswith((".ome.tif", ".ome.tiff")):
-        shapes = shapes[:1]
-    first = None
-    if len(shapes) > 1:  # a tile halves into whole chunks: threads never write one chunk
-        first = scratch_array(job.group, "1", shapes[1], (job.tile // 2, job.tile // 2) + extra,
-                              job.moving.dtype)
-
-    def keep_halved(rows, cols, pixels) -> None:
-        halved = halve(pixels, labels)
-        row, col = rows.start // 2, cols.start // 2
-        first[row:row + halved.shape[0], col:col + halved.shape[1]] = halved
-
-    def level_zero() -> Iterator[np.ndarray]:
-        report(Progress("resample", 0, job.n_tiles, job.message()))
-        tiles, done = job.tiles(keep_halved if first is not None else None), 0
-        per_band = math.ceil(cols / job.tile)
-        for _ in range(0, rows, job.tile):
-            band = [pixels for *_, pixels in itertools.islice(tiles, per_band)]
-            done += len(band)
-            report(Progress("resample", done, job.n_tiles, f"tile {done}/{job.n_tiles}"))
-            for top in range(0, band[0].shape[0], OUTPUT_TILE):  # the TIFF's tiles, row-major
-                for pixels in band:
-                    for left in range(0, pixels.shape[1], OUTPUT_TILE):
-                        yield pixels[top:top + OUTPUT_TILE, left:left + OUTPUT_TILE]
-        report(Progress("write", 0, 1, f"writing {path.name}"))
-
-    coarser = []
-
-    def level_tiles(index: int) -> Iterator[np.ndarray]:
-        if index == 0:
-            return level_zero()
-        if not coarser:  # level 1 is whole once level 0 is written
-            coarser.extend(add_pyramid_levels(job.group, labels=labels, workers=job.workers, first=1))
-        return array_tiles(coarser[index - 1], OUTPUT_TILE, job.workers)
-
-    write_tiff_levels(path, shapes, job.moving.dtype, level_tiles, pixel_size_um,
-                      compression=compression, labels=labels, workers=job.workers)
-
-
-def _write_ome_zarr(levels: list, path: Path, pixel_size_um: float | None) -> None:
-    """Copy channels-last levels into an OME-Zarr (channels first, as NGFF orders axes) beside
-    ``path``, then move it into place (an earlier image of that name is replaced only then)."""
+    """Write an OME-Zarr beside ``path`` as the tiles are resampled (channels first, as NGFF
+    orders axes), then move it into place (an earlier image of that name is replaced only then)."""
     import zarr
 
     staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=".new", dir=path.parent))
     try:
         group = zarr.open_group(staging, mode="w", zarr_format=2)
-        rgb = len(levels[0].shape) == 3
-        for index, level in enumerate(levels):
-            shape = ((level.shape[2],) if rgb else ()) + tuple(level.shape[:2])
-            chunks = ((level.shape[2],) if rgb else ()) + (OUTPUT_TILE, OUTPUT_TILE)
-            target = group.create_array(str(index), shape=shape, chunks=chunks, dtype=level.dtype)
-            for row in range(0, level.shape[0], OUTPUT_TILE):
-                for col in range(0, level.shape[1], OUTPUT_TILE):
-                    block = np.asarray(level[row:row + OUTPUT_TILE, col:col + OUTPUT_TILE])
-                    region = (slice(row, row + block.shape[0]), slice(col, col + block.shape[1]))
-                    if rgb:
-                        target[(slice(None),) + region] = np.moveaxis(block, -1, 0)
-                    else:
-                        target[region] = block
+        rgb = len(job.shapes[0]) == 3
+
+        def channels_first(shape) -> tuple:
+            return ((shape[2],) if rgb else ()) + tuple(shape[:2])
+
+        # chunks of OUTPUT_TILE px: a resampled tile covers whole ones, so threads never share one
+        levels = [group.create_array(str(index), shape=channels_first(shape),
+                                     chunks=channels_first((OUTPUT_TILE, OUTPUT_TILE) + tuple(shape[2:])),
+                                     dtype=job.moving.dtype) for index, shape in enumerate(job.shapes)]
+
+        def store(level, rows, cols, pixels) -> None:
+            if rgb:
+                level[:, rows, cols] = np.moveaxis(pixels, -1, 0)
+            else:
+                level[rows, cols] = pixels
+
+        yield Progress("resample", 0, job.n_tiles, job.message())
+        # closed on a Stop or an error: no thread writes into the staging folder once it goes
+        with contextlib.closing(job.tiles(lambda rows, cols, pixels: store(levels[0], rows, cols,
+                                                                           pixels))) as tiles:
+            for done, _ in enumerate(tiles, start=1):
+                yield Progress("resample", done, job.n_tiles, f"tile {done}/{job.n_tiles}")
+        yield Progress("write", 0, 1, f"writing {path.name}")
+        for level, coarser in zip(levels[1:], job.coarser_levels(), strict=True):
+            for row in range(0, coarser.shape[0], OUTPUT_TILE):
+                for col in range(0, coarser.shape[1], OUTPUT_TILE):
+                    block = np.asarray(coarser[row:row + OUTPUT_TILE, col:col + OUTPUT_TILE])
+                    store(level, slice(row, row + block.shape[0]), slice(col, col + block.shape[1]), block)
         write_ome_zarr_metadata(group, len(levels), pixel_size_um, rgb, path.name)
         old = None
         if path.exists():
@@ -353,3 +328,37 @@ def _write_ome_zarr(levels: list, path: Path, pixel_size_um: float | None) -> No
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(staging)
+
+
+def _resample_to_tiff(job: _Resampling, path: Path, pixel_size_um, compression: str,
+                      report: Callable[[Progress], None]) -> None:
+    """Write the TIFF as the tiles are resampled: level 0 is never stored (each band of tiles
+    is encoded as it comes)."""
+    rows, cols = job.shapes[0][:2]
+
+    def level_zero() -> Iterator[np.ndarray]:
+        report(Progress("resample", 0, job.n_tiles, job.message()))
+        per_band, done = math.ceil(cols / job.tile), 0
+        # closed on a Stop or an error: no thread writes temporary data once it goes
+        with contextlib.closing(job.tiles()) as tiles:
+            for _ in range(0, rows, job.tile):
+                band = [pixels for *_, pixels in itertools.islice(tiles, per_band)]
+                done += len(band)
+                report(Progress("resample", done, job.n_tiles, f"tile {done}/{job.n_tiles}"))
+                for top in range(0, band[0].shape[0], OUTPUT_TILE):  # the TIFF's tiles, row-major
+                    for pixels in band:
+                        for left in range(0, pixels.shape[1], OUTPUT_TILE):
+                            yield pixels[top:top + OUTPUT_TILE, left:left + OUTPUT_TILE]
+        report(Progress("write", 0, 1, f"writing {path.name}"))
+
+    coarser = []
+
+    def level_tiles(index: int) -> Iterator[np.ndarray]:
+        if index == 0:
+            return level_zero()
+        if not coarser:  # level 1 is whole once level 0 is written
+            coarser.extend(job.coarser_levels())
+        return array_tiles(coarser[index - 1], OUTPUT_TILE, job.workers)
+
+    write_tiff_levels(path, job.shapes, job.moving.dtype, level_tiles, pixel_size_um,
+                      compression=compression, labels=job.order == 0, workers=job.workers)
