@@ -1,8 +1,11 @@
 """Resample a moving image of any size onto the fixed grid tile by tile, and write it as a pyramid.
 
 Each output tile reads only the moving region its pixels come from (plus the interpolation's
-margin), so memory is a few tiles whatever the image size, and every tile equals the same
-pixels of :func:`~napari_comir.core.transforms.resample` on the whole image.
+margin), so memory is a few tiles whatever the image size, and every tile holds the pixels of
+:func:`~napari_comir.core.transforms.resample` on the whole image (the same ones, or for 8-bit
+bilinear resampling, whose samples are float32, within one grey level where a rounding tie
+falls the other way). The full-resolution tiles go into the output as they come; only the
+coarser levels pass through temporary data.
 """
 
 from __future__ import annotations
