@@ -452,27 +452,29 @@ def _bilinear_float32(moving: np.ndarray, to_moving: AffineTransform, out_rc: tu
     rows, cols = moving.shape[:2]
     planes = torch.from_numpy(np.ascontiguousarray(moving)).reshape(rows, cols, -1)
     planes = planes.permute(2, 0, 1)[None].float()
-
     # grid_sample's units (align_corners=False): -1 and 1 are the outer edges of the first and
-    # last pixels, so a pixel centre x sits at (2x + 1) / width - 1 on either grid
-    def to_unit(width, height):
-        return np.array([[2 / width, 0, 1 / width - 1], [0, 2 / height, 1 / height - 1], [0, 0, 1]])
-
-    theta = to_unit(cols, rows) @ to_moving.matrix_xy @ np.linalg.inv(to_unit(out_rc[1], out_rc[0]))
-    # which samples fall outside is decided in float64, so that a tile decides as the whole
-    # image does; the samples themselves need only float32
-    grid = functional.affine_grid(torch.from_numpy(theta[None, :2]), [1, 1, *out_rc],
-                                  align_corners=False)[0]
+    # last pixels, so a pixel centre x sits at (2x + 1) / width - 1
+    to_unit = np.array([[2 / cols, 0, 1 / cols - 1], [0, 2 / rows, 1 / rows - 1], [0, 0, 1]])
+    unit_from_xy = torch.from_numpy(to_unit @ to_moving.matrix_xy)
     edge = np.array([1 - 1 / cols, 1 - 1 / rows]) + 1e-9  # the matrix products' rounding is inside
-    corners = to_unit(out_rc[1], out_rc[0]) @ [[0, out_rc[1] - 1, 0, out_rc[1] - 1],
-                                               [0, 0, out_rc[0] - 1, out_rc[0] - 1], [1, 1, 1, 1]]
-    within = bool(np.all(np.abs(theta[:2] @ corners) <= edge[:, None]))  # so is every sample
-    if not within:
-        edge = torch.from_numpy(edge)
-        outside = (grid.abs() > edge).any(dim=-1)
-        grid = torch.maximum(torch.minimum(grid, edge), -edge)
-    sampled = functional.grid_sample(planes, grid.float()[None], mode="bilinear",
-                                     padding_mode="border", align_corners=False)[0]
+    corners = np.array([[0, out_rc[1] - 1, 0, out_rc[1] - 1], [0, 0, out_rc[0] - 1, out_rc[0] - 1],
+                        [1, 1, 1, 1]])
+    within = bool(np.all(np.abs((to_unit @ to_moving.matrix_xy @ corners)[:2]) <= edge[:, None]))
+    # where each output pixel samples, and whether that falls outside, in float64 (so a tile
+    # decides as the whole image does); the samples themselves need only float32
+    x = torch.arange(out_rc[1], dtype=torch.float64)
+    y = torch.arange(out_rc[0], dtype=torch.float64)
+    grid = torch.empty(*out_rc, 2, dtype=torch.float32)
+    outside = torch.zeros(out_rc, dtype=torch.bool)
+    for axis in (0, 1):
+        row = unit_from_xy[axis]
+        unit = row[0] * x[None, :] + (row[1] * y + row[2])[:, None]
+        if not within:  # a tile inside the moving image (most of a slide) needs no mask
+            outside |= unit.abs() > edge[axis]
+            unit = unit.clamp(-edge[axis], edge[axis])
+        grid[..., axis] = unit
+    sampled = functional.grid_sample(planes, grid[None], mode="bilinear", padding_mode="border",
+                                     align_corners=False)[0]
     if not within:
         sampled.masked_fill_(outside, cval)
     out = sampled.permute(1, 2, 0).numpy()

@@ -20,7 +20,7 @@ import numpy as np
 from ..defaults import DEFAULT_JPEG_QUALITY, DEFAULT_TILE_COMPRESSION, TILE_COMPRESSIONS
 from ..errors import InputError
 from ..limits import check_image_pixels, check_memory
-from ..threads import bounded_map
+from ..threads import available_cores, bounded_map
 from .images import TIFF_SUFFIXES, read_image, read_pixel_size
 
 #: Images with a side above this are opened lazily (and registered coarse to fine).
@@ -173,7 +173,9 @@ def open_slide(path: str | os.PathLike) -> Slide:
         levels, downsamples = [], []
         base_rows = None
         for index in range(len(series.levels)):
-            array = zarr.open(series.aszarr(level=index), mode="r")
+            # tiles decoded on every core (below 3 cores tifffile would decode them one at a
+            # time in zarr's event loop, which every reading thread then waits for)
+            array = zarr.open(series.aszarr(level=index, maxworkers=available_cores()), mode="r")
             if array.ndim != len(axes):
                 raise InputError(f"{path.name}: level {index} has shape {array.shape}, not the "
                                  f"series' axes {axes}")
