@@ -416,8 +416,10 @@ def resample(
     if order == 1 and preserve_dtype and moving.dtype in (np.uint8, np.int8):
         # what scanners write, rounded back to 8 bits: float32 samples are exact enough (within
         # a rounding tie; not for 16 bits) and all channels at once 3-4x faster
-        check_memory((moving.shape[0] * moving.shape[1] + out_rc[0] * out_rc[1]) * channels * 4
-                     + out_rc[0] * out_rc[1] * 8, f"resampling onto a {out_rc[0]} x {out_rc[1]} px grid")
+        # float32 planes in and out, the rounded copy, the float32 grid and a float64 axis of it
+        check_memory(moving.shape[0] * moving.shape[1] * channels * 4
+                     + out_rc[0] * out_rc[1] * (channels * 8 + 16),
+                     f"resampling onto a {out_rc[0]} x {out_rc[1]} px grid")
         return cast_like(_bilinear_float32(moving, transform.inverse(), out_rc, cval), moving.dtype)
     # float64 per channel, then stacked: twice the output in doubles
     check_memory(2 * out_rc[0] * out_rc[1] * channels * 8,
