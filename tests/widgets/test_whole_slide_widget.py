@@ -1,6 +1,8 @@
 """The guided dock on whole slides: multiscale layers registered coarse to fine, reviewed on a
 coarse level, accepted into a written pyramid opened as a new multiscale layer."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -121,6 +123,51 @@ def test_guided_dock_registers_reviews_and_accepts_slides(make_napari_viewer, sl
     user.click(keep.accept_button)
     user.wait_for_job(session, 120)
     assert session.accepted.name == "moving (registered 2)"
+
+
+def test_stop_while_a_slide_is_written_leaves_no_file(make_napari_viewer, slide_pair, tmp_path,
+                                                     errors, user, monkeypatch):
+    """Stop clicked while Accept writes the registered slide: the job stops, no file and no
+    temporary data are left, the writing thread has ended, and the user's layers are as they were."""
+    import threading
+
+    from napari_comir.core import tiled_resample
+
+    folder, _, _ = slide_pair
+    viewer = make_napari_viewer()
+    fixed = viewer.open(str(folder / "fixed.ome.tif"), plugin="napari-comir")[0]
+    moving = viewer.open(str(folder / "moving.ome.tif"), plugin="napari-comir")[0]
+    dock = GuidedDock(viewer)
+    viewer.window.add_dock_widget(dock)
+    dock.model_name.value = "bf-shg"
+    run, keep, session = dock.run_panel, dock.keep_panel, dock.session
+    run.fixed.value, run.moving.value = fixed, moving
+    run.transform.value, run.rotation.value = "rigid", 30
+    user.click(run.register_button)
+    assert user.wait_for_job(session, 120).state.value == "finished", errors
+
+    resample_tile = tiled_resample._resample_tile
+
+    def slow_tile(*args):  # a tile as slow as a scanner-sized slide's many
+        time.sleep(0.3)
+        return resample_tile(*args)
+
+    monkeypatch.setattr(tiled_resample, "_resample_tile", slow_tile)
+    output = tmp_path / "out" / "stopped.ome.tif"
+    output.parent.mkdir()
+    keep.output_path = output
+    layers_before = [layer.name for layer in viewer.layers]
+    user.click(keep.accept_button)
+    user.wait_until(lambda: session.last_event is not None and session.last_event.stage == "resample"
+                    and session.last_event.step > 0, 30)
+    assert run.stop_button.enabled
+    user.click(run.stop_button)
+    job = user.wait_for_job(session, 30)
+    assert job.state.value == "stopped", (job.error, errors)
+    assert list(output.parent.iterdir()) == []  # neither the file nor temporary data
+    assert not [thread for thread in threading.enumerate() if thread.name == "napari-comir-writer"]
+    assert [layer.name for layer in viewer.layers] == layers_before and session.accepted is None
+    assert keep.status.value == "stopped" and keep.accept_button.enabled
 
 
 def test_a_deformable_result_of_slides_is_reviewed_between_their_coarse_levels(make_napari_viewer):

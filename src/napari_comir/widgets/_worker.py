@@ -156,15 +156,31 @@ def run_job(generator_function: Callable[..., Iterator[Progress]], *args,
         if on_done is not None:
             on_done(job)
 
+    running = []
+
     def events() -> Iterator[Progress]:
         # Always a generator function, so superqt makes a GeneratorWorker (with "yielded" and
         # quit), whatever callable was given.
-        yield from generator_function(*args, **kwargs)
+        running.append(iter(generator_function(*args, **kwargs)))
+        yield from running[0]
 
     from superqt.utils import create_worker
 
     worker = create_worker(events, _start_thread=False,
                            _connect={"yielded": handle, "errored": fail, "finished": finish})
+    work = worker.work
+
+    def work_then_close():
+        try:
+            return work()
+        finally:
+            # On quit superqt stops asking for events but leaves the generator open: closed
+            # here, in the worker thread, what it cleans up on a Stop (a half-written file, its
+            # writing thread) is gone before "finished" says the job stopped.
+            if running:
+                running[0].close()
+
+    worker.work = work_then_close
     job._worker = worker
     worker.start()
     return job
