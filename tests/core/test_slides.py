@@ -402,15 +402,18 @@ def _writer_threads() -> list:
     return [thread for thread in threading.enumerate() if thread.name == "napari-comir-writer"]
 
 
-@pytest.mark.parametrize("name", ["x.ome.tif", "x.ome.zarr"])
-def test_a_stopped_write_leaves_nothing_and_no_thread(tmp_path, rng, name):
-    """Stop (the generator closed) while tiles stream into the output: no file, no temporary
-    data, and the TIFF's writing thread has ended."""
+@pytest.mark.parametrize("stage", ["resample", "write"])
+@pytest.mark.parametrize("name", ["x.ome.tif", "x.ome.zarr", "x.tif"])
+def test_a_stopped_write_leaves_nothing_and_no_thread(tmp_path, rng, name, stage):
+    """Stop (the generator closed) while tiles stream into the output, or while the coarser
+    levels are written: no file, no temporary data, and the TIFF's writing thread has ended."""
     image = (rng.random((3000, 3000, 3)) * 255).astype(np.uint8)
     events = resample_to_file(image, SHEARED, (3000, 3000), tmp_path / name, workers=2)
     for event in events:
-        if event.stage == "resample" and event.step >= 2:
+        if event.stage == stage and (stage == "write" or event.step >= 2):
             break
+    else:
+        pytest.fail(f"no {stage} event")
     events.close()
     assert list(tmp_path.iterdir()) == [] and _writer_threads() == []
 

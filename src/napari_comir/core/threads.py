@@ -68,22 +68,31 @@ class _Stopped(Exception):
     """Raised in a :func:`reporting_thread`'s work when its listener stopped listening."""
 
 
-def reporting_thread(work: Callable[[Callable[[Item], None]], None]) -> Iterator[Item]:
+def reporting_thread(work: Callable[..., None]) -> Iterator[Item]:
     """Run ``work(report)`` on a thread and yield each item it reports, as it reports it.
 
     For work driven from inside a library call (tifffile pulling tiles from an iterator) that a
     generator cannot yield from. An exception in ``work`` is raised here; closing this
     generator (a Stop) makes the work's next ``report`` raise, and waits for the thread to end,
     so whatever the work cleans up on an error is cleaned up before this returns.
+    ``report(item, confirm=True)`` also waits until the item is taken and the next one asked
+    for: a step that must not happen after a Stop (a file taking its name) comes after it.
     """
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
     finished = object()
+    waiting: list[threading.Event] = []
 
-    def report(item) -> None:
+    def report(item, confirm: bool = False) -> None:
         if stop.is_set():
             raise _Stopped("stopped")
-        events.put(item)
+        taken = threading.Event() if confirm else None
+        events.put((item, taken))
+        if taken is not None:
+            waiting.append(taken)
+            taken.wait()
+            if stop.is_set():
+                raise _Stopped("stopped")
 
     def run() -> None:
         try:
@@ -95,10 +104,15 @@ def reporting_thread(work: Callable[[Callable[[Item], None]], None]) -> Iterator
     thread = threading.Thread(target=run, name="napari-comir-writer", daemon=True)
     thread.start()
     try:
-        while (item := events.get()) is not finished:
-            if isinstance(item, BaseException):
-                raise item
+        while (entry := events.get()) is not finished:
+            if isinstance(entry, BaseException):
+                raise entry
+            item, taken = entry
             yield item
+            if taken is not None:
+                taken.set()
     finally:
         stop.set()
+        for taken in waiting:  # a report waiting for its confirmation learns of the Stop
+            taken.set()
         thread.join()

@@ -334,7 +334,7 @@ def _resample_to_ome_zarr(job: _Resampling, path: Path, pixel_size_um) -> Iterat
 
 
 def _resample_to_tiff(job: _Resampling, path: Path, pixel_size_um, compression: str,
-                      report: Callable[[Progress], None]) -> None:
+                      report: Callable[..., None]) -> None:
     """Write the TIFF as the tiles are resampled: level 0 is never stored (each band of tiles
     is encoded as it comes)."""
     rows, cols = job.shapes[0][:2]
@@ -352,16 +352,19 @@ def _resample_to_tiff(job: _Resampling, path: Path, pixel_size_um, compression: 
                     for pixels in band:
                         for left in range(0, pixels.shape[1], OUTPUT_TILE):
                             yield pixels[top:top + OUTPUT_TILE, left:left + OUTPUT_TILE]
-        report(Progress("write", 0, 1, f"writing {path.name}"))
 
     coarser = []
 
-    def level_tiles(index: int) -> Iterator[np.ndarray]:
-        if index == 0:
-            return level_zero()
+    def coarser_level(index: int) -> Iterator[np.ndarray]:
+        # a report is where a Stop ends the work: here before a level's seconds of averaging
+        report(Progress("write", 0, 1, f"writing {path.name}: level {index + 1} of {len(job.shapes)}"))
         if not coarser:  # level 1 is whole once level 0 is written
             coarser.extend(job.coarser_levels())
-        return array_tiles(coarser[index - 1], OUTPUT_TILE, job.workers)
+        yield from array_tiles(coarser[index - 1], OUTPUT_TILE, job.workers)
 
-    write_tiff_levels(path, job.shapes, job.moving.dtype, level_tiles, pixel_size_um,
-                      compression=compression, labels=job.order == 0, workers=job.workers)
+    write_tiff_levels(path, job.shapes, job.moving.dtype,
+                      lambda index: level_zero() if index == 0 else coarser_level(index),
+                      pixel_size_um, compression=compression, labels=job.order == 0,
+                      workers=job.workers,
+                      before_keeping=lambda: report(Progress("write", 0, 1, f"closing {path.name}"),
+                                                    confirm=True))

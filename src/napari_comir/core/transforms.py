@@ -414,9 +414,9 @@ def resample(
         )
     channels = 1 if moving.ndim == 2 else moving.shape[2]
     if order == 1 and preserve_dtype and moving.dtype in (np.uint8, np.int8):
-        # what scanners write, rounded back to 8 bits: float32 samples are exact enough (within
-        # a rounding tie; not for 16 bits) and all channels at once 3-4x faster
-        # float32 planes in and out, the rounded copy, the float32 grid and a float64 axis of it
+        # What scanners write, rounded back to 8 bits: float32 samples are exact enough (within
+        # a rounding tie; not for 16 bits), all channels at once 3-4x faster. Memory: float32
+        # planes in and out, the rounded copy, the float32 grid and a float64 axis of it.
         check_memory(moving.shape[0] * moving.shape[1] * channels * 4
                      + out_rc[0] * out_rc[1] * (channels * 8 + 16),
                      f"resampling onto a {out_rc[0]} x {out_rc[1]} px grid")
@@ -457,11 +457,11 @@ def _bilinear_float32(moving: np.ndarray, to_moving: AffineTransform, out_rc: tu
     # grid_sample's units (align_corners=False): -1 and 1 are the outer edges of the first and
     # last pixels, so a pixel centre x sits at (2x + 1) / width - 1
     to_unit = np.array([[2 / cols, 0, 1 / cols - 1], [0, 2 / rows, 1 / rows - 1], [0, 0, 1]])
-    unit_from_xy = torch.from_numpy(to_unit @ to_moving.matrix_xy)
+    unit_from_xy = to_unit @ to_moving.matrix_xy
     edge = np.array([1 - 1 / cols, 1 - 1 / rows]) + 1e-9  # the matrix products' rounding is inside
     corners = np.array([[0, out_rc[1] - 1, 0, out_rc[1] - 1], [0, 0, out_rc[0] - 1, out_rc[0] - 1],
                         [1, 1, 1, 1]])
-    within = bool(np.all(np.abs((to_unit @ to_moving.matrix_xy @ corners)[:2]) <= edge[:, None]))
+    within = bool(np.all(np.abs((unit_from_xy @ corners)[:2]) <= edge[:, None]))
     # where each output pixel samples, and whether that falls outside, in float64 (so a tile
     # decides as the whole image does); the samples themselves need only float32
     x = torch.arange(out_rc[1], dtype=torch.float64)
@@ -469,7 +469,7 @@ def _bilinear_float32(moving: np.ndarray, to_moving: AffineTransform, out_rc: tu
     grid = torch.empty(*out_rc, 2, dtype=torch.float32)
     outside = torch.zeros(out_rc, dtype=torch.bool)
     for axis in (0, 1):
-        row = unit_from_xy[axis]
+        row = [float(value) for value in unit_from_xy[axis]]
         unit = row[0] * x[None, :] + (row[1] * y + row[2])[:, None]
         if not within:  # a tile inside the moving image (most of a slide) needs no mask
             outside |= unit.abs() > edge[axis]

@@ -375,7 +375,8 @@ def write_tiff_pyramid(path: str | os.PathLike, levels: list, pixel_size_um: flo
 def write_tiff_levels(path: str | os.PathLike, shapes: list, dtype,
                       level_tiles: Callable[[int], Iterator[np.ndarray]], pixel_size_um: float | None,
                       tile: int = OUTPUT_TILE, compression: str = DEFAULT_TILE_COMPRESSION,
-                      labels: bool = False, workers: int = 1) -> None:
+                      labels: bool = False, workers: int = 1,
+                      before_keeping: Callable[[], None] | None = None) -> None:
     """Write a tiled TIFF, atomically, from levels given tile by tile.
 
     A name ending in ``.ome.tif(f)`` gets OME-XML with the physical pixel size and the coarser
@@ -391,7 +392,10 @@ def write_tiff_levels(path: str | os.PathLike, shapes: list, dtype,
     level_tiles : callable
         ``level_tiles(k)``: level k's ``tile`` px tiles in row-major order (smaller at the right
         and bottom edges); called once level k - 1 is written, so a coarser level may be made
-        from the finer one's tiles as they pass.
+        from the finer one's tiles as they pass. Only as many tiles as the level holds are taken.
+    before_keeping : callable, optional
+        Called once every tile is written, before the file takes its name: what it raises
+        leaves no file (a Stop that came while the last tiles were written).
     """
     import tifffile
 
@@ -423,6 +427,8 @@ def write_tiff_levels(path: str | os.PathLike, shapes: list, dtype,
                 resolution = dict(resolution=(1e4 / pixel_size_um, 1e4 / pixel_size_um),
                                   resolutionunit="CENTIMETER")
             tiff.write(level_tiles(0), shape=shapes[0], dtype=dtype, **resolution, **options)
+        if before_keeping is not None:
+            before_keeping()
 
 
 #: The ``.zattrs`` key that marks an OME-Zarr folder as written by napari-comir.
