@@ -182,3 +182,24 @@ def errors(monkeypatch):
         module = __import__(f"{package.__name__}.{name}", fromlist=["show_error"])
         monkeypatch.setattr(module, "show_error", messages.append)
     return messages
+
+
+
+@pytest.fixture
+def guided_dock_on_slides(make_napari_viewer):
+    """``open_slides(folder)``: a viewer with the folder's fixed.ome.tif and moving.ome.tif
+    opened by the plugin's reader (multiscale layers) and the guided dock set to register them
+    with ``bf-shg``; returns (viewer, fixed layer, moving layer, dock)."""
+    from napari_comir.widgets.guided import GuidedDock
+
+    def open_slides(folder):
+        viewer = make_napari_viewer()
+        fixed = viewer.open(str(folder / "fixed.ome.tif"), plugin="napari-comir")[0]
+        moving = viewer.open(str(folder / "moving.ome.tif"), plugin="napari-comir")[0]
+        dock = GuidedDock(viewer)
+        viewer.window.add_dock_widget(dock)
+        dock.model_name.value = "bf-shg"
+        dock.run_panel.fixed.value, dock.run_panel.moving.value = fixed, moving
+        return viewer, fixed, moving, dock
+
+    return open_slides

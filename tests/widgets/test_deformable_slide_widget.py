@@ -14,7 +14,6 @@ from napari_comir.core.synthetic import misaligned_pair
 from napari_comir.core.tiled_resample import resample_to_file
 from napari_comir.core.transforms import AffineTransform, resample
 from napari_comir.widgets import _layers, _review
-from napari_comir.widgets.guided import GuidedDock
 
 pytestmark = pytest.mark.gui
 
@@ -43,18 +42,12 @@ def _ncc(a, b):
     return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
 
 
-def test_guided_dock_registers_slides_deformably(make_napari_viewer, bent_slides, tmp_path,
+def test_guided_dock_registers_slides_deformably(guided_dock_on_slides, bent_slides, tmp_path,
                                                  monkeypatch, errors, user):
     folder, bent, true_xy, truth = bent_slides
     monkeypatch.setattr(_layers, "REVIEW_SIDE", SIDE // 2)  # review a coarse level, as on a real slide
-    viewer = make_napari_viewer()
-    fixed = viewer.open(str(folder / "fixed.ome.tif"), plugin="napari-comir")[0]
-    moving = viewer.open(str(folder / "moving.ome.tif"), plugin="napari-comir")[0]
-    dock = GuidedDock(viewer)
-    viewer.window.add_dock_widget(dock)
-    dock.model_name.value = "bf-shg"
+    viewer, fixed, moving, dock = guided_dock_on_slides(folder)
     run = dock.run_panel
-    run.fixed.value, run.moving.value = fixed, moving
     run.transform.value = "deformable"
     run.rotation.value = 30
     user.watch.reset()

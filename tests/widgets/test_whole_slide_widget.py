@@ -18,7 +18,6 @@ from napari_comir.widgets._layers import (
     image_data,
     registration_data,
 )
-from napari_comir.widgets.guided import GuidedDock
 
 pytestmark = pytest.mark.gui
 
@@ -58,18 +57,12 @@ def test_coarse_view_lies_over_the_slide(make_napari_viewer):
     assert np.allclose(coarse.apply_xy(point), expected)
 
 
-def test_guided_dock_registers_reviews_and_accepts_slides(make_napari_viewer, slide_pair,
+def test_guided_dock_registers_reviews_and_accepts_slides(guided_dock_on_slides, slide_pair,
                                                           tmp_path, errors, user):
     folder, bf, truth = slide_pair
-    viewer = make_napari_viewer()
-    fixed = viewer.open(str(folder / "fixed.ome.tif"), plugin="napari-comir")[0]
-    moving = viewer.open(str(folder / "moving.ome.tif"), plugin="napari-comir")[0]
+    viewer, fixed, moving, dock = guided_dock_on_slides(folder)
     assert fixed.multiscale and moving.multiscale and moving.rgb
-    dock = GuidedDock(viewer)
-    viewer.window.add_dock_widget(dock)
-    dock.model_name.value = "bf-shg"
     run = dock.run_panel
-    run.fixed.value, run.moving.value = fixed, moving
     assert dock.status["register"].value.endswith("whole slides (coarse to fine): press Register")
     run.transform.value = "rigid"
     run.rotation.value = 30
@@ -125,7 +118,7 @@ def test_guided_dock_registers_reviews_and_accepts_slides(make_napari_viewer, sl
     assert session.accepted.name == "moving (registered 2)"
 
 
-def test_stop_while_a_slide_is_written_leaves_no_file(make_napari_viewer, slide_pair, tmp_path,
+def test_stop_while_a_slide_is_written_leaves_no_file(guided_dock_on_slides, slide_pair, tmp_path,
                                                      errors, user, monkeypatch):
     """Stop clicked while Accept writes the registered slide: the job stops, no file and no
     temporary data are left, the writing thread has ended, and the user's layers are as they were."""
@@ -134,14 +127,8 @@ def test_stop_while_a_slide_is_written_leaves_no_file(make_napari_viewer, slide_
     from napari_comir.core import tiled_resample
 
     folder, _, _ = slide_pair
-    viewer = make_napari_viewer()
-    fixed = viewer.open(str(folder / "fixed.ome.tif"), plugin="napari-comir")[0]
-    moving = viewer.open(str(folder / "moving.ome.tif"), plugin="napari-comir")[0]
-    dock = GuidedDock(viewer)
-    viewer.window.add_dock_widget(dock)
-    dock.model_name.value = "bf-shg"
+    viewer, _, _, dock = guided_dock_on_slides(folder)
     run, keep, session = dock.run_panel, dock.keep_panel, dock.session
-    run.fixed.value, run.moving.value = fixed, moving
     run.transform.value, run.rotation.value = "rigid", 30
     user.click(run.register_button)
     assert user.wait_for_job(session, 120).state.value == "finished", errors
