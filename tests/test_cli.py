@@ -126,3 +126,21 @@ def test_register_progress_counts_each_stage_to_its_end(tmp_path, capsys):
                  "--transform", "rigid", "--rotation-range", "10"]) == 0
     bars = capsys.readouterr().err.replace("\r", "\n").splitlines()
     assert any(line.startswith("resample: 100%") and "4/4" in line for line in bars)
+
+
+def test_apply_an_image_shows_its_progress(tmp_path, capsys):
+    """`apply --image` runs the same Progress events as the API, with the same bars: the tiles
+    counted to their end, then the written size."""
+    from napari_comir.core.io import write_tiff
+
+    rng = np.random.default_rng(0)
+    write_tiff(tmp_path / "channel.tif", (rng.random((1500, 1400)) * 255).astype(np.uint8))
+    write_tiff(tmp_path / "like.tif", np.zeros((1300, 1200), np.uint8))
+    (tmp_path / "r.json").write_text(AffineTransform.rigid(3.0, (10.0, -5.0)).to_json())
+    assert main(["apply", "--transform", str(tmp_path / "r.json"), "--image", str(tmp_path / "channel.tif"),
+                 "--like", str(tmp_path / "like.tif"), "--out", str(tmp_path / "out.tif")]) == 0
+    captured = capsys.readouterr()
+    bars = captured.err.replace("\r", "\n").splitlines()
+    assert any(line.startswith("resample: 100%") and "4/4" in line for line in bars)
+    assert "image carried from the moving onto the fixed image (1300x1200)" in captured.out
+    assert tifffile.imread(tmp_path / "out.tif").shape == (1300, 1200)

@@ -109,6 +109,23 @@ def _progress_bar(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr)
 
 
+def _run_with_progress_bar(events, description: str):
+    """Run a pipeline's Progress events with a progress bar on stderr, each stage its own count,
+    rate and time; returns the last event."""
+    with _progress_bar(0, description) as bar:
+        stage = None
+        for event in events:
+            if event.stage != stage:
+                if stage is not None:
+                    bar.refresh()  # the finished stage's last count, not a throttled earlier one
+                stage = event.stage
+                bar.set_description(stage, refresh=False)
+                bar.reset(total=event.total)
+            bar.total = event.total
+            bar.update(event.step - bar.n)  # update(), not n =: keeps tqdm's rate right
+    return event
+
+
 def _train(args) -> int:
     import torch
 
@@ -352,18 +369,7 @@ def _register(args) -> int:
         c4_average=args.c4_average,
         labels={"fixed": "--fixed", "moving": "--moving", "resampled": "--resampled",
                 **{name: f"--export-{name}" for name in exports}})
-    with _progress_bar(0, "register") as bar:
-        stage = None
-        for event in events:
-            if event.stage != stage:  # a new stage: its own count, rate and time
-                if stage is not None:
-                    bar.refresh()  # the finished stage's last count, not a throttled earlier one
-                stage = event.stage
-                bar.set_description(stage, refresh=False)
-                bar.reset(total=event.total)
-            bar.total = event.total
-            bar.update(event.step - bar.n)  # update(), not n =: keeps tqdm's rate right
-    outcome = event.result
+    outcome = _run_with_progress_bar(events, "register").result
     result = outcome.result
     report = {
         **result.to_dict(),
@@ -431,7 +437,7 @@ def _batch(args) -> int:
 
 def _apply(args) -> int:
     """Carry annotations or an image between the moving and the fixed image (no networks)."""
-    from .core.apply import apply_transform_to_geojson, apply_transform_to_image_file
+    from .core.apply import apply_transform_to_geojson, image_file_events
     from .core.errors import InputError
     from .core.io.geojson import count_positions
 
@@ -455,9 +461,9 @@ def _apply(args) -> int:
     if not args.like:
         raise InputError("--image needs --like: the image whose grid the output takes (the fixed "
                          "image; the moving image with --inverse)")
-    rows, cols = apply_transform_to_image_file(args.transform, args.image, args.like, args.out,
-                                               inverse=args.inverse, labels=args.labels,
-                                               compression=args.compression)
+    events = image_file_events(args.transform, args.image, args.like, args.out, inverse=args.inverse,
+                               labels=args.labels, compression=args.compression)
+    rows, cols = _run_with_progress_bar(events, "apply").result
     kind = "labels" if args.labels else "image"
     print(f"{kind} carried {direction} ({rows}x{cols}) -> {args.out}")
     return 0

@@ -11,6 +11,7 @@ values are kept and no new label appears), coordinates are mapped exactly.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,9 @@ from .field_transform import DisplacementFieldTransform, resample
 from .io.field_formats import is_deformable_json, read_field_json
 from .io.files import check_output_path, check_outputs_apart, read_utf8_text
 from .io.geojson import read_geojson, transform_geojson, write_geojson
-from .io.slides import open_image
+from .io.slides import close_images, open_image
 from .io.transform_formats import format_from_path, read_transform
+from .progress import Progress
 from .tiled_resample import check_resampled_path, resample_to_file
 from .transforms import AffineTransform
 
@@ -252,7 +254,7 @@ def apply_transform_to_image_file(transform, in_path, like_path, out_path, *,
     """Carry an image file (another channel, a mask, labels) onto the grid of another image file.
 
     Whole slides are read lazily and written tile by tile (as the registered image is): memory
-    stays a few tiles whatever their size.
+    stays a few tiles whatever their size. :func:`image_file_events` run to its end.
 
     Parameters
     ----------
@@ -277,6 +279,17 @@ def apply_transform_to_image_file(transform, in_path, like_path, out_path, *,
     tuple of int
         (rows, cols) of the written image.
     """
+    *_, last = image_file_events(transform, in_path, like_path, out_path, inverse=inverse,
+                                 labels=labels, compression=compression)
+    return last.result
+
+
+def image_file_events(transform, in_path, like_path, out_path, *, inverse: bool = False,
+                      labels: bool = False,
+                      compression: str = DEFAULT_TILE_COMPRESSION) -> Iterator[Progress]:
+    """:func:`apply_transform_to_image_file` as a stream of :class:`Progress` events (tiles
+    resampled, levels written; the last event's ``result`` the written (rows, cols)). The paths
+    and the transform are checked when this is called, before any work."""
     inputs = {"--image": in_path, "--like": like_path}
     if isinstance(transform, (str, os.PathLike)):
         inputs["--transform"] = transform
@@ -290,17 +303,24 @@ def apply_transform_to_image_file(transform, in_path, like_path, out_path, *,
             raise InputError(f"{Path(in_path).name}: a label image must be one plane of whole "
                              f"numbers, got shape {tuple(image.shape)} of {image.dtype}")
         shape = tuple(like.shape[:2])
-        for _ in resample_to_file(image, _directed(transform, inverse), shape, out_path,
-                                  pixel_size_um=getattr(like, "pixel_size_um", None),
-                                  order=0 if labels else 1, compression=compression):
-            pass
+        writing = resample_to_file(image, _directed(transform, inverse), shape, out_path,
+                                   pixel_size_um=getattr(like, "pixel_size_um", None),
+                                   order=0 if labels else 1, compression=compression)
+    except BaseException:
+        close_images(like, image)
+        raise
+    return _image_file_events(writing, shape, like, image)
+
+
+def _image_file_events(writing: Iterator[Progress], shape: tuple[int, int], *opened) -> Iterator[Progress]:
+    try:
+        yield from writing
+        yield Progress("done", 1, 1, f"wrote {shape[0]}x{shape[1]} px", result=shape)
     finally:
-        for opened in (like, image):
-            if hasattr(opened, "close"):
-                opened.close()
-    return shape
+        close_images(*opened)
 
 
 __all__ = ["apply_transform_to_geojson", "apply_transform_to_image",
            "apply_transform_to_image_file", "apply_transform_to_points", "as_transform",
+           "image_file_events",
            "transform_points_rc"]

@@ -19,7 +19,7 @@ from ..core.field_transform import DisplacementFieldTransform
 from ..core.io import check_output_path, check_outputs_apart, read_pixel_size
 from ..core.io.elastix_files import field_sidecar_paths, write_elastix_transform
 from ..core.io.field_formats import NGFF_ZARR_SUFFIX
-from ..core.io.slides import Slide, open_image
+from ..core.io.slides import Slide, close_images, open_image
 from ..core.io.transform_formats import csv_readme_path, write_transform
 from ..core.progress import Progress
 from ..core.registration import RegistrationResult
@@ -140,7 +140,7 @@ def file_registration_events(fixed_path: str | os.PathLike, moving_path: str | o
             check_compression(resampled, compression, moving.dtype, len(moving.shape) == 3)
         run = registration_events(fixed, moving, model, options)
     except BaseException:
-        _close(fixed, moving)
+        close_images(fixed, moving)
         raise
     return _events(run, model.card, fixed, moving, sizes, resampled, compression, exports)
 
@@ -190,11 +190,5 @@ def _events(run, card, fixed, moving, sizes, resampled, compression, exports) ->
             outcome.written[name] = str(path)
         yield Progress("done", 1, 1, "registered", result=outcome)
     finally:
-        _close(fixed, moving)
+        close_images(fixed, moving)
 
-
-def _close(*images) -> None:
-    """Close the images opened lazily (slides hold their files open)."""
-    for image in images:
-        if hasattr(image, "close"):
-            image.close()

@@ -197,6 +197,13 @@ def open_slide(path: str | os.PathLike) -> Slide:
     return Slide(levels, downsamples, read_pixel_size(path), path, tif)
 
 
+def close_images(*images) -> None:
+    """Close the images opened lazily (a :class:`Slide` holds its file open; arrays need nothing)."""
+    for image in images:
+        if hasattr(image, "close"):
+            image.close()
+
+
 def slide_from_levels(levels: list, pixel_size_um: float | None = None,
                       name: str = "image") -> Slide:
     """A :class:`Slide` over array-likes already open (e.g. a napari multiscale layer's dask
