@@ -191,4 +191,3 @@ def _events(run, card, fixed, moving, sizes, resampled, compression, exports) ->
         yield Progress("done", 1, 1, "registered", result=outcome)
     finally:
         close_images(fixed, moving)
-
