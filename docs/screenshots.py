@@ -23,9 +23,9 @@ os.environ["NAPARI_COMIR_SETTINGS"] = os.path.join(tempfile.mkdtemp(prefix="napa
 
 import napari  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
-from qtpy.QtWidgets import QApplication  # noqa: E402
 
 from napari_comir import _sample_data, api  # noqa: E402
+from napari_comir.demo import settle  # noqa: E402
 from napari_comir.widgets import fine_tune  # noqa: E402
 from napari_comir.widgets.fine_tune import FineTuneWidget  # noqa: E402
 from napari_comir.widgets.inspect import InspectWidget  # noqa: E402
@@ -37,17 +37,8 @@ IMAGES = Path(__file__).resolve().parent / "images"
 WIDTH = 1000  # px of the saved PNGs: readable, small files
 
 
-def settle(viewer, seconds: float = 0.3):
-    from qtpy.QtCore import QEventLoop, QTimer
-
-    loop = QEventLoop()
-    QTimer.singleShot(int(seconds * 1000), loop.quit)
-    loop.exec()
-    QApplication.processEvents()
-
-
 def shot(viewer, name: str):
-    settle(viewer)
+    settle()
     path = IMAGES / f"{name}.png"
     pixmap = viewer.window._qt_window.grab()
     pixmap.scaledToWidth(WIDTH, Qt.TransformationMode.SmoothTransformation).save(str(path))
@@ -69,7 +60,7 @@ def wait_until(condition, timeout_s: float = 300.0) -> None:
     while not condition():
         if time.perf_counter() > end:
             raise TimeoutError("the job did not end in time")
-        settle(None, 0.05)
+        settle(0.05)
 
 
 def click(button) -> None:

@@ -68,6 +68,18 @@ def setup_demo_viewer(viewer):
     return widget
 
 
+def settle(seconds: float = 0.3) -> None:
+    """Run the event loop a moment, then its pending events: a dock lays its rows out again
+    only after a result's text grew, so a window grabbed at once shows them squashed."""
+    from qtpy.QtCore import QEventLoop, QTimer
+    from qtpy.QtWidgets import QApplication
+
+    loop = QEventLoop()
+    QTimer.singleShot(int(seconds * 1000), loop.quit)
+    loop.exec()
+    QApplication.processEvents()
+
+
 def _screenshot(path: str, model: str) -> int:
     """Click Register in the guided dock as a person would (the job in its worker thread), wait
     for the result with the event loop running, then save the window."""
@@ -90,6 +102,7 @@ def _screenshot(path: str, model: str) -> int:
         loop.exec()
         timer.stop()
         result = dock.session.result
+        settle()
         saved = viewer.window._qt_window.grab().save(str(tmp), "PNG")
         viewer.close()
     if not saved or result is None:

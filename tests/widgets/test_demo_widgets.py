@@ -17,15 +17,32 @@ def test_demo_opens_sample_pair_with_widgets_docked(make_napari_viewer):
 @pytest.mark.gui
 def test_demo_screenshot_shows_a_readable_registration(tmp_path, monkeypatch, qapp):
     """`napari-comir demo --screenshot`: Register clicked, the job in its worker thread, the whole
-    window saved once the result shows; its canvas (the review overlay) is neither washed out
-    nor empty."""
+    window saved once the result shows, its dock laid out (no row squashed below its height);
+    its canvas (the review overlay) is neither washed out nor empty."""
     import numpy as np
+    from napari._qt.qt_main_window import _QtMainWindow
+    from qtpy.QtWidgets import QComboBox, QLabel, QPushButton, QScrollArea, QSlider
     from skimage import io
 
     from napari_comir.cli import main
+    from napari_comir.widgets._docking import MARK
 
+    squashed = []
+    grab = _QtMainWindow.grab
+
+    def grab_checking_the_dock(window, *args):
+        docks = [scroll for scroll in window.findChildren(QScrollArea) if scroll.property(MARK)]
+        assert docks
+        for scroll in docks:
+            for child in scroll.widget().findChildren((QComboBox, QLabel, QPushButton, QSlider)):
+                if child.isVisible() and child.height() < child.minimumSizeHint().height():
+                    squashed.append(f"{type(child).__name__} {child.height()} px")
+        return grab(window, *args)
+
+    monkeypatch.setattr(_QtMainWindow, "grab", grab_checking_the_dock)
     path = tmp_path / "demo.png"
     assert main(["demo", "--screenshot", str(path)]) == 0
+    assert not squashed, squashed
     window = io.imread(path)[..., :3].astype(float)
     assert window.shape[:2] == (800, 1280)
     canvas = window[200:600, 450:800].reshape(-1, 3)  # the middle of the canvas: tissue
