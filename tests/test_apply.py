@@ -267,3 +267,30 @@ def test_cli_carries_labels_of_a_whole_slide_into_a_pyramid(tmp_path):
     assert set(np.unique(level0)) == {0, 7, 300}
     assert all(values <= {0, 7, 300} for values in coarser)  # coarser levels invent no label
     np.testing.assert_array_equal(level0, resample(labels, transform, (2500, 2300), order=0))
+
+
+def test_an_unreadable_image_closes_the_slide_opened_as_its_target(tmp_path, monkeypatch):
+    """`apply --image BAD --like SLIDE`: the target slide, opened first for its grid, is closed
+    when the image cannot be read (it was left to the garbage collector)."""
+    from napari_comir.core import apply as apply_module
+    from napari_comir.core.apply import image_file_events
+
+    closed = []
+
+    class Target:
+        shape = (64, 64)
+
+        def close(self):
+            closed.append(True)
+
+    def open_image(path):
+        if str(path).endswith("like.tif"):
+            return Target()
+        raise InputError(f"{path}: not an image this can read")
+
+    monkeypatch.setattr(apply_module, "open_image", open_image)
+    with pytest.raises(InputError, match="not an image"):
+        image_file_events(AffineTransform.rigid(), tmp_path / "bad.tif", tmp_path / "like.tif",
+                          tmp_path / "out.tif")
+    assert closed == [True]
+    assert not (tmp_path / "out.tif").exists()

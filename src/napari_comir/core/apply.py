@@ -296,8 +296,10 @@ def image_file_events(transform, in_path, like_path, out_path, *, inverse: bool 
     check_outputs_apart({"--out": out_path}, inputs)
     check_resampled_path(out_path)
     transform = as_transform(transform)
-    like, image = open_image(like_path), open_image(in_path)
+    like = open_image(like_path)
+    image = None
     try:
+        image = open_image(in_path)
         if labels and (len(image.shape) != 2 or not (np.issubdtype(image.dtype, np.integer)
                                                       or image.dtype == np.bool_)):
             raise InputError(f"{Path(in_path).name}: a label image must be one plane of whole "
