@@ -95,13 +95,13 @@ def test_register_widget_direction_choice(viewer_with_pair, errors, user):
     widget = RegisterWidget(viewer)
     fixed, moving = viewer.layers["SHG"], viewer.layers["BF"]
     session, keep = widget.session, widget.keep_panel
+    rc = np.array([[10.0, 20.0], [50.0, 60.0]])
+    points = viewer.add_points(rc, name="marks")  # made before registering: on the pixels
     session.show_result(RegistrationResult(KNOWN, 0.9, 0.1, "search", {}, True), fixed, moving,
                         _review.review_images(fixed, moving))
     user.wait_until(lambda: session.result is not None and not session.busy)
     assert list(keep.direction.choices) == list(DIRECTIONS)
     assert keep.direction.value == "moving → fixed"
-    rc = np.array([[10.0, 20.0], [50.0, 60.0]])
-    points = viewer.add_points(rc, name="marks")
     (forward,) = keep.apply_to([points])
     assert np.allclose(forward.data, KNOWN.apply_rc(rc))
     keep.direction.value = "fixed → moving"

@@ -58,6 +58,41 @@ def test_sample_pair_registers_when_clicked(make_napari_viewer, user, errors):
     assert width <= SCREEN[0] and height <= SCREEN[1]
 
 
+def test_points_drawn_over_the_registered_preview_are_carried_where_they_were_drawn(
+        make_napari_viewer, user, errors):
+    """Points clicked on the moving image while it is shown registered lie on it as shown; a
+    points layer made before registering lies on its pixels as they were. Both, applied moving
+    -> fixed with the Apply button, land on the true fixed positions, colours kept (points
+    drawn over the preview were carried twice, ~75 px off, silently)."""
+    from napari_comir.core.defaults import TRUE_TRANSFORM_KEY
+    from napari_comir.core.transforms import AffineTransform
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
+    fixed, moving = viewer.layers["SHG (sample)"], viewer.layers["BF (sample, misaligned)"]
+    moving_rc = np.array([[40.0, 60.0], [150.0, 200.0], [230.0, 90.0]])
+    before = viewer.add_points(moving_rc, name="made before", face_color="red")
+    dock = open_dock(viewer)
+    dock.model_name.value = "bf-shg"
+    user.click(dock.run_panel.register_button)
+    job = user.wait_for_job(dock.session)
+    assert job.state.value == "finished" and not errors, (job.error, errors)
+    # Where the moving pixels are shown now (the preview), as napari records clicks there.
+    shown = np.asarray(moving.affine.affine_matrix) @ np.c_[moving_rc, np.ones(3)].T
+    drawn = viewer.add_points(shown[:2].T, name="drawn over the preview", face_color="red")
+    keep = dock.keep_panel
+    keep.targets.value = [before, drawn]
+    keep.direction.value = "moving → fixed"
+    user.click(keep.apply_button)
+    truth = AffineTransform.from_dict(moving.metadata[TRUE_TRANSFORM_KEY])
+    expected_rc = truth.apply_xy(moving_rc[:, ::-1])[:, ::-1]
+    carried = [viewer.layers[f"{layer.name} (registered)"] for layer in (before, drawn)]
+    assert [np.abs(layer.data - expected_rc).max() <= 1.0 for layer in carried] == [True, True]
+    assert all(np.allclose(layer.face_color, [1, 0, 0, 1]) for layer in carried)
+    assert keep.status.value.startswith("✓ added")
+    assert fixed.visible
+
+
 def test_large_pair_takes_the_coarse_to_fine_route_when_clicked(make_napari_viewer, user, errors):
     """Images over 1536 px register through an overview and full-resolution windows: the dock
     shows the verdict and the overlay; the CoMIRs view, which needs full-size CoMIRs this route

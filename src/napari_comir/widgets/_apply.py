@@ -4,9 +4,11 @@ Forward (the default), a layer of the moving image's frame goes onto the fixed g
 ``inverse``, a layer of the fixed image's frame (e.g. annotations drawn on the SHG) goes onto
 the moving grid (the H&E). Images are resampled (bilinear), labels with nearest neighbour
 (label values kept, no new label), points and shapes have their coordinates transformed
-(points keep their features). A layer's data coordinates are taken in the world frame of the
-source image layer's grid (its scale and translate; a mask or labels layer may have its own
-scale); the affine preview is ignored. The result
+(points keep their features and colours). A layer's data coordinates are taken in the world
+frame of the source image layer's grid (its scale and translate; a mask or labels layer may have
+its own scale), the affine preview ignored: a layer made before registering lies on the moving
+image as it was. A layer drawn over the moving image while it was shown registered lies on it
+as it was shown then (``source_shown``, the preview): it is carried where it was drawn. The result
 is a new layer "<name> (registered)" (forward) or "<name> (on <moving>)" (inverse) on the
 target layer's grid; the original is never changed. The coordinate mapping itself is
 :func:`napari_comir.core.apply.transform_points_rc`; this module only handles napari layers.
@@ -27,9 +29,19 @@ from ._layers import grid_matrix, image_data, is_multiscale, upsert_image
 DIRECTIONS = {"moving → fixed": False, "fixed → moving": True}
 
 
-def _data_to_source_rc(layer: Layer, source: Layer) -> np.ndarray:
-    """3x3 (row, col) matrix from ``layer``'s data to the pixels of the ``source`` image layer."""
-    return np.linalg.inv(grid_matrix(source)) @ grid_matrix(layer)
+def shown_matrix(layer: Layer) -> np.ndarray:
+    """3x3 (row, col) matrix from the layer's data to world as napari shows it: its scale and
+    translate, then its affine."""
+    return np.asarray(layer.affine.affine_matrix)[-3:, -3:] @ grid_matrix(layer)
+
+
+def _data_to_source_rc(layer: Layer, source: Layer, source_shown: np.ndarray | None = None) -> np.ndarray:
+    """3x3 (row, col) matrix from ``layer``'s data to the pixels of the ``source`` image layer:
+    through their grids, or as napari showed both when ``layer`` was drawn over ``source``
+    shown by ``source_shown`` (its data -> world matrix then)."""
+    if source_shown is None:
+        return np.linalg.inv(grid_matrix(source)) @ grid_matrix(layer)
+    return np.linalg.inv(source_shown) @ shown_matrix(layer)
 
 
 def _through(transform, data_to_source_rc: np.ndarray):
@@ -45,7 +57,7 @@ def _through(transform, data_to_source_rc: np.ndarray):
 
 
 def carried_pixels(layer: Layer, transform, fixed: Layer, moving: Layer, *,
-                   inverse: bool = False) -> np.ndarray:
+                   inverse: bool = False, source_shown: np.ndarray | None = None) -> np.ndarray:
     """An image or labels layer resampled onto the other image's grid (see
     :func:`apply_to_layer`): computation only, so a worker can run it."""
     source, target = (fixed, moving) if inverse else (moving, fixed)
@@ -54,7 +66,7 @@ def carried_pixels(layer: Layer, transform, fixed: Layer, moving: Layer, *,
                          "grid may not fit in memory; Accept writes the moving slide to a file")
     # Layer pixels -> source pixels -> target pixels (a mask at another scale is fine).
     directed = transform.inverse() if inverse else transform
-    pixels_to_target = _through(directed, _data_to_source_rc(layer, source))
+    pixels_to_target = _through(directed, _data_to_source_rc(layer, source, source_shown))
     return apply_transform_to_image(pixels_to_target,
                                     image_data(layer, "applying the transform to it"),
                                     image_data(target).shape[:2],
@@ -62,7 +74,8 @@ def carried_pixels(layer: Layer, transform, fixed: Layer, moving: Layer, *,
 
 
 def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Layer,
-                   moving: Layer, *, inverse: bool = False, data: np.ndarray | None = None) -> Layer:
+                   moving: Layer, *, inverse: bool = False, source_shown: np.ndarray | None = None,
+                   data: np.ndarray | None = None) -> Layer:
     """``layer`` carried onto the other image's grid, as a new layer.
 
     Parameters
@@ -78,6 +91,10 @@ def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Laye
         The registered image layers (their grids: scale, translate and size).
     inverse : bool
         ``False``: moving frame -> fixed grid. ``True``: fixed frame -> moving grid.
+    source_shown : np.ndarray, optional
+        3x3 (row, col) data -> world matrix of the source image as napari showed it when the
+        layer was drawn over it (the registered preview); default: the layer lies on its grid
+        (see the module).
     data : np.ndarray, optional
         An image or labels layer already carried (:func:`carried_pixels`, e.g. in a worker).
 
@@ -91,10 +108,11 @@ def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Laye
     meta = {TRANSFORM_KEY: transform.to_dict(), "comir_fixed": fixed.name,
             "comir_direction": "fixed → moving" if inverse else "moving → fixed"}
     name = f"{layer.name} (on {moving.name})" if inverse else f"{layer.name} (registered)"
-    to_source = _data_to_source_rc(layer, source)
+    to_source = _data_to_source_rc(layer, source, source_shown)
     if isinstance(layer, (Image, Labels)):
         if data is None:
-            data = carried_pixels(layer, transform, fixed, moving, inverse=inverse)
+            data = carried_pixels(layer, transform, fixed, moving, inverse=inverse,
+                                  source_shown=source_shown)
         if isinstance(layer, Labels):
             return viewer.add_labels(data, name=name, metadata=meta, **target_grid)
         new = upsert_image(viewer, name, data, rgb=layer.rgb,
@@ -106,10 +124,13 @@ def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Laye
         data = transform_points_rc(layer.data, transform, inverse=inverse,
                                    data_to_source_rc=to_source)
         return viewer.add_points(data, name=name, features=layer.features, size=layer.size,
-                                 metadata=meta, **target_grid)
+                                 face_color=layer.face_color, border_color=layer.border_color,
+                                 symbol=layer.symbol, metadata=meta, **target_grid)
     if isinstance(layer, Shapes):
         shapes = [transform_points_rc(vertices, transform, inverse=inverse,
                                       data_to_source_rc=to_source) for vertices in layer.data]
         return viewer.add_shapes(shapes, shape_type=layer.shape_type, name=name, metadata=meta,
-                                 features=layer.features, **target_grid)
+                                 features=layer.features, face_color=layer.face_color,
+                                 edge_color=layer.edge_color, edge_width=layer.edge_width,
+                                 **target_grid)
     raise InputError(f"cannot transform a {type(layer).__name__} layer")

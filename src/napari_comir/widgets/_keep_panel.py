@@ -31,8 +31,9 @@ class KeepPanel(Container):
         self.direction = ComboBox(label="direction", choices=list(DIRECTIONS),
                                   value=next(iter(DIRECTIONS)),
                                   tooltip="moving → fixed: the selected layers belong to the moving "
-                                  "image and go onto the fixed grid; fixed → moving: they belong "
-                                  "to the fixed image (e.g. annotations drawn on it)")
+                                  "image and go onto the fixed grid (a layer drawn over the "
+                                  "registered preview: from where it was drawn); fixed → moving: "
+                                  "they belong to the fixed image (e.g. annotations drawn on it)")
         self.apply_button = PushButton(text="Apply to selected layers", enabled=False)
         super().__init__(widgets=[row(self.accept_button, self.export_button), self.status,
                                   self.targets, self.direction, self.apply_button])

@@ -27,7 +27,7 @@ from ..core.registration.landmarks import fit_landmarks
 from ..core.tiled_resample import check_resampled_path, resample_to_file
 from ..core.transforms import AffineTransform
 from . import _export, _review, _slide_output
-from ._apply import apply_to_layer, carried_pixels
+from ._apply import apply_to_layer, carried_pixels, shown_matrix
 from ._landmarks import landmark_name, landmark_pairs
 from ._layers import (
     DERIVED_KEYS,
@@ -89,7 +89,11 @@ class RegistrationSession:
         #: The CoMIRs of the last registered pair, by layer: the review's "CoMIRs" and
         #: "agreement" views show them, the next registration of the same images reuses them.
         self.comirs: dict[Layer, tuple[str, int, np.ndarray]] = {}
+        #: Layers added while the moving image was shown registered, with how it was shown
+        #: (its data -> world matrix): drawn over the preview, they lie on it as shown then.
+        self.drawn_over_preview: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         viewer.layers.events.removed.connect(self._on_removed)
+        viewer.layers.events.inserted.connect(self._on_inserted)
 
     # ------------------------------------------------------------------ state
     @property
@@ -116,6 +120,11 @@ class RegistrationSession:
         if self.busy:
             self.job.quit()
             self.changed.emit("job")
+
+    def _on_inserted(self, event) -> None:
+        if self.result is not None and self.after and not self.presenting and \
+                event.value not in self.review_layers:
+            self.drawn_over_preview[event.value] = shown_matrix(self.result_pair[1])
 
     def _on_removed(self, event) -> None:
         """A layer the session refers to is gone: forget what depended on it."""
@@ -408,7 +417,8 @@ class RegistrationSession:
     def apply_to(self, layers: list[Layer], inverse: bool) -> list[Layer]:
         """New layers: each carried onto the other image's grid (see ``_apply``)."""
         transform, fixed, moving = self.require_result()
-        return [apply_to_layer(self.viewer, layer, transform, fixed, moving, inverse=inverse)
+        return [apply_to_layer(self.viewer, layer, transform, fixed, moving, inverse=inverse,
+                               source_shown=None if inverse else self.drawn_over_preview.get(layer))
                 for layer in layers]
 
     # ------------------------------------------------------------------ teach
