@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from napari_comir.core.errors import InputError
 from napari_comir.widgets import _state
 from napari_comir.widgets.guided import STEPS, GuidedDock
 
@@ -51,6 +52,14 @@ def test_sample_pair_registers_when_clicked(make_napari_viewer, user, errors):
     assert error <= 0.02 * viewer.layers[0].data.shape[1]
     assert statuses(dock)["register"].startswith("2 · register: ✓")
     assert statuses(dock)["register"].endswith(", likely right")
+    # An affine result has no deformation to show: not offered, and refused without a change
+    # (the view was switched to it, the review's layers hidden, before the refusal).
+    view = dock.session.review_view
+    assert "deformation" not in dock.review_panel.view.choices
+    with pytest.raises(InputError, match="no deformation"):
+        dock.session.set_review_view("deformation")
+    assert dock.session.review_view == view and all(
+        layer.visible for layer in dock.session.review_layers)
     user.watch.check(MAX_FREEZE_S)
     user.wait(0.2)
     assert window_size(viewer) <= SCREEN  # a shown result never grows the window

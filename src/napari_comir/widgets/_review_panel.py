@@ -70,7 +70,9 @@ class ReviewPanel(Container):
         has_result = session.result is not None and session.result_pair is not None
         self.after.enabled = self.view.enabled = has_result
         with self.view.changed.blocked():
-            self.view.value = session.review_view
+            self.view.choices = views = session.review_views()
+            if session.review_view in views:  # else a new result's view is on its way
+                self.view.value = session.review_view
         with self.after.changed.blocked():
             self.after.value = session.after
         if session.review_view == "flicker" and has_result:

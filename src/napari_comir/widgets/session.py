@@ -330,11 +330,19 @@ class RegistrationSession:
         else:
             self.changed.emit("review")
 
+    def review_views(self) -> tuple[str, ...]:
+        """The review views the result can show: the deformation only with a field kept."""
+        deformable = self.result is not None and _review.is_deformable(self.result.transform)
+        return tuple(view for view in _review.VIEWS if deformable or view != "deformation")
+
     def set_review_view(self, view: str) -> None:
         """Show the review as ``view`` (see ``_review.VIEWS``)."""
         if view not in _review.VIEWS:
             raise InputError(f"unknown review view {view!r}; expected one of {_review.VIEWS}")
         has_result = self.result is not None and self.result_pair is not None
+        if view not in self.review_views():
+            raise InputError("no deformation to show: register with the 'deformable' transform "
+                             "(its field kept)")
         comirs = self.comir_pair() if has_result and view in _review.COMIR_VIEWS else None
         self.review_view = view  # only once it can be shown
         if has_result:
