@@ -176,6 +176,11 @@ def test_time_budget_ends_the_run_and_anneals_within_it(tiny_model):
     last = events[-1]
     assert last.result is tiny_model and last.step == last.total < 100_000
     assert last.metrics["lr"] < 0.5 * FAST["lr"]  # the cosine decay was planned for the budget
+    # Until a few steps are timed the total is unknown (0), never the 100 000 steps allowed
+    # (a progress bar read "step 2/1000000000 · 14735510 min left").
+    assert [event.total for event in events[:2]] == [0, 0]
+    assert "timing the steps that fit in 3 s" in events[0].message
+    assert all(0 < event.total < 100_000 for event in events[2:])  # then the steps that fit
 
 
 @pytest.mark.parametrize("options, message", [

@@ -111,3 +111,18 @@ def test_register_widget_direction_choice(viewer_with_pair, errors, user):
     user.click(keep.accept_button)  # always the moving image onto the fixed grid
     user.wait_for_job(session)
     assert session.accepted.name == "BF (registered)" and not errors
+
+
+def test_export_dialog_starts_beside_the_moving_image_named_for_the_pair(make_napari_viewer, pair,
+                                                                        tmp_path):
+    """The export dialog opened in the process's working folder as "transform.json"."""
+    import tifffile
+
+    from napari_comir.widgets._export import default_export_path
+
+    bf, shg = pair
+    tifffile.imwrite(tmp_path / "he scan.tif", bf)
+    viewer = make_napari_viewer()
+    (moving,) = viewer.open(str(tmp_path / "he scan.tif"))
+    fixed = viewer.add_image(shg, name="SHG")
+    assert default_export_path(fixed, moving) == tmp_path / "he_scan_to_SHG.json"

@@ -17,7 +17,8 @@ def test_demo_opens_sample_pair_with_widgets_docked(make_napari_viewer):
 @pytest.mark.gui
 def test_demo_screenshot_shows_a_readable_registration(tmp_path, monkeypatch, qapp):
     """`napari-comir demo --screenshot`: Register clicked, the job in its worker thread, the whole
-    window saved once the result shows, its dock laid out (no row squashed below its height);
+    window saved once the result shows, its dock laid out (no row squashed below its height, none
+    cut off at its right edge);
     its canvas (the review overlay) is neither washed out nor empty."""
     import numpy as np
     from napari._qt.qt_main_window import _QtMainWindow
@@ -34,6 +35,9 @@ def test_demo_screenshot_shows_a_readable_registration(tmp_path, monkeypatch, qa
         docks = [scroll for scroll in window.findChildren(QScrollArea) if scroll.property(MARK)]
         assert docks
         for scroll in docks:
+            if scroll.horizontalScrollBar().isVisible():  # rows wider than the dock: cut off
+                squashed.append(f"dock {scroll.widget().minimumSizeHint().width()} px wide in "
+                                f"{scroll.viewport().width()}")
             for child in scroll.widget().findChildren((QComboBox, QLabel, QPushButton, QSlider)):
                 if child.isVisible() and child.height() < child.minimumSizeHint().height():
                     squashed.append(f"{type(child).__name__} {child.height()} px")

@@ -102,6 +102,98 @@ def test_points_drawn_over_the_registered_preview_are_carried_where_they_were_dr
     assert fixed.visible
 
 
+def test_long_layer_names_do_not_widen_the_dock_past_a_laptop_screen(make_napari_viewer, pair,
+                                                                     user):
+    """Choice boxes as wide as a long file name made the dock's rows wider than its 1280 x 800
+    room: Stop and the progress bar were cut off behind a horizontal scroll bar."""
+    bf, shg = pair
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(shg, name="sa_stroma_pancreas_2000_95_SHG_second_harmonic_generation")
+    viewer.add_image(bf, name="sa_stroma_pancreas_2000_95_HE_bright_field_as_scanned", rgb=True)
+    dock = open_dock(viewer)
+    user.wait(0.3)
+    scroll = dock.native
+    assert dock.run_panel.fixed.value is not None and dock.run_panel.moving.value is not None
+    assert not scroll.horizontalScrollBar().isVisible()
+    assert scroll.widget().width() <= scroll.viewport().width()
+    assert dock.run_panel.stop_button.native.isVisible()
+    assert window_size(viewer) <= SCREEN
+
+
+def test_landmarks_are_placed_in_turn_on_each_image_shown_alone(make_napari_viewer, pair, user,
+                                                                errors):
+    """"add" readies the fixed image's landmark layer (it was left in pan/zoom, the moving image
+    covering the fixed one): each point placed hands over to the other image, shown alone; fit
+    shows both again."""
+    bf, shg = pair
+    viewer = make_napari_viewer(show=True)
+    fixed, moving = viewer.add_image(shg, name="SHG"), viewer.add_image(bf, name="BF", rgb=True)
+    dock = open_dock(viewer)
+    panel = dock.landmarks_panel
+    user.click(panel.add_button)
+    fixed_points, moving_points = viewer.layers["landmarks: SHG"], viewer.layers["landmarks: BF"]
+
+    def turn():
+        active = viewer.layers.selection.active
+        return active.name, active.mode, fixed.visible, moving.visible
+
+    assert turn() == ("landmarks: SHG", "add", True, False)
+    assert panel.residuals.value.startswith("pair 1: click a structure on SHG")
+    for number, (row, col) in enumerate([(20.0, 30.0), (90.0, 40.0), (50.0, 100.0)], start=1):
+        fixed_points.add([row, col])  # what a click in "add" mode does
+        assert turn() == ("landmarks: BF", "add", False, True)
+        assert panel.residuals.value.startswith(f"pair {number}: click the same structure on BF")
+        moving_points.add([row + 2.0, col - 1.0])
+        assert turn() == ("landmarks: SHG", "add", True, False)
+    moving_points.data = moving_points.data + 0.5  # a point dragged: the turn stays
+    assert turn() == ("landmarks: SHG", "add", True, False)
+    user.click(panel.fit_button)
+    user.wait_until(lambda: dock.session.result is not None and not dock.session.busy)
+    assert fixed.visible and moving.visible and fixed_points.mode == "pan_zoom"
+    assert not errors, errors
+
+
+def test_a_stopped_registration_leaves_the_earlier_result_shown(make_napari_viewer, user, errors):
+    """Register, then Register again and Stop: the dock says the earlier result stands and
+    shows its verdict and numbers (it said "stopped" under a blank, while step 2 still read ✓
+    and Accept kept that result)."""
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
+    dock = open_dock(viewer)
+    dock.model_name.value = "bf-shg"
+    run = dock.run_panel
+    user.click(run.register_button)
+    assert user.wait_for_job(dock.session).state.value == "finished", errors
+    result = dock.session.result
+    user.click(run.register_button)
+    user.click(run.stop_button)
+    assert user.wait_for_job(dock.session).state.value == "stopped", errors
+    assert dock.session.result is result
+    assert run.verdict.value == "stopped; the earlier result stands: ✓ likely right"
+    assert "rotation" in run.details.value and "score" in run.details.value
+    assert run.progress.native.format() == "stopped" and dock.keep_panel.accept_button.enabled
+
+
+def test_a_model_for_two_bright_fields_picks_the_pair_by_colour_and_name(make_napari_viewer, pair,
+                                                                         user):
+    """H&E and IHC (both RGB) opened while bf-shg (grey fixed) is the model: nothing fits its
+    fixed network. Picking he-ihc guesses again: the layer named for its fixed modality (he) is
+    fixed, the other moving (they stayed empty and backwards)."""
+    bf, _ = pair
+    viewer = make_napari_viewer(show=True)
+    dock = open_dock(viewer)
+    dock.model_name.value = "bf-shg"
+    viewer.add_image(bf, name="lung-lesion_3_Ki67-7-les3", rgb=True)
+    viewer.add_image(bf[::-1].copy(), name="lung-lesion_3_He-les3", rgb=True)
+    run = dock.run_panel
+    assert run.fixed.value is None  # bf-shg's fixed network takes grey images only
+    dock.model_name.value = "he-ihc"
+    user.wait(0.1)
+    assert (run.fixed.value.name, run.moving.value.name) == ("lung-lesion_3_He-les3",
+                                                             "lung-lesion_3_Ki67-7-les3")
+    assert dock.status["register"].value.endswith("press Register")
+
+
 def test_large_pair_takes_the_coarse_to_fine_route_when_clicked(make_napari_viewer, user, errors):
     """Images over 1536 px register through an overview and full-resolution windows: the dock
     shows the verdict and the overlay; the CoMIRs view, which needs full-size CoMIRs this route

@@ -113,6 +113,9 @@ def test_accept_export_and_apply(registered, user, tmp_path):
     found = AffineTransform.from_csv(keep.export_transform(tmp_path / "t.csv"))
     assert np.allclose(found.matrix_xy, KNOWN.matrix_xy)
 
+    # Drawn on the moving image as it was ("after" unticked): its own pixels (see
+    # test_guided_dock for layers drawn over the registered preview).
+    widget.review_panel.after.value = False
     points = viewer.add_points(np.array([[10.0, 20.0], [50.0, 60.0]]), name="cells")
     labels = viewer.add_labels(np.zeros((96, 96), np.int32), name="nuclei")
     labels.data[30:50, 30:50] = 7

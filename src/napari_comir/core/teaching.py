@@ -370,13 +370,14 @@ def teaching_events(pairs: Sequence[TeachingPair], model: ComirModel, register: 
     for last in training:
         yield last
     seconds = time.perf_counter() - start
-    yield Progress("calibrate", 0, 1, "registering garbage to calibrate the verdict")
+    yield Progress("calibrate", 0, 1, "calibrating the verdict: registering the taught images "
+                   "mirrored, which no transform aligns")
     null_scores = null_detail_scores(pairs, model, register)
     calibrated = calibrated_detail_threshold(null_scores)
     model.card.detail_threshold = calibrated if new_pair else max(calibrated,
                                                                   model.card.detail_threshold)
     yield Progress("calibrate", 1, 1, f"detail threshold {model.card.detail_threshold:.2f} "
-                   f"(garbage reached {max(null_scores):.2f})")
+                   f"(mirrored pairs reached {max(null_scores):.2f})")
     checking = list(check_pairs) or list(pairs)
     checks = []
     for index, pair in enumerate(checking, start=1):

@@ -305,13 +305,18 @@ def train(model: ComirModel, pairs: Sequence[AlignedPair], config: TrainConfig |
             seconds = time.perf_counter() - tic
             metrics = {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
                        "patches_per_s": config.batch_size / seconds}
-            message = f"step {step}/{plan['steps']} loss {loss.item():.3g}"
+            # With a time budget the steps that fit are known once a few are timed: until then
+            # the total is unknown (0), not the 10^9 steps the budget allows.
+            total = plan["steps"] if not config.max_seconds or step - start >= 3 or done else 0
+            message = (f"step {step}/{total}" if total else
+                       f"step {step}, timing the steps that fit in {config.max_seconds:g} s")
+            message += f" loss {loss.item():.3g}"
             if heldout is not None and (step % config.holdout_every == 0 or done or step == 1):
                 metrics["heldout_match"] = _heldout_match(model, heldout, device)
                 message += f", held-out patches matched {metrics['heldout_match']:.0%}"
             if done:
                 model.eval()
-            yield Progress("train", step, plan["steps"], message, metrics,
+            yield Progress("train", step, total, message, metrics,
                            result=model if done else None)
             if done:
                 break

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QDockWidget, QMainWindow, QWidget
+from qtpy.QtWidgets import QComboBox, QDockWidget, QMainWindow, QWidget
 
 #: Qt property marking the plugin's dock contents.
 MARK = "napari_comir_dock"
 #: Narrowest dock (px): its rows stay readable and the canvas keeps the rest of 1280 px.
 DOCK_MIN_WIDTH = 380
+#: Characters a choice box shows at least (its list shows whole names).
+COMBO_MIN_CHARACTERS = 12
 
 
 class ScrollingDock:
@@ -38,6 +40,11 @@ def tabify_with_siblings(container) -> None:
     native = container.native
     native.setProperty(MARK, True)
     native.setMinimumWidth(DOCK_MIN_WIDTH)
+    for combo in native.findChildren(QComboBox):
+        # A combo as wide as its longest choice (a long layer name) widened the dock past
+        # 1280 x 800's room: it shows the start of a long name instead (all of it in its list).
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(COMBO_MIN_CHARACTERS)
 
     def tabify() -> None:
         dock = _dock_of(native)

@@ -9,9 +9,10 @@ from pathlib import Path
 from napari.layers import Layer
 
 from .. import api
+from ..batch.jobs import safe_name
 from ..core.io.transform_formats import format_from_path
 from ..core.registration import RegistrationResult
-from ._layers import layer_scale_x
+from ._layers import beside_source, layer_scale_x
 
 #: (file-dialog filter, the ending it adds to a name typed without one), in the dialog's order.
 FILTERS = (
@@ -35,11 +36,17 @@ def export_result(result: RegistrationResult, fixed: Layer, moving: Layer, path)
         moving_pixel_size_um=layer_pixel_size_um(moving), center_xy=result.moving_centre_xy)
 
 
-def ask_export_path(parent) -> str | None:
+def default_export_path(fixed: Layer, moving: Layer) -> Path:
+    """``<moving>_to_<fixed>.json`` beside the moving image's file, if known."""
+    return beside_source(moving, safe_name(f"{moving.name}_to_{fixed.name}") + ".json")
+
+
+def ask_export_path(parent, fixed: Layer, moving: Layer) -> str | None:
     """A save dialog listing the formats; a name typed without an ending gets the chosen one."""
     from qtpy.QtWidgets import QFileDialog
 
-    path, chosen = QFileDialog.getSaveFileName(parent, "Export transform", "transform.json",
+    path, chosen = QFileDialog.getSaveFileName(parent, "Export transform",
+                                               str(default_export_path(fixed, moving)),
                                                ";;".join(name for name, _ in FILTERS))
     if not path:
         return None

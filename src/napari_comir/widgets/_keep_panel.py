@@ -72,7 +72,8 @@ class KeepPanel(Container):
         return path
 
     def _export_dialog(self):
-        path = _export.ask_export_path(self.native)
+        _, fixed, moving = self.session.require_result()
+        path = _export.ask_export_path(self.native, fixed, moving)
         if path:
             try:
                 self.export_transform(path)
@@ -98,8 +99,7 @@ class KeepPanel(Container):
             self.status.value = session.last_event.message
             return
         has_result = session.result is not None and session.result_pair is not None
-        writing = session.busy and session.job_kind == "accept"
-        self.accept_button.enabled = has_result and not writing
+        self.accept_button.enabled = has_result and not session.busy
         self.export_button.enabled = self.apply_button.enabled = has_result
         slides = has_result and any(is_multiscale(layer) for layer in session.result_pair)
         self.accept_button.text = "Accept (save slide…)" if slides else "Accept (resample)"

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import weakref
+
 from magicgui.widgets import Container, Label, PushButton
 from napari.utils.notifications import show_error
 
 from ..core.errors import ComirError
-from ._landmarks import landmark_layers, residual_lines
+from ._landmarks import landmark_layers, landmark_name, residual_lines
 from ._layers import wrap
 from ._run_panel import RunPanel, row
 from .session import RegistrationSession
 
-HINT = ("Click a structure on the fixed image's landmark layer, then the same structure on the "
-        "moving one's; 3 or more pairs for affine.")
+HINT = "3 or more pairs for affine; then fit, or refine from them"
 
 
 class LandmarksPanel(Container):
@@ -32,25 +33,84 @@ class LandmarksPanel(Container):
         self.margins = (0, 0, 0, 0)
         self.add_button.clicked.connect(self.add)
         self.fit_button.clicked.connect(self.fit)
-        self.register_button.clicked.connect(lambda: run_panel.register(from_landmarks=True))
+        self.register_button.clicked.connect(self._refine_from)
+        #: The landmark layers whose points this panel follows, and their counts last seen.
+        self._watched: weakref.WeakSet = weakref.WeakSet()
+        self._counts: tuple[int, int] | None = None
         session.changed.connect(self.refresh)
-        self.native.destroyed.connect(lambda *_: session.changed.disconnect(self.refresh))
+
+        def disconnect(*_):
+            session.changed.disconnect(self.refresh)
+            for layer in self._watched:
+                layer.events.data.disconnect(self._on_points)
+
+        self.native.destroyed.connect(disconnect)
 
     def add(self) -> None:
+        """The landmark layers, and the next point to place: on the fixed image, then the same
+        structure on the moving one, in turn (each image shown alone, its layer adding points),
+        as the two layers' point counts say."""
         try:
-            landmark_layers(self.session.viewer, *self.session.chosen_pair())
+            layers = landmark_layers(self.session.viewer, *self.session.chosen_pair())
         except ComirError as exc:
             show_error(f"Landmarks: {exc}")
             return
-        self.residuals.value = HINT
+        for layer in layers:
+            if layer not in self._watched:
+                layer.events.data.connect(self._on_points)
+                self._watched.add(layer)
+        if self.session.result is not None:
+            self.session.set_review_view("off")  # the images themselves, to click on
+        self._counts = None
+        self._on_points()
+
+    def _landmark_layers(self):
+        viewer, pair = self.session.viewer, (self.session.fixed, self.session.moving)
+        names = [landmark_name(image) for image in pair if image is not None]
+        if len(names) == 2 and all(name in viewer.layers for name in names):
+            return pair, tuple(viewer.layers[name] for name in names)
+        return pair, None
+
+    def _on_points(self, *_) -> None:
+        """A point added or removed: show the image whose landmark comes next, alone, with its
+        landmark layer adding points (a point dragged changes nothing)."""
+        pair, layers = self._landmark_layers()
+        counts = None if layers is None else tuple(len(layer.data) for layer in layers)
+        if counts is None or counts == self._counts:
+            return
+        self._counts = counts
+        on_fixed = counts[0] <= counts[1]
+        image, other = pair if on_fixed else pair[::-1]
+        target = layers[0] if on_fixed else layers[1]
+        image.visible, other.visible = True, False
+        self.session.viewer.layers.selection.active = target
+        target.mode = "add"
+        number = len(target.data) + 1
+        self.residuals.value = (f"pair {number}: click a structure on {image.name}" if on_fixed else
+                                f"pair {number}: click the same structure on {image.name}") + \
+            f" ({HINT})"
+
+    def _show_both(self) -> None:
+        """Placing ends: both images shown, the landmark layers no longer adding points."""
+        pair, layers = self._landmark_layers()
+        for image in pair:
+            if image is not None:
+                image.visible = True
+        for layer in layers or ():
+            layer.mode = "pan_zoom"
 
     def fit(self):
+        self._show_both()
         try:
             return self.session.fit_landmarks(self.run_panel.transform.value)
         except ComirError as exc:
             self.residuals.value = f"⚠ {exc}"
             show_error(f"Landmarks: {exc}")
             return None
+
+    def _refine_from(self):
+        self._show_both()
+        return self.run_panel.register(from_landmarks=True)
 
     def refresh(self, what: str) -> None:
         if what in ("result", "job"):

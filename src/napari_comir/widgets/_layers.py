@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 from magicgui.widgets import ComboBox
 from napari.layers import Image, Labels, Layer
@@ -32,16 +35,43 @@ def raw_images(viewer) -> list[Image]:
             and not layer.name.startswith(("Checkerboard", "CoMIR preview"))]
 
 
+def beside_source(layer: Layer, file_name: str) -> Path:
+    """``file_name`` in the folder of the file the layer was opened from (the working folder
+    when it was not opened from a file)."""
+    source = getattr(getattr(layer, "source", None), "path", None)
+    return (Path(source).parent if source else Path.cwd()) / file_name
+
+
+def fits_modality(layer: Layer, model, modality: str) -> bool:
+    """Whether an image layer has the colour of ``model``'s ``modality`` (RGB or grey)."""
+    return bool(layer.rgb) == (model.card.modalities[modality].channels >= 3)
+
+
+def _mentions(layer: Layer, modality: str) -> bool:
+    """Whether the layer's name holds the modality's name as a word ("lung_HE-les3": he)."""
+    return modality.lower() in re.split(r"[^a-z0-9]+", layer.name.lower())
+
+
 def guess_pair(viewer, model=None) -> tuple[Image | None, Image | None]:
-    """(fixed, moving) defaults: a raw layer whose channels fit the model's fixed modality (grey
-    for bf-shg's SHG) and a different one that fits the moving modality (RGB for its BF)."""
-    fixed_channels = model.card.modalities[model.card.fixed_modality].channels if model else 1
+    """(fixed, moving) defaults: a raw layer of the colour of the model's fixed modality (grey for
+    bf-shg's SHG) and another of the moving one's (RGB for its BF); between layers of one colour
+    (H&E and IHC, both RGB) the one whose name holds the modality's name. Without a model: a grey
+    fixed and an RGB moving image."""
     raw = raw_images(viewer)
-    fits = lambda layer, channels: layer.rgb == (channels >= 3)  # noqa: E731
-    fixed = next((layer for layer in raw if fits(layer, fixed_channels)), None)
-    moving = next((layer for layer in raw if layer is not fixed and not fits(layer, fixed_channels)),
-                  None) or next((layer for layer in raw if layer is not fixed), None)
-    return fixed, moving
+    if model is None:
+        fixed = next((layer for layer in raw if not layer.rgb), None)
+        others = [layer for layer in raw if layer is not fixed]
+        return fixed, next((layer for layer in others if layer.rgb), others[0] if others else None)
+    card = model.card
+
+    def rank(layer, modality):
+        return not fits_modality(layer, model, modality), not _mentions(layer, modality)
+
+    fixed = min(raw, key=lambda layer: rank(layer, card.fixed_modality), default=None)
+    if fixed is not None and not fits_modality(fixed, model, card.fixed_modality):
+        fixed = None  # nothing the fixed network takes
+    others = [layer for layer in raw if layer is not fixed]
+    return fixed, min(others, key=lambda layer: rank(layer, card.moving_modality), default=None)
 
 
 def modality_pickers(viewer) -> tuple[ComboBox, ComboBox]:

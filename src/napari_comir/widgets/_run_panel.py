@@ -9,7 +9,7 @@ from ..core.defaults import DEFAULT_TRANSFORM, TRANSFORM_CHOICES, TRUE_TRANSFORM
 from ..core.errors import ComirError
 from ..core.registration import RegistrationResult
 from ..core.transforms import AffineTransform, corner_error
-from ._layers import guess_pair, layer_pixel_sizes, layer_shape, raw_images, wrap
+from ._layers import fits_modality, guess_pair, layer_pixel_sizes, layer_shape, raw_images, wrap
 from ._settings import restore
 from ._worker import JobState, eta_text, show_progress
 from .session import RegistrationSession
@@ -110,7 +110,13 @@ class RunPanel(Container):
         for event in ("inserted", "removed", "reordered"):
             getattr(viewer.layers.events, event).connect(self.reset_choices)
         session.changed.connect(self.refresh)
-        self.native.destroyed.connect(lambda *_: session.changed.disconnect(self.refresh))
+        session.models.changed.connect(self._guess_for_model)
+
+        def disconnect(*_):
+            session.changed.disconnect(self.refresh)
+            session.models.changed.disconnect(self._guess_for_model)
+
+        self.native.destroyed.connect(disconnect)
         self.reset_choices()
 
     def reset_choices(self, *_):
@@ -121,6 +127,15 @@ class RunPanel(Container):
         if self.moving.value is None and moving is not None and moving is not self.fixed.value:
             self.moving.value = moving
         self._choose()
+
+    def _guess_for_model(self, model) -> None:
+        """A model whose networks do not take the chosen images (colour or grey): guess again."""
+        card = model.card
+        chosen = ((self.fixed.value, card.fixed_modality), (self.moving.value, card.moving_modality))
+        if all(layer is not None and fits_modality(layer, model, modality)
+               for layer, modality in chosen):
+            return
+        self.fixed.value, self.moving.value = guess_pair(self.session.viewer, model)
 
     def _choose(self, *_):
         self.session.choose(self.fixed.value, self.moving.value)
@@ -139,7 +154,7 @@ class RunPanel(Container):
 
     def show_problem(self, message: str) -> None:
         """A problem in the dock (in red, where the verdict goes) and as a notification."""
-        self.verdict.value = f"⚠ {message}"
+        self.verdict.value, self.details.value = f"⚠ {message}", ""
         self.verdict.native.setStyleSheet(_BAD)
         show_error(f"Register: {message}")
 
@@ -147,7 +162,9 @@ class RunPanel(Container):
         session, job = self.session, self.session.job
         busy = session.busy
         self.register_button.enabled = not busy
-        self.stop_button.enabled = busy and job.state is JobState.RUNNING
+        # Teaching has its own Stop, beside its progress; this one stops the rest (a slide written)
+        ours = session.job_kind != "teach"
+        self.stop_button.enabled = busy and ours and job.state is JobState.RUNNING
         if what == "event" and job is not None and session.last_event is not None:
             if session.job_kind == "register":
                 show_progress(self.progress, session.last_event)
@@ -162,6 +179,13 @@ class RunPanel(Container):
                 self.verdict.value = "stopping…"
             elif job.state is JobState.STOPPED:
                 self.verdict.value, self.details.value = "stopped", ""
+                self.progress.value = 0
+                self.progress.native.setFormat("stopped")
+                if session.result is not None and session.result_pair:  # it still stands
+                    text, good = verdict_text(session.result)
+                    self.verdict.value = f"stopped; the earlier result stands: {text}"
+                    self.verdict.native.setStyleSheet(_GOOD if good else _BAD)
+                    self.details.value = result_text(session.result, *session.result_pair)
             elif job.state is JobState.FAILED:
                 self.verdict.value, self.details.value = f"⚠ failed: {job.error}", ""
                 self.verdict.native.setStyleSheet(_BAD)

@@ -13,13 +13,12 @@ from napari.layers import Layer
 
 from ..core.defaults import TRANSFORM_KEY
 from ..core.transforms import AffineTransform
+from ._layers import beside_source
 
 
 def default_output(moving: Layer) -> Path:
     """``<moving name>_registered.ome.tif`` beside the moving image's file, if known."""
-    source = getattr(getattr(moving, "source", None), "path", None)
-    folder = Path(source).parent if source else Path.cwd()
-    return folder / f"{moving.name}_registered.ome.tif"
+    return beside_source(moving, f"{moving.name}_registered.ome.tif")
 
 
 def ask_output_path(parent, moving: Layer) -> str | None:

@@ -84,6 +84,8 @@ class TeachPanel(Container):
         self.progress.visible = teaching and job.running
         if what == "accepted" and accepted is not None and not self.save_as.value:
             self.save_as.value = self._default_name()
+        if teaching and what == "job" and job.state is JobState.RUNNING:
+            self.progress.max = 0  # busy until the steps that fit are known, not the last run's
         if teaching and what == "job":
             self.status.value = self._outcome_text(job.result) \
                 if job.state is JobState.FINISHED else {
@@ -94,3 +96,5 @@ class TeachPanel(Container):
             self.status.value = "teaching on whole slides is not supported: crop a region first"
         elif accepted is None and not teaching:
             self.status.value = "after Accept: teach the model this pair if it is new tissue"
+        elif not teaching:
+            self.status.value = f"ready to teach on the kept pair ({accepted.name!r})"

@@ -187,11 +187,11 @@ def run_job(generator_function: Callable[..., Iterator[Progress]], *args,
 
 
 def show_progress(progress_bar, event: Progress) -> None:
-    """A magicgui ProgressBar at ``event``'s step of its total, its headline inside."""
-    if event.total:
-        progress_bar.max = event.total
-        progress_bar.value = min(event.step, event.total)
-        progress_bar.native.setFormat(_headline(event.message))
+    """A magicgui ProgressBar at ``event``'s step of its total, its headline inside; busy (a
+    moving bar) while the total is unknown (0)."""
+    progress_bar.max = event.total
+    progress_bar.value = min(event.step, event.total)
+    progress_bar.native.setFormat(_headline(event.message))
 
 
 def _headline(message: str) -> str:

@@ -78,7 +78,8 @@ def fit_landmarks(fixed_points_xy, moving_points_xy,
                          "pairs, the i-th of each layer on the same structure")
     needed = MIN_LANDMARKS[transform]
     if len(fixed) < needed:
-        raise InputError(f"a {transform} transform needs at least {needed} landmark pairs, got "
+        article = "an" if transform[0] in "aeiou" else "a"
+        raise InputError(f"{article} {transform} transform needs at least {needed} landmark pairs, got "
                          f"{len(fixed)}")
     spread = np.linalg.svd(moving - moving.mean(axis=0), compute_uv=False)
     degenerate = spread[0] < 1e-6 or (transform == "affine" and spread[1] < 1e-6 * spread[0])
