@@ -68,7 +68,7 @@ def test_a_field_result_is_reviewed_accepted_exported_and_applied(viewer_with_pa
 
 
 def test_a_field_not_kept_says_why_once(viewer_with_pair):
-    from napari_comir.widgets._run_panel import result_text
+    from napari_comir.widgets._run_panel import details_tooltip, result_text
 
     reason = ("the field does not make the details agree beyond chance (detail score 4.4 -> 5.1, "
               "a gain of 0.5; at least 1.5 needed); the affine result stands")
@@ -76,5 +76,7 @@ def test_a_field_not_kept_says_why_once(viewer_with_pair):
                                 deformable={"kept": False, "reasons": [reason]})
     text = result_text(result, viewer_with_pair.layers["SHG"], viewer_with_pair.layers["BF"])
     assert text.splitlines()[0].startswith("rigid: rotation")  # no "part": the affine stands
-    assert text.splitlines()[1] == "deformable: not kept: " + reason
+    assert text.splitlines()[1] == ("deformable: not kept: the field does not make the details "
+                                    "agree beyond chance; the affine result stands")
     assert text.count("the affine result stands") == 1
+    assert reason in details_tooltip(result)  # the numbers, for whoever wants them

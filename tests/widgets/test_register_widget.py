@@ -216,6 +216,8 @@ def test_landmarks_fit_refine_from_and_residuals(viewer_with_pair, errors, user)
     job = user.wait_for_job(session)
     assert job.state.value == "finished", job.error
     assert session.result.method == "initial" and "landmark 1:" in landmarks.residuals.value
+    # why the landmarks may agree less after a refinement on the images
+    assert "refined on the images from the landmarks' own fit (mean 0.0 px" in landmarks.residuals.value
     fixed_points.data = fixed_points.data[:2]
     errors.clear()
     assert landmarks.fit() is None and "3 moving landmarks" in errors[0]

@@ -117,4 +117,9 @@ class LandmarksPanel(Container):
             self.register_button.enabled = not self.session.busy
             found = self.session.landmark_residuals()
             if found is not None:
-                self.residuals.value = "\n".join(residual_lines(*found))
+                lines = residual_lines(*found)
+                if self.session.result.method == "initial":  # refined from them on the images
+                    lines.append(f"refined on the images from the landmarks' own fit (mean "
+                                 f"{self.session.landmark_fit_error():.1f} px on them): clicks "
+                                 "are seldom exact, so the landmarks may now agree less")
+                self.residuals.value = "\n".join(lines)

@@ -50,10 +50,12 @@ def result_text(result: RegistrationResult, fixed, moving) -> str:
     lines = [f"{model}: rotation {parts.angle_deg:.2f}° · scale "
              f"{parts.scale_xy[0]:.3f} x {parts.scale_xy[1]:.3f} · centre moved {shift}"]
     stage = result.deformable
-    if stage is not None:  # a reason not kept ends "the affine result stands"
+    if stage is not None:  # the reasons' numbers are the details' tooltip (:func:`details_tooltip`)
+        headline = "; ".join(reason.split(" (")[0].removesuffix("; the affine result stands")
+                             for reason in stage["reasons"])
         lines.append(f"deformable: kept, points moved up to {stage['max_displacement_px']:.1f} px "
                      "more ('deformation' view)" if stage["kept"] else
-                     "deformable: not kept: " + "; ".join(stage["reasons"]))
+                     f"deformable: not kept: {headline}; the affine result stands")
     if result.method != "landmarks":
         lines.append(f"score {result.score:.3f} · detail {result.detail_score:.1f} · "
                      f"{result.seconds:.1f} s")
@@ -62,6 +64,20 @@ def result_text(result: RegistrationResult, fixed, moving) -> str:
         error = corner_error(AffineTransform.from_dict(truth), affine, layer_shape(moving))
         lines.append(f"error vs. the known transform: {error:.1f} px")
     return "\n".join(lines)
+
+
+#: What the numbers under the verdict mean (the details' tooltip).
+NUMBERS_HELP = ("score: how well the CoMIRs correlate where the images overlap (-1 to 1); "
+                "detail: how far beyond chance their fine details agree (about 1-2 is the "
+                "model's threshold; noise scores near 0)")
+
+
+def details_tooltip(result: RegistrationResult) -> str:
+    """The numbers explained, and why a deformable field was not kept, in full."""
+    stage = result.deformable
+    if stage is None or stage["kept"]:
+        return NUMBERS_HELP
+    return NUMBERS_HELP + "\n\ndeformable stage: " + "; ".join(stage["reasons"])
 
 
 class RunPanel(Container):
@@ -186,6 +202,7 @@ class RunPanel(Container):
                     self.verdict.value = f"stopped; the earlier result stands: {text}"
                     self.verdict.native.setStyleSheet(_GOOD if good else _BAD)
                     self.details.value = result_text(session.result, *session.result_pair)
+                    self.details.tooltip = details_tooltip(session.result)
             elif job.state is JobState.FAILED:
                 self.verdict.value, self.details.value = f"⚠ failed: {job.error}", ""
                 self.verdict.native.setStyleSheet(_BAD)
@@ -196,6 +213,7 @@ class RunPanel(Container):
             self.verdict.value = text
             self.verdict.native.setStyleSheet(_GOOD if good else _BAD)
             self.details.value = result_text(session.result, *session.result_pair)
+            self.details.tooltip = details_tooltip(session.result)
             self.progress.value = self.progress.max
             if not good and what == "result":
                 show_warning(f"Register: {text}")

@@ -242,6 +242,11 @@ class RegistrationSession:
 
         return self._start("fit", events, done)
 
+    def landmark_fit_error(self) -> float:
+        """Mean distance (fixed px) of the landmarks under their own fit, in the result's model."""
+        fixed_xy, moving_xy = landmark_pairs(self.viewer, *self.result_pair)
+        return float(np.mean(fit_landmarks(fixed_xy, moving_xy, self.result.transform.model)[1]))
+
     def landmark_residuals(self) -> tuple[np.ndarray, float | None] | None:
         """Each landmark pair's distance (px) under the result, and the fixed pixel size."""
         if self.result is None or self.result_pair is None:
