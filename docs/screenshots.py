@@ -153,6 +153,7 @@ def main():
     viewer.close()
     guided_on_a_real_pair()
     guided_on_a_wrong_pair()
+    guided_on_serial_sections()
     guided_on_whole_slides()
     return 0
 
@@ -197,26 +198,70 @@ def guided_on_a_wrong_pair(fixed_name: str = "X02Y08", moving_name: str = "1B_B7
     guided_shot(add, "guided_wrong_pair")
 
 
-def guided_shot(add_pair, name: str, accept_as: str | None = None):
+def guided_shot(add_pair, name: str, accept_as: str | None = None, model: str = "bf-shg",
+                transform: str | None = None, then=None):
     """A 1280 x 800 viewer with the pair ``add_pair(viewer)`` adds, the guided dock (opened as
-    the menu opens it) registering it with the bundled model when Register is clicked, saved as
-    ``name``; with ``accept_as``, Accept clicked too and that picture saved."""
+    the menu opens it) registering it with ``model`` (and ``transform``) when Register is
+    clicked, saved as ``name``; ``then(viewer, guided)`` runs next; with ``accept_as``, Accept
+    clicked too and that picture saved."""
     viewer = napari.Viewer(title="napari-comir")
     viewer.window._qt_window.resize(1280, 800)
     add_pair(viewer)
     _, guided = viewer.window.add_plugin_dock_widget("napari-comir", "CoMIR registration")
-    guided.model_name.value = "bf-shg"
+    guided.model_name.value = model
+    if transform is not None:
+        guided.run_panel.transform.value = transform
     session = guided.session
     click(guided.run_panel.register_button)
     wait_until(lambda: session.result is not None and not session.busy)
     viewer.reset_view()
     shot(viewer, name)
+    if then is not None:
+        then(viewer, guided)
     if accept_as:
         guided.keep_panel.output_path = Path(tempfile.mkdtemp()) / "registered.ome.tif"
         click(guided.keep_panel.accept_button)
         wait_until(lambda: session.accepted is not None and not session.busy)
         shot(viewer, accept_as)
     viewer.close()
+
+
+HE_IHC = Path(__file__).resolve().parents[2] / "shared" / "data" / "he_ihc"
+
+
+def guided_on_serial_sections(stain: str = "CD31-3"):
+    """The guided dock on H&E against an IHC serial section (both bright field) with the bundled
+    he-ihc model and the deformable transform; then the deformation view, and landmarks placed in
+    turn on the next pair (``../shared`` beside the checkout, else skipped)."""
+    from napari_comir.core.io.landmarks import read_landmarks
+
+    if not (HE_IHC / "pairs.csv").is_file():
+        print("skipped the serial-section pictures: no", HE_IHC)
+        return
+    he, ihc = (HE_IHC / "images" / f"lung-lesion_3_{name}-les3.jpg" for name in ("He", stain))
+
+    def add(viewer):
+        viewer.open(str(he))
+        viewer.open(str(ihc))
+
+    def deformation_then_landmarks(viewer, guided):
+        if "deformation" in guided.review_panel.view.choices:
+            guided.review_panel.view.value = "deformation"
+            shot(viewer, "guided_deformation")
+        click(guided.landmarks_panel.add_button)
+        points = [read_landmarks(HE_IHC / "landmarks" / f"lung-lesion_3_{name}-les3.csv")[:3]
+                  for name in ("He", stain)]
+        pair = guided.run_panel.fixed.value, guided.run_panel.moving.value
+        layers = [viewer.layers[f"landmarks: {layer.name}"] for layer in pair]
+        for number in range(3):  # as clicks in "add" mode place them: fixed, then moving
+            layers[0].add(points[0][number, ::-1])
+            if number < 2:
+                layers[1].add(points[1][number, ::-1])
+        viewer.reset_view()
+        shot(viewer, "guided_landmarks")
+
+    guided_shot(add, "guided_serial_sections", model="he-ihc", transform="deformable",
+                then=deformation_then_landmarks)
 
 
 def guided_on_whole_slides(size: int = 6000):
