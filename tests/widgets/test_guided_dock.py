@@ -60,6 +60,8 @@ def test_sample_pair_registers_when_clicked(make_napari_viewer, user, errors):
         dock.session.set_review_view("deformation")
     assert dock.session.review_view == view and all(
         layer.visible for layer in dock.session.review_layers)
+    viewer.add_points(name="cells")  # napari resets every dock's choices on a layer change
+    assert "deformation" not in dock.review_panel.view.choices
     user.watch.check(MAX_FREEZE_S)
     user.wait(0.2)
     assert window_size(viewer) <= SCREEN  # a shown result never grows the window
@@ -70,9 +72,9 @@ def test_sample_pair_registers_when_clicked(make_napari_viewer, user, errors):
 def test_points_drawn_over_the_registered_preview_are_carried_where_they_were_drawn(
         make_napari_viewer, user, errors):
     """Points clicked on the moving image while it is shown registered lie on it as shown; a
-    points layer made before registering lies on its pixels as they were. Both, applied moving
-    -> fixed with the Apply button, land on the true fixed positions, colours kept (points
-    drawn over the preview were carried twice, ~75 px off, silently)."""
+    points layer made before registering, and an image opened after it, lie on its pixels. All,
+    applied moving -> fixed with the Apply button, land where the result puts them, colours kept
+    (points drawn over the preview were carried twice, ~75 px off, silently)."""
     from napari_comir.core.defaults import TRUE_TRANSFORM_KEY
     from napari_comir.core.transforms import AffineTransform
 
@@ -86,11 +88,15 @@ def test_points_drawn_over_the_registered_preview_are_carried_where_they_were_dr
     user.click(dock.run_panel.register_button)
     job = user.wait_for_job(dock.session)
     assert job.state.value == "finished" and not errors, (job.error, errors)
-    # Where the moving pixels are shown now (the preview), as napari records clicks there.
+    # A new points layer (napari's button), clicked where the moving pixels are shown now.
+    drawn = viewer.add_points(name="drawn over the preview", face_color="red")
     shown = np.asarray(moving.affine.affine_matrix) @ np.c_[moving_rc, np.ones(3)].T
-    drawn = viewer.add_points(shown[:2].T, name="drawn over the preview", face_color="red")
+    for point in shown[:2].T:
+        drawn.add(point)
+    # A second channel of the moving image, opened after registering: on its pixels.
+    channel = viewer.add_image(moving.data[..., 0], name="second channel")
     keep = dock.keep_panel
-    keep.targets.value = [before, drawn]
+    keep.targets.value = [before, drawn, channel]
     keep.direction.value = "moving → fixed"
     user.click(keep.apply_button)
     truth = AffineTransform.from_dict(moving.metadata[TRUE_TRANSFORM_KEY])
@@ -98,6 +104,11 @@ def test_points_drawn_over_the_registered_preview_are_carried_where_they_were_dr
     carried = [viewer.layers[f"{layer.name} (registered)"] for layer in (before, drawn)]
     assert [np.abs(layer.data - expected_rc).max() <= 1.0 for layer in carried] == [True, True]
     assert all(np.allclose(layer.face_color, [1, 0, 0, 1]) for layer in carried)
+    from napari_comir.core.transforms import resample
+
+    on_fixed = resample(moving.data[..., 0], dock.session.result.transform, fixed.data.shape)
+    assert np.abs(viewer.layers["second channel (registered)"].data.astype(float)
+                  - on_fixed).mean() < 1.0
     assert keep.status.value.startswith("✓ added")
     assert fixed.visible
 
@@ -192,6 +203,40 @@ def test_a_model_for_two_bright_fields_picks_the_pair_by_colour_and_name(make_na
     assert (run.fixed.value.name, run.moving.value.name) == ("lung-lesion_3_He-les3",
                                                              "lung-lesion_3_Ki67-7-les3")
     assert dock.status["register"].value.endswith("press Register")
+
+
+def test_deleting_the_accepted_layer_is_noticed_and_the_teach_name_follows_the_pair(
+        make_napari_viewer, pair, user, errors):
+    """napari hands the dock a proxy of the viewer, whose layers are new proxies at every look-up:
+    the accepted layer deleted went unnoticed ("✓ kept as ...", teach enabled on nothing). The
+    teach name filled in for one kept pair followed it to the next pair."""
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
+    dock = open_dock(viewer)
+    dock.model_name.value = "bf-shg"
+    user.click(dock.run_panel.register_button)
+    assert user.wait_for_job(dock.session).state.value == "finished", errors
+    user.click(dock.keep_panel.accept_button)
+    user.wait_for_job(dock.session)
+    assert statuses(dock)["keep"].startswith("4 · keep: ✓ kept as")
+    first_name = dock.teach_panel.save_as.value
+    assert "BF" in first_name or "SHG" in first_name
+    viewer.layers.remove(dock.session.accepted.name)
+    assert dock.session.accepted is None
+    assert not statuses(dock)["keep"].startswith("4 · keep: ✓")
+    assert not dock.teach_panel.teach_button.enabled
+    # Another pair kept: the name follows it (none typed).
+    bf, shg = pair
+    viewer.add_image(shg, name="second SHG")
+    viewer.add_image(bf, name="second H&E", rgb=True)
+    run = dock.run_panel
+    run.fixed.value, run.moving.value = viewer.layers["second SHG"], viewer.layers["second H&E"]
+    user.click(run.register_button)
+    assert user.wait_for_job(dock.session).state.value == "finished", errors
+    user.click(dock.keep_panel.accept_button)
+    user.wait_for_job(dock.session)
+    assert dock.teach_panel.save_as.value != first_name
+    assert "second" in dock.teach_panel.save_as.value
 
 
 def test_large_pair_takes_the_coarse_to_fine_route_when_clicked(make_napari_viewer, user, errors):

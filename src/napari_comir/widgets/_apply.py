@@ -7,8 +7,9 @@ the moving grid (the H&E). Images are resampled (bilinear), labels with nearest 
 (points keep their features and colours). A layer's data coordinates are taken in the world
 frame of the source image layer's grid (its scale and translate; a mask or labels layer may have
 its own scale), the affine preview ignored: a layer made before registering lies on the moving
-image as it was. A layer drawn over the moving image while it was shown registered lies on it
-as it was shown then (``source_shown``, the preview): it is carried where it was drawn. The result
+image as it was. A points or shapes layer made empty and drawn over the moving image while it
+was shown registered lies on it as it was shown then (``source_shown``, the preview): it is
+carried where it was drawn. The result
 is a new layer "<name> (registered)" (forward) or "<name> (on <moving>)" (inverse) on the
 target layer's grid; the original is never changed. The coordinate mapping itself is
 :func:`napari_comir.core.apply.transform_points_rc`; this module only handles napari layers.

@@ -8,7 +8,6 @@ from qtpy.QtCore import QTimer
 
 from ..core.errors import ComirError
 from ._layers import wrap
-from ._review import VIEWS
 from ._run_panel import row
 from .session import RegistrationSession
 
@@ -34,7 +33,8 @@ class ReviewPanel(Container):
         self.after = CheckBox(text="after", value=True, enabled=False,
                               tooltip="The moving image under the found transform; untick to "
                               "see it where it was (before)")
-        self.view = ComboBox(label="show", choices=VIEWS, value=session.review_view, enabled=False)
+        self.view = ComboBox(label="show", choices=lambda _widget: session.review_views(),
+                             value=session.review_view, enabled=False)
         self.subject = wrap(Label(value=""))
         super().__init__(widgets=[row(self.view, self.after, label="review"), self.subject])
         self.margins = (0, 0, 0, 0)
@@ -70,8 +70,8 @@ class ReviewPanel(Container):
         has_result = session.result is not None and session.result_pair is not None
         self.after.enabled = self.view.enabled = has_result
         with self.view.changed.blocked():
-            self.view.choices = views = session.review_views()
-            if session.review_view in views:  # else a new result's view is on its way
+            self.view.reset_choices()
+            if session.review_view in self.view.choices:  # else a new result's view is on its way
                 self.view.value = session.review_view
         with self.after.changed.blocked():
             self.after.value = session.after

@@ -77,7 +77,9 @@ def details_tooltip(result: RegistrationResult) -> str:
     stage = result.deformable
     if stage is None or stage["kept"]:
         return NUMBERS_HELP
-    return NUMBERS_HELP + "\n\ndeformable stage: " + "; ".join(stage["reasons"])
+    return (NUMBERS_HELP + "\n\ndeformable stage: a field is kept when it raises the detail "
+            "score by 1.5 over the affine result's (over the square root of 2), or by less but "
+            "is found again fitted the other way round: " + "; ".join(stage["reasons"]))
 
 
 class RunPanel(Container):
@@ -214,8 +216,13 @@ class RunPanel(Container):
             self.verdict.native.setStyleSheet(_GOOD if good else _BAD)
             self.details.value = result_text(session.result, *session.result_pair)
             self.details.tooltip = details_tooltip(session.result)
+            self.progress.max = max(self.progress.max, 1)
             self.progress.value = self.progress.max
+            self.progress.native.setFormat("done")  # not what a stopped run left
             if not good and what == "result":
                 show_warning(f"Register: {text}")
         elif what == "result":
             self.verdict.value = self.details.value = ""
+        if what == "pair" and not busy:  # a new pair: nothing done for it yet
+            self.progress.value = 0
+            self.progress.native.setFormat("")

@@ -84,9 +84,18 @@ library = ModelLibrary()
 _STATES: dict[int, ModelState] = {}
 
 
+def real_viewer(viewer):
+    """The viewer behind the proxy napari hands a plugin's widget. The proxy makes a new proxy of
+    every layer each time one is looked up, so a layer remembered is never ``is`` the same layer
+    looked up again (a deleted accepted layer went unnoticed), and each dock gets its own proxy
+    (one viewer's docks would not share a state keyed by it)."""
+    return getattr(viewer, "__wrapped__", viewer)
+
+
 def state_for(viewer) -> ModelState:
     """The model state of ``viewer``, made on first use (with :meth:`ModelState.default_name`
     loaded, so every widget shows the model in use at once) and dropped with the viewer."""
+    viewer = real_viewer(viewer)
     key = id(viewer)
     if key not in _STATES:
         state = _STATES[key] = ModelState()

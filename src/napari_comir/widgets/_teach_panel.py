@@ -38,6 +38,7 @@ class TeachPanel(Container):
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(value=0, max=1, visible=False)
         self.status = wrap(Label(value=""))
+        self._named_for = ""  # the name last filled in for a kept pair
         super().__init__(widgets=[row(self.seconds, self.teach_button, self.stop_button),
                                   self.save_as, self.progress, self.status])
         self.margins = (0, 0, 0, 0)
@@ -82,8 +83,9 @@ class TeachPanel(Container):
         self.teach_button.enabled = accepted is not None and not slides and not session.busy
         self.stop_button.enabled = teaching and job.state is JobState.RUNNING
         self.progress.visible = teaching and job.running
-        if what == "accepted" and accepted is not None and not self.save_as.value:
-            self.save_as.value = self._default_name()
+        if what == "accepted" and accepted is not None and \
+                self.save_as.value in ("", self._named_for):  # not a name the user typed
+            self.save_as.value = self._named_for = self._default_name()
         if teaching and what == "job" and job.state is JobState.RUNNING:
             self.progress.max = 0  # busy until the steps that fit are known, not the last run's
         if teaching and what == "job":

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from napari.layers import Layer
+from napari.layers import Layer, Points, Shapes
 from psygnal import Signal
 from qtpy.QtCore import QTimer
 
@@ -38,7 +38,7 @@ from ._layers import (
     layer_shape,
     registration_data,
 )
-from ._state import ModelState, library, state_for
+from ._state import ModelState, library, real_viewer, state_for
 from ._worker import Job, JobState, run_job
 from .representations import comir_layer_name, find_comir
 
@@ -89,8 +89,8 @@ class RegistrationSession:
         #: The CoMIRs of the last registered pair, by layer: the review's "CoMIRs" and
         #: "agreement" views show them, the next registration of the same images reuses them.
         self.comirs: dict[Layer, tuple[str, int, np.ndarray]] = {}
-        #: Layers added while the moving image was shown registered, with how it was shown
-        #: (its data -> world matrix): drawn over the preview, they lie on it as shown then.
+        #: Points and shapes layers made empty while the moving image was shown registered,
+        #: with how it was shown then (its data -> world matrix): drawn over the preview.
         self.drawn_over_preview: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         viewer.layers.events.removed.connect(self._on_removed)
         viewer.layers.events.inserted.connect(self._on_inserted)
@@ -122,9 +122,13 @@ class RegistrationSession:
             self.changed.emit("job")
 
     def _on_inserted(self, event) -> None:
+        """Remember a points or shapes layer made empty while the moving image is shown
+        registered: what is drawn in it lies on the preview. A layer opened with data (a second
+        channel, annotations read from a file) lies on its image's pixels."""
+        layer = event.value
         if self.result is not None and self.after and not self.presenting and \
-                event.value not in self.review_layers:
-            self.drawn_over_preview[event.value] = shown_matrix(self.result_pair[1])
+                isinstance(layer, (Points, Shapes)) and len(layer.data) == 0:
+            self.drawn_over_preview[layer] = shown_matrix(self.result_pair[1])
 
     def _on_removed(self, event) -> None:
         """A layer the session refers to is gone: forget what depended on it."""
@@ -422,7 +426,7 @@ class RegistrationSession:
 
     def apply_targets(self) -> list[Layer]:
         """Layers the result may be applied to: the user's, not the plugin's derived ones."""
-        pair = self.result_pair or ()
+        pair = (*(self.result_pair or ()), self.fixed, self.moving)
         return [layer for layer in self.viewer.layers if layer not in pair
                 and not any(key in layer.metadata for key in DERIVED_KEYS)
                 and not layer.name.startswith(("Checkerboard", "CoMIR preview"))]
@@ -500,6 +504,7 @@ _SESSIONS: dict[int, RegistrationSession] = {}
 
 def session_for(viewer) -> RegistrationSession:
     """The registration session of ``viewer``, made on first use and dropped with the viewer."""
+    viewer = real_viewer(viewer)
     key = id(viewer)
     if key not in _SESSIONS:
         _SESSIONS[key] = RegistrationSession(viewer)
