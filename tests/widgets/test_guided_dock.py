@@ -224,6 +224,7 @@ def test_deleting_the_accepted_layer_is_noticed_and_the_teach_name_follows_the_p
     viewer.layers.remove(dock.session.accepted.name)
     assert dock.session.accepted is None
     assert not statuses(dock)["keep"].startswith("4 · keep: ✓")
+    assert "kept as" not in dock.keep_panel.status.value  # not under "4 · keep: Accept ..."
     assert not dock.teach_panel.teach_button.enabled
     # Another pair kept: the name follows it (none typed).
     bf, shg = pair
@@ -237,6 +238,48 @@ def test_deleting_the_accepted_layer_is_noticed_and_the_teach_name_follows_the_p
     user.wait_for_job(dock.session)
     assert dock.teach_panel.save_as.value != first_name
     assert "second" in dock.teach_panel.save_as.value
+
+
+def test_two_docks_of_a_viewer_show_one_pair_and_warn_once(make_napari_viewer, pair, user,
+                                                            monkeypatch):
+    """Every dock of a viewer shares one session: a pair chosen in the expert dock shows in the
+    guided dock's pickers (it kept its own, and its Register ran the other dock's pair), and a
+    probably-wrong result is announced once, not once per dock."""
+    from napari_comir.widgets import session as session_module
+
+    warnings = []
+    monkeypatch.setattr(session_module, "show_warning", warnings.append, raising=False)
+    bf, shg = pair
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(shg, name="SHG")
+    viewer.add_image(bf, name="BF", rgb=True)
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.integers(0, 256, bf.shape, dtype=np.uint8), name="noise", rgb=True)
+    guided = open_dock(viewer)
+    guided.model_name.value = "bf-shg"
+    _, expert = viewer.window.add_plugin_dock_widget("napari-comir", "Register (CoMIR)")
+    assert guided.session is expert.session
+    expert.run_panel.moving.value = viewer.layers["noise"]
+    assert guided.run_panel.moving.value.name == "noise"
+    assert guided.status["register"].value.endswith("press Register")
+    user.click(guided.run_panel.register_button)
+    assert user.wait_for_job(guided.session).state.value == "finished"
+    assert guided.session.result_pair[1].name == "noise"
+    assert not guided.session.result.success_likely
+    assert len(warnings) == 1 and "probably WRONG" in warnings[0]
+
+
+def test_a_model_whose_moving_network_takes_colour_does_not_guess_a_grey_moving_image(
+        make_napari_viewer, pair):
+    """he-ihc takes two bright fields: with an H&E and a grey SHG open, the H&E is its fixed
+    image and no moving image is guessed (the grey SHG was, and Register then failed)."""
+    bf, shg = pair
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(shg, name="SHG")
+    viewer.add_image(bf, name="H&E", rgb=True)
+    dock = open_dock(viewer)
+    dock.model_name.value = "he-ihc"
+    assert dock.run_panel.fixed.value.name == "H&E" and dock.run_panel.moving.value is None
 
 
 def test_large_pair_takes_the_coarse_to_fine_route_when_clicked(make_napari_viewer, user, errors):

@@ -113,6 +113,6 @@ class KeepPanel(Container):
             written = session.accepted.metadata.get("comir_file")
             self.status.value = f"✓ kept as layer {session.accepted.name!r}" + (
                 f", written to {written}" if written else "")
-        elif what == "result":
+        elif what in ("result", "accepted"):  # a new result, or the accepted layer deleted
             self.status.value = ""
 

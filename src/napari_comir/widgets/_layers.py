@@ -71,7 +71,10 @@ def guess_pair(viewer, model=None) -> tuple[Image | None, Image | None]:
     if fixed is not None and not fits_modality(fixed, model, card.fixed_modality):
         fixed = None  # nothing the fixed network takes
     others = [layer for layer in raw if layer is not fixed]
-    return fixed, min(others, key=lambda layer: rank(layer, card.moving_modality), default=None)
+    moving = min(others, key=lambda layer: rank(layer, card.moving_modality), default=None)
+    if moving is not None and not fits_modality(moving, model, card.moving_modality):
+        moving = None  # nothing the moving network takes
+    return fixed, moving
 
 
 def modality_pickers(viewer) -> tuple[ComboBox, ComboBox]:

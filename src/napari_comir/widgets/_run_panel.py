@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, Label, ProgressBar, PushButton
-from napari.utils.notifications import show_error, show_warning
+from napari.utils.notifications import show_error
 
 from ..core.defaults import DEFAULT_TRANSFORM, TRANSFORM_CHOICES, TRUE_TRANSFORM_KEY
 from ..core.errors import ComirError
@@ -11,6 +11,7 @@ from ..core.registration import RegistrationResult
 from ..core.transforms import AffineTransform, corner_error
 from ._layers import fits_modality, guess_pair, layer_pixel_sizes, layer_shape, raw_images, wrap
 from ._settings import restore
+from ._verdict import verdict_text
 from ._worker import JobState, eta_text, show_progress
 from .session import RegistrationSession
 
@@ -23,18 +24,6 @@ def row(*widgets, label: str | None = None) -> Container:
                           **({"label": label} if label else {}))
     container.margins = (0, 0, 0, 0)
     return container
-
-
-def verdict_text(result: RegistrationResult) -> tuple[str, bool]:
-    """The verdict line and whether it is good news; never a tick before a failure."""
-    if result.method == "landmarks":
-        return ("fitted to the landmarks only, not checked against the images: "
-                "'refine from' refines and judges it"), True
-    if result.success_likely:
-        return "✓ likely right", True
-    why = "; ".join(result.reasons) or "the images do not agree"
-    return (f"⚠ probably WRONG: {why}. Check the overlay; try another transform, a narrower "
-            "rotation range, the pixel sizes, or landmarks"), False
 
 
 def result_text(result: RegistrationResult, fixed, moving) -> str:
@@ -155,6 +144,13 @@ class RunPanel(Container):
             return
         self.fixed.value, self.moving.value = guess_pair(self.session.viewer, model)
 
+    def _show_pair(self) -> None:
+        """The pickers at the session's pair: another dock of this viewer may have chosen it."""
+        for picker, layer in ((self.fixed, self.session.fixed), (self.moving, self.session.moving)):
+            if picker.value is not layer and (layer is None or layer in self.session.viewer.layers):
+                with picker.changed.blocked():
+                    picker.value = layer
+
     def _choose(self, *_):
         self.session.choose(self.fixed.value, self.moving.value)
 
@@ -219,10 +215,10 @@ class RunPanel(Container):
             self.progress.max = max(self.progress.max, 1)
             self.progress.value = self.progress.max
             self.progress.native.setFormat("done")  # not what a stopped run left
-            if not good and what == "result":
-                show_warning(f"Register: {text}")
         elif what == "result":
             self.verdict.value = self.details.value = ""
-        if what == "pair" and not busy:  # a new pair: nothing done for it yet
-            self.progress.value = 0
-            self.progress.native.setFormat("")
+        if what == "pair":
+            self._show_pair()
+            if not busy:  # a new pair: nothing done for it yet
+                self.progress.value = 0
+                self.progress.native.setFormat("")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from napari.layers import Layer, Points, Shapes
+from napari.utils.notifications import show_warning
 from psygnal import Signal
 from qtpy.QtCore import QTimer
 
@@ -39,6 +40,7 @@ from ._layers import (
     registration_data,
 )
 from ._state import ModelState, library, real_viewer, state_for
+from ._verdict import verdict_text
 from ._worker import Job, JobState, run_job
 from .representations import comir_layer_name, find_comir
 
@@ -294,6 +296,9 @@ class RegistrationSession:
             self.after = True
             self.place_moving()
             self.changed.emit("result")
+            text, good = verdict_text(result)
+            if not good:  # once, whichever docks show it
+                show_warning(f"Register: {text}")
             view = self.review_view if self.review_view != "off" else _review.DEFAULT_VIEW
             if view == _review.DEFAULT_VIEW and images.get("best_view") == "CoMIRs" and \
                     all(layer in self.comirs for layer in (fixed, moving)):
