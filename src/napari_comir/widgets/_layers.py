@@ -43,8 +43,10 @@ def beside_source(layer: Layer, file_name: str) -> Path:
 
 
 def fits_modality(layer: Layer, model, modality: str) -> bool:
-    """Whether an image layer has the colour of ``model``'s ``modality`` (RGB or grey)."""
-    return bool(layer.rgb) == (model.card.modalities[modality].channels >= 3)
+    """Whether ``model``'s network for ``modality`` takes the image layer: of its colour (RGB or
+    grey), or grey for an RGB network with a grey palette (bf-shg's bright field)."""
+    spec = model.card.modalities[modality]
+    return bool(layer.rgb) == (spec.channels >= 3) or (not layer.rgb and bool(spec.grey_palette))
 
 
 def _mentions(layer: Layer, modality: str) -> bool:
