@@ -76,6 +76,10 @@ WEAK_DETAIL_FACTOR = 2.0
 #: at most 0.03 (docs/benchmarks.md, "Precision and speed, third pass").
 WEAK_STEP_LOSS = MODEL_SELECTION_GAIN / 2
 
+#: Coarsest pyramid factor of a fit started near the answer (a given start, or a fit refitted
+#: as another model): a short pyramid is enough there.
+NEAR_START_FACTOR = 4
+
 #: Gauss-Newton iterations at most of a stricter model's fit started from the loosest one's.
 STRICTER_MAX_ITERATIONS = 4
 
@@ -395,7 +399,7 @@ def register(
         candidates = [sift_transform(f_np, m_np, model)]
     timings[method] = time.perf_counter() - t1
     if initial is not None:
-        k = max(1, min(k, 4))  # near the answer already: a short pyramid is enough
+        k = max(1, min(k, NEAR_START_FACTOR))
 
     t2 = time.perf_counter()
     factors = pyramid_factors(k) if method != "sift" else [1]
@@ -419,16 +423,16 @@ def register(
     # full resolution only. The simplest model that fits wins: a looser one must make the details
     # agree significantly better (fitted to a rigid pair it only adds noise).
     best = loosest = fit(candidates, model, factors)
-    weak = loosest[2] < WEAK_DETAIL_FACTOR * detail_threshold
-    if weak and method == "search" and model != "rigid" and scale_lo <= 1.0 <= scale_hi:
+    if loosest[2] < WEAK_DETAIL_FACTOR * detail_threshold and method == "search" and \
+            model != "rigid" and scale_lo <= 1.0 <= scale_hi:
         # Weak details let a fit free to scale settle where the search's coarse scales left it
         # (serial sections: 1.11 for 1.02, 17 px off at the corners): the same model fitted
         # again from a rigid fit at the scale the pixel sizes give, the better kept.
         rigid = fit(search([1.0]), "rigid", factors)
-        again = fit([rigid[0]], model, pyramid_factors(max(1, min(k, 4))))
+        again = fit([rigid[0]], model, pyramid_factors(max(1, min(k, NEAR_START_FACTOR))))
         if again[2] > loosest[2]:
             best = loosest = again
-            weak = loosest[2] < WEAK_DETAIL_FACTOR * detail_threshold
+    weak = loosest[2] < WEAK_DETAIL_FACTOR * detail_threshold
     if select_model:
         previous = loosest
         for stricter in reversed(MODELS[: MODELS.index(model)]):
