@@ -52,6 +52,28 @@ def test_a_field_result_is_reviewed_accepted_exported_and_applied(viewer_with_pa
     layer = viewer.layers[_review.DEFORMATION]
     assert layer.visible and layer.data.max() == pytest.approx(4.0, rel=0.01)
 
+    # Points clicked over the review, which shows the moving image warped through the field,
+    # lie where they were drawn on the fixed grid; over the moving image itself (view "off",
+    # placed by the field's affine part), on its pixels. They were all taken as drawn over the
+    # affine part: up to the field's 4 px off, silently.
+    keep = widget.keep_panel
+    drawn_rc = np.array([[30.0, 40.0], [60.0, 50.0], [20.0, 70.0]])
+    widget.review_panel.view.value = "overlay"
+    over_field = viewer.add_points(name="drawn over the field")
+    widget.review_panel.view.value = "off"
+    over_moving = viewer.add_points(name="drawn over the moving image")
+    for layer in (over_field, over_moving):
+        for point in drawn_rc:
+            layer.add(point)
+    keep.targets.value = [over_field, over_moving]
+    keep.direction.value = "moving → fixed"
+    user.click(keep.apply_button)
+    moving_rc = (np.linalg.inv(np.asarray(moving.affine.affine_matrix)) @ np.c_[drawn_rc, np.ones(3)].T)[:2].T
+    assert np.abs(field.apply_rc(drawn_rc) - drawn_rc).max() > 1.0  # the field moves them
+    assert np.allclose(viewer.layers["drawn over the field (registered)"].data, drawn_rc, atol=1e-6)
+    assert np.allclose(viewer.layers["drawn over the moving image (registered)"].data,
+                       field.apply_rc(moving_rc), atol=1e-6)
+
     user.click(widget.keep_panel.accept_button)
     user.wait_for_job(session)
     accepted = session.accepted

@@ -8,8 +8,9 @@ the moving grid (the H&E). Images are resampled (bilinear), labels with nearest 
 frame of the source image layer's grid (its scale and translate; a mask or labels layer may have
 its own scale), the affine preview ignored: a layer made before registering lies on the moving
 image as it was. A points or shapes layer made empty and drawn over the moving image while it
-was shown registered lies on it as it was shown then (``source_shown``, the preview): it is
-carried where it was drawn. The result
+was shown registered lies on it as it was shown then (``source_shown``, the preview), or, drawn
+over a deformable result's review (the moving image warped onto the fixed grid), lies on the
+fixed grid already (``drawn_on_target``): it is carried where it was drawn. The result
 is a new layer "<name> (registered)" (forward) or "<name> (on <moving>)" (inverse) on the
 target layer's grid; the original is never changed. The coordinate mapping itself is
 :func:`napari_comir.core.apply.transform_points_rc`; this module only handles napari layers.
@@ -76,7 +77,7 @@ def carried_pixels(layer: Layer, transform, fixed: Layer, moving: Layer, *,
 
 def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Layer,
                    moving: Layer, *, inverse: bool = False, source_shown: np.ndarray | None = None,
-                   data: np.ndarray | None = None) -> Layer:
+                   drawn_on_target: bool = False, data: np.ndarray | None = None) -> Layer:
     """``layer`` carried onto the other image's grid, as a new layer.
 
     Parameters
@@ -96,6 +97,9 @@ def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Laye
         3x3 (row, col) data -> world matrix of the source image as napari showed it when the
         layer was drawn over it (the registered preview); default: the layer lies on its grid
         (see the module).
+    drawn_on_target : bool
+        A points or shapes layer drawn over the moving image shown warped onto the target's grid
+        (a deformable result's review): only put on that grid, where it was drawn.
     data : np.ndarray, optional
         An image or labels layer already carried (:func:`carried_pixels`, e.g. in a worker).
 
@@ -110,6 +114,9 @@ def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Laye
             "comir_direction": "fixed → moving" if inverse else "moving → fixed"}
     name = f"{layer.name} (on {moving.name})" if inverse else f"{layer.name} (registered)"
     to_source = _data_to_source_rc(layer, source, source_shown)
+    if drawn_on_target:  # the field applied as shown (the review lies on the target's grid)
+        transform, to_source = AffineTransform.rigid(), _data_to_source_rc(layer, target,
+                                                                           grid_matrix(target))
     if isinstance(layer, (Image, Labels)):
         if data is None:
             data = carried_pixels(layer, transform, fixed, moving, inverse=inverse,

@@ -29,6 +29,11 @@ VIEWS = ("overlay", "CoMIRs", "checkerboard", "flicker", "agreement", "deformati
 DEFAULT_VIEW = "overlay"
 #: Views made from the CoMIRs (none on whole slides).
 COMIR_VIEWS = ("CoMIRs", "agreement")
+#: Views that show the overlay's two layers; a field warps the moving one (a layer's affine
+#: cannot undo a field: it is refilled for "before").
+OVERLAY_VIEWS = ("overlay", "CoMIRs", "flicker")
+#: Views that show the moving image warped through a deformable result onto the fixed grid.
+WARPED_VIEWS = (*OVERLAY_VIEWS, "checkerboard")
 CHECKERBOARD = "review: checkerboard (fixed | moving)"
 AGREEMENT = "review: CoMIR agreement (local NCC)"
 DEFORMATION = "review: deformation (px)"
@@ -154,7 +159,7 @@ def switch_view(viewer, fixed: Layer, moving: Layer, result, review_layers, view
         review_layers = show_review(viewer, fixed, moving, images, transform)  # or before/after a field
     for layer in review_layers:
         layer.metadata["comir_review_view"] = "CoMIRs" if view == "CoMIRs" else "images"
-        layer.visible = view in ("overlay", "CoMIRs", "flicker")
+        layer.visible = view in OVERLAY_VIEWS
     if view == "checkerboard":
         show_checkerboard(viewer, fixed, moving, transform)
     elif view == "agreement":

@@ -94,6 +94,9 @@ class RegistrationSession:
         #: Points and shapes layers made empty while the moving image was shown registered,
         #: with how it was shown then (its data -> world matrix): drawn over the preview.
         self.drawn_over_preview: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        #: Those made while a deformable result showed the moving image warped onto the fixed
+        #: grid: drawn where they belong on it.
+        self.drawn_over_field: weakref.WeakSet = weakref.WeakSet()
         viewer.layers.events.removed.connect(self._on_removed)
         viewer.layers.events.inserted.connect(self._on_inserted)
 
@@ -128,8 +131,12 @@ class RegistrationSession:
         registered: what is drawn in it lies on the preview. A layer opened with data (a second
         channel, annotations read from a file) lies on its image's pixels."""
         layer = event.value
-        if self.result is not None and self.after and not self.presenting and \
-                isinstance(layer, (Points, Shapes)) and len(layer.data) == 0:
+        if self.result is None or not self.after or self.presenting or \
+                not isinstance(layer, (Points, Shapes)) or len(layer.data):
+            return
+        if _review.is_deformable(self.result.transform) and self.review_view in _review.WARPED_VIEWS:
+            self.drawn_over_field.add(layer)  # a layer's affine cannot show the field's warp
+        else:
             self.drawn_over_preview[layer] = shown_matrix(self.result_pair[1])
 
     def _on_removed(self, event) -> None:
@@ -338,8 +345,7 @@ class RegistrationSession:
         self.after = bool(after)
         self.place_moving()
         if self.result is not None and _review.is_deformable(self.result.transform) and \
-                self.review_view in ("overlay", "CoMIRs", "flicker"):
-            # a layer's affine cannot undo a field: the moving review layer is refilled
+                self.review_view in _review.OVERLAY_VIEWS:
             self.set_review_view(self.review_view)
         else:
             self.changed.emit("review")
@@ -440,7 +446,8 @@ class RegistrationSession:
         """New layers: each carried onto the other image's grid (see ``_apply``)."""
         transform, fixed, moving = self.require_result()
         return [apply_to_layer(self.viewer, layer, transform, fixed, moving, inverse=inverse,
-                               source_shown=None if inverse else self.drawn_over_preview.get(layer))
+                               source_shown=None if inverse else self.drawn_over_preview.get(layer),
+                               drawn_on_target=not inverse and layer in self.drawn_over_field)
                 for layer in layers]
 
     # ------------------------------------------------------------------ teach
