@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from napari_comir.core.errors import InputError
+from napari_comir.core.io import itk_affine, ngff_affine, qupath_affine
 from napari_comir.core.io import transform_formats as tf
 from napari_comir.core.transforms import AffineTransform, resample
 
@@ -67,7 +68,7 @@ def test_itk_file_resamples_like_napari_comir(tmp_path, fixed_um, moving_um):
     assert interior.mean() > 0.4
     difference = np.abs(by_itk - ours)[interior].max()
     assert difference < 1e-6 * moving.max()  # both bilinear on the same points: identical
-    assert tf.read_itk_transform(path).matrix_xy == pytest.approx(transform.matrix_xy, abs=1e-9)
+    assert itk_affine.read_itk_transform(path).matrix_xy == pytest.approx(transform.matrix_xy, abs=1e-9)
 
 
 @pytest.mark.parametrize(("fixed_um", "moving_um"), PIXEL_SIZES)
@@ -85,20 +86,20 @@ def test_ngff_document_maps_physical_points(tmp_path, fixed_um, moving_um):
     moving_yx_um = moving_xy[:, ::-1] * moving_um
     fixed_yx_um = moving_yx_um @ affine[:, :2].T + affine[:, 2]
     assert fixed_yx_um[:, ::-1] / fixed_um == pytest.approx(SHEARED.apply_xy(moving_xy), abs=1e-9)
-    assert tf.read_ngff_transform(path).matrix_xy == pytest.approx(SHEARED.matrix_xy, abs=1e-9)
+    assert ngff_affine.read_ngff_transform(path).matrix_xy == pytest.approx(SHEARED.matrix_xy, abs=1e-9)
 
 
 def test_ngff_reader_converts_units_and_direction():
     """A document in nanometres, from 'fixed' to 'moving', reads as the same transform."""
     fixed_um, moving_um = 0.5, 0.25
-    forward_um = tf.ngff_matrix_yx_um(SHEARED, fixed_um, moving_um)
+    forward_um = ngff_affine.ngff_matrix_yx_um(SHEARED, fixed_um, moving_um)
     backward_nm = np.diag([1e3, 1e3, 1.0]) @ np.linalg.inv(forward_um) @ np.diag([1e-3, 1e-3, 1.0])
     axes = [{"name": "y", "type": "space", "unit": "nanometer"},
             {"name": "x", "type": "space", "unit": "nanometer"}]
     document = {"coordinateSystems": [{"name": "fixed", "axes": axes}, {"name": "moving", "axes": axes}],
                 "coordinateTransformations": [{"type": "affine", "input": {"name": "fixed"},
                                                "output": "moving", "affine": backward_nm.tolist()}]}
-    found = tf.from_ngff_dict(document, fixed_pixel_size_um=fixed_um, moving_pixel_size_um=moving_um)
+    found = ngff_affine.from_ngff_dict(document, fixed_pixel_size_um=fixed_um, moving_pixel_size_um=moving_um)
     assert found.matrix_xy == pytest.approx(SHEARED.matrix_xy, abs=1e-9)
 
 
@@ -115,14 +116,14 @@ def test_qupath_matrix_uses_corner_origin(tmp_path):
     moving_corner = (fixed_xy + 0.5) @ m[:, :2].T + m[:, 2]
     assert SHEARED.apply_xy(moving_corner - 0.5) == pytest.approx(fixed_xy, abs=1e-9)
     # A pure shift by (3, 2) px is the same shift in either origin: -3, -2 from fixed to moving.
-    shift = tf.qupath_matrix_xy_corner(AffineTransform.rigid(0.0, (3.0, 2.0)))
+    shift = qupath_affine.qupath_matrix_xy_corner(AffineTransform.rigid(0.0, (3.0, 2.0)))
     assert shift == pytest.approx(np.array([[1, 0, -3], [0, 1, -2], [0, 0, 1]]))
     # A scale by 2 about the origin: moving centre (0, 0) (corner (.5, .5)) lands on fixed centre
     # (0, 0) (corner (.5, .5)), so in corner coordinates the map has a translation.
-    half = tf.qupath_matrix_xy_corner(AffineTransform.similarity(0.0, 2.0))
+    half = qupath_affine.qupath_matrix_xy_corner(AffineTransform.similarity(0.0, 2.0))
     assert half @ [0.5, 0.5, 1.0] == pytest.approx([0.5, 0.5, 1.0])
     assert half[:2, 2] == pytest.approx([0.25, 0.25])
-    assert tf.read_qupath_transform(path).matrix_xy == pytest.approx(SHEARED.matrix_xy, abs=1e-9)
+    assert qupath_affine.read_qupath_transform(path).matrix_xy == pytest.approx(SHEARED.matrix_xy, abs=1e-9)
 
 
 @pytest.mark.parametrize("name", ["r.tfm", "r.txt", "r.ngff.json", "r.qupath.txt", "r.csv", "r.json"])
@@ -153,7 +154,7 @@ def test_itk_reader_takes_other_2d_types():
                       "Transform: Euler2DTransform_double",
                       "Parameters: " + " ".join(map(repr, euler.GetParameters())),
                       "FixedParameters: " + " ".join(map(repr, euler.GetFixedParameters())), ""])
-    found = tf.from_itk_text(text)
+    found = itk_affine.from_itk_text(text)
     fixed_xy = np.array([[0.0, 0.0], [13.0, 4.0]])
     moving_xy = np.array([euler.TransformPoint(tuple(p)) for p in fixed_xy])
     assert found.apply_xy(moving_xy) == pytest.approx(fixed_xy, abs=1e-9)
@@ -166,13 +167,14 @@ def test_itk_reader_takes_other_2d_types():
     (lambda p: tf.write_transform(SHEARED, p / "r.tfm", fixed_pixel_size_um=0), "positive"),
     (lambda p: tf.write_transform(SHEARED, p / "r.tfm", moving_pixel_size_um="x"), "micrometres"),
     (lambda p: tf.read_transform(p / "missing.tfm"), "not found"),
-    (lambda p: tf.from_itk_text("Transform: BSplineTransform_double_2_2\nParameters: 1\n"),
+    (lambda p: itk_affine.from_itk_text("Transform: BSplineTransform_double_2_2\nParameters: 1\n"),
      "unsupported ITK transform"),
-    (lambda p: tf.from_itk_text("#x\nTransform: AffineTransform_double_2_2\nParameters: 1 0 0\n"),
+    (lambda p: itk_affine.from_itk_text("#x\nTransform: AffineTransform_double_2_2\nParameters: 1 0 0\n"),
      "6 parameters"),
-    (lambda p: tf.from_qupath_text("1, 0, 0\n0, 1\n"), "6 numbers"),
-    (lambda p: tf.from_ngff_dict({"coordinateTransformations": [{"type": "scale"}]}), "one 'affine'"),
-    (lambda p: tf.from_ngff_dict({"coordinateTransformations": [
+    (lambda p: qupath_affine.from_qupath_text("1, 0, 0\n0, 1\n"), "6 numbers"),
+    (lambda p: ngff_affine.from_ngff_dict({"coordinateTransformations": [{"type": "scale"}]}),
+     "one 'affine'"),
+    (lambda p: ngff_affine.from_ngff_dict({"coordinateTransformations": [
         {"type": "affine", "affine": [[1, 0], [0, 1]]}]}), "2x3"),
 ])
 def test_bad_input_is_one_clear_error(tmp_path, call, message):
@@ -189,4 +191,4 @@ def test_api_export_transform(tmp_path):
     moving_xy = np.array(itk.TransformPoint((5.0, 2.5))) / 0.25  # fixed pixel (10, 5)
     assert SHEARED.apply_xy(moving_xy)[0] == pytest.approx([10.0, 5.0])
     written = napari_comir.export_transform(SHEARED, tmp_path / "r.dat", format="ngff")
-    assert tf.read_ngff_transform(written).matrix_xy == pytest.approx(SHEARED.matrix_xy)
+    assert ngff_affine.read_ngff_transform(written).matrix_xy == pytest.approx(SHEARED.matrix_xy)

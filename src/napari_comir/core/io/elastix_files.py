@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import InputError
 from ..field_transform import DisplacementFieldTransform
 from ..transforms import AffineTransform, coordinate_transform
+from ._transform_text import check_pixel_sizes_um
 from .files import write_text_atomic
 
 ELASTIX_CONVENTION = (
@@ -111,10 +112,7 @@ def write_elastix_transform(transform, path, *, fixed_shape, fixed_pixel_size_um
     list of Path
         Every file written, the parameter file last (written last: it marks a complete export).
     """
-    from .transform_formats import _check_pixel_size_um
-
-    fixed = _check_pixel_size_um(fixed_pixel_size_um, "fixed_pixel_size_um")
-    moving = _check_pixel_size_um(moving_pixel_size_um, "moving_pixel_size_um")
+    fixed, moving = check_pixel_sizes_um(fixed_pixel_size_um, moving_pixel_size_um)
     if isinstance(transform, DisplacementFieldTransform):
         if transform.inverted:
             raise InputError("write the moving -> fixed transform (call inverse() again)")

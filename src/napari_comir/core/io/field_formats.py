@@ -35,7 +35,9 @@ import numpy as np
 from ..errors import InputError
 from ..field_transform import FIELD_CONVENTION, DisplacementFieldTransform
 from ..transforms import coordinate_transform, from_coordinate_transform
+from ._transform_text import check_pixel_sizes_um, comment_values, pixel_sizes_um
 from .files import write_text_atomic
+from .itk_affine import from_itk_text
 
 #: Formats a deformable transform is written in, and the name endings that choose them.
 FIELD_FORMATS = ("itk", "ngff", "json", "npz")
@@ -57,20 +59,6 @@ FIELD_NGFF_CONVENTION = (
 _FIELDS = {"fixed_to_moving": "displacement_xy", "moving_to_fixed": "inverse_displacement_xy"}
 
 
-def _sizes(fixed_pixel_size_um, moving_pixel_size_um) -> tuple[float, float]:
-    sizes = []
-    for name, value in (("fixed_pixel_size_um", fixed_pixel_size_um),
-                        ("moving_pixel_size_um", moving_pixel_size_um)):
-        try:
-            size = float(value)
-        except (TypeError, ValueError):
-            raise InputError(f"{name} must be a number of micrometres, got {value!r}") from None
-        if not (np.isfinite(size) and size > 0):
-            raise InputError(f"{name} must be a positive number of micrometres, got {value!r}")
-        sizes.append(size)
-    return sizes[0], sizes[1]
-
-
 # ---------------------------------------------------------------------------- ITK
 
 
@@ -78,7 +66,7 @@ def to_itk_field_text(transform: DisplacementFieldTransform, *, fixed_pixel_size
                       moving_pixel_size_um: float = 1.0) -> str:
     """An ITK text transform file (a CompositeTransform of an affine and a displacement field)
     that ``SimpleITK.ReadTransform`` loads: fixed physical (x, y) µm -> moving physical µm."""
-    fixed, moving = _sizes(fixed_pixel_size_um, moving_pixel_size_um)
+    fixed, moving = check_pixel_sizes_um(fixed_pixel_size_um, moving_pixel_size_um)
     m = coordinate_transform(transform.affine, inverse=True, moving_pixel_size=moving,
                              fixed_pixel_size=fixed).matrix_xy
     field = transform.displacement_xy.astype(np.float64) * fixed
@@ -125,13 +113,8 @@ def from_itk_field_text(text: str, *, fixed_pixel_size_um: float | None = None,
                         moving_pixel_size_um: float | None = None) -> DisplacementFieldTransform:
     """Read what :func:`to_itk_field_text` writes (or an ITK displacement field, alone or after
     an affine, with origin 0 and identity direction) back into a moving -> fixed transform."""
-    from .transform_formats import _comment_values, from_itk_text
-
-    recorded = _comment_values(text)
-    fixed, moving = _sizes(fixed_pixel_size_um if fixed_pixel_size_um is not None
-                           else recorded.get("fixed_pixel_size_um", 1.0),
-                           moving_pixel_size_um if moving_pixel_size_um is not None
-                           else recorded.get("moving_pixel_size_um", 1.0))
+    recorded = comment_values(text)
+    fixed, moving = pixel_sizes_um(recorded, fixed_pixel_size_um, moving_pixel_size_um)
     transforms = _itk_transforms(text)
     fields = [t for t in transforms if t[0].startswith("DisplacementFieldTransform")]
     others = [t for t in transforms if not t[0].startswith("DisplacementFieldTransform")]
@@ -177,7 +160,7 @@ def _system(name: str, displacement: bool = False) -> dict:
 def to_ngff_field_attributes(transform: DisplacementFieldTransform, fixed_pixel_size_um: float,
                              moving_pixel_size_um: float) -> dict:
     """The RFC-5 ``coordinateSystems`` and ``coordinateTransformations`` of the group."""
-    fixed, moving = _sizes(fixed_pixel_size_um, moving_pixel_size_um)
+    fixed, moving = check_pixel_sizes_um(fixed_pixel_size_um, moving_pixel_size_um)
     to_fixed = coordinate_transform(transform.affine, moving_pixel_size=moving,
                                     fixed_pixel_size=fixed).matrix_rc[:2].tolist()
     to_moving = coordinate_transform(transform.affine, inverse=True, moving_pixel_size=moving,
@@ -213,7 +196,7 @@ def write_ngff_field(transform: DisplacementFieldTransform, path, *, fixed_pixel
     import zarr
 
     path = Path(path)
-    fixed, _ = _sizes(fixed_pixel_size_um, moving_pixel_size_um)
+    fixed, _ = check_pixel_sizes_um(fixed_pixel_size_um, moving_pixel_size_um)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent))
     try:
         group = zarr.open_group(staging, mode="w", zarr_format=2)
@@ -253,10 +236,7 @@ def read_ngff_field(path, *, fixed_pixel_size_um: float | None = None,
         group = zarr.open_group(path, mode="r")
         attributes = dict(group.attrs)
         recorded = attributes.get("napari_comir", {})
-        fixed, moving = _sizes(fixed_pixel_size_um if fixed_pixel_size_um is not None
-                               else recorded.get("fixed_pixel_size_um", 1.0),
-                               moving_pixel_size_um if moving_pixel_size_um is not None
-                               else recorded.get("moving_pixel_size_um", 1.0))
+        fixed, moving = pixel_sizes_um(recorded, fixed_pixel_size_um, moving_pixel_size_um)
         sequence = next(t for t in attributes["coordinateTransformations"]
                         if t.get("input") == "moving" and t.get("output") == "fixed")
         affine_rc = np.vstack([np.array(sequence["transformations"][0]["affine"], float),
