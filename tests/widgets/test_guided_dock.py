@@ -146,11 +146,12 @@ def test_landmarks_are_placed_in_turn_on_each_image_shown_alone(make_napari_view
 
     def turn():
         active = viewer.layers.selection.active
+        assert active.visible and not (moving_points if active is fixed_points else fixed_points).visible
         return active.name, active.mode, fixed.visible, moving.visible
 
     assert turn() == ("landmarks: SHG", "add", True, False)
     assert panel.residuals.value.startswith("pair 1: click a structure on SHG")
-    for number, (row, col) in enumerate([(20.0, 30.0), (90.0, 40.0), (50.0, 100.0)], start=1):
+    for number, (row, col) in enumerate([(20.0, 30.0), (30.0, 32.0), (25.0, 45.0)], start=1):
         fixed_points.add([row, col])  # what a click in "add" mode does
         assert turn() == ("landmarks: BF", "add", False, True)
         assert panel.residuals.value.startswith(f"pair {number}: click the same structure on BF")
@@ -161,6 +162,20 @@ def test_landmarks_are_placed_in_turn_on_each_image_shown_alone(make_napari_view
     user.click(panel.fit_button)
     user.wait_until(lambda: dock.session.result is not None and not dock.session.busy)
     assert fixed.visible and moving.visible and fixed_points.mode == "pan_zoom"
+    assert fixed_points.visible and moving_points.visible
+    # Three pairs in one corner (under 1 % of the image): the fit extrapolates everywhere else, and
+    # the dock says so (it was accepted and taught from without a word, 61 px off over the tissue).
+    verdict = dock.run_panel.verdict.value
+    assert verdict.startswith("⚠ the landmarks cover under 1% of the moving image"), verdict
+    assert dock.status["register"].value.endswith("they cover little — see below")
+    result = dock.session.result
+    for row, col in ((85.0, 10.0), (10.0, 85.0)):  # two more pairs, across the image
+        fixed_points.add([row, col])
+        moving_points.add([row + 2.0, col - 1.0])
+    user.click(panel.fit_button)
+    user.wait_until(lambda: dock.session.result is not result and not dock.session.busy)
+    assert dock.run_panel.verdict.value.startswith("fitted to the landmarks only"), \
+        dock.run_panel.verdict.value
     assert not errors, errors
 
 
@@ -442,4 +457,8 @@ def test_a_new_modality_pair_taught_from_landmarks(make_napari_viewer, user, err
     card = outcome.model.card
     assert [card.modalities[m].channels for m in (card.fixed_modality, card.moving_modality)] == [3, 3]
     assert ("✓ saved 'he-ihc-here'" if saved else "⚠ not saved") in teach.status.value
+    # the step's heading agrees (it read "✓ now using bf-shg" over a refused model)
+    in_use = dock.session.models.source
+    assert dock.status["teach"].value == ("5 · teach: ✓ now using he-ihc-here" if saved else
+                                          f"5 · teach: ⚠ nothing saved, still using {in_use} (why: below)")
     assert (dock.session.models.source == "he-ihc-here") == saved

@@ -81,8 +81,9 @@ class LandmarksPanel(Container):
         self._counts = counts
         on_fixed = counts[0] <= counts[1]
         image, other = pair if on_fixed else pair[::-1]
-        target = layers[0] if on_fixed else layers[1]
-        image.visible, other.visible = True, False
+        target, other_points = layers if on_fixed else layers[::-1]
+        # the other image's points would lie over this one where nothing corresponds to them
+        image.visible, other.visible, target.visible, other_points.visible = True, False, True, False
         self.session.viewer.layers.selection.active = target
         target.mode = "add"
         number = len(target.data) + 1
@@ -97,7 +98,7 @@ class LandmarksPanel(Container):
             if image is not None:
                 image.visible = True
         for layer in layers or ():
-            layer.mode = "pan_zoom"
+            layer.visible, layer.mode = True, "pan_zoom"  # napari restores a mode on showing
 
     def fit(self):
         self._show_both()

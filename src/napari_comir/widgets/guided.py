@@ -106,7 +106,9 @@ class GuidedDock(ScrollingDock, Container):
         teach = "after Accept, if the model does not know this tissue"
         if session.job_kind == "teach" and session.job is not None and \
                 session.job.state is JobState.FINISHED:
-            teach = f"✓ now using {session.models.source}"
+            _, saved = session.job.result
+            teach = (f"✓ now using {session.models.source}" if saved else
+                     f"⚠ nothing saved, still using {session.models.source} (why: below)")
         elif session.accepted is not None:
             teach = "fine-tune the model on the kept pair"
         texts["teach"] = "5 · teach: " + teach
@@ -123,7 +125,8 @@ class GuidedDock(ScrollingDock, Container):
         result = session.result
         if result is not None and session.result_pair == (fixed, moving):
             if result.method == "landmarks":
-                return "fitted to landmarks (not yet checked)"
+                return "fitted to landmarks (not yet checked)" + (
+                    "" if result.success_likely else ": ⚠ they cover little — see below")
             return (f"✓ {result.transform.model}, likely right" if result.success_likely
                     else f"{result.transform.model}: ⚠ probably wrong — see below")
         if is_multiscale(fixed) or is_multiscale(moving):

@@ -24,7 +24,7 @@ from .. import api
 from ..core.errors import InputError
 from ..core.progress import Progress
 from ..core.registration import RegistrationResult
-from ..core.registration.landmarks import fit_landmarks
+from ..core.registration.landmarks import coverage_warning, fit_landmarks
 from ..core.tiled_resample import check_resampled_path, resample_to_file
 from ..core.transforms import AffineTransform
 from . import _export, _review, _slide_output
@@ -241,9 +241,12 @@ class RegistrationSession:
         review images are made in a worker like a registration's (ComirError at once when the
         landmarks do not pair up)."""
         fixed, moving = self.chosen_pair()
+        _, moving_xy = landmark_pairs(self.viewer, fixed, moving)
+        warning = coverage_warning(moving_xy, layer_shape(moving)[:2])
         result = RegistrationResult(
             self.landmark_transform(transform), float("nan"), 0.0, "landmarks",
-            success_likely=True, moving_shape=layer_shape(moving)[:2])
+            success_likely=warning is None, reasons=[warning] if warning else [],
+            moving_shape=layer_shape(moving)[:2])
 
         def events() -> Iterator[Progress]:
             yield Progress("review", 0, 1, "preparing the review")

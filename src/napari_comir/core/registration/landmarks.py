@@ -14,6 +14,11 @@ from ..transforms import AffineTransform
 
 #: Fewest landmark pairs that determine each model (one more lets residuals show an error).
 MIN_LANDMARKS = {"rigid": 2, "similarity": 2, "affine": 3}
+#: Least fraction of the moving image the landmarks' convex hull should cover. On the H&E/IHC
+#: pairs (80 manual landmarks each), affine maps fitted to 4-8 of them were, over all 80, on
+#: median 5-7x as far off as the best affine map under 2 % cover, 2.4x at 2-5 %, 1.7x at 5-10 %,
+#: 1.4x at 10-20 % and 1.2x above (docs/benchmarks.md, "Landmarks that cover little").
+MIN_COVERAGE = 0.1
 
 
 def _points(points, name: str) -> np.ndarray:
@@ -45,6 +50,30 @@ def _fit(moving: np.ndarray, fixed: np.ndarray, transform: str) -> np.ndarray | 
     kind = skt.EuclideanTransform if transform == "rigid" else skt.SimilarityTransform
     fitted = kind.from_estimate(moving, fixed)  # Umeyama: 2 x 2 covariances; falsy when it fails
     return fitted.params if fitted else None
+
+
+def landmark_coverage(points_xy, shape_rc) -> float:
+    """Fraction of an image of ``shape_rc`` (rows, cols) that the convex hull of its landmarks
+    ``points_xy`` (N, 2) covers: 0 for fewer than three points or all on one line."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    points = _points(points_xy, "the")
+    try:
+        area = ConvexHull(points).volume if len(points) >= 3 else 0.0  # a 2-D hull's volume is its area
+    except QhullError:  # all on one line (or spot)
+        area = 0.0
+    return float(area / (shape_rc[0] * shape_rc[1]))
+
+
+def coverage_warning(points_xy, shape_rc) -> str | None:
+    """Why a map fitted to landmarks ``points_xy`` of an image of ``shape_rc`` may be far off away
+    from them (they cover under :data:`MIN_COVERAGE` of it), else ``None``."""
+    coverage = landmark_coverage(points_xy, shape_rc)
+    if coverage >= MIN_COVERAGE:
+        return None
+    share = f"{coverage:.0%}" if coverage >= 0.01 else "under 1%"
+    return (f"the landmarks cover {share} of the moving image: away from them the map "
+            "extrapolates and may be far off; spread 4 or more pairs over the tissue")
 
 
 def fit_landmarks(fixed_points_xy, moving_points_xy,
