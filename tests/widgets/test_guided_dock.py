@@ -200,6 +200,22 @@ def test_a_stopped_registration_leaves_the_earlier_result_shown(make_napari_view
     assert run.progress.native.format() == "stopped" and dock.keep_panel.accept_button.enabled
 
 
+def test_removing_an_image_while_it_registers_stops_and_says_so(make_napari_viewer, user, errors):
+    """The moving image deleted while it registers: the job stops and the dock says why (it
+    stayed on "registering…" under a full progress bar, with nothing to show)."""
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
+    dock = open_dock(viewer)
+    dock.model_name.value = "bf-shg"
+    run = dock.run_panel
+    user.click(run.register_button)
+    viewer.layers.remove("BF (sample, misaligned)")
+    job = user.wait_for_job(dock.session)
+    assert job.state.value == "stopped" and not errors, (job.error, errors)
+    assert run.verdict.value == "⚠ stopped: 'BF (sample, misaligned)' was removed while it ran"
+    assert run.register_button.enabled and dock.session.result is None
+
+
 def test_a_model_for_two_bright_fields_picks_the_pair_by_colour_and_name(make_napari_viewer, pair,
                                                                          user):
     """H&E and IHC (both RGB) opened while bf-shg (grey fixed) is the model: nothing fits its

@@ -106,8 +106,9 @@ class KeepPanel(Container):
         self.targets.reset_choices()
         if what == "job" and session.job_kind == "accept" and session.job is not None:
             state = session.job.state
+            stopped = f"⚠ stopped: {session.stop_reason}" if session.stop_reason else "stopped"
             self.status.value = {JobState.RUNNING: "writing the registered slide…",
-                                 JobState.STOPPING: "stopping…", JobState.STOPPED: "stopped",
+                                 JobState.STOPPING: "stopping…", JobState.STOPPED: stopped,
                                  JobState.FAILED: f"⚠ failed: {session.job.error}"}.get(state, "")
         if session.accepted_matches_result():
             written = session.accepted.metadata.get("comir_file")

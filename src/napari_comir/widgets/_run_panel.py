@@ -192,7 +192,10 @@ class RunPanel(Container):
             elif job.state is JobState.STOPPING:
                 self.verdict.value = "stopping…"
             elif job.state is JobState.STOPPED:
-                self.verdict.value, self.details.value = "stopped", ""
+                reason = session.stop_reason  # not by Stop: an image removed
+                self.verdict.value = f"⚠ stopped: {reason}" if reason else "stopped"
+                self.verdict.native.setStyleSheet(_BAD if reason else "")
+                self.details.value = ""
                 self.progress.value = 0
                 self.progress.native.setFormat("stopped")
                 if session.result is not None and session.result_pair:  # it still stands

@@ -86,6 +86,8 @@ class RegistrationSession:
         self.review_images: dict = {}  # the overlay's images of the result, made in the worker
         self.job: Job | None = None
         self.job_kind = ""
+        self.job_layers: tuple[Layer, ...] = ()  # the layers the running job reads
+        self.stop_reason = ""  # why the job was stopped, when not by Stop
         self.presenting = False
         self.last_event: Progress | None = None
         #: The CoMIRs of the last registered pair, by layer: the review's "CoMIRs" and
@@ -121,8 +123,10 @@ class RegistrationSession:
             raise InputError("register first")
         return (self.result.transform, *self.result_pair)
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "") -> None:
+        """Stop the running job; ``reason``: why, when the user did not press Stop."""
         if self.busy:
+            self.stop_reason = reason
             self.job.quit()
             self.changed.emit("job")
 
@@ -142,6 +146,9 @@ class RegistrationSession:
     def _on_removed(self, event) -> None:
         """A layer the session refers to is gone: forget what depended on it."""
         layer = event.value
+        if self.busy and layer in self.job_layers:
+            self.stop(f"{layer.name!r} was removed while it ran")
+            show_warning(f"{self.job_kind.capitalize()}: stopped: {self.stop_reason}")
         self.comirs.pop(layer, None)
         if layer is self.accepted:
             self.accepted = self.accepted_result = None
@@ -154,10 +161,12 @@ class RegistrationSession:
             self.choose(None if layer is self.fixed else self.fixed,
                         None if layer is self.moving else self.moving)
 
-    def _start(self, kind: str, events, on_done) -> Job:
+    def _start(self, kind: str, events, on_done, layers: tuple[Layer, ...] = ()) -> Job:
+        """Run ``events`` in a worker; removing one of ``layers`` (those it reads) stops it."""
         if self.busy:
             raise InputError(f"wait for the running {self.job_kind} to end, or press Stop")
         self.job_kind, self.last_event = kind, None
+        self.job_layers, self.stop_reason = layers, ""
 
         def event(progress: Progress) -> None:
             self.last_event = progress
@@ -209,7 +218,7 @@ class RegistrationSession:
                            if comir is not None}
             self.show_result(outcome.result, fixed, moving, images)
 
-        return self._start("register", events, done)
+        return self._start("register", events, done, (fixed, moving))
 
     def known_comir(self, layer: Layer, model) -> np.ndarray | None:
         """The CoMIR of ``layer`` by ``model``: from the last registration, or shown by the
@@ -256,7 +265,7 @@ class RegistrationSession:
             if job.state is JobState.FINISHED and job.result is not None:
                 self.show_result(result, fixed, moving, job.result)
 
-        return self._start("fit", events, done)
+        return self._start("fit", events, done, (fixed, moving))
 
     def landmark_fit_error(self) -> float:
         """Mean distance (fixed px) of the landmarks under their own fit, in the result's model."""
@@ -395,7 +404,7 @@ class RegistrationSession:
                     self._accepted(_slide_output.open_written(self.viewer, Path(job.result), fixed,
                                                               moving, transform), result)
 
-            return self._start("accept", lambda: events, done)
+            return self._start("accept", lambda: events, done, (fixed, moving))
 
         def resampled() -> Iterator[Progress]:  # off the GUI thread, like a slide's
             yield Progress("accept", 0, 1, f"resampling {moving.name}")
@@ -407,7 +416,7 @@ class RegistrationSession:
                 self._accepted(apply_to_layer(self.viewer, moving, transform, fixed, moving,
                                               data=job.result), result)
 
-        return self._start("accept", resampled, done)
+        return self._start("accept", resampled, done, (fixed, moving))
 
     def _accepted(self, layer: Layer, result: RegistrationResult) -> None:
         """Show the accepted layer plainly: over the fixed image, the review overlay off (in
