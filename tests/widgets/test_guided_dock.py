@@ -216,6 +216,29 @@ def test_removing_an_image_while_it_registers_stops_and_says_so(make_napari_view
     assert run.register_button.enabled and dock.session.result is None
 
 
+def test_a_dock_opened_again_shows_the_result_its_session_holds(make_napari_viewer, user, errors):
+    """The dock closed while it registers and opened again from the menu: the new dock shows the
+    finished result, its verdict and numbers, and can accept, export and review it (it showed
+    step 2 "✓" over an empty verdict and disabled buttons)."""
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
+    dock = open_dock(viewer)
+    dock.model_name.value = "bf-shg"
+    user.click(dock.run_panel.register_button)
+    viewer.window.remove_dock_widget(dock.native)
+    job = user.wait_for_job(dock.session)
+    assert job.state.value == "finished" and not errors, (job.error, errors)
+    user.wait_until(lambda: dock.session.result is not None and not dock.session.busy)
+    again = open_dock(viewer)
+    assert again is not dock and again.session is dock.session
+    assert again.run_panel.verdict.value == "✓ likely right"
+    assert "rotation" in again.run_panel.details.value
+    keep = again.keep_panel
+    assert keep.accept_button.enabled and keep.export_button.enabled and keep.apply_button.enabled
+    assert again.review_panel.view.enabled and again.review_panel.view.value == "overlay"
+    assert again.status["register"].value.startswith("2 · register: ✓")
+
+
 def test_a_model_for_two_bright_fields_picks_the_pair_by_colour_and_name(make_napari_viewer, pair,
                                                                          user):
     """H&E and IHC (both RGB) opened while bf-shg (grey fixed) is the model: nothing fits its

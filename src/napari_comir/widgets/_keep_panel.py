@@ -45,6 +45,7 @@ class KeepPanel(Container):
             getattr(session.viewer.layers.events, event).connect(self.reset_choices)
         session.changed.connect(self.refresh)
         self.native.destroyed.connect(lambda *_: session.changed.disconnect(self.refresh))
+        self.refresh("result")  # a dock opened later shows what the session already holds
 
     def _targets(self, _widget=None):
         return [(layer.name, layer) for layer in self.session.apply_targets()]

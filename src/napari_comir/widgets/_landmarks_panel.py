@@ -45,6 +45,7 @@ class LandmarksPanel(Container):
                 layer.events.data.disconnect(self._on_points)
 
         self.native.destroyed.connect(disconnect)
+        self.refresh("result")  # a dock opened later shows what the session already holds
 
     def add(self) -> None:
         """The landmark layers, and the next point to place: on the fixed image, then the same

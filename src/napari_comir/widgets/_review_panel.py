@@ -46,6 +46,7 @@ class ReviewPanel(Container):
         self.view.changed.connect(self._choose_view)
         session.changed.connect(self.refresh)
         self.native.destroyed.connect(lambda *_: session.changed.disconnect(self.refresh))
+        self.refresh("result")  # a dock opened later shows what the session already holds
 
     def _choose_view(self, view: str) -> None:
         try:

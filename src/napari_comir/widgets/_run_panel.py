@@ -125,6 +125,7 @@ class RunPanel(Container):
 
         self.native.destroyed.connect(disconnect)
         self.reset_choices()
+        self.refresh("result")  # a dock opened later shows what the session already holds
 
     def reset_choices(self, *_):
         super().reset_choices()

@@ -46,6 +46,7 @@ class TeachPanel(Container):
         self.stop_button.clicked.connect(session.stop)
         session.changed.connect(self.refresh)
         self.native.destroyed.connect(lambda *_: session.changed.disconnect(self.refresh))
+        self.refresh("accepted")  # a dock opened later shows what the session already holds
 
     def teach(self):
         session = self.session

@@ -123,7 +123,7 @@ class RegistrationSession:
             raise InputError("register first")
         return (self.result.transform, *self.result_pair)
 
-    def stop(self, reason: str = "") -> None:
+    def stop(self, *, reason: str = "") -> None:
         """Stop the running job; ``reason``: why, when the user did not press Stop."""
         if self.busy:
             self.stop_reason = reason
@@ -147,7 +147,7 @@ class RegistrationSession:
         """A layer the session refers to is gone: forget what depended on it."""
         layer = event.value
         if self.busy and layer in self.job_layers:
-            self.stop(f"{layer.name!r} was removed while it ran")
+            self.stop(reason=f"{layer.name!r} was removed while it ran")
             show_warning(f"{self.job_kind.capitalize()}: stopped: {self.stop_reason}")
         self.comirs.pop(layer, None)
         if layer is self.accepted:
