@@ -168,6 +168,10 @@ def test_landmarks_are_placed_in_turn_on_each_image_shown_alone(make_napari_view
     verdict = dock.run_panel.verdict.value
     assert verdict.startswith("⚠ the landmarks cover under 1% of the moving image"), verdict
     assert dock.status["register"].value.endswith("they cover little — see below")
+    # a fit to landmarks has no CoMIRs: their views are not offered, and refused saying why
+    assert "CoMIRs" not in dock.review_panel.view.choices
+    with pytest.raises(InputError, match="a fit to landmarks computes none"):
+        dock.session.set_review_view("CoMIRs")
     result = dock.session.result
     for row, col in ((85.0, 10.0), (10.0, 85.0)):  # two more pairs, across the image
         fixed_points.add([row, col])
@@ -252,10 +256,13 @@ def test_a_model_for_two_bright_fields_picks_the_pair_by_colour_and_name(make_na
     viewer.add_image(bf[::-1].copy(), name="lung-lesion_3_He-les3", rgb=True)
     run = dock.run_panel
     assert run.fixed.value is None  # bf-shg's fixed network takes grey images only
+    user.click(run.register_button)
+    assert run.verdict.value.startswith("⚠ choose two different image layers")
     dock.model_name.value = "he-ihc"
     user.wait(0.1)
     assert (run.fixed.value.name, run.moving.value.name) == ("lung-lesion_3_He-les3",
                                                              "lung-lesion_3_Ki67-7-les3")
+    assert run.verdict.value == ""  # the problem was the earlier pair's (it stayed, in red)
     assert dock.status["register"].value.endswith("press Register")
 
 
@@ -339,7 +346,7 @@ def test_a_model_whose_moving_network_takes_colour_does_not_guess_a_grey_moving_
 def test_large_pair_takes_the_coarse_to_fine_route_when_clicked(make_napari_viewer, user, errors):
     """Images over 1536 px register through an overview and full-resolution windows: the dock
     shows the verdict and the overlay; the CoMIRs view, which needs full-size CoMIRs this route
-    does not make, says why and leaves the overlay on."""
+    does not make, is not offered, and says why when asked for, leaving the overlay on."""
     from napari_comir.core.synthetic import misaligned_pair
     from napari_comir.core.transforms import corner_error
 
@@ -358,8 +365,9 @@ def test_large_pair_takes_the_coarse_to_fine_route_when_clicked(make_napari_view
     assert dock.run_panel.verdict.value == "✓ likely right"
     assert [layer.name for layer in viewer.layers][-2:] == ["review: BF (magenta)", "review: SHG (green)"]
     user.watch.check(MAX_FREEZE_S)
-    dock.review_panel.view.value = "CoMIRs"
-    assert errors and "coarse to fine" in errors[-1]
+    assert "CoMIRs" not in dock.review_panel.view.choices
+    with pytest.raises(InputError, match="coarse to fine"):
+        dock.session.set_review_view("CoMIRs")
     assert dock.review_panel.view.value == dock.session.review_view == "overlay"
 
 

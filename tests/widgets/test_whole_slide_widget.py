@@ -91,9 +91,11 @@ def test_guided_dock_registers_reviews_and_accepts_slides(guided_dock_on_slides,
     assert np.allclose(moving.affine.affine_matrix, found.matrix_rc)
     dock.review_panel.view.value = "checkerboard"  # the checkerboard on the coarse level too
     assert viewer.layers[_review.CHECKERBOARD].data.shape[:2] == (SIDE // 2, SIDE // 2)
-    errors.clear()
-    dock.review_panel.view.value = "agreement"  # no CoMIRs are kept for slides: said, not shown
-    assert "no CoMIRs" in errors[0] and dock.review_panel.view.value == "checkerboard"
+    # no CoMIRs are kept for slides: their views are not offered, and refused saying why
+    assert "agreement" not in dock.review_panel.view.choices
+    with pytest.raises(InputError, match="no CoMIRs to compare: this pair was registered coarse"):
+        dock.session.set_review_view("agreement")
+    assert dock.review_panel.view.value == "checkerboard"
     dock.review_panel.view.value = "overlay"
 
     # Accept: the moving slide resampled tile by tile into a pyramid (in a worker), opened as a

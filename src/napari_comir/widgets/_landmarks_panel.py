@@ -125,3 +125,5 @@ class LandmarksPanel(Container):
                                  f"{self.session.landmark_fit_error():.1f} px on them): clicks "
                                  "are seldom exact, so the landmarks may now agree less")
                 self.residuals.value = "\n".join(lines)
+            elif what == "result":  # none placed on this result's pair: not another pair's
+                self.residuals.value = ""

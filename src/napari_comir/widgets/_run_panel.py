@@ -210,7 +210,22 @@ class RunPanel(Container):
                 self.verdict.native.setStyleSheet(_BAD)
             if job.state is not JobState.FINISHED:
                 return
-        if what in ("result", "job") and session.result is not None and session.result_pair:
+        shown = session.result is not None and session.result_pair == (session.fixed, session.moving)
+        if what == "result" or (what == "job" and shown and not session.presenting):
+            self._show_result()  # a new result is being presented: not the earlier one meanwhile
+        if what == "pair":
+            self._show_pair()
+            if not busy:  # a new pair: nothing done for it yet
+                self.progress.value = 0
+                self.progress.native.setFormat("")
+                if not shown:  # nor a result or problem of another pair
+                    self.verdict.value = self.details.value = ""
+                    self.verdict.native.setStyleSheet("")
+
+    def _show_result(self) -> None:
+        """The session's result, if any, in the verdict and details lines; else blank."""
+        session = self.session
+        if session.result is not None and session.result_pair:
             text, good = verdict_text(session.result)
             self.verdict.value = text
             self.verdict.native.setStyleSheet(_GOOD if good else _BAD)
@@ -219,10 +234,5 @@ class RunPanel(Container):
             self.progress.max = max(self.progress.max, 1)
             self.progress.value = self.progress.max
             self.progress.native.setFormat("done")  # not what a stopped run left
-        elif what == "result":
+        else:
             self.verdict.value = self.details.value = ""
-        if what == "pair":
-            self._show_pair()
-            if not busy:  # a new pair: nothing done for it yet
-                self.progress.value = 0
-                self.progress.native.setFormat("")

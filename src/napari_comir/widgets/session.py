@@ -228,16 +228,24 @@ class RegistrationSession:
             return comir
         return find_comir(self.viewer, layer, model)
 
+    def _result_comirs(self, model) -> list[np.ndarray | None]:
+        return [self.known_comir(layer, model) for layer in self.result_pair or ()]
+
     def comir_pair(self) -> tuple[np.ndarray, np.ndarray]:
-        """The CoMIRs of the result's pair (InputError when there are none: a pair registered
-        coarse to fine, a whole slide or an image over 1536 px, keeps no full-size CoMIRs)."""
+        """The CoMIRs of the result's pair (InputError, saying why, when there are none)."""
         model = self.models.get()
-        comirs = [self.known_comir(layer, model) for layer in self.result_pair or ()]
+        comirs = self._result_comirs(model)
         if len(comirs) != 2 or any(comir is None for comir in comirs):
-            raise InputError("no CoMIRs to compare: this pair was registered coarse to fine "
-                             "(whole slides and images over 1536 px keep no full-size CoMIRs); "
-                             "compute them in the Representations dock, or choose another "
-                             "review view")
+            if self.result is not None and self.result.method == "landmarks":
+                why = "a fit to landmarks computes none ('refine from' them does)"
+            elif any(self.comirs.get(layer, (model.card.name,))[0] != model.card.name
+                     for layer in self.result_pair or ()):
+                why = f"they were computed by another model than {model.card.name}"
+            else:
+                why = ("this pair was registered coarse to fine (whole slides and images over "
+                       "1536 px keep no full-size CoMIRs)")
+            raise InputError(f"no CoMIRs to compare: {why}; compute them in the Representations "
+                             "dock, or choose another review view")
         return comirs[0], comirs[1]
 
     def landmark_transform(self, transform: str) -> AffineTransform:
@@ -363,9 +371,13 @@ class RegistrationSession:
             self.changed.emit("review")
 
     def review_views(self) -> tuple[str, ...]:
-        """The review views the result can show: the deformation only with a field kept."""
+        """The review views the result can show: the deformation only with a field kept, the
+        CoMIRs and their agreement only with both CoMIRs at hand."""
         deformable = self.result is not None and _review.is_deformable(self.result.transform)
-        return tuple(view for view in _review.VIEWS if deformable or view != "deformation")
+        model = self.models.model
+        comirs = model is not None and all(comir is not None for comir in self._result_comirs(model))
+        return tuple(view for view in _review.VIEWS if (deformable or view != "deformation")
+                     and (comirs or view not in _review.COMIR_VIEWS))
 
     def set_review_view(self, view: str) -> None:
         """Show the review as ``view`` (see ``_review.VIEWS``)."""
@@ -373,6 +385,8 @@ class RegistrationSession:
             raise InputError(f"unknown review view {view!r}; expected one of {_review.VIEWS}")
         has_result = self.result is not None and self.result_pair is not None
         if view not in self.review_views():
+            if view in _review.COMIR_VIEWS:
+                self.comir_pair()  # says why there are none
             raise InputError("no deformation to show: register with the 'deformable' transform "
                              "(its field kept)")
         comirs = self.comir_pair() if has_result and view in _review.COMIR_VIEWS else None
