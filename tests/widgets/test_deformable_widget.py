@@ -6,6 +6,7 @@ import pytest
 
 from napari_comir.core.evaluation import smooth_deformation
 from napari_comir.core.field_transform import DisplacementFieldTransform, resample
+from napari_comir.core.io.transform_formats import read_transform
 from napari_comir.core.registration import RegistrationResult
 from napari_comir.core.transforms import AffineTransform
 from napari_comir.widgets import _review
@@ -83,6 +84,22 @@ def test_a_field_result_is_reviewed_accepted_exported_and_applied(viewer_with_pa
         field.spacing_px
     for name in ("t.json", "t.tfm"):
         assert (widget.keep_panel.export_transform(tmp_path / name)).is_file()
+    # The dialog offers the formats that hold a field (it offered the affine ones, which each
+    # refused it), and a name typed without an ending gets the chosen one.
+    from qtpy.QtWidgets import QFileDialog
+
+    offered = []
+
+    def dialog(_parent, _title, _start, filters):
+        offered.extend(filters.split(";;"))
+        return str(tmp_path / "typed"), offered[2]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(QFileDialog, "getSaveFileName", staticmethod(dialog))
+        user.click(widget.keep_panel.export_button)
+    assert [name.rsplit("(", 1)[1] for name in offered] == ["*.json)", "*.tfm)", "*.ngff.zarr)",
+                                                             "*.npz)"]
+    assert read_transform(tmp_path / "typed.ngff.zarr").spacing_px == field.spacing_px
     points = viewer.add_points(np.array([[30.0, 40.0]]), name="cells")
     (mapped,) = widget.keep_panel.apply_to([points])
     assert np.allclose(mapped.data, field.apply_rc(points.data), atol=1e-6)

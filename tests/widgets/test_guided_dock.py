@@ -256,8 +256,13 @@ def test_a_model_for_two_bright_fields_picks_the_pair_by_colour_and_name(make_na
     viewer.add_image(bf[::-1].copy(), name="lung-lesion_3_He-les3", rgb=True)
     run = dock.run_panel
     assert run.fixed.value is None  # bf-shg's fixed network takes grey images only
+    # said before Register is pressed, and again when it is: what fits, and what to do
+    hint = ("⚠ no open image pair fits bf-shg (its fixed network 'shg' takes grey images): pick "
+            "he-ihc (it takes them) under model, or choose the images, place landmarks, fit, "
+            "Accept and teach a model for them (step 5)")
+    assert run.verdict.value == hint
     user.click(run.register_button)
-    assert run.verdict.value.startswith("⚠ choose two different image layers")
+    assert run.verdict.value == hint
     dock.model_name.value = "he-ihc"
     user.wait(0.1)
     assert (run.fixed.value.name, run.moving.value.name) == ("lung-lesion_3_He-les3",

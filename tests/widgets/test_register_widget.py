@@ -168,6 +168,14 @@ def test_export_formats_use_the_layers_scale(registered, user, tmp_path, monkeyp
                         staticmethod(lambda *args: (str(tmp_path / "typed"), chosen)))
     user.click(keep.export_button)
     assert np.allclose(read_transform(tmp_path / "typed.qupath.txt").matrix_xy, KNOWN.matrix_xy)
+    # An ending no tool of ours knows is refused saying which it knows (it was written as JSON
+    # under "typed.h5.json", silently).
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        staticmethod(lambda *args: (str(tmp_path / "typed.h5"), chosen)))
+    user.click(keep.export_button)
+    assert keep.status.value.startswith("⚠ cannot export: cannot tell the transform format from "
+                                        "'typed.h5'")
+    assert not list(tmp_path.glob("typed.h5*"))
 
 
 def test_a_failure_says_why_in_the_dock(registered, user):

@@ -10,7 +10,6 @@ from napari.layers import Layer
 
 from .. import api
 from ..batch.jobs import safe_name
-from ..core.io.transform_formats import format_from_path
 from ..core.registration import RegistrationResult
 from ._layers import beside_source, layer_scale_x
 
@@ -21,6 +20,13 @@ FILTERS = (
     ("OME-NGFF affine, moving → fixed, µm (*.ngff.json)", ".ngff.json"),
     ("QuPath alignment matrix, fixed → moving, px (*.qupath.txt)", ".qupath.txt"),
     ("CSV matrix, moving → fixed, px (*.csv)", ".csv"),
+)
+#: The same for a deformable result: the formats that hold a displacement field.
+FIELD_FILTERS = (
+    ("napari-comir JSON, the field on a grid (*.json)", ".json"),
+    ("ITK composite transform (affine + displacement field), fixed → moving, µm (*.tfm)", ".tfm"),
+    ("OME-NGFF (RFC-5) displacements, a zarr group (*.ngff.zarr)", ".ngff.zarr"),
+    ("NumPy arrays of the field (*.npz)", ".npz"),
 )
 
 
@@ -41,17 +47,18 @@ def default_export_path(fixed: Layer, moving: Layer) -> Path:
     return beside_source(moving, safe_name(f"{moving.name}_to_{fixed.name}") + ".json")
 
 
-def ask_export_path(parent, fixed: Layer, moving: Layer) -> str | None:
-    """A save dialog listing the formats; a name typed without an ending gets the chosen one."""
+def ask_export_path(parent, fixed: Layer, moving: Layer, deformable: bool = False) -> str | None:
+    """A save dialog listing the formats that hold the result (``deformable``: a field); a name
+    typed without an ending gets the chosen one. A name with another ending is kept, to be
+    refused by the export saying which endings it knows (not written as JSON under it)."""
     from qtpy.QtWidgets import QFileDialog
 
+    filters = FIELD_FILTERS if deformable else FILTERS
     path, chosen = QFileDialog.getSaveFileName(parent, "Export transform",
                                                str(default_export_path(fixed, moving)),
-                                               ";;".join(name for name, _ in FILTERS))
+                                               ";;".join(name for name, _ in filters))
     if not path:
         return None
-    try:
-        format_from_path(path)
-    except ValueError:  # no known ending: add the chosen filter's
-        path += dict(FILTERS).get(chosen, ".json")
+    if not Path(path).suffix:
+        path += dict(filters).get(chosen, ".json")
     return path

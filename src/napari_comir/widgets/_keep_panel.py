@@ -6,6 +6,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, Select
 from napari.utils.notifications import show_error, show_info
 
 from ..core.errors import ComirError
+from ..core.transforms import AffineTransform
 from . import _export, _slide_output
 from ._apply import DIRECTIONS
 from ._layers import is_multiscale, wrap
@@ -73,8 +74,9 @@ class KeepPanel(Container):
         return path
 
     def _export_dialog(self):
-        _, fixed, moving = self.session.require_result()
-        path = _export.ask_export_path(self.native, fixed, moving)
+        transform, fixed, moving = self.session.require_result()
+        path = _export.ask_export_path(self.native, fixed, moving,
+                                       deformable=not isinstance(transform, AffineTransform))
         if path:
             try:
                 self.export_transform(path)

@@ -42,11 +42,48 @@ def beside_source(layer: Layer, file_name: str) -> Path:
     return (Path(source).parent if source else Path.cwd()) / file_name
 
 
-def fits_modality(layer: Layer, model, modality: str) -> bool:
-    """Whether ``model``'s network for ``modality`` takes the image layer: of its colour (RGB or
-    grey), or grey for an RGB network with a grey palette (bf-shg's bright field)."""
-    spec = model.card.modalities[modality]
+def fits_modality(layer: Layer, card, modality: str) -> bool:
+    """Whether the network for ``modality`` of the model whose card is ``card`` takes the image
+    layer: of its colour (RGB or grey), or grey for an RGB network with a grey palette (bf-shg's
+    bright field)."""
+    spec = card.modalities[modality]
     return bool(layer.rgb) == (spec.channels >= 3) or (not layer.rgb and bool(spec.grey_palette))
+
+
+def takes_two_of(card, layers: list[Layer]) -> bool:
+    """Whether the model's fixed network takes one of ``layers`` and its moving network another."""
+    return any(fits_modality(fixed, card, card.fixed_modality) and
+               any(fits_modality(moving, card, card.moving_modality)
+                   for moving in layers if moving is not fixed) for fixed in layers)
+
+
+def unfit_pair_hint(viewer, model) -> str | None:
+    """Why a picker of ``model``'s pair stays empty (no open image fits one of its networks), and
+    what to do: a model whose networks take two open images, or landmarks and teaching; else
+    ``None``."""
+    from ..core.errors import ComirError
+    from ..core.zoo import list_models, read_card
+
+    raw, card = raw_images(viewer), model.card
+    if len(raw) < 2 or takes_two_of(card, raw):
+        return None
+    unfit = [(role, modality) for role, modality in (("fixed", card.fixed_modality),
+                                                      ("moving", card.moving_modality))
+             if not any(fits_modality(layer, card, modality) for layer in raw)]
+    # else each network takes an image, but only the same one
+    role, modality = unfit[0] if unfit else ("moving", card.moving_modality)
+    kind = "RGB" if card.modalities[modality].channels >= 3 else "grey"
+    others = []
+    for name, card_path in list_models().items():
+        try:
+            if name != card.name and takes_two_of(read_card(card_path), raw):
+                others.append(name)
+        except ComirError:  # an unusable user card is the model dock's to report
+            continue
+    choose = f"pick {' or '.join(others)} (it takes them) under model, or " if others else ""
+    return (f"no open image pair fits {card.name} (its {role} network '{modality}' takes {kind} "
+            f"images): {choose}choose the images, place landmarks, fit, Accept and teach a model "
+            "for them (step 5)")
 
 
 def _mentions(layer: Layer, modality: str) -> bool:
@@ -67,14 +104,14 @@ def guess_pair(viewer, model=None) -> tuple[Image | None, Image | None]:
     card = model.card
 
     def rank(layer, modality):
-        return not fits_modality(layer, model, modality), not _mentions(layer, modality)
+        return not fits_modality(layer, card, modality), not _mentions(layer, modality)
 
     fixed = min(raw, key=lambda layer: rank(layer, card.fixed_modality), default=None)
-    if fixed is not None and not fits_modality(fixed, model, card.fixed_modality):
+    if fixed is not None and not fits_modality(fixed, card, card.fixed_modality):
         fixed = None  # nothing the fixed network takes
     others = [layer for layer in raw if layer is not fixed]
     moving = min(others, key=lambda layer: rank(layer, card.moving_modality), default=None)
-    if moving is not None and not fits_modality(moving, model, card.moving_modality):
+    if moving is not None and not fits_modality(moving, card, card.moving_modality):
         moving = None  # nothing the moving network takes
     return fixed, moving
 

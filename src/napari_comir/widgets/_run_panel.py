@@ -9,7 +9,15 @@ from ..core.defaults import DEFAULT_TRANSFORM, TRANSFORM_CHOICES, TRUE_TRANSFORM
 from ..core.errors import ComirError
 from ..core.registration import RegistrationResult
 from ..core.transforms import AffineTransform, corner_error
-from ._layers import fits_modality, guess_pair, layer_pixel_sizes, layer_shape, raw_images, wrap
+from ._layers import (
+    fits_modality,
+    guess_pair,
+    layer_pixel_sizes,
+    layer_shape,
+    raw_images,
+    unfit_pair_hint,
+    wrap,
+)
 from ._settings import restore
 from ._verdict import verdict_text
 from ._worker import JobState, eta_text, show_progress
@@ -135,12 +143,14 @@ class RunPanel(Container):
         if self.moving.value is None and moving is not None and moving is not self.fixed.value:
             self.moving.value = moving
         self._choose()
+        if None in (self.fixed.value, self.moving.value) and not self.session.busy:
+            self._show_unfit_hint()  # an image opened or closed may change what fits
 
     def _guess_for_model(self, model) -> None:
         """A model whose networks do not take the chosen images (colour or grey): guess again."""
         card = model.card
         chosen = ((self.fixed.value, card.fixed_modality), (self.moving.value, card.moving_modality))
-        if all(layer is not None and fits_modality(layer, model, modality)
+        if all(layer is not None and fits_modality(layer, card, modality)
                for layer, modality in chosen):
             return
         self.fixed.value, self.moving.value = guess_pair(self.session.viewer, model)
@@ -164,7 +174,7 @@ class RunPanel(Container):
         try:
             return self.session.register(**self.options(), from_landmarks=from_landmarks)
         except ComirError as exc:
-            self.show_problem(str(exc))
+            self.show_problem(self._unfit_hint() or str(exc))
             return None
 
     def show_problem(self, message: str) -> None:
@@ -219,8 +229,20 @@ class RunPanel(Container):
                 self.progress.value = 0
                 self.progress.native.setFormat("")
                 if not shown:  # nor a result or problem of another pair
-                    self.verdict.value = self.details.value = ""
-                    self.verdict.native.setStyleSheet("")
+                    self._show_unfit_hint()
+
+    def _unfit_hint(self) -> str | None:
+        """With a picker empty, why no open image fits the model, and what to do."""
+        model = self.session.models.model
+        if model is None or (self.fixed.value is not None and self.moving.value is not None):
+            return None
+        return unfit_pair_hint(self.session.viewer, model)
+
+    def _show_unfit_hint(self) -> None:
+        """The verdict line says what to do when no open image fits the model (else blank)."""
+        hint = self._unfit_hint()
+        self.verdict.value, self.details.value = f"⚠ {hint}" if hint else "", ""
+        self.verdict.native.setStyleSheet(_BAD if hint else "")
 
     def _show_result(self) -> None:
         """The session's result, if any, in the verdict and details lines; else blank."""
