@@ -1,5 +1,8 @@
 """Layers carried between the moving and the fixed grid, both ways (widgets._apply)."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -114,7 +117,7 @@ def test_register_widget_direction_choice(viewer_with_pair, errors, user):
 
 
 def test_export_dialog_starts_beside_the_moving_image_named_for_the_pair(make_napari_viewer, pair,
-                                                                        tmp_path):
+                                                                        tmp_path, monkeypatch):
     """The export dialog opened in the process's working folder as "transform.json"."""
     import tifffile
 
@@ -126,3 +129,6 @@ def test_export_dialog_starts_beside_the_moving_image_named_for_the_pair(make_na
     (moving,) = viewer.open(str(tmp_path / "he scan.tif"))
     fixed = viewer.add_image(shg, name="SHG")
     assert default_export_path(fixed, moving) == tmp_path / "he_scan_to_SHG.json"
+    # a folder that cannot be written (shared data): the working folder instead
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)
+    assert default_export_path(fixed, moving) == Path.cwd() / "he_scan_to_SHG.json"

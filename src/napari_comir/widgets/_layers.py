@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -37,9 +38,10 @@ def raw_images(viewer) -> list[Image]:
 
 def beside_source(layer: Layer, file_name: str) -> Path:
     """``file_name`` in the folder of the file the layer was opened from (the working folder
-    when it was not opened from a file)."""
+    when it was not opened from a file, or its folder cannot be written: a shared data folder)."""
     source = getattr(getattr(layer, "source", None), "path", None)
-    return (Path(source).parent if source else Path.cwd()) / file_name
+    folder = Path(source).parent if source else Path.cwd()
+    return (folder if os.access(folder, os.W_OK) else Path.cwd()) / file_name
 
 
 def fits_modality(layer: Layer, card, modality: str) -> bool:

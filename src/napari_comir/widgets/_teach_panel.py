@@ -29,12 +29,15 @@ class TeachPanel(Container):
     def __init__(self, session: RegistrationSession):
         self.session = session
         self.seconds = FloatSpinBox(value=TEACH_SECONDS, min=5, max=3600, step=5,
-                                    tooltip="Teaching time in seconds")
+                                    tooltip="Teaching time in seconds; checking the taught "
+                                    "model on the pair (and calibrating its verdict) takes some "
+                                    "seconds more")
         self.save_as = LineEdit(label="save as", value="", tooltip="Name of the taught model (a user model)")
         self.teach_button = PushButton(text="teach (s)", enabled=False,
                                        tooltip="Fine-tune a copy of the model on the accepted pair "
-                                       "for this many seconds, save it under the name, and use it "
-                                       "in this viewer (your default model does not change)")
+                                       "for this many seconds, check it, save it under the name "
+                                       "if it registers the pair, and use it in this viewer (your "
+                                       "default model does not change)")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(value=0, max=1, visible=False)
         self.status = wrap(Label(value=""))
