@@ -42,6 +42,25 @@ def test_teaching_arguments_are_checked_before_any_work(tmp_path, capsys):
             str(tmp_path / "m.json"), "--out", str(tmp_path / "m")]
     assert "is the input --landmarks" in _bad(capsys, argv)
 
+def test_landmarks_that_cover_little_are_warned_about(tmp_path, capsys):
+    """Four landmark pairs in one corner: the pair would be taught as aligned by a fit that
+    extrapolates over the rest; the command says so (here it then stops: bf-shg cannot take two
+    colour images)."""
+    from napari_comir.core.io import write_tiff
+
+    rgb = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    write_tiff(tmp_path / "a.tif", rgb)
+    write_tiff(tmp_path / "b.tif", rgb)
+    (tmp_path / "a.csv").write_text("x,y\n10,10\n20,11\n12,22\n21,20\n")
+    argv = ["train", "--fixed", str(tmp_path / "a.tif"), "--moving", str(tmp_path / "b.tif"),
+            "--landmarks", str(tmp_path / "a.csv"), str(tmp_path / "a.csv"), "--from", "bf-shg",
+            "--save-as", "x"]
+    err = _bad(capsys, argv)
+    assert "napari-comir train: warning: pair 'b': the landmarks cover under 1% of the moving " \
+        "image: away from them the map extrapolates" in err
+    assert "error: " in err.splitlines()[-1]  # then the refusal, as one line
+
+
 @pytest.mark.slow
 def test_train_from_landmarks_then_register_and_apply(he_ihc, tmp_path, capsys):
     """The issue's three commands, end to end on a real H&E/IHC pair (a short budget)."""

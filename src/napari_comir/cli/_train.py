@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import warnings
 from pathlib import Path
 
 from ..core.defaults import (
@@ -264,11 +265,16 @@ def _teach(args) -> int:
     check_outputs_apart(outputs, {**_listed(args, "fixed", "moving", "accepted"), **points,
                                   "--check-pairs": args.check_pairs})
     pairs = []
-    for fixed, moving, alignment in zip(args.fixed, args.moving, alignments, strict=True):
-        images = api.read_image(fixed), api.read_image(moving)
-        pairs.append(api.TeachingPair.from_landmarks(*images, *map(read_landmarks, alignment),
-                                                     name=Path(moving).stem) if args.landmarks
-                     else api.TeachingPair(*images, read_transform(alignment), name=Path(moving).stem))
+    with warnings.catch_warnings(record=True) as caught:  # said as the command's own lines
+        warnings.simplefilter("always", UserWarning)
+        for fixed, moving, alignment in zip(args.fixed, args.moving, alignments, strict=True):
+            images = api.read_image(fixed), api.read_image(moving)
+            pairs.append(api.TeachingPair.from_landmarks(*images, *map(read_landmarks, alignment),
+                                                         name=Path(moving).stem) if args.landmarks
+                         else api.TeachingPair(*images, read_transform(alignment),
+                                               name=Path(moving).stem))
+    for warning in caught:
+        print(f"napari-comir train: warning: {warning.message}", file=sys.stderr)
     check_pairs = read_teaching_pairs(args.check_pairs) if args.check_pairs else []
     # The model replaced: the one taught from, or the user model of that name already saved.
     old = args.from_model or (args.save_as if args.save_as in api.list_models() else None)

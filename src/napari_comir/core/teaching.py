@@ -31,6 +31,7 @@ import csv
 import io
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ from .io import read_image
 from .io.files import read_utf8_text
 from .io.landmarks import read_landmarks
 from .progress import Progress
-from .registration.landmarks import fit_landmarks
+from .registration.landmarks import coverage_warning, fit_landmarks
 from .training import TrainConfig, fine_tune_config, train
 from .transforms import AffineTransform, resample
 from .zoo import ComirModel, ModelCard
@@ -105,12 +106,16 @@ class TeachingPair:
     @classmethod
     def from_landmarks(cls, fixed_image, moving_image, fixed_points_xy, moving_points_xy, *,
                        name: str = "pair", transform: str = "affine") -> TeachingPair:
-        """The pair aligned by the ``transform`` model fitted to its landmarks (at least 4)."""
+        """The pair aligned by the ``transform`` model fitted to its landmarks (at least 4); a
+        ``UserWarning`` when they cover little of the moving image (:func:`coverage_warning`)."""
         fixed_points_xy = np.asarray(fixed_points_xy, dtype=float)
         if len(fixed_points_xy) < 4:
             raise InputError(f"pair {name!r}: {len(fixed_points_xy)} landmark pairs; teaching needs "
                              "at least 4 (one more than an affine map needs, so an error shows)")
         fitted, _ = fit_landmarks(fixed_points_xy, moving_points_xy, transform)
+        spread = coverage_warning(moving_points_xy, np.shape(moving_image)[:2])
+        if spread:  # the pair is taught as aligned by an extrapolating fit
+            warnings.warn(f"pair {name!r}: {spread}", UserWarning, stacklevel=2)
         return cls(np.asarray(fixed_image), np.asarray(moving_image), fitted, fixed_points_xy,
                    np.asarray(moving_points_xy, dtype=float), name)
 
