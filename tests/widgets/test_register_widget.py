@@ -188,6 +188,25 @@ def test_a_failure_says_why_in_the_dock(registered, user):
     assert "✓" not in verdict.value and verdict.native.isVisibleTo(widget.native)
 
 
+def test_a_failure_of_a_pair_named_the_other_way_round_asks_whether_it_is_swapped(registered, user):
+    """The moving image named for the fixed network's modality (an SHG picked as moving): the
+    failure says so, besides its reason; a success never carries the hint."""
+    viewer, widget = registered
+    fixed, moving = viewer.layers["SHG"], viewer.layers["BF"]
+    fixed.name, moving.name = "bf scan", "shg scan"
+    card = widget.session.models.model.card
+    assert (card.fixed_modality, card.moving_modality) == ("shg", "bf")
+    failed = RegistrationResult(KNOWN, 0.05, 0.1, "search", {}, False, reasons=["no match"])
+    widget.session.show_result(failed, fixed, moving, _review.review_images(fixed, moving))
+    user.qtbot.waitUntil(lambda: not widget.session.busy and widget.session.result is failed)
+    assert widget.run_panel.verdict.value.endswith(
+        "(the moving image's name mentions 'shg', the other network's: are fixed and moving swapped?)")
+    good = RegistrationResult(KNOWN, 0.9, 0.1, "search", {}, True)
+    widget.session.show_result(good, fixed, moving, _review.review_images(fixed, moving))
+    user.qtbot.waitUntil(lambda: not widget.session.busy and widget.session.result is good)
+    assert widget.run_panel.verdict.value == "✓ likely right"
+
+
 def test_register_needs_two_layers(make_napari_viewer, errors):
     widget = RegisterWidget(make_napari_viewer())
     assert widget.run_panel.register() is None and errors

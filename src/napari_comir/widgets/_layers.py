@@ -93,6 +93,17 @@ def _mentions(layer: Layer, modality: str) -> bool:
     return modality.lower() in re.split(r"[^a-z0-9]+", layer.name.lower())
 
 
+def swapped_hint(card, fixed: Layer, moving: Layer) -> str | None:
+    """A hint that the pair may be the wrong way round: the moving image's name holds the fixed
+    network's modality, or the fixed image's the moving one's (and not its own); else None."""
+    for layer, own, other, role in ((moving, card.moving_modality, card.fixed_modality, "moving"),
+                                    (fixed, card.fixed_modality, card.moving_modality, "fixed")):
+        if _mentions(layer, other) and not _mentions(layer, own):
+            return (f"the {role} image's name mentions {other!r}, the other network's: are fixed "
+                    "and moving swapped?")
+    return None
+
+
 def guess_pair(viewer, model=None) -> tuple[Image | None, Image | None]:
     """(fixed, moving) defaults: a raw layer of the colour of the model's fixed modality (grey for
     bf-shg's SHG) and another of the moving one's (RGB for its BF); between layers of one colour

@@ -15,6 +15,7 @@ from ._layers import (
     layer_pixel_sizes,
     layer_shape,
     raw_images,
+    swapped_hint,
     unfit_pair_hint,
     wrap,
 )
@@ -249,7 +250,9 @@ class RunPanel(Container):
         session = self.session
         if session.result is not None and session.result_pair:
             text, good = verdict_text(session.result)
-            self.verdict.value = text
+            model = session.models.model
+            hint = None if good or model is None else swapped_hint(model.card, *session.result_pair)
+            self.verdict.value = f"{text} ({hint})" if hint else text
             self.verdict.native.setStyleSheet(_GOOD if good else _BAD)
             self.details.value = result_text(session.result, *session.result_pair)
             self.details.tooltip = details_tooltip(session.result)
