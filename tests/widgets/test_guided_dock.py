@@ -180,6 +180,14 @@ def test_landmarks_are_placed_in_turn_on_each_image_shown_alone(make_napari_view
     user.wait_until(lambda: dock.session.result is not result and not dock.session.busy)
     assert dock.run_panel.verdict.value.startswith("fitted to the landmarks only"), \
         dock.run_panel.verdict.value
+    assert panel.residuals.value.endswith("px")  # each pair's residual, then the mean
+    # Another pair chosen: its own state, and steps 3-4 say which pair the last result is of
+    # (another pair's residuals stayed listed; Accept and Export read as if for the new pair).
+    third = viewer.add_image(shg[::-1].copy(), name="SHG 2")
+    dock.run_panel.fixed.value = third
+    assert panel.residuals.value == "" and dock.run_panel.verdict.value == ""
+    of = " (of the last result: BF onto SHG)"
+    assert dock.status["review"].value.endswith(of) and dock.status["keep"].value.endswith(of)
     assert not errors, errors
 
 
@@ -243,6 +251,33 @@ def test_a_dock_opened_again_shows_the_result_its_session_holds(make_napari_view
     assert again.status["register"].value.startswith("2 · register: ✓")
 
 
+def test_a_closed_dock_does_not_trip_over_images_opened_later(make_napari_viewer, pair, user,
+                                                             errors):
+    """A dock closed (its widget lives on, hidden) and opened again; every layer deleted at once
+    with the review layers among them, then images opened: no error (the hidden dock's pickers
+    were set to layers they did not list yet, and napari's deletion tripped over the review
+    layers the session removed meanwhile)."""
+    bf, shg = pair
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
+    dock = open_dock(viewer)
+    dock.model_name.value = "bf-shg"
+    user.click(dock.run_panel.register_button)
+    assert user.wait_for_job(dock.session).state.value == "finished", errors
+    user.wait_until(lambda: dock.session.review_layers and not dock.session.busy)
+    viewer.window.remove_dock_widget(dock.native)
+    again = open_dock(viewer)
+    viewer.layers.select_all()
+    viewer.layers.remove_selected()  # the layer list's trash button
+    user.wait(0.2)
+    assert len(viewer.layers) == 0 and not errors, errors
+    fixed, moving = viewer.add_image(shg, name="SHG"), viewer.add_image(bf, name="BF", rgb=True)
+    user.wait(0.2)
+    assert not errors, errors
+    assert (again.run_panel.fixed.value, again.run_panel.moving.value) == (fixed, moving)
+    assert again.status["register"].value.endswith("press Register")
+
+
 def test_a_model_for_two_bright_fields_picks_the_pair_by_colour_and_name(make_napari_viewer, pair,
                                                                          user):
     """H&E and IHC (both RGB) opened while bf-shg (grey fixed) is the model: nothing fits its
@@ -269,6 +304,8 @@ def test_a_model_for_two_bright_fields_picks_the_pair_by_colour_and_name(make_na
                                                              "lung-lesion_3_Ki67-7-les3")
     assert run.verdict.value == ""  # the problem was the earlier pair's (it stayed, in red)
     assert dock.status["register"].value.endswith("press Register")
+    viewer.layers.remove("lung-lesion_3_He-les3")  # the fixed image: its picker empties (both
+    assert (run.fixed.value, run.moving.value) == (None, viewer.layers[0])  # showed the other)
 
 
 def test_deleting_the_accepted_layer_is_noticed_and_the_teach_name_follows_the_pair(

@@ -115,6 +115,9 @@ class LandmarksPanel(Container):
         return self.run_panel.register(from_landmarks=True)
 
     def refresh(self, what: str) -> None:
+        session = self.session
+        if what == "pair" and session.result_pair != (session.fixed, session.moving):
+            self.residuals.value = ""  # another pair's result's residuals, or its turn to click
         if what in ("result", "job"):
             self.register_button.enabled = not self.session.busy
             found = self.session.landmark_residuals()

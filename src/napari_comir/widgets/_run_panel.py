@@ -139,7 +139,7 @@ class RunPanel(Container):
     def reset_choices(self, *_):
         super().reset_choices()
         fixed, moving = guess_pair(self.session.viewer, self.session.models.model)
-        if self.fixed.value is None and fixed is not None:
+        if self.fixed.value is None and fixed is not None and fixed is not self.moving.value:
             self.fixed.value = fixed
         if self.moving.value is None and moving is not None and moving is not self.fixed.value:
             self.moving.value = moving
@@ -161,6 +161,8 @@ class RunPanel(Container):
         for picker, layer in ((self.fixed, self.session.fixed), (self.moving, self.session.moving)):
             if picker.value is not layer and (layer is None or layer in self.session.viewer.layers):
                 with picker.changed.blocked():
+                    if layer is not None and layer not in picker.choices:
+                        picker.reset_choices()  # a layer just added: this dock may hear of it last
                     picker.value = layer
 
     def _choose(self, *_):

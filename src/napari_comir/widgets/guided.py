@@ -94,14 +94,18 @@ class GuidedDock(ScrollingDock, Container):
                  else "1 · model: pick one (bf-shg is bundled)"}
         texts["register"] = "2 · register: " + self._register_status()
         result = session.result
+        # Steps 3 and 4 act on the last result, which may be of another pair than the one chosen
+        other_pair = result is not None and session.result_pair != (session.fixed, session.moving)
+        of = (f" (of the last result: {session.result_pair[1].name} onto "
+              f"{session.result_pair[0].name})" if other_pair else "")
         texts["review"] = "3 · review: " + ("after registering" if result is None else
-                                            "compare the images; untick 'after' for before")
+                                            "compare the images; untick 'after' for before" + of)
         if result is None:
             keep = "after reviewing"
         elif session.accepted_matches_result():
             keep = f"✓ kept as {session.accepted.name!r}"
         else:
-            keep = f"{self.keep_panel.accept_button.text} or Export the transform"
+            keep = f"{self.keep_panel.accept_button.text} or Export the transform" + of
         texts["keep"] = "4 · keep: " + keep
         teach = "after Accept, if the model does not know this tissue"
         if session.job_kind == "teach" and session.job is not None and \

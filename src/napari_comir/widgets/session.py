@@ -155,7 +155,7 @@ class RegistrationSession:
             self.changed.emit("accepted")
         if self.result_pair is not None and layer in self.result_pair:
             self.result, self.result_pair = None, None
-            self._remove_review_layers()
+            self._remove_review_layers(later=True)
             self.changed.emit("result")
         if layer in (self.fixed, self.moving):
             self.choose(None if layer is self.fixed else self.fixed,
@@ -338,11 +338,18 @@ class RegistrationSession:
 
         _in_turns(lambda: add("moving"), lambda: add("fixed"), finish)
 
-    def _remove_review_layers(self) -> None:
-        for layer in (*self.review_layers, *_review.extra_review_layers(self.viewer)):
-            if layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
+    def _remove_review_layers(self, later: bool = False) -> None:
+        """Remove the review layers; ``later``: once napari has finished removing layers (a
+        selection deleted at once holds them too, and napari removes each in turn)."""
+        layers = (*self.review_layers, *_review.extra_review_layers(self.viewer))
         self.review_layers = ()
+
+        def remove() -> None:
+            for layer in layers:
+                if layer in self.viewer.layers:
+                    self.viewer.layers.remove(layer)
+
+        QTimer.singleShot(0, remove) if later else remove()
 
     def _landmarks_on_top(self) -> None:
         if self.result_pair is None:
