@@ -82,7 +82,8 @@ def unfit_pair_hint(viewer, model) -> str | None:
                 others.append(name)
         except ComirError:  # an unusable user card is the model dock's to report
             continue
-    choose = f"pick {' or '.join(others)} (it takes them) under model, or " if others else ""
+    takes = "it takes" if len(others) == 1 else "each takes"
+    choose = f"pick {' or '.join(others)} ({takes} them) under model, or " if others else ""
     return (f"no open image pair fits {card.name} (its {role} network '{modality}' takes {kind} "
             f"images): {choose}choose the images, place landmarks, fit, Accept and teach a model "
             "for them (step 5)")
