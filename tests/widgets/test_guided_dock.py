@@ -188,6 +188,9 @@ def test_landmarks_are_placed_in_turn_on_each_image_shown_alone(make_napari_view
     assert panel.residuals.value == "" and dock.run_panel.verdict.value == ""
     of = " (of the last result: BF onto SHG)"
     assert dock.status["review"].value.endswith(of) and dock.status["keep"].value.endswith(of)
+    user.click(dock.run_panel.register_button)
+    assert panel.residuals.value == ""  # not the last result's while the new pair registers
+    user.wait_for_job(dock.session)
     assert not errors, errors
 
 
@@ -306,6 +309,22 @@ def test_a_model_for_two_bright_fields_picks_the_pair_by_colour_and_name(make_na
     assert dock.status["register"].value.endswith("press Register")
     viewer.layers.remove("lung-lesion_3_He-les3")  # the fixed image: its picker empties (both
     assert (run.fixed.value, run.moving.value) == (None, viewer.layers[0])  # showed the other)
+
+
+def test_images_opened_one_by_one_are_paired_as_the_model_takes_them(make_napari_viewer, pair,
+                                                                     user):
+    """he-ihc chosen, then the IHC image opened before the H&E (as a multi-select opens them,
+    alphabetically): the IHC took the fixed picker and the H&E could not be moving, so one
+    picker stayed empty; now the pair is guessed whole: H&E fixed, IHC moving."""
+    bf, _ = pair
+    viewer = make_napari_viewer(show=True)
+    dock = open_dock(viewer)
+    dock.model_name.value = "he-ihc"
+    ihc = viewer.add_image(bf, name="lung-lesion_3_CD31-3-les3", rgb=True)
+    he = viewer.add_image(bf[::-1].copy(), name="lung-lesion_3_He-les3", rgb=True)
+    user.wait(0.1)
+    assert (dock.run_panel.fixed.value, dock.run_panel.moving.value) == (he, ihc)
+    assert dock.status["register"].value.endswith("press Register")
 
 
 def test_deleting_the_accepted_layer_is_noticed_and_the_teach_name_follows_the_pair(

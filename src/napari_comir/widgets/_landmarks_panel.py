@@ -120,7 +120,9 @@ class LandmarksPanel(Container):
             self.residuals.value = ""  # another pair's result's residuals, or its turn to click
         if what in ("result", "job"):
             self.register_button.enabled = not self.session.busy
-            found = self.session.landmark_residuals()
+            # the result's residuals only while its pair is the chosen one (a new pair registering)
+            current = session.result_pair == (session.fixed, session.moving)
+            found = self.session.landmark_residuals() if current else None
             if found is not None:
                 lines = residual_lines(*found)
                 if self.session.result.method == "initial":  # refined from them on the images

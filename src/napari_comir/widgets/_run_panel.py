@@ -139,10 +139,17 @@ class RunPanel(Container):
     def reset_choices(self, *_):
         super().reset_choices()
         fixed, moving = guess_pair(self.session.viewer, self.session.models.model)
-        if self.fixed.value is None and fixed is not None and fixed is not self.moving.value:
-            self.fixed.value = fixed
-        if self.moving.value is None and moving is not None and moving is not self.fixed.value:
-            self.moving.value = moving
+        chosen = (self.fixed.value, self.moving.value)
+        if None in chosen and None not in (fixed, moving) and \
+                all(layer in (None, fixed, moving) for layer in chosen):
+            # a picker empty: the whole guess (the image opened first may have taken the place
+            # the second one fits better: IHC before H&E)
+            self.fixed.value, self.moving.value = fixed, moving
+        else:
+            if self.fixed.value is None and fixed is not None and fixed is not self.moving.value:
+                self.fixed.value = fixed
+            if self.moving.value is None and moving is not None and moving is not self.fixed.value:
+                self.moving.value = moving
         self._choose()
         if None in (self.fixed.value, self.moving.value) and not self.session.busy:
             self._show_unfit_hint()  # an image opened or closed may change what fits
