@@ -113,10 +113,11 @@ def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Laye
     meta = {TRANSFORM_KEY: transform.to_dict(), "comir_fixed": fixed.name,
             "comir_direction": "fixed → moving" if inverse else "moving → fixed"}
     name = f"{layer.name} (on {moving.name})" if inverse else f"{layer.name} (registered)"
-    to_source = _data_to_source_rc(layer, source, source_shown)
     if drawn_on_target:  # the field applied as shown (the review lies on the target's grid)
         transform, to_source = AffineTransform.rigid(), _data_to_source_rc(layer, target,
                                                                            grid_matrix(target))
+    else:
+        to_source = _data_to_source_rc(layer, source, source_shown)
     if isinstance(layer, (Image, Labels)):
         if data is None:
             data = carried_pixels(layer, transform, fixed, moving, inverse=inverse,

@@ -150,9 +150,11 @@ class RunPanel(Container):
                 self.fixed.value = fixed
             if self.moving.value is None and moving is not None and moving is not self.fixed.value:
                 self.moving.value = moving
+        pair = (self.session.fixed, self.session.moving)
         self._choose()
-        if None in (self.fixed.value, self.moving.value) and not self.session.busy:
-            self._show_unfit_hint()  # an image opened or closed may change what fits
+        if (self.session.fixed, self.session.moving) == pair and \
+                None in (self.fixed.value, self.moving.value) and not self.session.busy:
+            self._show_unfit_hint()  # what fits may change with the images (a new pair says it)
 
     def _guess_for_model(self, model) -> None:
         """A model whose networks do not take the chosen images (colour or grey): guess again."""

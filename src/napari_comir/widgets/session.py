@@ -349,7 +349,10 @@ class RegistrationSession:
                 if layer in self.viewer.layers:
                     self.viewer.layers.remove(layer)
 
-        QTimer.singleShot(0, remove) if later else remove()
+        if later:
+            QTimer.singleShot(0, remove)
+        else:
+            remove()
 
     def _landmarks_on_top(self) -> None:
         if self.result_pair is None:
