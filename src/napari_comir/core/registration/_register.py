@@ -63,13 +63,22 @@ N_CANDIDATES = 3
 #: over similarity; rigid synthetic cases gained at most 0.1, and lost precision (docs/benchmarks.md).
 MODEL_SELECTION_GAIN = 1.0
 
+#: Or this share of the loosest fit's detail score, where that is less: a gain counts against
+#: how significant the details are. Serial H&E/IHC sections (an affine stretch of 1-4 % between
+#: sections; details 1-4) gained 21-41 % of the loosest fit's detail score from affine over
+#: similarity or rigid, and stepping down cost 0.5-2.7 px of landmark error; rigid synthetic
+#: pairs gain at most 4 % (hard) and 1 % (+-30 deg) (docs/benchmarks.md, "A looser model kept
+#: for serial sections").
+MODEL_SELECTION_SHARE = 0.15
+
 #: Below this many times the detail threshold, the loosest fit's details are too weak to tell
 #: a looser model's gain from fitted noise: the strictest model within reach is kept. (Hard
 #: 256² synthetic rigid pairs kept affine fits 2-3x as far off as their rigid fits.)
 WEAK_DETAIL_FACTOR = 2.0
 
 #: With weak details, how much worse (detail score) than the loosest fit's a stricter model's
-#: fit may make them agree and still be stepped down to. Serial H&E/IHC sections registered by a
+#: fit may make them agree and still be stepped down to (or :data:`MODEL_SELECTION_SHARE` of
+#: the loosest fit's, where that is less). Serial H&E/IHC sections registered by a
 #: model taught on another stain stepped down to rigid fits losing 0.57-0.60 in detail score and
 #: 1.3-3 px of landmark error (Cc10 14.0 -> 12.2 px as similarity, proSPC 14.4 -> 11.4 px as
 #: affine: best affine maps 10.8 and 10.3); each step on the 40 hard synthetic rigid pairs lost
@@ -321,7 +330,8 @@ def register(
         for a pair the search gets wrong, or to check a transform found elsewhere.
     select_model : bool
         Fit every model from rigid up to ``transform`` and keep the simplest whose details agree
-        about as well as any looser one's (by :data:`MODEL_SELECTION_GAIN`), or the strictest
+        about as well as any looser one's (by :data:`MODEL_SELECTION_GAIN`, or
+        :data:`MODEL_SELECTION_SHARE` of the loosest fit's detail score), or the strictest
         within reach when the details are weak (:data:`WEAK_DETAIL_FACTOR`) that they do not
         reject (:data:`WEAK_STEP_LOSS`); ``transform`` is then the loosest model allowed.
         ``False`` fits ``transform`` alone. Either way, with weak details the loosest model is
@@ -447,9 +457,10 @@ def register(
             # Near the looser fit it converges in 2-3 steps; one that needs more is far from it
             # (weak details: it is kept, so it converges fully).
             fitted = fit([start], stricter, factors[-1:], None if weak else STRICTER_MAX_ITERATIONS)
-            if weak and fitted[2] < loosest[2] - WEAK_STEP_LOSS:
+            loss, share = loosest[2] - fitted[2], MODEL_SELECTION_SHARE * max(loosest[2], 0.0)
+            if weak and loss > min(WEAK_STEP_LOSS, share):
                 break  # even weak details say the stricter model misses what the looser one fits
-            if weak or fitted[2] > loosest[2] - MODEL_SELECTION_GAIN:
+            if weak or loss < min(MODEL_SELECTION_GAIN, share):
                 best = previous = fitted
     found_transform, score, detail = best
     rival = None
