@@ -119,3 +119,33 @@ def test_a_field_not_kept_says_why_once(viewer_with_pair):
                                     "agree beyond chance; the affine result stands")
     assert text.count("the affine result stands") == 1
     assert reason in details_tooltip(result)  # the numbers, for whoever wants them
+
+
+def test_a_kept_field_is_taught_from(make_napari_viewer, user, errors):
+    """Teach after accepting a deformable result: the moving image is taught as the field warps
+    it (it failed: "'DisplacementFieldTransform' object has no attribute 'matrix_xy'")."""
+    from napari_comir.core.synthetic import synthetic_pair
+    from napari_comir.widgets.guided import GuidedDock
+
+    bf, shg = synthetic_pair((160, 160), 0)  # teaching takes 128 px patches
+    field = smooth_deformation(shg.shape, 4.0, np.random.default_rng(0), smoothness_px=24.0)
+    viewer = make_napari_viewer()
+    viewer.add_image(bf, name="BF", rgb=True)
+    viewer.add_image(shg, name="SHG")
+    dock = GuidedDock(viewer)
+    viewer.window.add_dock_widget(dock)
+    session = dock.session
+    fixed, moving = viewer.layers["SHG"], viewer.layers["BF"]
+    result = RegistrationResult(field, 0.9, 0.1, "search", {}, True,
+                                deformable={"kept": True, "reasons": [], "max_displacement_px": 4.0})
+    session.show_result(result, fixed, moving, _review.review_images(fixed, moving, field))
+    user.wait_until(lambda: session.result is result and not session.busy)
+    user.click(dock.keep_panel.accept_button)
+    user.wait_for_job(session)
+    dock.teach_panel.seconds.value = 5
+    dock.teach_panel.save_as.value = "taught-on-a-field"
+    user.click(dock.teach_panel.teach_button)
+    job = user.wait_for_job(session, 120)
+    assert job.state.value == "finished" and not errors, (job.error, errors)
+    outcome, _ = job.result  # taught and checked (the tiny untrained model is then refused)
+    assert outcome.steps > 0 and "check pair" in dock.teach_panel.status.value

@@ -41,6 +41,7 @@ import numpy as np
 from .data import AlignedPair, ModalitySpec, validate_image
 from .defaults import DEFAULT_TEACH_SECONDS, SUCCESS_FRACTION
 from .errors import InputError, RegistrationError
+from .field_transform import DisplacementFieldTransform, resample
 from .grey_route import grey_route_events, grey_routes
 from .io import read_image
 from .io.files import read_utf8_text
@@ -48,7 +49,7 @@ from .io.landmarks import read_landmarks
 from .progress import Progress
 from .registration.landmarks import coverage_warning, fit_landmarks
 from .training import TrainConfig, fine_tune_config, train
-from .transforms import AffineTransform, resample
+from .transforms import AffineTransform
 from .zoo import ComirModel, ModelCard
 
 #: Learning rate of the recipe: 1e-4 with frozen BatchNorm (the old fine-tuning default) left
@@ -88,8 +89,9 @@ class TeachingPair:
     ----------
     fixed_image, moving_image : numpy.ndarray
         (rows, cols) or (rows, cols, channels); sizes may differ.
-    transform : AffineTransform
-        Moving (x, y) -> fixed (x, y): fitted to landmarks or an accepted registration.
+    transform : AffineTransform or DisplacementFieldTransform
+        Moving (x, y) -> fixed (x, y): fitted to landmarks or an accepted registration (a
+        deformable one included: the moving image is taught as the field warps it).
     fixed_points_xy, moving_points_xy : numpy.ndarray, optional
         (N, 2) landmarks (x, y), row i of both on one structure: held-out pairs are scored on
         them; without them, on the distance to ``transform`` at the fixed image's corners.
@@ -98,7 +100,7 @@ class TeachingPair:
 
     fixed_image: np.ndarray
     moving_image: np.ndarray
-    transform: AffineTransform
+    transform: AffineTransform | DisplacementFieldTransform
     fixed_points_xy: np.ndarray | None = None
     moving_points_xy: np.ndarray | None = None
     name: str = "pair"
