@@ -110,6 +110,23 @@ def test_known_pixel_sizes_narrow_the_scale(model, raw_cases):
                                 moving_pixel_size=1)
 
 
+def test_swapped_pixel_sizes_are_named_as_the_likely_cause(model, raw_cases):
+    """The two pixel sizes given the wrong way round: the images still match at their true
+    scale (0.89), beyond the range the sizes allow (1.07-1.18), and the verdict asks whether
+    the sizes were swapped (it said the scale "lies outside the range searched", which read as
+    impossible)."""
+    case = raw_cases["X01Y05"]
+    ratio = float(np.sqrt(np.linalg.det(case.truth.matrix_xy[:2, :2])))
+    swapped = api.register_multimodal(case.fixed, case.moving, model, fixed_pixel_size=0.5 * ratio,
+                                      moving_pixel_size=0.5)
+    assert not swapped.success_likely
+    assert any(reason.startswith("the images match at scale 0.89") for reason in swapped.reasons)
+    assert swapped.reasons[-1].endswith(f"imply a scale of {1 / ratio:.3g}: are they swapped?")
+    right = api.register_multimodal(case.fixed, case.moving, model, fixed_pixel_size=0.5,
+                                    moving_pixel_size=0.5 * ratio)
+    assert right.success_likely and not right.reasons
+
+
 @pytest.mark.parametrize("kind", ["noise 32", "noise 128", "smooth noise 256", "other core"])
 def test_garbage_and_mismatched_pairs_are_never_likely(model, raw_cases, kind):
     rng = np.random.default_rng(1)

@@ -180,6 +180,8 @@ def test_landmarks_are_placed_in_turn_on_each_image_shown_alone(make_napari_view
     user.wait_until(lambda: dock.session.result is not result and not dock.session.busy)
     assert dock.run_panel.verdict.value.startswith("fitted to the landmarks only"), \
         dock.run_panel.verdict.value
+    # not judged by the images: amber, not the green of "likely right"
+    assert "#f0b030" in dock.run_panel.verdict.native.styleSheet()
     assert panel.residuals.value.endswith("px")  # each pair's residual, then the mean
     # Another pair chosen: its own state, and steps 3-4 say which pair the last result is of
     # (another pair's residuals stayed listed; Accept and Export read as if for the new pair).
@@ -229,6 +231,44 @@ def test_removing_an_image_while_it_registers_stops_and_says_so(make_napari_view
     assert job.state.value == "stopped" and not errors, (job.error, errors)
     assert run.verdict.value == "⚠ stopped: 'BF (sample, misaligned)' was removed while it ran"
     assert run.register_button.enabled and dock.session.result is None
+
+
+def test_an_image_too_small_fails_saying_why_and_step_two_says_so(make_napari_viewer, pair, user,
+                                                                   errors):
+    """A 20 x 20 px fixed image: the registration fails with the reason, in red, as a
+    notification, and step 2 says it failed (it still read "…; press Register" above the red
+    line); another pair chosen is a fresh start."""
+    bf, shg = pair
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(bf, name="BF", rgb=True)
+    viewer.add_image(shg, name="SHG")
+    dock = open_dock(viewer)
+    run = dock.run_panel
+    tiny = viewer.add_image(shg[:20, :20].copy(), name="tiny")
+    run.fixed.value = tiny
+    user.click(run.register_button)
+    assert user.wait_for_job(dock.session).state.value == "failed"
+    assert run.verdict.value.startswith("⚠ failed: fixed image is too small to register: 20x20")
+    assert errors and errors[-1].startswith("Register: ")
+    assert dock.status["register"].value == "2 · register: ⚠ failed — see below"
+    run.fixed.value = viewer.layers["SHG"]
+    assert dock.status["register"].value.endswith("press Register")
+
+
+def test_step_two_follows_the_pixel_sizes_set_after_the_pair_is_chosen(make_napari_viewer, pair):
+    """Pixel sizes set on the layers (their scale) once the pair is chosen: step 2 says them,
+    fixed and moving (it kept "scale searched")."""
+    bf, shg = pair
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(bf, name="BF", rgb=True)
+    viewer.add_image(shg, name="SHG")
+    dock = open_dock(viewer)
+    assert dock.status["register"].value == ("2 · register: scale searched (no pixel sizes); "
+                                             "press Register")
+    viewer.layers["SHG"].scale = (0.5, 0.5)
+    viewer.layers["BF"].scale = (0.25, 0.25)
+    assert dock.status["register"].value == ("2 · register: fixed 0.5, moving 0.25 µm/px; "
+                                             "press Register")
 
 
 def test_a_dock_opened_again_shows_the_result_its_session_holds(make_napari_viewer, user, errors):
@@ -476,6 +516,10 @@ def test_real_pair_register_accept_export_teach(make_napari_viewer, raw_cases, u
     assert _state.ModelState.default_name() == default_before  # nothing changed silently
     assert "saved 'taught-here'" in dock.teach_panel.status.value
     user.watch.check(MAX_FREEZE_S)
+    # Another pair chosen: step 4 says which pair it kept (it read as if of the new pair)
+    dock.run_panel.fixed.value = viewer.add_image(case.fixed[::-1].copy(), name="SHG 2")
+    assert statuses(dock)["keep"] == ("4 · keep: ✓ kept as 'H&E (registered)' (of the last "
+                                      "result: H&E onto SHG)")
 
 
 @pytest.mark.slow

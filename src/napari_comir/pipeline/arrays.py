@@ -22,11 +22,12 @@ from ..core.registration import (
     refine_mutual_information,
     register,
 )
+from ..core.registration.confidence import SCALE_SLACK
 from ..core.registration.deformable import record_refinement, refine_result
 from ..core.transforms import AffineTransform, corner_error, resample
 from ..core.zoo import ComirModel
 from ..core.zoo import load_model as load_model_file
-from .options import RegistrationOptions
+from .options import PIXEL_SIZE_TOLERANCE, RegistrationOptions
 from .plan import RegistrationPlan, plan_registration, rescale, scales
 
 
@@ -103,6 +104,7 @@ def _registration_events(model: ComirModel, fixed_image, moving_image, plan: Reg
             yield Progress("register", 0, 1, "refining on the images (mutual information)")
             result = _refined_windows_result(fixed_image, moving_image, result)
         result.seconds = time.perf_counter() - start
+        _pixel_sizes_hint(result, options)
         if options.transform == DEFORMABLE:
             yield Progress("deformable", 0, 1, "refining the affine result with a displacement "
                            "field, on a coarse level of both images")
@@ -154,6 +156,7 @@ def _registration_events(model: ComirModel, fixed_image, moving_image, plan: Reg
         moving_comir = moving_comir.reshape(*result.moving_shape, -1)
     result.timings = {"comir": comir_seconds, **result.timings}
     result.seconds = time.perf_counter() - start
+    _pixel_sizes_hint(result, options)
     if options.transform == DEFORMABLE:
         yield Progress("deformable", 0, 1, "refining the affine result with a displacement field")
         refined = refine_result(result, comirs["fixed"], moving_comir, device=model.device)
@@ -222,6 +225,28 @@ def _refined_windows_result(fixed_image, moving_image, result: RegistrationResul
     if corner_error(result.transform, refined, np.shape(moving_image)[:2]) <= WINDOW_TOLERANCE_PX:
         result.transform = refined
     return result
+
+
+#: How far (as a factor) a result's scale may lie from the pixel sizes' swapped ratio for the
+#: verdict to ask whether they were swapped.
+SWAPPED_SIZES_SLACK = 1.1
+
+
+def _pixel_sizes_hint(result: RegistrationResult, options: RegistrationOptions) -> None:
+    """With pixel sizes given and a result that left the scales they allow, the reasons say what
+    the sizes imply, and ask whether fixed and moving's were swapped when that explains it."""
+    fixed_size, moving_size = options.pixel_sizes
+    if fixed_size is None or result.transform.model == "rigid":
+        return
+    implied = moving_size / fixed_size  # fixed px per moving px
+    scale = float(np.sqrt(abs(np.linalg.det(result.transform.matrix_xy[:2, :2]))))
+    if abs(np.log(scale / implied)) <= np.log(PIXEL_SIZE_TOLERANCE * SCALE_SLACK):
+        return
+    hint = (f"the pixel sizes given (fixed {fixed_size:g}, moving {moving_size:g} µm/px) imply "
+            f"a scale of {implied:.3g}")
+    if abs(np.log(scale * implied)) <= np.log(SWAPPED_SIZES_SLACK):
+        hint += ": are they swapped?"
+    result.reasons.append(hint)
 
 
 def _summary(result: RegistrationResult) -> str:

@@ -20,11 +20,13 @@ from ._layers import (
     wrap,
 )
 from ._settings import restore
-from ._verdict import verdict_text
+from ._verdict import BAD, GOOD, UNCHECKED, verdict_text
 from ._worker import JobState, eta_text, show_progress
 from .session import RegistrationSession
 
 _GOOD, _BAD = "color: #5fd35f; font-weight: bold", "color: #ff6060; font-weight: bold"
+#: The verdict line's style by its tone (see :func:`verdict_text`): amber for a fit not judged.
+_TONE_STYLES = {GOOD: _GOOD, UNCHECKED: "color: #f0b030; font-weight: bold", BAD: _BAD}
 
 
 def row(*widgets, label: str | None = None) -> Container:
@@ -222,9 +224,9 @@ class RunPanel(Container):
                 self.progress.value = 0
                 self.progress.native.setFormat("stopped")
                 if session.result is not None and session.result_pair:  # it still stands
-                    text, good = verdict_text(session.result)
+                    text, tone = verdict_text(session.result)
                     self.verdict.value = f"stopped; the earlier result stands: {text}"
-                    self.verdict.native.setStyleSheet(_GOOD if good else _BAD)
+                    self.verdict.native.setStyleSheet(_TONE_STYLES[tone])
                     self.details.value = result_text(session.result, *session.result_pair)
                     self.details.tooltip = details_tooltip(session.result)
             elif job.state is JobState.FAILED:
@@ -260,11 +262,12 @@ class RunPanel(Container):
         """The session's result, if any, in the verdict and details lines; else blank."""
         session = self.session
         if session.result is not None and session.result_pair:
-            text, good = verdict_text(session.result)
+            text, tone = verdict_text(session.result)
             model = session.models.model
-            hint = None if good or model is None else swapped_hint(model.card, *session.result_pair)
+            hint = None if tone != BAD or model is None else swapped_hint(model.card,
+                                                                         *session.result_pair)
             self.verdict.value = f"{text} ({hint})" if hint else text
-            self.verdict.native.setStyleSheet(_GOOD if good else _BAD)
+            self.verdict.native.setStyleSheet(_TONE_STYLES[tone])
             self.details.value = result_text(session.result, *session.result_pair)
             self.details.tooltip = details_tooltip(session.result)
             self.progress.max = max(self.progress.max, 1)

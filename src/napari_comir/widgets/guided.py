@@ -103,7 +103,7 @@ class GuidedDock(ScrollingDock, Container):
         if result is None:
             keep = "after reviewing"
         elif session.accepted_matches_result():
-            keep = f"✓ kept as {session.accepted.name!r}"
+            keep = f"✓ kept as {session.accepted.name!r}" + of
         else:
             keep = f"{self.keep_panel.accept_button.text} or Export the transform" + of
         texts["keep"] = "4 · keep: " + keep
@@ -133,8 +133,13 @@ class GuidedDock(ScrollingDock, Container):
                     "" if result.success_likely else ": ⚠ they cover little — see below")
             return (f"✓ {result.transform.model}, likely right" if result.success_likely
                     else f"{result.transform.model}: ⚠ probably wrong — see below")
+        job = session.job
+        if session.job_kind in ("register", "fit") and job is not None and \
+                job.state is JobState.FAILED and session.job_layers == (fixed, moving):
+            return "⚠ failed — see below"
         if is_multiscale(fixed) or is_multiscale(moving):
             return "whole slides (coarse to fine): press Register"
         sizes = layer_pixel_sizes(fixed, moving)
-        known = f"{sizes[0]:g} / {sizes[1]:g} µm/px" if sizes[0] else "scale searched"
+        known = (f"fixed {sizes[0]:g}, moving {sizes[1]:g} µm/px" if sizes[0] else
+                 "scale searched (no pixel sizes)")
         return f"{known}; press Register"

@@ -40,7 +40,7 @@ from ._layers import (
     registration_data,
 )
 from ._state import ModelState, library, real_viewer, state_for
-from ._verdict import verdict_text
+from ._verdict import BAD, verdict_text
 from ._worker import Job, JobState, run_job
 from .representations import comir_layer_name, find_comir
 
@@ -68,7 +68,8 @@ class RegistrationSession:
         The job running or last run, and what it does ("register", "accept", "teach").
     """
 
-    #: What changed: "pair", "result", "accepted", "review", "job", "event" (a job's progress).
+    #: What changed: "pair", "sizes" (a chosen image's pixel size), "result", "accepted",
+    #: "review", "job", "event" (a job's progress).
     changed = Signal(str)
 
     def __init__(self, viewer):
@@ -110,8 +111,18 @@ class RegistrationSession:
 
     def choose(self, fixed: Layer | None, moving: Layer | None) -> None:
         if (fixed, moving) != (self.fixed, self.moving):
+            for layer in (self.fixed, self.moving):
+                if layer is not None:
+                    layer.events.scale.disconnect(self._on_scale)
             self.fixed, self.moving = fixed, moving
+            for layer in (fixed, moving):
+                if layer is not None:
+                    layer.events.scale.connect(self._on_scale)
             self.changed.emit("pair")
+
+    def _on_scale(self, _event=None) -> None:
+        """A chosen image's pixel size (its layer's scale) changed: what the docks say follows."""
+        self.changed.emit("sizes")
 
     def chosen_pair(self) -> tuple[Layer, Layer]:
         if self.fixed is None or self.moving is None or self.fixed is self.moving:
@@ -323,8 +334,8 @@ class RegistrationSession:
             self.after = True
             self.place_moving()
             self.changed.emit("result")
-            text, good = verdict_text(result)
-            if not good:  # once, whichever docks show it
+            text, tone = verdict_text(result)
+            if tone == BAD:  # once, whichever docks show it
                 show_warning(f"Register: {text}")
             view = self.review_view if self.review_view != "off" else _review.DEFAULT_VIEW
             if view == _review.DEFAULT_VIEW and images.get("best_view") == "CoMIRs" and \

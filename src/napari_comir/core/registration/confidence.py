@@ -155,7 +155,7 @@ def verdict(transform: AffineTransform, score: float, detail: float, overlap: fl
     else:
         scale = float(np.sqrt(sx * sy))
         if not scale_range[0] / SCALE_SLACK <= scale <= scale_range[1] * SCALE_SLACK:
-            reasons.append(f"the scale {scale:.3f} lies outside the range searched "
+            reasons.append(f"the images match at scale {scale:.3f}, beyond the range searched "
                            f"({scale_range[0]:.3g}-{scale_range[1]:.3g})")
         if abs(np.log(sx / sy)) > MAX_ANISOTROPY:
             reasons.append(f"the transform stretches one axis against the other ({sx:.3f} vs {sy:.3f})")
