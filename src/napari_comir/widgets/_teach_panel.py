@@ -62,9 +62,11 @@ class TeachPanel(Container):
             return None
 
     def _default_name(self) -> str:
+        """The model's name and the moving image's, which names what is new (a stain, a
+        microscope) more often than the fixed one (the H&E of every serial-section pair)."""
         model, pair = self.session.models.model, self.session.result_pair
         base = model.card.name if model is not None else "model"
-        return safe_model_name(f"{base}-{pair[0].name}" if pair else base)
+        return safe_model_name(f"{base}-{pair[1].name}" if pair else base)
 
     def _outcome_text(self, result) -> str:
         outcome, saved = result
