@@ -271,6 +271,29 @@ def test_step_two_follows_the_pixel_sizes_set_after_the_pair_is_chosen(make_napa
                                              "press Register")
 
 
+def test_review_layers_stay_under_what_was_drawn(make_napari_viewer, pair, user, errors):
+    """The opaque review layers go over the images, under points and shapes: points placed
+    before registering were hidden under them, and a second registration slid the review pair
+    around a layer applied in between (green above it, magenta below)."""
+    bf, shg = pair
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(bf, name="BF", rgb=True)
+    viewer.add_image(shg, name="SHG")
+    marks = viewer.add_points(np.array([[20.0, 30.0]]), name="marks")
+    dock = open_dock(viewer)
+    review = ["review: BF (magenta)", "review: SHG (green)"]
+    for _ in range(2):
+        user.click(dock.run_panel.register_button)
+        assert user.wait_for_job(dock.session).state.value == "finished", errors
+        names = [layer.name for layer in viewer.layers]
+        assert names[names.index(review[0]) + 1] == review[1]
+        assert names.index(review[1]) < names.index("marks")
+        dock.keep_panel.targets.value = [marks]
+        user.click(dock.keep_panel.apply_button)
+    assert [layer.name for layer in viewer.layers][-3:] == ["marks", "marks (registered)",
+                                                             "marks (registered) [1]"]
+
+
 def test_a_dock_opened_again_shows_the_result_its_session_holds(make_napari_viewer, user, errors):
     """The dock closed while it registers and opened again from the menu: the new dock shows the
     finished result, its verdict and numbers, and can accept, export and review it (it showed

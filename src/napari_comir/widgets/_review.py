@@ -15,7 +15,7 @@ transform through its ``affine`` (a lossless preview).
 from __future__ import annotations
 
 import numpy as np
-from napari.layers import Layer
+from napari.layers import Image, Layer
 
 from ..core.errors import InputError
 from ..core.field_transform import DisplacementFieldTransform, resample
@@ -104,9 +104,20 @@ def show_review_layer(viewer, fixed: Layer, moving: Layer, images: dict, role: s
                              blending="additive", contrast_limits=(0, 255),
                              metadata={_REVIEW_KEY: fixed.name})
     fixed_name = review_names(fixed, moving)[0]
-    top = len(viewer.layers) - (role == "moving" and fixed_name in viewer.layers)
-    viewer.layers.move(viewer.layers.index(layer), top)  # the fixed one stays last
+    if role == "moving" and fixed_name in viewer.layers:  # under the fixed one, always
+        viewer.layers.move(viewer.layers.index(layer), viewer.layers.index(fixed_name))
+    else:
+        move_above_images(viewer, layer)
     return layer
+
+
+def move_above_images(viewer, layer: Layer) -> None:
+    """Move ``layer`` just above the topmost other image: over the images it reviews, under the
+    points, shapes and labels a person drew, which stay in sight (opaque review layers hid them,
+    and a second registration slid the review pair around a layer applied in between)."""
+    images = [index for index, other in enumerate(viewer.layers)
+              if other is not layer and isinstance(other, Image)]
+    viewer.layers.move(viewer.layers.index(layer), images[-1] + 1 if images else 0)
 
 
 def show_review(viewer, fixed: Layer, moving: Layer, images: dict,
@@ -206,7 +217,7 @@ def show_checkerboard(viewer, fixed: Layer, moving: Layer, transform: AffineTran
                          metadata={_REVIEW_KEY: fixed.name})
     if board.ndim == 2:
         layer.colormap = "gray"
-    viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
+    move_above_images(viewer, layer)
     return layer
 
 
@@ -225,7 +236,7 @@ def show_agreement(viewer, fixed: Layer, fixed_comir: np.ndarray, moving_comir: 
     layer = upsert_image(viewer, AGREEMENT, np.nan_to_num(ncc), like=fixed, colormap="PiYG",
                          contrast_limits=(-1.0, 1.0), blending="translucent", visible=True,
                          metadata={_REVIEW_KEY: fixed.name})
-    viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
+    move_above_images(viewer, layer)
     return layer
 
 
@@ -241,5 +252,5 @@ def show_deformation(viewer, fixed: Layer, transform) -> Layer:
                          contrast_limits=(0.0, max(float(magnitude.max()), 1e-3)),
                          blending="translucent", visible=True, metadata={_REVIEW_KEY: fixed.name})
     layer.colorbar.visible = True  # the colours' px, beside the view
-    viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
+    move_above_images(viewer, layer)
     return layer
