@@ -84,6 +84,8 @@ def test_a_field_result_is_reviewed_accepted_exported_and_applied(viewer_with_pa
         field.spacing_px
     for name in ("t.json", "t.tfm"):
         assert (widget.keep_panel.export_transform(tmp_path / name)).is_file()
+        # no pixel sizes known: a file in µm says its µm are pixels (it claimed micrometres)
+        assert ("pixel sizes unknown" in widget.keep_panel.status.value) == name.endswith(".tfm")
     # The dialog offers the formats that hold a field (it offered the affine ones, which each
     # refused it), and a name typed without an ending gets the chosen one.
     from qtpy.QtWidgets import QFileDialog

@@ -294,6 +294,39 @@ def test_review_layers_stay_under_what_was_drawn(make_napari_viewer, pair, user,
                                                              "marks (registered) [1]"]
 
 
+def test_pixel_sizes_typed_in_the_dock_are_registered_with(make_napari_viewer, raw_cases, user,
+                                                           errors):
+    """A microscopist with two JPEGs types the pixel sizes in the dock (napari's layer controls
+    have no field for them): they become the layers' scale, step 2 says them, the registration
+    uses them (the shift in µm), and changing one afterwards keeps the result (it maps pixels) and
+    ones lays its review out again on the images' new grids."""
+    case = raw_cases["X01Y05"]
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(case.fixed, name="SHG")
+    viewer.add_image(case.moving, name="H&E", rgb=True)
+    dock = open_dock(viewer)
+    dock.model_name.value = "bf-shg"
+    run = dock.run_panel
+    assert [box.native.text() for box in run.sizes.values()] == ["fixed: unknown", "moving: unknown"]
+    ratio = float(np.sqrt(np.linalg.det(case.truth.matrix_xy[:2, :2])))
+    run.sizes["fixed"].value, run.sizes["moving"].value = 0.5, round(0.5 * ratio, 4)
+    assert tuple(viewer.layers["SHG"].scale) == (0.5, 0.5)
+    assert dock.status["register"].value == (f"2 · register: fixed 0.5, moving {round(0.5 * ratio, 4):g}"
+                                             " µm/px; press Register")
+    user.click(run.register_button)
+    assert not run.sizes["fixed"].enabled  # not while it registers with them
+    job = user.wait_for_job(dock.session)
+    assert job.state.value == "finished" and not errors, (job.error, errors)
+    assert case.error(dock.session.result.transform) <= 3.0 and "µm)" in run.details.value
+    assert run.sizes["fixed"].enabled
+    result = dock.session.result
+    run.sizes["fixed"].value = 0.25
+    assert dock.session.result is result
+    assert tuple(viewer.layers["review: SHG (green)"].scale) == pytest.approx((0.25, 0.25), rel=0.01)
+    assert np.allclose(viewer.layers["review: H&E (magenta)"].affine.affine_matrix,
+                       viewer.layers["H&E"].affine.affine_matrix)  # over the image it shows
+
+
 def test_a_dock_opened_again_shows_the_result_its_session_holds(make_napari_viewer, user, errors):
     """The dock closed while it registers and opened again from the menu: the new dock shows the
     finished result, its verdict and numbers, and can accept, export and review it (it showed

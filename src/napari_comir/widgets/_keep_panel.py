@@ -9,7 +9,7 @@ from ..core.errors import ComirError
 from ..core.transforms import AffineTransform
 from . import _export, _slide_output
 from ._apply import DIRECTIONS
-from ._layers import is_multiscale, wrap
+from ._layers import is_multiscale, layer_pixel_sizes, wrap
 from ._run_panel import row
 from ._worker import JobState
 from .session import RegistrationSession
@@ -69,8 +69,13 @@ class KeepPanel(Container):
 
     def export_transform(self, path):
         path = self.session.export(path)
-        self.status.value = f"✓ transform written to {path}"
-        show_info(f"transform saved to {path}")
+        _, fixed, moving = self.session.require_result()
+        in_um = path.suffix in (".tfm", ".txt") or path.name.endswith((".ngff.json", ".ngff.zarr"))
+        unknown = in_um and layer_pixel_sizes(fixed, moving) == (None, None)
+        note = (" (pixel sizes unknown: its µm are pixels; type them under 'µm per pixel' and "
+                "export again for physical units)" if unknown else "")
+        self.status.value = f"✓ transform written to {path}{note}"
+        show_info(f"transform saved to {path}{note}")
         return path
 
     def _export_dialog(self):

@@ -192,6 +192,14 @@ def layer_pixel_size(layer: Layer) -> float | None:
     return None if size == 1.0 else size
 
 
+def set_layer_pixel_size(layer: Layer, size_um: float | None) -> None:
+    """Record a pixel size (µm) as the layer's ``scale`` along y and x (``None``: napari's
+    default 1, unknown), as the plugin's reader does from a file's metadata."""
+    scale = list(layer.scale)
+    scale[-2:] = [size_um or 1.0] * 2
+    layer.scale = scale
+
+
 def layer_pixel_sizes(fixed: Layer, moving: Layer) -> tuple[float | None, float | None]:
     """The layers' pixel sizes from their ``scale`` (x), or (None, None) when both are napari's
     default 1: then nothing is known and the registration searches the scale."""

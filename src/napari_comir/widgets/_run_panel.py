@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, Label, ProgressBar, PushButton
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+)
 from napari.utils.notifications import show_error
 
 from ..core.defaults import DEFAULT_TRANSFORM, TRANSFORM_CHOICES, TRUE_TRANSFORM_KEY
@@ -15,6 +24,7 @@ from ._layers import (
     layer_pixel_sizes,
     layer_shape,
     raw_images,
+    set_layer_pixel_size,
     swapped_hint,
     unfit_pair_hint,
     wrap,
@@ -104,6 +114,15 @@ class RunPanel(Container):
                                   "else it is searched (0.8-1.25)")
         self.rotation = FloatSlider(label="rotation ±°", min=0, max=180, value=180, step=5,
                                     tooltip="Angles searched: ±value (180 = any rotation)")
+        self.sizes = {role: FloatSpinBox(min=0.0, max=1000.0, step=0.01, value=0.0,
+                                         tooltip=f"The {role} image's pixel size (µm), recorded "
+                                         "as its layer's scale; both unknown: the scale is "
+                                         "searched (0.8-1.25)") for role in ("fixed", "moving")}
+        for role, box in self.sizes.items():
+            box.native.setDecimals(4)
+            box.native.setPrefix(f"{role} ")
+            box.native.setSpecialValueText(f"{role}: unknown")  # shown at 0
+            box.changed.connect(lambda size, role=role: self._set_size(role, size))
         self.reuse = CheckBox(text="reuse CoMIRs already shown", value=True, visible=expert)
         self.register_button = PushButton(text="Register")
         self.stop_button = PushButton(text="Stop", enabled=False)
@@ -111,7 +130,8 @@ class RunPanel(Container):
         self.verdict = wrap(Label(value=""))
         self.details = wrap(Label(value=""))
         options = Container(widgets=[self.fixed, self.moving, self.method, self.transform,
-                                     self.rotation, self.reuse])
+                                     self.rotation,
+                                     row(*self.sizes.values(), label="µm per pixel"), self.reuse])
         options.margins = (0, 0, 0, 0)
         # The verdict and the numbers below the labelled options, at the dock's full width.
         super().__init__(labels=False, widgets=[
@@ -137,6 +157,7 @@ class RunPanel(Container):
         self.native.destroyed.connect(disconnect)
         self.reset_choices()
         self.refresh("result")  # a dock opened later shows what the session already holds
+        self._show_sizes()
 
     def reset_choices(self, *_):
         super().reset_choices()
@@ -179,6 +200,22 @@ class RunPanel(Container):
     def _choose(self, *_):
         self.session.choose(self.fixed.value, self.moving.value)
 
+    def _set_size(self, role: str, size_um: float) -> None:
+        layer = getattr(self.session, role)
+        if layer is not None:
+            set_layer_pixel_size(layer, size_um or None)
+            self.session.viewer.reset_view()  # the images' extent in µm changed
+
+    def _show_sizes(self) -> None:
+        """The pixel sizes the chosen images' layers record (unknown: both napari's default)."""
+        session = self.session
+        pair = (session.fixed, session.moving)
+        sizes = layer_pixel_sizes(*pair) if None not in pair else (None, None)
+        for box, layer, size in zip(self.sizes.values(), pair, sizes, strict=True):
+            with box.changed.blocked():
+                box.value = size or 0.0
+            box.enabled = layer is not None and not session.busy
+
     def options(self) -> dict:
         return {"transform": self.transform.value, "rotation_range": float(self.rotation.value),
                 "method": self.method.value, "reuse_comirs": bool(self.reuse.value)}
@@ -204,6 +241,8 @@ class RunPanel(Container):
         # Teaching has its own Stop, beside its progress; this one stops the rest (a slide written)
         ours = session.job_kind != "teach"
         self.stop_button.enabled = busy and ours and job.state is JobState.RUNNING
+        if what in ("pair", "sizes", "job"):
+            self._show_sizes()
         if what == "event" and job is not None and session.last_event is not None:
             if session.job_kind == "register":
                 show_progress(self.progress, session.last_event)

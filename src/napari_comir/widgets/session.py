@@ -120,8 +120,19 @@ class RegistrationSession:
                     layer.events.scale.connect(self._on_scale)
             self.changed.emit("pair")
 
-    def _on_scale(self, _event=None) -> None:
-        """A chosen image's pixel size (its layer's scale) changed: what the docks say follows."""
+    def _on_scale(self, event=None) -> None:
+        """A chosen image's pixel size (its layer's scale) changed: what the docks say follows.
+        A result of that image still maps its pixels (exports now carry the new sizes); its
+        review is laid out again on the images' new grids."""
+        if self.result_pair is not None and event is not None and event.source in self.result_pair \
+                and not self.busy:
+            fixed, moving = self.result_pair
+            self.review_images = _review.review_images(fixed, moving, self.result.transform)
+            shown = self.result.transform if self.after else AffineTransform.rigid()
+            self.review_layers = _review.show_review(self.viewer, fixed, moving, self.review_images,
+                                                     shown)
+            self.set_review_view(self.review_view)  # its layers shown or hidden again
+            self.place_moving()
         self.changed.emit("sizes")
 
     def chosen_pair(self) -> tuple[Layer, Layer]:
