@@ -63,12 +63,12 @@ N_CANDIDATES = 3
 #: over similarity; rigid synthetic cases gained at most 0.1, and lost precision (docs/benchmarks.md).
 MODEL_SELECTION_GAIN = 1.0
 
-#: Or this share of the loosest fit's detail score, where that is less: a gain counts against
-#: how significant the details are. Serial H&E/IHC sections (an affine stretch of 1-4 % between
-#: sections; details 1-4) gained 21-41 % of the loosest fit's detail score from affine over
-#: similarity or rigid, and stepping down cost 0.5-2.7 px of landmark error; rigid synthetic
-#: pairs gain at most 4 % (hard) and 1 % (+-30 deg) (docs/benchmarks.md, "A looser model kept
-#: for serial sections").
+#: Or this share of the loosest fit's detail score, where that is less and the score reaches
+#: the detail threshold: a gain counts against how significant the details are. Serial H&E/IHC
+#: sections (an affine stretch of 1-4 % between sections; details 1-4) gained 21-41 % of the
+#: loosest fit's detail score from affine over similarity or rigid, and stepping down cost
+#: 0.5-2.7 px of landmark error; rigid synthetic pairs gain at most 4 % (hard) and 1 % (+-30 deg)
+#: (docs/benchmarks.md, "A looser model kept for serial sections").
 MODEL_SELECTION_SHARE = 0.15
 
 #: Below this many times the detail threshold, the loosest fit's details are too weak to tell
@@ -331,7 +331,8 @@ def register(
     select_model : bool
         Fit every model from rigid up to ``transform`` and keep the simplest whose details agree
         about as well as any looser one's (by :data:`MODEL_SELECTION_GAIN`, or
-        :data:`MODEL_SELECTION_SHARE` of the loosest fit's detail score), or the strictest
+        :data:`MODEL_SELECTION_SHARE` of the loosest fit's detail score when it reaches
+        ``detail_threshold``), or the strictest
         within reach when the details are weak (:data:`WEAK_DETAIL_FACTOR`) that they do not
         reject (:data:`WEAK_STEP_LOSS`); ``transform`` is then the loosest model allowed.
         ``False`` fits ``transform`` alone. Either way, with weak details the loosest model is
@@ -443,6 +444,9 @@ def register(
         if again[2] > loosest[2]:
             best = loosest = again
     weak = loosest[2] < WEAK_DETAIL_FACTOR * detail_threshold
+    # A share of details that are significant counts too; below the threshold they are chance,
+    # and a looser model's gain in them is fitted noise.
+    share = MODEL_SELECTION_SHARE * loosest[2] if loosest[2] >= detail_threshold else math.inf
     if select_model:
         previous = loosest
         for stricter in reversed(MODELS[: MODELS.index(model)]):
@@ -457,7 +461,7 @@ def register(
             # Near the looser fit it converges in 2-3 steps; one that needs more is far from it
             # (weak details: it is kept, so it converges fully).
             fitted = fit([start], stricter, factors[-1:], None if weak else STRICTER_MAX_ITERATIONS)
-            loss, share = loosest[2] - fitted[2], MODEL_SELECTION_SHARE * max(loosest[2], 0.0)
+            loss = loosest[2] - fitted[2]
             if weak and loss > min(WEAK_STEP_LOSS, share):
                 break  # even weak details say the stricter model misses what the looser one fits
             if weak or loss < min(MODEL_SELECTION_GAIN, share):
