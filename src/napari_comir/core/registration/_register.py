@@ -76,13 +76,13 @@ MODEL_SELECTION_SHARE = 0.15
 #: 256² synthetic rigid pairs kept affine fits 2-3x as far off as their rigid fits.)
 WEAK_DETAIL_FACTOR = 2.0
 
-#: With weak details, how much worse (detail score) than the loosest fit's a stricter model's
-#: fit may make them agree and still be stepped down to (or :data:`MODEL_SELECTION_SHARE` of
-#: the loosest fit's, where that is less). Serial H&E/IHC sections registered by a
-#: model taught on another stain stepped down to rigid fits losing 0.57-0.60 in detail score and
-#: 1.3-3 px of landmark error (Cc10 14.0 -> 12.2 px as similarity, proSPC 14.4 -> 11.4 px as
-#: affine: best affine maps 10.8 and 10.3); each step on the 40 hard synthetic rigid pairs lost
-#: at most 0.03 (docs/benchmarks.md, "Precision and speed, third pass").
+#: With weak details, how much worse (detail score) than the loosest fit's a stricter model's fit
+#: may make them agree and still be stepped down to (or :data:`MODEL_SELECTION_SHARE` of the
+#: loosest fit's, where that is less and it reaches the threshold). Serial H&E/IHC sections
+#: registered by a model taught on another stain stepped down to rigid fits losing 0.57-0.60 in
+#: detail score and 1.3-3 px of landmark error (Cc10 14.0 -> 12.2 px as similarity, proSPC 14.4 ->
+#: 11.4 px as affine: best affine maps 10.8 and 10.3); each step on the 40 hard synthetic rigid
+#: pairs lost at most 0.03 (docs/benchmarks.md, "Precision and speed, third pass").
 WEAK_STEP_LOSS = MODEL_SELECTION_GAIN / 2
 
 #: Coarsest pyramid factor of a fit started near the answer (a given start, or a fit refitted
