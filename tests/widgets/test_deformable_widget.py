@@ -20,6 +20,16 @@ def field():
     return smooth_deformation((96, 96), 4.0, np.random.default_rng(0), smoothness_px=24.0)
 
 
+def show_kept_field(session, field, user) -> RegistrationResult:
+    """A deformable result whose field was kept, shown as the register worker shows it."""
+    fixed, moving = session.viewer.layers["SHG"], session.viewer.layers["BF"]
+    result = RegistrationResult(field, 0.9, 0.1, "search", {}, True,
+                                deformable={"kept": True, "reasons": [], "max_displacement_px": 4.0})
+    session.show_result(result, fixed, moving, _review.review_images(fixed, moving, field))
+    user.wait_until(lambda: session.result is result and not session.busy)
+    return result
+
+
 def test_deformable_is_a_choice_and_says_what_its_stage_did(viewer_with_pair, user, errors):
     viewer = viewer_with_pair
     widget = RegisterWidget(viewer)
@@ -41,10 +51,7 @@ def test_a_field_result_is_reviewed_accepted_exported_and_applied(viewer_with_pa
     viewer.window.add_dock_widget(widget)
     session = widget.session
     fixed, moving = viewer.layers["SHG"], viewer.layers["BF"]
-    result = RegistrationResult(field, 0.9, 0.1, "search", {}, True,
-                                deformable={"kept": True, "reasons": [], "max_displacement_px": 4.0})
-    session.show_result(result, fixed, moving, _review.review_images(fixed, moving, field))
-    user.wait_until(lambda: session.result is result and not session.busy)
+    show_kept_field(session, field, user)
     review_moving = session.review_layers[1]
     assert review_moving.metadata["comir_on_fixed"] and np.allclose(review_moving.affine.affine_matrix,
                                                                   np.eye(3))
@@ -137,11 +144,7 @@ def test_a_kept_field_is_taught_from(make_napari_viewer, user, errors):
     dock = GuidedDock(viewer)
     viewer.window.add_dock_widget(dock)
     session = dock.session
-    fixed, moving = viewer.layers["SHG"], viewer.layers["BF"]
-    result = RegistrationResult(field, 0.9, 0.1, "search", {}, True,
-                                deformable={"kept": True, "reasons": [], "max_displacement_px": 4.0})
-    session.show_result(result, fixed, moving, _review.review_images(fixed, moving, field))
-    user.wait_until(lambda: session.result is result and not session.busy)
+    show_kept_field(session, field, user)
     user.click(dock.keep_panel.accept_button)
     user.wait_for_job(session)
     dock.teach_panel.seconds.value = 5

@@ -29,6 +29,16 @@ def open_dock(viewer) -> GuidedDock:
     return dock
 
 
+def open_real_pair(make_napari_viewer, case):
+    """A viewer with a raw case's SHG (fixed) and H&E (moving), the dock on bundled bf-shg."""
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(case.fixed, name="SHG")
+    viewer.add_image(case.moving, name="H&E", rgb=True)
+    dock = open_dock(viewer)
+    dock.model_name.value = "bf-shg"
+    return viewer, dock
+
+
 def window_size(viewer) -> tuple[int, int]:
     size = viewer.window._qt_window.size()
     return size.width(), size.height()
@@ -299,13 +309,9 @@ def test_pixel_sizes_typed_in_the_dock_are_registered_with(make_napari_viewer, r
     """A microscopist with two JPEGs types the pixel sizes in the dock (napari's layer controls
     have no field for them): they become the layers' scale, step 2 says them, the registration
     uses them (the shift in µm), and changing one afterwards keeps the result (it maps pixels) and
-    ones lays its review out again on the images' new grids."""
+    lays its review out again on the images' new grids."""
     case = raw_cases["X01Y05"]
-    viewer = make_napari_viewer(show=True)
-    viewer.add_image(case.fixed, name="SHG")
-    viewer.add_image(case.moving, name="H&E", rgb=True)
-    dock = open_dock(viewer)
-    dock.model_name.value = "bf-shg"
+    viewer, dock = open_real_pair(make_napari_viewer, case)
     run = dock.run_panel
     assert [box.native.text() for box in run.sizes.values()] == ["fixed: unknown", "moving: unknown"]
     ratio = float(np.sqrt(np.linalg.det(case.truth.matrix_xy[:2, :2])))
@@ -531,11 +537,7 @@ def test_large_pair_takes_the_coarse_to_fine_route_when_clicked(make_napari_view
 def test_real_pair_register_accept_export_teach(make_napari_viewer, raw_cases, user, errors,
                                                 tmp_path):
     case = raw_cases["sa_stroma_pancreas_2000_95"]
-    viewer = make_napari_viewer(show=True)
-    viewer.add_image(case.fixed, name="SHG")
-    viewer.add_image(case.moving, name="H&E", rgb=True)
-    dock = open_dock(viewer)
-    dock.model_name.value = "bf-shg"
+    viewer, dock = open_real_pair(make_napari_viewer, case)
     assert _state.state_for(viewer).model.card.name == "bf-shg"
     user.watch.reset()
     user.click(dock.run_panel.register_button)
