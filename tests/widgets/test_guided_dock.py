@@ -29,6 +29,15 @@ def open_dock(viewer) -> GuidedDock:
     return dock
 
 
+def open_sample_pair(make_napari_viewer):
+    """A viewer with the misaligned sample pair, the dock on bundled bf-shg."""
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
+    dock = open_dock(viewer)
+    dock.model_name.value = "bf-shg"
+    return viewer, dock
+
+
 def open_real_pair(make_napari_viewer, case):
     """A viewer with a raw case's SHG (fixed) and H&E (moving), the dock on bundled bf-shg."""
     viewer = make_napari_viewer(show=True)
@@ -45,10 +54,7 @@ def window_size(viewer) -> tuple[int, int]:
 
 
 def test_sample_pair_registers_when_clicked(make_napari_viewer, user, errors):
-    viewer = make_napari_viewer(show=True)
-    viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
-    dock = open_dock(viewer)
-    dock.model_name.value = "bf-shg"
+    viewer, dock = open_sample_pair(make_napari_viewer)
     assert statuses(dock)["register"].endswith("press Register")
     user.watch.reset()
     user.click(dock.run_panel.register_button)
@@ -210,10 +216,7 @@ def test_a_stopped_registration_leaves_the_earlier_result_shown(make_napari_view
     """Register, then Register again and Stop: the dock says the earlier result stands and
     shows its verdict and numbers (it said "stopped" under a blank, while step 2 still read ✓
     and Accept kept that result)."""
-    viewer = make_napari_viewer(show=True)
-    viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
-    dock = open_dock(viewer)
-    dock.model_name.value = "bf-shg"
+    viewer, dock = open_sample_pair(make_napari_viewer)
     run = dock.run_panel
     user.click(run.register_button)
     assert user.wait_for_job(dock.session).state.value == "finished", errors
@@ -230,10 +233,7 @@ def test_a_stopped_registration_leaves_the_earlier_result_shown(make_napari_view
 def test_removing_an_image_while_it_registers_stops_and_says_so(make_napari_viewer, user, errors):
     """The moving image deleted while it registers: the job stops and the dock says why (it
     stayed on "registering…" under a full progress bar, with nothing to show)."""
-    viewer = make_napari_viewer(show=True)
-    viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
-    dock = open_dock(viewer)
-    dock.model_name.value = "bf-shg"
+    viewer, dock = open_sample_pair(make_napari_viewer)
     run = dock.run_panel
     user.click(run.register_button)
     viewer.layers.remove("BF (sample, misaligned)")
@@ -337,10 +337,7 @@ def test_a_dock_opened_again_shows_the_result_its_session_holds(make_napari_view
     """The dock closed while it registers and opened again from the menu: the new dock shows the
     finished result, its verdict and numbers, and can accept, export and review it (it showed
     step 2 "✓" over an empty verdict and disabled buttons)."""
-    viewer = make_napari_viewer(show=True)
-    viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
-    dock = open_dock(viewer)
-    dock.model_name.value = "bf-shg"
+    viewer, dock = open_sample_pair(make_napari_viewer)
     user.click(dock.run_panel.register_button)
     viewer.window.remove_dock_widget(dock.native)
     job = user.wait_for_job(dock.session)
@@ -363,10 +360,7 @@ def test_a_closed_dock_does_not_trip_over_images_opened_later(make_napari_viewer
     were set to layers they did not list yet, and napari's deletion tripped over the review
     layers the session removed meanwhile)."""
     bf, shg = pair
-    viewer = make_napari_viewer(show=True)
-    viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
-    dock = open_dock(viewer)
-    dock.model_name.value = "bf-shg"
+    viewer, dock = open_sample_pair(make_napari_viewer)
     user.click(dock.run_panel.register_button)
     assert user.wait_for_job(dock.session).state.value == "finished", errors
     user.wait_until(lambda: dock.session.review_layers and not dock.session.busy)
@@ -434,10 +428,7 @@ def test_deleting_the_accepted_layer_is_noticed_and_the_teach_name_follows_the_p
     """napari hands the dock a proxy of the viewer, whose layers are new proxies at every look-up:
     the accepted layer deleted went unnoticed ("✓ kept as ...", teach enabled on nothing). The
     teach name filled in for one kept pair followed it to the next pair."""
-    viewer = make_napari_viewer(show=True)
-    viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
-    dock = open_dock(viewer)
-    dock.model_name.value = "bf-shg"
+    viewer, dock = open_sample_pair(make_napari_viewer)
     user.click(dock.run_panel.register_button)
     assert user.wait_for_job(dock.session).state.value == "finished", errors
     user.click(dock.keep_panel.accept_button)
