@@ -116,6 +116,46 @@ def test_register_widget_direction_choice(viewer_with_pair, errors, user):
     assert session.accepted.name == "BF (registered)" and not errors
 
 
+def test_applying_again_replaces_the_earlier_result_not_a_users_layer(viewer_with_pair, errors, user):
+    from napari_comir.widgets import _review
+
+    viewer = viewer_with_pair
+    widget = RegisterWidget(viewer)
+    fixed, moving = viewer.layers["SHG"], viewer.layers["BF"]
+    session, keep = widget.session, widget.keep_panel
+    marks = viewer.add_points(np.array([[10.0, 20.0], [50.0, 60.0]]), name="marks")
+    cells = viewer.add_points(np.array([[30.0, 30.0]]), name="cells")
+    mine = viewer.add_points(np.array([[1.0, 1.0]]), name="cells (registered)")  # the user's own
+    session.show_result(RegistrationResult(KNOWN, 0.9, 0.1, "search", {}, True), fixed, moving,
+                        _review.review_images(fixed, moving))
+    user.wait_until(lambda: session.result is not None and not session.busy)
+    keep.targets.value = [marks, cells]
+    user.click(keep.apply_button)
+    first = viewer.layers["marks (registered)"]
+    assert keep.status.value.startswith("✓ added 'marks (registered)'")
+    index = viewer.layers.index(first)
+    marks.data = np.array([[12.0, 22.0]])  # edited, then applied again
+    keep.targets.value = [marks]
+    user.click(keep.apply_button)
+    names = [layer.name for layer in viewer.layers]
+    assert names.count("marks (registered)") == 1 and "marks (registered) [1]" not in names
+    again = viewer.layers["marks (registered)"]
+    assert again is not first and viewer.layers.index(again) == index
+    assert np.allclose(again.data, KNOWN.apply_rc(np.array([[12.0, 22.0]])))
+    assert keep.status.value == "✓ updated 'marks (registered)'"
+    # A user's layer that happens to bear the name is never replaced.
+    assert mine in viewer.layers and np.allclose(mine.data, [[1.0, 1.0]])
+    assert "cells (registered) [1]" in names
+    # Accepting twice keeps one registered image.
+    for _ in range(2):
+        user.click(keep.accept_button)
+        user.wait_for_job(session)
+        user.wait_until(lambda: session.accepted is not None)
+    names = [layer.name for layer in viewer.layers]
+    assert names.count("BF (registered)") == 1 and session.accepted.name == "BF (registered)"
+    assert not errors
+
+
 def test_export_dialog_starts_beside_the_moving_image_named_for_the_pair(make_napari_viewer, pair,
                                                                         tmp_path, monkeypatch):
     """The export dialog opened in the process's working folder as "transform.json"."""

@@ -12,7 +12,8 @@ was shown registered lies on it as it was shown then (``source_shown``, the prev
 over a deformable result's review (the moving image warped onto the fixed grid), lies on the
 fixed grid already (``drawn_on_target``): it is carried where it was drawn. The result
 is a new layer "<name> (registered)" (forward) or "<name> (on <moving>)" (inverse) on the
-target layer's grid; the original is never changed. The coordinate mapping itself is
+target layer's grid; the original is never changed. Applied again, it takes the place of the
+layer it made before (a user's own layer of that name is kept). The coordinate mapping itself is
 :func:`napari_comir.core.apply.transform_points_rc`; this module only handles napari layers.
 """
 
@@ -25,7 +26,7 @@ from ..core.apply import apply_transform_to_image, transform_points_rc
 from ..core.defaults import TRANSFORM_KEY
 from ..core.errors import InputError
 from ..core.transforms import AffineTransform
-from ._layers import grid_matrix, image_data, is_multiscale, upsert_image
+from ._layers import grid_matrix, image_data, is_multiscale
 
 #: Directions offered by the Register widget: label -> ``inverse``.
 DIRECTIONS = {"moving → fixed": False, "fixed → moving": True}
@@ -108,11 +109,34 @@ def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Laye
     Layer
         The new layer, on the target image layer's grid, with the transform in its metadata.
     """
+    name = f"{layer.name} (on {moving.name})" if inverse else f"{layer.name} (registered)"
+    earlier = _earlier_result(viewer, name)
+    if earlier is None:
+        return _carried_layer(viewer, layer, name, transform, fixed, moving, inverse=inverse,
+                              source_shown=source_shown, drawn_on_target=drawn_on_target, data=data)
+    index = viewer.layers.index(earlier)
+    viewer.layers.remove(earlier)
+    new = _carried_layer(viewer, layer, name, transform, fixed, moving, inverse=inverse,
+                         source_shown=source_shown, drawn_on_target=drawn_on_target, data=data)
+    viewer.layers.move(viewer.layers.index(new), index)
+    return new
+
+
+def _earlier_result(viewer, name: str) -> Layer | None:
+    """The layer ``name`` when an earlier apply made it (a user's own layer is never replaced)."""
+    if name not in viewer.layers or "comir_direction" not in viewer.layers[name].metadata:
+        return None
+    return viewer.layers[name]
+
+
+def _carried_layer(viewer, layer: Layer, name: str, transform, fixed: Layer, moving: Layer, *,
+                   inverse: bool, source_shown: np.ndarray | None, drawn_on_target: bool,
+                   data: np.ndarray | None) -> Layer:
+    """The new layer of :func:`apply_to_layer`, added to ``viewer``."""
     source, target = (fixed, moving) if inverse else (moving, fixed)
     target_grid = dict(scale=tuple(target.scale)[-2:], translate=tuple(target.translate)[-2:])
     meta = {TRANSFORM_KEY: transform.to_dict(), "comir_fixed": fixed.name,
             "comir_direction": "fixed → moving" if inverse else "moving → fixed"}
-    name = f"{layer.name} (on {moving.name})" if inverse else f"{layer.name} (registered)"
     if drawn_on_target:  # the field applied as shown (the review lies on the target's grid)
         transform, to_source = AffineTransform.rigid(), _data_to_source_rc(layer, target,
                                                                            grid_matrix(target))
@@ -124,11 +148,9 @@ def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Laye
                                   source_shown=source_shown)
         if isinstance(layer, Labels):
             return viewer.add_labels(data, name=name, metadata=meta, **target_grid)
-        new = upsert_image(viewer, name, data, rgb=layer.rgb,
-                           colormap=None if layer.rgb else layer.colormap,
-                           contrast_limits=layer.contrast_limits, metadata=meta, **target_grid)
-        new.metadata = meta
-        return new
+        return viewer.add_image(data, name=name, rgb=layer.rgb,
+                                colormap=None if layer.rgb else layer.colormap,
+                                contrast_limits=layer.contrast_limits, metadata=meta, **target_grid)
     if isinstance(layer, Points):
         data = transform_points_rc(layer.data, transform, inverse=inverse,
                                    data_to_source_rc=to_source)

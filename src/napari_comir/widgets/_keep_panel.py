@@ -91,6 +91,7 @@ class KeepPanel(Container):
 
     def apply_to(self, layers):
         inverse = DIRECTIONS[self.direction.value]
+        names_before = {layer.name for layer in self.session.viewer.layers}
         added = []
         for layer in layers:
             try:
@@ -98,7 +99,9 @@ class KeepPanel(Container):
             except ComirError as exc:
                 show_error(f"Apply: {layer.name}: {exc}")
         if added:
-            self.status.value = "✓ added " + ", ".join(repr(layer.name) for layer in added)
+            self.status.value = "✓ " + ", ".join(
+                f"{'updated' if layer.name in names_before else 'added'} {layer.name!r}"
+                for layer in added)
         return added
 
     def refresh(self, what: str) -> None:
