@@ -27,6 +27,7 @@ from qtpy.QtCore import Qt  # noqa: E402
 from napari_comir import _sample_data, api  # noqa: E402
 from napari_comir.demo import settle  # noqa: E402
 from napari_comir.widgets import fine_tune  # noqa: E402
+from napari_comir.widgets._landmarks import landmark_names  # noqa: E402
 from napari_comir.widgets.fine_tune import FineTuneWidget  # noqa: E402
 from napari_comir.widgets.inspect import InspectWidget  # noqa: E402
 from napari_comir.widgets.model import ModelWidget  # noqa: E402
@@ -252,7 +253,7 @@ def guided_on_serial_sections(stain: str = "CD31-3"):
         points = [read_landmarks(HE_IHC / "landmarks" / f"lung-lesion_3_{name}-les3.csv")[:3]
                   for name in ("He", stain)]
         pair = guided.run_panel.fixed.value, guided.run_panel.moving.value
-        layers = [viewer.layers[f"landmarks: {layer.name}"] for layer in pair]
+        layers = [viewer.layers[name] for name in landmark_names(*pair)]
         for number in range(3):  # as clicks in "add" mode place them: fixed, then moving
             layers[0].add(points[0][number, ::-1])
             if number < 2:

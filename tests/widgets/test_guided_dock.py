@@ -147,6 +147,32 @@ def test_long_layer_names_do_not_widen_the_dock_past_a_laptop_screen(make_napari
     assert window_size(viewer) <= SCREEN
 
 
+def test_an_image_shared_by_two_pairs_has_landmarks_for_each(make_napari_viewer, pair, user,
+                                                                errors):
+    """One H&E, two stains: each pair's landmarks are its own layers, and only the chosen
+    pair's are shown (the other pair's points on the shared image read as this pair's)."""
+    bf, shg = pair
+    viewer = make_napari_viewer(show=True)
+    fixed = viewer.add_image(shg, name="SHG")
+    first, second = (viewer.add_image(bf, name=name, rgb=True) for name in ("BF", "BF 2"))
+    dock = open_dock(viewer)
+    dock.run_panel.fixed.value, dock.run_panel.moving.value = fixed, first
+    user.click(dock.landmarks_panel.add_button)
+    first_layers = [viewer.layers[name] for name in ("landmarks: SHG (↔ BF)", "landmarks: BF (↔ SHG)")]
+    first_layers[0].add([20.0, 30.0])
+    first_layers[1].add([22.0, 29.0])
+    dock.run_panel.moving.value = second
+    user.wait_until(lambda: not any(layer.visible for layer in first_layers))
+    user.click(dock.landmarks_panel.add_button)
+    second_layers = [viewer.layers[name] for name in ("landmarks: SHG (↔ BF 2)",
+                                                      "landmarks: BF 2 (↔ SHG)")]
+    assert [len(layer.data) for layer in second_layers] == [0, 0]  # not the other pair's points
+    assert dock.landmarks_panel.residuals.value.startswith("pair 1: click a structure on SHG")
+    dock.run_panel.moving.value = first
+    user.wait_until(lambda: all(layer.visible for layer in first_layers))
+    assert not any(layer.visible for layer in second_layers) and not errors
+
+
 def test_landmarks_are_placed_in_turn_on_each_image_shown_alone(make_napari_viewer, pair, user,
                                                                 errors):
     """"add" readies the fixed image's landmark layer (it was left in pan/zoom, the moving image
@@ -158,23 +184,24 @@ def test_landmarks_are_placed_in_turn_on_each_image_shown_alone(make_napari_view
     dock = open_dock(viewer)
     panel = dock.landmarks_panel
     user.click(panel.add_button)
-    fixed_points, moving_points = viewer.layers["landmarks: SHG"], viewer.layers["landmarks: BF"]
+    fixed_points, moving_points = (viewer.layers[name] for name in ("landmarks: SHG (↔ BF)",
+                                                                     "landmarks: BF (↔ SHG)"))
 
     def turn():
         active = viewer.layers.selection.active
         assert active.visible and not (moving_points if active is fixed_points else fixed_points).visible
         return active.name, active.mode, fixed.visible, moving.visible
 
-    assert turn() == ("landmarks: SHG", "add", True, False)
+    assert turn() == ("landmarks: SHG (↔ BF)", "add", True, False)
     assert panel.residuals.value.startswith("pair 1: click a structure on SHG")
     for number, (row, col) in enumerate([(20.0, 30.0), (30.0, 32.0), (25.0, 45.0)], start=1):
         fixed_points.add([row, col])  # what a click in "add" mode does
-        assert turn() == ("landmarks: BF", "add", False, True)
+        assert turn() == ("landmarks: BF (↔ SHG)", "add", False, True)
         assert panel.residuals.value.startswith(f"pair {number}: click the same structure on BF")
         moving_points.add([row + 2.0, col - 1.0])
-        assert turn() == ("landmarks: SHG", "add", True, False)
+        assert turn() == ("landmarks: SHG (↔ BF)", "add", True, False)
     moving_points.data = moving_points.data + 0.5  # a point dragged: the turn stays
-    assert turn() == ("landmarks: SHG", "add", True, False)
+    assert turn() == ("landmarks: SHG (↔ BF)", "add", True, False)
     user.click(panel.fit_button)
     user.wait_until(lambda: dock.session.result is not None and not dock.session.busy)
     assert fixed.visible and moving.visible and fixed_points.mode == "pan_zoom"
@@ -642,8 +669,8 @@ def test_a_new_modality_pair_taught_from_landmarks(make_napari_viewer, user, err
     run.fixed.value, run.moving.value = viewer.layers["H&E"], viewer.layers["IHC"]
     user.click(dock.landmarks_panel.add_button)
     moving_rc = np.array([[25.0, 30.0], [120.0, 35.0], [60.0, 130.0], [130.0, 125.0], [50.0, 80.0]])
-    viewer.layers["landmarks: IHC"].data = moving_rc
-    viewer.layers["landmarks: H&E"].data = known.apply_rc(moving_rc)
+    viewer.layers["landmarks: IHC (↔ H&E)"].data = moving_rc
+    viewer.layers["landmarks: H&E (↔ IHC)"].data = known.apply_rc(moving_rc)
     user.click(dock.landmarks_panel.fit_button)
     user.wait_until(lambda: dock.session.result is not None and not dock.session.busy)
     user.click(dock.keep_panel.accept_button)

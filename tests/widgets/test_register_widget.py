@@ -227,7 +227,8 @@ def test_landmarks_fit_refine_from_and_residuals(viewer_with_pair, errors, user)
     landmarks = widget.landmarks_panel
     assert landmarks.fit() is None and errors  # no landmark layers yet
     user.click(landmarks.add_button)
-    fixed_points, moving_points = viewer.layers["landmarks: SHG"], viewer.layers["landmarks: BF"]
+    fixed_points, moving_points = (viewer.layers[name] for name in ("landmarks: SHG (↔ BF)",
+                                                                     "landmarks: BF (↔ SHG)"))
     moving_rc = np.array([[20.0, 15.0], [70.0, 30.0], [40.0, 80.0]])
     moving_points.data = moving_rc
     fixed_points.data = KNOWN.apply_rc(moving_rc)

@@ -8,7 +8,7 @@ from magicgui.widgets import Container, Label, PushButton
 from napari.utils.notifications import show_error
 
 from ..core.errors import ComirError
-from ._landmarks import landmark_layers, landmark_name, residual_lines
+from ._landmarks import landmark_layers, landmark_names, residual_lines, show_pair_landmarks
 from ._layers import wrap
 from ._run_panel import RunPanel, row
 from .session import RegistrationSession
@@ -67,10 +67,9 @@ class LandmarksPanel(Container):
 
     def _landmark_layers(self):
         viewer, pair = self.session.viewer, (self.session.fixed, self.session.moving)
-        names = [landmark_name(image) for image in pair if image is not None]
-        if len(names) == 2 and all(name in viewer.layers for name in names):
-            return pair, tuple(viewer.layers[name] for name in names)
-        return pair, None
+        if None in pair or not all(name in viewer.layers for name in landmark_names(*pair)):
+            return pair, None
+        return pair, tuple(viewer.layers[name] for name in landmark_names(*pair))
 
     def _on_points(self, *_) -> None:
         """A point added or removed: show the image whose landmark comes next, alone, with its
@@ -116,8 +115,10 @@ class LandmarksPanel(Container):
 
     def refresh(self, what: str) -> None:
         session = self.session
-        if what == "pair" and session.result_pair != (session.fixed, session.moving):
-            self.residuals.value = ""  # another pair's result's residuals, or its turn to click
+        if what == "pair":
+            show_pair_landmarks(session.viewer, session.fixed, session.moving)
+            if session.result_pair != (session.fixed, session.moving):
+                self.residuals.value = ""  # another pair's result's residuals, or its turn to click
         if what in ("result", "job"):
             self.register_button.enabled = not self.session.busy
             # the result's residuals only while its pair is the chosen one (a new pair registering)

@@ -139,7 +139,7 @@ def place_moving(viewer, fixed: Layer, moving: Layer, transform: AffineTransform
     from ._landmarks import landmark_name
     from .representations import comir_layer_name
 
-    for name in (moving.name, comir_layer_name(moving), landmark_name(moving)):
+    for name in (moving.name, comir_layer_name(moving), landmark_name(moving, fixed)):
         if name in viewer.layers:
             viewer.layers[name].affine = world_affine(fixed, viewer.layers[name], transform)
     for layer in review_layers[1:2]:  # maybe a coarse level: placed through the moving's grid

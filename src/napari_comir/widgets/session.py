@@ -29,7 +29,7 @@ from ..core.tiled_resample import check_resampled_path, resample_to_file
 from ..core.transforms import AffineTransform
 from . import _export, _review, _slide_output
 from ._apply import apply_to_layer, carried_pixels, shown_matrix
-from ._landmarks import landmark_name, landmark_pairs
+from ._landmarks import landmark_names, landmark_pairs
 from ._layers import (
     DERIVED_KEYS,
     image_data,
@@ -379,8 +379,7 @@ class RegistrationSession:
     def _landmarks_on_top(self) -> None:
         if self.result_pair is None:
             return
-        for image in self.result_pair:
-            name = landmark_name(image)
+        for name in landmark_names(*self.result_pair):
             if name in self.viewer.layers:
                 layers = self.viewer.layers
                 layers.move(layers.index(layers[name]), len(layers))
