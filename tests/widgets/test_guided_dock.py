@@ -270,6 +270,26 @@ def test_removing_an_image_while_it_registers_stops_and_says_so(make_napari_view
     assert run.register_button.enabled and dock.session.result is None
 
 
+def test_removing_the_fixed_image_in_a_long_stage_stops_without_a_crash(make_napari_viewer, raw_cases,
+                                                                       user, errors, qtbot):
+    """The fixed image deleted while the deformable stage runs (the job stops only at its next
+    event): napari crashed (segmentation fault) drawing the canvas after its warning toast; the
+    dock's verdict line says why it stopped, no toast."""
+    viewer, dock = open_real_pair(make_napari_viewer, raw_cases["X01Y05"])
+    run = dock.run_panel
+    run.transform.value = "deformable"
+    user.click(run.register_button)
+    user.wait_until(lambda: dock.session.last_event is not None
+                    and dock.session.last_event.stage == "deformable")
+    viewer.layers.remove("SHG")
+    assert dock.session.busy  # still in the stage
+    qtbot.wait(500)  # the canvas drawn, the job not yet at its next event
+    job = user.wait_for_job(dock.session)
+    assert job.state.value == "stopped" and not errors, (job.error, errors)
+    assert run.verdict.value == "⚠ stopped: 'SHG' was removed while it ran"
+    assert dock.session.result is None and run.register_button.enabled
+
+
 def test_an_image_too_small_fails_saying_why_and_step_two_says_so(make_napari_viewer, pair, user,
                                                                    errors):
     """A 20 x 20 px fixed image: the registration fails with the reason, in red, as a
@@ -327,8 +347,9 @@ def test_review_layers_stay_under_what_was_drawn(make_napari_viewer, pair, user,
         assert names.index(review[1]) < names.index("marks")
         dock.keep_panel.targets.value = [marks]
         user.click(dock.keep_panel.apply_button)
-    assert [layer.name for layer in viewer.layers][-3:] == ["marks", "marks (registered)",
-                                                             "marks (registered) [1]"]
+    # the second apply took the first one's place
+    assert [layer.name for layer in viewer.layers][-2:] == ["marks", "marks (registered)"]
+    assert "marks (registered) [1]" not in viewer.layers
 
 
 def test_pixel_sizes_typed_in_the_dock_are_registered_with(make_napari_viewer, raw_cases, user,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from magicgui.widgets import ComboBox, Container, Label, PushButton, Select
+from magicgui.widgets import ComboBox, Container, PushButton, Select
 from napari.utils.notifications import show_error, show_info
 
 from ..core.errors import ComirError
 from ..core.transforms import AffineTransform
 from . import _export, _slide_output
 from ._apply import DIRECTIONS
-from ._layers import is_multiscale, layer_pixel_sizes, wrap
+from ._layers import StatusLine, cap_height, is_multiscale, layer_pixel_sizes
 from ._run_panel import row
 from ._worker import JobState
 from .session import RegistrationSession
@@ -27,8 +27,8 @@ class KeepPanel(Container):
                                         "as a new layer (yours are never changed)")
         self.export_button = PushButton(text="Export transform…", enabled=False,
                                         tooltip="JSON, ITK/elastix, OME-NGFF, QuPath or CSV")
-        self.status = wrap(Label(value=""))
-        self.targets = wrap(Select(label="apply to", choices=self._targets), max_height=64)
+        self.status = StatusLine()
+        self.targets = cap_height(Select(label="apply to", choices=self._targets), 64)
         self.direction = ComboBox(label="direction", choices=list(DIRECTIONS),
                                   value=next(iter(DIRECTIONS)),
                                   tooltip="moving → fixed: the selected layers belong to the moving "

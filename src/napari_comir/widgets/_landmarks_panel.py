@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import weakref
 
-from magicgui.widgets import Container, Label, PushButton
+from magicgui.widgets import Container, PushButton
 from napari.utils.notifications import show_error
 
 from ..core.errors import ComirError
 from ._landmarks import landmark_layers, landmark_names, residual_lines, show_pair_landmarks
-from ._layers import wrap
+from ._layers import StatusLine
 from ._run_panel import RunPanel, row
 from .session import RegistrationSession
 
@@ -27,7 +27,7 @@ class LandmarksPanel(Container):
         self.register_button = PushButton(text="refine from",
                                           tooltip="Refine from the landmarks' transform instead "
                                           "of searching, and judge the result")
-        self.residuals = wrap(Label(value=""))
+        self.residuals = StatusLine()
         super().__init__(widgets=[row(self.add_button, self.fit_button, self.register_button,
                                       label="landmarks"), self.residuals])
         self.margins = (0, 0, 0, 0)

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import ComboBox
+from magicgui.widgets import ComboBox, Label
 from napari.layers import Image, Labels, Layer
 
 from ..core.defaults import TRANSFORM_KEY
@@ -308,17 +308,31 @@ def grid(viewer):
     return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
 
 
-def wrap(label, max_height: int | None = None):
-    """Let a Label wrap (long status lines must not widen the dock), or cap a list's height."""
-    if max_height is not None:
-        label.native.setMaximumHeight(max_height)
-    elif hasattr(label.native, "setWordWrap"):
+def cap_height(widget, max_height: int):
+    """Cap a widget's height (a list of layers must not push the dock's steps apart)."""
+    widget.native.setMaximumHeight(max_height)
+    return widget
+
+
+class StatusLine(Label):
+    """A status line that wraps (a long one must not widen the dock) and is hidden while it
+    says nothing (an empty line still took a row of the dock)."""
+
+    def __init__(self, **kwargs):
         from qtpy.QtCore import Qt
         from qtpy.QtWidgets import QSizePolicy
 
-        label.native.setWordWrap(True)
-        label.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        super().__init__(**{"value": "", **kwargs})
+        self.native.setWordWrap(True)
+        self.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         # The width the dock gives, not the text's own: wrapped lines fill the dock's width
         # and never widen it.
-        label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-    return label
+        self.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.set_value(self.value)
+
+    def set_value(self, value) -> None:
+        super().set_value(value)
+        if value or self.native.parent() is not None:  # shown alone, it would be a window
+            self.visible = bool(value)
+        else:
+            self.visible = False

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from magicgui.widgets import CheckBox, ComboBox, Container, Label
+from magicgui.widgets import CheckBox, ComboBox, Container
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 
 from ..core.errors import ComirError
-from ._layers import wrap
+from ._layers import StatusLine
 from ._run_panel import row
 from .session import RegistrationSession
 
@@ -35,7 +35,7 @@ class ReviewPanel(Container):
                               "see it where it was (before)")
         self.view = ComboBox(label="show", choices=lambda _widget: session.review_views(),
                              value=session.review_view, enabled=False)
-        self.subject = wrap(Label(value=""))
+        self.subject = StatusLine()
         super().__init__(widgets=[row(self.view, self.after, label="review"), self.subject])
         self.margins = (0, 0, 0, 0)
         self._timer = QTimer()

@@ -8,7 +8,6 @@ from magicgui.widgets import (
     Container,
     FloatSlider,
     FloatSpinBox,
-    Label,
     ProgressBar,
     PushButton,
 )
@@ -19,6 +18,7 @@ from ..core.errors import ComirError
 from ..core.registration import RegistrationResult
 from ..core.transforms import AffineTransform, corner_error
 from ._layers import (
+    StatusLine,
     fits_modality,
     guess_pair,
     layer_pixel_sizes,
@@ -27,7 +27,6 @@ from ._layers import (
     set_layer_pixel_size,
     swapped_hint,
     unfit_pair_hint,
-    wrap,
 )
 from ._settings import restore
 from ._verdict import BAD, GOOD, UNCHECKED, verdict_text
@@ -126,9 +125,9 @@ class RunPanel(Container):
         self.reuse = CheckBox(text="reuse CoMIRs already shown", value=True, visible=expert)
         self.register_button = PushButton(text="Register")
         self.stop_button = PushButton(text="Stop", enabled=False)
-        self.progress = ProgressBar(value=0, max=1)
-        self.verdict = wrap(Label(value=""))
-        self.details = wrap(Label(value=""))
+        self.progress = ProgressBar(value=0, max=1, visible=False)  # shown once it has news
+        self.verdict = StatusLine()
+        self.details = StatusLine()
         options = Container(widgets=[self.fixed, self.moving, self.method, self.transform,
                                      self.rotation,
                                      row(*self.sizes.values(), label="µm per pixel"), self.reuse])
@@ -245,12 +244,14 @@ class RunPanel(Container):
             self._show_sizes()
         if what == "event" and job is not None and session.last_event is not None:
             if session.job_kind == "register":
+                self.progress.visible = True
                 show_progress(self.progress, session.last_event)
                 eta = eta_text(job)
                 self.details.value = session.last_event.message + (f" · {eta}" if eta else "")
             return
         if what == "job" and job is not None and session.job_kind == "register":
             if job.state is JobState.RUNNING:
+                self.progress.visible = True
                 self.verdict.value, self.details.value = "registering…", ""
                 self.verdict.native.setStyleSheet("")
             elif job.state is JobState.STOPPING:
@@ -281,6 +282,7 @@ class RunPanel(Container):
             if not busy:  # a new pair: nothing done for it yet
                 self.progress.value = 0
                 self.progress.native.setFormat("")
+                self.progress.visible = False
                 if not shown:  # nor a result or problem of another pair
                     self._show_unfit_hint()
 
@@ -312,5 +314,6 @@ class RunPanel(Container):
             self.progress.max = max(self.progress.max, 1)
             self.progress.value = self.progress.max
             self.progress.native.setFormat("done")  # not what a stopped run left
+            self.progress.visible = True
         else:
             self.verdict.value = self.details.value = ""

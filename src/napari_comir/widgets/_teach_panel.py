@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
-from magicgui.widgets import Container, FloatSpinBox, Label, LineEdit, ProgressBar, PushButton
+from magicgui.widgets import Container, FloatSpinBox, LineEdit, ProgressBar, PushButton
 from napari.utils.notifications import show_error
 
 from ..core.errors import ComirError
-from ._layers import is_multiscale, wrap
+from ._layers import StatusLine, is_multiscale
 from ._run_panel import row
 from ._worker import JobState, eta_text, show_progress
 from .session import RegistrationSession
@@ -40,7 +40,7 @@ class TeachPanel(Container):
                                        "default model does not change)")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(value=0, max=1, visible=False)
-        self.status = wrap(Label(value=""))
+        self.status = StatusLine()
         self._named_for = ""  # the name last filled in for a kept pair
         super().__init__(widgets=[row(self.seconds, self.teach_button, self.stop_button),
                                   self.save_as, self.progress, self.status])

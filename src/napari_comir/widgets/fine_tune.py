@@ -10,7 +10,6 @@ from magicgui.widgets import (
     Container,
     FileEdit,
     FloatSpinBox,
-    Label,
     LineEdit,
     ProgressBar,
     PushButton,
@@ -27,7 +26,7 @@ from ..core.training import FINE_TUNE_LR, TrainConfig
 from ..core.zoo import ComirModel
 from . import _worker
 from ._docking import tabify_with_siblings
-from ._layers import image_data, modality_pickers, percentile_limits, upsert_image, wrap
+from ._layers import StatusLine, cap_height, image_data, modality_pickers, percentile_limits, upsert_image
 from ._loss_plot import LossPlot
 from ._state import library, state_for
 
@@ -60,8 +59,7 @@ class FineTuneWidget(Container):
         self.viewer = napari_viewer
         self._moving, self._fixed = modality_pickers(napari_viewer)
         self._add = PushButton(text="Add pair")
-        self._pairs_list = wrap(Select(label="aligned pairs", choices=self._pair_choices),
-                                max_height=90)
+        self._pairs_list = cap_height(Select(label="aligned pairs", choices=self._pair_choices), 90)
         self._remove = PushButton(text="Remove selected pairs")
         self._csv = FileEdit(label="pairs CSV", filter="*.csv", value="",
                              tooltip="Columns name, <moving>_file, <fixed>_file (paths relative "
@@ -78,7 +76,7 @@ class FineTuneWidget(Container):
         self._start = PushButton(text="Start")
         self._stop = PushButton(text="Stop", enabled=False)
         self._progress = ProgressBar(value=0, max=1)
-        self._status = wrap(Label(value=""))
+        self._status = StatusLine()
         self._heldout: float | None = None
         self._name = LineEdit(label="save as", value="my-bf-shg")
         self._save = PushButton(text="Save user model", enabled=False)

@@ -9,7 +9,7 @@ panels as the expert docks over the viewer's registration session.
 
 from __future__ import annotations
 
-from magicgui.widgets import ComboBox, Container, Label
+from magicgui.widgets import ComboBox, Container
 from napari.utils.notifications import show_error
 
 from .. import api
@@ -17,7 +17,7 @@ from ..core.errors import ComirError
 from ._docking import ScrollingDock, tabify_with_siblings
 from ._keep_panel import KeepPanel
 from ._landmarks_panel import LandmarksPanel
-from ._layers import is_multiscale, layer_pixel_sizes, wrap
+from ._layers import StatusLine, is_multiscale, layer_pixel_sizes
 from ._review_panel import ReviewPanel
 from ._run_panel import RunPanel
 from ._state import library
@@ -41,7 +41,7 @@ class GuidedDock(ScrollingDock, Container):
                                    nullable=True, value=loaded if loaded in names else None,
                                    tooltip="Bundled and saved user models; the CoMIR model dock "
                                    "(menu) shows their cards and loads files")
-        self.status = {step: wrap(Label(value="")) for step in STEPS}
+        self.status = {step: StatusLine() for step in STEPS}
         for number, (step, label) in enumerate(self.status.items(), start=1):
             label.native.setStyleSheet("font-weight: bold")
             label.tooltip = f"step {number}: {step}"

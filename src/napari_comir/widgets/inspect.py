@@ -7,7 +7,6 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FloatSpinBox,
-    Label,
     ProgressBar,
     PushButton,
     SpinBox,
@@ -20,8 +19,8 @@ from ..core.evaluation import local_ncc, rotation_equivariance_events
 from ..core.transforms import resample
 from . import _worker
 from ._docking import tabify_with_siblings
+from ._layers import StatusLine, image_data, layer_choices, pixel_transform, raw_images, upsert_image
 from ._layers import grid as _grid
-from ._layers import image_data, layer_choices, pixel_transform, raw_images, upsert_image, wrap
 from ._state import state_for
 
 AGREEMENT_LAYER = "CoMIR agreement (local NCC)"
@@ -49,14 +48,14 @@ class InspectWidget(Container):
         self._overlay = PushButton(text="Overlay")
         self._window = SpinBox(label="window px", min=3, max=255, step=2, value=15)
         self._agree = PushButton(text="Agreement map")
-        self._agree_label = wrap(Label(value=""))
+        self._agree_label = StatusLine()
         self._image = ComboBox(label="image", choices=images, nullable=True)
         self._modality = ComboBox(label="modality", choices=self._modalities)
         self._image.changed.connect(self._match_modality)
         self._angle = FloatSpinBox(label="angle °", min=-180, max=180, value=90, step=5)
         self._check = PushButton(text="Check equivariance")
         self._progress = ProgressBar(value=0, max=1)
-        self._equi_label = wrap(Label(value=""))
+        self._equi_label = StatusLine()
         super().__init__(widgets=[
             self._fixed, self._moving, self._side, self._overlay, self._window, self._agree,
             self._agree_label, self._image, self._modality, self._angle, self._check,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import Container, Label, ProgressBar, PushButton
+from magicgui.widgets import Container, ProgressBar, PushButton
 from napari.layers import Image, Layer
 from napari.utils.notifications import show_error
 
@@ -13,12 +13,12 @@ from ..core.zoo import ComirModel
 from . import _worker
 from ._docking import tabify_with_siblings
 from ._layers import (
+    StatusLine,
     image_data,
     layer_shape,
     modality_pickers,
     percentile_limits,
     upsert_image,
-    wrap,
 )
 from ._state import state_for
 
@@ -70,7 +70,7 @@ class RepresentationsWidget(Container):
         self._run = PushButton(text="Compute CoMIRs")
         self._stop = PushButton(text="Stop", enabled=False)
         self._progress = ProgressBar(value=0, max=1)
-        self._status = wrap(Label(value=""))
+        self._status = StatusLine()
         super().__init__(widgets=[self._moving, self._fixed, self._run, self._stop,
                                   self._progress, self._status])
         tabify_with_siblings(self)  # beside the plugin's other docks, not under them

@@ -169,8 +169,9 @@ class RegistrationSession:
         """A layer the session refers to is gone: forget what depended on it."""
         layer = event.value
         if self.busy and layer in self.job_layers:
+            # The panel of the job says why it stopped. No notification: napari (0.9, Mesa's
+            # software OpenGL) crashed drawing the canvas once a toast followed a removal.
             self.stop(reason=f"{layer.name!r} was removed while it ran")
-            show_warning(f"{self.job_kind.capitalize()}: stopped: {self.stop_reason}")
         self.comirs.pop(layer, None)
         if layer is self.accepted:
             self.accepted = self.accepted_result = None
