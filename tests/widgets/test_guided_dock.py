@@ -503,6 +503,46 @@ def test_deleting_the_accepted_layer_is_noticed_and_the_teach_name_follows_the_p
     assert "second" in dock.teach_panel.save_as.value
 
 
+def test_teaching_learns_the_kept_pair_not_a_later_result(make_napari_viewer, user, errors,
+                                                          monkeypatch):
+    """A pair kept, then another registered and not kept: teach learned the later one (a result
+    the person had rejected) while the panel promised the kept pair."""
+    from napari_comir.widgets import session as session_module
+
+    viewer, dock = open_sample_pair(make_napari_viewer)
+    run = dock.run_panel
+    user.click(run.register_button)
+    assert user.wait_for_job(dock.session).state.value == "finished", errors
+    user.click(dock.keep_panel.accept_button)
+    user.wait_for_job(dock.session)
+    kept = dock.session.result
+    rng = np.random.default_rng(0)
+    noise = viewer.add_image(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8), name="noise", rgb=True)
+    run.moving.value = noise
+    user.click(run.register_button)
+    assert user.wait_for_job(dock.session).state.value == "finished", errors
+    assert dock.session.result is not kept
+    teach = dock.teach_panel
+    assert teach.status.value == "ready to teach on the kept pair ('BF (sample, misaligned) (registered)')"
+    assert "BF" in teach.save_as.value and "noise" not in teach.save_as.value
+    taught_pairs = []
+    real_teach = session_module.api.teach
+
+    def recording_teach(pairs, **options):
+        taught_pairs.extend(pairs)
+        return real_teach(pairs, **options)
+
+    monkeypatch.setattr(session_module.api, "teach", recording_teach)
+    teach.seconds.value = 5
+    user.click(teach.teach_button)
+    user.wait_until(lambda: len(taught_pairs) == 1)
+    user.click(teach.stop_button)
+    user.wait_for_job(dock.session, 120)
+    (pair,) = taught_pairs
+    assert pair.name == "BF (sample, misaligned) on SHG (sample)"
+    assert np.allclose(pair.transform.matrix_xy, kept.transform.matrix_xy)
+
+
 def test_two_docks_of_a_viewer_show_one_pair_and_warn_once(make_napari_viewer, pair, user,
                                                             monkeypatch):
     """Every dock of a viewer shares one session: a pair chosen in the expert dock shows in the
@@ -698,6 +738,7 @@ def test_a_new_modality_pair_taught_from_landmarks(make_napari_viewer, user, err
     user.wait_for_job(dock.session)
     teach = dock.teach_panel
     assert teach.teach_button.enabled
+    assert teach.save_as.value == "taught-IHC"  # a new model: not named after bf-shg
     teach.seconds.value, teach.save_as.value = 5, "he-ihc-here"
     user.click(teach.teach_button)
     job = user.wait_for_job(dock.session, 180)

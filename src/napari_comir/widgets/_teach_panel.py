@@ -62,10 +62,12 @@ class TeachPanel(Container):
             return None
 
     def _default_name(self) -> str:
-        """The model's name and the moving image's, which names what is new (a stain, a
-        microscope) more often than the fixed one (the H&E of every serial-section pair)."""
-        model, pair = self.session.models.model, self.session.result_pair
-        base = model.card.name if model is not None else "model"
+        """The name of the model taught from (a new modality pair: "taught") and the kept
+        moving image's, which names what is new (a stain, a microscope) more often than the
+        fixed one (the H&E of every serial-section pair)."""
+        session = self.session
+        model, pair = session.models.model, session.accepted_pair
+        base = model.card.name if model is not None and session.teaches_from_model(model) else "taught"
         return safe_model_name(f"{base}-{pair[1].name}" if pair else base)
 
     def _outcome_text(self, result) -> str:
@@ -94,6 +96,7 @@ class TeachPanel(Container):
             self.save_as.value = self._named_for = self._default_name()
         if teaching and what == "job" and job.state is JobState.RUNNING:
             self.progress.max = 0  # busy until the steps that fit are known, not the last run's
+            self.progress.native.setFormat("starting…")
         if teaching and what == "job":
             self.status.value = self._outcome_text(job.result) \
                 if job.state is JobState.FINISHED else {

@@ -60,6 +60,8 @@ class RegistrationSession:
         The layer the last Accept made (or opened from a written slide).
     accepted_result : RegistrationResult or None
         The result :attr:`accepted` was made from.
+    accepted_pair : (Layer, Layer) or None
+        Its (fixed, moving) layers: the kept pair teaching learns from.
     review_view : str
         What the review shows (one of ``_review.VIEWS``).
     after : bool
@@ -81,6 +83,7 @@ class RegistrationSession:
         self.result_pair: tuple[Layer, Layer] | None = None
         self.accepted: Layer | None = None
         self.accepted_result: RegistrationResult | None = None
+        self.accepted_pair: tuple[Layer, Layer] | None = None
         self.review_view: str = _review.DEFAULT_VIEW
         self.after = True
         self.review_layers: tuple[Layer, ...] = ()
@@ -173,8 +176,8 @@ class RegistrationSession:
             # software OpenGL) crashed drawing the canvas once a toast followed a removal.
             self.stop(reason=f"{layer.name!r} was removed while it ran")
         self.comirs.pop(layer, None)
-        if layer is self.accepted:
-            self.accepted = self.accepted_result = None
+        if layer is self.accepted or layer in (self.accepted_pair or ()):
+            self.accepted = self.accepted_result = self.accepted_pair = None
             self.changed.emit("accepted")
         if self.result_pair is not None and layer in self.result_pair:
             self.result, self.result_pair = None, None
@@ -475,7 +478,7 @@ class RegistrationSession:
             moving.visible = False
             layers = self.viewer.layers
             layers.move(layers.index(layer), layers.index(fixed) + 1)
-            self.accepted, self.accepted_result = layer, result
+            self.accepted, self.accepted_result, self.accepted_pair = layer, result, (fixed, moving)
             self.set_review_view("off")
             self.changed.emit("accepted")
             self.changed.emit("job")
@@ -509,22 +512,36 @@ class RegistrationSession:
                 for layer in layers]
 
     # ------------------------------------------------------------------ teach
+    def teaches_from_model(self, model) -> bool:
+        """Whether teaching the kept pair starts from ``model``: its networks take the pair's
+        images (their channel counts); else a new model is taught."""
+        if self.accepted_pair is None:
+            return False
+        card = model.card
+        try:
+            for layer, modality in zip(self.accepted_pair, (card.fixed_modality, card.moving_modality),
+                                       strict=True):
+                api.check_image(image_data(layer), api.modality_spec(model, modality), modality)
+        except InputError:
+            return False
+        return True
+
     def teach(self, seconds: float, name: str) -> Job:
         """Teach the model the kept pair (the images and the accepted transform) in a worker
         (:func:`napari_comir.api.teach`): a copy of this viewer's model when its networks take
         these images, else a new model for their channel counts (a new modality pair). The
         taught model is checked, saved as the user model ``name`` and used in this viewer; the
         default of later sessions is unchanged (a taught model can be worse on other pairs)."""
-        if self.accepted is None or self.result is None or self.result_pair is None:
+        if self.accepted is None or self.accepted_pair is None:
             raise InputError("accept a registration first: the model learns from the kept pair")
-        fixed, moving = self.result_pair
+        fixed, moving = self.accepted_pair  # not a later result's, which was not kept
         if is_multiscale(fixed) or is_multiscale(moving):
             raise InputError("teaching on whole slides is not supported; crop a region first")
         api.check_user_model_name(name)
-        pair = api.TeachingPair(image_data(fixed), image_data(moving), self.result.transform,
+        pair = api.TeachingPair(image_data(fixed), image_data(moving), self.accepted_result.transform,
                                 name=f"{moving.name} on {fixed.name}")
-        base = self.models.get()
-        start = base if takes_pair(base, pair) else None  # None: a new modality pair
+        model = self.models.get()
+        start = model if self.teaches_from_model(model) else None  # None: a new modality pair
         events = api.teach([pair], start=start, max_seconds=seconds, device=self.models.device)
 
         def teach_and_save() -> Iterator[Progress]:
@@ -545,16 +562,6 @@ class RegistrationSession:
         return self._start("teach", teach_and_save, done)
 
 
-def takes_pair(model, pair) -> bool:
-    """Whether ``model``'s networks take the pair's images (their channel counts)."""
-    card = model.card
-    try:
-        for image, modality in ((pair.fixed_image, card.fixed_modality),
-                                (pair.moving_image, card.moving_modality)):
-            api.check_image(image, api.modality_spec(model, modality), modality)
-    except InputError:
-        return False
-    return True
 
 
 def _in_turns(*steps) -> None:
