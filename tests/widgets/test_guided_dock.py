@@ -522,6 +522,8 @@ def test_teaching_learns_the_kept_pair_not_a_later_result(make_napari_viewer, us
     user.click(run.register_button)
     assert user.wait_for_job(dock.session).state.value == "finished", errors
     assert dock.session.result is not kept
+    dock.review_panel.view.value = "off"  # it said "accepted: ..." of the kept pair here
+    assert dock.review_panel.subject.value.startswith("SHG (sample) (fixed) and noise (moving)")
     teach = dock.teach_panel
     assert teach.status.value == "ready to teach on the kept pair ('BF (sample, misaligned) (registered)')"
     assert "BF" in teach.save_as.value and "noise" not in teach.save_as.value

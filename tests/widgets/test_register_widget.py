@@ -142,6 +142,26 @@ def test_deleting_a_layer_disables_what_needs_it(registered, user):
     user.wait_until(lambda: not any(layer.name.startswith("review:") for layer in viewer.layers))
 
 
+def test_keep_panel_says_what_a_click_could_not_do(registered, user, tmp_path, monkeypatch):
+    """Unknown pixel sizes: an export in µm says its µm are pixels, QuPath's matrix (pixels)
+    says nothing of it (it did, as an ITK .txt); Apply with no layer chosen says so (it did
+    nothing, silently)."""
+    from qtpy.QtWidgets import QFileDialog
+
+    viewer, widget = registered
+    show_known(widget, user)
+    keep = widget.keep_panel
+    for name, noted in (("t.qupath.txt", False), ("t.txt", True), ("t.csv", False)):
+        monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                            staticmethod(lambda *args, name=name: (str(tmp_path / name), "")))
+        user.click(keep.export_button)
+        assert keep.status.value.startswith(f"✓ transform written to {tmp_path / name}")
+        assert ("pixel sizes unknown" in keep.status.value) == noted, name
+    keep.targets.value = []
+    user.click(keep.apply_button)
+    assert keep.status.value == "⚠ select the layers to carry in 'apply to' first"
+
+
 def test_export_formats_use_the_layers_scale(registered, user, tmp_path, monkeypatch):
     """ITK and NGFF files carry the layers' pixel sizes; the dialog adds the chosen ending."""
     sitk = pytest.importorskip("SimpleITK")

@@ -42,6 +42,15 @@ def export_result(result: RegistrationResult, fixed: Layer, moving: Layer, path)
         moving_pixel_size_um=layer_pixel_size_um(moving), center_xy=result.moving_centre_xy)
 
 
+def in_micrometres(path: Path) -> bool:
+    """Whether the format ``path``'s name asks for holds µm (ITK and OME-NGFF; QuPath's and
+    the CSV's matrices are in pixels, the JSON holds both)."""
+    name = path.name.lower()
+    if name.endswith(".qupath.txt"):
+        return False
+    return path.suffix.lower() in (".tfm", ".txt") or name.endswith((".ngff.json", ".ngff.zarr"))
+
+
 def default_export_path(fixed: Layer, moving: Layer) -> Path:
     """``<moving>_to_<fixed>.json`` beside the moving image's file, if known."""
     return beside_source(moving, safe_name(f"{moving.name}_to_{fixed.name}") + ".json")

@@ -70,8 +70,7 @@ class KeepPanel(Container):
     def export_transform(self, path):
         path = self.session.export(path)
         _, fixed, moving = self.session.require_result()
-        in_um = path.suffix in (".tfm", ".txt") or path.name.endswith((".ngff.json", ".ngff.zarr"))
-        unknown = in_um and layer_pixel_sizes(fixed, moving) == (None, None)
+        unknown = _export.in_micrometres(path) and layer_pixel_sizes(fixed, moving) == (None, None)
         note = (" (pixel sizes unknown: its µm are pixels; type them under 'µm per pixel' and "
                 "export again for physical units)" if unknown else "")
         self.status.value = f"✓ transform written to {path}{note}"
@@ -90,6 +89,9 @@ class KeepPanel(Container):
                 show_error(f"Export: {exc}")
 
     def apply_to(self, layers):
+        if not layers:
+            self.status.value = "⚠ select the layers to carry in 'apply to' first"
+            return []
         inverse = DIRECTIONS[self.direction.value]
         names_before = {layer.name for layer in self.session.viewer.layers}
         added = []

@@ -85,7 +85,7 @@ class ReviewPanel(Container):
             return
         fixed, moving = session.result_pair
         text = f"{fixed.name} (fixed) and {moving.name} (moving): {VIEW_HELP[session.review_view]}"
-        if session.review_view == "off" and session.accepted is not None:
+        if session.review_view == "off" and session.accepted_matches_result():
             text = (f"accepted: {session.accepted.name!r} over {fixed.name!r}; choose a view to "
                     "compare again")
         self.subject.value = text
