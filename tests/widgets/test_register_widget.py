@@ -228,6 +228,19 @@ def test_a_failure_of_a_pair_named_the_other_way_round_asks_whether_it_is_swappe
     assert widget.run_panel.verdict.value == "✓ likely right"
 
 
+def test_a_pair_chosen_the_other_way_round_fails_saying_swap_them(viewer_with_pair, user, errors):
+    """The RGB bright field chosen as bf-shg's fixed (SHG) image: the failure said only that it
+    has 3 channels where 1 is expected; it now says the model takes them swapped."""
+    viewer = viewer_with_pair
+    widget = RegisterWidget(viewer)
+    panel = widget.run_panel
+    panel.fixed.value, panel.moving.value = viewer.layers["BF"], viewer.layers["SHG"]
+    user.click(panel.register_button)
+    assert user.wait_for_job(widget.session).state.value == "failed"
+    assert panel.verdict.value.startswith("⚠ failed: ")
+    assert panel.verdict.value.endswith("takes 'SHG' as fixed (shg) and 'BF' as moving (bf): swap them)")
+
+
 def test_register_needs_two_layers(make_napari_viewer, errors):
     widget = RegisterWidget(make_napari_viewer())
     assert widget.run_panel.register() is None and errors

@@ -105,6 +105,19 @@ def swapped_hint(card, fixed: Layer, moving: Layer) -> str | None:
     return None
 
 
+def swap_fits_hint(card, fixed: Layer, moving: Layer) -> str | None:
+    """"swap fixed and moving" when the model's networks take the pair only the other way round
+    (an RGB bright field chosen as bf-shg's fixed SHG); else None."""
+    def fits(fixed_layer, moving_layer) -> bool:
+        return fits_modality(fixed_layer, card, card.fixed_modality) and \
+            fits_modality(moving_layer, card, card.moving_modality)
+
+    if fits(fixed, moving) or not fits(moving, fixed):
+        return None
+    return (f"{card.name} takes {moving.name!r} as fixed ({card.fixed_modality}) and "
+            f"{fixed.name!r} as moving ({card.moving_modality}): swap them")
+
+
 def guess_pair(viewer, model=None) -> tuple[Image | None, Image | None]:
     """(fixed, moving) defaults: a raw layer of the colour of the model's fixed modality (grey for
     bf-shg's SHG) and another of the moving one's (RGB for its BF); between layers of one colour

@@ -25,6 +25,7 @@ from ._layers import (
     layer_shape,
     raw_images,
     set_layer_pixel_size,
+    swap_fits_hint,
     swapped_hint,
     unfit_pair_hint,
 )
@@ -270,7 +271,10 @@ class RunPanel(Container):
                     self.details.value = result_text(session.result, *session.result_pair)
                     self.details.tooltip = details_tooltip(session.result)
             elif job.state is JobState.FAILED:
-                self.verdict.value, self.details.value = f"⚠ failed: {job.error}", ""
+                model, pair = session.models.model, session.job_layers
+                hint = swap_fits_hint(model.card, *pair) if model is not None and len(pair) == 2 else None
+                self.verdict.value = f"⚠ failed: {job.error}" + (f" ({hint})" if hint else "")
+                self.details.value = ""
                 self.verdict.native.setStyleSheet(_BAD)
             if job.state is not JobState.FINISHED:
                 return
