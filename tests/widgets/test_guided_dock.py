@@ -257,6 +257,23 @@ def test_a_stopped_registration_leaves_the_earlier_result_shown(make_napari_view
     assert run.progress.native.format() == "stopped" and dock.keep_panel.accept_button.enabled
 
 
+def test_nothing_takes_room_before_it_has_something_to_say(make_napari_viewer, user, errors):
+    """Before the first registration an empty progress bar and empty lines under it left a band
+    of the dock blank; they appear once they have news."""
+    viewer, dock = open_sample_pair(make_napari_viewer)
+    run, keep = dock.run_panel, dock.keep_panel
+
+    def shown(widget) -> bool:
+        return widget.native.isVisibleTo(dock.native)
+
+    assert not any(shown(widget) for widget in (run.progress, run.verdict, run.details, keep.status))
+    assert shown(dock.status["register"]) and shown(run.register_button)
+    user.click(run.register_button)
+    assert user.wait_for_job(dock.session).state.value == "finished", errors
+    assert all(shown(widget) for widget in (run.progress, run.verdict, run.details))
+    assert run.verdict.value.startswith("✓")
+
+
 def test_removing_an_image_while_it_registers_stops_and_says_so(make_napari_viewer, user, errors):
     """The moving image deleted while it registers: the job stops and the dock says why (it
     stayed on "registering…" under a full progress bar, with nothing to show)."""
