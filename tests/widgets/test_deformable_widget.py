@@ -44,6 +44,31 @@ def test_deformable_is_a_choice_and_says_what_its_stage_did(viewer_with_pair, us
     user.watch.check()
 
 
+def test_a_field_review_hides_the_moving_image_it_shows_warped(viewer_with_pair, user, field):
+    """The review of a field shows the moving image warped onto the fixed grid; the moving image
+    itself, placed by the affine part, stuck out beyond it. Hidden while such a view shows, shown
+    again for "before", "off" or the deformation view; after Accept it stays hidden."""
+    viewer = viewer_with_pair
+    widget = RegisterWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    session, review = widget.session, widget.review_panel
+    moving = viewer.layers["BF"]
+    show_kept_field(session, field, user)
+    assert review.view.value == "overlay" and not moving.visible
+    for view, shown in (("checkerboard", False), ("deformation", True), ("flicker", False),
+                        ("off", True)):
+        review.view.value = view
+        assert moving.visible == shown, view
+    review.view.value = "overlay"
+    review.after.value = False  # before: the moving image as it was, beside the fixed one
+    assert moving.visible
+    review.after.value = True
+    assert not moving.visible
+    user.click(widget.keep_panel.accept_button)
+    user.wait_until(lambda: session.accepted is not None)
+    assert not moving.visible and session.review_view == "off"
+
+
 def test_a_field_result_is_reviewed_accepted_exported_and_applied(viewer_with_pair, user, field,
                                                                    tmp_path):
     viewer = viewer_with_pair

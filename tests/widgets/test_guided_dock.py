@@ -237,6 +237,10 @@ def test_landmarks_are_placed_in_turn_on_each_image_shown_alone(make_napari_view
     assert panel.residuals.value == ""  # not the last result's while the new pair registers
     user.wait_for_job(dock.session)
     assert not errors, errors
+    # the CoMIR views offered again, in their place (they were appended after "off")
+    user.wait_until(lambda: "CoMIRs" in dock.review_panel.view.choices)
+    assert tuple(dock.review_panel.view.choices) == dock.session.review_views()
+    assert dock.review_panel.view.choices[-1] == "off"
 
 
 def test_a_stopped_registration_leaves_the_earlier_result_shown(make_napari_viewer, user, errors):
@@ -305,6 +309,25 @@ def test_removing_the_fixed_image_in_a_long_stage_stops_without_a_crash(make_nap
     assert job.state.value == "stopped" and not errors, (job.error, errors)
     assert run.verdict.value == "⚠ stopped: 'SHG' was removed while it ran"
     assert dock.session.result is None and run.register_button.enabled
+
+
+def test_a_pair_refused_at_once_is_named_by_step_two(make_napari_viewer, user, errors):
+    """A 3-D stack chosen as moving: Register is refused at once with the reason in red, and
+    step 2 said "press Register" above it; it says the pair cannot be registered, until another
+    pair is chosen."""
+    viewer = make_napari_viewer(show=True)
+    shg = viewer.add_image(np.random.default_rng(0).random((96, 96), np.float32), name="SHG")
+    stack = viewer.add_image(np.zeros((5, 96, 96), np.float32), name="stack")
+    viewer.add_image(np.zeros((96, 96, 3), np.uint8), name="BF", rgb=True)
+    dock = open_dock(viewer)
+    run = dock.run_panel
+    run.fixed.value, run.moving.value = shg, stack
+    user.click(run.register_button)
+    assert run.verdict.value.startswith("⚠ layer 'stack' has shape (5, 96, 96)")
+    assert dock.status["register"].value == "2 · register: ⚠ cannot register this pair — see below"
+    assert errors  # and said as a notification
+    run.moving.value = viewer.layers["BF"]
+    assert dock.status["register"].value.endswith("press Register")
 
 
 def test_an_image_too_small_fails_saying_why_and_step_two_says_so(make_napari_viewer, pair, user,

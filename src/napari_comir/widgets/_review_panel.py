@@ -71,6 +71,8 @@ class ReviewPanel(Container):
         has_result = session.result is not None and session.result_pair is not None
         self.after.enabled = self.view.enabled = has_result
         with self.view.changed.blocked():
+            if tuple(self.view.choices) != session.review_views():
+                self.view.native.clear()  # magicgui appends new choices after the old ones
             self.view.reset_choices()
             if session.review_view in self.view.choices:  # else a new result's view is on its way
                 self.view.value = session.review_view

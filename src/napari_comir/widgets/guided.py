@@ -137,6 +137,8 @@ class GuidedDock(ScrollingDock, Container):
         if session.job_kind in ("register", "fit") and job is not None and \
                 job.state is JobState.FAILED and session.job_layers == (fixed, moving):
             return "⚠ failed — see below"
+        if session.refused_pair == (fixed, moving):
+            return "⚠ cannot register this pair — see below"
         if is_multiscale(fixed) or is_multiscale(moving):
             return "whole slides (coarse to fine): press Register"
         sizes = layer_pixel_sizes(fixed, moving)

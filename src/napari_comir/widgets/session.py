@@ -21,7 +21,7 @@ from psygnal import Signal
 from qtpy.QtCore import QTimer
 
 from .. import api
-from ..core.errors import InputError
+from ..core.errors import ComirError, InputError
 from ..core.progress import Progress
 from ..core.registration import RegistrationResult
 from ..core.registration.landmarks import coverage_warning, fit_landmarks
@@ -87,6 +87,10 @@ class RegistrationSession:
         self.review_view: str = _review.DEFAULT_VIEW
         self.after = True
         self.review_layers: tuple[Layer, ...] = ()
+        #: The pair whose Register was refused at once (bad input), until another is chosen.
+        self.refused_pair: tuple[Layer | None, Layer | None] | None = None
+        #: The moving image, hidden while a field's review shows it warped (see _cover_moving).
+        self._covered: Layer | None = None
         self.review_images: dict = {}  # the overlay's images of the result, made in the worker
         self.job: Job | None = None
         self.job_kind = ""
@@ -117,7 +121,7 @@ class RegistrationSession:
             for layer in (self.fixed, self.moving):
                 if layer is not None:
                     layer.events.scale.disconnect(self._on_scale)
-            self.fixed, self.moving = fixed, moving
+            self.fixed, self.moving, self.refused_pair = fixed, moving, None
             for layer in (fixed, moving):
                 if layer is not None:
                     layer.events.scale.connect(self._on_scale)
@@ -176,6 +180,8 @@ class RegistrationSession:
             # software OpenGL) crashed drawing the canvas once a toast followed a removal.
             self.stop(reason=f"{layer.name!r} was removed while it ran")
         self.comirs.pop(layer, None)
+        if layer is self._covered:
+            self._covered = None
         if layer is self.accepted or layer in (self.accepted_pair or ()):
             self.accepted = self.accepted_result = self.accepted_pair = None
             self.changed.emit("accepted")
@@ -207,9 +213,20 @@ class RegistrationSession:
         return self.job
 
     # ------------------------------------------------------------------ register
-    def register(self, *, transform: str, rotation_range: float, method: str = "search",
-                 reuse_comirs: bool = True, from_landmarks: bool = False) -> Job:
-        """Register the chosen pair in a worker (ComirError at once for bad input)."""
+    def register(self, **options) -> Job:
+        """Register the chosen pair in a worker (ComirError at once for bad input; the pair is
+        then :attr:`refused_pair`, which step 2 names)."""
+        try:
+            job = self._register(**options)
+        except ComirError:
+            self.refused_pair = (self.fixed, self.moving)
+            self.changed.emit("job")
+            raise
+        self.refused_pair = None
+        return job
+
+    def _register(self, *, transform: str, rotation_range: float, method: str = "search",
+                  reuse_comirs: bool = True, from_landmarks: bool = False) -> Job:
         fixed, moving = self.chosen_pair()
         initial = self.landmark_transform(transform) if from_landmarks else None
         model = self.models.get()
@@ -403,7 +420,19 @@ class RegistrationSession:
                 self.review_view in _review.OVERLAY_VIEWS:
             self.set_review_view(self.review_view)
         else:
+            self._cover_moving()
             self.changed.emit("review")
+
+    def _cover_moving(self) -> None:
+        """The moving image hidden while a field's review shows it warped onto the fixed grid:
+        placed by the affine part, it stuck out beyond the review; shown again after."""
+        result, pair = self.result, self.result_pair
+        cover = result is not None and pair is not None and self.after and \
+            _review.is_deformable(result.transform) and self.review_view in _review.WARPED_VIEWS
+        if cover and pair[1].visible and self._covered is None:
+            pair[1].visible, self._covered = False, pair[1]
+        elif not cover and self._covered is not None:
+            self._covered.visible, self._covered = True, None
 
     def review_views(self) -> tuple[str, ...]:
         """The review views the result can show: the deformation only with a field kept, the
@@ -432,6 +461,7 @@ class RegistrationSession:
                                                      self.review_layers, view, self.after,
                                                      self.review_images, comirs)
             self._landmarks_on_top()
+        self._cover_moving()
         self.changed.emit("review")
 
     # ------------------------------------------------------------------ keep
@@ -475,7 +505,7 @@ class RegistrationSession:
 
         def finish() -> None:
             self.presenting = False
-            moving.visible = False
+            moving.visible, self._covered = False, None  # hidden under the accepted layer
             layers = self.viewer.layers
             layers.move(layers.index(layer), layers.index(fixed) + 1)
             self.accepted, self.accepted_result, self.accepted_pair = layer, result, (fixed, moving)
