@@ -345,7 +345,5 @@ class StatusLine(Label):
 
     def set_value(self, value) -> None:
         super().set_value(value)
-        if value or self.native.parent() is not None:  # shown alone, it would be a window
+        if self.native.parent() is not None or not value:  # shown alone, it would be a window
             self.visible = bool(value)
-        else:
-            self.visible = False

@@ -592,8 +592,6 @@ class RegistrationSession:
         return self._start("teach", teach_and_save, done)
 
 
-
-
 def _in_turns(*steps) -> None:
     """Run ``steps`` in order, one per later turn of the event loop: none in the caller's turn,
     whose own work (a finished job's callbacks) would add up with the first."""
