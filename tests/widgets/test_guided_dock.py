@@ -66,8 +66,9 @@ def test_sample_pair_registers_when_clicked(make_napari_viewer, user, errors):
     assert panel.verdict.value == "✓ likely right" and panel.verdict.native.isVisible()
     error = float(panel.details.value.rsplit("known transform: ", 1)[1].split(" px")[0])
     assert error <= 0.02 * viewer.layers[0].data.shape[1]
-    assert statuses(dock)["register"].startswith("2 · register: ✓")
-    assert statuses(dock)["register"].endswith(", likely right")
+    model = dock.session.result.transform.model
+    simplest = " (the simplest that fits)" if model != "affine" else ""  # affine was asked
+    assert statuses(dock)["register"] == f"2 · register: ✓ {model}{simplest}, likely right"
     # An affine result has no deformation to show: not offered, and refused without a change
     # (the view was switched to it, the review's layers hidden, before the refusal).
     view = dock.session.review_view
@@ -276,6 +277,31 @@ def test_nothing_takes_room_before_it_has_something_to_say(make_napari_viewer, u
     assert user.wait_for_job(dock.session).state.value == "finished", errors
     assert all(shown(widget) for widget in (run.progress, run.verdict, run.details))
     assert run.verdict.value.startswith("✓")
+
+
+def test_step_two_says_why_the_model_differs_from_the_one_asked(viewer_with_pair, user):
+    """"✓ rigid, likely right" under "affine" asked, "✓ affine" under "deformable": step 2 now
+    says the simplest model that fits was kept, or that no field was."""
+    from napari_comir.core.registration import RegistrationResult
+    from napari_comir.core.transforms import AffineTransform
+    from napari_comir.widgets import _review
+
+    viewer = viewer_with_pair
+    dock = open_dock(viewer)
+    fixed, moving = viewer.layers["SHG"], viewer.layers["BF"]
+    dock.run_panel.fixed.value, dock.run_panel.moving.value = fixed, moving
+    shift = AffineTransform.about_center(3.0, (47.5, 47.5), (2.0, 1.0))  # rigid
+    cases = (("affine", {}, "✓ rigid (the simplest that fits), likely right"),
+             ("rigid", {}, "✓ rigid, likely right"),
+             ("deformable", {"deformable": {"kept": False, "reasons": ["no gain"]}},
+              "✓ affine (no field kept), likely right"))
+    for asked, extra, header in cases:
+        dock.run_panel.transform.value = asked
+        transform = shift if asked != "deformable" else AffineTransform(shift.matrix_xy, "affine")
+        result = RegistrationResult(transform, 0.9, 0.1, "search", {}, True, **extra)
+        dock.session.show_result(result, fixed, moving, _review.review_images(fixed, moving))
+        user.wait_until(lambda result=result: dock.session.result is result and not dock.session.busy)
+        assert dock.status["register"].value == f"2 · register: {header}"
 
 
 def test_removing_an_image_while_it_registers_stops_and_says_so(make_napari_viewer, user, errors):

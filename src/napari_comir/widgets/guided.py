@@ -131,8 +131,14 @@ class GuidedDock(ScrollingDock, Container):
             if result.method == "landmarks":
                 return "fitted to landmarks (not yet checked)" + (
                     "" if result.success_likely else ": ⚠ they cover little — see below")
-            return (f"✓ {result.transform.model}, likely right" if result.success_likely
-                    else f"{result.transform.model}: ⚠ probably wrong — see below")
+            model = result.transform.model
+            asked = self.run_panel.transform.value
+            if result.deformable is not None and not result.deformable.get("kept"):
+                model += " (no field kept)"
+            elif asked not in (model, "deformable"):
+                model += " (the simplest that fits)"
+            return (f"✓ {model}, likely right" if result.success_likely
+                    else f"{model}: ⚠ probably wrong — see below")
         job = session.job
         if session.job_kind in ("register", "fit") and job is not None and \
                 job.state is JobState.FAILED and session.job_layers == (fixed, moving):
