@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
 
 from napari_comir.core.errors import InputError
 from napari_comir.widgets import _state
@@ -429,7 +430,16 @@ def test_pixel_sizes_typed_in_the_dock_are_registered_with(make_napari_viewer, r
     run = dock.run_panel
     assert [box.native.text() for box in run.sizes.values()] == ["fixed: unknown", "moving: unknown"]
     ratio = float(np.sqrt(np.linalg.det(case.truth.matrix_xy[:2, :2])))
-    run.sizes["fixed"].value, run.sizes["moving"].value = 0.5, round(0.5 * ratio, 4)
+    for role, layer, size in (("fixed", "SHG", 0.5), ("moving", "H&E", round(0.5 * ratio, 4))):
+        # typed as a person types: each keystroke was applied (0, 4, 44, ... µm/px: 144 in the end)
+        box = run.sizes[role].native
+        box.setFocus()
+        box.selectAll()
+        before = tuple(viewer.layers[layer].scale)
+        user.qtbot.keyClicks(box, f"{size:g}")
+        assert tuple(viewer.layers[layer].scale) == before  # nothing applied while typing
+        user.qtbot.keyClick(box, Qt.Key.Key_Return)
+        assert tuple(viewer.layers[layer].scale) == pytest.approx((size, size))
     assert tuple(viewer.layers["SHG"].scale) == (0.5, 0.5)
     assert dock.status["register"].value == (f"2 · register: fixed 0.5, moving {round(0.5 * ratio, 4):g}"
                                              " µm/px; press Register")

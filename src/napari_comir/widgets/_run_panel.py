@@ -122,6 +122,9 @@ class RunPanel(Container):
             box.native.setDecimals(4)
             box.native.setPrefix(f"{role} ")
             box.native.setSpecialValueText(f"{role}: unknown")  # shown at 0
+            # Applied on Enter or leaving the box, not per keystroke: typing 0.4456 set 0, 4,
+            # 44... in turn, each rescaling the layer and rewriting the box under the cursor.
+            box.native.setKeyboardTracking(False)
             box.changed.connect(lambda size, role=role: self._set_size(role, size))
         self.reuse = CheckBox(text="reuse CoMIRs already shown", value=True, visible=expert)
         self.register_button = PushButton(text="Register")
