@@ -69,6 +69,19 @@ def test_a_field_review_hides_the_moving_image_it_shows_warped(viewer_with_pair,
     assert not moving.visible and session.review_view == "off"
 
 
+def test_the_fixed_image_deleted_gives_the_moving_one_back(viewer_with_pair, user, field):
+    """The fixed image deleted under a field's review: the moving image stayed hidden (the
+    canvas went black)."""
+    viewer = viewer_with_pair
+    widget = RegisterWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    moving = viewer.layers["BF"]
+    show_kept_field(widget.session, field, user)
+    assert not moving.visible
+    viewer.layers.remove("SHG")
+    assert moving.visible and widget.session.result is None
+
+
 def test_a_field_result_is_reviewed_accepted_exported_and_applied(viewer_with_pair, user, field,
                                                                    tmp_path):
     viewer = viewer_with_pair

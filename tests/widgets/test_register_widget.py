@@ -162,6 +162,16 @@ def test_keep_panel_says_what_a_click_could_not_do(registered, user, tmp_path, m
     assert keep.status.value == "⚠ select the layers to carry in 'apply to' first"
 
 
+def test_the_fixed_image_deleted_puts_the_moving_one_back_on_its_grid(registered, user):
+    """The moving image stayed placed by a result that was gone with the fixed image."""
+    viewer, widget = registered
+    show_known(widget, user)
+    moving = viewer.layers["BF"]
+    assert not np.allclose(moving.affine.affine_matrix, np.eye(3))  # placed by the result
+    viewer.layers.remove("SHG")
+    assert np.allclose(moving.affine.affine_matrix, np.eye(3)) and moving.visible
+
+
 def test_export_formats_use_the_layers_scale(registered, user, tmp_path, monkeypatch):
     """ITK and NGFF files carry the layers' pixel sizes; the dialog adds the chosen ending."""
     sitk = pytest.importorskip("SimpleITK")

@@ -133,20 +133,31 @@ def extra_review_layers(viewer) -> list[Layer]:
             if name in viewer.layers]
 
 
-def place_moving(viewer, fixed: Layer, moving: Layer, transform: AffineTransform,
-                 review_layers) -> None:
-    """Place the moving image, its CoMIR, its landmarks and its review layer by ``transform``."""
+def _placed_with_moving(viewer, fixed: Layer, moving: Layer) -> list[Layer]:
+    """The moving image, its CoMIR and its landmarks: the layers a result places."""
     from ._landmarks import landmark_name
     from .representations import comir_layer_name
 
-    for name in (moving.name, comir_layer_name(moving), landmark_name(moving, fixed)):
-        if name in viewer.layers:
-            viewer.layers[name].affine = world_affine(fixed, viewer.layers[name], transform)
+    names = (moving.name, comir_layer_name(moving), landmark_name(moving, fixed))
+    return [viewer.layers[name] for name in names if name in viewer.layers]
+
+
+def place_moving(viewer, fixed: Layer, moving: Layer, transform: AffineTransform,
+                 review_layers) -> None:
+    """Place the moving image, its CoMIR, its landmarks and its review layer by ``transform``."""
+    for layer in _placed_with_moving(viewer, fixed, moving):
+        layer.affine = world_affine(fixed, layer, transform)
     for layer in review_layers[1:2]:  # maybe a coarse level: placed through the moving's grid
         if layer in viewer.layers and not layer.metadata.get("comir_on_fixed"):
             layer.affine = world_affine(fixed, moving, transform)
     if CHECKERBOARD in viewer.layers and viewer.layers[CHECKERBOARD].visible:
         show_checkerboard(viewer, fixed, moving, transform)
+
+
+def unplace_moving(viewer, fixed: Layer, moving: Layer) -> None:
+    """The moving image (its CoMIR, its landmarks) back on its own grid: its result is gone."""
+    for layer in _placed_with_moving(viewer, fixed, moving):
+        layer.affine = np.eye(3)
 
 
 def switch_view(viewer, fixed: Layer, moving: Layer, result, review_layers, view: str,

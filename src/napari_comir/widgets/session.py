@@ -186,7 +186,11 @@ class RegistrationSession:
             self.accepted = self.accepted_result = self.accepted_pair = None
             self.changed.emit("accepted")
         if self.result_pair is not None and layer in self.result_pair:
+            fixed, moving = self.result_pair
             self.result, self.result_pair = None, None
+            self._cover_moving()  # shown again, if a field's review hid it
+            if layer is fixed:  # nothing left to be placed over
+                _review.unplace_moving(self.viewer, fixed, moving)
             self._remove_review_layers(later=True)
             self.changed.emit("result")
         if layer in (self.fixed, self.moving):
