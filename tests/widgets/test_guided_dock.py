@@ -255,12 +255,15 @@ def test_a_stopped_registration_leaves_the_earlier_result_shown(make_napari_view
     assert user.wait_for_job(dock.session).state.value == "finished", errors
     result = dock.session.result
     user.click(run.register_button)
+    keep = dock.keep_panel  # not for a result about to be replaced
+    assert not (keep.export_button.enabled or keep.apply_button.enabled or keep.accept_button.enabled)
     user.click(run.stop_button)
     assert user.wait_for_job(dock.session).state.value == "stopped", errors
     assert dock.session.result is result
     assert run.verdict.value == "stopped; the earlier result stands: ✓ likely right"
     assert "rotation" in run.details.value and "score" in run.details.value
-    assert run.progress.native.format() == "stopped" and dock.keep_panel.accept_button.enabled
+    assert run.progress.native.format() == "stopped" and keep.accept_button.enabled
+    assert keep.export_button.enabled and keep.apply_button.enabled
 
 
 def test_nothing_takes_room_before_it_has_something_to_say(make_napari_viewer, user, errors):
@@ -339,21 +342,27 @@ def test_removing_the_fixed_image_in_a_long_stage_stops_without_a_crash(make_nap
 
 
 def test_a_pair_refused_at_once_is_named_by_step_two(make_napari_viewer, user, errors):
-    """A 3-D stack chosen as moving: Register is refused at once with the reason in red, and
-    step 2 said "press Register" above it; it says the pair cannot be registered, until another
-    pair is chosen."""
+    """A 3-D stack chosen as moving: step 2 said "press Register" until Register was refused
+    with the reason in red; it says so as soon as the stack is chosen. A pair refused at once
+    for another reason (refine from landmarks never placed) is named too, until another pair
+    is chosen."""
     viewer = make_napari_viewer(show=True)
     shg = viewer.add_image(np.random.default_rng(0).random((96, 96), np.float32), name="SHG")
     stack = viewer.add_image(np.zeros((5, 96, 96), np.float32), name="stack")
-    viewer.add_image(np.zeros((96, 96, 3), np.uint8), name="BF", rgb=True)
+    bf = viewer.add_image(np.zeros((96, 96, 3), np.uint8), name="BF", rgb=True)
     dock = open_dock(viewer)
     run = dock.run_panel
     run.fixed.value, run.moving.value = shg, stack
+    assert dock.status["register"].value == "2 · register: ⚠ 'stack' is 3-D: take a 2-D slice of it first"
     user.click(run.register_button)
-    assert run.verdict.value.startswith("⚠ layer 'stack' has shape (5, 96, 96)")
+    assert run.verdict.value.startswith("⚠ layer 'stack' has shape (5, 96, 96)") and errors
+    run.moving.value = bf
+    assert dock.status["register"].value.endswith("press Register")
+    user.click(dock.landmarks_panel.register_button)  # refine from landmarks: none placed
+    assert run.verdict.value == "⚠ add the landmark layers first, then click matching structures in both"
     assert dock.status["register"].value == "2 · register: ⚠ cannot register this pair — see below"
-    assert errors  # and said as a notification
-    run.moving.value = viewer.layers["BF"]
+    run.moving.value = stack
+    run.moving.value = bf
     assert dock.status["register"].value.endswith("press Register")
 
 

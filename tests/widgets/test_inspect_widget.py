@@ -51,3 +51,38 @@ def test_defaults_pick_two_layers_and_the_modality_of_the_image(make_napari_view
     assert widget._modality.value == "bf"
     widget._image.value = viewer.layers["SHG"]
     assert widget._modality.value == "shg"
+
+
+def test_a_comir_of_the_other_modality_is_not_taken_as_fixed(make_napari_viewer, pair):
+    """Only the bright field's CoMIR shown yet: it went into "fixed CoMIR" (the SHG's role), and
+    the SHG's, computed next, into "moving"."""
+    viewer = make_napari_viewer()
+    bf, shg = pair
+    viewer.add_image(bf, name="CoMIR (BF)", rgb=True, metadata={"comir_modality": "bf",
+                                                                 "comir_source": "BF"})
+    widget = InspectWidget(viewer)
+    assert widget._fixed.value is None and widget._moving.value.name == "CoMIR (BF)"
+    viewer.add_image(shg, name="CoMIR (SHG)", metadata={"comir_modality": "shg", "comir_source": "SHG"})
+    assert widget._fixed.value.name == "CoMIR (SHG)" and widget._moving.value.name == "CoMIR (BF)"
+
+
+def test_an_agreement_map_left_shown_goes_under_a_new_review(viewer_with_pair, user):
+    """Inspect's agreement map of the unregistered CoMIRs, left visible, showed as bands around
+    the next registration's review."""
+    from napari_comir.core.registration import RegistrationResult
+    from napari_comir.core.transforms import AffineTransform
+    from napari_comir.widgets import _review
+    from napari_comir.widgets.session import session_for
+
+    viewer = viewer_with_pair
+    representations = RepresentationsWidget(viewer)
+    user.click(representations._run)
+    user.wait_until(lambda: not representations.job.running)
+    InspectWidget(viewer).agreement_map()
+    assert viewer.layers[AGREEMENT_LAYER].visible
+    session = session_for(viewer)
+    fixed, moving = viewer.layers["SHG"], viewer.layers["BF"]
+    result = RegistrationResult(AffineTransform.rigid(), 0.9, 0.1, "search", {}, True)
+    session.show_result(result, fixed, moving, _review.review_images(fixed, moving))
+    user.wait_until(lambda: session.result is result and not session.busy)
+    assert not viewer.layers[AGREEMENT_LAYER].visible

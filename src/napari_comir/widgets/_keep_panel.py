@@ -113,7 +113,8 @@ class KeepPanel(Container):
             return
         has_result = session.result is not None and session.result_pair is not None
         self.accept_button.enabled = has_result and not session.busy
-        self.export_button.enabled = self.apply_button.enabled = has_result
+        # not while another job runs: the result they would act on is about to be replaced
+        self.export_button.enabled = self.apply_button.enabled = has_result and not session.busy
         slides = has_result and any(is_multiscale(layer) for layer in session.result_pair)
         self.accept_button.text = "Accept (save slide…)" if slides else "Accept (resample)"
         self.targets.reset_choices()

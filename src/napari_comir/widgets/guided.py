@@ -17,7 +17,7 @@ from ..core.errors import ComirError
 from ._docking import ScrollingDock, tabify_with_siblings
 from ._keep_panel import KeepPanel
 from ._landmarks_panel import LandmarksPanel
-from ._layers import StatusLine, is_multiscale, layer_pixel_sizes
+from ._layers import StatusLine, is_multiscale, layer_pixel_sizes, layer_shape
 from ._review_panel import ReviewPanel
 from ._run_panel import RunPanel
 from ._state import library
@@ -124,6 +124,10 @@ class GuidedDock(ScrollingDock, Container):
         fixed, moving = session.fixed, session.moving
         if fixed is None or moving is None or fixed is moving:
             return "choose the fixed and the moving image"
+        for layer in (fixed, moving):  # said before Register refuses it
+            dimensions = len(layer_shape(layer)) - (1 if layer.rgb else 0)
+            if dimensions != 2:
+                return f"⚠ {layer.name!r} is {dimensions}-D: take a 2-D slice of it first"
         if session.busy and session.job_kind == "register":
             return "running…"
         result = session.result

@@ -93,7 +93,8 @@ class InspectWidget(Container):
             if combo.value is None and options:
                 wanted = getattr(model.card, f"{role}_modality") if model else None
                 match = [lay for lay in options if lay.metadata["comir_modality"] == wanted]
-                combo.value = (match or options)[0]
+                if match or wanted is None:  # not another modality's CoMIR, come first
+                    combo.value = (match or options)[0]
         if self._image.value is None:
             raw = raw_images(self.viewer)
             if raw:

@@ -42,6 +42,7 @@ from ._layers import (
 from ._state import ModelState, library, real_viewer, state_for
 from ._verdict import BAD, verdict_text
 from ._worker import Job, JobState, run_job
+from .inspect import AGREEMENT_LAYER
 from .representations import comir_layer_name, find_comir
 
 
@@ -352,8 +353,8 @@ class RegistrationSession:
         if self.review_layers and [layer.name for layer in self.review_layers] != \
                 list(_review.review_names(fixed, moving)):
             self._remove_review_layers()  # another pair's
-        for layer in (fixed, moving):  # CoMIRs shown by Representations would wash it out
-            name = comir_layer_name(layer)
+        # CoMIRs shown by Representations, Inspect's agreement map, would wash it out
+        for name in (*map(comir_layer_name, (fixed, moving)), AGREEMENT_LAYER):
             if name in self.viewer.layers:
                 self.viewer.layers[name].visible = False
         self.presenting = True
