@@ -71,6 +71,18 @@ def test_pairs_from_csv_and_errors(viewer_with_pair, pair, tmp_path, errors, use
     assert widget.pairs == []
 
 
+def test_a_loss_that_rose_is_said_to_question_the_pairs():
+    """An unaligned pair in the dock: its loss rose from 2.1 to 2.5 in 20 steps and the model
+    was saved and offered without a word."""
+    from napari_comir.widgets.fine_tune import _rising_loss_warning
+
+    rising = list(np.linspace(2.1, 2.5, 20))
+    assert _rising_loss_warning(rising).startswith("\n⚠ the loss rose (2.14 -> 2.46)")
+    assert _rising_loss_warning(rising[::-1]) == ""  # falling: fine
+    assert _rising_loss_warning([2.0] * 20) == ""  # flat within noise: fine
+    assert _rising_loss_warning(rising[:5]) == ""  # too few steps to tell
+
+
 def test_loss_plot_reads_a_loss_that_falls_by_orders_of_magnitude():
     """InfoNCE on one pair falls to ~1e-6: on a log scale the fall stays visible, and the
     label shows significant digits, not "0.000"."""

@@ -201,7 +201,8 @@ class FineTuneWidget(Container):
             return
         self.model.card.training = {**self.model.card.training, "fine_tune_steps": steps}
         matched = "" if self._heldout is None else f" · held-out patches matched {self._heldout:.0%}"
-        self._status.value = (f"stopped at step {steps}" if job.stopped else f"done: {steps} steps") + matched
+        self._status.value = (f"stopped at step {steps}" if job.stopped else f"done: {steps} steps") + \
+            matched + _rising_loss_warning(self.loss_plot.values)
         self._save.enabled = steps > 0
 
     def save(self, name: str):
@@ -217,3 +218,23 @@ class FineTuneWidget(Container):
         show_info(f"saved model {name!r} to {path}")
         library.models_saved.emit(name)
         return path
+
+
+#: Steps at least, and the factor by which the last quarter's mean loss must exceed the first's,
+#: for the dock to say training made the model worse (an unaligned pair: 2.1 -> 2.5 in 20 steps).
+RISING_LOSS_STEPS, RISING_LOSS_FACTOR = 8, 1.05
+
+
+def _rising_loss_warning(losses: list[float]) -> str:
+    """A warning when the loss rose over the run (the pairs may not be aligned), else ""."""
+    values = np.asarray(losses, float)
+    values = values[np.isfinite(values)]
+    if len(values) < RISING_LOSS_STEPS:
+        return ""
+    quarter = len(values) // 4
+    early, late = values[:quarter].mean(), values[-quarter:].mean()
+    if late <= early * RISING_LOSS_FACTOR:
+        return ""
+    return (f"\n⚠ the loss rose ({early:.3g} -> {late:.3g}): are the pairs aligned? This dock "
+            "takes aligned pairs; register, Accept and teach a pair in the guided dock instead. "
+            "Save only if you know why")
