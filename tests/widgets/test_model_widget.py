@@ -25,6 +25,10 @@ def test_load_file_device_and_saved_models_refresh(make_napari_viewer, model_dir
     path = api.save_model(other, model_dir.parent / "elsewhere" / "aerial")
     assert widget.load(str(path.with_suffix(".safetensors")))
     assert current.source.endswith("aerial.safetensors") and "moving: rgb" in widget._card.value
+    assert widget._model_name.value is None  # not the listed model used before (a file's card shows)
+    from napari_comir.widgets.guided import GuidedDock
+
+    assert GuidedDock(viewer).model_name.value is None  # nor in the guided dock's picker
     widget._device.value = "cpu"
     assert current.device == "cpu" and errors == []
 
@@ -44,6 +48,8 @@ def test_bad_file_is_a_notification_not_a_crash(make_napari_viewer, tmp_path, er
     assert not widget.load(str(bad))
     assert errors and "broken.json" in errors[0]
     assert current.source == "test-model"  # the previous model stays current
+    assert widget._status.value.startswith("⚠ load failed: ")
+    assert widget._status.value.endswith("; still using test-model")  # it said "load failed" only
 
 
 def test_c4_checkbox_switches_the_current_models_inference(make_napari_viewer, model_dir):

@@ -86,9 +86,10 @@ class GuidedDock(ScrollingDock, Container):
         """Say, for each step, what is done and what to do next."""
         session = self.session
         model = session.models.model
-        if model is not None and session.models.source in self.model_name.choices:
+        if model is not None:
+            source = session.models.source
             with self.model_name.changed.blocked():  # the picker shows the model in use
-                self.model_name.value = session.models.source
+                self.model_name.value = source if source in self.model_name.choices else None
         texts = {"model": f"1 · model: ✓ {model.card.name} ({model.card.moving_modality} → "
                           f"{model.card.fixed_modality})" if model is not None
                  else "1 · model: pick one (bf-shg is bundled)"}

@@ -101,7 +101,8 @@ class ModelWidget(Container):
             self.state.load(str(name_or_path), self._device.value)
         except ComirError as exc:
             show_error(f"CoMIR model: {exc}")
-            self._status.value = "load failed"
+            still = f"; still using {self.state.source}" if self.state.model is not None else ""
+            self._status.value = f"⚠ load failed: {exc}{still}"
             return False
         return True
 
@@ -134,6 +135,7 @@ class ModelWidget(Container):
             self._c4.value = model.card.c4_average
         self._status.value = f"current: {self.state.source}"
         source = self.state.source
-        if source in self._model_name.choices and self._model_name.value != source:
+        listed = source if source in self._model_name.choices else None  # else a file's
+        if self._model_name.value != listed:
             with self._model_name.changed.blocked():
-                self._model_name.value = self.state.source
+                self._model_name.value = listed
