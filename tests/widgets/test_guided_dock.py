@@ -263,6 +263,7 @@ def test_a_stopped_registration_leaves_the_earlier_result_shown(make_napari_view
     assert run.verdict.value == "stopped; the earlier result stands: ✓ likely right"
     assert "rotation" in run.details.value and "score" in run.details.value
     assert run.progress.native.format() == "stopped" and keep.accept_button.enabled
+    assert run.progress.max == 1  # not left a busy (moving) bar by a stage of one step
     assert keep.export_button.enabled and keep.apply_button.enabled
 
 

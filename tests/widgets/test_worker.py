@@ -70,3 +70,17 @@ def test_the_progress_headline_fits_the_bar_and_reads():
     path = _worker._headline("wrote /tmp/a/very/long/folder/name/moving_registered.ome.tif (2 levels)")
     assert path.startswith("wrote /tmp/") and path.endswith("egistered.ome.tif  %p%")
     assert len(path) <= _worker.HEADLINE_CHARS + len("  %p%")
+
+
+def test_a_stage_of_one_step_shows_a_busy_bar_not_zero_percent(qtbot):
+    """"registering a large pair 0%" for the whole overview read as stuck: a running stage of
+    one step moves (busy); counted stages show their share; a finished one is full."""
+    from magicgui.widgets import ProgressBar
+
+    bar = ProgressBar(value=0, max=1)
+    _worker.show_progress(bar, Progress("register", 0, 1, "registering a large pair"))
+    assert bar.max == 0  # Qt's busy bar
+    _worker.show_progress(bar, Progress("infer", 2, 8, "fixed: tile 2/8"))
+    assert (bar.value, bar.max) == (2, 8)
+    _worker.show_progress(bar, Progress("register", 1, 1, "done"))
+    assert (bar.value, bar.max) == (1, 1)

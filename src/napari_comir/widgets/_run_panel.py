@@ -265,7 +265,7 @@ class RunPanel(Container):
                 self.verdict.value = f"⚠ stopped: {reason}" if reason else "stopped"
                 self.verdict.native.setStyleSheet(_BAD if reason else "")
                 self.details.value = ""
-                self.progress.value = 0
+                self.progress.max, self.progress.value = 1, 0  # not a busy bar
                 self.progress.native.setFormat("stopped")
                 if session.result is not None and session.result_pair:  # it still stands
                     text, tone = verdict_text(session.result)
@@ -278,6 +278,8 @@ class RunPanel(Container):
                 hint = swap_fits_hint(model.card, *pair) if model is not None and len(pair) == 2 else None
                 self.verdict.value = f"⚠ failed: {job.error}" + (f" ({hint})" if hint else "")
                 self.details.value = ""
+                self.progress.max, self.progress.value = 1, 0  # not a busy bar
+                self.progress.native.setFormat("failed")
                 self.verdict.native.setStyleSheet(_BAD)
             if job.state is not JobState.FINISHED:
                 return

@@ -188,9 +188,11 @@ def run_job(generator_function: Callable[..., Iterator[Progress]], *args,
 
 def show_progress(progress_bar, event: Progress) -> None:
     """A magicgui ProgressBar at ``event``'s step of its total, its headline inside; busy (a
-    moving bar) while the total is unknown (0)."""
-    progress_bar.max = event.total
-    progress_bar.value = min(event.step, event.total)
+    moving bar) while the total is unknown (0) or a stage of one step runs (a large pair's
+    overview sat at "0%" for seconds, as if stuck)."""
+    busy = event.total <= 1 and event.step < event.total
+    progress_bar.max = 0 if busy else event.total
+    progress_bar.value = 0 if busy else min(event.step, event.total)
     progress_bar.native.setFormat(_headline(event.message))
 
 
