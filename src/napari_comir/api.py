@@ -68,7 +68,7 @@ __all__ = [
     "read_pairs_csv", "register",
     "register_comirs", "register_multimodal", "registration_events", "RegistrationOptions",
     "RegistrationOutcome", "recorded_pixel_sizes",
-    "check_image", "modality_spec", "resample", "save_model", "save_taught_model",
+    "check_image", "check_pair_images", "modality_spec", "resample", "save_model", "save_taught_model",
     "save_user_model", "teach", "teach_config",
     "TeachingPair", "TeachOutcome",
     "apply_transform_to_geojson", "apply_transform_to_image", "apply_transform_to_points",
@@ -295,19 +295,26 @@ def teach(pairs: Sequence[TeachingPair], *, start: ComirModel | str | None = Non
     old = as_model(old, "cpu") if old is not None else start
     if old is not None:  # refused now, not after the training: the check registers with it
         pair = (list(check_pairs) or list(pairs))[0]
-        for side, image, modality in (("fixed", pair.fixed_image, old.card.fixed_modality),
-                                      ("moving", pair.moving_image, old.card.moving_modality)):
-            try:
-                check_image(image, modality_spec(old, modality), f"{side} image")
-            except InputError as exc:
-                raise InputError(f"the model it would replace, {old.card.name!r}, cannot register "
-                                 f"these pairs ({exc}); teach a model under another name") from exc
+        try:
+            check_pair_images(old, pair.fixed_image, pair.moving_image)
+        except InputError as exc:
+            raise InputError(f"the model it would replace, {old.card.name!r}, cannot register "
+                             f"these pairs ({exc}); teach a model under another name") from exc
     if config is None:
         config = teach_config(max_seconds, new_pair=start is None, seed=seed, device=device,
                               grey_route=start is not None and bool(grey_routes(model.card, pairs)))
     config.validate()
     return teaching_events(pairs, model, register_multimodal, old=old, check_pairs=check_pairs,
                            config=config, started_from=started_from, new_pair=start is None)
+
+
+def check_pair_images(model: ComirModel, fixed_image, moving_image) -> None:
+    """:class:`InputError` (naming the side) unless ``model``'s networks take the images: its
+    fixed network the fixed image, its moving network the moving one."""
+    card = model.card
+    for side, image, modality in (("fixed", fixed_image, card.fixed_modality),
+                                  ("moving", moving_image, card.moving_modality)):
+        check_image(image, modality_spec(model, modality), f"{side} image")
 
 
 def save_taught_model(outcome: TeachOutcome, name: str):

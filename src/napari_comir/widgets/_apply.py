@@ -111,14 +111,13 @@ def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Laye
     """
     name = f"{layer.name} (on {moving.name})" if inverse else f"{layer.name} (registered)"
     earlier = _earlier_result(viewer, name)
-    if earlier is None:
-        return _carried_layer(viewer, layer, name, transform, fixed, moving, inverse=inverse,
-                              source_shown=source_shown, drawn_on_target=drawn_on_target, data=data)
-    index = viewer.layers.index(earlier)
-    viewer.layers.remove(earlier)
+    index = None if earlier is None else viewer.layers.index(earlier)
+    if earlier is not None:
+        viewer.layers.remove(earlier)  # first: the new layer takes its name, not "[1]"
     new = _carried_layer(viewer, layer, name, transform, fixed, moving, inverse=inverse,
                          source_shown=source_shown, drawn_on_target=drawn_on_target, data=data)
-    viewer.layers.move(viewer.layers.index(new), index)
+    if index is not None:
+        viewer.layers.move(viewer.layers.index(new), index)
     return new
 
 

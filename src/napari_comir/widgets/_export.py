@@ -10,6 +10,7 @@ from napari.layers import Layer
 
 from .. import api
 from ..batch.jobs import safe_name
+from ..core.io.transform_formats import MICROMETRE_FORMATS, format_from_path
 from ..core.registration import RegistrationResult
 from ._layers import beside_source, layer_scale_x
 
@@ -45,10 +46,7 @@ def export_result(result: RegistrationResult, fixed: Layer, moving: Layer, path)
 def in_micrometres(path: Path) -> bool:
     """Whether the format ``path``'s name asks for holds µm (ITK and OME-NGFF; QuPath's and
     the CSV's matrices are in pixels, the JSON holds both)."""
-    name = path.name.lower()
-    if name.endswith(".qupath.txt"):
-        return False
-    return path.suffix.lower() in (".tfm", ".txt") or name.endswith((".ngff.json", ".ngff.zarr"))
+    return format_from_path(path) in MICROMETRE_FORMATS
 
 
 def default_export_path(fixed: Layer, moving: Layer) -> Path:

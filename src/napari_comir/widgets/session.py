@@ -552,11 +552,8 @@ class RegistrationSession:
         images (their channel counts); else a new model is taught."""
         if self.accepted_pair is None:
             return False
-        card = model.card
         try:
-            for layer, modality in zip(self.accepted_pair, (card.fixed_modality, card.moving_modality),
-                                       strict=True):
-                api.check_image(image_data(layer), api.modality_spec(model, modality), modality)
+            api.check_pair_images(model, *map(image_data, self.accepted_pair))
         except InputError:
             return False
         return True

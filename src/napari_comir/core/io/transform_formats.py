@@ -48,6 +48,8 @@ from .qupath_affine import read_qupath_transform, to_qupath_text
 #: Format names, and the file-name endings that choose them (longest first: ``.qupath.txt`` is
 #: QuPath, any other ``.txt`` ITK).
 FORMATS = ("itk", "ngff", "qupath", "csv", "json", "npz")
+#: The formats in µm (see the table above): their numbers depend on the pixel sizes given.
+MICROMETRE_FORMATS = ("itk", "ngff")
 SUFFIX_FORMATS = (
     (".qupath.txt", "qupath"),
     (".ngff.json", "ngff"),
