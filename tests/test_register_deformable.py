@@ -110,6 +110,24 @@ def test_serial_sections_keep_the_affine_part_before_a_field():
     assert pair.error(result.transform) <= pair.error(affine) + 1.0  # the field never costs > 1 px
 
 
+def test_serial_sections_land_below_the_best_affine_map_with_the_field():
+    """Issue 24's target on the four H&E-vs-IHC pairs (bundled he-ihc): the field kept, its mean
+    TRE over the 80 landmarks below that of the best affine map there is (fitted to the landmarks
+    themselves) and below the affine part it started from. The B-spline field it replaced was
+    refused on Cc10 and Ki67 (11.7 and 13.8 px against 10.8 and 12.9)."""
+    from napari_comir.core.teaching import read_teaching_pairs
+
+    listing = Path(__file__).resolve().parents[2] / "shared" / "data" / "he_ihc" / "pairs.csv"
+    if not listing.is_file():
+        pytest.skip("../shared/data/he_ihc is not beside the checkout")
+    for pair in read_teaching_pairs(listing):
+        result = api.register_multimodal(pair.fixed_image, pair.moving_image, "he-ihc",
+                                         transform="deformable")
+        assert result.deformable["kept"], (pair.name, result.deformable["reasons"])
+        affine = result.transform.affine
+        assert pair.error(result.transform) < min(pair.error(pair.transform), pair.error(affine)), pair.name
+
+
 def test_serial_sections_keep_the_looser_model_their_details_support():
     """The same pair registered affine (the default): the sections differ by an affine stretch,
     and the affine fit makes their weak details agree 29 % better than the similarity fit (1.34

@@ -5,15 +5,16 @@ stage starts from the affine result ``A`` (moving -> fixed), resamples the movin
 fixed grid with it, and fits a displacement field ``u`` (fixed px) so that the fixed CoMIR at
 ``p`` matches the affinely resampled moving one at ``p + u(p)``:
 
-1. ``u`` is a cubic B-spline on a grid of control nodes (:data:`CONTROL_NODES` across the long
-   side at the finest level; a free-form deformation, as elastix's B-spline transform), fitted
-   coarse to fine over block-mean levels (each level's grid twice as fine as the last's, started
-   from its least-squares fit of the coarser field), by Adam on ``1 - NCC`` (over the overlap,
-   channels averaged) plus a membrane penalty on the coefficients' gradients
-   (:data:`REGULARISATION`).
-2. Every step, coefficients longer than ``max_displacement_px`` are shortened to it: a B-spline
-   field is a convex combination of its coefficients, so no point moves further than that beyond
-   the affine result.
+1. ``u`` comes from block matching (:mod:`.block_matching`): on a block mean of at most
+   :data:`WORK_SIDE` px a side, each fixed block of :data:`BLOCK_HALF` * 2 px (centres
+   :data:`BLOCK_SPACING` px apart) finds its best shift in the resampled moving CoMIR by NCC,
+   up to :data:`SEARCH_RADIUS` px; the distinctive shifts that agree with their neighbours give
+   ``u`` by Gaussian kernel regression (:data:`SMOOTHING_SIGMA`). On serial sections this beat
+   a B-spline fitted to the whole image by gradient descent on every H&E-vs-IHC pair
+   (docs/benchmarks.md, "Block matching"): regions whose cells differ between the sections find
+   no distinctive shift and no longer pull the field.
+2. Displacements longer than ``max_displacement_px`` are shortened to it: no point moves
+   further than that beyond the affine result.
 3. The result is checked: no fold (det(I + grad u) > :data:`MIN_JACOBIAN` on every node of the
    stored field) and an inverse field that converges; otherwise the affine result stands.
 4. **Verdict**: the detail score (as :func:`.confidence.detail_score`: Fisher's z of the NCC of
@@ -25,9 +26,9 @@ fixed grid with it, and fits a displacement field ``u`` (fixed px) so that the f
    the moving one, from the inverse affine result) must reproduce it
    (:data:`MAX_INCONSISTENCY`). Otherwise the affine result stands, with the reason.
 
-The finest level is the coarsest block mean with a long side of at most :data:`WORK_SIDE` px:
-a field smooth over ``long side / CONTROL_NODES`` px is found there as well as at full size, in a
-bounded time whatever the image size.
+The work level is the coarsest block mean with a long side of at most :data:`WORK_SIDE` px
+(px below are of that level): a field smooth over tens of px is found there as well as at full
+size, in a bounded time whatever the image size.
 """
 
 from __future__ import annotations
@@ -45,19 +46,20 @@ from ..errors import InputError
 from ..field_transform import DisplacementFieldTransform, grid_shape, resample
 from ..transforms import AffineTransform
 from . import confidence
+from .block_matching import match_blocks, reject_outliers, smooth_field
 from .levels import block_mean, standardise
 
-#: Long side (px) of the finest level fitted: larger images are fitted on block means.
-WORK_SIDE = 256
-#: Control nodes across the long side at the finest level (fewer, halved, at coarser ones).
-CONTROL_NODES = 17
-#: Coarse-to-fine levels (each twice as coarse as the next) and Adam steps at each.
-N_LEVELS = 3
-STEPS_PER_LEVEL = (40, 25, 15)
-#: Adam's step (fixed px per step, times the level's block size).
-STEP_PX = 0.5
-#: Weight of the membrane penalty (mean squared gradient of the displacement, dimensionless).
-REGULARISATION = 2.0
+#: Long side (px) of the level the field is fitted on: larger images are fitted on block means.
+WORK_SIDE = 512
+#: Block matching on that level (see :mod:`.block_matching`): centres' spacing, half the block
+#: side and the largest shift searched (px), and the kernel regression's Gaussian sigma (px).
+BLOCK_SPACING = 8
+BLOCK_HALF = 16
+SEARCH_RADIUS = 8
+SMOOTHING_SIGMA = 20.0
+#: Long side (px) of the block mean the verdict compares details on (its thresholds below were
+#: set there).
+VERDICT_SIDE = 256
 #: Default bound on how far the field may move a point beyond the affine result, as a fraction
 #: of the fixed image's long side.
 MAX_DISPLACEMENT_FRACTION = 0.05
@@ -154,51 +156,6 @@ def _as_hwc(image, name: str) -> np.ndarray:
     return arr
 
 
-def _bspline_weights(positions_px: np.ndarray, spacing_px: float, n_nodes: int,
-                     dev) -> torch.Tensor:
-    """(L, n_nodes + 2) cubic B-spline weights of the coefficients at nodes -1 .. n_nodes
-    (node j at ``j * spacing_px``) for L positions (px along one axis): each row sums to 1."""
-    offsets = np.asarray(positions_px, float)[:, None] / spacing_px - np.arange(-1, n_nodes + 1)
-    a = np.abs(offsets)
-    weights = np.where(a < 1, 2 / 3 - a**2 + a**3 / 2, np.where(a < 2, (2 - a) ** 3 / 6, 0.0))
-    return torch.from_numpy(weights).float().to(dev)
-
-
-@dataclass
-class _Grid:
-    """A cubic B-spline control grid over a fixed image: (2, n_rows + 2, n_cols + 2)
-    coefficients of (dx, dy) in full-resolution px, nodes ``spacing`` (x, y) px apart."""
-
-    coefficients: torch.Tensor
-    spacing: tuple[float, float]
-
-    @classmethod
-    def zeros(cls, shape, n_long: int, dev) -> _Grid:
-        rows, cols = shape
-        step = (max(rows, cols) - 1) / (n_long - 1)
-        n_rows, n_cols = (max(2, math.ceil((side - 1) / step) + 1) for side in (rows, cols))
-        spacing = ((cols - 1) / (n_cols - 1), (rows - 1) / (n_rows - 1))
-        return cls(torch.zeros(2, n_rows + 2, n_cols + 2, device=dev), spacing)
-
-    def weights(self, y_px: np.ndarray, x_px: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """The B-spline weights along y and x of positions in full-resolution px."""
-        dev = self.coefficients.device
-        n_rows, n_cols = (n - 2 for n in self.coefficients.shape[1:])
-        return (_bspline_weights(y_px, self.spacing[1], n_rows, dev),
-                _bspline_weights(x_px, self.spacing[0], n_cols, dev))
-
-    def field(self, weights: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """(2, len y, len x) displacement (full-resolution px) on the positions of ``weights``."""
-        wy, wx = weights
-        return wy @ self.coefficients @ wx.T
-
-    def fitted_to(self, field: torch.Tensor, weights) -> _Grid:
-        """This grid's coefficients fitted (least squares) to ``field`` on ``weights``' positions."""
-        wy, wx = weights
-        coefficients = torch.linalg.pinv(wy) @ field @ torch.linalg.pinv(wx).T
-        return _Grid(coefficients, self.spacing)
-
-
 def _level_px(k: int, n: int) -> np.ndarray:
     """Full-resolution positions of the n pixel centres of block-mean level ``k`` along an axis."""
     return k * np.arange(n) + (k - 1) / 2
@@ -218,14 +175,6 @@ def _warp(images: torch.Tensor, valid: torch.Tensor,
     return moved[:c], (moved[c] > 0.99).float()
 
 
-def _bound(coefficients: torch.Tensor, limit: float) -> None:
-    """Shorten in place every coefficient (2, n, m) longer than ``limit`` px to ``limit``: a
-    B-spline field is a convex combination of its coefficients, so it moves no point further."""
-    with torch.no_grad():
-        length = coefficients.norm(dim=0, keepdim=True).clamp_min(1e-12)
-        coefficients.mul_(torch.clamp(limit / length, max=1.0))
-
-
 def _masked_ncc(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """NCC of (C, H, W) ``a`` and ``b`` weighted by (H, W) ``weight``, averaged over channels."""
     total = weight.sum().clamp_min(1.0)
@@ -234,37 +183,6 @@ def _masked_ncc(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) -> torch
     da, db = (a - ma[:, None, None]) * weight, (b - mb[:, None, None]) * weight
     cov = (da * db).sum(dim=(1, 2))
     return (cov / ((da * da).sum(dim=(1, 2)) * (db * db).sum(dim=(1, 2))).sqrt().clamp_min(1e-12)).mean()
-
-
-def _fit_grid(fixed: torch.Tensor, warped: torch.Tensor, valid: torch.Tensor, finest: int,
-              limit: float) -> _Grid:
-    """The B-spline grid of the field, fitted coarse to fine (see the module)."""
-    rows, cols = fixed.shape[1:]
-    grid = None
-    for index in range(N_LEVELS):
-        coarser = 2 ** (N_LEVELS - 1 - index)
-        k = finest * coarser
-        if min(rows, cols) // k < 16:
-            continue
-        f, m, w = block_mean(fixed, k), block_mean(warped, k), block_mean(valid, k)
-        positions = (_level_px(k, f.shape[1]), _level_px(k, f.shape[2]))
-        n_long = max(4, math.ceil((CONTROL_NODES - 1) / coarser) + 1)
-        start = _Grid.zeros((rows, cols), n_long, fixed.device)
-        weights = start.weights(*positions)
-        if grid is not None:  # start from the coarser level's field
-            start = start.fitted_to(grid.field(grid.weights(*positions)), weights)
-        grid = _Grid(start.coefficients.detach().clone().requires_grad_(True), start.spacing)
-        optimiser = torch.optim.Adam([grid.coefficients], lr=STEP_PX * k)
-        for _ in range(STEPS_PER_LEVEL[index]):
-            optimiser.zero_grad()
-            moved, weight = _warp(m, w, grid.field(weights) / k)
-            membrane = sum(((torch.diff(grid.coefficients, dim=axis) / step) ** 2).mean()
-                           for axis, step in ((2, grid.spacing[0]), (1, grid.spacing[1])))
-            loss = 1 - _masked_ncc(f, moved, weight) + REGULARISATION * membrane
-            loss.backward()
-            optimiser.step()
-            _bound(grid.coefficients, limit)
-    return _Grid(grid.coefficients.detach(), grid.spacing)
 
 
 def _band(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -294,8 +212,9 @@ class _Folded(Exception):
 def _fitted_field(fixed_hwc: np.ndarray, moving_hwc: np.ndarray, affine: AffineTransform,
                   limit: float, dev):
     """The field on top of ``affine`` (moving -> fixed): the stored
-    :class:`DisplacementFieldTransform`, its B-spline grid, the (fixed, affinely warped moving,
-    valid) tensors it was fitted to, and the finest level's block size. Raises :class:`_Folded`."""
+    :class:`DisplacementFieldTransform`, the field's displacement at any full-resolution
+    positions (a function of x and y px, see below) and the (fixed, affinely warped moving, valid)
+    full-resolution tensors it was fitted to. Raises :class:`_Folded`."""
     rows, cols = fixed_hwc.shape[:2]
     warped_hwc = resample(moving_hwc, affine, (rows, cols), preserve_dtype=False)
     inside = resample(np.ones(moving_hwc.shape[:2], np.float32), affine, (rows, cols),
@@ -311,18 +230,33 @@ def _fitted_field(fixed_hwc: np.ndarray, moving_hwc: np.ndarray, affine: AffineT
     mean = warped_t[:, inside_mask].mean(dim=1)[:, None, None]
     std = warped_t[:, inside_mask].std(dim=1).clamp_min(1e-12)[:, None, None]
     warped_t = torch.where(inside_mask, (warped_t - mean) / std, torch.zeros_like(warped_t))
-    finest = max(1, math.ceil(max(rows, cols) / WORK_SIDE))
-    grid = _fit_grid(fixed_t, warped_t, valid, finest, limit)
+    k = max(1, math.ceil(max(rows, cols) / WORK_SIDE))
+    fixed_level, warped_level, valid_level = (block_mean(t, k) for t in (fixed_t, warped_t, valid))
+    half = min(BLOCK_HALF, min(fixed_level.shape[1:]) // 2)
+    matches = match_blocks(fixed_level, warped_level, (valid_level[0] > 0.99).float(),
+                           spacing=BLOCK_SPACING, half=half, radius=SEARCH_RADIUS)
+    matches = reject_outliers(matches, SMOOTHING_SIGMA)
 
-    spacing = max(MIN_STORAGE_SPACING, finest)
+    def field_at(x_px: np.ndarray, y_px: np.ndarray) -> np.ndarray:
+        """(len y, len x, 2) displacement at full-resolution px (level pixel i is centred at
+        k i + (k - 1) / 2), bounded by ``limit``."""
+        at_level = lambda px: (np.asarray(px, float) - (k - 1) / 2) / k  # noqa: E731
+        return _bounded(k * smooth_field(matches, at_level(x_px), at_level(y_px), SMOOTHING_SIGMA), limit)
+
+    spacing = max(MIN_STORAGE_SPACING, k)
     n_rows, n_cols = grid_shape((rows, cols), spacing)
-    stored = grid.field(grid.weights(spacing * np.arange(n_rows), spacing * np.arange(n_cols)))
-    displacement = stored.permute(1, 2, 0).cpu().numpy().astype(np.float32)
+    displacement = field_at(spacing * np.arange(n_cols), spacing * np.arange(n_rows)).astype(np.float32)
     try:
         found = DisplacementFieldTransform.from_displacement(affine, displacement, spacing)
     except InputError as exc:
         raise _Folded(str(exc), float(np.linalg.norm(displacement, axis=-1).max())) from exc
-    return found, grid, (fixed_t, warped_t, valid), finest
+    return found, field_at, (fixed_t, warped_t, valid)
+
+
+def _bounded(displacement_xy: np.ndarray, limit: float) -> np.ndarray:
+    """``displacement_xy`` (..., 2) with every vector longer than ``limit`` shortened to it."""
+    length = np.linalg.norm(displacement_xy, axis=-1, keepdims=True)
+    return displacement_xy * np.minimum(1.0, limit / np.maximum(length, 1e-12))
 
 
 def _inconsistency(found: DisplacementFieldTransform, fixed_hwc: np.ndarray, moving_hwc: np.ndarray,
@@ -390,8 +324,8 @@ def register_deformable(fixed, moving, affine: AffineTransform, *, max_displacem
     dev = resolve_device(device)
     result = DeformableResult(transform=affine, kept=False)
     try:
-        found, grid, (fixed_t, warped_t, valid), finest = _fitted_field(fixed_hwc, moving_hwc, affine,
-                                                                        limit, dev)
+        found, field_at, (fixed_t, warped_t, valid) = _fitted_field(fixed_hwc, moving_hwc, affine,
+                                                                    limit, dev)
     except _Folded as exc:
         result.max_displacement_px = exc.max_displacement_px
         result.reasons.append(f"the field folds ({exc}); the affine result stands")
@@ -400,12 +334,13 @@ def register_deformable(fixed, moving, affine: AffineTransform, *, max_displacem
     result.field, result.min_jacobian = found, found.min_jacobian
     result.max_displacement_px = found.max_displacement_px
 
-    # The verdict, at the finest level fitted: details of both results over the overlap both share.
-    fixed_level, warped_level = block_mean(fixed_t, finest), block_mean(warped_t, finest)
-    valid_level = block_mean(valid, finest)
-    positions = (_level_px(finest, fixed_level.shape[1]), _level_px(finest, fixed_level.shape[2]))
-    deformed, deformed_inside = _warp(warped_level, valid_level,
-                                      grid.field(grid.weights(*positions)) / finest)
+    # The verdict, on the level its thresholds were set on: details of both results over the
+    # overlap both share.
+    k = max(1, math.ceil(max(rows, cols) / VERDICT_SIDE))
+    fixed_level, warped_level, valid_level = (block_mean(t, k) for t in (fixed_t, warped_t, valid))
+    level_field = field_at(_level_px(k, fixed_level.shape[2]), _level_px(k, fixed_level.shape[1])) / k
+    level_field = torch.from_numpy(level_field.transpose(2, 0, 1).astype(np.float32)).to(dev)
+    deformed, deformed_inside = _warp(warped_level, valid_level, level_field)
     weight = (valid_level[0] > 0.99).float() * deformed_inside
     sigma = confidence.detail_sigma(fixed_level)
     fixed_details = _band(fixed_level, sigma)
