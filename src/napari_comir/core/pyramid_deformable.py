@@ -1,7 +1,7 @@
 """Deformable refinement of a whole-slide (pyramid) result: the field fitted on a coarse level.
 
 A whole slide's CoMIRs are never held at full resolution, and the deformable stage needs none:
-it fits a field smooth over a sixteenth of the long side on a block mean of at most
+it fits a field smooth over a few % of the long side on a block mean of at most
 :data:`~napari_comir.core.registration.deformable.WORK_SIDE` px anyway. So both images are read
 at one physical pixel size, the longer one spanning :data:`FIELD_LEVEL_SIDE` px (from the
 coarsest pyramid level that allows it), their CoMIRs computed there, the affine result expressed
