@@ -65,19 +65,21 @@ VERDICT_SIDE = 256
 MAX_DISPLACEMENT_FRACTION = 0.05
 #: Least det(I + grad u) accepted: the field neither folds nor squeezes tissue to nothing.
 MIN_JACOBIAN = 0.1
-#: Least detail-score gain (z) for the field to be kept over the affine result: smooth fields of
-#: <= 10 px on BF/SHG CoMIRs gained 1.8-2.7, fields fitted to the aligned pairs themselves
-#: 0.6-1.3 (docs/benchmarks.md, "Deformable").
+#: Least detail-score gain (z) for the field to be kept over the affine result without more:
+#: block-matched fields of smooth deformations (<= 10 px) of BF/SHG CoMIRs gained 0.4-1.8,
+#: fields fitted to the aligned pairs themselves (their own 1-2 px residual) 0.2-0.8, noise
+#: fitted on an aligned pair under heavy noise 0.07-0.09 (docs/benchmarks.md, "Block matching").
 MIN_DETAIL_GAIN = 1.5
 #: Most the field fitted the other way round (the fixed CoMIR onto the moving one, from the
 #: inverse affine result) may differ from the field, as a fraction of how far the field moves
 #: points beyond the affine result, for a field whose gain is not significant to be kept all
 #: the same. Two fits agree only where the images hold the deformation; a field fitted to
-#: details that differ between the images (serial sections) is not reproduced. On the H&E-vs-IHC
-#: serial sections (models taught on another stain) the fields that helped by 0.8-1.1 px differed
-#: by 0.21-0.48 of their displacement (one, 0.9 px, by 0.94), the two that hurt by 2.6 and 3.4 px
-#: by 0.97 and 1.21, one that cost 0.5 px by 0.46; noise fitted on an aligned pair by 1.1-1.5
-#: (docs/benchmarks.md, "Deformable refinement", third pass).
+#: details that differ between the images (serial sections) or to noise is not reproduced.
+#: Block-matched fields on the H&E-vs-IHC serial sections, all of which helped (0.6-1.5 px, the
+#: bundled and three held-out models), differed by 0.19-0.48 of their displacement; noise fitted
+#: on an aligned pair under heavy noise (tests/core/test_deformable.py, four draws) by 0.52-1.23,
+#: and those fields move points by at most 0.8-1.7 px (docs/benchmarks.md, "Block matching"; the
+#: B-spline fields before: helpful 0.21-0.48, harmful 0.97-1.21).
 MAX_INCONSISTENCY = 0.5
 #: Spacing (fixed px) of the points on which the two fits are compared, and their least
 #: distance from either image's edge as a fraction of its long side (near an edge, where the
