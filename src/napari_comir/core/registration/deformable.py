@@ -86,9 +86,11 @@ MAX_INCONSISTENCY = 0.5
 #: images end, neither fit is held by anything).
 CONSISTENCY_SPACING_PX = 8
 CONSISTENCY_MARGIN = 0.05
-#: Least node spacing (fixed px) of the stored field: finer adds size, not precision (bilinear
-#: between nodes of a field smooth over tens of px).
+#: Least node spacing (fixed px) of the stored field, and most nodes along its long side: finer
+#: adds size and the work of inverting, reviewing and applying it, not precision (bilinear between
+#: nodes of a field smooth over SMOOTHING_SIGMA px of a level twice as fine).
 MIN_STORAGE_SPACING = 4
+MAX_STORED_NODES = 256
 #: Gaussian sigma (px) of the finest detail the verdict leaves out (see :func:`_band`).
 FINEST_DETAIL_SIGMA = 1.0
 
@@ -245,7 +247,7 @@ def _fitted_field(fixed_hwc: np.ndarray, moving_hwc: np.ndarray, affine: AffineT
         at_level = lambda px: (np.asarray(px, float) - (k - 1) / 2) / k  # noqa: E731
         return _bounded(k * smooth_field(matches, at_level(x_px), at_level(y_px), SMOOTHING_SIGMA), limit)
 
-    spacing = max(MIN_STORAGE_SPACING, k)
+    spacing = max(MIN_STORAGE_SPACING, math.ceil(max(rows, cols) / MAX_STORED_NODES))
     n_rows, n_cols = grid_shape((rows, cols), spacing)
     displacement = field_at(spacing * np.arange(n_cols), spacing * np.arange(n_rows)).astype(np.float32)
     try:
