@@ -9,8 +9,8 @@ fixed grid with it, and fits a displacement field ``u`` (fixed px) so that the f
    :data:`WORK_SIDE` px a side, each fixed block of :data:`BLOCK_HALF` * 2 px (centres
    :data:`BLOCK_SPACING` px apart) finds its best shift in the resampled moving CoMIR by NCC,
    up to :data:`SEARCH_RADIUS` px; the distinctive shifts that agree with their neighbours give
-   ``u`` by Gaussian kernel regression (:data:`SMOOTHING_SIGMA`). On serial sections this beat
-   a B-spline fitted to the whole image by gradient descent on every H&E-vs-IHC pair
+   ``u`` by Gaussian kernel regression (:data:`SMOOTHING_SIGMA`). On serial sections this matched
+   or beat a B-spline fitted to the whole image by gradient descent on every H&E-vs-IHC pair
    (docs/benchmarks.md, "Block matching"): regions whose cells differ between the sections find
    no distinctive shift and no longer pull the field.
 2. Displacements longer than ``max_displacement_px`` are shortened to it: no point moves
