@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.ndimage import gaussian_filter
 
 from napari_comir.core.errors import InputError
 from napari_comir.core.evaluation import smooth_deformation
@@ -12,6 +13,7 @@ from napari_comir.core.field_transform import DisplacementFieldTransform, resamp
 from napari_comir.core.registration.deformable import (
     MAX_INCONSISTENCY,
     MIN_DETAIL_GAIN,
+    MIN_MATCH_RATIO,
     register_deformable,
 )
 from napari_comir.core.synthetic import synthetic_pair
@@ -109,3 +111,16 @@ def test_a_field_without_a_significant_gain_is_kept_only_when_reproduced(tissue)
                                   identity)
     assert not aligned.kept and aligned.transform is identity
     assert aligned.inconsistency > MAX_INCONSISTENCY and "other way round" in aligned.reasons[-1]
+
+
+def test_a_field_of_chance_matches_is_refused():
+    """Two unrelated textures as smooth as CoMIRs: a block's chance match is found again the other
+    way round (NCC is symmetric), so the reproduction check kept such fields (seeds 0, 4 and 5
+    here); the blocks match no more often than against the moving image turned half a turn, and
+    the field is refused with that reason."""
+    for seed in (0, 4, 5):
+        rng = np.random.default_rng(seed)
+        fixed, moving = (gaussian_filter(rng.normal(size=SHAPE), 2.0) for _ in range(2))
+        result = register_deformable(fixed, moving, AffineTransform.rigid(0.0))
+        assert not result.kept and "no more often than by chance" in " ".join(result.reasons)
+        assert result.matched_share < MIN_MATCH_RATIO * result.chance_share

@@ -81,6 +81,13 @@ MIN_DETAIL_GAIN = 1.5
 #: and those fields move points by at most 0.8-1.7 px (docs/benchmarks.md, "Block matching"; the
 #: B-spline fields before: helpful 0.21-0.48, harmful 0.97-1.21).
 MAX_INCONSISTENCY = 0.5
+#: Least ratio of the share of blocks matched (:mod:`.block_matching`) to the share matched
+#: against the moving image turned half a turn, for the field to be kept at all. NCC is symmetric,
+#: so a block's chance match is found again the other way round: the reproduction above cannot
+#: tell a field of chance matches (noise, mismatched cores: 1.0-1.2, three of four noise fields
+#: were reproduced) from a real one (serial sections, smooth deformations: 2.2-5.3)
+#: (docs/benchmarks.md, "Block matching").
+MIN_MATCH_RATIO = 1.5
 #: Spacing (fixed px) of the points on which the two fits are compared, and their least
 #: distance from either image's edge as a fraction of its long side (near an edge, where the
 #: images end, neither fit is held by anything).
@@ -121,6 +128,9 @@ class DeformableResult:
         one from where the field puts them, as a fraction of the field's own displacement (mean
         over the overlap; ``inf`` when the field fitted the other way round folds); measured
         only for a field whose gain is positive but not significant, else ``None``.
+    matched_share, chance_share : float
+        The share of the fixed image's blocks that found a distinctive match in the moving
+        image, and in the moving image turned half a turn (what chance gives these textures).
     seconds : float
         Wall time.
     """
@@ -135,6 +145,8 @@ class DeformableResult:
     max_displacement_px: float = 0.0
     min_jacobian: float = 1.0
     inconsistency: float | None = None
+    matched_share: float = 0.0
+    chance_share: float = 0.0
     seconds: float = 0.0
 
     def summary(self) -> dict:
@@ -144,6 +156,7 @@ class DeformableResult:
                 "deformable_detail_score": self.deformable_detail_score,
                 "detail_gain": self.detail_gain, "max_displacement_px": self.max_displacement_px,
                 "min_jacobian": self.min_jacobian, "seconds": self.seconds,
+                "matched_share": self.matched_share, "chance_share": self.chance_share,
                 # JSON has no infinity: a backward fit that folded reads as unmeasured (None)
                 "inconsistency": (self.inconsistency if self.inconsistency is not None
                                   and math.isfinite(self.inconsistency) else None)}
@@ -214,11 +227,12 @@ class _Folded(Exception):
 
 
 def _fitted_field(fixed_hwc: np.ndarray, moving_hwc: np.ndarray, affine: AffineTransform,
-                  limit: float, dev):
+                  limit: float, dev, with_chance: bool = False):
     """The field on top of ``affine`` (moving -> fixed): the stored
     :class:`DisplacementFieldTransform`, the field's displacement at any full-resolution
     positions (a function of x and y px, see below) and the (fixed, affinely warped moving, valid)
-    full-resolution tensors it was fitted to. Raises :class:`_Folded`."""
+    full-resolution tensors it was fitted to, and the share of blocks matched (and, ``with_chance``,
+    the share matched against the moving image turned half a turn). Raises :class:`_Folded`."""
     rows, cols = fixed_hwc.shape[:2]
     warped_hwc = resample(moving_hwc, affine, (rows, cols), preserve_dtype=False)
     inside = resample(np.ones(moving_hwc.shape[:2], np.float32), affine, (rows, cols),
@@ -237,8 +251,14 @@ def _fitted_field(fixed_hwc: np.ndarray, moving_hwc: np.ndarray, affine: AffineT
     k = max(1, math.ceil(max(rows, cols) / WORK_SIDE))
     fixed_level, warped_level, valid_level = (block_mean(t, k) for t in (fixed_t, warped_t, valid))
     half = min(BLOCK_HALF, min(fixed_level.shape[1:]) // 2)
-    matches = match_blocks(fixed_level, warped_level, (valid_level[0] > 0.99).float(),
-                           spacing=BLOCK_SPACING, half=half, radius=SEARCH_RADIUS)
+    covered = (valid_level[0] > 0.99).float()
+    matches = match_blocks(fixed_level, warped_level, covered, spacing=BLOCK_SPACING, half=half,
+                           radius=SEARCH_RADIUS)
+    shares = [float((matches.weight > 0).mean())]
+    if with_chance:  # the same blocks against the moving image turned half a turn
+        chance = match_blocks(fixed_level, torch.flip(warped_level, (1, 2)), torch.flip(covered, (0, 1)),
+                              spacing=BLOCK_SPACING, half=half, radius=SEARCH_RADIUS)
+        shares.append(float((chance.weight > 0).mean()))
     matches = reject_outliers(matches, SMOOTHING_SIGMA)
 
     def field_at(x_px: np.ndarray, y_px: np.ndarray) -> np.ndarray:
@@ -254,7 +274,7 @@ def _fitted_field(fixed_hwc: np.ndarray, moving_hwc: np.ndarray, affine: AffineT
         found = DisplacementFieldTransform.from_displacement(affine, displacement, spacing)
     except InputError as exc:
         raise _Folded(str(exc), float(np.linalg.norm(displacement, axis=-1).max())) from exc
-    return found, field_at, (fixed_t, warped_t, valid)
+    return found, field_at, (fixed_t, warped_t, valid), shares
 
 
 def _bounded(displacement_xy: np.ndarray, limit: float) -> np.ndarray:
@@ -328,14 +348,15 @@ def register_deformable(fixed, moving, affine: AffineTransform, *, max_displacem
     dev = resolve_device(device)
     result = DeformableResult(transform=affine, kept=False)
     try:
-        found, field_at, (fixed_t, warped_t, valid) = _fitted_field(fixed_hwc, moving_hwc, affine,
-                                                                    limit, dev)
+        found, field_at, (fixed_t, warped_t, valid), shares = _fitted_field(
+            fixed_hwc, moving_hwc, affine, limit, dev, with_chance=True)
     except _Folded as exc:
         result.max_displacement_px = exc.max_displacement_px
         result.reasons.append(f"the field folds ({exc}); the affine result stands")
         result.seconds = time.perf_counter() - t0
         return result
     result.field, result.min_jacobian = found, found.min_jacobian
+    result.matched_share, result.chance_share = shares
     result.max_displacement_px = found.max_displacement_px
 
     # The verdict, on the level its thresholds were set on: details of both results over the
@@ -354,6 +375,11 @@ def register_deformable(fixed, moving, affine: AffineTransform, *, max_displacem
     if result.min_jacobian <= MIN_JACOBIAN:
         result.reasons.append(f"the field folds or squeezes the tissue (least Jacobian "
                               f"{result.min_jacobian:.2f}, at least {MIN_JACOBIAN} needed)")
+    if result.matched_share < MIN_MATCH_RATIO * result.chance_share:
+        result.reasons.append(
+            f"the images' blocks find their counterparts no more often than by chance "
+            f"({result.matched_share:.0%} of them, {result.chance_share:.0%} against the moving "
+            f"image turned half a turn; at least {MIN_MATCH_RATIO:g} times that needed)")
     if 0 < result.detail_gain < MIN_DETAIL_GAIN and result.min_jacobian > MIN_JACOBIAN:
         result.inconsistency = _inconsistency(found, fixed_hwc, moving_hwc, affine, limit, dev)
     reproduced = result.inconsistency is not None and result.inconsistency <= MAX_INCONSISTENCY
