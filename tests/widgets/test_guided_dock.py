@@ -342,6 +342,27 @@ def test_removing_the_fixed_image_in_a_long_stage_stops_without_a_crash(make_nap
     assert dock.session.result is None and run.register_button.enabled
 
 
+def test_deleting_the_moving_image_after_a_deformable_result_does_not_crash(make_napari_viewer, raw_cases,
+                                                                             user, errors):
+    """The moving image deleted once a deformable result is shown (its review layers over the
+    fixed image, the moving one placed by the affine part): napari crashed (segmentation fault)
+    drawing the canvas after the session removed the review layers in the same turn of the event
+    loop; they go one per turn now, and the canvas is drawn."""
+    viewer, dock = open_real_pair(make_napari_viewer, raw_cases["X01Y05"])
+    run = dock.run_panel
+    run.transform.value = "deformable"
+    user.click(run.register_button)
+    job = user.wait_for_job(dock.session)
+    assert job.state.value == "finished" and not errors, (job.error, errors)
+    review = list(dock.session.review_layers)
+    assert review and all(layer in viewer.layers for layer in review)
+    viewer.layers.remove("H&E")
+    user.wait_until(lambda: not any(layer in viewer.layers for layer in review))
+    viewer.window._qt_window.grab()  # the canvas drawn
+    assert [layer.name for layer in viewer.layers] == ["SHG"] and dock.session.result is None
+    assert not errors
+
+
 def test_a_pair_refused_at_once_is_named_by_step_two(make_napari_viewer, user, errors):
     """A 3-D stack chosen as moving: step 2 said "press Register" until Register was refused
     with the reason in red; it says so as soon as the stack is chosen. A pair refused at once

@@ -388,19 +388,25 @@ class RegistrationSession:
 
     def _remove_review_layers(self, later: bool = False) -> None:
         """Remove the review layers; ``later``: once napari has finished removing layers (a
-        selection deleted at once holds them too, and napari removes each in turn)."""
-        layers = (*self.review_layers, *_review.extra_review_layers(self.viewer))
+        selection deleted at once holds them too, and napari removes each in turn), one layer
+        per turn of the event loop: napari (0.9, Mesa's software OpenGL) crashed drawing the
+        canvas after a user's layer and others were removed in one turn."""
+        layers = [*self.review_layers, *_review.extra_review_layers(self.viewer)]
         self.review_layers = ()
 
-        def remove() -> None:
-            for layer in layers:
+        def remove(one_per_turn: bool) -> None:
+            while layers:
+                layer = layers.pop(0)
                 if layer in self.viewer.layers:
                     self.viewer.layers.remove(layer)
+                    if one_per_turn:
+                        QTimer.singleShot(0, lambda: remove(True))
+                        return
 
         if later:
-            QTimer.singleShot(0, remove)
+            QTimer.singleShot(0, lambda: remove(True))
         else:
-            remove()
+            remove(False)
 
     def _landmarks_on_top(self) -> None:
         if self.result_pair is None:
