@@ -69,6 +69,24 @@ def test_a_field_review_hides_the_moving_image_it_shows_warped(viewer_with_pair,
     assert not moving.visible and session.review_view == "off"
 
 
+def test_an_affine_result_after_a_field_leaves_no_deformation_view(viewer_with_pair, user, field):
+    """A field's deformation view shown, then the pair registered affine: the deformation layer
+    stayed in the layer list, hidden (and selected), under a result that has no field."""
+    viewer = viewer_with_pair
+    widget = RegisterWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    session = widget.session
+    show_kept_field(session, field, user)
+    widget.review_panel.view.value = "deformation"
+    assert _review.DEFORMATION in viewer.layers
+    fixed, moving = viewer.layers["SHG"], viewer.layers["BF"]
+    affine = RegistrationResult(AffineTransform.rigid(2.0), 0.9, 0.1, "search", {}, True)
+    session.show_result(affine, fixed, moving, _review.review_images(fixed, moving, affine.transform))
+    user.wait_until(lambda: session.result is affine and not session.busy
+                    and _review.DEFORMATION not in viewer.layers)
+    assert "deformation" not in widget.review_panel.view.choices
+
+
 def test_the_fixed_image_deleted_gives_the_moving_one_back(viewer_with_pair, user, field):
     """The fixed image deleted under a field's review: the moving image stayed hidden (the
     canvas went black)."""

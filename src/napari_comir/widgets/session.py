@@ -353,6 +353,9 @@ class RegistrationSession:
         if self.review_layers and [layer.name for layer in self.review_layers] != \
                 list(_review.review_names(fixed, moving)):
             self._remove_review_layers()  # another pair's
+        # The earlier result's checkerboard, agreement and deformation views (made again when
+        # chosen): a deformation view stayed, hidden, under an affine result.
+        self._remove_layers(_review.extra_review_layers(self.viewer), one_per_turn=True)
         # CoMIRs shown by Representations, Inspect's agreement map, would wash it out
         for name in (*map(comir_layer_name, (fixed, moving)), AGREEMENT_LAYER):
             if name in self.viewer.layers:
@@ -388,25 +391,30 @@ class RegistrationSession:
 
     def _remove_review_layers(self, later: bool = False) -> None:
         """Remove the review layers; ``later``: once napari has finished removing layers (a
-        selection deleted at once holds them too, and napari removes each in turn), one layer
-        per turn of the event loop: napari (0.9, Mesa's software OpenGL) crashed drawing the
-        canvas after a user's layer and others were removed in one turn."""
+        selection deleted at once holds them too, and napari removes each in turn)."""
         layers = [*self.review_layers, *_review.extra_review_layers(self.viewer)]
         self.review_layers = ()
+        self._remove_layers(layers, one_per_turn=later)
 
-        def remove(one_per_turn: bool) -> None:
+    def _remove_layers(self, layers: list[Layer], one_per_turn: bool) -> None:
+        """Remove ``layers`` now, or one per turn of the event loop from the next: napari (0.9,
+        Mesa's software OpenGL) crashed drawing the canvas after a user's layer and others were
+        removed in one turn."""
+        layers = list(layers)
+
+        def remove() -> None:
             while layers:
                 layer = layers.pop(0)
                 if layer in self.viewer.layers:
                     self.viewer.layers.remove(layer)
                     if one_per_turn:
-                        QTimer.singleShot(0, lambda: remove(True))
+                        QTimer.singleShot(0, remove)
                         return
 
-        if later:
-            QTimer.singleShot(0, lambda: remove(True))
+        if one_per_turn:
+            QTimer.singleShot(0, remove)
         else:
-            remove(False)
+            remove()
 
     def _landmarks_on_top(self) -> None:
         if self.result_pair is None:
