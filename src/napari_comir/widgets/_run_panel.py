@@ -66,6 +66,10 @@ def result_text(result: RegistrationResult, fixed, moving) -> str:
         lines.append(f"deformable: kept, points moved up to {stage['max_displacement_px']:.1f} px "
                      "more ('deformation' view)" if stage["kept"] else
                      f"deformable: not kept: {headline}; the affine result stands")
+        if "matched_share" in stage:  # what the field did to the details, and what held it
+            lines.append(f"field: detail {stage['affine_detail_score']:.1f} → "
+                         f"{stage['deformable_detail_score']:.1f}; blocks matched "
+                         f"{stage['matched_share']:.0%} ({stage['chance_share']:.0%} by chance)")
     if result.method != "landmarks":
         lines.append(f"score {result.score:.3f} · detail {result.detail_score:.1f} · "
                      f"{result.seconds:.1f} s")
@@ -83,13 +87,15 @@ NUMBERS_HELP = ("score: how well the CoMIRs correlate where the images overlap (
 
 
 def details_tooltip(result: RegistrationResult) -> str:
-    """The numbers explained, and why a deformable field was not kept, in full."""
+    """The numbers explained, the deformable stage's rule, and why its field was not kept."""
     stage = result.deformable
-    if stage is None or stage["kept"]:
+    if stage is None:
         return NUMBERS_HELP
-    return (NUMBERS_HELP + "\n\ndeformable stage: a field is kept when it raises the detail "
-            "score by 1.5 over the affine result's (over the square root of 2), or by less but "
-            "is found again fitted the other way round: " + "; ".join(stage["reasons"]))
+    rule = ("\n\ndeformable stage: a field is kept when the images' blocks find their "
+            "counterparts at least 1.5 times as often as by chance (against the moving image "
+            "turned half a turn), and it raises the detail score by 1.5 over the affine result's "
+            "(over the square root of 2), or by less but is found again fitted the other way round")
+    return NUMBERS_HELP + rule + ("" if stage["kept"] else ": " + "; ".join(stage["reasons"]))
 
 
 class RunPanel(Container):
