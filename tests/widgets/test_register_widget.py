@@ -75,6 +75,13 @@ def test_register_sets_affine_overlay_and_views(registered, user):
     agreement = viewer.layers[_review.AGREEMENT]
     assert agreement.visible and not board.visible and agreement.data.shape == (96, 96)
     assert np.nanmax(agreement.data) <= 1.0 + 1e-6 and np.nanmin(agreement.data) >= -1.0 - 1e-6
+    after_map = agreement.data.copy()
+    review.after.value = False  # before: the agreement of the CoMIRs unregistered (it stayed)
+    before_map = viewer.layers[_review.AGREEMENT].data
+    assert np.nanmean(before_map) < np.nanmean(after_map) - 0.1, (np.nanmean(before_map),
+                                                                   np.nanmean(after_map))
+    review.after.value = True
+    assert np.allclose(viewer.layers[_review.AGREEMENT].data, after_map, equal_nan=True)
     review.view.value = "CoMIRs"  # the CoMIRs the registration compared, in the review layers
     assert review_fixed.visible and review_fixed.data.shape == (96, 96)
     assert review_fixed.metadata["comir_review_view"] == "CoMIRs"

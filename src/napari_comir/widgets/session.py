@@ -435,8 +435,10 @@ class RegistrationSession:
     def set_after(self, after: bool) -> None:
         self.after = bool(after)
         self.place_moving()
-        if self.result is not None and _review.is_deformable(self.result.transform) and \
-                self.review_view in _review.OVERLAY_VIEWS:
+        # Views whose pixels depend on "after": the agreement map (computed through the result or
+        # not), and a field's overlays (warped onto the fixed grid or not).
+        if self.result is not None and (self.review_view == "agreement" or (
+                _review.is_deformable(self.result.transform) and self.review_view in _review.OVERLAY_VIEWS)):
             self.set_review_view(self.review_view)
         else:
             self._cover_moving()
