@@ -22,7 +22,7 @@ Coordinates: images are (C, rows, cols) tensors; positions and displacements are
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -74,7 +74,7 @@ def match_blocks(fixed: torch.Tensor, moving: torch.Tensor, covered: torch.Tenso
         Block centres' spacing, half the block side and the largest shift searched, px.
     """
     channels, rows, cols = fixed.shape
-    side, window = 2 * half, 2 * half + 2 * radius
+    side, window, shifts = 2 * half, 2 * half + 2 * radius, 2 * radius + 1
     if rows < side or cols < side:
         raise ValueError(f"images of {rows} x {cols} px hold no block of {side} px")
     # Unfolded blocks (C, side², L) and their search windows (C, window², L), L blocks.
@@ -90,17 +90,16 @@ def match_blocks(fixed: torch.Tensor, moving: torch.Tensor, covered: torch.Tenso
     kernels = blocks.permute(0, 2, 1).reshape(channels * count, 1, side, side)
     products = F.conv2d(windows, kernels, groups=channels * count)[0]
     # The moving image's sums over a block at every shift, read off its sums over every square.
-    shifts = 2 * radius + 1
     at_shifts = lambda sums: F.unfold(sums[:, None], shifts, stride=spacing).permute(0, 2, 1).reshape(  # noqa: E731
         channels * count, shifts, shifts)
     sums, squares = at_shifts(_box_sums(padded, side)), at_shifts(_box_sums(padded**2, side))
     spread = (squares - sums**2 / side**2).clamp_min(0.0).sqrt().float()
     ncc = products / (block_norm.reshape(-1, 1, 1) * spread).clamp_min(1e-6)
-    ncc = ncc.reshape(channels, count, 2 * radius + 1, 2 * radius + 1).mean(dim=0)
+    ncc = ncc.reshape(channels, count, shifts, shifts).mean(dim=0)
 
     flat = ncc.reshape(count, -1)
     peak, best = flat.max(dim=1)
-    peak_y, peak_x = best // (2 * radius + 1), best % (2 * radius + 1)
+    peak_y, peak_x = best // shifts, best % shifts
     interior = (peak_y > 0) & (peak_y < 2 * radius) & (peak_x > 0) & (peak_x < 2 * radius)
     shift_y = peak_y.double() - radius + _parabola_offset(ncc, peak_y, peak_x, interior, axis=0)
     shift_x = peak_x.double() - radius + _parabola_offset(ncc, peak_y, peak_x, interior, axis=1)
@@ -158,12 +157,11 @@ def reject_outliers(matches: BlockMatches, sigma: float) -> BlockMatches:
     """``matches`` without the blocks far from the field of the others (see :data:`OUTLIER_CUT`)."""
     weight = matches.weight
     for _ in range(OUTLIER_PASSES):
-        kept = BlockMatches(matches.centres_x, matches.centres_y, matches.displacement_xy, weight)
-        field = smooth_field(kept, matches.centres_x, matches.centres_y, sigma)
+        field = smooth_field(replace(matches, weight=weight), matches.centres_x, matches.centres_y, sigma)
         distance = np.linalg.norm(matches.displacement_xy - field, axis=-1)
         used = weight > 0
         if not used.any():
             break
         cut = OUTLIER_CUT * (1.4826 * np.median(distance[used]) + 0.5)
         weight = np.where(distance < cut, matches.weight, 0.0)
-    return BlockMatches(matches.centres_x, matches.centres_y, matches.displacement_xy, weight)
+    return replace(matches, weight=weight)
