@@ -184,6 +184,15 @@ def test_a_field_not_kept_says_why_once(viewer_with_pair):
                                     "agree beyond chance; the affine result stands")
     assert text.count("the affine result stands") == 1
     assert reason in details_tooltip(result)  # the numbers, for whoever wants them
+    # A field fitted: what it did to the details, and how many blocks matched against chance;
+    # none fitted (it folded): no such line (it read "detail 0.0 -> 0.0; blocks matched 0% (0%").
+    measured = {"affine_detail_score": 4.4, "deformable_detail_score": 5.1,
+                "matched_share": 0.5, "chance_share": 0.2}
+    for stage, line in ((measured, "field: detail 4.4 → 5.1; blocks matched 50% (20% by chance)"),
+                        ({"matched_share": None, "chance_share": None}, None)):
+        result.deformable.update(stage)
+        text = result_text(result, viewer_with_pair.layers["SHG"], viewer_with_pair.layers["BF"])
+        assert (line in text.splitlines()) if line else "field:" not in text
 
 
 def test_a_kept_field_is_taught_from(make_napari_viewer, user, errors):

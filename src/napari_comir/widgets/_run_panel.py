@@ -66,7 +66,7 @@ def result_text(result: RegistrationResult, fixed, moving) -> str:
         lines.append(f"deformable: kept, points moved up to {stage['max_displacement_px']:.1f} px "
                      "more ('deformation' view)" if stage["kept"] else
                      f"deformable: not kept: {headline}; the affine result stands")
-        if "matched_share" in stage:  # what the field did to the details, and what held it
+        if stage.get("matched_share") is not None:  # a field was fitted: what it did, what held it
             lines.append(f"field: detail {stage['affine_detail_score']:.1f} → "
                          f"{stage['deformable_detail_score']:.1f}; blocks matched "
                          f"{stage['matched_share']:.0%} ({stage['chance_share']:.0%} by chance)")

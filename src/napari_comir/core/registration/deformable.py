@@ -128,9 +128,10 @@ class DeformableResult:
         one from where the field puts them, as a fraction of the field's own displacement (mean
         over the overlap; ``inf`` when the field fitted the other way round folds); measured
         only for a field whose gain is positive but not significant, else ``None``.
-    matched_share, chance_share : float
+    matched_share, chance_share : float or None
         The share of the fixed image's blocks that found a distinctive match in the moving
-        image, and in the moving image turned half a turn (what chance gives these textures).
+        image, and in the moving image turned half a turn (what chance gives these textures);
+        ``None`` when no field was fitted (it folded, or the overlap was too small).
     seconds : float
         Wall time.
     """
@@ -145,8 +146,8 @@ class DeformableResult:
     max_displacement_px: float = 0.0
     min_jacobian: float = 1.0
     inconsistency: float | None = None
-    matched_share: float = 0.0
-    chance_share: float = 0.0
+    matched_share: float | None = None
+    chance_share: float | None = None
     seconds: float = 0.0
 
     def summary(self) -> dict:
