@@ -54,6 +54,10 @@ def test_a_known_smooth_deformation_is_recovered_and_kept(tissue):
     after = np.median(field_error(_without(result.transform, shift), true, mask))
     assert before > 1.5 and after < 0.5, (before, after)
     assert result.detail_gain > 2 and result.min_jacobian > 0.5
+    # What the dock reports as the typical displacement: the drawn field's, not an edge's maximum.
+    drawn = np.linalg.norm(true.displacement_xy, axis=-1).mean()
+    assert result.mean_displacement_px == pytest.approx(drawn, rel=0.25)
+    assert result.mean_displacement_px < result.max_displacement_px
 
 
 def _without(transform, affine):

@@ -111,6 +111,15 @@ def test_register_widget_direction_choice(viewer_with_pair, errors, user):
     (backward,) = keep.apply_to([points])
     assert backward.name == "marks (on BF)"
     assert np.allclose(backward.data, KNOWN.inverse().apply_rc(rc))
+    # Shown on the moving image as it is shown: placed by the result, over the marks they came
+    # from (they were shown on the moving image's own grid, off the tissue they marked), and
+    # moving with it for "before".
+    shown = np.array([backward.data_to_world(point) for point in backward.data])
+    assert np.allclose(shown, rc, atol=1e-6)
+    widget.review_panel.after.value = False
+    assert np.allclose(backward.affine.affine_matrix, np.eye(3))
+    widget.review_panel.after.value = True
+    assert np.allclose(backward.affine.affine_matrix, moving.affine.affine_matrix)
     user.click(keep.accept_button)  # always the moving image onto the fixed grid
     user.wait_for_job(session)
     assert session.accepted.name == "BF (registered)" and not errors
@@ -168,7 +177,10 @@ def test_export_dialog_starts_beside_the_moving_image_named_for_the_pair(make_na
     viewer = make_napari_viewer()
     (moving,) = viewer.open(str(tmp_path / "he scan.tif"))
     fixed = viewer.add_image(shg, name="SHG")
-    assert default_export_path(fixed, moving) == tmp_path / "he_scan_to_SHG.json"
+    # No ending: the format chosen in the dialog adds its own (".json" stayed whatever was chosen).
+    assert default_export_path(fixed, moving) == tmp_path / "he_scan_to_SHG"
     # a folder that cannot be written (shared data): the working folder instead
     monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)
-    assert default_export_path(fixed, moving) == Path.cwd() / "he_scan_to_SHG.json"
+    assert default_export_path(fixed, moving) == Path.cwd() / "he_scan_to_SHG"
+    moving.name = "he.scan.tif"  # no dot left to read as an ending
+    assert default_export_path(fixed, moving) == Path.cwd() / "he_scan_tif_to_SHG"

@@ -115,6 +115,11 @@ def test_a_field_result_is_reviewed_accepted_exported_and_applied(viewer_with_pa
     widget.review_panel.view.value = "deformation"
     layer = viewer.layers[_review.DEFORMATION]
     assert layer.visible and layer.data.max() == pytest.approx(4.0, rel=0.01)
+    assert layer.opacity < 1 and layer.colorbar.visible  # the tissue under it stays in sight
+    # The moving image itself is placed by the affine part here: said, not left to be misread.
+    assert "placed by the field's affine part" in widget.review_panel.subject.value
+    widget.review_panel.view.value = "overlay"
+    assert "affine part" not in widget.review_panel.subject.value
 
     # Points clicked over the review, which shows the moving image warped through the field,
     # lie where they were drawn on the fixed grid; over the moving image itself (view "off",
@@ -145,10 +150,15 @@ def test_a_field_result_is_reviewed_accepted_exported_and_applied(viewer_with_pa
     assert np.abs(accepted.data.astype(float) - expected).mean() < 1.0
     assert DisplacementFieldTransform.from_dict(accepted.metadata["comir_transform"]).spacing_px == \
         field.spacing_px
-    for name in ("t.json", "t.tfm"):
+    for name in ("t.json", "t.tfm", "t.elastix.txt"):
         assert (widget.keep_panel.export_transform(tmp_path / name)).is_file()
         # no pixel sizes known: a file in µm says its µm are pixels (it claimed micrometres)
-        assert ("pixel sizes unknown" in widget.keep_panel.status.value) == name.endswith(".tfm")
+        assert ("pixel sizes unknown" in widget.keep_panel.status.value) == (name != "t.json")
+    # elastix's files (the dock offered none for a field; the CLI did): transformix resamples
+    # onto the fixed grid through the field's own parameter file and image, beside it.
+    parameters = (tmp_path / "t.elastix.txt").read_text()
+    assert "(Size 96 96)" in parameters and str(tmp_path / "t.elastix.field.txt") in parameters
+    assert (tmp_path / "t.elastix.field.mha").is_file()
     # The dialog offers the formats that hold a field (it offered the affine ones, which each
     # refused it), and a name typed without an ending gets the chosen one.
     from qtpy.QtWidgets import QFileDialog
@@ -163,7 +173,7 @@ def test_a_field_result_is_reviewed_accepted_exported_and_applied(viewer_with_pa
         patch.setattr(QFileDialog, "getSaveFileName", staticmethod(dialog))
         user.click(widget.keep_panel.export_button)
     assert [name.rsplit("(", 1)[1] for name in offered] == ["*.json)", "*.tfm)", "*.ngff.zarr)",
-                                                             "*.npz)"]
+                                                             "*.npz)", "*.elastix.txt)"]
     assert read_transform(tmp_path / "typed.ngff.zarr").spacing_px == field.spacing_px
     points = viewer.add_points(np.array([[30.0, 40.0]]), name="cells")
     (mapped,) = widget.keep_panel.apply_to([points])

@@ -803,6 +803,37 @@ def test_teaching_bf_shg_a_grey_bright_field_teaches_its_grey_route(make_napari_
     user.watch.check(MAX_FREEZE_S)
 
 
+def _shows_all_layers(viewer) -> bool:
+    """Whether every layer lies inside the canvas as the camera shows it."""
+    camera = viewer.scene.camera
+    half = np.asarray(viewer.canvas.size) / (2 * camera.zoom)  # (height, width) canvas px
+    low, high = np.asarray(viewer.layers.extent.world)[:, -2:]
+    centre = np.asarray(camera.center)[-2:]
+    return bool(np.all(low >= centre - half) and np.all(high <= centre + half))
+
+
+def test_opening_the_dock_fits_the_images_to_the_canvas_it_leaves(make_napari_viewer, user):
+    """The first dock takes its room from the canvas: the images, fitted before, were cut off at
+    its edge. A view a person zoomed into is kept."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(*SCREEN)
+    viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
+    user.wait(0.3)
+    viewer.reset_view()
+    assert _shows_all_layers(viewer)
+    open_dock(viewer)
+    user.wait_until(lambda: _shows_all_layers(viewer))
+    viewer.window.remove_dock_widget("all")
+    user.wait(0.3)
+    viewer.reset_view()
+    camera = viewer.scene.camera
+    camera.zoom *= 3
+    zoomed = (camera.zoom, tuple(camera.center))
+    open_dock(viewer)
+    user.wait(0.5)
+    assert (camera.zoom, tuple(camera.center)) == zoomed
+
+
 def test_expert_docks_open_as_tabs_and_the_window_keeps_its_size(make_napari_viewer, user):
     """Docks opened one after another (as the menu opens them, without napari's tabify) share
     one tabbed area instead of pushing each other off a 1280 x 800 screen."""

@@ -74,6 +74,7 @@ def test_register_sets_affine_overlay_and_views(registered, user):
     review.view.value = "agreement"
     agreement = viewer.layers[_review.AGREEMENT]
     assert agreement.visible and not board.visible and agreement.data.shape == (96, 96)
+    assert agreement.colorbar.visible  # which colour is agreement, beside the view
     assert np.nanmax(agreement.data) <= 1.0 + 1e-6 and np.nanmin(agreement.data) >= -1.0 - 1e-6
     after_map = agreement.data.copy()
     review.after.value = False  # before: the agreement of the CoMIRs unregistered (it stayed)

@@ -161,11 +161,13 @@ class RegistrationSummary:
     @classmethod
     def from_result(cls, result: RegistrationResult) -> RegistrationSummary:
         """Read a registration result as rotation, scale, shear, shift and verdict."""
+        from ..core.registration.deformable import displacement_text
+
         transform = getattr(result.transform, "affine", result.transform)
         parts = transform.decompose(result.moving_centre_xy)
         stage = result.deformable
         deformable = "" if stage is None else (
-            f"field kept: up to {stage['max_displacement_px']:.1f} px, detail gain "
+            f"field kept: points moved {displacement_text(stage)}, detail gain "
             f"{stage['detail_gain']:.1f}" if stage["kept"] else "; ".join(stage["reasons"]))
         return cls(transform=result.transform.model, angle_deg=parts.angle_deg,
                    scale_x=parts.scale_xy[0], scale_y=parts.scale_xy[1], shear=parts.shear,

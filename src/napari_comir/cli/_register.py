@@ -131,6 +131,8 @@ def run(args) -> int:
 def describe(result) -> str:
     """The result as a microscopist reads it: rotation, scale, shift of the centre, verdict (and
     the deformable stage's)."""
+    from ..core.registration.deformable import displacement_text
+
     affine = getattr(result.transform, "affine", result.transform)
     parts = affine.decompose(result.moving_centre_xy)
     text = (f"{affine.model}: rotation {parts.angle_deg:.2f}°, scale "
@@ -138,7 +140,7 @@ def describe(result) -> str:
             f"shifted by ({parts.shift_xy[0]:.1f}, {parts.shift_xy[1]:.1f}) px; score "
             f"{result.score:.3f}, detail {result.detail_score:.1f}, {result.seconds:.2f} s")
     if result.deformable is not None:
-        text += (f"\n  + displacement field: up to {result.deformable['max_displacement_px']:.1f} px, "
+        text += (f"\n  + displacement field: points moved {displacement_text(result.deformable)}, "
                  f"detail gain {result.deformable['detail_gain']:.1f}" if result.deformable["kept"]
                  else "\n  no displacement field: " + "; ".join(result.deformable["reasons"]))
     if not result.success_likely:

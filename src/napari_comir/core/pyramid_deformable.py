@@ -109,7 +109,7 @@ def register_pyramid_deformable(model: ComirModel, fixed, moving, affine: Affine
     -------
     DeformableResult
         As :func:`~napari_comir.core.registration.deformable.register_deformable`'s, its
-        ``transform`` and ``field`` lifted to level 0 (its ``max_displacement_px`` in level-0 px).
+        ``transform`` and ``field`` lifted to level 0 (its displacements in level-0 px).
     """
     card = model.card
     scale = math.sqrt(abs(np.linalg.det(affine.matrix_xy[:2, :2])))  # fixed px per moving px
@@ -122,6 +122,7 @@ def register_pyramid_deformable(model: ComirModel, fixed, moving, affine: Affine
     level_affine = fixed_level.to_full().inverse().compose(affine).compose(moving_level.to_full())
     found = register_deformable(fixed_comir, moving_comir, level_affine, device=device)
     found.max_displacement_px *= factor_fixed
+    found.mean_displacement_px *= factor_fixed
     if found.field is not None:
         found.field = lift_field(found.field, fixed_level, affine, fixed.shape[:2])
         found.min_jacobian = found.field.min_jacobian

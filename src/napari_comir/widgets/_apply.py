@@ -12,9 +12,11 @@ was shown registered lies on it as it was shown then (``source_shown``, the prev
 over a deformable result's review (the moving image warped onto the fixed grid), lies on the
 fixed grid already (``drawn_on_target``): it is carried where it was drawn. The result
 is a new layer "<name> (registered)" (forward) or "<name> (on <moving>)" (inverse) on the
-target layer's grid; the original is never changed. Applied again, it takes the place of the
-layer it made before (a user's own layer of that name is kept). The coordinate mapping itself is
-:func:`napari_comir.core.apply.transform_points_rc`; this module only handles napari layers.
+target layer's grid (one carried onto the moving image is shown placed as that image is, by the
+result's preview or not, and moves with it); the original is never changed. Applied again, it
+takes the place of the layer it made before (a user's own layer of that name is kept). The
+coordinate mapping itself is :func:`napari_comir.core.apply.transform_points_rc`; this module
+only handles napari layers.
 """
 
 from __future__ import annotations
@@ -116,9 +118,18 @@ def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Laye
         viewer.layers.remove(earlier)  # first: the new layer takes its name, not "[1]"
     new = _carried_layer(viewer, layer, name, transform, fixed, moving, inverse=inverse,
                          source_shown=source_shown, drawn_on_target=drawn_on_target, data=data)
+    if inverse:  # on the moving image as it is shown (placed by the result, or not), as its CoMIR
+        new.affine = np.asarray(moving.affine.affine_matrix)
     if index is not None:
         viewer.layers.move(viewer.layers.index(new), index)
     return new
+
+
+def carried_onto(layer: Layer, moving: Layer) -> bool:
+    """Whether ``layer`` was carried from the fixed image onto ``moving``'s grid: it lies on the
+    moving image and is placed with it."""
+    return layer.metadata.get("comir_direction") == "fixed → moving" and \
+        layer.metadata.get("comir_moving") == moving.name
 
 
 def _earlier_result(viewer, name: str) -> Layer | None:
@@ -135,6 +146,7 @@ def _carried_layer(viewer, layer: Layer, name: str, transform, fixed: Layer, mov
     source, target = (fixed, moving) if inverse else (moving, fixed)
     target_grid = dict(scale=tuple(target.scale)[-2:], translate=tuple(target.translate)[-2:])
     meta = {TRANSFORM_KEY: transform.to_dict(), "comir_fixed": fixed.name,
+            "comir_moving": moving.name,
             "comir_direction": "fixed → moving" if inverse else "moving → fixed"}
     if drawn_on_target:  # the field applied as shown (the review lies on the target's grid)
         transform, to_source = AffineTransform.rigid(), _data_to_source_rc(layer, target,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QDockWidget, QMainWindow, QWidget
 
@@ -11,6 +12,8 @@ MARK = "napari_comir_dock"
 DOCK_MIN_WIDTH = 380
 #: Characters a choice box shows at least (its list shows whole names).
 COMBO_MIN_CHARACTERS = 12
+#: How long (ms) a docked dock may take to narrow the canvas before the layers are fitted again.
+REFIT_WAIT_MS = 1000
 
 
 class ScrollingDock:
@@ -34,10 +37,14 @@ def _dock_of(widget) -> QDockWidget | None:
     return widget
 
 
-def tabify_with_siblings(container) -> None:
+def tabify_with_siblings(container, viewer=None) -> None:
     """Once ``container`` is docked, tab it with the plugin's other docks (a menu opens docks
-    one under another otherwise, each pushing the others off a 1280 x 800 screen)."""
+    one under another otherwise, each pushing the others off a 1280 x 800 screen). The first
+    takes its room from the canvas: ``viewer``'s layers, fitted to the canvas before, are
+    fitted again (they were cut off at the dock's edge)."""
     native = container.native
+    refit = viewer is not None and len(viewer.layers) > 0 and _fitted(viewer)
+    canvas_size = _canvas_size(viewer) if refit else None
     native.setProperty(MARK, True)
     native.setMinimumWidth(DOCK_MIN_WIDTH)
     for combo in native.findChildren(QComboBox):
@@ -58,8 +65,47 @@ def tabify_with_siblings(container) -> None:
             window.tabifyDockWidget(siblings[0], dock)
             dock.show()
             dock.raise_()
+        elif refit:
+            _refit_once_narrowed(viewer, canvas_size)
 
     QTimer.singleShot(0, tabify)
+
+
+def _canvas_size(viewer) -> tuple | None:
+    canvas = getattr(viewer, "canvas", None)  # napari >= 0.9: the canvas model has its size
+    return tuple(canvas.size) if canvas is not None and hasattr(canvas, "size") else None
+
+
+def _refit_once_narrowed(viewer, size_before: tuple | None) -> None:
+    """Fit the layers to the canvas once it has given the dock its room: the canvas is resized
+    when the dock is laid out, which may come after this turn of the event loop."""
+    if size_before is None:  # no canvas model to follow (napari < 0.9)
+        QTimer.singleShot(REFIT_WAIT_MS, viewer.reset_view)
+        return
+    if _canvas_size(viewer) != size_before:
+        viewer.reset_view()
+        return
+    size_changed = viewer.canvas.events.size
+
+    def refit(_event=None) -> None:
+        size_changed.disconnect(refit)
+        viewer.reset_view()
+
+    size_changed.connect(refit)
+    # A floating dock leaves the canvas as it was: a later resize is the person's, not ours.
+    QTimer.singleShot(REFIT_WAIT_MS, lambda: size_changed.disconnect(refit))
+
+
+def _fitted(viewer) -> bool:
+    """Whether the canvas shows the layers as napari fits them (not zoomed or panned by a
+    person, whose view is kept): the fit is tried and undone."""
+    scene = getattr(viewer, "scene", None)  # napari >= 0.9; ``viewer.camera`` before
+    camera = scene.camera if scene is not None else viewer.camera
+    centre, zoom = tuple(camera.center), camera.zoom
+    viewer.reset_view()
+    fitted = np.allclose(camera.center, centre, atol=1.0 / zoom) and abs(camera.zoom / zoom - 1) < 0.02
+    camera.center, camera.zoom = centre, zoom
+    return fitted
 
 
 def _marked(widget: QWidget) -> bool:

@@ -12,8 +12,13 @@ from .. import api
 from ..batch.jobs import safe_name
 from ..core.io.transform_formats import MICROMETRE_FORMATS, format_from_path
 from ..core.registration import RegistrationResult
-from ._layers import beside_source, layer_scale_x
+from ._layers import beside_source, layer_scale_x, layer_shape
 
+#: elastix / transformix parameter files (:func:`napari_comir.api.export_elastix`): their own
+#: ending, since ``.txt`` alone is an ITK transform file.
+ELASTIX_ENDING = ".elastix.txt"
+ELASTIX_FILTER = (f"elastix / transformix parameter file, fixed → moving, µm (*{ELASTIX_ENDING})",
+                  ELASTIX_ENDING)
 #: (file-dialog filter, the ending it adds to a name typed without one), in the dialog's order.
 FILTERS = (
     ("napari-comir JSON (*.json)", ".json"),
@@ -21,6 +26,7 @@ FILTERS = (
     ("OME-NGFF affine, moving → fixed, µm (*.ngff.json)", ".ngff.json"),
     ("QuPath alignment matrix, fixed → moving, px (*.qupath.txt)", ".qupath.txt"),
     ("CSV matrix, moving → fixed, px (*.csv)", ".csv"),
+    ELASTIX_FILTER,
 )
 #: The same for a deformable result: the formats that hold a displacement field.
 FIELD_FILTERS = (
@@ -28,6 +34,7 @@ FIELD_FILTERS = (
     ("ITK composite transform (affine + displacement field), fixed → moving, µm (*.tfm)", ".tfm"),
     ("OME-NGFF (RFC-5) displacements, a zarr group (*.ngff.zarr)", ".ngff.zarr"),
     ("NumPy arrays of the field (*.npz)", ".npz"),
+    ELASTIX_FILTER,
 )
 
 
@@ -38,9 +45,13 @@ def layer_pixel_size_um(layer: Layer) -> float:
 
 def export_result(result: RegistrationResult, fixed: Layer, moving: Layer, path) -> Path:
     """Write the result's transform to ``path`` in the format its name asks for."""
+    sizes = {"fixed_pixel_size_um": layer_pixel_size_um(fixed),
+             "moving_pixel_size_um": layer_pixel_size_um(moving)}
+    if str(path).lower().endswith(ELASTIX_ENDING):  # a field's files first, the parameter file last
+        return api.export_elastix(result.transform, path, fixed_shape=layer_shape(fixed)[:2],
+                                  **sizes)[-1]
     return api.export_transform(
-        result.transform, path, fixed_pixel_size_um=layer_pixel_size_um(fixed),
-        moving_pixel_size_um=layer_pixel_size_um(moving), center_xy=result.moving_centre_xy)
+        result.transform, path, center_xy=result.moving_centre_xy, **sizes)
 
 
 def in_micrometres(path: Path) -> bool:
@@ -50,8 +61,10 @@ def in_micrometres(path: Path) -> bool:
 
 
 def default_export_path(fixed: Layer, moving: Layer) -> Path:
-    """``<moving>_to_<fixed>.json`` beside the moving image's file, if known."""
-    return beside_source(moving, safe_name(f"{moving.name}_to_{fixed.name}") + ".json")
+    """``<moving>_to_<fixed>`` beside the moving image's file, if known; without an ending (and
+    without dots that would read as one): the format chosen in the dialog adds its own (a
+    ``.json`` here stayed whatever format was chosen)."""
+    return beside_source(moving, safe_name(f"{moving.name}_to_{fixed.name}").replace(".", "_"))
 
 
 def ask_export_path(parent, fixed: Layer, moving: Layer, deformable: bool = False) -> str | None:

@@ -37,6 +37,8 @@ WARPED_VIEWS = (*OVERLAY_VIEWS, "checkerboard")
 CHECKERBOARD = "review: checkerboard (fixed | moving)"
 AGREEMENT = "review: CoMIR agreement (local NCC)"
 DEFORMATION = "review: deformation (px)"
+#: The deformation map over the images: the tissue it moved stays in sight under it.
+DEFORMATION_OPACITY = 0.6
 #: Side (px) of the checkerboard's squares on the fixed image, and of the agreement's windows.
 CHECKER_SQUARE, AGREEMENT_WINDOW = 32, 32
 _REVIEW_KEY = "comir_review_of"
@@ -134,12 +136,15 @@ def extra_review_layers(viewer) -> list[Layer]:
 
 
 def _placed_with_moving(viewer, fixed: Layer, moving: Layer) -> list[Layer]:
-    """The moving image, its CoMIR and its landmarks: the layers a result places."""
+    """The moving image, its CoMIR, its landmarks and the layers carried onto it from the fixed
+    image (:func:`._apply.apply_to_layer`): the layers a result places."""
+    from ._apply import carried_onto
     from ._landmarks import landmark_name
     from .representations import comir_layer_name
 
     names = (moving.name, comir_layer_name(moving), landmark_name(moving, fixed))
-    return [viewer.layers[name] for name in names if name in viewer.layers]
+    return [viewer.layers[name] for name in names if name in viewer.layers] + \
+        [layer for layer in viewer.layers if carried_onto(layer, moving)]
 
 
 def place_moving(viewer, fixed: Layer, moving: Layer, transform: AffineTransform,
@@ -247,6 +252,7 @@ def show_agreement(viewer, fixed: Layer, fixed_comir: np.ndarray, moving_comir: 
     layer = upsert_image(viewer, AGREEMENT, np.nan_to_num(ncc), like=fixed, colormap="PiYG",
                          contrast_limits=(-1.0, 1.0), blending="translucent", visible=True,
                          metadata={_REVIEW_KEY: fixed.name})
+    layer.colorbar.visible = True  # which colour is agreement: -1 to 1, beside the view
     move_above_images(viewer, layer)
     return layer
 
@@ -261,7 +267,8 @@ def show_deformation(viewer, fixed: Layer, transform) -> Layer:
     layer = upsert_image(viewer, DEFORMATION, magnitude, scale=tuple(scale),
                          translate=tuple(np.asarray(fixed.translate)[-2:]), colormap="inferno",
                          contrast_limits=(0.0, max(float(magnitude.max()), 1e-3)),
-                         blending="translucent", visible=True, metadata={_REVIEW_KEY: fixed.name})
+                         blending="translucent", opacity=DEFORMATION_OPACITY, visible=True,
+                         metadata={_REVIEW_KEY: fixed.name})
     layer.colorbar.visible = True  # the colours' px, beside the view
     move_above_images(viewer, layer)
     return layer

@@ -8,6 +8,7 @@ from qtpy.QtCore import QTimer
 
 from ..core.errors import ComirError
 from ._layers import StatusLine
+from ._review import WARPED_VIEWS, is_deformable
 from ._run_panel import row
 from .session import RegistrationSession
 
@@ -87,6 +88,11 @@ class ReviewPanel(Container):
             return
         fixed, moving = session.result_pair
         text = f"{fixed.name} (fixed) and {moving.name} (moving): {VIEW_HELP[session.review_view]}"
+        if session.after and is_deformable(session.result.transform) and \
+                session.review_view not in WARPED_VIEWS:
+            text += (f". {moving.name} itself is placed by the field's affine part (a layer "
+                     "cannot bend): overlay, flicker and checkerboard show the field, Accept "
+                     "resamples through it")
         if session.review_view == "off" and session.accepted_matches_result():
             text = (f"accepted: {session.accepted.name!r} over {fixed.name!r}; choose a view to "
                     "compare again")

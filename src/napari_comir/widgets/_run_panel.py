@@ -16,6 +16,7 @@ from napari.utils.notifications import show_error
 from ..core.defaults import DEFAULT_TRANSFORM, TRANSFORM_CHOICES, TRUE_TRANSFORM_KEY
 from ..core.errors import ComirError
 from ..core.registration import RegistrationResult
+from ..core.registration.deformable import displacement_text
 from ..core.transforms import AffineTransform, corner_error
 from ._layers import (
     StatusLine,
@@ -63,8 +64,8 @@ def result_text(result: RegistrationResult, fixed, moving) -> str:
     if stage is not None:  # the reasons' numbers are the details' tooltip (:func:`details_tooltip`)
         headline = "; ".join(reason.split(" (")[0].removesuffix("; the affine result stands")
                              for reason in stage["reasons"])
-        lines.append(f"deformable: kept, points moved up to {stage['max_displacement_px']:.1f} px "
-                     "more ('deformation' view)" if stage["kept"] else
+        lines.append(f"deformable: kept, points moved {displacement_text(stage)} beyond the affine "
+                     "part ('deformation' view)" if stage["kept"] else
                      f"deformable: not kept: {headline}; the affine result stands")
         if stage.get("matched_share") is not None:  # a field was fitted: what it did, what held it
             lines.append(f"field: detail {stage['affine_detail_score']:.1f} → "

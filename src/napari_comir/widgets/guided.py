@@ -68,7 +68,7 @@ class GuidedDock(ScrollingDock, Container):
 
         self.native.destroyed.connect(disconnect)
         self.stretch_below()
-        tabify_with_siblings(self)
+        tabify_with_siblings(self, self.viewer)
         self.update_steps()
 
     def _models_saved(self, _name: str) -> None:

@@ -123,6 +123,9 @@ class DeformableResult:
         ``(deformable - affine) / sqrt(2)``: the gain's significance.
     max_displacement_px, min_jacobian : float
         Of the field found (0 and 1 when none).
+    mean_displacement_px : float
+        The field's mean displacement over the overlap (its nodes the affinely placed moving
+        image covers): what it typically does, where ``max_displacement_px`` is often an edge's.
     inconsistency : float or None
         How far the field fitted the other way round puts the fixed image's points in the moving
         one from where the field puts them, as a fraction of the field's own displacement (mean
@@ -144,6 +147,7 @@ class DeformableResult:
     deformable_detail_score: float = 0.0
     detail_gain: float = 0.0
     max_displacement_px: float = 0.0
+    mean_displacement_px: float = 0.0
     min_jacobian: float = 1.0
     inconsistency: float | None = None
     matched_share: float | None = None
@@ -156,11 +160,20 @@ class DeformableResult:
                 "affine_detail_score": self.affine_detail_score,
                 "deformable_detail_score": self.deformable_detail_score,
                 "detail_gain": self.detail_gain, "max_displacement_px": self.max_displacement_px,
+                "mean_displacement_px": self.mean_displacement_px,
                 "min_jacobian": self.min_jacobian, "seconds": self.seconds,
                 "matched_share": self.matched_share, "chance_share": self.chance_share,
                 # JSON has no infinity: a backward fit that folded reads as unmeasured (None)
                 "inconsistency": (self.inconsistency if self.inconsistency is not None
                                   and math.isfinite(self.inconsistency) else None)}
+
+
+def displacement_text(summary: dict) -> str:
+    """How far a field moves points beyond its affine part, in words, from a
+    :meth:`DeformableResult.summary` (one written before the mean was recorded: the maximum)."""
+    most = f"up to {summary['max_displacement_px']:.1f} px"
+    mean = summary.get("mean_displacement_px")
+    return most if mean is None else f"{mean:.1f} px on average over the overlap, {most}"
 
 
 def _as_hwc(image, name: str) -> np.ndarray:
@@ -278,6 +291,14 @@ def _fitted_field(fixed_hwc: np.ndarray, moving_hwc: np.ndarray, affine: AffineT
     return found, field_at, (fixed_t, warped_t, valid), shares
 
 
+def _mean_over_overlap(found: DisplacementFieldTransform, overlap: np.ndarray) -> float:
+    """The field's mean displacement (fixed px) over its nodes inside ``overlap`` (rows, cols)."""
+    rows, cols = (np.minimum(found.spacing_px * np.arange(n), size - 1).astype(int)
+                  for n, size in zip(found.displacement_xy.shape[:2], overlap.shape, strict=True))
+    covered = overlap[np.ix_(rows, cols)]
+    return float(found.displacement_magnitude()[covered].mean()) if covered.any() else 0.0
+
+
 def _bounded(displacement_xy: np.ndarray, limit: float) -> np.ndarray:
     """``displacement_xy`` (..., 2) with every vector longer than ``limit`` shortened to it."""
     length = np.linalg.norm(displacement_xy, axis=-1, keepdims=True)
@@ -359,6 +380,7 @@ def register_deformable(fixed, moving, affine: AffineTransform, *, max_displacem
     result.field, result.min_jacobian = found, found.min_jacobian
     result.matched_share, result.chance_share = shares
     result.max_displacement_px = found.max_displacement_px
+    result.mean_displacement_px = _mean_over_overlap(found, valid[0].cpu().numpy() > 0.99)
 
     # The verdict, on the level its thresholds were set on: details of both results over the
     # overlap both share.
