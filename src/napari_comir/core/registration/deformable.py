@@ -192,6 +192,11 @@ def _level_px(k: int, n: int) -> np.ndarray:
     return k * np.arange(n) + (k - 1) / 2
 
 
+def _on_level(k: int, full_px) -> np.ndarray:
+    """Positions on block-mean level ``k`` of full-resolution positions (:func:`_level_px`'s inverse)."""
+    return (np.asarray(full_px, float) - (k - 1) / 2) / k
+
+
 def _warp(images: torch.Tensor, valid: torch.Tensor,
           displacement: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(C, H, W) images read at ``p + displacement(p)`` ((2, H, W), px of these images), and
@@ -276,10 +281,9 @@ def _fitted_field(fixed_hwc: np.ndarray, moving_hwc: np.ndarray, affine: AffineT
     matches = reject_outliers(matches, SMOOTHING_SIGMA)
 
     def field_at(x_px: np.ndarray, y_px: np.ndarray) -> np.ndarray:
-        """(len y, len x, 2) displacement at full-resolution px (level pixel i is centred at
-        k i + (k - 1) / 2), bounded by ``limit``."""
-        at_level = lambda px: (np.asarray(px, float) - (k - 1) / 2) / k  # noqa: E731
-        return _bounded(k * smooth_field(matches, at_level(x_px), at_level(y_px), SMOOTHING_SIGMA), limit)
+        """(len y, len x, 2) displacement at full-resolution px, bounded by ``limit``."""
+        return _bounded(k * smooth_field(matches, _on_level(k, x_px), _on_level(k, y_px),
+                                         SMOOTHING_SIGMA), limit)
 
     spacing = max(MIN_STORAGE_SPACING, math.ceil(max(rows, cols) / MAX_STORED_NODES))
     n_rows, n_cols = grid_shape((rows, cols), spacing)
@@ -403,7 +407,7 @@ def register_deformable(fixed, moving, affine: AffineTransform, *, max_displacem
             f"the images' blocks find their counterparts no more often than by chance "
             f"({result.matched_share:.0%} of them, {result.chance_share:.0%} against the moving "
             f"image turned half a turn; at least {MIN_MATCH_RATIO:g} times that needed)")
-    if 0 < result.detail_gain < MIN_DETAIL_GAIN and result.min_jacobian > MIN_JACOBIAN:
+    if 0 < result.detail_gain < MIN_DETAIL_GAIN and not result.reasons:  # else refused anyway
         result.inconsistency = _inconsistency(found, fixed_hwc, moving_hwc, affine, limit, dev)
     reproduced = result.inconsistency is not None and result.inconsistency <= MAX_INCONSISTENCY
     if result.detail_gain < MIN_DETAIL_GAIN and not reproduced:
