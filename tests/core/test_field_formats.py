@@ -4,6 +4,7 @@ and NPZ, and read back."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -54,6 +55,13 @@ def test_ngff_rfc5_group_holds_both_directions(deformable, tmp_path):
     for direction in (lambda t: t, lambda t: t.inverse()):
         np.testing.assert_allclose(direction(back).apply_xy(POINTS),
                                    direction(deformable).apply_xy(POINTS), atol=1e-4)
+    assert path.stat().st_mode & 0o777 == 0o777 & ~_umask()  # built in a staging folder (0700)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 @pytest.mark.parametrize("name", ["t.json", "t.npz"])

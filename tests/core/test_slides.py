@@ -1,6 +1,7 @@
 """Whole slides: lazy pyramid levels, tile-by-tile resampling into pyramids, the file pipeline."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -105,6 +106,9 @@ def test_ome_zarr_output_is_valid_ngff_with_physical_scales(tmp_path, rng):
     datasets = group.attrs["multiscales"][0]["datasets"]
     assert datasets[1]["coordinateTransformations"][0]["scale"] == [1.0, 1.0, 1.0]
     assert len(datasets) == 3  # 2300, 1150, 575 px: halved until the long side fits 1024
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "x.ome.zarr").stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
     _write_pyramid(tmp_path / "x.ome.zarr", image[::-1], pixel_size_um=0.5)  # replaced whole
     np.testing.assert_array_equal(np.moveaxis(zarr.open_group(tmp_path / "x.ome.zarr")["0"][:, :5, :5],
                                               0, -1), image[::-1][:5, :5])

@@ -64,9 +64,24 @@ def test_a_field_review_hides_the_moving_image_it_shows_warped(viewer_with_pair,
     assert moving.visible
     review.after.value = True
     assert not moving.visible
+    # Points carried onto the moving image go with it: over the warped review they lay off the
+    # tissue they mark by the field's non-affine part (placed by the affine part).
+    keep = widget.keep_panel
+    marks = viewer.add_points(np.array([[30.0, 40.0], [60.0, 50.0]]), name="marks")
+    keep.targets.value = [marks]
+    keep.direction.value = "fixed → moving"
+    user.click(keep.apply_button)
+    carried = viewer.layers["marks (on BF)"]
+    assert not carried.visible and "choose 'off' to see them" in keep.status.value
+    review.view.value = "off"
+    assert carried.visible and moving.visible
+    review.view.value = "checkerboard"
+    assert not carried.visible
+    review.view.value = "overlay"
     user.click(widget.keep_panel.accept_button)
     user.wait_until(lambda: session.accepted is not None)
     assert not moving.visible and session.review_view == "off"
+    assert not carried.visible  # on the moving image placed by the affine part: off the accepted one
 
 
 def test_an_affine_result_after_a_field_leaves_no_deformation_view(viewer_with_pair, user, field):
@@ -159,6 +174,10 @@ def test_a_field_result_is_reviewed_accepted_exported_and_applied(viewer_with_pa
     parameters = (tmp_path / "t.elastix.txt").read_text()
     assert "(Size 96 96)" in parameters and str(tmp_path / "t.elastix.field.txt") in parameters
     assert (tmp_path / "t.elastix.field.mha").is_file()
+    assert "t.elastix.field.txt and t.elastix.field.mha beside it" in widget.keep_panel.status.value
+    # readable by the others on a shared disk, as the text files are (it was written 0600)
+    assert (tmp_path / "t.elastix.field.mha").stat().st_mode & 0o777 == \
+        (tmp_path / "t.elastix.txt").stat().st_mode & 0o777
     # The dialog offers the formats that hold a field (it offered the affine ones, which each
     # refused it), and a name typed without an ending gets the chosen one.
     from qtpy.QtWidgets import QFileDialog
@@ -198,7 +217,8 @@ def test_a_field_not_kept_says_why_once(viewer_with_pair):
     # none fitted (it folded): no such line (it read "detail 0.0 -> 0.0; blocks matched 0% (0%").
     measured = {"affine_detail_score": 4.4, "deformable_detail_score": 5.1,
                 "matched_share": 0.5, "chance_share": 0.2}
-    for stage, line in ((measured, "field: detail 4.4 → 5.1; blocks matched 50% (20% by chance)"),
+    for stage, line in ((measured, "field: detail 4.4 → 5.1 (higher agrees better); blocks matched "
+                                   "50% (20% by chance)"),
                         ({"matched_share": None, "chance_share": None}, None)):
         result.deformable.update(stage)
         text = result_text(result, viewer_with_pair.layers["SHG"], viewer_with_pair.layers["BF"])

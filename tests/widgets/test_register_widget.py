@@ -89,8 +89,14 @@ def test_register_sets_affine_overlay_and_views(registered, user):
     review.view.value = "flicker"
     user.wait(1.2)  # the timer alternates the two layers twice a second
     assert review_fixed.visible != review_moving.visible
+    # Both frames alike, grey and opaque: only a misregistration jumps (the green one was added
+    # over the user's colour image, the magenta one shown alone: the whole picture flashed).
+    for layer in (review_fixed, review_moving):
+        assert layer.colormap.name == "gray" and layer.blending == "opaque"
     review.view.value = "overlay"
     assert review_fixed.visible and review_moving.visible and not agreement.visible
+    assert (review_fixed.colormap.name, review_fixed.blending) == ("green", "additive")
+    assert (review_moving.colormap.name, review_moving.blending) == ("magenta", "translucent")
     assert review_fixed.metadata["comir_review_view"] == "images"
     assert "white where they agree" in review.subject.value
 

@@ -25,7 +25,13 @@ import numpy as np
 from .defaults import DEFAULT_TILE_COMPRESSION
 from .errors import InputError
 from .field_transform import read_at, source_xy
-from .io.files import check_output_path, remove_stale_temporaries, temporary_prefix, write_errors
+from .io.files import (
+    check_output_path,
+    remove_stale_temporaries,
+    staging_directory,
+    temporary_prefix,
+    write_errors,
+)
 from .io.slides import (
     OME_ZARR_MARK,
     OUTPUT_TILE,
@@ -288,7 +294,7 @@ def _resample_to_ome_zarr(job: _Resampling, path: Path, pixel_size_um) -> Iterat
     orders axes), then move it into place (an earlier image of that name is replaced only then)."""
     import zarr
 
-    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=".new", dir=path.parent))
+    staging = staging_directory(path)
     try:
         group = zarr.open_group(staging, mode="w", zarr_format=2)
         rgb = len(job.shapes[0]) == 3

@@ -125,11 +125,12 @@ def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Laye
     return new
 
 
-def carried_onto(layer: Layer, moving: Layer) -> bool:
-    """Whether ``layer`` was carried from the fixed image onto ``moving``'s grid: it lies on the
-    moving image and is placed with it."""
-    return layer.metadata.get("comir_direction") == "fixed → moving" and \
-        layer.metadata.get("comir_moving") == moving.name
+def carried_onto(viewer, moving: Layer) -> list[Layer]:
+    """The layers carried from the fixed image onto ``moving``'s grid: they lie on the moving
+    image, and are placed and shown with it."""
+    return [layer for layer in viewer.layers
+            if layer.metadata.get("comir_direction") == "fixed → moving"
+            and layer.metadata.get("comir_moving") == moving.name]
 
 
 def _earlier_result(viewer, name: str) -> Layer | None:

@@ -40,10 +40,10 @@ def _dock_of(widget) -> QDockWidget | None:
 def tabify_with_siblings(container, viewer=None) -> None:
     """Once ``container`` is docked, tab it with the plugin's other docks (a menu opens docks
     one under another otherwise, each pushing the others off a 1280 x 800 screen). The first
-    takes its room from the canvas: ``viewer``'s layers, fitted to the canvas before, are
-    fitted again (they were cut off at the dock's edge)."""
+    takes its room from the canvas: ``viewer``'s layers, all in view before, are fitted again
+    (they were cut off at the dock's edge)."""
     native = container.native
-    refit = viewer is not None and len(viewer.layers) > 0 and _fitted(viewer)
+    refit = viewer is not None and len(viewer.layers) > 0 and _shows_every_layer(viewer)
     canvas_size = _canvas_size(viewer) if refit else None
     native.setProperty(MARK, True)
     native.setMinimumWidth(DOCK_MIN_WIDTH)
@@ -72,8 +72,11 @@ def tabify_with_siblings(container, viewer=None) -> None:
 
 
 def _canvas_size(viewer) -> tuple | None:
+    """(height, width) of the canvas in screen px, or ``None`` where napari does not say."""
     canvas = getattr(viewer, "canvas", None)  # napari >= 0.9: the canvas model has its size
-    return tuple(canvas.size) if canvas is not None and hasattr(canvas, "size") else None
+    size = canvas.size if canvas is not None and hasattr(canvas, "size") else getattr(
+        viewer, "_canvas_size", None)
+    return tuple(size) if size is not None else None
 
 
 def _refit_once_narrowed(viewer, size_before: tuple | None) -> None:
@@ -96,16 +99,19 @@ def _refit_once_narrowed(viewer, size_before: tuple | None) -> None:
     QTimer.singleShot(REFIT_WAIT_MS, lambda: size_changed.disconnect(refit))
 
 
-def _fitted(viewer) -> bool:
-    """Whether the canvas shows the layers as napari fits them (not zoomed or panned by a
-    person, whose view is kept): the fit is tried and undone."""
+def _shows_every_layer(viewer) -> bool:
+    """Whether every layer lies whole inside the canvas as the camera shows it: a view a person
+    zoomed into does not, and is kept. (Not "as napari fits them": napari fits the first layer
+    to the canvas before the window is laid out, and keeps that zoom as the canvas shrinks.)"""
+    size = _canvas_size(viewer)
+    if size is None:
+        return False
     scene = getattr(viewer, "scene", None)  # napari >= 0.9; ``viewer.camera`` before
     camera = scene.camera if scene is not None else viewer.camera
-    centre, zoom = tuple(camera.center), camera.zoom
-    viewer.reset_view()
-    fitted = np.allclose(camera.center, centre, atol=1.0 / zoom) and abs(camera.zoom / zoom - 1) < 0.02
-    camera.center, camera.zoom = centre, zoom
-    return fitted
+    half = np.asarray(size[-2:], float) / (2 * camera.zoom) + 1.0 / camera.zoom  # a canvas px spare
+    low, high = np.asarray(viewer.layers.extent.world, float)[:, -2:]
+    centre = np.asarray(camera.center, float)[-2:]
+    return bool(np.all(low >= centre - half) and np.all(high <= centre + half))
 
 
 def _marked(widget: QWidget) -> bool:

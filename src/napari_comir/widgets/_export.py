@@ -10,8 +10,10 @@ from napari.layers import Layer
 
 from .. import api
 from ..batch.jobs import safe_name
+from ..core.io.elastix_files import field_sidecar_paths
 from ..core.io.transform_formats import MICROMETRE_FORMATS, format_from_path
 from ..core.registration import RegistrationResult
+from ..core.transforms import AffineTransform
 from ._layers import beside_source, layer_scale_x, layer_shape
 
 #: elastix / transformix parameter files (:func:`napari_comir.api.export_elastix`): their own
@@ -52,6 +54,15 @@ def export_result(result: RegistrationResult, fixed: Layer, moving: Layer, path)
                                   **sizes)[-1]
     return api.export_transform(
         result.transform, path, center_xy=result.moving_centre_xy, **sizes)
+
+
+def companion_files(path, transform) -> list[Path]:
+    """The files an export to ``path`` wrote beside it and needs: an elastix parameter file of a
+    field names the field's own parameter file and image (by full path: elastix reads relative
+    names from its working folder, not the file's)."""
+    if str(path).lower().endswith(ELASTIX_ENDING) and not isinstance(transform, AffineTransform):
+        return list(field_sidecar_paths(path))
+    return []
 
 
 def in_micrometres(path: Path) -> bool:

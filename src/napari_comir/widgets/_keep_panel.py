@@ -69,10 +69,14 @@ class KeepPanel(Container):
 
     def export_transform(self, path):
         path = self.session.export(path)
-        _, fixed, moving = self.session.require_result()
+        transform, fixed, moving = self.session.require_result()
         unknown = _export.in_micrometres(path) and layer_pixel_sizes(fixed, moving) == (None, None)
         note = (" (pixel sizes unknown: its µm are pixels; type them under 'µm per pixel' and "
                 "export again for physical units)" if unknown else "")
+        companions = _export.companion_files(path, transform)
+        if companions:
+            note += (f", with {' and '.join(file.name for file in companions)} beside it, which "
+                     "it names by their full path: keep the three together")
         self.status.value = f"✓ transform written to {path}{note}"
         show_info(f"transform saved to {path}{note}")
         return path
@@ -104,6 +108,10 @@ class KeepPanel(Container):
             self.status.value = "✓ " + ", ".join(
                 f"{'updated' if layer.name in names_before else 'added'} {layer.name!r}"
                 for layer in added)
+            if not all(layer.visible for layer in added):  # on the moving image, hidden with it
+                moving = self.session.result_pair[1]
+                self.status.value += (f" (shown with {moving.name!r}: choose 'off' to see them; "
+                                      "this view shows it warped through the field)")
         return added
 
     def refresh(self, what: str) -> None:

@@ -113,6 +113,15 @@ def show_review_layer(viewer, fixed: Layer, moving: Layer, images: dict, role: s
     return layer
 
 
+def style_overlay(fixed_layer: Layer, moving_layer: Layer, flicker: bool) -> None:
+    """The overlay adds the fixed layer in green over the moving one in magenta; flicker shows
+    them in turn, each grey and opaque, so that only what is misregistered jumps (the green one
+    added over the user's images, then the magenta one alone, flashed the whole picture)."""
+    fixed_layer.colormap, fixed_layer.blending = ("gray", "opaque") if flicker else ("green", "additive")
+    moving_layer.colormap, moving_layer.blending = (("gray", "opaque") if flicker else
+                                                    ("magenta", "translucent"))
+
+
 def move_above_images(viewer, layer: Layer) -> None:
     """Move ``layer`` just above the topmost other image: over the images it reviews, under the
     points, shapes and labels a person drew, which stay in sight (opaque review layers hid them,
@@ -144,7 +153,7 @@ def _placed_with_moving(viewer, fixed: Layer, moving: Layer) -> list[Layer]:
 
     names = (moving.name, comir_layer_name(moving), landmark_name(moving, fixed))
     return [viewer.layers[name] for name in names if name in viewer.layers] + \
-        [layer for layer in viewer.layers if carried_onto(layer, moving)]
+        carried_onto(viewer, moving)
 
 
 def place_moving(viewer, fixed: Layer, moving: Layer, transform: AffineTransform,
@@ -187,6 +196,8 @@ def switch_view(viewer, fixed: Layer, moving: Layer, result, review_layers, view
     for layer in review_layers:
         layer.metadata["comir_review_view"] = "CoMIRs" if view == "CoMIRs" else "images"
         layer.visible = view in OVERLAY_VIEWS
+    if len(review_layers) == 2:
+        style_overlay(*review_layers, flicker=view == "flicker")
     if view == "checkerboard":
         show_checkerboard(viewer, fixed, moving, transform)
     elif view == "agreement":

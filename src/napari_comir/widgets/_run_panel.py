@@ -69,7 +69,7 @@ def result_text(result: RegistrationResult, fixed, moving) -> str:
                      f"deformable: not kept: {headline}; the affine result stands")
         if stage.get("matched_share") is not None:  # a field was fitted: what it did, what held it
             lines.append(f"field: detail {stage['affine_detail_score']:.1f} → "
-                         f"{stage['deformable_detail_score']:.1f}; blocks matched "
+                         f"{stage['deformable_detail_score']:.1f} (higher agrees better); blocks matched "
                          f"{stage['matched_share']:.0%} ({stage['chance_share']:.0%} by chance)")
     if result.method != "landmarks":
         lines.append(f"score {result.score:.3f} · detail {result.detail_score:.1f} · "

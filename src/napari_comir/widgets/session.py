@@ -28,7 +28,7 @@ from ..core.registration.landmarks import coverage_warning, fit_landmarks
 from ..core.tiled_resample import check_resampled_path, resample_to_file
 from ..core.transforms import AffineTransform
 from . import _export, _review, _slide_output
-from ._apply import apply_to_layer, carried_pixels, shown_matrix
+from ._apply import apply_to_layer, carried_onto, carried_pixels, shown_matrix
 from ._landmarks import landmark_names, landmark_pairs
 from ._layers import (
     DERIVED_KEYS,
@@ -90,8 +90,9 @@ class RegistrationSession:
         self.review_layers: tuple[Layer, ...] = ()
         #: The pair whose Register was refused at once (bad input), until another is chosen.
         self.refused_pair: tuple[Layer | None, Layer | None] | None = None
-        #: The moving image, hidden while a field's review shows it warped (see _cover_moving).
-        self._covered: Layer | None = None
+        #: The moving image and the layers carried onto it, hidden while a field's review shows
+        #: it warped (see _cover_moving).
+        self._covered: list[Layer] = []
         self.review_images: dict = {}  # the overlay's images of the result, made in the worker
         self.job: Job | None = None
         self.job_kind = ""
@@ -181,8 +182,8 @@ class RegistrationSession:
             # software OpenGL) crashed drawing the canvas once a toast followed a removal.
             self.stop(reason=f"{layer.name!r} was removed while it ran")
         self.comirs.pop(layer, None)
-        if layer is self._covered:
-            self._covered = None
+        if layer in self._covered:
+            self._covered.remove(layer)
         if layer is self.accepted or layer in (self.accepted_pair or ()):
             self.accepted = self.accepted_result = self.accepted_pair = None
             self.changed.emit("accepted")
@@ -445,15 +446,22 @@ class RegistrationSession:
             self.changed.emit("review")
 
     def _cover_moving(self) -> None:
-        """The moving image hidden while a field's review shows it warped onto the fixed grid:
-        placed by the affine part, it stuck out beyond the review; shown again after."""
+        """The moving image and the layers carried onto it hidden while a field's review shows
+        it warped onto the fixed grid (placed by the affine part, the image stuck out beyond the
+        review and the carried points lay off the tissue they mark, by the field's non-affine
+        part); shown again after."""
         result, pair = self.result, self.result_pair
         cover = result is not None and pair is not None and self.after and \
             _review.is_deformable(result.transform) and self.review_view in _review.WARPED_VIEWS
-        if cover and pair[1].visible and self._covered is None:
-            pair[1].visible, self._covered = False, pair[1]
-        elif not cover and self._covered is not None:
-            self._covered.visible, self._covered = True, None
+        if not cover:
+            for layer in self._covered:
+                layer.visible = True
+            self._covered = []
+            return
+        for layer in (pair[1], *carried_onto(self.viewer, pair[1])):
+            if layer.visible and layer not in self._covered:
+                layer.visible = False
+                self._covered.append(layer)
 
     def review_views(self) -> tuple[str, ...]:
         """The review views the result can show: the deformation only with a field kept, the
@@ -526,7 +534,12 @@ class RegistrationSession:
 
         def finish() -> None:
             self.presenting = False
-            moving.visible, self._covered = False, None  # hidden under the accepted layer
+            # Hidden under the accepted layer; a field's carried layers lie on the moving image
+            # placed by the affine part, off the accepted one.
+            carried = carried_onto(self.viewer, moving) if _review.is_deformable(result.transform) else []
+            for hidden in (moving, *carried):
+                hidden.visible = False
+            self._covered = []
             layers = self.viewer.layers
             layers.move(layers.index(layer), layers.index(fixed) + 1)
             self.accepted, self.accepted_result, self.accepted_pair = layer, result, (fixed, moving)
@@ -557,10 +570,12 @@ class RegistrationSession:
     def apply_to(self, layers: list[Layer], inverse: bool) -> list[Layer]:
         """New layers: each carried onto the other image's grid (see ``_apply``)."""
         transform, fixed, moving = self.require_result()
-        return [apply_to_layer(self.viewer, layer, transform, fixed, moving, inverse=inverse,
-                               source_shown=None if inverse else self.drawn_over_preview.get(layer),
-                               drawn_on_target=not inverse and layer in self.drawn_over_field)
-                for layer in layers]
+        added = [apply_to_layer(self.viewer, layer, transform, fixed, moving, inverse=inverse,
+                                source_shown=None if inverse else self.drawn_over_preview.get(layer),
+                                drawn_on_target=not inverse and layer in self.drawn_over_field)
+                 for layer in layers]
+        self._cover_moving()  # one carried onto the moving image goes with it
+        return added
 
     # ------------------------------------------------------------------ teach
     def teaches_from_model(self, model) -> bool:

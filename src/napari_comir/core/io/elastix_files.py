@@ -22,8 +22,6 @@ are written as absolute paths: edit those two lines after moving the files elsew
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +30,7 @@ from ..errors import InputError
 from ..field_transform import DisplacementFieldTransform
 from ..transforms import AffineTransform, coordinate_transform
 from ._transform_text import check_pixel_sizes_um
-from .files import write_text_atomic
+from .files import atomic_path, write_text_atomic
 
 ELASTIX_CONVENTION = (
     "Written by napari-comir: the registration's transform for transformix, FIXED physical point "
@@ -82,14 +80,9 @@ def _write_field_image(transform: DisplacementFieldTransform, path: Path, fixed_
         f"DimSize = {cols} {rows}", "ElementNumberOfChannels = 2", "ElementType = MET_FLOAT",
         "ElementDataFile = LOCAL"]) + "\n"
     field = (transform.displacement_xy.astype(np.float64) * fixed_pixel_size_um).astype("<f4")
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(header.encode("ascii"))
-            out.write(np.ascontiguousarray(field).tobytes())  # [row][col][(dx, dy)]
-        os.replace(staging, path)
-    finally:
-        Path(staging).unlink(missing_ok=True)
+    with atomic_path(path) as staging, open(staging, "wb") as out:
+        out.write(header.encode("ascii"))
+        out.write(np.ascontiguousarray(field).tobytes())  # [row][col][(dx, dy)]
 
 
 def write_elastix_transform(transform, path, *, fixed_shape, fixed_pixel_size_um: float = 1.0,

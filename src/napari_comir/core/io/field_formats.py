@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ from ..errors import InputError
 from ..field_transform import FIELD_CONVENTION, DisplacementFieldTransform
 from ..transforms import coordinate_transform, from_coordinate_transform
 from ._transform_text import check_pixel_sizes_um, comment_values, pixel_sizes_um
-from .files import write_text_atomic
+from .files import staging_directory, write_text_atomic
 from .itk_affine import from_itk_text
 
 #: Formats a deformable transform is written in, and the name endings that choose them.
@@ -197,7 +196,7 @@ def write_ngff_field(transform: DisplacementFieldTransform, path, *, fixed_pixel
 
     path = Path(path)
     fixed, _ = check_pixel_sizes_um(fixed_pixel_size_um, moving_pixel_size_um)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent))
+    staging = staging_directory(path)
     try:
         group = zarr.open_group(staging, mode="w", zarr_format=2)
         group.attrs.update(to_ngff_field_attributes(transform, fixed_pixel_size_um,

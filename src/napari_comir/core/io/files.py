@@ -215,6 +215,21 @@ def write_errors(path: Path) -> Iterator[None]:
         raise
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def staging_directory(path: Path, suffix: str = ".new") -> Path:
+    """An empty folder beside ``path`` to build a folder output in (moved into place when whole),
+    with a new folder's usual permissions: ``mkdtemp`` makes it 0700, which the other users of a
+    shared disk cannot read once it is the output."""
+    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=suffix, dir=path.parent))
+    os.chmod(staging, 0o777 & ~_umask())
+    return staging
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and move it into place.
@@ -229,9 +244,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as exc:
         raise InputError(f"cannot write into {path.parent}: {exc.strerror or exc}") from exc
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs should get normal permissions
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs should get normal permissions
     tmp_path = Path(tmp)
     try:
         with write_errors(path):
