@@ -75,6 +75,9 @@ def test_register_sets_affine_overlay_and_views(registered, user):
     agreement = viewer.layers[_review.AGREEMENT]
     assert agreement.visible and not board.visible and agreement.data.shape == (96, 96)
     assert agreement.colorbar.visible  # which colour is agreement, beside the view
+    # no overlap (the corners the turned image leaves): NaN, which napari leaves transparent; as
+    # 0 it was white over the user's images
+    assert np.isnan(agreement.data[0, 0]) and np.isnan(agreement.data[-1, -1])
     assert np.nanmax(agreement.data) <= 1.0 + 1e-6 and np.nanmin(agreement.data) >= -1.0 - 1e-6
     after_map = agreement.data.copy()
     review.after.value = False  # before: the agreement of the CoMIRs unregistered (it stayed)

@@ -260,7 +260,9 @@ def show_agreement(viewer, fixed: Layer, fixed_comir: np.ndarray, moving_comir: 
     inside = resample(np.ones(moving_comir.shape[:2], np.float32), transform,
                       fixed_comir.shape[:2]) > 0.999
     ncc = local_ncc(fixed_comir, warped, AGREEMENT_WINDOW, inside)
-    layer = upsert_image(viewer, AGREEMENT, np.nan_to_num(ncc), like=fixed, colormap="PiYG",
+    # NaN where the images do not overlap: napari leaves it transparent (as 0 it read as white,
+    # i.e. "neither agree nor disagree", over the user's images).
+    layer = upsert_image(viewer, AGREEMENT, ncc.astype(np.float32), like=fixed, colormap="PiYG",
                          contrast_limits=(-1.0, 1.0), blending="translucent", visible=True,
                          metadata={_REVIEW_KEY: fixed.name})
     layer.colorbar.visible = True  # which colour is agreement: -1 to 1, beside the view
