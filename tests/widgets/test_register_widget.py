@@ -88,6 +88,8 @@ def test_register_sets_affine_overlay_and_views(registered, user):
     assert np.allclose(viewer.layers[_review.AGREEMENT].data, after_map, equal_nan=True)
     review.view.value = "CoMIRs"  # the CoMIRs the registration compared, in the review layers
     assert review_fixed.visible and review_fixed.data.shape == (96, 96)
+    # the layer controls act on what is shown: the hidden agreement map stayed selected
+    assert viewer.layers.selection.active is review_fixed
     assert review_fixed.metadata["comir_review_view"] == "CoMIRs"
     review.view.value = "flicker"
     user.wait(1.2)  # the timer alternates the two layers twice a second
