@@ -294,3 +294,31 @@ def test_an_unreadable_image_closes_the_slide_opened_as_its_target(tmp_path, mon
                           tmp_path / "out.tif")
     assert closed == [True]
     assert not (tmp_path / "out.tif").exists()
+
+
+def test_a_bright_field_is_filled_with_its_background_outside_it(tmp_path):
+    """A turned H&E resampled onto another grid: its corners are the slide's white, not black
+    (black wedges read as glass no slide has); a dark-field image and labels keep 0 there,
+    and so does noise, which has no background to tell."""
+    from napari_comir.core.apply import apply_transform_to_image, apply_transform_to_image_file
+    from napari_comir.core.background import background_value
+    from napari_comir.core.synthetic import synthetic_pair
+
+    bf, shg = synthetic_pair((256, 256), seed=1)
+    turn = AffineTransform.about_center(25.0, (127.5, 127.5), (10.0, -6.0))
+    white = background_value(bf)
+    assert white > 0.9 * bf.max() and background_value(shg) == 0.0
+    corner = (slice(0, 8), slice(0, 8))
+    on_fixed = apply_transform_to_image(turn, bf, (256, 256))
+    assert on_fixed.dtype == bf.dtype and np.all(np.abs(on_fixed[corner].astype(float) - white) <= 1)
+    assert np.all(apply_transform_to_image(turn, shg, (256, 256))[corner] == 0)
+    labels = (bf[..., 0] < 128).astype(np.uint8)
+    assert np.all(apply_transform_to_image(turn, labels, (256, 256), labels=True)[corner] == 0)
+    noise = np.random.default_rng(0).integers(0, 4000, (256, 256)).astype(np.uint16)
+    assert background_value(noise) == 0.0
+    # Written tile by tile (as slides and --resampled are): the same.
+    tifffile.imwrite(tmp_path / "bf.tif", bf)
+    tifffile.imwrite(tmp_path / "like.tif", shg)
+    apply_transform_to_image_file(turn, tmp_path / "bf.tif", tmp_path / "like.tif",
+                                      tmp_path / "bf_on_shg.tif")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "bf_on_shg.tif")[corner], on_fixed[corner])

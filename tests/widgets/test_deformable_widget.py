@@ -4,6 +4,7 @@ through the field, the deformation view), accepted, exported and carried to othe
 import numpy as np
 import pytest
 
+from napari_comir.core.background import background_value
 from napari_comir.core.evaluation import smooth_deformation
 from napari_comir.core.field_transform import DisplacementFieldTransform, resample
 from napari_comir.core.io.transform_formats import read_transform
@@ -72,16 +73,20 @@ def test_a_field_review_hides_the_moving_image_it_shows_warped(viewer_with_pair,
     keep.direction.value = "fixed → moving"
     user.click(keep.apply_button)
     carried = viewer.layers["marks (on BF)"]
-    assert not carried.visible and "choose 'off' to see them" in keep.status.value
+    assert not carried.visible  # the review line says so, and where to see them
+    assert "'BF', 'marks (on BF)' are hidden ('off' shows them)" in review.subject.value
+    assert viewer.layers.selection.active.visible  # not the hidden new layer's controls
     review.view.value = "off"
-    assert carried.visible and moving.visible
+    assert carried.visible and moving.visible and "are hidden" not in review.subject.value
     review.view.value = "checkerboard"
-    assert not carried.visible
+    assert not carried.visible and "'marks (on BF)' are hidden" in review.subject.value
     review.view.value = "overlay"
     user.click(widget.keep_panel.accept_button)
     user.wait_until(lambda: session.accepted is not None)
     assert not moving.visible and session.review_view == "off"
-    assert not carried.visible  # on the moving image placed by the affine part: off the accepted one
+    # still shown (a layer of the user's does not vanish), and said where it lies
+    assert carried.visible and "'marks (on BF)' lie on BF as placed by the field's affine part" in \
+        review.subject.value
 
 
 def test_an_affine_result_after_a_field_leaves_no_deformation_view(viewer_with_pair, user, field):
@@ -161,7 +166,8 @@ def test_a_field_result_is_reviewed_accepted_exported_and_applied(viewer_with_pa
     user.click(widget.keep_panel.accept_button)
     user.wait_for_job(session)
     accepted = session.accepted
-    expected = resample(moving.data, field, fixed.data.shape[:2])
+    # outside the moving image: its background (a bright field's white)
+    expected = resample(moving.data, field, fixed.data.shape[:2], cval=background_value(moving.data))
     assert np.abs(accepted.data.astype(float) - expected).mean() < 1.0
     assert DisplacementFieldTransform.from_dict(accepted.metadata["comir_transform"]).spacing_px == \
         field.spacing_px

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .background import background_value
 from .defaults import DEFAULT_TILE_COMPRESSION
 from .errors import InputError
 from .field_transform import DisplacementFieldTransform, resample
@@ -190,7 +191,8 @@ def apply_transform_to_image(transform, image, output_shape, *, inverse: bool = 
     Returns
     -------
     np.ndarray
-        (rows, cols[, channels]) of ``image``'s dtype.
+        (rows, cols[, channels]) of ``image``'s dtype; outside ``image``, its background
+        (:func:`~napari_comir.core.background.background_value`: a bright field's white, else 0).
     """
     directed = _directed(transform, inverse)
     image = np.asarray(image)
@@ -198,7 +200,8 @@ def apply_transform_to_image(transform, image, output_shape, *, inverse: bool = 
         raise InputError(f"a label image must be 2-D (rows, cols), got shape {image.shape}")
     if labels and not (np.issubdtype(image.dtype, np.integer) or image.dtype == np.bool_):
         raise InputError(f"a label image must hold whole numbers, got dtype {image.dtype}")
-    return resample(image, directed, output_shape, order=0 if labels else 1)
+    return resample(image, directed, output_shape, order=0 if labels else 1,
+                    cval=0.0 if labels else background_value(image))
 
 
 def apply_transform_to_geojson(transform, in_path, out_path, *, inverse: bool = False,

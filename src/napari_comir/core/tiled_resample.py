@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .background import background_value
 from .defaults import DEFAULT_TILE_COMPRESSION
 from .errors import InputError
 from .field_transform import read_at, source_xy
@@ -196,7 +197,9 @@ def resample_to_file(moving, transform, output_shape, path: str | os.PathLike, *
     (:func:`~napari_comir.core.io.slides.tiff_compression`: by default JPEG for 8-bit RGB,
     lossless zlib otherwise; an OME-Zarr takes only "auto", zarr's lossless default). Tiles are
     resampled, averaged into levels and encoded on ``workers`` threads (default: every core
-    this process may use); the pixels do not depend on it. A TIFF's full-resolution tiles are
+    this process may use); the pixels do not depend on it. Outside the moving image the output
+    holds its background (:func:`~napari_comir.core.background.background_value`; 0 for labels).
+    A TIFF's full-resolution tiles are
     encoded as they are resampled, never stored twice (a 40 000² H&E in about a minute); only
     the coarser levels pass through temporary data. ``tile`` (a multiple of 512) is the side
     resampled at a time. The file appears whole or not at all, on an error or a Stop (closing
@@ -228,7 +231,8 @@ def resample_to_file(moving, transform, output_shape, path: str | os.PathLike, *
             if not path.name.lower().endswith((".ome.tif", ".ome.tiff", OME_ZARR_SUFFIX)):
                 shapes = shapes[:1]  # a plain TIFF: one level
             job = _Resampling(moving, transform, shapes, tile, order, workers,
-                              zarr.open_group(work, mode="w"))
+                              zarr.open_group(work, mode="w"),
+                              0.0 if order == 0 else background_value(moving))
             if _is_ome_zarr(path):
                 yield from _resample_to_ome_zarr(job, path, pixel_size_um)
             else:
@@ -252,6 +256,7 @@ class _Resampling:
     order: int
     workers: int
     group: object
+    cval: float  # outside the moving image
 
     @property
     def n_tiles(self) -> int:
@@ -276,7 +281,7 @@ class _Resampling:
                 first[row:row + halved.shape[0], col:col + halved.shape[1]] = halved
 
         return resample_tiles(self.moving, self.transform, self.shapes[0][:2], tile=self.tile,
-                              order=self.order, workers=self.workers, then=keep)
+                              order=self.order, cval=self.cval, workers=self.workers, then=keep)
 
     def coarser_levels(self) -> list:
         """Levels 1, 2, ... (zarr, channels last), once every tile has passed."""

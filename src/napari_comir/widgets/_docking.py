@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QDockWidget, QMainWindow, QWidget
 
@@ -14,6 +13,9 @@ DOCK_MIN_WIDTH = 380
 COMBO_MIN_CHARACTERS = 12
 #: How long (ms) a docked dock may take to narrow the canvas before the layers are fitted again.
 REFIT_WAIT_MS = 1000
+#: How much further than the fit a view may be zoomed in and still be refitted when the first
+#: dock narrows the canvas (napari's first fit, made on a wider canvas, is ~6 % further in).
+REFIT_ZOOM_SLACK = 1.2
 
 
 class ScrollingDock:
@@ -40,10 +42,10 @@ def _dock_of(widget) -> QDockWidget | None:
 def tabify_with_siblings(container, viewer=None) -> None:
     """Once ``container`` is docked, tab it with the plugin's other docks (a menu opens docks
     one under another otherwise, each pushing the others off a 1280 x 800 screen). The first
-    takes its room from the canvas: ``viewer``'s layers, all in view before, are fitted again
-    (they were cut off at the dock's edge)."""
+    takes its room from the canvas: ``viewer``'s layers are fitted to what is left (they were cut
+    off at the dock's edge) unless a person had zoomed in."""
     native = container.native
-    refit = viewer is not None and len(viewer.layers) > 0 and _shows_every_layer(viewer)
+    refit = viewer is not None and len(viewer.layers) > 0 and _not_zoomed_in(viewer)
     canvas_size = _canvas_size(viewer) if refit else None
     native.setProperty(MARK, True)
     native.setMinimumWidth(DOCK_MIN_WIDTH)
@@ -99,19 +101,18 @@ def _refit_once_narrowed(viewer, size_before: tuple | None) -> None:
     QTimer.singleShot(REFIT_WAIT_MS, lambda: size_changed.disconnect(refit))
 
 
-def _shows_every_layer(viewer) -> bool:
-    """Whether every layer lies whole inside the canvas as the camera shows it: a view a person
-    zoomed into does not, and is kept. (Not "as napari fits them": napari fits the first layer
-    to the canvas before the window is laid out, and keeps that zoom as the canvas shrinks.)"""
-    size = _canvas_size(viewer)
-    if size is None:
-        return False
+def _not_zoomed_in(viewer) -> bool:
+    """Whether the camera is zoomed in no further than fitting the layers to the canvas would
+    (:data:`REFIT_ZOOM_SLACK`): a view a person zoomed into is kept. Not "exactly as napari fits
+    them": napari fits the first layer to the canvas before the window is laid out, and keeps
+    that zoom as the canvas shrinks and more layers come. The fit is tried and undone."""
     scene = getattr(viewer, "scene", None)  # napari >= 0.9; ``viewer.camera`` before
     camera = scene.camera if scene is not None else viewer.camera
-    half = np.asarray(size[-2:], float) / (2 * camera.zoom) + 1.0 / camera.zoom  # a canvas px spare
-    low, high = np.asarray(viewer.layers.extent.world, float)[:, -2:]
-    centre = np.asarray(camera.center, float)[-2:]
-    return bool(np.all(low >= centre - half) and np.all(high <= centre + half))
+    centre, zoom = tuple(camera.center), camera.zoom
+    viewer.reset_view()
+    fitted_zoom = camera.zoom
+    camera.center, camera.zoom = centre, zoom
+    return zoom <= REFIT_ZOOM_SLACK * fitted_zoom
 
 
 def _marked(widget: QWidget) -> bool:

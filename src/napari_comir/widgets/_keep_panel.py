@@ -108,10 +108,6 @@ class KeepPanel(Container):
             self.status.value = "✓ " + ", ".join(
                 f"{'updated' if layer.name in names_before else 'added'} {layer.name!r}"
                 for layer in added)
-            if not all(layer.visible for layer in added):  # on the moving image, hidden with it
-                moving = self.session.result_pair[1]
-                self.status.value += (f" (shown with {moving.name!r}: choose 'off' to see them; "
-                                      "this view shows it warped through the field)")
         return added
 
     def refresh(self, what: str) -> None:

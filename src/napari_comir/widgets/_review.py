@@ -204,15 +204,15 @@ def switch_view(viewer, fixed: Layer, moving: Layer, result, review_layers, view
         show_agreement(viewer, fixed, *comirs, transform)
     elif view == "deformation":
         show_deformation(viewer, fixed, result.transform)
-    _select_shown(viewer)
+    select_shown(viewer)
     return review_layers
 
 
-def _select_shown(viewer) -> None:
-    """Select the topmost shown layer when only hidden review layers were selected: the layer
-    controls then act on what is shown (they showed the last view's hidden layer)."""
+def select_shown(viewer) -> None:
+    """Select the topmost shown layer when only hidden layers were selected (the last view's
+    map, a layer hidden with the moving image): the layer controls then act on what is shown."""
     selection = viewer.layers.selection
-    if selection and all(not layer.visible and _REVIEW_KEY in layer.metadata for layer in selection):
+    if selection and all(not layer.visible for layer in selection):
         shown = [layer for layer in viewer.layers if layer.visible]
         selection.active = shown[-1] if shown else None
 

@@ -7,6 +7,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 
 from ..core.errors import ComirError
+from ._apply import carried_onto
 from ._layers import StatusLine
 from ._review import WARPED_VIEWS, is_deformable
 from ._run_panel import row
@@ -93,7 +94,16 @@ class ReviewPanel(Container):
             text += (f". {moving.name} itself is placed by the field's affine part (a layer "
                      "cannot bend): overlay, flicker and checkerboard show the field, Accept "
                      "resamples through it")
+        hidden = session.hidden_with_moving
+        if hidden:  # shown warped, the moving image's own layers would stick out or lie off it
+            text += (f". While the review shows {moving.name} warped, "
+                     f"{', '.join(repr(layer.name) for layer in hidden)} are hidden ('off' shows "
+                     "them)")
         if session.review_view == "off" and session.accepted_matches_result():
             text = (f"accepted: {session.accepted.name!r} over {fixed.name!r}; choose a view to "
                     "compare again")
+            carried = carried_onto(session.viewer, moving)
+            if carried and is_deformable(session.result.transform):
+                text += (f". {', '.join(repr(layer.name) for layer in carried)} lie on {moving.name} "
+                         "as placed by the field's affine part, not on the accepted layer")
         self.subject.value = text

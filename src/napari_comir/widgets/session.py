@@ -462,6 +462,13 @@ class RegistrationSession:
             if layer.visible and layer not in self._covered:
                 layer.visible = False
                 self._covered.append(layer)
+        _review.select_shown(self.viewer)
+
+    @property
+    def hidden_with_moving(self) -> list[Layer]:
+        """The layers hidden while a field's review shows the moving image warped (see
+        :meth:`_cover_moving`)."""
+        return list(self._covered)
 
     def review_views(self) -> tuple[str, ...]:
         """The review views the result can show: the deformation only with a field kept, the
@@ -534,12 +541,9 @@ class RegistrationSession:
 
         def finish() -> None:
             self.presenting = False
-            # Hidden under the accepted layer; a field's carried layers lie on the moving image
-            # placed by the affine part, off the accepted one.
-            carried = carried_onto(self.viewer, moving) if _review.is_deformable(result.transform) else []
-            for hidden in (moving, *carried):
-                hidden.visible = False
-            self._covered = []
+            for covered in self._covered:  # shown again, but for the moving image
+                covered.visible = True
+            moving.visible, self._covered = False, []  # hidden under the accepted layer
             layers = self.viewer.layers
             layers.move(layers.index(layer), layers.index(fixed) + 1)
             self.accepted, self.accepted_result, self.accepted_pair = layer, result, (fixed, moving)
@@ -575,6 +579,7 @@ class RegistrationSession:
                                 drawn_on_target=not inverse and layer in self.drawn_over_field)
                  for layer in layers]
         self._cover_moving()  # one carried onto the moving image goes with it
+        self.changed.emit("review")  # the review line names what it hides
         return added
 
     # ------------------------------------------------------------------ teach

@@ -1,0 +1,54 @@
+"""What a resampled image holds where its source has no pixels: its own background.
+
+A bright field (H&E, IHC: tissue on a white slide) filled with 0 gets black corners and wedges
+wherever a registration turns or shifts it, which read as tissue-free black glass that no slide
+has; a dark-field image (SHG, fluorescence) and a label image are filled with 0, their
+background.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: Most pixels measured for the background; a lazily read slide is measured on its coarsest
+#: level when that level is no larger (a single huge level is not read whole for this: 0).
+BACKGROUND_SAMPLE_PX = 4096**2
+#: The background of a bright field: this percentile of its grey (the brightest glass, not a
+#: saturated speck).
+BACKGROUND_PERCENTILE = 99.0
+#: A bright field: its median grey lies this far up its 1-99 % range (glass is most of a slide,
+#: and bright). Stricter than half way: noise or a dark-field image with much signal, filled with
+#: white by mistake, would glow where a black fill is merely dull.
+BRIGHT_MEDIAN = 0.65
+
+
+def background_value(image) -> float:
+    """The value to fill a resampled ``image`` with outside its own pixels: for a bright field
+    the :data:`BACKGROUND_PERCENTILE` of its grey (channel mean, in its own units), else 0.
+
+    Parameters
+    ----------
+    image : array-like
+        (rows, cols[, channels]); numpy, or a lazily read slide (its ``levels``, finest first);
+        any other lazy array is not read (0).
+    """
+    levels = getattr(image, "levels", None)
+    if not (levels or isinstance(image, np.ndarray)):
+        return 0.0  # another lazy array: not read for this
+    level = levels[-1] if levels else image
+    rows, cols = level.shape[:2]
+    if not isinstance(level, np.ndarray):
+        if rows * cols > BACKGROUND_SAMPLE_PX:
+            return 0.0
+        level = np.asarray(level)
+    step = max(1, math.ceil(max(rows, cols) / 512))  # about 512 px a side: percentiles, fast
+    sample = level[::step, ::step].astype(np.float64)
+    grey = sample.mean(axis=-1) if sample.ndim == 3 else sample
+    if grey.size == 0:
+        return 0.0
+    low, high = np.percentile(grey, [1.0, 99.0])
+    if not np.median(grey) > low + BRIGHT_MEDIAN * (high - low):
+        return 0.0
+    return float(np.percentile(grey, BACKGROUND_PERCENTILE))
