@@ -122,9 +122,11 @@ def test_points_drawn_over_the_registered_preview_are_carried_where_they_were_dr
     carried = [viewer.layers[f"{layer.name} (registered)"] for layer in (before, drawn)]
     assert [np.abs(layer.data - expected_rc).max() <= 1.0 for layer in carried] == [True, True]
     assert all(np.allclose(layer.face_color, [1, 0, 0, 1]) for layer in carried)
+    from napari_comir.core.background import background_value
     from napari_comir.core.transforms import resample
 
-    on_fixed = resample(moving.data[..., 0], dock.session.result.transform, fixed.data.shape)
+    on_fixed = resample(moving.data[..., 0], dock.session.result.transform, fixed.data.shape,
+                        cval=background_value(moving.data[..., 0]))  # a bright field: its white
     assert np.abs(viewer.layers["second channel (registered)"].data.astype(float)
                   - on_fixed).mean() < 1.0
     assert keep.status.value.startswith("✓ added")
