@@ -74,12 +74,13 @@ def test_a_field_review_hides_the_moving_image_it_shows_warped(viewer_with_pair,
     user.click(keep.apply_button)
     carried = viewer.layers["marks (on BF)"]
     assert not carried.visible  # the review line says so, and where to see them
-    assert "'BF', 'marks (on BF)' are hidden ('off' shows them)" in review.subject.value
+    assert "Hidden while this view shows: 'BF', 'marks (on BF)' ('off' shows them)" in \
+        review.subject.value
     assert viewer.layers.selection.active.visible  # not the hidden new layer's controls
     review.view.value = "off"
-    assert carried.visible and moving.visible and "are hidden" not in review.subject.value
+    assert carried.visible and moving.visible and "Hidden" not in review.subject.value
     review.view.value = "checkerboard"
-    assert not carried.visible and "'marks (on BF)' are hidden" in review.subject.value
+    assert not carried.visible and "'BF', 'marks (on BF)' ('off' shows them)" in review.subject.value
     review.view.value = "overlay"
     user.click(widget.keep_panel.accept_button)
     user.wait_until(lambda: session.accepted is not None)

@@ -98,7 +98,11 @@ def test_register_sets_affine_overlay_and_views(registered, user):
     # over the user's colour image, the magenta one shown alone: the whole picture flashed).
     for layer in (review_fixed, review_moving):
         assert layer.colormap.name == "gray" and layer.blending == "opaque"
+    # the user's images hidden meanwhile: the colour H&E showed around the moving frame
+    assert not viewer.layers["SHG"].visible and not bf.visible
+    assert "Hidden while this view shows: 'BF', 'SHG'" in review.subject.value
     review.view.value = "overlay"
+    assert viewer.layers["SHG"].visible and bf.visible
     assert review_fixed.visible and review_moving.visible and not agreement.visible
     assert (review_fixed.colormap.name, review_fixed.blending) == ("green", "additive")
     assert (review_moving.colormap.name, review_moving.blending) == ("magenta", "translucent")

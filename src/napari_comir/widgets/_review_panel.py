@@ -94,11 +94,10 @@ class ReviewPanel(Container):
             text += (f". {moving.name} itself is placed by the field's affine part (a layer "
                      "cannot bend): overlay, flicker and checkerboard show the field, Accept "
                      "resamples through it")
-        hidden = session.hidden_with_moving
-        if hidden:  # shown warped, the moving image's own layers would stick out or lie off it
-            text += (f". While the review shows {moving.name} warped, "
-                     f"{', '.join(repr(layer.name) for layer in hidden)} are hidden ('off' shows "
-                     "them)")
+        hidden = session.hidden_by_review
+        if hidden:
+            text += (f". Hidden while this view shows: "
+                     f"{', '.join(repr(layer.name) for layer in hidden)} ('off' shows them)")
         if session.review_view == "off" and session.accepted_matches_result():
             text = (f"accepted: {session.accepted.name!r} over {fixed.name!r}; choose a view to "
                     "compare again")

@@ -90,8 +90,7 @@ class RegistrationSession:
         self.review_layers: tuple[Layer, ...] = ()
         #: The pair whose Register was refused at once (bad input), until another is chosen.
         self.refused_pair: tuple[Layer | None, Layer | None] | None = None
-        #: The moving image and the layers carried onto it, hidden while a field's review shows
-        #: it warped (see _cover_moving).
+        #: The user's layers hidden while the review shows the images (see _cover_moving).
         self._covered: list[Layer] = []
         self.review_images: dict = {}  # the overlay's images of the result, made in the worker
         self.job: Job | None = None
@@ -446,27 +445,31 @@ class RegistrationSession:
             self.changed.emit("review")
 
     def _cover_moving(self) -> None:
-        """The moving image and the layers carried onto it hidden while a field's review shows
-        it warped onto the fixed grid (placed by the affine part, the image stuck out beyond the
-        review and the carried points lay off the tissue they mark, by the field's non-affine
-        part); shown again after."""
+        """The user's layers hidden while the review shows the images itself, shown again
+        after: a field's review shows the moving image warped onto the fixed grid (placed by the
+        affine part, the image stuck out beyond it and the layers carried onto it lay off the
+        tissue they mark); flicker shows each image alone, grey (the user's colour images showed
+        around the moving one's frame, flashing with it)."""
         result, pair = self.result, self.result_pair
-        cover = result is not None and pair is not None and self.after and \
-            _review.is_deformable(result.transform) and self.review_view in _review.WARPED_VIEWS
-        if not cover:
-            for layer in self._covered:
-                layer.visible = True
-            self._covered = []
-            return
-        for layer in (pair[1], *carried_onto(self.viewer, pair[1])):
+        wanted = []
+        if result is not None and pair is not None:
+            field = self.after and _review.is_deformable(result.transform) and \
+                self.review_view in _review.WARPED_VIEWS
+            flicker = self.review_view == "flicker"
+            if field or flicker:
+                wanted = [pair[1], *carried_onto(self.viewer, pair[1])] + ([pair[0]] if flicker else [])
+        for layer in [layer for layer in self._covered if layer not in wanted]:
+            layer.visible = True
+            self._covered.remove(layer)
+        for layer in wanted:
             if layer.visible and layer not in self._covered:
                 layer.visible = False
                 self._covered.append(layer)
         _review.select_shown(self.viewer)
 
     @property
-    def hidden_with_moving(self) -> list[Layer]:
-        """The layers hidden while a field's review shows the moving image warped (see
+    def hidden_by_review(self) -> list[Layer]:
+        """The user's layers hidden while the review shows the images (see
         :meth:`_cover_moving`)."""
         return list(self._covered)
 
