@@ -221,11 +221,11 @@ def _umask() -> int:
     return umask
 
 
-def staging_directory(path: Path, suffix: str = ".new") -> Path:
+def staging_directory(path: Path) -> Path:
     """An empty folder beside ``path`` to build a folder output in (moved into place when whole),
     with a new folder's usual permissions: ``mkdtemp`` makes it 0700, which the other users of a
     shared disk cannot read once it is the output."""
-    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=suffix, dir=path.parent))
+    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=".new", dir=path.parent))
     os.chmod(staging, 0o777 & ~_umask())
     return staging
 
