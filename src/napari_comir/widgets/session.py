@@ -90,7 +90,7 @@ class RegistrationSession:
         self.review_layers: tuple[Layer, ...] = ()
         #: The pair whose Register was refused at once (bad input), until another is chosen.
         self.refused_pair: tuple[Layer | None, Layer | None] | None = None
-        #: The user's layers hidden while the review shows the images (see _cover_moving).
+        #: The user's layers hidden while the review shows the images (see _hide_under_review).
         self._covered: list[Layer] = []
         self.review_images: dict = {}  # the overlay's images of the result, made in the worker
         self.job: Job | None = None
@@ -189,7 +189,7 @@ class RegistrationSession:
         if self.result_pair is not None and layer in self.result_pair:
             fixed, moving = self.result_pair
             self.result, self.result_pair = None, None
-            self._cover_moving()  # shown again, if a field's review hid it
+            self._hide_under_review()  # shown again, if a field's review hid it
             if layer is fixed:  # nothing left to be placed over
                 _review.unplace_moving(self.viewer, fixed, moving)
             self._remove_review_layers(later=True)
@@ -441,10 +441,10 @@ class RegistrationSession:
                 _review.is_deformable(self.result.transform) and self.review_view in _review.OVERLAY_VIEWS)):
             self.set_review_view(self.review_view)
         else:
-            self._cover_moving()
+            self._hide_under_review()
             self.changed.emit("review")
 
-    def _cover_moving(self) -> None:
+    def _hide_under_review(self) -> None:
         """The user's layers hidden while the review shows the images itself, shown again
         after: a field's review shows the moving image warped onto the fixed grid (placed by the
         affine part, the image stuck out beyond it and the layers carried onto it lay off the
@@ -470,7 +470,7 @@ class RegistrationSession:
     @property
     def hidden_by_review(self) -> list[Layer]:
         """The user's layers hidden while the review shows the images (see
-        :meth:`_cover_moving`)."""
+        :meth:`_hide_under_review`)."""
         return list(self._covered)
 
     def review_views(self) -> tuple[str, ...]:
@@ -500,7 +500,7 @@ class RegistrationSession:
                                                      self.review_layers, view, self.after,
                                                      self.review_images, comirs)
             self._landmarks_on_top()
-        self._cover_moving()
+        self._hide_under_review()
         self.changed.emit("review")
 
     # ------------------------------------------------------------------ keep
@@ -581,7 +581,7 @@ class RegistrationSession:
                                 source_shown=None if inverse else self.drawn_over_preview.get(layer),
                                 drawn_on_target=not inverse and layer in self.drawn_over_field)
                  for layer in layers]
-        self._cover_moving()  # one carried onto the moving image goes with it
+        self._hide_under_review()  # one carried onto the moving image goes with it
         self.changed.emit("review")  # the review line names what it hides
         return added
 
