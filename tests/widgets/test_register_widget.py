@@ -335,3 +335,21 @@ def test_choices_persist_to_the_next_launch(make_napari_viewer, tmp_path):
     with open(os.environ["NAPARI_COMIR_SETTINGS"], "w") as handle:
         handle.write("{broken")
     assert RegisterWidget(make_napari_viewer()).run_panel.transform.value == "affine"
+
+
+def test_an_earlier_accepted_layer_is_hidden_while_a_new_result_is_reviewed(registered, user):
+    """Accept, then register again: the first Accept's layer lies over the images on the fixed
+    grid, and its fill showed around the new result's frame (flashing in flicker, white where
+    the overlay adds green over it). Hidden while a view reviews the new result, and said."""
+    viewer, widget = registered
+    session, review = widget.session, widget.review_panel
+    user.click(widget.keep_panel.accept_button)
+    user.wait_for_job(session)
+    accepted = session.accepted
+    assert accepted.visible and session.review_view == "off"
+    show_known(widget, user, RegistrationResult(AffineTransform.rigid(3.0), 0.9, 0.1, "search", {},
+                                                True))
+    review.view.value = "overlay"
+    assert not accepted.visible and "'BF (registered)'" in review.subject.value
+    review.view.value = "off"
+    assert accepted.visible and "Hidden" not in review.subject.value

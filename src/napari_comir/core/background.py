@@ -15,9 +15,11 @@ import numpy as np
 #: Most pixels measured for the background; a lazily read slide is measured on its coarsest
 #: level when that level is no larger (a single huge level is not read whole for this: 0).
 BACKGROUND_SAMPLE_PX = 4096**2
-#: The background of a bright field: this percentile of its grey (the brightest glass, not a
-#: saturated speck).
-BACKGROUND_PERCENTILE = 99.0
+#: The background of a bright field: this percentile of its grey. On the shared H&E/IHC and
+#: raw H&E images the 90th lies within 1-6 grey levels of the glass at their corners (the 99th,
+#: 3-12 above it, left a bright seam); it lies on glass wherever glass is over a tenth of the
+#: image. One grey for all channels: a tinted glass (lavender) keeps a faint seam.
+BACKGROUND_PERCENTILE = 90.0
 #: A bright field: its median grey lies this far up its 1-99 % range (glass is most of a slide,
 #: and bright). Stricter than half way: noise or a dark-field image with much signal, filled with
 #: white by mistake, would glow where a black fill is merely dull.

@@ -449,7 +449,8 @@ class RegistrationSession:
         after: a field's review shows the moving image warped onto the fixed grid (placed by the
         affine part, the image stuck out beyond it and the layers carried onto it lay off the
         tissue they mark); flicker shows each image alone, grey (the user's colour images showed
-        around the moving one's frame, flashing with it)."""
+        around the moving one's frame, flashing with it); the layer an earlier result's Accept
+        made lies over the images, its fill showing around the new result's frame."""
         result, pair = self.result, self.result_pair
         wanted = []
         if result is not None and pair is not None:
@@ -458,6 +459,10 @@ class RegistrationSession:
             flicker = self.review_view == "flicker"
             if field or flicker:
                 wanted = [pair[1], *carried_onto(self.viewer, pair[1])] + ([pair[0]] if flicker else [])
+            earlier = self.accepted  # an earlier result's, on the fixed grid: it showed through
+            if earlier is not None and not self.accepted_matches_result() and \
+                    self.review_view != "off" and earlier in self.viewer.layers:
+                wanted.append(earlier)
         for layer in [layer for layer in self._covered if layer not in wanted]:
             layer.visible = True
             self._covered.remove(layer)
