@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from .review import is_bright_field
+
 #: Most pixels measured for the background; a lazily read slide is measured on its coarsest
 #: level when that level is no larger (a single huge level is not read whole for this: 0).
 BACKGROUND_SAMPLE_PX = 4096**2
@@ -20,9 +22,10 @@ BACKGROUND_SAMPLE_PX = 4096**2
 #: 3-12 above it, left a bright seam); it lies on glass wherever glass is over a tenth of the
 #: image. One grey for all channels: a tinted glass (lavender) keeps a faint seam.
 BACKGROUND_PERCENTILE = 90.0
-#: A bright field: its median grey lies this far up its 1-99 % range (glass is most of a slide,
-#: and bright). Stricter than half way: noise or a dark-field image with much signal, filled with
-#: white by mistake, would glow where a black fill is merely dull.
+#: A bright field (:func:`~napari_comir.core.review.is_bright_field`): its median grey lies this
+#: far up its 1-99 % range (glass is most of a slide, and bright). Stricter than half way: noise
+#: or a dark-field image with much signal, filled with white by mistake, would glow where a
+#: black fill is merely dull.
 BRIGHT_MEDIAN = 0.65
 
 
@@ -46,11 +49,8 @@ def background_value(image) -> float:
             return 0.0
         level = np.asarray(level)
     step = max(1, math.ceil(max(rows, cols) / 512))  # about 512 px a side: percentiles, fast
-    sample = level[::step, ::step].astype(np.float64)
-    grey = sample.mean(axis=-1) if sample.ndim == 3 else sample
-    if grey.size == 0:
+    sample = level[::step, ::step]
+    if sample.size == 0 or not is_bright_field(sample, BRIGHT_MEDIAN):
         return 0.0
-    low, high = np.percentile(grey, [1.0, 99.0])
-    if not np.median(grey) > low + BRIGHT_MEDIAN * (high - low):
-        return 0.0
+    grey = sample.mean(axis=-1) if sample.ndim == 3 else sample  # in the image's own units
     return float(np.percentile(grey, BACKGROUND_PERCENTILE))

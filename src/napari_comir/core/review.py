@@ -86,12 +86,12 @@ def _is_colour(image: np.ndarray) -> bool:
     return image.ndim == 3 and image.shape[-1] >= 3
 
 
-def is_bright_field(image) -> bool:
-    """Whether the background is bright: the median grey lies in the upper half of its 1-99 %
-    range (tissue on a white or grey slide, not signal on black)."""
+def is_bright_field(image, median_share: float = 0.5) -> bool:
+    """Whether the background is bright: the median grey lies above ``median_share`` of its
+    1-99 % range (tissue on a white or grey slide, not signal on black)."""
     grey = _grey(_sample(np.asarray(image)))
     low, high = np.percentile(grey, [1.0, 99.0])
-    return bool(np.median(grey) > (low + high) / 2)
+    return bool(np.median(grey) > low + median_share * (high - low))
 
 
 def stretch(channel, low: float = 1.0, high: float = 99.5) -> np.ndarray:

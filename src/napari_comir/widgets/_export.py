@@ -49,18 +49,22 @@ def export_result(result: RegistrationResult, fixed: Layer, moving: Layer, path)
     """Write the result's transform to ``path`` in the format its name asks for."""
     sizes = {"fixed_pixel_size_um": layer_pixel_size_um(fixed),
              "moving_pixel_size_um": layer_pixel_size_um(moving)}
-    if str(path).lower().endswith(ELASTIX_ENDING):  # a field's files first, the parameter file last
+    if _is_elastix(path):  # a field's files first, the parameter file last
         return api.export_elastix(result.transform, path, fixed_shape=layer_shape(fixed)[:2],
                                   **sizes)[-1]
     return api.export_transform(
         result.transform, path, center_xy=result.moving_centre_xy, **sizes)
 
 
+def _is_elastix(path) -> bool:
+    return str(path).lower().endswith(ELASTIX_ENDING)
+
+
 def companion_files(path, transform) -> list[Path]:
     """The files an export to ``path`` wrote beside it and needs: an elastix parameter file of a
     field names the field's own parameter file and image (by full path: elastix reads relative
     names from its working folder, not the file's)."""
-    if str(path).lower().endswith(ELASTIX_ENDING) and not isinstance(transform, AffineTransform):
+    if _is_elastix(path) and not isinstance(transform, AffineTransform):
         return list(field_sidecar_paths(path))
     return []
 

@@ -204,7 +204,6 @@ def switch_view(viewer, fixed: Layer, moving: Layer, result, review_layers, view
         show_agreement(viewer, fixed, *comirs, transform)
     elif view == "deformation":
         show_deformation(viewer, fixed, result.transform)
-    select_shown(viewer)
     return review_layers
 
 
