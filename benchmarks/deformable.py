@@ -59,6 +59,7 @@ from napari_comir.core.evaluation import smooth_deformation  # noqa: E402
 from napari_comir.core.field_transform import DisplacementFieldTransform, resample  # noqa: E402
 from napari_comir.core.registration import register  # noqa: E402
 from napari_comir.core.registration.deformable import register_deformable  # noqa: E402
+from napari_comir.core.registration.image_detail import with_image_detail  # noqa: E402
 from napari_comir.core.transforms import AffineTransform  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -176,7 +177,8 @@ def stand_in_route(images: str, fixed_rgb: np.ndarray, moving_rgb: np.ndarray):
 def model_route(model, fixed_rgb: np.ndarray, moving_rgb: np.ndarray):
     """``napari-comir register --transform deformable`` (the pipeline: CoMIRs, search,
     refinement, the final MI refinement, the field and its verdict); the field is fitted again
-    from the pipeline's affine part on its CoMIRs, to score it also where the verdict refused it.
+    from the pipeline's affine part on its CoMIRs (with the images' detail where the pipeline adds it),
+    to score it also where the verdict refused it.
     (affine part, field result, affine seconds)."""
     from napari_comir import api
 
@@ -186,7 +188,8 @@ def model_route(model, fixed_rgb: np.ndarray, moving_rgb: np.ndarray):
     outcome = last.result
     result = outcome.result
     affine = getattr(result.transform, "affine", result.transform)
-    refined = register_deformable(outcome.fixed_comir, outcome.moving_comir, affine)
+    refined = register_deformable(*with_image_detail(outcome.fixed_comir, outcome.moving_comir,
+                                                     fixed_rgb, moving_rgb)[:2], affine)
     assert refined.kept == result.deformable["kept"]  # the same field as the pipeline's
     return affine, refined, result.seconds - result.timings["deformable"]
 

@@ -133,9 +133,11 @@ def test_serial_sections_keep_the_affine_part_before_a_field():
 
 def test_serial_sections_land_below_the_best_affine_map_with_the_field():
     """Issue 24's target on the four H&E-vs-IHC pairs (bundled he-ihc): the field kept, its mean
-    TRE over the 80 landmarks below that of the best affine map there is (fitted to the landmarks
-    themselves) and below the affine part it started from. The B-spline field it replaced was
-    refused on Cc10 and Ki67 (11.7 and 13.8 px against 10.8 and 12.9)."""
+    TRE over the 80 landmarks at least 0.2 px below that of the best affine map there is (fitted
+    to the landmarks themselves) and below the affine part it started from. The B-spline field
+    block matching replaced was refused on Cc10 and Ki67 (11.7 and 13.8 px against 10.8 and 12.9);
+    block matching on the CoMIRs alone landed 0.1 px below the map there, with the images' tissue
+    density beside them 0.3 and 0.5 px."""
     from napari_comir.core.teaching import read_teaching_pairs
 
     listing = Path(__file__).resolve().parents[2] / "shared" / "data" / "he_ihc" / "pairs.csv"
@@ -145,8 +147,10 @@ def test_serial_sections_land_below_the_best_affine_map_with_the_field():
         result = api.register_multimodal(pair.fixed_image, pair.moving_image, "he-ihc",
                                          transform="deformable")
         assert result.deformable["kept"], (pair.name, result.deformable["reasons"])
+        assert result.deformable["image_detail"]  # two colour bright fields
         affine = result.transform.affine
-        assert pair.error(result.transform) < min(pair.error(pair.transform), pair.error(affine)), pair.name
+        assert pair.error(result.transform) < min(pair.error(pair.transform) - 0.2, pair.error(affine)), (
+            pair.name, pair.error(result.transform), pair.error(pair.transform))
 
 
 def test_serial_sections_keep_the_looser_model_their_details_support():

@@ -226,6 +226,8 @@ def test_a_field_not_kept_says_why_once(viewer_with_pair):
                 "matched_share": 0.5, "chance_share": 0.2}
     for stage, line in ((measured, "field: detail 4.4 → 5.1 (higher agrees better); blocks matched "
                                    "50% (20% by chance)"),
+                        ({"image_detail": True}, "field: detail 4.4 → 5.1 (higher agrees better); "
+                         "blocks matched 50% (20% by chance) on the CoMIRs and the images' tissue"),
                         ({"matched_share": None, "chance_share": None}, None)):
         result.deformable.update(stage)
         text = result_text(result, viewer_with_pair.layers["SHG"], viewer_with_pair.layers["BF"])

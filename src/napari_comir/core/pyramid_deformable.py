@@ -26,6 +26,7 @@ from .field_transform import DisplacementFieldTransform, grid_shape, node_positi
 from .inference import compute_comir_pair
 from .pyramid import _overview_factors, _Reduced, read_reduced
 from .registration.deformable import DeformableResult, register_deformable
+from .registration.image_detail import with_image_detail
 from .registration.levels import to_level
 from .transforms import AffineTransform
 from .zoo import ComirModel
@@ -120,7 +121,10 @@ def register_pyramid_deformable(model: ComirModel, fixed, moving, affine: Affine
         model, fixed_level.pixels, fixed_modality or card.fixed_modality,
         moving_level.pixels, moving_modality or card.moving_modality)
     level_affine = fixed_level.to_full().inverse().compose(affine).compose(moving_level.to_full())
-    found = register_deformable(fixed_comir, moving_comir, level_affine, device=device)
+    fixed_matched, moving_matched, image_detail = with_image_detail(
+        fixed_comir, moving_comir, fixed_level.pixels, moving_level.pixels)
+    found = register_deformable(fixed_matched, moving_matched, level_affine, device=device)
+    found.image_detail = image_detail
     found.max_displacement_px *= factor_fixed
     found.mean_displacement_px *= factor_fixed
     if found.field is not None:

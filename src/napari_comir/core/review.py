@@ -94,6 +94,11 @@ def is_bright_field(image, median_share: float = 0.5) -> bool:
     return bool(np.median(grey) > low + median_share * (high - low))
 
 
+def is_colour_bright_field(image) -> bool:
+    """Whether ``image`` is a stained bright field: colour (3+ channels) on a bright background."""
+    return _is_colour(np.asarray(image)) and is_bright_field(image)
+
+
 def stretch(channel, low: float = 1.0, high: float = 99.5) -> np.ndarray:
     """``channel`` mapped linearly from its ``low``-``high`` percentiles to [0, 1], clipped (float32)."""
     channel = np.asarray(channel, np.float32)
@@ -121,7 +126,7 @@ def stain_density(image, stain: str) -> np.ndarray:
     """The density of ``stain`` ("eosin" or "haematoxylin") in a colour bright field, by colour
     deconvolution (``skimage.color.rgb2hed``); the tissue density of any other image."""
     image = np.asarray(image)
-    if not (_is_colour(image) and is_bright_field(image)):
+    if not is_colour_bright_field(image):
         return tissue_density(image)
     from skimage.color import rgb2hed
 
@@ -169,7 +174,7 @@ def local_contrast(channel, feature_px: float = DEFAULT_REVIEW_FEATURE_PX) -> np
 
 def _structure_signal(image: np.ndarray, partner: np.ndarray) -> np.ndarray:
     """What ``image`` shows that ``partner`` shows too (see the module's ``"structure"``)."""
-    if _is_colour(image) and is_bright_field(image) and not is_bright_field(partner):
+    if is_colour_bright_field(image) and not is_bright_field(partner):
         return stain_hue(image)
     density = tissue_density(image)
     return density if is_bright_field(image) else _compressed(density)
@@ -197,8 +202,7 @@ def suggested_view(fixed, moving) -> str:
     collagen: on the 20 raw BF/SHG pairs in grey, the structure view told 8 px off from right by a
     median NCC gap of 0.02, the CoMIR view by 0.23 (docs/benchmarks.md, "Review views").
     """
-    colour = [_is_colour(np.asarray(image)) and is_bright_field(image) for image in (fixed, moving)]
-    return DEFAULT_REVIEW_VIEW if any(colour) else "comir"
+    return DEFAULT_REVIEW_VIEW if any(map(is_colour_bright_field, (fixed, moving))) else "comir"
 
 
 def review_channels(fixed, moving, view: str = DEFAULT_REVIEW_VIEW, *,

@@ -159,7 +159,8 @@ def _registration_events(model: ComirModel, fixed_image, moving_image, plan: Reg
     _pixel_sizes_hint(result, options)
     if options.transform == DEFORMABLE:
         yield Progress("deformable", 0, 1, "refining the affine result with a displacement field")
-        refined = refine_result(result, fixed_comir, moving_comir, device=model.device)
+        refined = refine_result(result, fixed_comir, moving_comir, fixed_image, moving_image,
+                                device=model.device)
         yield Progress("deformable", 1, 1, "field kept" if refined.kept else refined.reasons[-1])
     yield Progress("register", 1, 1, _summary(result),
                    result=RegistrationOutcome(result, fixed_comir, moving_comir))

@@ -70,7 +70,8 @@ def result_text(result: RegistrationResult, fixed, moving) -> str:
         if stage.get("matched_share") is not None:  # a field was fitted: what it did, what held it
             lines.append(f"field: detail {stage['affine_detail_score']:.1f} → "
                          f"{stage['deformable_detail_score']:.1f} (higher agrees better); blocks matched "
-                         f"{stage['matched_share']:.0%} ({stage['chance_share']:.0%} by chance)")
+                         f"{stage['matched_share']:.0%} ({stage['chance_share']:.0%} by chance)"
+                         + (" on the CoMIRs and the images' tissue" if stage.get("image_detail") else ""))
     if result.method != "landmarks":
         lines.append(f"score {result.score:.3f} · detail {result.detail_score:.1f} · "
                      f"{result.seconds:.1f} s")

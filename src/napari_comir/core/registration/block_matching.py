@@ -77,24 +77,22 @@ def match_blocks(fixed: torch.Tensor, moving: torch.Tensor, covered: torch.Tenso
     side, window, shifts = 2 * half, 2 * half + 2 * radius, 2 * radius + 1
     if rows < side or cols < side:
         raise ValueError(f"images of {rows} x {cols} px hold no block of {side} px")
-    # Unfolded blocks (C, side², L) and their search windows (C, window², L), L blocks.
-    padded = F.pad(moving, (radius,) * 4)
-    blocks = F.unfold(fixed[:, None], side, stride=spacing)
-    windows = F.unfold(padded[:, None], window, stride=spacing)
     n_rows, n_cols = (rows - side) // spacing + 1, (cols - side) // spacing + 1
     count = n_rows * n_cols
-    blocks = blocks - blocks.mean(dim=1, keepdim=True)
-    block_norm = blocks.norm(dim=1)  # (C, L)
+    padded = F.pad(moving, (radius,) * 4)
+    # Each block (C * L, side, side) and its search window (C * L, window, window), L blocks in
+    # row-major order: one copy each of a strided view (unfold then permute copied twice, slower).
+    blocks = _squares(fixed, side, spacing, n_rows, n_cols)
+    blocks = blocks - blocks.mean(dim=(1, 2), keepdim=True)
+    block_norm = blocks.flatten(1).norm(dim=1)  # (C * L,)
     # NCC at every shift: one correlation per block and channel (grouped convolution).
-    windows = windows.permute(0, 2, 1).reshape(1, channels * count, window, window)
-    kernels = blocks.permute(0, 2, 1).reshape(channels * count, 1, side, side)
-    products = F.conv2d(windows, kernels, groups=channels * count)[0]
+    windows = _squares(padded, window, spacing, n_rows, n_cols)
+    products = F.conv2d(windows[None], blocks[:, None], groups=channels * count)[0]
     # The moving image's sums over a block at every shift, read off its sums over every square.
-    at_shifts = lambda sums: F.unfold(sums[:, None], shifts, stride=spacing).permute(0, 2, 1).reshape(  # noqa: E731
-        channels * count, shifts, shifts)
-    sums, squares = at_shifts(_box_sums(padded, side)), at_shifts(_box_sums(padded**2, side))
+    sums, squares = (_squares(_box_sums(image, side), shifts, spacing, n_rows, n_cols)
+                     for image in (padded, padded**2))
     spread = (squares - sums**2 / side**2).clamp_min(0.0).sqrt().float()
-    ncc = products / (block_norm.reshape(-1, 1, 1) * spread).clamp_min(1e-6)
+    ncc = products / (block_norm[:, None, None] * spread).clamp_min(1e-6)
     ncc = ncc.reshape(channels, count, shifts, shifts).mean(dim=0)
 
     flat = ncc.reshape(count, -1)
@@ -113,6 +111,16 @@ def match_blocks(fixed: torch.Tensor, moving: torch.Tensor, covered: torch.Tenso
         centres_y=spacing * np.arange(n_rows) + half - 0.5,
         displacement_xy=np.stack([grid(shift_x), grid(shift_y)], axis=-1),
         weight=grid(weight))
+
+
+def _squares(images: torch.Tensor, side: int, spacing: int, n_rows: int, n_cols: int) -> torch.Tensor:
+    """The ``side`` x ``side`` squares of (C, H, W) ``images`` whose corners lie ``spacing`` px
+    apart, (C * n_rows * n_cols, side, side), channel-major then row-major."""
+    images = images.contiguous()
+    channel, row, col = images.stride()
+    view = images.as_strided((images.shape[0], n_rows, n_cols, side, side),
+                             (channel, spacing * row, spacing * col, row, col))
+    return view.reshape(-1, side, side)
 
 
 def _box_sums(images: torch.Tensor, side: int) -> torch.Tensor:

@@ -47,6 +47,7 @@ from ..field_transform import DisplacementFieldTransform, grid_shape, resample
 from ..transforms import AffineTransform
 from . import confidence
 from .block_matching import match_blocks, reject_outliers, smooth_field
+from .image_detail import with_image_detail
 from .levels import block_mean, standardise
 
 #: Long side (px) of the level the field is fitted on: larger images are fitted on block means.
@@ -135,6 +136,9 @@ class DeformableResult:
         The share of the fixed image's blocks that found a distinctive match in the moving
         image, and in the moving image turned half a turn (what chance gives these textures);
         ``None`` when no field was fitted (it folded, or the overlap was too small).
+    image_detail : bool
+        Whether the images' tissue density was matched beside the CoMIRs (two colour bright
+        fields, :mod:`.image_detail`).
     seconds : float
         Wall time.
     """
@@ -152,6 +156,7 @@ class DeformableResult:
     inconsistency: float | None = None
     matched_share: float | None = None
     chance_share: float | None = None
+    image_detail: bool = False
     seconds: float = 0.0
 
     def summary(self) -> dict:
@@ -163,6 +168,7 @@ class DeformableResult:
                 "mean_displacement_px": self.mean_displacement_px,
                 "min_jacobian": self.min_jacobian, "seconds": self.seconds,
                 "matched_share": self.matched_share, "chance_share": self.chance_share,
+                "image_detail": self.image_detail,
                 # JSON has no infinity: a backward fit that folded reads as unmeasured (None)
                 "inconsistency": (self.inconsistency if self.inconsistency is not None
                                   and math.isfinite(self.inconsistency) else None)}
@@ -427,12 +433,20 @@ def register_deformable(fixed, moving, affine: AffineTransform, *, max_displacem
     return result
 
 
-def refine_result(result, fixed_comir, moving_comir, *, device=None) -> DeformableResult:
-    """Run the deformable stage on a registration result's CoMIRs and record it in the result
-    (:func:`record_refinement`). The CoMIRs are (rows, cols[, channels]) on the fixed and the
-    moving image's grids."""
-    return record_refinement(result, lambda affine: register_deformable(
-        fixed_comir, moving_comir, affine, device=device))
+def refine_result(result, fixed_comir, moving_comir, fixed_image, moving_image, *,
+                  device=None) -> DeformableResult:
+    """Run the deformable stage on a registration result's CoMIRs (with the images' own detail
+    where both are colour bright fields, :func:`.image_detail.with_image_detail`) and record it
+    in the result (:func:`record_refinement`). CoMIRs and images are (rows, cols[, channels]),
+    the fixed ones on the fixed image's grid, the moving ones on the moving image's."""
+    fixed, moving, image_detail = with_image_detail(fixed_comir, moving_comir, fixed_image, moving_image)
+
+    def refine(affine: AffineTransform) -> DeformableResult:
+        found = register_deformable(fixed, moving, affine, device=device)
+        found.image_detail = image_detail
+        return found
+
+    return record_refinement(result, refine)
 
 
 def record_refinement(result, refine) -> DeformableResult:
