@@ -28,7 +28,9 @@ Sections (``--sections``, comma separated):
   background), and the same before (no field).
 - ``timing``: seconds and peak resident memory of the deformable stage alone (what it adds to
   an affine registration) on a BF/SHG CoMIR pair at 512² and 2048² (the pair upsampled), each
-  size in a fresh process.
+  size in a fresh process; and on two colour bright fields (the shared H&E, a crop or enlarged,
+  against itself deformed; he-ihc CoMIRs), matched with their tissue density beside the CoMIRs
+  as the pipeline does.
 
 Usage::
 
@@ -302,26 +304,37 @@ def _peak_kib() -> int:
     return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
 
 
-def _timing_child(side: int, folder: str) -> None:
-    """One size, in a fresh process: with no CoMIRs in ``folder`` yet, compute and save them
-    (a BF/SHG pair, the BF deformed); else load them and time the deformable stage alone."""
+def _timing_pair(side: int, pair: str) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays the deformable stage matches for a ``pair`` ("bf-shg" or "he-ihc") at ``side``²,
+    the moving image deformed by <= 8 px (scaled with the size)."""
+    from napari_comir import api
+    from napari_comir.core.inference import compute_comir
+
+    if pair == "bf-shg":
+        names = ("bf_shg/sa_stroma_pancreas_2000_16_SHG.tif", "bf_shg/sa_stroma_pancreas_2000_16_BF.tif")
+        fixed, moving = (tifffile.imread(DATA / name) for name in names)
+    else:
+        fixed = np.asarray(Image.open(DATA / "he_ihc/images/lung-lesion_3_He-les3.jpg").convert("RGB"))
+        fixed = moving = fixed[:min(side, 512), :min(side, 512)]
+    if side != fixed.shape[0]:
+        up = AffineTransform.similarity(0.0, side / fixed.shape[0])
+        fixed, moving = resample(fixed, up, (side, side)), resample(moving, up, (side, side))
+    model = api.load_model(pair)
+    true = smooth_deformation((side, side), 8.0 * side / 512, np.random.default_rng(0),
+                              smoothness_px=64.0 * side / 512)
+    moving = resample(moving, true.inverse(), (side, side), cval=255 if pair == "he-ihc" else 0)
+    fixed_comir = compute_comir(model, fixed, model.card.fixed_modality)
+    moving_comir = compute_comir(model, moving, model.card.moving_modality)
+    return with_image_detail(fixed_comir, moving_comir, fixed, moving)[:2]
+
+
+def _timing_child(side: int, pair: str, folder: str) -> None:
+    """One size, in a fresh process: with no arrays in ``folder`` yet, compute and save them
+    (:func:`_timing_pair`); else load them and time the deformable stage alone."""
     fixed_path, moving_path = Path(folder) / "fixed.npy", Path(folder) / "moving.npy"
     if not fixed_path.exists():
-        from napari_comir import api
-        from napari_comir.core.inference import compute_comir
-
-        pairs = DATA / "bf_shg"
-        shg = tifffile.imread(pairs / "sa_stroma_pancreas_2000_16_SHG.tif")
-        bf = tifffile.imread(pairs / "sa_stroma_pancreas_2000_16_BF.tif")
-        if side != shg.shape[0]:
-            up = AffineTransform.similarity(0.0, side / shg.shape[0])
-            shg, bf = resample(shg, up, (side, side)), resample(bf, up, (side, side))
-        model = api.load_model("bf-shg")
-        true = smooth_deformation((side, side), 8.0 * side / 512, np.random.default_rng(0),
-                                  smoothness_px=64.0 * side / 512)
-        np.save(fixed_path, compute_comir(model, shg, model.card.fixed_modality))
-        np.save(moving_path, compute_comir(model, resample(bf, true.inverse(), (side, side)),
-                                           model.card.moving_modality))
+        for path, array in zip((fixed_path, moving_path), _timing_pair(side, pair), strict=True):
+            np.save(path, array)
         return
     fixed_c, moving_c = np.load(fixed_path), np.load(moving_path)
     register_deformable(fixed_c[:64, :64], moving_c[:64, :64], AffineTransform.rigid(0.0))  # warm-up
@@ -329,21 +342,24 @@ def _timing_child(side: int, folder: str) -> None:
     result = register_deformable(fixed_c, moving_c, AffineTransform.rigid(0.0))
     peak = _peak_kib()
     print(json.dumps({"side": side, "seconds": result.seconds, "kept": result.kept,
+                      "channels": int(fixed_c.shape[-1]),
                       "peak_rss_mib": peak / 1024, "added_mib": (peak - before) / 1024}))
 
 
 def timing(sides: list[int]) -> None:
     print("\n## seconds and peak memory of the deformable stage alone (CoMIRs given)\n")
-    print("| size | seconds | peak RSS (MiB) | added by the stage (MiB) | kept |")
-    print("|---|---|---|---|---|")
-    for side in sides:
-        with tempfile.TemporaryDirectory() as folder:
-            command = [sys.executable, __file__, "--timing-child", str(side), "--timing-folder", folder]
-            subprocess.run(command, check=True, capture_output=True)
-            out = subprocess.run(command, check=True, capture_output=True, text=True)
-        row = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"| {side}² | {row['seconds']:.2f} | {row['peak_rss_mib']:.0f} | {row['added_mib']:.0f} "
-              f"| {row['kept']} |", flush=True)
+    print("| pair | size | channels matched | seconds | peak RSS (MiB) | added by the stage (MiB) | kept |")
+    print("|---|---|---|---|---|---|---|")
+    for pair in ("bf-shg", "he-ihc"):
+        for side in sides:
+            with tempfile.TemporaryDirectory() as folder:
+                command = [sys.executable, __file__, "--timing-child", str(side), "--timing-pair", pair,
+                           "--timing-folder", folder]
+                subprocess.run(command, check=True, capture_output=True)
+                out = subprocess.run(command, check=True, capture_output=True, text=True)
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"| {pair} | {side}² | {row['channels']} | {row['seconds']:.2f} | "
+                  f"{row['peak_rss_mib']:.0f} | {row['added_mib']:.0f} | {row['kept']} |", flush=True)
 
 
 def main() -> None:
@@ -360,10 +376,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sides", default="512,2048")
     parser.add_argument("--timing-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--timing-pair", help=argparse.SUPPRESS)
     parser.add_argument("--timing-folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.timing_child:
-        _timing_child(args.timing_child, args.timing_folder)
+        _timing_child(args.timing_child, args.timing_pair, args.timing_folder)
         return
     sections = args.sections.split(",")
     if "he_ihc" in sections:
