@@ -222,8 +222,9 @@ def save_model(model: ComirModel, path: str | os.PathLike) -> Path:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with _one_save_at_a_time(card_path):  # two saves interleaved would mix cards and weights
         with atomic_path(weights_path) as tmp:
+            mode = tmp.stat().st_mode  # a new file's (the umask's)
             save_file(state, str(tmp), metadata={"napari_comir_card_format": str(CARD_FORMAT)})
-            _follow_umask(tmp)  # safetensors may write its file 0600; the card follows the umask
+            os.chmod(tmp, mode)  # safetensors may write its own file, 0600; the card has the umask's
             model.card.sha256 = _sha256(tmp)
             if weights_path.is_file() and card_path.is_file():
                 _keep_as_previous(weights_path, previous)
@@ -263,12 +264,6 @@ def _keep_as_previous(weights_path: Path, previous: Path) -> None:
         os.link(weights_path, previous)
     except OSError:
         os.replace(weights_path, previous)
-
-
-def _follow_umask(path: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def check_user_model_name(name: str) -> str:

@@ -6,9 +6,9 @@ import contextlib
 import errno
 import os
 import re
+import secrets
 import shutil
 import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -215,19 +215,34 @@ def write_errors(path: Path) -> Iterator[None]:
         raise
 
 
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
+#: Tries at an unused random name for a temporary beside an output.
+_NAME_TRIES = 100
+
+
+def _created_beside(path: Path, suffix: str, create) -> Path:
+    """A new hidden temporary beside ``path`` (named by :func:`temporary_prefix`) that ``create``
+    (a name -> None, raising FileExistsError when the name is taken) makes with a new file's or
+    folder's usual permissions: the system applies the umask as it creates it. ``mkstemp`` and
+    ``mkdtemp`` make 0600 and 0700, and reading the umask to mend that means setting it, which
+    other threads creating files at that moment would get."""
+    for _ in range(_NAME_TRIES):
+        candidate = path.parent / f"{temporary_prefix(path)}{secrets.token_hex(6)}{suffix}"
+        try:
+            create(candidate)
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(errno.EEXIST, f"no unused temporary name beside {path}")
 
 
 def staging_directory(path: Path) -> Path:
     """An empty folder beside ``path`` to build a folder output in (moved into place when whole),
-    with a new folder's usual permissions: ``mkdtemp`` makes it 0700, which the other users of a
-    shared disk cannot read once it is the output."""
-    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=".new", dir=path.parent))
-    os.chmod(staging, 0o777 & ~_umask())
-    return staging
+    with a new folder's usual permissions (the other users of a shared disk can read it)."""
+    return _created_beside(path, ".new", lambda name: os.mkdir(name, 0o777))
+
+
+def _new_file(name: Path) -> None:
+    os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
 
 
 @contextlib.contextmanager
@@ -240,12 +255,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     check_output_path(path)
     try:
         remove_stale_temporaries(path)
-        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".tmp", dir=path.parent)
+        tmp_path = _created_beside(path, ".tmp", _new_file)
     except OSError as exc:
         raise InputError(f"cannot write into {path.parent}: {exc.strerror or exc}") from exc
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs should get normal permissions
-    tmp_path = Path(tmp)
     try:
         with write_errors(path):
             yield tmp_path
