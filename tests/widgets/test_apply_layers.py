@@ -143,6 +143,7 @@ def test_applying_again_replaces_the_earlier_result_not_a_users_layer(viewer_wit
     first = viewer.layers["marks (registered)"]
     assert keep.status.value.startswith("✓ added 'marks (registered)'")
     index = viewer.layers.index(first)
+    first.opacity, first.blending = 0.4, "additive"  # how the person chose to see it
     marks.data = np.array([[12.0, 22.0]])  # edited, then applied again
     keep.targets.value = [marks]
     user.click(keep.apply_button)
@@ -150,6 +151,7 @@ def test_applying_again_replaces_the_earlier_result_not_a_users_layer(viewer_wit
     assert names.count("marks (registered)") == 1 and "marks (registered) [1]" not in names
     again = viewer.layers["marks (registered)"]
     assert again is not first and viewer.layers.index(again) == index
+    assert (again.opacity, again.blending) == (0.4, "additive")  # still as the person set it
     assert np.allclose(again.data, KNOWN.apply_rc(np.array([[12.0, 22.0]])))
     assert keep.status.value == "✓ updated 'marks (registered)'"
     # A user's layer that happens to bear the name is never replaced.

@@ -120,8 +120,9 @@ def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Laye
                          source_shown=source_shown, drawn_on_target=drawn_on_target, data=data)
     if inverse:  # on the moving image as it is shown (placed by the result, or not), as its CoMIR
         new.affine = np.asarray(moving.affine.affine_matrix)
-    if index is not None:
+    if earlier is not None:  # where it was, as the person had set it to show
         viewer.layers.move(viewer.layers.index(new), index)
+        new.opacity, new.blending = earlier.opacity, earlier.blending
     return new
 
 
