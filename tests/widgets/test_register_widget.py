@@ -91,6 +91,12 @@ def test_register_sets_affine_overlay_and_views(registered, user):
     # the layer controls act on what is shown: the hidden agreement map stayed selected
     assert viewer.layers.selection.active is review_fixed
     assert review_fixed.metadata["comir_review_view"] == "CoMIRs"
+    comir_grey = review_fixed.data.copy()
+    review.view.value = "checkerboard"  # then the overlay: the images again, not the CoMIRs
+    review.view.value = "overlay"
+    assert review_fixed.metadata["comir_review_view"] == "images"
+    assert not np.array_equal(review_fixed.data, comir_grey)
+    review.view.value = "CoMIRs"
     review.view.value = "flicker"
     user.wait(1.2)  # the timer alternates the two layers twice a second
     assert review_fixed.visible != review_moving.visible

@@ -183,18 +183,21 @@ def switch_view(viewer, fixed: Layer, moving: Layer, result, review_layers, view
     transform = result.transform if after else AffineTransform.rigid()
     for layer in extra_review_layers(viewer):
         layer.visible = False
+    filled = None  # what the overlay layers were filled with now, if they were
     if view == "CoMIRs":
         fixed_grey, moving_grey = review_channels(*comirs, "comir")
         comir_images = _through_field(
             {"fixed": display_bytes(fixed_grey), "moving": display_bytes(moving_grey),
              "fixed_grid": _grid_of(fixed), "moving_grid": _grid_of(moving)}, result.transform)
-        review_layers = show_review(viewer, fixed, moving, comir_images, transform)
+        review_layers, filled = show_review(viewer, fixed, moving, comir_images, transform), "CoMIRs"
     elif view in ("overlay", "flicker") and review_layers and (
             review_layers[0].metadata.get("comir_review_view") == "CoMIRs" or
             review_layers[1].metadata.get("comir_on_fixed") != is_deformable(transform)):
-        review_layers = show_review(viewer, fixed, moving, images, transform)  # or before/after a field
+        # or before/after a field
+        review_layers, filled = show_review(viewer, fixed, moving, images, transform), "images"
     for layer in review_layers:
-        layer.metadata["comir_review_view"] = "CoMIRs" if view == "CoMIRs" else "images"
+        if filled is not None:  # another view (a checkerboard) leaves them holding the CoMIRs
+            layer.metadata["comir_review_view"] = filled
         layer.visible = view in OVERLAY_VIEWS
     if len(review_layers) == 2:
         style_overlay(*review_layers, flicker=view == "flicker")
