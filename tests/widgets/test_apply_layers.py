@@ -125,6 +125,32 @@ def test_register_widget_direction_choice(viewer_with_pair, errors, user):
     assert session.accepted.name == "BF (registered)" and not errors
 
 
+def test_the_layers_to_apply_to_are_cleared_for_another_pair(viewer_with_pair, user):
+    """Chosen under 'apply to' for one pair, layers stayed chosen when another pair was
+    registered: one click would have carried the first pair's landmarks through the second's
+    result. A new result of the same pair keeps them."""
+    from napari_comir.widgets import _review
+
+    viewer = viewer_with_pair
+    widget = RegisterWidget(viewer)
+    fixed, moving = viewer.layers["SHG"], viewer.layers["BF"]
+    other = viewer.add_image(moving.data.copy(), name="BF 2", rgb=True)
+    session, keep = widget.session, widget.keep_panel
+    marks = viewer.add_points(np.array([[10.0, 20.0]]), name="marks")
+
+    def show(pair):
+        session.show_result(RegistrationResult(KNOWN, 0.9, 0.1, "search", {}, True), *pair,
+                            _review.review_images(*pair))
+        user.wait_until(lambda: session.result_pair == pair and not session.busy)
+
+    show((fixed, moving))
+    keep.targets.value = [marks]
+    show((fixed, moving))  # registered again: still the same pair's layers
+    assert keep.targets.value == [marks]
+    show((fixed, other))
+    assert keep.targets.value == []
+
+
 def test_applying_again_replaces_the_earlier_result_not_a_users_layer(viewer_with_pair, errors, user):
     from napari_comir.widgets import _review
 

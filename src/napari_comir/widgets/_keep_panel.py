@@ -46,6 +46,7 @@ class KeepPanel(Container):
             getattr(session.viewer.layers.events, event).connect(self.reset_choices)
         session.changed.connect(self.refresh)
         self.native.destroyed.connect(lambda *_: session.changed.disconnect(self.refresh))
+        self._targets_pair = session.result_pair  # the pair 'apply to' was chosen for
         self.refresh("result")  # a dock opened later shows what the session already holds
 
     def _targets(self, _widget=None):
@@ -122,6 +123,9 @@ class KeepPanel(Container):
         slides = has_result and any(is_multiscale(layer) for layer in session.result_pair)
         self.accept_button.text = "Accept (save slide…)" if slides else "Accept (resample)"
         self.targets.reset_choices()
+        if what == "result" and session.result_pair != self._targets_pair:
+            # chosen for another pair: one click would carry them through this pair's result
+            self.targets.value, self._targets_pair = [], session.result_pair
         if what == "job" and session.job_kind == "accept" and session.job is not None:
             state = session.job.state
             stopped = f"⚠ stopped: {session.stop_reason}" if session.stop_reason else "stopped"
