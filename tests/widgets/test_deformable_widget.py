@@ -222,12 +222,15 @@ def test_a_field_not_kept_says_why_once(viewer_with_pair):
     assert reason in details_tooltip(result)  # the numbers, for whoever wants them
     # A field fitted: what it did to the details, and how many blocks matched against chance;
     # none fitted (it folded): no such line (it read "detail 0.0 -> 0.0; blocks matched 0% (0%").
+    # The share against chance: "blocks matched 22%" alone read like a failure beside "likely".
     measured = {"affine_detail_score": 4.4, "deformable_detail_score": 5.1,
                 "matched_share": 0.5, "chance_share": 0.2}
-    for stage, line in ((measured, "field: detail 4.4 → 5.1 (higher agrees better); blocks matched "
-                                   "50% (20% by chance)"),
-                        ({"image_detail": True}, "field: detail 4.4 → 5.1 (higher agrees better); "
-                         "blocks matched 50% (20% by chance) on the CoMIRs and the images' tissue"),
+    for stage, line in ((measured, "field: 50% of blocks matched (2.5x chance); details agree "
+                                   "5.1 with it, 4.4 without"),
+                        ({"image_detail": True}, "field: 50% of blocks matched (2.5x chance; CoMIRs "
+                         "and tissue); details agree 5.1 with it, 4.4 without"),
+                        ({"chance_share": 0.0}, "field: 50% of blocks matched (none by chance; "
+                         "CoMIRs and tissue); details agree 5.1 with it, 4.4 without"),
                         ({"matched_share": None, "chance_share": None}, None)):
         result.deformable.update(stage)
         text = result_text(result, viewer_with_pair.layers["SHG"], viewer_with_pair.layers["BF"])

@@ -68,10 +68,7 @@ def result_text(result: RegistrationResult, fixed, moving) -> str:
                      "part ('deformation' view)" if stage["kept"] else
                      f"deformable: not kept: {headline}; the affine result stands")
         if stage.get("matched_share") is not None:  # a field was fitted: what it did, what held it
-            lines.append(f"field: detail {stage['affine_detail_score']:.1f} → "
-                         f"{stage['deformable_detail_score']:.1f} (higher agrees better); blocks matched "
-                         f"{stage['matched_share']:.0%} ({stage['chance_share']:.0%} by chance)"
-                         + (" on the CoMIRs and the images' tissue" if stage.get("image_detail") else ""))
+            lines.append(field_text(stage))
     if result.method != "landmarks":
         lines.append(f"score {result.score:.3f} · detail {result.detail_score:.1f} · "
                      f"{result.seconds:.1f} s")
@@ -88,6 +85,18 @@ NUMBERS_HELP = ("score: how well the CoMIRs correlate where the images overlap (
                 "model's threshold; noise scores near 0)")
 
 
+def field_text(stage: dict) -> str:
+    """The fitted field in one line: how many blocks found their counterpart against chance (the
+    share alone, 22 %, read like a failure beside "likely right"), on what, and the details'
+    agreement with and without it."""
+    matched, chance = stage["matched_share"], stage["chance_share"]
+    against = f"{matched / chance:.1f}x chance" if chance > 0 else "none by chance"
+    compared = "; CoMIRs and tissue" if stage.get("image_detail") else ""
+    return (f"field: {matched:.0%} of blocks matched ({against}{compared}); details agree "
+            f"{stage['deformable_detail_score']:.1f} with it, {stage['affine_detail_score']:.1f} "
+            "without")
+
+
 def details_tooltip(result: RegistrationResult) -> str:
     """The numbers explained, the deformable stage's rule, and why its field was not kept."""
     stage = result.deformable
@@ -95,8 +104,9 @@ def details_tooltip(result: RegistrationResult) -> str:
         return NUMBERS_HELP
     rule = ("\n\ndeformable stage: a field is kept when the images' blocks find their "
             "counterparts at least 1.5 times as often as by chance (against the moving image "
-            "turned half a turn), and it raises the detail score by 1.5 over the affine result's "
-            "(over the square root of 2), or by less but is found again fitted the other way round")
+            "turned half a turn), and the details agree better with it than without by a margin "
+            "of at least 1.5 (the difference of the two detail scores over √2), or by less but "
+            "the same field is found again when fitted the other way round")
     return NUMBERS_HELP + rule + ("" if stage["kept"] else ": " + "; ".join(stage["reasons"]))
 
 
