@@ -359,3 +359,18 @@ def test_an_earlier_accepted_layer_is_hidden_while_a_new_result_is_reviewed(regi
     assert not accepted.visible and "'BF (registered)'" in review.subject.value
     review.view.value = "off"
     assert accepted.visible and "Hidden" not in review.subject.value
+
+
+def test_another_open_image_is_hidden_while_a_view_reviews_the_pair(registered, user):
+    """A third image opened above the pair lay over it in every view, and the agreement and
+    deformation maps were drawn over it instead of the fixed image. Hidden (and named) while a
+    view reviews the pair; "off" shows the user's layers as they set them."""
+    viewer, widget = registered
+    review = widget.review_panel
+    third = viewer.add_image(np.zeros((96, 96), np.float32), name="another stain")
+    show_known(widget, user, RegistrationResult(KNOWN, 0.9, 0.1, "search", {}, True))
+    for view in ("overlay", "checkerboard", "agreement"):
+        review.view.value = view
+        assert not third.visible and "'another stain'" in review.subject.value, view
+    review.view.value = "off"
+    assert third.visible and "Hidden" not in review.subject.value

@@ -37,6 +37,7 @@ from ._layers import (
     layer_pixel_size,
     layer_pixel_sizes,
     layer_shape,
+    raw_images,
     registration_data,
 )
 from ._state import ModelState, library, real_viewer, state_for
@@ -450,10 +451,13 @@ class RegistrationSession:
         affine part, the image stuck out beyond it and the layers carried onto it lay off the
         tissue they mark); flicker shows each image alone, grey (the user's colour images showed
         around the moving one's frame, flashing with it); the layer an earlier result's Accept
-        made lies over the images, its fill showing around the new result's frame."""
+        made lies over the images, its fill showing around the new result's frame; another open
+        image lies over the pair, or under a map in its place."""
         result, pair = self.result, self.result_pair
         wanted = []
         if result is not None and pair is not None:
+            if self.review_view != "off":  # "off" shows the user's layers as they set them
+                wanted += [layer for layer in raw_images(self.viewer) if layer not in pair]
             field = self.after and _review.is_deformable(result.transform) and \
                 self.review_view in _review.WARPED_VIEWS
             flicker = self.review_view == "flicker"
