@@ -34,8 +34,8 @@ COMIR_VIEWS = ("CoMIRs", "agreement")
 OVERLAY_VIEWS = ("overlay", "CoMIRs", "flicker")
 #: Views that show the moving image warped through a deformable result onto the fixed grid.
 WARPED_VIEWS = (*OVERLAY_VIEWS, "checkerboard")
-CHECKERBOARD = "review: checkerboard (fixed | moving)"
-AGREEMENT = "review: CoMIR agreement (local NCC)"
+CHECKERBOARD = "review: checkerboard"
+AGREEMENT = "review: agreement (NCC)"
 DEFORMATION = "review: deformation (px)"
 #: The deformation map over the images: the tissue it moved stays in sight under it.
 DEFORMATION_OPACITY = 0.6
