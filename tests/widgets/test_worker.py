@@ -45,11 +45,21 @@ def test_a_plain_function_returning_a_generator_runs_too(qtbot):
     assert job.state is _worker.JobState.FINISHED and job.result == "done"
 
 
-def test_errors_become_messages(qtbot, errors):
-    done = []
+def test_errors_become_messages(qtbot, errors, monkeypatch):
+    """A failed job still runs until its end callbacks have run: a test or a panel waiting for
+    it to stop running saw it failed while the dock still read "registering…"."""
+    done, running_at_error = [], []
+    real_show_error = _worker.show_error
+
+    def show_error(message):
+        running_at_error.append(job.running)
+        real_show_error(message)
+
+    monkeypatch.setattr(_worker, "show_error", show_error)
     job = _worker.run_job(_count, 5, 2, title="T", on_done=done.append)
     qtbot.waitUntil(lambda: bool(done), timeout=5000)
     assert job.failed and job.error == "bad input" and errors == ["T: bad input"]
+    assert running_at_error == [True]
 
 
 def test_rate_and_time_left(qtbot):

@@ -143,13 +143,18 @@ def run_job(generator_function: Callable[..., Iterator[Progress]], *args,
             on_event(event)
 
     def fail(exc: BaseException) -> None:
-        job.state, job.error = JobState.FAILED, str(exc) or type(exc).__name__
+        # The state changes in finish: until then the job runs, so whoever waits for its end
+        # sees its callbacks done (between "errored" and "finished" the dock still read
+        # "registering…" while the job read failed).
+        job.error = str(exc) or type(exc).__name__
         # The message of a ComirError is written for users; a traceback would only confuse them.
         _log.debug("%s failed", title, exc_info=exc)
         show_error(f"{title}: {job.error}")
 
     def finish() -> None:
-        if job.state is JobState.STOPPING:
+        if job.error:
+            job.state = JobState.FAILED
+        elif job.state is JobState.STOPPING:
             job.state = JobState.STOPPED
         elif job.state is JobState.RUNNING:
             job.state = JobState.FINISHED
