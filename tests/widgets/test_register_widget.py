@@ -369,7 +369,7 @@ def test_another_open_image_is_hidden_while_a_view_reviews_the_pair(registered, 
     review = widget.review_panel
     third = viewer.add_image(np.zeros((96, 96), np.float32), name="another stain")
     show_known(widget, user, RegistrationResult(KNOWN, 0.9, 0.1, "search", {}, True))
-    for view in ("overlay", "checkerboard", "agreement"):
+    for view in ("overlay", "checkerboard", "agreement", "flicker"):
         review.view.value = view
         assert not third.visible and "'another stain'" in review.subject.value, view
     review.view.value = "off"

@@ -462,7 +462,7 @@ class RegistrationSession:
                 self.review_view in _review.WARPED_VIEWS
             flicker = self.review_view == "flicker"
             if field or flicker:
-                wanted = [pair[1], *carried_onto(self.viewer, pair[1])] + ([pair[0]] if flicker else [])
+                wanted += [pair[1], *carried_onto(self.viewer, pair[1])] + ([pair[0]] if flicker else [])
             earlier = self.accepted  # an earlier result's, on the fixed grid: it showed through
             if earlier is not None and not self.accepted_matches_result() and \
                     self.review_view != "off" and earlier in self.viewer.layers:
