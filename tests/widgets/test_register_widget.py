@@ -314,8 +314,11 @@ def test_landmarks_fit_refine_from_and_residuals(viewer_with_pair, errors, user)
     assert "landmarks only" in widget.run_panel.verdict.value
     assert viewer.layers[-1].name.startswith("landmarks:")  # above the review layers
     user.click(landmarks.register_button)
+    # one job at a time: a fit now would be replaced by the registration's result
+    assert not landmarks.fit_button.enabled and not landmarks.register_button.enabled
     job = user.wait_for_job(session)
     assert job.state.value == "finished", job.error
+    assert landmarks.fit_button.enabled
     assert session.result.method == "initial" and "landmark 1:" in landmarks.residuals.value
     # why the landmarks may agree less after a refinement on the images
     assert "refined on the images from the landmarks' own fit (mean 0.0 px" in landmarks.residuals.value
@@ -374,3 +377,31 @@ def test_another_open_image_is_hidden_while_a_view_reviews_the_pair(registered, 
         assert not third.visible and "'another stain'" in review.subject.value, view
     review.view.value = "off"
     assert third.visible and "Hidden" not in review.subject.value
+
+
+def test_a_closed_viewer_is_freed_with_its_session(pair, user):
+    """A viewer no longer used goes, and its registration session with it: the session held the
+    viewer, which kept every layer, its data and Qt widgets alive for as long as the program
+    ran, and every later garbage collection longer. (A viewer model: napari's fixture holds
+    its viewers.)"""
+    import gc
+    import weakref
+
+    from napari.components import ViewerModel
+
+    from napari_comir.widgets import session as session_module
+    from napari_comir.widgets.session import session_for
+
+    viewer = ViewerModel()
+    viewer.add_image(pair[0], name="BF", rgb=True)
+    viewer.add_image(pair[1], name="SHG")
+    session = session_for(viewer)
+    session.choose(viewer.layers["SHG"], viewer.layers["BF"])
+    session.register(transform="affine", rotation_range=30.0)
+    assert user.wait_for_job(session).state.value == "finished"
+    user.wait_until(lambda: session.result is not None)
+    session, dropped = weakref.ref(session), weakref.ref(viewer)
+    del viewer
+    gc.collect()
+    assert dropped() is None
+    assert session() is None and session_module._SESSIONS == {}

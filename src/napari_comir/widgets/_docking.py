@@ -56,7 +56,10 @@ def tabify_with_siblings(container, viewer=None) -> None:
         combo.setMinimumContentsLength(COMBO_MIN_CHARACTERS)
 
     def tabify() -> None:
-        dock = _dock_of(native)
+        try:
+            dock = _dock_of(native)
+        except RuntimeError:  # deleted: its window was closed in the meantime
+            return
         window = dock.parent() if dock is not None else None
         if not isinstance(window, QMainWindow):
             return

@@ -9,6 +9,7 @@ from ..core.errors import ComirError
 from ..core.transforms import AffineTransform
 from . import _export, _slide_output
 from ._apply import DIRECTIONS
+from ._connections import connect_while_alive
 from ._layers import StatusLine, cap_height, is_multiscale, layer_pixel_sizes
 from ._run_panel import row
 from ._worker import JobState
@@ -44,8 +45,7 @@ class KeepPanel(Container):
         self.apply_button.clicked.connect(lambda: self.apply_to(self.targets.value or []))
         for event in ("inserted", "removed", "reordered"):
             getattr(session.viewer.layers.events, event).connect(self.reset_choices)
-        session.changed.connect(self.refresh)
-        self.native.destroyed.connect(lambda *_: session.changed.disconnect(self.refresh))
+        connect_while_alive(session.changed, self.refresh, self)
         self._targets_pair = session.result_pair  # the pair 'apply to' was chosen for
         self.refresh("result")  # a dock opened later shows what the session already holds
 

@@ -8,6 +8,7 @@ from magicgui.widgets import Container, PushButton
 from napari.utils.notifications import show_error
 
 from ..core.errors import ComirError
+from ._connections import connect_while_alive
 from ._landmarks import landmark_layers, landmark_names, residual_lines, show_pair_landmarks
 from ._layers import StatusLine
 from ._run_panel import RunPanel, row
@@ -37,14 +38,7 @@ class LandmarksPanel(Container):
         #: The landmark layers whose points this panel follows, and their counts last seen.
         self._watched: weakref.WeakSet = weakref.WeakSet()
         self._counts: tuple[int, int] | None = None
-        session.changed.connect(self.refresh)
-
-        def disconnect(*_):
-            session.changed.disconnect(self.refresh)
-            for layer in self._watched:
-                layer.events.data.disconnect(self._on_points)
-
-        self.native.destroyed.connect(disconnect)
+        connect_while_alive(session.changed, self.refresh, self)
         self.refresh("result")  # a dock opened later shows what the session already holds
 
     def add(self) -> None:
@@ -58,7 +52,7 @@ class LandmarksPanel(Container):
             return
         for layer in layers:
             if layer not in self._watched:
-                layer.events.data.connect(self._on_points)
+                connect_while_alive(layer.events.data, self._on_points, self)
                 self._watched.add(layer)
         if self.session.result is not None:
             self.session.set_review_view("off")  # the images themselves, to click on
@@ -120,7 +114,8 @@ class LandmarksPanel(Container):
             if session.result_pair != (session.fixed, session.moving):
                 self.residuals.value = ""  # another pair's result's residuals, or its turn to click
         if what in ("result", "job"):
-            self.register_button.enabled = not self.session.busy
+            # a fit during a registration would be replaced by its result: one job at a time
+            self.register_button.enabled = self.fit_button.enabled = not self.session.busy
             # the result's residuals only while its pair is the chosen one (a new pair registering)
             current = session.result_pair == (session.fixed, session.moving)
             found = self.session.landmark_residuals() if current else None

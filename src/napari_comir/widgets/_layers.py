@@ -13,6 +13,7 @@ from napari.layers import Image, Labels, Layer
 from ..core.defaults import TRANSFORM_KEY
 from ..core.errors import InputError
 from ..core.transforms import AffineTransform
+from ._connections import connect_while_alive
 from ._state import state_for
 
 
@@ -157,8 +158,7 @@ def modality_pickers(viewer) -> tuple[ComboBox, ComboBox]:
     if state.model is not None:
         relabel(state.model)
     fixed.value, moving.value = guess_pair(viewer, state.model)
-    state.changed.connect(relabel)
-    moving.native.destroyed.connect(lambda *_: state.changed.disconnect(relabel))
+    connect_while_alive(state.changed, relabel, moving)
     return moving, fixed
 
 

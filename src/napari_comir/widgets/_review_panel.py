@@ -8,6 +8,7 @@ from qtpy.QtCore import QTimer
 
 from ..core.errors import ComirError
 from ._apply import carried_onto
+from ._connections import connect_while_alive
 from ._layers import StatusLine
 from ._review import WARPED_VIEWS, is_deformable
 from ._run_panel import row
@@ -40,14 +41,12 @@ class ReviewPanel(Container):
         self.subject = StatusLine()
         super().__init__(widgets=[row(self.view, self.after, label="review"), self.subject])
         self.margins = (0, 0, 0, 0)
-        self._timer = QTimer()
+        self._timer = QTimer(self.native)  # stops with the panel
         self._timer.setInterval(FLICKER_MS)
         self._timer.timeout.connect(self._flicker_step)
-        self.native.destroyed.connect(self._timer.stop)
         self.after.changed.connect(session.set_after)
         self.view.changed.connect(self._choose_view)
-        session.changed.connect(self.refresh)
-        self.native.destroyed.connect(lambda *_: session.changed.disconnect(self.refresh))
+        connect_while_alive(session.changed, self.refresh, self)
         self.refresh("result")  # a dock opened later shows what the session already holds
 
     def _choose_view(self, view: str) -> None:

@@ -18,6 +18,7 @@ from ..core.errors import ComirError
 from ..core.registration import RegistrationResult
 from ..core.registration.deformable import displacement_text
 from ..core.transforms import AffineTransform, corner_error
+from ._connections import connect_while_alive
 from ._layers import (
     StatusLine,
     fits_modality,
@@ -168,14 +169,8 @@ class RunPanel(Container):
             picker.changed.connect(self._choose)
         for event in ("inserted", "removed", "reordered"):
             getattr(viewer.layers.events, event).connect(self.reset_choices)
-        session.changed.connect(self.refresh)
-        session.models.changed.connect(self._guess_for_model)
-
-        def disconnect(*_):
-            session.changed.disconnect(self.refresh)
-            session.models.changed.disconnect(self._guess_for_model)
-
-        self.native.destroyed.connect(disconnect)
+        connect_while_alive(session.changed, self.refresh, self)
+        connect_while_alive(session.models.changed, self._guess_for_model, self)
         self.reset_choices()
         self.refresh("result")  # a dock opened later shows what the session already holds
         self._show_sizes()

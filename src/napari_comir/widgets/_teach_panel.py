@@ -8,6 +8,7 @@ from magicgui.widgets import Container, FloatSpinBox, LineEdit, ProgressBar, Pus
 from napari.utils.notifications import show_error
 
 from ..core.errors import ComirError
+from ._connections import connect_while_alive
 from ._layers import StatusLine, is_multiscale
 from ._run_panel import row
 from ._worker import JobState, eta_text, show_progress
@@ -47,8 +48,7 @@ class TeachPanel(Container):
         self.margins = (0, 0, 0, 0)
         self.teach_button.clicked.connect(self.teach)
         self.stop_button.clicked.connect(session.stop)
-        session.changed.connect(self.refresh)
-        self.native.destroyed.connect(lambda *_: session.changed.disconnect(self.refresh))
+        connect_while_alive(session.changed, self.refresh, self)
         self.refresh("accepted")  # a dock opened later shows what the session already holds
 
     def teach(self):

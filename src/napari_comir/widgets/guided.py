@@ -14,6 +14,7 @@ from napari.utils.notifications import show_error
 
 from .. import api
 from ..core.errors import ComirError
+from ._connections import connect_while_alive
 from ._docking import ScrollingDock, tabify_with_siblings
 from ._keep_panel import KeepPanel
 from ._landmarks_panel import LandmarksPanel
@@ -57,16 +58,9 @@ class GuidedDock(ScrollingDock, Container):
             self.status["keep"], self.keep_panel,
             self.status["teach"], self.teach_panel])
         self.model_name.changed.connect(self._choose_model)
-        session.changed.connect(self.update_steps)
-        models.changed.connect(self.update_steps)
-        library.models_saved.connect(self._models_saved)
-
-        def disconnect(*_):
-            session.changed.disconnect(self.update_steps)
-            models.changed.disconnect(self.update_steps)
-            library.models_saved.disconnect(self._models_saved)
-
-        self.native.destroyed.connect(disconnect)
+        connect_while_alive(session.changed, self.update_steps, self)
+        connect_while_alive(models.changed, self.update_steps, self)
+        connect_while_alive(library.models_saved, self._models_saved, self)
         self.stretch_below()
         tabify_with_siblings(self, self.viewer)
         self.update_steps()

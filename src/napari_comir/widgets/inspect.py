@@ -18,6 +18,7 @@ from ..core.errors import ComirError, InputError
 from ..core.evaluation import local_ncc, rotation_equivariance_events
 from ..core.transforms import resample
 from . import _worker
+from ._connections import connect_while_alive
 from ._docking import tabify_with_siblings
 from ._layers import StatusLine, image_data, layer_choices, pixel_transform, raw_images, upsert_image
 from ._layers import grid as _grid
@@ -70,10 +71,7 @@ class InspectWidget(Container):
         self._check.clicked.connect(self.check_equivariance)
         for event in ("inserted", "removed", "reordered"):
             getattr(napari_viewer.layers.events, event).connect(self.reset_choices)
-        self.state.changed.connect(self._on_model)
-        # the wrapper's attributes may be gone when Qt destroys the widget: keep what is needed
-        state, slot = self.state, self._on_model
-        self.native.destroyed.connect(lambda *_: state.changed.disconnect(slot))
+        connect_while_alive(self.state.changed, self._on_model, self)
         self._guess_layers()
 
     def _modalities(self, _widget=None) -> list[str]:

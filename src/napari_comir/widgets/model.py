@@ -12,6 +12,7 @@ from ..core.defaults import DEFAULT_MODEL_NAME
 from ..core.device import DEVICES
 from ..core.errors import ComirError
 from ..core.zoo import ComirModel
+from ._connections import connect_while_alive
 from ._docking import tabify_with_siblings
 from ._state import library, state_for
 
@@ -69,19 +70,14 @@ class ModelWidget(Container):
         self._device.changed.connect(self._on_device)
         self._c4.changed.connect(self._on_c4)
         self._refresh.clicked.connect(self.refresh)
-        self.state.changed.connect(self._show)
-        library.models_saved.connect(self._on_saved)
-        self.native.destroyed.connect(self._disconnect)
+        connect_while_alive(self.state.changed, self._show, self)
+        connect_while_alive(library.models_saved, self._on_saved, self)
         if self.state.model is not None:
             self._show(self.state.model)
         elif self._model_name.choices:
             with self._model_name.changed.blocked():
                 self._model_name.value = self._initial_choice()
             self.load(self._model_name.value)
-
-    def _disconnect(self, *_):
-        self.state.changed.disconnect(self._show)
-        library.models_saved.disconnect(self._on_saved)
 
     @staticmethod
     def _model_names(_widget=None) -> list[str]:

@@ -9,7 +9,6 @@ they call the session and refresh on :attr:`RegistrationSession.changed`.
 
 from __future__ import annotations
 
-import contextlib
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,12 +71,18 @@ class RegistrationSession:
         The job running or last run, and what it does ("register", "accept", "teach").
     """
 
+    @property
+    def viewer(self):
+        return self._viewer()
+
     #: What changed: "pair", "sizes" (a chosen image's pixel size), "result", "accepted",
     #: "review", "job", "event" (a job's progress).
     changed = Signal(str)
 
     def __init__(self, viewer):
-        self.viewer = viewer
+        # Weakly: the registry below holds the session, which must not keep a closed viewer
+        # (its layers and their data) alive.
+        self._viewer = weakref.ref(viewer)
         self.models: ModelState = state_for(viewer)
         self.fixed: Layer | None = None
         self.moving: Layer | None = None
@@ -663,7 +668,6 @@ def session_for(viewer) -> RegistrationSession:
     key = id(viewer)
     if key not in _SESSIONS:
         _SESSIONS[key] = RegistrationSession(viewer)
-        with contextlib.suppress(TypeError):  # a stand-in viewer in tests may not be weakref-able
-            weakref.finalize(viewer, _SESSIONS.pop, key, None)
+        weakref.finalize(viewer, _SESSIONS.pop, key, None)
     return _SESSIONS[key]
 
