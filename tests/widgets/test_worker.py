@@ -94,3 +94,24 @@ def test_a_stage_of_one_step_shows_a_busy_bar_not_zero_percent(qtbot):
     assert (bar.value, bar.max) == (2, 8)
     _worker.show_progress(bar, Progress("register", 1, 1, "done"))
     assert (bar.value, bar.max) == (1, 1)
+
+
+def test_work_put_off_in_turns_lets_the_event_loop_run_between_its_steps(user):
+    """The review layers are added one per turn of the event loop so that the GUI never works
+    for their sum: zero-delay single shots ran back to back, timers waiting behind them."""
+    import time
+
+    from napari_comir.widgets.session import _in_turns
+
+    done = []
+
+    def step():
+        end = time.perf_counter() + 0.2
+        while time.perf_counter() < end:
+            pass
+        done.append(step)
+
+    user.watch.reset()
+    _in_turns(step, step, step)
+    user.wait_until(lambda: len(done) == 3)
+    assert user.watch.longest_busy < 0.35

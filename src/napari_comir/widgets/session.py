@@ -414,11 +414,11 @@ class RegistrationSession:
                 if layer in self.viewer.layers:
                     self.viewer.layers.remove(layer)
                     if one_per_turn:
-                        QTimer.singleShot(0, remove)
+                        QTimer.singleShot(NEXT_TURN_MS, remove)
                         return
 
         if one_per_turn:
-            QTimer.singleShot(0, remove)
+            QTimer.singleShot(NEXT_TURN_MS, remove)
         else:
             remove()
 
@@ -647,6 +647,13 @@ class RegistrationSession:
         return self._start("teach", teach_and_save, done)
 
 
+#: Delay (ms) of work put off to a later turn of the event loop. Not 0: Qt delivers zero-delay
+#: single shots as posted events, one after another in the same pass, timers (and the paints
+#: they drive) waiting behind them — two review layers added "in turns" froze the GUI for
+#: their sum (measured: three 0.23 s steps, 0.46 s without a tick; 0.23 s with 1 ms).
+NEXT_TURN_MS = 1
+
+
 def _in_turns(*steps) -> None:
     """Run ``steps`` in order, one per later turn of the event loop: none in the caller's turn,
     whose own work (a finished job's callbacks) would add up with the first."""
@@ -656,7 +663,7 @@ def _in_turns(*steps) -> None:
         _in_turns(*steps[1:])
 
     if steps:
-        QTimer.singleShot(0, run_first)
+        QTimer.singleShot(NEXT_TURN_MS, run_first)
 
 
 _SESSIONS: dict[int, RegistrationSession] = {}
