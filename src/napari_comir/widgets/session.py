@@ -71,10 +71,6 @@ class RegistrationSession:
         The job running or last run, and what it does ("register", "accept", "teach").
     """
 
-    @property
-    def viewer(self):
-        return self._viewer()
-
     #: What changed: "pair", "sizes" (a chosen image's pixel size), "result", "accepted",
     #: "review", "job", "event" (a job's progress).
     changed = Signal(str)
@@ -118,6 +114,11 @@ class RegistrationSession:
         viewer.layers.events.inserted.connect(self._on_inserted)
 
     # ------------------------------------------------------------------ state
+    @property
+    def viewer(self):
+        """The session's viewer (None once it is gone)."""
+        return self._viewer()
+
     @property
     def busy(self) -> bool:
         """A job runs, or its result is being shown."""
