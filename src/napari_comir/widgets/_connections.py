@@ -22,7 +22,7 @@ def connect_while_alive(signal, slot: Callable, widget) -> None:
 
     def call(*args):
         bound = target()
-        if bound is None or _deleted(native):
+        if bound is None or widget_deleted(native):
             signal.disconnect(call)
             return
         bound(*args)
@@ -30,7 +30,7 @@ def connect_while_alive(signal, slot: Callable, widget) -> None:
     signal.connect(call)
 
 
-def _deleted(native) -> bool:
+def widget_deleted(native) -> bool:
     """Whether Qt has deleted the widget behind the Python wrapper ``native``."""
     try:
         native.objectName()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QDockWidget, QMainWindow, QWidget
 
+from ._connections import widget_deleted
+
 #: Qt property marking the plugin's dock contents.
 MARK = "napari_comir_dock"
 #: Narrowest dock (px): its rows stay readable and the canvas keeps the rest of 1280 px.
@@ -56,10 +58,9 @@ def tabify_with_siblings(container, viewer=None) -> None:
         combo.setMinimumContentsLength(COMBO_MIN_CHARACTERS)
 
     def tabify() -> None:
-        try:
-            dock = _dock_of(native)
-        except RuntimeError:  # deleted: its window was closed in the meantime
+        if widget_deleted(native):  # its window was closed in the meantime
             return
+        dock = _dock_of(native)
         window = dock.parent() if dock is not None else None
         if not isinstance(window, QMainWindow):
             return
