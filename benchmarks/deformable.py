@@ -21,6 +21,10 @@ Sections (``--sections``, comma separated):
   ``napari-comir register --transform deformable`` runs it (an H&E-vs-IHC model's networks
   take each image; bf-shg's bright-field network takes both). ``--he-ihc-pairs`` leaves out
   the stain a model was taught on (``napari-comir train --landmarks ... --out FILE``).
+  ``taught-on-others``: for each pair, a new model taught by the recipe (``api.teach``, as
+  ``napari-comir train --landmarks`` runs it: ``--teach-seconds``, ``--seed``) on the other
+  three pairs aligned by their landmarks, then that pair registered with it: every pair by a
+  model never shown it.
 - ``synthetic``: the aligned BF/SHG pairs of ../shared/data/bf_shg; the BF deformed by a random
   smooth field (largest displacement ``--max-px``, smooth over 64 px); fixed = SHG CoMIR, moving
   = CoMIR of the deformed BF (bf-shg model), started from the true (identity) affine. Error =
@@ -37,6 +41,8 @@ Usage::
     python benchmarks/deformable.py --sections he_ihc,synthetic,timing
     python benchmarks/deformable.py --sections he_ihc --images taught_CD31.safetensors \\
         --he-ihc-pairs Cc10,Ki67,proSPC --no-simpleitk
+    python benchmarks/deformable.py --sections he_ihc --images taught-on-others --seed 1 \\
+        --no-elastix --no-simpleitk
 """
 
 from __future__ import annotations
@@ -196,13 +202,32 @@ def model_route(model, fixed_rgb: np.ndarray, moving_rgb: np.ndarray):
     return affine, refined, result.seconds - result.timings["deformable"]
 
 
-def he_ihc(images: str, elastix: bool, simpleitk: bool, names: list[str] | None) -> None:
+def taught_on_others(held_out: dict, listed: list[dict], folder: Path, seconds: float, seed: int):
+    """A new model taught by the recipe on every pair of ``listed`` but ``held_out``, each
+    aligned by its landmarks (``napari-comir train --landmarks ... --max-seconds --seed``)."""
+    from napari_comir import api
+    from napari_comir.core.teaching import TeachingPair
+
+    taught = [TeachingPair.from_landmarks(
+        api.read_image(folder / row["fixed_image"]), api.read_image(folder / row["moving_image"]),
+        read_points(folder / row["fixed_landmarks"]), read_points(folder / row["moving_landmarks"]),
+        name=row["pair_id"]) for row in listed if row is not held_out]
+    *_, last = api.teach(taught, max_seconds=seconds, seed=seed, fixed_modality="he",
+                         moving_modality="ihc")
+    outcome = last.result
+    print(f"taught without {held_out['pair_id']}: {outcome.steps} steps in {outcome.seconds:.0f} s",
+          flush=True)
+    return outcome.model
+
+
+def he_ihc(images: str, elastix: bool, simpleitk: bool, names: list[str] | None,
+           teach_seconds: float = 120.0, seed: int = 0) -> None:
     folder = DATA / "he_ihc"
     with (folder / "pairs.csv").open() as handle:
-        pairs = [pair for pair in csv.DictReader(handle)
-                 if names is None or pair["pair_id"].split("_")[-1] in names]
+        listed = list(csv.DictReader(handle))
+    pairs = [pair for pair in listed if names is None or pair["pair_id"].split("_")[-1] in names]
     model = None
-    if images not in ("intensity", "hematoxylin"):
+    if images not in ("intensity", "hematoxylin", "taught-on-others"):
         from napari_comir import api
 
         model = api.load_model(images)
@@ -217,6 +242,8 @@ def he_ihc(images: str, elastix: bool, simpleitk: bool, names: list[str] | None)
         moving_rgb = np.asarray(Image.open(folder / pair["moving_image"]).convert("RGB"))
         fixed_xy = read_points(folder / pair["fixed_landmarks"])
         moving_xy = read_points(folder / pair["moving_landmarks"])
+        if images == "taught-on-others":
+            model = taught_on_others(pair, listed, folder, teach_seconds, seed)
         affine, result, affine_seconds = (stand_in_route(images, fixed_rgb, moving_rgb) if model is None
                                           else model_route(model, fixed_rgb, moving_rgb))
         field = result.field
@@ -366,7 +393,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sections", default="he_ihc,synthetic,timing")
     parser.add_argument("--images", default="intensity",
-                        help="he_ihc: intensity, hematoxylin, or a model name or file")
+                        help="he_ihc: intensity, hematoxylin, taught-on-others, or a model name "
+                        "or file")
+    parser.add_argument("--teach-seconds", type=float, default=120.0,
+                        help="he_ihc, taught-on-others: the teaching budget (default 120)")
     parser.add_argument("--he-ihc-pairs", help="he_ihc: comma-separated stains (default all; "
                         "leave out the one a model was taught on)")
     parser.add_argument("--no-elastix", action="store_true")
@@ -385,7 +415,8 @@ def main() -> None:
     sections = args.sections.split(",")
     if "he_ihc" in sections:
         he_ihc(args.images, not args.no_elastix, not args.no_simpleitk,
-               args.he_ihc_pairs.split(",") if args.he_ihc_pairs else None)
+               args.he_ihc_pairs.split(",") if args.he_ihc_pairs else None, args.teach_seconds,
+               args.seed)
     if "synthetic" in sections:
         synthetic(args.max_px, args.pairs.split(",") if args.pairs else None, args.seed)
     if "timing" in sections:

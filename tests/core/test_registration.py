@@ -10,7 +10,7 @@ import torch
 from scipy import ndimage
 
 from napari_comir.core.errors import InputError, RegistrationError
-from napari_comir.core.registration import SCORE_THRESHOLD, register
+from napari_comir.core.registration import SCORE_THRESHOLD, register, transform_score
 from napari_comir.core.transforms import AffineTransform, corner_error, resample
 
 SHG_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "bf_shg"
@@ -87,6 +87,17 @@ def test_without_refinement_is_coarse_but_close():
     fixed, moving, true = make_pair(texture(3), -60.0, (3.0, -8.0), 256)
     result = register(fixed, moving, refine=False, device="cpu")
     assert corner_error(true, result.transform, moving.shape) < 0.02 * 256
+
+
+def test_a_transform_is_scored_as_register_scores_it_without_moving_it():
+    """The final refinement judges the CoMIR result by this score instead of registering again
+    from it: the same number, high at the truth, lower a few pixels off, -1 without overlap."""
+    fixed, moving, true = make_pair(texture(3), -60.0, (3.0, -8.0), 256)
+    kept = register(fixed, moving, initial=true, refine=False, select_model=False,
+                    transform="affine", device="cpu")
+    assert transform_score(fixed, moving, true) == pytest.approx(kept.score, abs=1e-6)
+    assert transform_score(fixed, moving, AffineTransform.rigid(0.0, (4.0, 0.0)).compose(true)) < kept.score
+    assert transform_score(fixed, moving, AffineTransform.rigid(0.0, (1000.0, 0.0))) == -1.0
 
 
 def test_unrelated_images_score_low():

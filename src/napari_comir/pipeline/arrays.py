@@ -21,6 +21,7 @@ from ..core.registration import (
     RegistrationResult,
     refine_mutual_information,
     register,
+    transform_score,
 )
 from ..core.registration.confidence import SCALE_SLACK
 from ..core.registration.deformable import record_refinement, refine_result
@@ -199,13 +200,14 @@ def _refined_on_images(model: ComirModel, comirs: dict, fixed_image, moving_imag
     if corner_error(transform, refined, np.shape(moving_image)[:2]) > REFINEMENT_REACH * np.shape(
             moving_image)[1]:
         return result
-    # Both judged alike: the loosest model's scale range, the CoMIRs' masked NCC as it stands.
-    before, after = (register_comirs(model, comirs["fixed"], comirs["moving"], initial=t,
-                                     refine=False, select_model=False,
-                                     transform=plan.options.affine_model, scale_range=plan.search_range)
-                     for t in (transform, refined))
-    agree_as_well = (after.score >= before.score * (1 - MAX_SCORE_LOSS)
-                     or after.detail_score >= before.detail_score * (1 - MAX_DETAIL_LOSS))
+    # Both judged alike: the CoMIRs' masked NCC as it stands, and the details' agreement (the
+    # CoMIR result's own: its fit scored it so), under the loosest model's scale range.
+    after = register_comirs(model, comirs["fixed"], comirs["moving"], initial=refined, refine=False,
+                            select_model=False, transform=plan.options.affine_model,
+                            scale_range=plan.search_range)
+    score_before = transform_score(comirs["fixed"], comirs["moving"], transform, device=model.device)
+    agree_as_well = (after.score >= score_before * (1 - MAX_SCORE_LOSS)
+                     or after.detail_score >= result.detail_score * (1 - MAX_DETAIL_LOSS))
     if not agree_as_well or (result.success_likely and not after.success_likely):
         return result
     after.transform, after.method = refined, result.method

@@ -230,13 +230,18 @@ def _display_grey(image: np.ndarray) -> np.ndarray:
     return np.clip((image - lo) / (hi - lo), 0.0, 1.0)
 
 
-def checkerboard(fixed: np.ndarray, moving_on_fixed: np.ndarray, square: int) -> np.ndarray:
-    """Alternate squares of the fixed and the (already resampled) moving image."""
+def checkerboard(fixed: np.ndarray, moving_on_fixed: np.ndarray, square: int,
+                 moving_inside: np.ndarray | None = None) -> np.ndarray:
+    """Alternate squares of the fixed and the (already resampled) moving image; the fixed
+    image alone where ``moving_inside`` (bool, the fixed grid) says the moving one does not
+    reach, so its squares mark the overlap (black squares there read as empty tissue)."""
     a, b = _display_grey(fixed), _display_grey(moving_on_fixed)
     if a.ndim != b.ndim:  # one RGB, one grey: show both as RGB
         a, b = (np.repeat(x[..., None], 3, -1) if x.ndim == 2 else x[..., :3] for x in (a, b))
     rows, cols = np.indices(a.shape[:2])
     mask = ((rows // square + cols // square) % 2).astype(bool)
+    if moving_inside is not None:
+        mask &= moving_inside
     if a.ndim == 3:
         mask = mask[..., None]
     return np.where(mask, b, a)
@@ -250,7 +255,9 @@ def show_checkerboard(viewer, fixed: Layer, moving: Layer, transform: AffineTran
     transform = (field_to_levels(transform, fixed_down, moving_down) if is_deformable(transform)
                  else to_level(transform, fixed_down, moving_down))
     warped = resample(moving_data, transform, fixed_data.shape[:2])
-    board = checkerboard(fixed_data, warped, max(1, square // fixed_down))
+    inside = resample(np.ones(np.shape(moving_data)[:2], np.float32), transform,
+                      fixed_data.shape[:2]) > 0.5
+    board = checkerboard(fixed_data, warped, max(1, square // fixed_down), inside)
     layer = upsert_image(viewer, CHECKERBOARD, board, rgb=board.ndim == 3, **fixed_grid,
                          contrast_limits=(0.0, 1.0), blending="translucent", visible=True,
                          metadata={_REVIEW_KEY: fixed.name})

@@ -39,6 +39,7 @@ from ._register import (
     check_model,
     register,
     scale_bounds,
+    transform_score,
 )
 from .confidence import DETAIL_THRESHOLD, SCORE_THRESHOLD
 from .mutual_information import refine_mutual_information
@@ -48,4 +49,5 @@ __all__ = [
     "MIN_SIZE", "MODEL_SELECTION_GAIN", "N_CANDIDATES", "SCALE_STEP_PX", "SCORE_THRESHOLD",
     "SEARCH_SIZE", "STRICTER_MAX_ITERATIONS", "WEAK_DETAIL_FACTOR", "RegistrationResult",
     "angle_bounds", "as_chw", "check_model", "refine_mutual_information", "register", "scale_bounds",
+    "transform_score",
 ]

@@ -272,6 +272,16 @@ def check_model(model: str) -> str:
     return model
 
 
+def transform_score(fixed, moving, transform: AffineTransform, *, device=None) -> float:
+    """The score :func:`register` gives a transform it is started at and not let refine: the NCC
+    of the two images (e.g. CoMIRs) on their overlap under ``transform`` (moving -> fixed (x, y)
+    px), averaged over channels; -1 where they overlap too little (:data:`MIN_OVERLAP`)."""
+    dev = resolve_device(device)
+    f, m = (standardise(torch.from_numpy(as_chw(image, name)).to(dev))
+            for image, name in ((fixed, "fixed"), (moving, "moving")))
+    return masked_ncc(f, m, transform, MIN_OVERLAP)
+
+
 # ----------------------------------------------------------------------------- public API
 
 

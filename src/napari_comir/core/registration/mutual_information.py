@@ -46,6 +46,12 @@ MAX_ITERATIONS, MAX_EVALUATIONS = 40, 60
 #: Relative change of the mutual information at which a level stops (sampling noise is larger;
 #: 1e-6 took 1.6x the evaluations for no gain on the raw pairs).
 TOLERANCE = 1e-5
+#: A level has settled when the optimiser asks for a point this close (in every parameter; a
+#: unit moves the image's rim about a pixel) to the best one evaluated: the answer is then that
+#: best point. L-BFGS's line search otherwise probed the sampled estimate's noise there for up to
+#: a dozen evaluations, a third of the refinement's time on the raw pairs, for 0.02 px of median
+#: corner error (docs/benchmarks.md, "Session 21").
+SETTLED_STEP = 0.01
 #: Intensity percentiles mapped to the histogram's ends (outliers clipped).
 PERCENTILES = (0.5, 99.5)
 
@@ -189,6 +195,10 @@ def _stratified_pixels(rows: int, cols: int, samples: int,
     return ys, xs
 
 
+class _Settled(Exception):
+    """The optimiser probes within :data:`SETTLED_STEP` of the best point it has evaluated."""
+
+
 def _refine_level(fixed: np.ndarray, moving: np.ndarray, start: AffineTransform, model: str,
                   samples: int, rng: np.random.Generator) -> tuple[AffineTransform, float]:
     rows, cols = fixed.shape
@@ -201,8 +211,11 @@ def _refine_level(fixed: np.ndarray, moving: np.ndarray, start: AffineTransform,
     # value, d/dx, d/dy of each pixel as three channels: one bilinear sampling reads all three
     stack = torch.from_numpy(_value_and_gradient(moving))[None]
     extent = np.array([[moving.shape[1] - 1], [moving.shape[0] - 1]], float)
+    best = [-np.inf, warp.start(start)]  # the largest mutual information evaluated, and where
 
     def negative(q):
+        if np.max(np.abs(q - best[1])) < SETTLED_STEP and np.isfinite(best[0]):
+            raise _Settled
         a, d_a = warp.linear(q)
         xy = a @ offsets + q[-2:, None]
         inside = np.all((xy >= 0) & (xy <= extent), axis=0)
@@ -215,12 +228,18 @@ def _refine_level(fixed: np.ndarray, moving: np.ndarray, start: AffineTransform,
         d_xy = slope.astype(np.float64) * sampled[1:]  # (2, n)
         d_a_total = d_xy @ offsets.T  # dMI/dA (2, 2)
         gradient = np.array([*np.einsum("kij,ij->k", d_a, d_a_total), *d_xy.sum(axis=1)])
+        if value > best[0]:
+            best[:] = value, np.array(q)
         return -value, -gradient
 
-    q = optimize.minimize(negative, warp.start(start), jac=True, method="L-BFGS-B",
+    try:
+        optimize.minimize(negative, best[1].copy(), jac=True, method="L-BFGS-B",
                           options={"maxiter": MAX_ITERATIONS, "maxfun": MAX_EVALUATIONS,
-                                   "ftol": TOLERANCE}).x
-    return warp.transform(q), -negative(q)[0]
+                                   "ftol": TOLERANCE})
+    except _Settled:
+        pass
+    value, q = best
+    return warp.transform(q), max(value, 0.0)
 
 
 # OpenBLAS's idle threads busy-wait after each call: in the optimiser's loop of small calls they
