@@ -200,8 +200,9 @@ def _refined_on_images(model: ComirModel, comirs: dict, fixed_image, moving_imag
     if corner_error(transform, refined, np.shape(moving_image)[:2]) > REFINEMENT_REACH * np.shape(
             moving_image)[1]:
         return result
-    # Both judged alike: the CoMIRs' masked NCC as it stands, and the details' agreement (the
-    # CoMIR result's own: its fit scored it so), under the loosest model's scale range.
+    # Both judged alike: the CoMIRs' masked NCC under each transform as it stands, and their
+    # details' agreement (the CoMIR result's detail score is that already); the refined one's
+    # verdict under the loosest model's scale range.
     after = register_comirs(model, comirs["fixed"], comirs["moving"], initial=refined, refine=False,
                             select_model=False, transform=plan.options.affine_model,
                             scale_range=plan.search_range)
