@@ -71,7 +71,7 @@ def test_register_sets_affine_overlay_and_views(registered, user):
     board = viewer.layers[_review.CHECKERBOARD]
     assert board.visible and board.data.shape == (96, 96, 3)
     assert not review_fixed.visible and not review_moving.visible
-    # Where the turned BF does not reach, the SHG alone (its squares were black, read as glass);
+    # Where the turned BF does not reach, the SHG alone (the BF's squares were black there);
     # within the overlap, squares of each.
     shg = _review._display_grey(viewer.layers["SHG"].data)
     reaches = resample(np.ones(bf.data.shape[:2], np.float32), transform, shg.shape) > 0.5
