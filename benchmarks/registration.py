@@ -34,6 +34,7 @@ Usage::
     python benchmarks/registration.py --scenarios raw \
         --methods comir,comir-rigid,comir-similarity,best-rigid,mi-all,mi-similarity,mi-affine
     python benchmarks/registration.py --scenarios raw --methods comir,elastix,mi-affine
+    python benchmarks/registration.py --scenarios raw --methods comir,elastix --rounds 4
 """
 
 from __future__ import annotations
@@ -260,17 +261,34 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--methods", default="comir,comir-sift,mi-all,mi,raw")
     parser.add_argument("--scenarios", default="30,180,hard")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the methods this many times, every other round in reverse "
+                        "order: on a machine whose speed drifts, seconds compare within a round")
     args = parser.parse_args()
     methods, scenarios = args.methods.split(","), args.scenarios.split(",")
     n_pairs = len(read_pairs_csv(DATA / "pairs.csv", ("bf", "shg"), split=args.split))
     print(f"model {args.model}, {args.split} split: {n_pairs} pairs x {args.seeds} seeds", flush=True)
-    results = {}
-    for method in methods:
-        # Each method in a fresh process: in one process, CoMIR registrations after a single
-        # SimpleITK MI call ran ~25 % slower (the allocator's state), which is no property of either.
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as worker:
-            results[method] = worker.submit(method_results, method, args.model, args.split,
-                                            args.seeds, scenarios).result()
+    rounds = []
+    for number in range(args.rounds):
+        results = {}
+        for method in methods if number % 2 == 0 else methods[::-1]:
+            # Each method in a fresh process: in one process, CoMIR registrations after a single
+            # SimpleITK MI call ran ~25 % slower (the allocator's state), which is no property of
+            # either.
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as worker:
+                results[method] = worker.submit(method_results, method, args.model, args.split,
+                                                args.seeds, scenarios).result()
+        rounds.append(results)
+    if args.rounds > 1:
+        print("mean s / case by round (the order reversed every other round)")
+        for scenario in scenarios:
+            for method in methods:
+                seconds = [np.mean([r[3] for r in results[method][scenario]]) for results in rounds]
+                print(f"{scenario:11s} {method:17s} " + " ".join(f"{s:7.3f}" for s in seconds))
+    # errors from the first round (the methods are deterministic), seconds from every round
+    results = {method: {scenario: [(*row[:3], np.mean([r[method][scenario][i][3] for r in rounds]))
+                                   for i, row in enumerate(rounds[0][method][scenario])]
+                        for scenario in scenarios} for method in methods}
     print(f"{'scenario':11s} {'method':17s} {'cases':>5s} {'success %':>9s} {'median px':>9s} {'mean s':>7s}")
     for scenario in scenarios:
         for method in methods:
