@@ -9,6 +9,7 @@ import numpy as np
 from scipy import ndimage
 
 from .defaults import SUCCESS_FRACTION
+from .field_transform import coverage
 from .inference import comir_tiles, compute_comir
 from .progress import Progress
 from .transforms import AffineTransform, resample
@@ -270,7 +271,7 @@ def rotation_equivariance_events(model: ComirModel, image: np.ndarray, modality:
             yield Progress("infer", event.step, event.total, f"{label}: {event.message}")
     back = resample(comirs[1], rotation.inverse(), (rows, cols), order=1)
     # Compare only pixels that stayed inside the image both ways, away from the padded border.
-    inside = resample(np.ones((rows, cols), np.float32), rotation, (rows, cols), order=1)
+    inside = coverage((rows, cols), rotation, (rows, cols))
     inside = resample(inside, rotation.inverse(), (rows, cols), order=1) > 0.999
     inside = ndimage.binary_erosion(inside, iterations=4)
     r = pearson(comirs[0], back, np.repeat(inside[..., None], comirs[0].shape[-1], -1))

@@ -343,6 +343,13 @@ def resample(moving, transform, output_shape, *, order: int = 1, cval: float = 0
     return cast_like(out, moving.dtype) if preserve_dtype else out
 
 
+def coverage(moving_shape, transform, output_shape) -> np.ndarray:
+    """Where a moving image of ``moving_shape`` (rows, cols[, ...]) lands on the output grid
+    under ``transform`` (affine or deformable): its all-ones image resampled, float32, 1 inside,
+    fractions along its edge, 0 where it does not reach."""
+    return resample(np.ones(tuple(moving_shape)[:2], np.float32), transform, output_shape)
+
+
 def read_at(image: np.ndarray, positions_xy: np.ndarray, order: int = 1, cval: float = 0.0) -> np.ndarray:
     """(rows, cols[, channels]) of an (H, W[, C]) image read at (rows, cols, 2) (x, y) positions
     (spline ``order``, ``cval`` outside); float64 unless ``order`` is 0."""

@@ -18,7 +18,7 @@ import numpy as np
 from napari.layers import Image, Layer
 
 from ..core.errors import InputError
-from ..core.field_transform import DisplacementFieldTransform, resample
+from ..core.field_transform import DisplacementFieldTransform, coverage, resample
 from ..core.pyramid_deformable import field_to_levels
 from ..core.registration.levels import to_level
 from ..core.review import review_channels, suggested_view
@@ -255,8 +255,7 @@ def show_checkerboard(viewer, fixed: Layer, moving: Layer, transform: AffineTran
     transform = (field_to_levels(transform, fixed_down, moving_down) if is_deformable(transform)
                  else to_level(transform, fixed_down, moving_down))
     warped = resample(moving_data, transform, fixed_data.shape[:2])
-    inside = resample(np.ones(np.shape(moving_data)[:2], np.float32), transform,
-                      fixed_data.shape[:2]) > 0.5
+    inside = coverage(np.shape(moving_data), transform, fixed_data.shape[:2]) > 0.5
     board = checkerboard(fixed_data, warped, max(1, square // fixed_down), inside)
     layer = upsert_image(viewer, CHECKERBOARD, board, rgb=board.ndim == 3, **fixed_grid,
                          contrast_limits=(0.0, 1.0), blending="translucent", visible=True,
@@ -276,8 +275,7 @@ def show_agreement(viewer, fixed: Layer, fixed_comir: np.ndarray, moving_comir: 
                                  for comir in (fixed_comir, moving_comir))
     warped = resample(moving_comir, transform, fixed_comir.shape[:2], order=1)
     warped = warped.reshape(*fixed_comir.shape[:2], -1)
-    inside = resample(np.ones(moving_comir.shape[:2], np.float32), transform,
-                      fixed_comir.shape[:2]) > 0.999
+    inside = coverage(moving_comir.shape, transform, fixed_comir.shape[:2]) > 0.999
     ncc = local_ncc(fixed_comir, warped, AGREEMENT_WINDOW, inside)
     # NaN where the images do not overlap: napari leaves it transparent (as 0 it read as white,
     # i.e. "neither agree nor disagree", over the user's images).

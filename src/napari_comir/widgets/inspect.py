@@ -16,6 +16,7 @@ from napari.utils.notifications import show_error
 
 from ..core.errors import ComirError, InputError
 from ..core.evaluation import local_ncc, rotation_equivariance_events
+from ..core.field_transform import coverage
 from ..core.transforms import resample
 from . import _worker
 from ._connections import connect_while_alive
@@ -154,7 +155,7 @@ class InspectWidget(Container):
             if a.shape[-1] != b_raw.shape[-1]:
                 raise InputError("the two CoMIRs have different channel counts")
             b = resample(b_raw, transform, a.shape[:2], order=1)
-            valid = resample(np.ones(b_raw.shape[:2], np.float32), transform, a.shape[:2]) > 0.999
+            valid = coverage(b_raw.shape, transform, a.shape[:2]) > 0.999
         except ComirError as exc:
             show_error(f"Inspect: {exc}")
             return None

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from ..device import resolve_device
 from ..errors import InputError
-from ..field_transform import DisplacementFieldTransform, grid_shape, resample
+from ..field_transform import DisplacementFieldTransform, coverage, grid_shape, resample
 from ..transforms import AffineTransform
 from . import confidence
 from .block_matching import match_blocks, reject_outliers, smooth_field
@@ -260,8 +260,7 @@ def _fitted_field(fixed_hwc: np.ndarray, moving_hwc: np.ndarray, affine: AffineT
     the share matched against the moving image turned half a turn). Raises :class:`_Folded`."""
     rows, cols = fixed_hwc.shape[:2]
     warped_hwc = resample(moving_hwc, affine, (rows, cols), preserve_dtype=False)
-    inside = resample(np.ones(moving_hwc.shape[:2], np.float32), affine, (rows, cols),
-                      preserve_dtype=False)
+    inside = coverage(moving_hwc.shape, affine, (rows, cols))
     to_chw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float().to(dev)  # noqa: E731
     fixed_t = standardise(to_chw(fixed_hwc))
     valid = torch.from_numpy(inside.astype(np.float32))[None].to(dev)
