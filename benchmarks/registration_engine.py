@@ -20,7 +20,8 @@ import numpy as np
 import tifffile
 
 from napari_comir.core.registration import SCORE_THRESHOLD, register
-from napari_comir.core.transforms import AffineTransform, corner_error, resample
+from napari_comir.core.resampling import resample
+from napari_comir.core.transforms import AffineTransform, corner_error
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bf_shg"
 

@@ -39,13 +39,14 @@ from napari_comir.core.defaults import DEFAULT_REVIEW_FEATURE_PX, DEFAULT_REVIEW
 from napari_comir.core.evaluation import pearson, raw_cases  # noqa: E402
 from napari_comir.core.io import read_image  # noqa: E402
 from napari_comir.core.registration.landmarks import fit_landmarks  # noqa: E402
+from napari_comir.core.resampling import resample
 from napari_comir.core.review import (  # noqa: E402
     VIEWS,
     overlay_rgb,
     review_channels,
     single_colour_fraction,
 )
-from napari_comir.core.transforms import AffineTransform, resample  # noqa: E402
+from napari_comir.core.transforms import AffineTransform  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: The user guide's pictures: a pancreas core, an eosin-dense TMA core, a dim 1B/2B core.

@@ -34,8 +34,9 @@ import numpy as np  # noqa: E402
 
 from napari_comir import api  # noqa: E402
 from napari_comir.core.io import read_image  # noqa: E402
+from napari_comir.core.resampling import resample
 from napari_comir.core.synthetic import misaligned_pair  # noqa: E402
-from napari_comir.core.transforms import AffineTransform, corner_error, resample  # noqa: E402
+from napari_comir.core.transforms import AffineTransform, corner_error  # noqa: E402
 from napari_comir.pipeline import plan  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -14,7 +14,8 @@ from napari_comir.cli import main
 from napari_comir.core.errors import InputError
 from napari_comir.core.io import write_tiff
 from napari_comir.core.registration import RegistrationResult
-from napari_comir.core.transforms import AffineTransform, resample
+from napari_comir.core.resampling import resample
+from napari_comir.core.transforms import AffineTransform
 
 # No round coefficients: no pixel centre lands exactly half-way between two pixels.
 T = AffineTransform.from_matrix_xy([[1.0413, 0.1237, 4.37], [-0.1161, 0.9877, 6.91]])

@@ -86,7 +86,8 @@ def test_sizes_from_headers_and_arguments_are_refused_before_any_work(tmp_path):
     from napari_comir import api
     from napari_comir.core.errors import InputError
     from napari_comir.core.io.slides import open_image
-    from napari_comir.core.transforms import AffineTransform, resample
+    from napari_comir.core.resampling import resample
+    from napari_comir.core.transforms import AffineTransform
 
     path = tmp_path / "claims.tif"
     tifffile.imwrite(path, np.zeros((64, 64), np.uint8), tile=(16, 16))

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from napari_comir.core.registration import register
-from napari_comir.core.transforms import AffineTransform, corner_error, resample
+from napari_comir.core.resampling import resample
+from napari_comir.core.transforms import AffineTransform, corner_error
 
 angles = st.floats(-180.0, 180.0, exclude_max=True, allow_nan=False)
 shifts = st.floats(-1e3, 1e3, allow_nan=False)

@@ -194,7 +194,8 @@ def test_cli_reads_pixel_sizes_and_writes_the_decomposition(raw_cases, tmp_path,
 def test_similarity_and_affine_warps_of_a_shared_pair(model, bf_shg_dir, angle, scale_xy, shear):
     """An aligned val pair, its BF warped by a known similarity / affine map: recovered across
     modalities to a pixel."""
-    from napari_comir.core.transforms import corner_error, resample
+    from napari_comir.core.resampling import resample
+    from napari_comir.core.transforms import corner_error
 
     bf, shg = (api.read_image(bf_shg_dir / f"X01Y05_{m}.tif") for m in ("BF", "SHG"))
     linear = (AffineTransform.rigid(angle).matrix_xy[:2, :2] @ np.diag(scale_xy)

@@ -31,6 +31,7 @@ from .core.io.transform_formats import write_transform
 from .core.progress import Progress
 from .core.registration import register
 from .core.registration.landmarks import fit_landmarks
+from .core.resampling import resample
 from .core.teaching import (
     START_MODEL,
     TeachingPair,
@@ -41,7 +42,7 @@ from .core.teaching import (
     teaching_events,
 )
 from .core.training import TrainConfig, fine_tune_config, train
-from .core.transforms import AffineTransform, resample
+from .core.transforms import AffineTransform
 from .core.zoo import (
     ComirModel,
     ModelCard,

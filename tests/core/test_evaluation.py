@@ -3,7 +3,7 @@ from scipy import ndimage
 
 from napari_comir.core.data import AlignedPair
 from napari_comir.core.evaluation import SCENARIOS, Scenario, rigid_cases
-from napari_comir.core.transforms import resample
+from napari_comir.core.resampling import resample
 
 
 def _pairs():

@@ -14,8 +14,8 @@ from napari_comir.core.field_transform import (
     node_positions_xy,
     resample,
 )
+from napari_comir.core.resampling import resample as resample_affine
 from napari_comir.core.transforms import AffineTransform
-from napari_comir.core.transforms import resample as resample_affine
 
 SHAPE = (120, 160)
 SPACING = 4.0

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from skimage.measure import points_in_poly
 
+from napari_comir.core.coordinate_frames import coordinate_transform
 from napari_comir.core.errors import InputError
 from napari_comir.core.io.geojson import (
     count_positions,
@@ -15,7 +16,8 @@ from napari_comir.core.io.geojson import (
     transform_geojson,
     write_geojson,
 )
-from napari_comir.core.transforms import AffineTransform, coordinate_transform, resample
+from napari_comir.core.resampling import resample
+from napari_comir.core.transforms import AffineTransform
 
 # Coefficients that are no round numbers: no pixel centre lands exactly half-way between two
 # pixels, where nearest-neighbour resampling breaks a tie either way.

@@ -6,8 +6,9 @@ import pytest
 from napari_comir import api
 from napari_comir.core.evaluation import make_rigid_case
 from napari_comir.core.pyramid import block_mean, register_pyramid
+from napari_comir.core.resampling import resample
 from napari_comir.core.synthetic import misaligned_pair
-from napari_comir.core.transforms import AffineTransform, corner_error, resample
+from napari_comir.core.transforms import AffineTransform, corner_error
 
 
 def test_block_mean_reads_in_bands(tmp_path, rng):

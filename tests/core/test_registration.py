@@ -11,7 +11,8 @@ from scipy import ndimage
 
 from napari_comir.core.errors import InputError, RegistrationError
 from napari_comir.core.registration import SCORE_THRESHOLD, register, transform_score
-from napari_comir.core.transforms import AffineTransform, corner_error, resample
+from napari_comir.core.resampling import resample
+from napari_comir.core.transforms import AffineTransform, corner_error
 
 SHG_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "bf_shg"
 MAX_CORNER_PX = 0.5

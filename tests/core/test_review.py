@@ -10,6 +10,7 @@ from skimage.draw import line_aa
 
 from napari_comir.core.errors import InputError
 from napari_comir.core.evaluation import pearson
+from napari_comir.core.resampling import resample
 from napari_comir.core.review import (
     VIEWS,
     is_bright_field,
@@ -18,7 +19,7 @@ from napari_comir.core.review import (
     single_colour_fraction,
     suggested_view,
 )
-from napari_comir.core.transforms import AffineTransform, resample
+from napari_comir.core.transforms import AffineTransform
 
 SHAPE = (192, 192)
 OFF_8_PX = AffineTransform.rigid(0.0, (8 / np.sqrt(2), 8 / np.sqrt(2)))

@@ -10,9 +10,10 @@ import tifffile
 from napari_comir.cli import main
 from napari_comir.core.errors import InputError
 from napari_comir.core.io.slides import Slide, open_image, open_slide, slide_from_levels
+from napari_comir.core.resampling import resample
 from napari_comir.core.synthetic import misaligned_pair
 from napari_comir.core.tiled_resample import resample_tiles, resample_to_file
-from napari_comir.core.transforms import AffineTransform, corner_error, resample
+from napari_comir.core.transforms import AffineTransform, corner_error
 
 SHEARED = AffineTransform.from_matrix_xy(np.array([[0.9513, 0.1037, 30.317], [-0.1191, 1.0213, -40.733],
                                                   [0, 0, 1]]))

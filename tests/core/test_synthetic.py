@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from napari_comir.core.errors import InputError
+from napari_comir.core.resampling import resample
 from napari_comir.core.synthetic import misaligned_pair, synthetic_pair
-from napari_comir.core.transforms import AffineTransform, resample
+from napari_comir.core.transforms import AffineTransform
 
 
 def _corr(a, b) -> float:

@@ -9,6 +9,7 @@ import torch
 
 from napari_comir.api import load_model
 from napari_comir.core.errors import InputError
+from napari_comir.core.resampling import resample
 from napari_comir.core.teaching import (
     MIN_DETAIL_THRESHOLD,
     NULL_MARGIN,
@@ -20,7 +21,7 @@ from napari_comir.core.teaching import (
     teaching_events,
     verdict,
 )
-from napari_comir.core.transforms import AffineTransform, resample
+from napari_comir.core.transforms import AffineTransform
 
 
 def _scene(rng, shape=(96, 128)):

@@ -8,7 +8,8 @@ import pytest
 from napari_comir.core.errors import InputError
 from napari_comir.core.io import itk_affine, ngff_affine, qupath_affine
 from napari_comir.core.io import transform_formats as tf
-from napari_comir.core.transforms import AffineTransform, resample
+from napari_comir.core.resampling import resample
+from napari_comir.core.transforms import AffineTransform
 
 sitk = pytest.importorskip("SimpleITK")
 

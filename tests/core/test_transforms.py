@@ -9,7 +9,8 @@ import pytest
 from skimage.transform import EuclideanTransform, warp
 
 from napari_comir.core.errors import InputError
-from napari_comir.core.transforms import AffineTransform, corner_error, resample
+from napari_comir.core.resampling import resample
+from napari_comir.core.transforms import AffineTransform, corner_error
 
 T = AffineTransform.rigid(37.0, (12.5, -7.25))
 
@@ -225,7 +226,7 @@ def test_matrix_rc_is_napari_affine():
 @pytest.mark.parametrize("inverse", [False, True])
 @pytest.mark.parametrize("origin", ["centre", "corner"])
 def test_from_coordinate_transform_undoes_coordinate_transform(inverse, origin):
-    from napari_comir.core.transforms import coordinate_transform, from_coordinate_transform
+    from napari_comir.core.coordinate_frames import coordinate_transform, from_coordinate_transform
 
     transform = AffineTransform.from_matrix_xy([[0.97, 0.08, 12.5], [-0.11, 1.04, -7.25], [0, 0, 1]])
     sizes = dict(moving_pixel_size=(0.5, 0.45), fixed_pixel_size=0.8)

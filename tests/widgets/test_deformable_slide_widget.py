@@ -10,9 +10,10 @@ from napari_comir.core.field_transform import DisplacementFieldTransform
 from napari_comir.core.field_transform import resample as resample_field
 from napari_comir.core.io.transform_formats import read_transform
 from napari_comir.core.registration.levels import to_level
+from napari_comir.core.resampling import resample
 from napari_comir.core.synthetic import misaligned_pair
 from napari_comir.core.tiled_resample import resample_to_file
-from napari_comir.core.transforms import AffineTransform, resample
+from napari_comir.core.transforms import AffineTransform
 from napari_comir.widgets import _layers, _review
 
 pytestmark = pytest.mark.gui

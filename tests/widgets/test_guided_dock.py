@@ -123,7 +123,7 @@ def test_points_drawn_over_the_registered_preview_are_carried_where_they_were_dr
     assert [np.abs(layer.data - expected_rc).max() <= 1.0 for layer in carried] == [True, True]
     assert all(np.allclose(layer.face_color, [1, 0, 0, 1]) for layer in carried)
     from napari_comir.core.background import background_value
-    from napari_comir.core.transforms import resample
+    from napari_comir.core.resampling import resample
 
     on_fixed = resample(moving.data[..., 0], dock.session.result.transform, fixed.data.shape,
                         cval=background_value(moving.data[..., 0]))  # a bright field: its white
@@ -861,8 +861,9 @@ def test_expert_docks_open_as_tabs_and_the_window_keeps_its_size(make_napari_vie
 def test_a_new_modality_pair_taught_from_landmarks(make_napari_viewer, user, errors):
     """Two bright fields (RGB against RGB), which the viewer's model cannot take: landmarks,
     fit, Accept, teach — a new model for the pair's channels, checked before it is used."""
+    from napari_comir.core.resampling import resample
     from napari_comir.core.synthetic import synthetic_pair
-    from napari_comir.core.transforms import AffineTransform, resample
+    from napari_comir.core.transforms import AffineTransform
 
     bf, _ = synthetic_pair((160, 160), 0)
     other_stain = (255 - (255 - bf.astype(float))[..., ::-1] * 0.8).astype(np.uint8)

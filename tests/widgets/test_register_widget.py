@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from napari_comir.core.registration import RegistrationResult
-from napari_comir.core.transforms import AffineTransform, resample
+from napari_comir.core.resampling import resample
+from napari_comir.core.transforms import AffineTransform
 from napari_comir.widgets import _review
 from napari_comir.widgets.register import RegisterWidget
 

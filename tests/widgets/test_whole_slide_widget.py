@@ -8,10 +8,11 @@ import pytest
 
 from napari_comir.core.errors import InputError
 from napari_comir.core.registration.levels import to_level
+from napari_comir.core.resampling import resample
 from napari_comir.core.review import review_channels
 from napari_comir.core.synthetic import misaligned_pair
 from napari_comir.core.tiled_resample import resample_to_file
-from napari_comir.core.transforms import AffineTransform, corner_error, resample
+from napari_comir.core.transforms import AffineTransform, corner_error
 from napari_comir.widgets import _review
 from napari_comir.widgets._layers import (
     coarse_view,

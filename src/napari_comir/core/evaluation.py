@@ -12,7 +12,8 @@ from .defaults import SUCCESS_FRACTION
 from .field_transform import coverage
 from .inference import comir_tiles, compute_comir
 from .progress import Progress
-from .transforms import AffineTransform, resample
+from .resampling import resample
+from .transforms import AffineTransform
 from .zoo import ComirModel
 
 
@@ -117,7 +118,8 @@ def make_rigid_case(fixed_full: np.ndarray, moving_full: np.ndarray, angle_deg: 
     true : AffineTransform
         Moving (x, y) -> fixed (x, y) of the two patches.
     """
-    from .transforms import AffineTransform, resample
+    from .resampling import resample
+    from .transforms import AffineTransform
 
     rows, cols = fixed_full.shape[:2]
     warp = AffineTransform.about_center(angle_deg, ((cols - 1) / 2, (rows - 1) / 2), shift_xy)

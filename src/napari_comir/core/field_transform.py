@@ -28,9 +28,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .coordinate_frames import coordinate_transform, frames_to_centres_xy
 from .errors import InputError
-from .transforms import AffineTransform, _frames_to_centres_xy, as_points, cast_like, coordinate_transform
-from .transforms import resample as resample_affine
+from .resampling import cast_like
+from .resampling import resample as resample_affine
+from .transforms import AffineTransform, as_points
 
 #: The ``transform`` name of a deformable result in JSON (beside rigid, similarity, affine).
 DEFORMABLE = "deformable"
@@ -288,7 +290,7 @@ class DisplacementFieldTransform:
 def coordinate_map(transform, *, inverse: bool = False, origin: str = "centre",
                    moving_pixel_size=None, fixed_pixel_size=None):
     """The map (a function of (N, 2) (x, y)) of coordinates as a file writes them, in one
-    direction: :func:`~napari_comir.core.transforms.coordinate_transform` for an affine or a
+    direction: :func:`~napari_comir.core.coordinate_frames.coordinate_transform` for an affine or a
     deformable transform (the same parameters: origin, and µm where a pixel size is given)."""
     if isinstance(transform, AffineTransform):
         return coordinate_transform(transform, inverse=inverse, origin=origin,
@@ -296,7 +298,7 @@ def coordinate_map(transform, *, inverse: bool = False, origin: str = "centre",
                                     fixed_pixel_size=fixed_pixel_size).apply_xy
     if not isinstance(transform, DisplacementFieldTransform):
         raise InputError(f"expected a transform, got {type(transform).__name__}")
-    moving, fixed = _frames_to_centres_xy(origin, moving_pixel_size, fixed_pixel_size)
+    moving, fixed = frames_to_centres_xy(origin, moving_pixel_size, fixed_pixel_size)
     source, target = (fixed, moving) if inverse else (moving, fixed)
     directed = transform.inverse() if inverse else transform
     to_centres, from_centres = AffineTransform(source), AffineTransform(target).inverse()
@@ -319,7 +321,7 @@ def resample(moving, transform, output_shape, *, order: int = 1, cval: float = 0
              preserve_dtype: bool = True) -> np.ndarray:
     """Warp an image onto the target grid with an affine or a deformable transform.
 
-    :func:`napari_comir.core.transforms.resample` for an :class:`AffineTransform`; for a
+    :func:`napari_comir.core.resampling.resample` for an :class:`AffineTransform`; for a
     :class:`DisplacementFieldTransform` every output pixel reads the source where the transform's
     inverse sends it, in bands of :data:`RESAMPLE_BAND_ROWS` rows. Parameters as there.
     """

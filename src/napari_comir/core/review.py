@@ -26,7 +26,7 @@ field, the CoMIRs otherwise (a grey bright field against SHG shows too little of
 
 Every channel is float32 in [0, 1], ready to show with contrast limits (0, 1). The moving channel
 stays on the moving image's grid: the overlay places it by the transform (or resample it with
-:func:`~napari_comir.core.transforms.resample` to compare on the fixed grid).
+:func:`~napari_comir.core.resampling.resample` to compare on the fixed grid).
 """
 
 from __future__ import annotations

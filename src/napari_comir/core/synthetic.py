@@ -21,7 +21,8 @@ from scipy import fft as sp_fft
 from scipy import ndimage
 
 from .errors import InputError
-from .transforms import AffineTransform, resample
+from .resampling import resample
+from .transforms import AffineTransform
 
 # Optical density per unit stain (R, G, B), base 10: haematoxylin as in Ruifrok & Johnston
 # (2001); eosin absorbs more blue than theirs, which gives the pink-red of real scans.

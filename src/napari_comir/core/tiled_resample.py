@@ -2,7 +2,7 @@
 
 Each output tile reads only the moving region its pixels come from (plus the interpolation's
 margin), so memory is a few tiles whatever the image size, and every tile holds the pixels of
-:func:`~napari_comir.core.transforms.resample` on the whole image (the same ones, or for 8-bit
+:func:`~napari_comir.core.resampling.resample` on the whole image (the same ones, or for 8-bit
 bilinear resampling, whose samples are float32, within one grey level where a rounding tie
 falls the other way). The full-resolution tiles go into the output as they come; only the
 coarser levels pass through temporary data.
@@ -47,8 +47,9 @@ from .io.slides import (
 )
 from .limits import check_disk_space, check_image_pixels
 from .progress import Progress
+from .resampling import cast_like, resample
 from .threads import bounded_map, check_workers, reporting_thread
-from .transforms import AffineTransform, cast_like, resample
+from .transforms import AffineTransform
 
 #: Side of the output tiles resampled at a time (px).
 RESAMPLE_TILE = 1024

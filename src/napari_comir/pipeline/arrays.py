@@ -25,7 +25,8 @@ from ..core.registration import (
 )
 from ..core.registration.confidence import SCALE_SLACK
 from ..core.registration.deformable import record_refinement, refine_result
-from ..core.transforms import AffineTransform, corner_error, resample
+from ..core.resampling import resample
+from ..core.transforms import AffineTransform, corner_error
 from ..core.zoo import ComirModel
 from ..core.zoo import load_model as load_model_file
 from .options import PIXEL_SIZE_TOLERANCE, RegistrationOptions

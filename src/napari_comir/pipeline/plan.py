@@ -14,7 +14,8 @@ from ..core.inference import check_image, modality_spec
 from ..core.io.slides import Slide
 from ..core.pyramid import N_WINDOWS, OVERVIEW_SIDE, WINDOW_SIDE
 from ..core.registration import MAX_ASPECT
-from ..core.transforms import AffineTransform, resample
+from ..core.resampling import resample
+from ..core.transforms import AffineTransform
 from ..core.zoo import ComirModel
 from .options import RegistrationOptions
 

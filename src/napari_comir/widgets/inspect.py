@@ -17,7 +17,7 @@ from napari.utils.notifications import show_error
 from ..core.errors import ComirError, InputError
 from ..core.evaluation import local_ncc, rotation_equivariance_events
 from ..core.field_transform import coverage
-from ..core.transforms import resample
+from ..core.resampling import resample
 from . import _worker
 from ._connections import connect_while_alive
 from ._docking import tabify_with_siblings

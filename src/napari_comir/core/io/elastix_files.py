@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..coordinate_frames import coordinate_transform
 from ..errors import InputError
 from ..field_transform import DisplacementFieldTransform
-from ..transforms import AffineTransform, coordinate_transform
+from ..transforms import AffineTransform
 from ._transform_text import check_pixel_sizes_um
 from .files import atomic_path, write_text_atomic
 

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..coordinate_frames import coordinate_transform, from_coordinate_transform
 from ..errors import InputError
 from ..field_transform import FIELD_CONVENTION, DisplacementFieldTransform
-from ..transforms import coordinate_transform, from_coordinate_transform
 from ._transform_text import check_pixel_sizes_um, comment_values, pixel_sizes_um
 from .files import staging_directory, write_text_atomic
 from .itk_affine import from_itk_text

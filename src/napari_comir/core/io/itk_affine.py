@@ -8,8 +8,9 @@ import re
 
 import numpy as np
 
+from ..coordinate_frames import coordinate_transform, from_coordinate_transform
 from ..errors import InputError
-from ..transforms import AffineTransform, coordinate_transform, from_coordinate_transform
+from ..transforms import AffineTransform
 from ._transform_text import (
     check_pixel_sizes_um,
     comment_values,

@@ -7,8 +7,9 @@ import re
 
 import numpy as np
 
+from ..coordinate_frames import coordinate_transform, from_coordinate_transform
 from ..errors import InputError
-from ..transforms import AffineTransform, coordinate_transform, from_coordinate_transform
+from ..transforms import AffineTransform
 from ._transform_text import comment_values, from_matrix_xy, model_or_none, number_text, read_text
 
 QUPATH_CONVENTION = (
