@@ -157,3 +157,14 @@ def test_elastix_files_map_points_and_images_as_napari_comir(deformable, tmp_pat
     inside = (ours != 0) & (theirs != 0)
     assert inside.mean() > 0.5
     np.testing.assert_allclose(theirs[inside], ours[inside], atol=1e-4)
+
+
+def test_an_elastix_parameter_file_read_as_a_transform_says_what_it_is(tmp_path):
+    """An exported ``.elastix.txt`` given to ``read_transform`` (``napari-comir apply``) read as
+    an ITK file: "an ITK transform file for napari-comir holds one 2-D transform, found 0"."""
+    from napari_comir.core.io.elastix_files import write_elastix_transform
+
+    (path,) = write_elastix_transform(AFFINE, tmp_path / "r.elastix.txt", fixed_shape=SHAPE)
+    with pytest.raises(InputError, match=r"r\.elastix\.txt is an elastix parameter file, for "
+                                         r"transformix .* reads back the transform it exported as"):
+        read_transform(path)

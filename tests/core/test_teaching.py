@@ -69,6 +69,11 @@ def test_starting_model_refuses_odd_inputs():
         starting_model(2, 3, start)
     with pytest.raises(InputError, match="different names"):
         starting_model(3, 3, start, fixed_modality="x", moving_modality="x")
+    for name in ("h.e", "", "-he", "he ihc"):  # "h.e" failed in torch, as a network's key
+        with pytest.raises(InputError, match="a modality's name is a word"):
+            starting_model(3, 3, start, fixed_modality=name)
+    named = starting_model(3, 3, start, fixed_modality="he", moving_modality="cd31")
+    assert named.modalities == ["he", "cd31"]
 
 
 def _check(name, new, old):

@@ -313,8 +313,10 @@ def test_step_two_says_why_the_model_differs_from_the_one_asked(viewer_with_pair
 
 def test_removing_an_image_while_it_registers_stops_and_says_so(make_napari_viewer, user, errors):
     """The moving image deleted while it registers: the job stops and the dock says why (it
-    stayed on "registering…" under a full progress bar, with nothing to show)."""
+    stayed on "registering…" under a full progress bar, with nothing to show). The moving picker
+    stays empty: it fell to another open colour image, which one more click registered."""
     viewer, dock = open_sample_pair(make_napari_viewer)
+    viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="another colour image", rgb=True)
     run = dock.run_panel
     user.click(run.register_button)
     viewer.layers.remove("BF (sample, misaligned)")
@@ -322,6 +324,27 @@ def test_removing_an_image_while_it_registers_stops_and_says_so(make_napari_view
     assert job.state.value == "stopped" and not errors, (job.error, errors)
     assert run.verdict.value == "⚠ stopped: 'BF (sample, misaligned)' was removed while it ran"
     assert run.register_button.enabled and dock.session.result is None
+    assert run.moving.value is None and dock.session.moving is None
+    assert run.fixed.value is viewer.layers["SHG (sample)"]
+
+
+def test_registering_another_moving_image_puts_the_last_one_back(make_napari_viewer, user, errors):
+    """A result replaced by another image's goes with its preview: the moving image it placed
+    (wrongly, as like as not: the verdict said so) stayed shown out of place over the fixed one,
+    its result gone."""
+    viewer, dock = open_sample_pair(make_napari_viewer)
+    first = viewer.layers["BF (sample, misaligned)"]
+    second = viewer.add_image(np.array(first.data), name="BF (second copy)", rgb=True)
+    run = dock.run_panel
+    user.click(run.register_button)
+    assert user.wait_for_job(dock.session).state.value == "finished", errors
+    assert not np.allclose(first.affine.affine_matrix, np.eye(3))  # previewed
+    run.moving.value = second
+    user.click(run.register_button)
+    assert user.wait_for_job(dock.session).state.value == "finished", errors
+    user.wait_until(lambda: dock.session.result_pair == (viewer.layers["SHG (sample)"], second))
+    assert np.allclose(first.affine.affine_matrix, np.eye(3)) and not errors
+    assert not np.allclose(second.affine.affine_matrix, np.eye(3))
 
 
 def test_removing_the_fixed_image_in_a_long_stage_stops_without_a_crash(make_napari_viewer, raw_cases,
@@ -644,11 +667,21 @@ def test_teaching_learns_the_kept_pair_not_a_later_result(make_napari_viewer, us
         return real_teach(pairs, **options)
 
     monkeypatch.setattr(session_module.api, "teach", recording_teach)
-    teach.seconds.value = 5
+    bar = []  # the progress bar at every event: it went back as the steps that fit were re-timed
+    dock.session.changed.connect(lambda what: bar.append(teach.progress.value / teach.progress.max)
+                                 if what == "event" and teach.progress.max else None)
+    teach.seconds.value = 60
     user.click(teach.teach_button)
-    user.wait_until(lambda: len(taught_pairs) == 1)
+    user.wait_until(lambda: len(teach.loss_plot.values) >= 3, 120)
+    # The heading says it runs (it read "fine-tune the model on the kept pair" throughout); the
+    # loss as a curve and its mean (one step's loss jumps about), the time left of the time given.
+    assert statuses(dock)["teach"] == "5 · teach: teaching… (progress and Stop below)"
+    assert teach.loss_plot.isVisible() and "(mean of the last" in teach.status.value
+    assert teach.status.value.endswith("left, then a check")
     user.click(teach.stop_button)
-    user.wait_for_job(dock.session, 120)
+    assert user.wait_for_job(dock.session, 120).state.value == "stopped"
+    assert statuses(dock)["teach"] == "5 · teach: stopped: nothing saved, still using bf-shg"
+    assert len(bar) >= 3 and bar == sorted(bar), bar
     (pair,) = taught_pairs
     assert pair.name == "BF (sample, misaligned) on SHG (sample)"
     assert np.allclose(pair.transform.matrix_xy, kept.transform.matrix_xy)
@@ -886,12 +919,20 @@ def test_a_new_modality_pair_taught_from_landmarks(make_napari_viewer, user, err
     teach = dock.teach_panel
     assert teach.teach_button.enabled
     assert teach.save_as.value == "taught-IHC"  # a new model: not named after bf-shg
+    # Its modalities named after the images (they read "moving → fixed" in the model's name)
+    assert teach.modalities.visible
+    assert (teach.fixed_modality.value, teach.moving_modality.value) == ("he", "ihc")
+    teach.moving_modality.value = "ihc.x"
+    user.click(teach.teach_button)
+    assert teach.status.value.startswith("⚠ a modality's name is a word") and not dock.session.busy
+    teach.moving_modality.value = "ihc"
     teach.seconds.value, teach.save_as.value = 5, "he-ihc-here"
     user.click(teach.teach_button)
     job = user.wait_for_job(dock.session, 180)
     assert job.state.value == "finished", (job.error, errors)
     outcome, saved = job.result
     card = outcome.model.card
+    assert (card.fixed_modality, card.moving_modality) == ("he", "ihc")
     assert [card.modalities[m].channels for m in (card.fixed_modality, card.moving_modality)] == [3, 3]
     assert ("✓ saved 'he-ihc-here'" if saved else "⚠ not saved") in teach.status.value
     # the step's heading agrees (it read "✓ now using bf-shg" over a refused model)
@@ -899,3 +940,12 @@ def test_a_new_modality_pair_taught_from_landmarks(make_napari_viewer, user, err
     assert dock.status["teach"].value == ("5 · teach: ✓ now using he-ihc-here" if saved else
                                           f"5 · teach: ⚠ nothing saved, still using {in_use} (why: below)")
     assert (dock.session.models.source == "he-ihc-here") == saved
+
+
+def test_a_new_pairs_modalities_are_named_by_the_words_its_images_do_not_share():
+    from napari_comir.widgets._teach_panel import modality_names
+
+    assert modality_names("lung-lesion_3_He-les3", "lung-lesion_3_CD31-3-les3") == ("he", "cd31")
+    assert modality_names("SHG", "H&E") == ("shg", "he")
+    assert modality_names("img", "img copy") == ("fixed", "moving")  # nothing of its own
+    assert modality_names("scan 1", "scan 2") == ("fixed", "moving")  # numbers name no modality

@@ -30,6 +30,7 @@ import copy
 import csv
 import io
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -52,6 +53,8 @@ from .training import TrainConfig, fine_tune_config, train
 from .transforms import AffineTransform
 from .zoo import ComirModel, ModelCard
 
+#: A new model's modality names: keys of its networks (no '.': torch's module names).
+MODALITY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 #: Learning rate of the recipe: 1e-4 with frozen BatchNorm (the old fine-tuning default) left
 #: H&E-vs-IHC models registering 3 of 4 pairs after 60 s; 1e-3 registered 4 of 4.
 TEACH_LR = 1e-3
@@ -198,6 +201,10 @@ def starting_model(fixed_channels: int, moving_channels: int, start: ComirModel,
     fixed_modality, moving_modality : str
         The modalities' names: the network called ``fixed_modality`` takes the fixed images.
     """
+    for modality in (fixed_modality, moving_modality):
+        if not isinstance(modality, str) or not MODALITY_NAME.match(modality):
+            raise InputError(f"a modality's name is a word of letters, digits, '_' or '-' (at "
+                             f"most 32, e.g. 'he' or 'ihc'), got {modality!r}")
     source = start.networks[START_NETWORK].state_dict()
     modalities = {}
     for modality, channels in ((fixed_modality, fixed_channels), (moving_modality, moving_channels)):

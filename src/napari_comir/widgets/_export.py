@@ -4,12 +4,14 @@ the file name; the pixel sizes from the layers' scale). Conventions:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from napari.layers import Layer
 
 from .. import api
 from ..batch.jobs import safe_name
+from ..core.errors import InputError
 from ..core.io.elastix_files import field_sidecar_paths
 from ..core.io.transform_formats import MICROMETRE_FORMATS, format_from_path
 from ..core.registration import RegistrationResult
@@ -45,8 +47,23 @@ def layer_pixel_size_um(layer: Layer) -> float:
     return abs(layer_scale_x(layer))
 
 
+def offered_endings(deformable: bool) -> list[str]:
+    """The file-name endings the export dialog offers (for a field: those that hold one)."""
+    filters = FIELD_FILTERS if deformable else FILTERS
+    return [ending for name, _ in filters for ending in re.findall(r"\*(\.[\w.]+)", name)]
+
+
 def export_result(result: RegistrationResult, fixed: Layer, moving: Layer, path) -> Path:
-    """Write the result's transform to ``path`` in the format its name asks for."""
+    """Write the result's transform to ``path`` in the format its name asks for; a name no
+    format ends gets an :class:`InputError` naming the dialog's endings (:func:`offered_endings`)."""
+    if not _is_elastix(path):
+        try:
+            format_from_path(path)
+        except InputError:
+            endings = offered_endings(not isinstance(result.transform, AffineTransform))
+            raise InputError(f"cannot tell the format from {Path(path).name!r}: end the name in "
+                             f"{', '.join(endings[:-1])} or {endings[-1]}, or choose a format in "
+                             "the dialog and type the name without an ending") from None
     sizes = {"fixed_pixel_size_um": layer_pixel_size_um(fixed),
              "moving_pixel_size_um": layer_pixel_size_um(moving)}
     if _is_elastix(path):  # a field's files first, the parameter file last

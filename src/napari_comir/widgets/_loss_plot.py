@@ -22,10 +22,11 @@ def log_scale(values: list[float]) -> list[float]:
 class LossPlot(QWidget):
     """Loss per step on a log scale, with a moving average so the noisy InfoNCE trend is visible."""
 
-    def __init__(self, parent=None, smoothing: int = 10):
+    def __init__(self, parent=None, smoothing: int = 10, hint: str = "loss curve (press Start)"):
         super().__init__(parent)
         self.values: list[float] = []
         self.smoothing = smoothing
+        self.hint = hint  # shown before the first step
         self.setMinimumHeight(90)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.setToolTip("Training loss (InfoNCE) per step, log scale; the bright line is a moving "
@@ -54,7 +55,7 @@ class LossPlot(QWidget):
         margin, width, height = 6, self.width() - 12, self.height() - 24
         painter.setPen(QColor(200, 200, 200))
         if not self.values:
-            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "loss curve (press Start)")
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.hint)
             return
         logs, smooth = log_scale(self.values), log_scale(self.smoothed())
         lo, hi = min(logs), max(logs)

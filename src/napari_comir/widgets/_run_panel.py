@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -118,6 +120,7 @@ class RunPanel(Container):
         self.session = session
         viewer = session.viewer
         images = lambda _widget=None: [(layer.name, layer) for layer in raw_images(viewer)]  # noqa: E731
+        self._known_images: weakref.WeakSet = weakref.WeakSet()  # the images guessed from
         self.fixed = ComboBox(label="fixed", choices=images, nullable=True)
         self.moving = ComboBox(label="moving", choices=images, nullable=True)
         self.method = ComboBox(label="method", value="search", visible=expert,
@@ -176,8 +179,19 @@ class RunPanel(Container):
         self._show_sizes()
 
     def reset_choices(self, *_):
+        viewer = self.session.viewer
+        # A picker whose image was removed stays empty: one more click would otherwise register
+        # whatever image the choice list fell to (a pair nobody chose). Guesses are for images
+        # opened, not for images taken away.
+        gone = [picker for picker in (self.fixed, self.moving)
+                if picker.value is not None and picker.value not in viewer.layers]
         super().reset_choices()
-        fixed, moving = guess_pair(self.session.viewer, self.session.models.model)
+        for picker in gone:
+            picker.value = None
+        images = raw_images(viewer)
+        opened = any(layer not in self._known_images for layer in images)
+        self._known_images = weakref.WeakSet(images)
+        fixed, moving = guess_pair(viewer, self.session.models.model) if opened else (None, None)
         chosen = (self.fixed.value, self.moving.value)
         if None in chosen and None not in (fixed, moving) and \
                 all(layer in (None, fixed, moving) for layer in chosen):

@@ -104,10 +104,20 @@ def eta_text(job: Job) -> str:
     left = job.seconds_left()
     if left is None:
         return ""
-    rate = job.seconds_per_step
-    rate_text = f"{rate:.2g} s/step" if rate >= 0.1 else f"{1 / max(rate, 1e-9):.0f} steps/s"
-    minutes, seconds = divmod(round(left), 60)
-    return f"{rate_text} · {f'{minutes} min {seconds} s' if minutes else f'{seconds} s'} left"
+    return f"{rate_text(job.seconds_per_step)} · {duration_text(left)} left"
+
+
+def rate_text(seconds_per_step: float) -> str:
+    """"1.9 s/step", or "12 steps/s" for fast steps."""
+    if seconds_per_step >= 0.1:
+        return f"{seconds_per_step:.2g} s/step"
+    return f"{1 / max(seconds_per_step, 1e-9):.0f} steps/s"
+
+
+def duration_text(seconds: float) -> str:
+    """"40 s" or "2 min 5 s"."""
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
 def run_job(generator_function: Callable[..., Iterator[Progress]], *args,

@@ -103,11 +103,17 @@ class GuidedDock(ScrollingDock, Container):
             keep = f"{self.keep_panel.accept_button.text} or Export the transform" + of
         texts["keep"] = "4 · keep: " + keep
         teach = "after Accept, if the model does not know this tissue"
-        if session.job_kind == "teach" and session.job is not None and \
-                session.job.state is JobState.FINISHED:
-            _, saved = session.job.result
+        job = session.job if session.job_kind == "teach" else None
+        if job is not None and job.state is JobState.FINISHED:
+            _, saved = job.result
             teach = (f"✓ now using {session.models.source}" if saved else
                      f"⚠ nothing saved, still using {session.models.source} (why: below)")
+        elif job is not None:
+            teach = {JobState.RUNNING: "teaching… (progress and Stop below)",
+                     JobState.STOPPING: "stopping…",
+                     JobState.STOPPED: f"stopped: nothing saved, still using {session.models.source}",
+                     JobState.FAILED: f"⚠ failed, still using {session.models.source} (why: below)",
+                     }[job.state]
         elif session.accepted is not None:
             teach = "fine-tune the model on the kept pair"
         texts["teach"] = "5 · teach: " + teach

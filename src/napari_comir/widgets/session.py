@@ -376,6 +376,10 @@ class RegistrationSession:
 
         def finish() -> None:
             self.presenting = False
+            if self.result_pair is not None and self.result_pair[1] is not moving:
+                # Another image's result is gone: its preview with it (an accepted one lives on
+                # in the layer Accept made). A wrong result left it shown out of place.
+                _review.unplace_moving(self.viewer, *self.result_pair)
             self.result, self.result_pair = result, (fixed, moving)
             self.review_layers, self.review_images = (layers["fixed"], layers["moving"]), images
             self.after = True
@@ -612,10 +616,11 @@ class RegistrationSession:
             return False
         return True
 
-    def teach(self, seconds: float, name: str) -> Job:
+    def teach(self, seconds: float, name: str, modalities: tuple[str, str] | None = None) -> Job:
         """Teach the model the kept pair (the images and the accepted transform) in a worker
         (:func:`napari_comir.api.teach`): a copy of this viewer's model when its networks take
-        these images, else a new model for their channel counts (a new modality pair). The
+        these images, else a new model for their channel counts (a new modality pair, its
+        ``(fixed, moving)`` modalities so named; default "fixed" and "moving"). The
         taught model is checked, saved as the user model ``name`` and used in this viewer; the
         default of later sessions is unchanged (a taught model can be worse on other pairs)."""
         if self.accepted is None or self.accepted_pair is None:
@@ -628,7 +633,9 @@ class RegistrationSession:
                                 name=f"{moving.name} on {fixed.name}")
         model = self.models.get()
         start = model if self.teaches_from_model(model) else None  # None: a new modality pair
-        events = api.teach([pair], start=start, max_seconds=seconds, device=self.models.device)
+        names = {} if start is not None or modalities is None else \
+            dict(zip(("fixed_modality", "moving_modality"), modalities, strict=True))
+        events = api.teach([pair], start=start, max_seconds=seconds, device=self.models.device, **names)
 
         def teach_and_save() -> Iterator[Progress]:
             outcome = None

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from ..errors import InputError
@@ -60,6 +61,8 @@ SUFFIX_FORMATS = (
     (".csv", "csv"),
     (".json", "json"),
 )
+#: A line of an elastix parameter file: ``(Transform "AffineTransform")``.
+ELASTIX_PARAMETER = re.compile(r'^\s*\(Transform\s+"', re.MULTILINE)
 CSV_CONVENTION = (
     "Written by napari-comir. {name}: one header row and one value row.\n"
     "Convention: m00..m12 are the first two rows of matrix_xy, which maps a MOVING image's pixel\n"
@@ -187,6 +190,10 @@ def read_transform(path: str | os.PathLike, *, format: str | None = None,
         return read_ngff_field(path, **sizes)
     if format_name == "itk":
         text = read_text(path, "ITK transform")
+        if ELASTIX_PARAMETER.search(text):
+            raise InputError(f"{Path(path).name} is an elastix parameter file, for transformix "
+                             "(or itk-elastix) to apply; napari-comir reads back the transform "
+                             "it exported as .json, .tfm, .ngff.json, .qupath.txt or .csv")
         if is_itk_field_text(text):
             return from_itk_field_text(text, **sizes)
         return from_itk_text(text, **sizes)
