@@ -671,8 +671,12 @@ def test_teaching_learns_the_kept_pair_not_a_later_result(make_napari_viewer, us
     dock.session.changed.connect(lambda what: bar.append(teach.progress.value / teach.progress.max)
                                  if what == "event" and teach.progress.max else None)
     teach.seconds.value = 60
+    viewer.window._qt_window.resize(1280, 800)
+    dock.native.verticalScrollBar().setValue(0)  # the dock scrolled to its first steps
     user.click(teach.teach_button)
     user.wait_until(lambda: len(teach.loss_plot.values) >= 3, 120)
+    # scrolled to the panel: its progress, curve and Stop were below the fold
+    user.wait_until(lambda: teach.native.visibleRegion().boundingRect() == teach.native.rect(), 10)
     # The heading says it runs (it read "fine-tune the model on the kept pair" throughout); the
     # loss as a curve and its mean (one step's loss jumps about), the time left of the time given.
     assert statuses(dock)["teach"] == "5 · teach: teaching… (progress and Stop below)"

@@ -8,9 +8,11 @@ import time
 
 from magicgui.widgets import Container, FloatSpinBox, LineEdit, ProgressBar, PushButton
 from napari.utils.notifications import show_error
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QScrollArea
 
 from ..core.errors import ComirError
-from ._connections import connect_while_alive
+from ._connections import connect_while_alive, widget_deleted
 from ._layers import StatusLine, is_multiscale
 from ._loss_plot import LossPlot
 from ._run_panel import row
@@ -22,6 +24,8 @@ TEACH_SECONDS = 60.0
 #: Resolution of the teaching progress bar, which counts seconds of the time given: the steps
 #: that fit are an estimate that grows as the first steps are timed (a bar of steps went back).
 PROGRESS_TICKS = 1000
+#: Room (px) left below the panel when the dock is scrolled to it: its status may gain a line.
+VIEW_MARGIN_PX = 24
 
 
 def safe_model_name(text: str) -> str:
@@ -105,7 +109,18 @@ class TeachPanel(Container):
         self._budget_s, self._training_since = float(self.seconds.value), None
         self.loss_plot.clear()
         self.loss_plot.setVisible(True)
+        QTimer.singleShot(0, self._bring_into_view)  # once the dock has laid out the curve
         return job
+
+    def _bring_into_view(self) -> None:
+        """Scroll the dock to this panel: its progress and Stop sat below the fold of a
+        1280 x 800 window, the dock scrolled to the steps above."""
+        scroll = self.native.parentWidget()
+        while scroll is not None and not isinstance(scroll, QScrollArea):
+            scroll = scroll.parentWidget()
+        if scroll is not None and not widget_deleted(self.native):
+            scroll.widget().layout().activate()  # the panel's new height, not the last one laid out
+            scroll.ensureWidgetVisible(self.native, 0, VIEW_MARGIN_PX)
 
     def _show_training(self, event, job) -> None:
         """A teaching step: the loss curve, the seconds of the time given, the smoothed loss."""
@@ -126,6 +141,10 @@ class TeachPanel(Container):
             text += f" · {rate_text(job.seconds_per_step)}"
         left = max(0.0, self._budget_s - elapsed)
         self.status.value = text + f" · {duration_text(left)} left, then a check"
+        visible = self.native.visibleRegion()
+        if not visible.isEmpty() and visible.boundingRect() != self.native.rect():
+            # in view but cut off: the status gained a line (not a dock scrolled elsewhere)
+            QTimer.singleShot(0, self._bring_into_view)
 
     def _default_name(self) -> str:
         """The name of the model taught from (a new modality pair: "taught") and the kept
