@@ -6,7 +6,7 @@ import math
 import re
 import time
 
-from magicgui.widgets import Container, FloatSpinBox, LineEdit, ProgressBar, PushButton
+from magicgui.widgets import Container, FloatSpinBox, Label, LineEdit, ProgressBar, PushButton
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QScrollArea
@@ -64,9 +64,10 @@ class TeachPanel(Container):
                         "microscope): the dock picks later images by it in their names")
         self.fixed_modality = LineEdit(label="fixed", tooltip=modality_tip.format("fixed"))
         self.moving_modality = LineEdit(label="moving", tooltip=modality_tip.format("moving"))
-        # Only for a new modality pair: a model taught further keeps its own modalities.
-        self.modalities = row(self.fixed_modality, self.moving_modality)
-        self.modalities.label = "modalities"
+        # Only for a new modality pair (a model taught further keeps its own), in the order of
+        # step 1's heading: "(moving → fixed)".
+        self.modalities = row(self.moving_modality, Label(value="→"), self.fixed_modality,
+                              label="modalities")
         self.modalities.visible = False
         self._modalities_for: tuple[str, str] = ("", "")  # the names last filled in
         self.teach_button = PushButton(text="teach (s)", enabled=False,
@@ -86,8 +87,7 @@ class TeachPanel(Container):
         self._training_since: float | None = None  # when its first step was reported
         super().__init__(widgets=[row(self.seconds, self.teach_button, self.stop_button),
                                   self.save_as, self.modalities, self.progress, self.status])
-        layout = self.native.layout()
-        layout.insertWidget(layout.indexOf(self.status.native), self.loss_plot)
+        self.native.layout().addWidget(self.loss_plot)  # under the status that reads it out
         self.margins = (0, 0, 0, 0)
         self.teach_button.clicked.connect(self.teach)
         self.stop_button.clicked.connect(session.stop)
