@@ -136,7 +136,7 @@ class TeachPanel(Container):
         smoothed = self.loss_plot.smoothed()
         if smoothed:
             window = min(self.loss_plot.smoothing, len(smoothed))
-            text += f" · loss {smoothed[-1]:.3g} (mean of the last {window})"
+            text += f" · loss {smoothed[-1]:.3g}" + (f" (mean of the last {window})" if window > 1 else "")
         if job.seconds_per_step is not None:
             text += f" · {rate_text(job.seconds_per_step)}"
         left = max(0.0, self._budget_s - elapsed)
