@@ -790,6 +790,7 @@ def test_real_pair_register_accept_export_teach(make_napari_viewer, raw_cases, u
     assert dock.keep_panel.targets.choices == ()
 
     # Teach: a few seconds on the kept pair; the taught model is used here, the default is not.
+    assert not dock.teach_panel.modalities.visible  # bf-shg taught further keeps its modalities
     default_before = _state.ModelState.default_name()
     dock.teach_panel.seconds.value = 5
     dock.teach_panel.save_as.value = "taught-here"
