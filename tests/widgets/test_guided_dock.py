@@ -511,6 +511,23 @@ def test_pixel_sizes_typed_in_the_dock_are_registered_with(make_napari_viewer, r
     assert tuple(viewer.layers["review: SHG (green)"].scale) == pytest.approx((0.25, 0.25), rel=0.01)
     assert np.allclose(viewer.layers["review: H&E (magenta)"].affine.affine_matrix,
                        viewer.layers["H&E"].affine.affine_matrix)  # over the image it shows
+    # ... and step 2 says it was found with other sizes (it read "✓ likely right" as if checked)
+    assert dock.status["register"].value.endswith(
+        "with other pixel sizes: Register to check it with these")
+    # Sizes that cannot fit: Register fails, and step 2 and the verdict say so until the sizes
+    # change, an Accept of the earlier result included (both read "✓ likely right" again)
+    run.sizes["fixed"].value = 0.05
+    user.click(run.register_button)
+    assert user.wait_for_job(dock.session).state.value == "failed"
+    assert dock.status["register"].value == "2 · register: ⚠ failed — see below"
+    refusal = run.verdict.value
+    assert refusal.startswith("⚠ failed") and "pixel sizes" in refusal
+    user.click(dock.keep_panel.accept_button)
+    assert user.wait_for_job(dock.session).state.value == "finished", errors
+    assert run.verdict.value == refusal
+    assert dock.status["register"].value == "2 · register: ⚠ cannot register this pair — see below"
+    run.sizes["fixed"].value = 0.5
+    assert dock.status["register"].value.startswith("2 · register: ✓")
 
 
 def test_a_dock_opened_again_shows_the_result_its_session_holds(make_napari_viewer, user, errors):

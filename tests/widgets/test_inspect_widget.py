@@ -35,6 +35,14 @@ def test_views_agreement_and_equivariance(viewer_with_pair, errors, user):
     assert widget.job.state.value == "finished", errors
     assert -1.0 <= widget.equivariance <= 1.0
     assert "r = " in widget._equi_label.value
+    # Its maps are the plugin's: neither an image to register nor a layer to carry with a result
+    # (both were offered)
+    from napari_comir.widgets._layers import raw_images
+    from napari_comir.widgets.inspect import EQUIVARIANCE_LAYER
+    from napari_comir.widgets.session import session_for
+
+    maps = {viewer.layers[AGREEMENT_LAYER], viewer.layers[EQUIVARIANCE_LAYER]}
+    assert not maps & set(raw_images(viewer)) and not maps & set(session_for(viewer).apply_targets())
 
 
 def test_defaults_pick_two_layers_and_the_modality_of_the_image(make_napari_viewer, pair):
@@ -86,3 +94,10 @@ def test_an_agreement_map_left_shown_goes_under_a_new_review(viewer_with_pair, u
     session.show_result(result, fixed, moving, _review.review_images(fixed, moving))
     user.wait_until(lambda: session.result is result and not session.busy)
     assert not viewer.layers[AGREEMENT_LAYER].visible
+    # Shown again by Inspect's overlay, then Accept: the accepted layer went in just above the
+    # fixed image, under them (additive: a white wash over it)
+    InspectWidget(viewer).overlay()
+    assert viewer.layers["CoMIR (BF)"].visible and viewer.layers["CoMIR (SHG)"].visible
+    session.accept()
+    user.wait_until(lambda: session.accepted is not None and not session.busy)
+    assert not any(viewer.layers[name].visible for name in ("CoMIR (BF)", "CoMIR (SHG)", AGREEMENT_LAYER))

@@ -26,15 +26,21 @@ def layer_choices(viewer, *types: type[Layer]):
 
 
 #: Metadata keys marking layers the plugin made (CoMIRs, registered copies, review overlays,
-#: landmarks): never offered as the images to register or train on by default.
-DERIVED_KEYS = ("comir_source", TRANSFORM_KEY, "comir_review_of", "comir_landmarks_of")
+#: landmarks, Inspect's maps): never offered as the images to register or train on by default,
+#: nor to carry with a result.
+DERIVED_KEYS = ("comir_source", TRANSFORM_KEY, "comir_review_of", "comir_landmarks_of",
+                "comir_inspection")
+
+
+def made_by_plugin(layer: Layer) -> bool:
+    """Whether the plugin made the layer (see :data:`DERIVED_KEYS`)."""
+    return any(key in layer.metadata for key in DERIVED_KEYS) or \
+        layer.name.startswith(("Checkerboard", "CoMIR preview"))
 
 
 def raw_images(viewer) -> list[Image]:
     """The viewer's image layers that the plugin did not make."""
-    return [layer for layer in viewer.layers if isinstance(layer, Image)
-            and not any(key in layer.metadata for key in DERIVED_KEYS)
-            and not layer.name.startswith(("Checkerboard", "CoMIR preview"))]
+    return [layer for layer in viewer.layers if isinstance(layer, Image) and not made_by_plugin(layer)]
 
 
 def beside_source(layer: Layer, file_name: str) -> Path:

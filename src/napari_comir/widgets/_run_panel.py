@@ -310,8 +310,11 @@ class RunPanel(Container):
                 self.verdict.native.setStyleSheet(_BAD)
             if job.state is not JobState.FINISHED:
                 return
-        shown = session.result is not None and session.result_pair == (session.fixed, session.moving)
-        if what == "result" or (what == "job" and shown and not session.presenting):
+        chosen = (session.fixed, session.moving)
+        shown = session.result is not None and session.result_pair == chosen
+        # ... but a failed or refused attempt at the pair, newer than its result, stays said
+        again = shown and not session.presenting and session.failed_pair != chosen
+        if what == "result" or (what in ("job", "sizes") and again):
             self._show_result()  # a new result is being presented: not the earlier one meanwhile
         if what == "pair":
             self._show_pair()

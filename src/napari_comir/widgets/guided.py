@@ -131,28 +131,35 @@ class GuidedDock(ScrollingDock, Container):
                 return f"⚠ {layer.name!r} is {dimensions}-D: take a 2-D slice of it first"
         if session.busy and session.job_kind == "register":
             return "running…"
-        result = session.result
-        if result is not None and session.result_pair == (fixed, moving):
-            if result.method == "landmarks":
-                return "fitted to landmarks (not yet checked)" + (
-                    "" if result.success_likely else ": ⚠ they cover little — see below")
-            model = result.transform.model
-            asked = self.run_panel.transform.value
-            if result.deformable is not None and not result.deformable.get("kept"):
-                model += " (no field kept)"
-            elif asked not in (model, "deformable"):
-                model += " (the simplest that fits)"
-            return (f"✓ {model}, likely right" if result.success_likely
-                    else f"{model}: ⚠ probably wrong — see below")
+        # The last attempt at this pair, if it failed or was refused, is newer than its result
         job = session.job
         if session.job_kind in ("register", "fit") and job is not None and \
                 job.state is JobState.FAILED and session.job_layers == (fixed, moving):
             return "⚠ failed — see below"
-        if session.refused_pair == (fixed, moving):
+        if session.failed_pair == (fixed, moving):
             return "⚠ cannot register this pair — see below"
+        result = session.result
+        if result is not None and session.result_pair == (fixed, moving):
+            return self._result_status(result) + (
+                "" if session.result_sizes == layer_pixel_sizes(fixed, moving) else
+                " with other pixel sizes: Register to check it with these")
         if is_multiscale(fixed) or is_multiscale(moving):
             return "whole slides (coarse to fine): press Register"
         sizes = layer_pixel_sizes(fixed, moving)
         known = (f"fixed {sizes[0]:g}, moving {sizes[1]:g} µm/px" if sizes[0] else
                  "scale searched (no pixel sizes)")
         return f"{known}; press Register"
+
+    def _result_status(self, result) -> str:
+        """The chosen pair's result in step 2's heading: its model and the verdict."""
+        if result.method == "landmarks":
+            return "fitted to landmarks (not yet checked)" + (
+                "" if result.success_likely else ": ⚠ they cover little — see below")
+        model = result.transform.model
+        asked = self.run_panel.transform.value
+        if result.deformable is not None and not result.deformable.get("kept"):
+            model += " (no field kept)"
+        elif asked not in (model, "deformable"):
+            model += " (the simplest that fits)"
+        return (f"✓ {model}, likely right" if result.success_likely
+                else f"{model}: ⚠ probably wrong — see below")

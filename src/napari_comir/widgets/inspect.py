@@ -163,7 +163,8 @@ class InspectWidget(Container):
         defined = np.isfinite(ncc)
         self.agreement = float(ncc[defined].mean()) if defined.any() else float("nan")
         upsert_image(self.viewer, AGREEMENT_LAYER, np.nan_to_num(ncc), like=fixed, colormap="PiYG",
-                     contrast_limits=(-1.0, 1.0), blending="translucent", visible=True)
+                     contrast_limits=(-1.0, 1.0), blending="translucent", visible=True,
+                     metadata={"comir_inspection": "agreement"})
         self._agree_label.value = (f"mean local NCC {self.agreement:.3f} on the overlap "
                                    "(green = agree, pink = disagree, 0 = flat/outside)")
         return self.agreement
@@ -186,7 +187,8 @@ class InspectWidget(Container):
                 return
             self.equivariance, back = job.result
             upsert_image(self.viewer, EQUIVARIANCE_LAYER, back[..., 0] if back.shape[-1] == 1
-                         else back, like=layer, visible=False)
+                         else back, like=layer, visible=False,
+                         metadata={"comir_inspection": "equivariance"})
             self._equi_label.value = (f"r = {self.equivariance:.3f} between CoMIR and "
                                       f"rotate(-{angle:g}°)·CoMIR·rotate({angle:g}°) "
                                       "(1 = perfectly equivariant)")

@@ -30,12 +30,12 @@ from . import _export, _review, _slide_output
 from ._apply import apply_to_layer, carried_onto, carried_pixels, shown_matrix
 from ._landmarks import landmark_names, landmark_pairs
 from ._layers import (
-    DERIVED_KEYS,
     image_data,
     is_multiscale,
     layer_pixel_size,
     layer_pixel_sizes,
     layer_shape,
+    made_by_plugin,
     raw_images,
     registration_data,
 )
@@ -84,14 +84,17 @@ class RegistrationSession:
         self.moving: Layer | None = None
         self.result: RegistrationResult | None = None
         self.result_pair: tuple[Layer, Layer] | None = None
+        #: The pair's (fixed, moving) pixel sizes (µm, None unknown) when the result was found.
+        self.result_sizes: tuple[float | None, float | None] | None = None
         self.accepted: Layer | None = None
         self.accepted_result: RegistrationResult | None = None
         self.accepted_pair: tuple[Layer, Layer] | None = None
         self.review_view: str = _review.DEFAULT_VIEW
         self.after = True
         self.review_layers: tuple[Layer, ...] = ()
-        #: The pair whose Register was refused at once (bad input), until another is chosen.
-        self.refused_pair: tuple[Layer | None, Layer | None] | None = None
+        #: The pair whose last Register was refused (bad input) or failed, until another pair is
+        #: chosen, a size of it changes or it registers: newer than its result, if it has one.
+        self.failed_pair: tuple[Layer | None, Layer | None] | None = None
         #: The user's layers hidden while the review shows the images (see _hide_under_review).
         self._covered: list[Layer] = []
         self.review_images: dict = {}  # the overlay's images of the result, made in the worker
@@ -129,7 +132,7 @@ class RegistrationSession:
             for layer in (self.fixed, self.moving):
                 if layer is not None:
                     layer.events.scale.disconnect(self._on_scale)
-            self.fixed, self.moving, self.refused_pair = fixed, moving, None
+            self.fixed, self.moving, self.failed_pair = fixed, moving, None
             for layer in (fixed, moving):
                 if layer is not None:
                     layer.events.scale.connect(self._on_scale)
@@ -148,6 +151,8 @@ class RegistrationSession:
                                                      shown)
             self.set_review_view(self.review_view)  # its layers shown or hidden again
             self.place_moving()
+        if event is not None and event.source in (self.fixed, self.moving):
+            self.failed_pair = None  # refused or failed for the sizes it had, maybe
         self.changed.emit("sizes")
 
     def chosen_pair(self) -> tuple[Layer, Layer]:
@@ -217,6 +222,8 @@ class RegistrationSession:
             self.changed.emit("event")
 
         def done(job: Job) -> None:
+            if kind in ("register", "fit") and job.state is JobState.FAILED:
+                self.failed_pair = layers
             on_done(job)
             self.changed.emit("job")
 
@@ -227,14 +234,14 @@ class RegistrationSession:
     # ------------------------------------------------------------------ register
     def register(self, **options) -> Job:
         """Register the chosen pair in a worker (ComirError at once for bad input; the pair is
-        then :attr:`refused_pair`, which step 2 names)."""
+        then :attr:`failed_pair`, which step 2 names)."""
         try:
             job = self._register(**options)
         except ComirError:
-            self.refused_pair = (self.fixed, self.moving)
+            self.failed_pair = (self.fixed, self.moving)
             self.changed.emit("job")
             raise
-        self.refused_pair = None
+        self.failed_pair = None
         return job
 
     def _register(self, *, transform: str, rotation_range: float, method: str = "search",
@@ -363,10 +370,7 @@ class RegistrationSession:
         # The earlier result's checkerboard, agreement and deformation views (made again when
         # chosen): a deformation view stayed, hidden, under an affine result.
         self._remove_layers(_review.extra_review_layers(self.viewer), one_per_turn=True)
-        # CoMIRs shown by Representations, Inspect's agreement map, would wash it out
-        for name in (*map(comir_layer_name, (fixed, moving)), AGREEMENT_LAYER):
-            if name in self.viewer.layers:
-                self.viewer.layers[name].visible = False
+        self._hide_comir_views(fixed, moving)
         self.presenting = True
         layers = {}
 
@@ -381,6 +385,7 @@ class RegistrationSession:
                 # in the layer Accept made). A wrong result left it shown out of place.
                 _review.unplace_moving(self.viewer, *self.result_pair)
             self.result, self.result_pair = result, (fixed, moving)
+            self.result_sizes = layer_pixel_sizes(fixed, moving)
             self.review_layers, self.review_images = (layers["fixed"], layers["moving"]), images
             self.after = True
             self.place_moving()
@@ -399,6 +404,13 @@ class RegistrationSession:
             self.changed.emit("job")
 
         _in_turns(lambda: add("moving"), lambda: add("fixed"), finish)
+
+    def _hide_comir_views(self, fixed: Layer, moving: Layer) -> None:
+        """Hide the pair's CoMIRs (shown by Representations) and Inspect's agreement map: over
+        a result's review or an accepted layer they washed it out (additive)."""
+        for name in (*map(comir_layer_name, (fixed, moving)), AGREEMENT_LAYER):
+            if name in self.viewer.layers:
+                self.viewer.layers[name].visible = False
 
     def _remove_review_layers(self, later: bool = False) -> None:
         """Remove the review layers; ``later``: once napari has finished removing layers (a
@@ -566,6 +578,7 @@ class RegistrationSession:
             for covered in self._covered:  # shown again, but for the moving image
                 covered.visible = True
             moving.visible, self._covered = False, []  # hidden under the accepted layer
+            self._hide_comir_views(fixed, moving)
             layers = self.viewer.layers
             layers.move(layers.index(layer), layers.index(fixed) + 1)
             self.accepted, self.accepted_result, self.accepted_pair = layer, result, (fixed, moving)
@@ -589,9 +602,7 @@ class RegistrationSession:
     def apply_targets(self) -> list[Layer]:
         """Layers the result may be applied to: the user's, not the plugin's derived ones."""
         pair = (*(self.result_pair or ()), self.fixed, self.moving)
-        return [layer for layer in self.viewer.layers if layer not in pair
-                and not any(key in layer.metadata for key in DERIVED_KEYS)
-                and not layer.name.startswith(("Checkerboard", "CoMIR preview"))]
+        return [layer for layer in self.viewer.layers if layer not in pair and not made_by_plugin(layer)]
 
     def apply_to(self, layers: list[Layer], inverse: bool) -> list[Layer]:
         """New layers: each carried onto the other image's grid (see ``_apply``)."""
