@@ -70,3 +70,18 @@ def test_each_viewer_has_its_own_model(make_napari_viewer, model_dir):
                                                                  "depth": 2}))
     assert state_for(first).model.card.name == "test-model"
     assert state_for(second).model.card.name == "rgb-nir"
+
+
+def test_the_card_says_how_the_model_was_checked_and_trained_before_the_details():
+    """The card was its JSON record: 1300 px of it in a 260 px box, the validation at the end."""
+    from napari_comir import api
+    from napari_comir.widgets.model import _checked_lines, _trained_lines, card_text
+
+    summary, details = card_text(api.load_model("bf-shg", "cpu")).split("\ndetails\n")
+    assert "checked on held-out pairs: ±30° 100 % (median 0.366 px)" in summary
+    assert "trained: 16 pair(s), 969 steps, 4 min; from scratch" in summary
+    assert "verdict: likely right from score 0.15 and detail score 1.7" in summary
+    assert "validation metrics" in details
+    # a user's card may hold anything in its records: what is not numbers is left to the details
+    assert _checked_lines({"val_registration": [1], "checks": "x"}) == []
+    assert _trained_lines({"minutes": "four", "steps": 5}) == ["trained: 5 steps"]

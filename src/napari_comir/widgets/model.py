@@ -17,6 +17,41 @@ from ._docking import tabify_with_siblings
 from ._state import library, state_for
 
 
+def _checked_lines(metrics: dict) -> list[str]:
+    """How the model was checked, in a line or two (the full record is under "details")."""
+    lines = []
+    registration = metrics.get("val_registration")
+    if isinstance(registration, dict):  # a user's card may hold anything here: numbers only
+        parts = [f"{'±' + name + '°' if name.isdigit() else name} {entry['success_pct']:g} % "
+                 f"(median {entry['median_error_px']:g} px)" for name, entry in registration.items()
+                 if isinstance(entry, dict) and all(isinstance(entry.get(key), (int, float))
+                                                    for key in ("success_pct", "median_error_px"))]
+        if parts:
+            lines.append("checked on held-out pairs: " + ", ".join(parts))
+    checks = metrics.get("checks")
+    checks = [check for check in checks if isinstance(check, dict)] if isinstance(checks, list) else []
+    if checks:
+        registered = sum(bool(check.get("registered")) for check in checks)
+        lines.append(f"checked on {metrics.get('checked_on', 'its pairs')}: {registered} of "
+                     f"{len(checks)} registered")
+    return lines
+
+
+def _trained_lines(training: dict) -> list[str]:
+    """What the model was trained on, in a line."""
+    if not training:
+        return ["trained: unknown"]
+    pairs = training.get("pairs")
+    number = lambda key: isinstance(training.get(key), (int, float))  # noqa: E731
+    parts = [f"{len(pairs)} pair(s)" if isinstance(pairs, list) else None,
+             f"{training['steps']:g} steps" if number("steps") else None,
+             f"{training['minutes']:g} min" if number("minutes") else
+             f"{training['seconds']:g} s" if number("seconds") else None]
+    start = str(training.get("started_from") or "")
+    origin = "" if not start else f"; {start}" if start.startswith("both networks") else f"; from {start}"
+    return ["trained: " + ", ".join(str(part) for part in parts if part) + origin]
+
+
 def card_text(model: ComirModel) -> str:
     """Plain-text model card: what a user needs to judge whether the model fits their images."""
     card = model.card
@@ -27,6 +62,10 @@ def card_text(model: ComirModel) -> str:
         spec = card.modalities[modality]
         lines.append(f"{role}: {modality} — {spec.channels} channel(s)"
                      f"{', log1p' if spec.log1p else ''}, percentiles {tuple(spec.percentiles)}")
+    lines.append(f"verdict: likely right from score {card.score_threshold:g} and detail score "
+                 f"{card.detail_threshold:g}")
+    lines += _checked_lines(card.metrics) + _trained_lines(card.training)
+    lines.append("\ndetails")
     lines.append(f"CoMIR channels: {card.comir_channels}, tau {card.tau}, critic {card.critic}")
     lines.append(f"architecture: {json.dumps(card.architecture)}")
     lines.append("training: " + (json.dumps(card.training, indent=1) if card.training
