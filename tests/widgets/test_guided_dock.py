@@ -944,6 +944,12 @@ def test_a_new_modality_pair_taught_from_landmarks(make_napari_viewer, user, err
     # Its modalities named after the images (they read "moving → fixed" in the model's name)
     assert teach.modalities.visible
     assert (teach.fixed_modality.value, teach.moving_modality.value) == ("he", "ihc")
+    # A model whose networks take the pair, picked now: taught further, no new modalities (the
+    # row and the name followed the model only at the next Accept)
+    dock.model_name.value = "he-ihc"
+    assert not teach.modalities.visible and teach.save_as.value == "he-ihc-IHC"
+    dock.model_name.value = "bf-shg"
+    assert teach.modalities.visible and teach.save_as.value == "taught-IHC"
     teach.moving_modality.value = "ihc.x"
     user.click(teach.teach_button)
     assert teach.status.value.startswith("⚠ a modality's name is a word") and not dock.session.busy

@@ -92,6 +92,8 @@ class TeachPanel(Container):
         self.teach_button.clicked.connect(self.teach)
         self.stop_button.clicked.connect(session.stop)
         connect_while_alive(session.changed, self.refresh, self)
+        # the model decides whether teaching starts a new pair, and the default name
+        connect_while_alive(session.models.changed, lambda _model: self.refresh("model"), self)
         self.refresh("accepted")  # a dock opened later shows what the session already holds
 
     def teach(self):
@@ -155,6 +157,21 @@ class TeachPanel(Container):
         base = model.card.name if model is not None and session.teaches_from_model(model) else "taught"
         return safe_model_name(f"{base}-{pair[1].name}" if pair else base)
 
+    def _show_what_teaching_makes(self, can_teach: bool) -> None:
+        """The default name (unless one was typed), and for a new modality pair its modalities'
+        names (unless typed): only when the pair kept or the model changes, since whether the
+        model's networks take the kept images is checked on them."""
+        session = self.session
+        if session.accepted is not None and self.save_as.value in ("", self._named_for):
+            self.save_as.value = self._named_for = self._default_name()
+        model = session.models.model
+        self.modalities.visible = can_teach and not (model is not None and session.teaches_from_model(model))
+        typed = (self.fixed_modality.value, self.moving_modality.value)
+        if self.modalities.visible and typed in (("", ""), self._modalities_for):
+            fixed, moving = session.accepted_pair
+            self._modalities_for = modality_names(fixed.name, moving.name)
+            self.fixed_modality.value, self.moving_modality.value = self._modalities_for
+
     def _outcome_text(self, result) -> str:
         outcome, saved = result
         if not saved:
@@ -179,17 +196,8 @@ class TeachPanel(Container):
         self.teach_button.enabled = accepted is not None and not slides and not session.busy
         self.stop_button.enabled = teaching and job.state is JobState.RUNNING
         self.progress.visible = teaching and job.running
-        if what == "accepted" and accepted is not None and \
-                self.save_as.value in ("", self._named_for):  # not a name the user typed
-            self.save_as.value = self._named_for = self._default_name()
-        model = session.models.model
-        self.modalities.visible = accepted is not None and not slides and \
-            not (model is not None and session.teaches_from_model(model))
-        typed = (self.fixed_modality.value, self.moving_modality.value)
-        if what == "accepted" and self.modalities.visible and typed in (("", ""), self._modalities_for):
-            fixed, moving = session.accepted_pair
-            self._modalities_for = modality_names(fixed.name, moving.name)
-            self.fixed_modality.value, self.moving_modality.value = self._modalities_for
+        if what in ("accepted", "model"):  # what teaching starts from and names, as it changes
+            self._show_what_teaching_makes(accepted is not None and not slides)
         if teaching and what == "job" and job.state is JobState.RUNNING:
             self.progress.max = 0  # busy until the steps that fit are known, not the last run's
             self.progress.native.setFormat("starting…")
