@@ -897,20 +897,30 @@ def test_opening_the_dock_fits_the_images_to_the_canvas_it_leaves(make_napari_vi
 
 def test_expert_docks_open_as_tabs_and_the_window_keeps_its_size(make_napari_viewer, user):
     """Docks opened one after another (as the menu opens them, without napari's tabify) share
-    one tabbed area instead of pushing each other off a 1280 x 800 screen."""
-    from qtpy.QtWidgets import QDockWidget
+    one tabbed area instead of pushing each other off a 1280 x 800 screen, and every tab reads
+    whole (napari's "<widget> (napari-comir)" titles were cut to "CoM…" side by side)."""
+    from qtpy.QtWidgets import QDockWidget, QTabBar
+
+    from napari_comir.widgets._docking import _marked
 
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
     open_dock(viewer)
-    for name in ("Register (CoMIR)", "Fine-tune CoMIR", "CoMIR representations"):
+    for name in ("CoMIR model", "Fine-tune CoMIR", "CoMIR representations", "Register (CoMIR)",
+                 "Inspect CoMIRs"):
         viewer.window.add_plugin_dock_widget("napari-comir", name)
-    user.wait(0.3)
+    user.wait(0.5)
     window = viewer.window._qt_window
-    ours = [dock for dock in window.findChildren(QDockWidget) if "napari-comir" in dock.windowTitle()]
-    assert len(ours) == 4
-    assert len(window.tabifiedDockWidgets(ours[0])) == 3
+    ours = [dock for dock in window.findChildren(QDockWidget)
+            if dock.widget() is not None and _marked(dock.widget())]
+    assert len(ours) == 6
+    assert len(window.tabifiedDockWidgets(ours[0])) == 5
     assert window_size(viewer) == SCREEN
+    tabs = next(bar for bar in window.findChildren(QTabBar) if bar.isVisible() and bar.count() == 6)
+    titles = [tabs.tabText(index) for index in range(6)]
+    assert titles == ["Guided", "Model", "Fine-tune", "CoMIRs", "Register", "Inspect"]
+    for index, title in enumerate(titles):  # room for the whole word: not elided
+        assert tabs.tabRect(index).width() > tabs.fontMetrics().horizontalAdvance(title), title
 
 
 def test_a_new_modality_pair_taught_from_landmarks(make_napari_viewer, user, errors):

@@ -41,11 +41,15 @@ def _dock_of(widget) -> QDockWidget | None:
     return widget
 
 
-def tabify_with_siblings(container, viewer=None) -> None:
+def tabify_with_siblings(container, viewer=None, *, tab_title: str) -> None:
     """Once ``container`` is docked, tab it with the plugin's other docks (a menu opens docks
     one under another otherwise, each pushing the others off a 1280 x 800 screen). The first
     takes its room from the canvas: ``viewer``'s layers are fitted to what is left (they were cut
-    off at the dock's edge) unless a person had zoomed in."""
+    off at the dock's edge) unless a person had zoomed in.
+
+    ``tab_title`` is the dock's short name on its tab: napari titles a dock "<widget>
+    (napari-comir)", and six such titles side by side were cut to "CoM…" at 1280 x 800. The
+    dock's own title bar keeps the full name."""
     native = container.native
     refit = viewer is not None and len(viewer.layers) > 0 and _not_zoomed_in(viewer)
     canvas_size = _canvas_size(viewer) if refit else None
@@ -64,6 +68,7 @@ def tabify_with_siblings(container, viewer=None) -> None:
         window = dock.parent() if dock is not None else None
         if not isinstance(window, QMainWindow):
             return
+        dock.setWindowTitle(tab_title)  # the tab's text; napari's title bar has its own label
         siblings = [other for other in window.findChildren(QDockWidget)
                     if other is not dock and other.isVisible() and other.widget() is not None
                     and _marked(other.widget())]

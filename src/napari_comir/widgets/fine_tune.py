@@ -84,7 +84,7 @@ class FineTuneWidget(Container):
             self._moving, self._fixed, self._add, self._pairs_list, self._remove, self._csv,
             self._load_csv, self._steps, self._lr, self._patch, self._batch, self._preview_every,
             self._start, self._stop, self._progress, self._status, self._name, self._save])
-        tabify_with_siblings(self)  # beside the plugin's other docks, not under them
+        tabify_with_siblings(self, tab_title="Fine-tune")
         self.loss_plot = LossPlot()
         self.native.layout().insertWidget(self.native.layout().count() - 2, self.loss_plot)
         self.pairs: list[PairEntry] = []

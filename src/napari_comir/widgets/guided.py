@@ -62,7 +62,7 @@ class GuidedDock(ScrollingDock, Container):
         connect_while_alive(models.changed, self.update_steps, self)
         connect_while_alive(library.models_saved, self._models_saved, self)
         self.stretch_below()
-        tabify_with_siblings(self, self.viewer)
+        tabify_with_siblings(self, self.viewer, tab_title="Guided")
         self.update_steps()
 
     def _models_saved(self, _name: str) -> None:

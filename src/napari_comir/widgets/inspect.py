@@ -62,7 +62,7 @@ class InspectWidget(Container):
             self._fixed, self._moving, self._side, self._overlay, self._window, self._agree,
             self._agree_label, self._image, self._modality, self._angle, self._check,
             self._progress, self._equi_label])
-        tabify_with_siblings(self, self.viewer)  # beside the plugin's other docks, not under them
+        tabify_with_siblings(self, self.viewer, tab_title="Inspect")
         self.agreement: float | None = None
         self.equivariance: float | None = None
         self.job: _worker.Job | None = None

@@ -102,7 +102,7 @@ class ModelWidget(Container):
         self._card.native.setMinimumHeight(260)
         super().__init__(widgets=[self._model_name, self._refresh, self._file, self._load_file,
                                   self._device, self._c4, self._status, self._card])
-        tabify_with_siblings(self, napari_viewer)  # beside the plugin's other docks, not under them
+        tabify_with_siblings(self, napari_viewer, tab_title="Model")
         self.viewer = napari_viewer
         self._model_name.changed.connect(self._on_name)
         self._load_file.clicked.connect(self._on_file)

@@ -26,4 +26,4 @@ class RegisterWidget(ScrollingDock, Container):
         super().__init__(scrollable=True, labels=False, widgets=[
             self.run_panel, self.review_panel, self.keep_panel, self.landmarks_panel])
         self.stretch_below()
-        tabify_with_siblings(self, self.viewer)
+        tabify_with_siblings(self, self.viewer, tab_title="Register")

@@ -73,7 +73,7 @@ class RepresentationsWidget(Container):
         self._status = StatusLine()
         super().__init__(widgets=[self._moving, self._fixed, self._run, self._stop,
                                   self._progress, self._status])
-        tabify_with_siblings(self, self.viewer)  # beside the plugin's other docks, not under them
+        tabify_with_siblings(self, self.viewer, tab_title="CoMIRs")
         self._run.clicked.connect(self.run)
         self._stop.clicked.connect(lambda: self.job and self.job.quit())
         self.job: _worker.Job | None = None
