@@ -17,6 +17,16 @@ def test_lists_models_and_shows_card(make_napari_viewer, model_dir):
     assert "moving: bf" in text and "fixed: shg" in text and "3 channel" in text
 
 
+def test_the_card_spans_the_dock(make_napari_viewer, model_dir, user):
+    """Beside the label column the card's lines were wrapped at a third of the dock's width."""
+    viewer = make_napari_viewer(show=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-comir", "CoMIR model")
+    user.wait(0.5)
+    dock_width = widget.native.width()
+    assert widget._card.native.width() > 0.9 * dock_width
+    assert widget._model_name.native.width() < 0.9 * dock_width  # the choices keep their labels
+
+
 def test_load_file_device_and_saved_models_refresh(make_napari_viewer, model_dir, errors):
     viewer = make_napari_viewer()
     widget, current = ModelWidget(viewer), state_for(viewer)

@@ -97,11 +97,16 @@ class ModelWidget(Container):
         self._refresh = PushButton(text="Refresh list")
         self._status = Label(value="")
         self._status.native.setWordWrap(True)
-        self._card = TextEdit(label="model card")
+        self._card = TextEdit(tooltip="The model card: what the model is for, how it was checked "
+                              "and trained, its verdict thresholds; the record under 'details'")
         self._card.read_only = True
         self._card.native.setMinimumHeight(260)
-        super().__init__(widgets=[self._model_name, self._refresh, self._file, self._load_file,
-                                  self._device, self._c4, self._status, self._card])
+        choices = Container(widgets=[self._model_name, self._refresh, self._file, self._load_file,
+                                     self._device, self._c4])
+        choices.margins = (0, 0, 0, 0)
+        # The status and the card span the dock: beside a label column the card's lines were
+        # wrapped at a third of its width.
+        super().__init__(labels=False, widgets=[choices, self._status, self._card])
         tabify_with_siblings(self, napari_viewer, tab_title="Model")
         self.viewer = napari_viewer
         self._model_name.changed.connect(self._on_name)
