@@ -183,6 +183,18 @@ def test_applying_again_replaces_the_earlier_result_not_a_users_layer(viewer_wit
     # A user's layer that happens to bear the name is never replaced.
     assert mine in viewer.layers and np.allclose(mine.data, [[1.0, 1.0]])
     assert "cells (registered) [1]" in names
+    # An image carried again keeps its colours too.
+    stain = viewer.add_image(np.random.default_rng(0).random((64, 64)), name="stain")
+    keep.targets.value = [stain]
+    user.click(keep.apply_button)
+    user.wait_until(lambda: "stain (registered)" in viewer.layers)
+    shown = viewer.layers["stain (registered)"]
+    shown.colormap, shown.contrast_limits, shown.gamma, shown.visible = "magma", (0.2, 0.6), 0.7, False
+    user.click(keep.apply_button)
+    user.wait_until(lambda: viewer.layers["stain (registered)"] is not shown)
+    carried = viewer.layers["stain (registered)"]
+    assert carried.colormap.name == "magma" and tuple(carried.contrast_limits) == (0.2, 0.6)
+    assert carried.gamma == 0.7 and not carried.visible
     # Accepting twice keeps one registered image.
     for _ in range(2):
         user.click(keep.accept_button)

@@ -122,8 +122,16 @@ def apply_to_layer(viewer, layer: Layer, transform: AffineTransform, fixed: Laye
         new.affine = np.asarray(moving.affine.affine_matrix)
     if earlier is not None:  # where it was, as the person had set it to show
         viewer.layers.move(viewer.layers.index(new), index)
-        new.opacity, new.blending = earlier.opacity, earlier.blending
+        _show_as(new, earlier)
     return new
+
+
+def _show_as(new: Layer, earlier: Layer) -> None:
+    """``new`` shown as the person had set ``earlier`` to show (the same layer, carried again)."""
+    new.opacity, new.blending, new.visible = earlier.opacity, earlier.blending, earlier.visible
+    if isinstance(new, Image) and isinstance(earlier, Image) and not new.rgb:
+        new.colormap, new.gamma = earlier.colormap, earlier.gamma
+        new.contrast_limits = earlier.contrast_limits
 
 
 def carried_onto(viewer, moving: Layer) -> list[Layer]:
