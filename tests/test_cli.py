@@ -70,6 +70,27 @@ def test_train_options_reach_the_loss_and_the_card(tmp_path, monkeypatch):
     assert card["training"]["activation_penalty"] == 1e-3
 
 
+def test_a_model_fine_tuned_from_another_does_not_claim_its_checks(tmp_path):
+    """``train --from bf-shg``: the card said "trained on the 16 train pairs ..." and showed
+    bf-shg's held-out results as its own after two steps on one pair."""
+    from napari_comir import api
+    from napari_comir.core.io import write_tiff
+    from napari_comir.core.synthetic import synthetic_pair
+
+    bf, shg = synthetic_pair((64, 64), seed=0)
+    write_tiff(tmp_path / "shg.tif", shg)
+    write_tiff(tmp_path / "bf.tif", bf)
+    parent = api.load_model("bf-shg").card
+    assert "val_registration" in parent.metrics
+    assert main(["train", "--fixed", str(tmp_path / "shg.tif"), "--moving", str(tmp_path / "bf.tif"),
+                 "--from", "bf-shg", "--steps", "2", "--patch-size", "32", "--batch-size", "2",
+                 "--out", str(tmp_path / "m")]) == 0
+    card = json.loads((tmp_path / "m.json").read_text())
+    assert card["description"].startswith("Fine-tuned from bf-shg on 1 pair(s), 2 steps; not checked")
+    assert card["metrics"] == {"started_from_metrics": parent.metrics}
+    assert card["training"]["started_from"] == "bf-shg" and card["training"]["steps"] == 2
+
+
 def test_register_exports_transforms_other_tools_read(tmp_path):
     """--export-itk/--export-ngff/--export-csv/--export-qupath hold the JSON's transform, in the
     command's pixel sizes; SimpleITK reads the ITK file."""

@@ -66,7 +66,7 @@ __all__ = [
     "compute_comirs", "export_elastix", "export_transform",
     "fine_tune", "fine_tune_config", "check_user_model_name", "fit_landmarks",
     "list_models", "load_model", "new_model", "open_image", "read_image",
-    "read_pairs_csv", "register",
+    "read_pairs_csv", "record_fine_tuning", "register",
     "register_comirs", "register_multimodal", "registration_events", "RegistrationOptions",
     "RegistrationOutcome", "recorded_pixel_sizes",
     "check_image", "check_pair_images", "modality_spec", "resample", "save_model", "save_taught_model",
@@ -154,6 +154,21 @@ def fine_tune(model: ComirModel | str, pairs: Sequence[AlignedPair], config: Tra
         model = copy.deepcopy(model)
     events = train(model, pairs, config, resume=resume)
     return _with_previews(model, events, pairs[0], preview_every) if preview_every else events
+
+
+def record_fine_tuning(model: ComirModel, started_from: str, training: dict) -> None:
+    """Write into ``model``'s card that it was fine-tuned from ``started_from`` (``training``:
+    what on, e.g. ``pairs`` and ``steps``). The checks of the model it started from, which it has
+    not passed itself, move under ``"started_from_metrics"``: a card showed them as its own."""
+    card = model.card
+    pairs, steps = training.get("pairs") or [], training.get("steps")
+    card.description = (f"Fine-tuned from {started_from} on {len(pairs)} pair(s)"
+                        + (f", {steps} steps" if steps is not None else "")
+                        + "; not checked on pairs held out of it."
+                        + (f" {started_from}: {card.description}" if card.description else ""))
+    if card.metrics and "started_from_metrics" not in card.metrics:
+        card.metrics = {"started_from_metrics": card.metrics}
+    card.training = {**training, "started_from": started_from}
 
 
 def _with_previews(model: ComirModel, events: Iterator[Progress], pair: AlignedPair,

@@ -38,7 +38,10 @@ def test_stop_early_gives_a_usable_model_that_can_be_saved(viewer_with_pair, pai
     steps = len(widget.loss_plot.values)
     assert 3 <= steps < 50 and f"stopped at step {steps}" in widget._status.value
     assert PREVIEW_LAYER in viewer.layers
-    assert viewer.layers.index(PREVIEW_LAYER) == 0  # under the inputs, never over them
+    preview = viewer.layers[PREVIEW_LAYER]  # beside the inputs: in sight, over none of them
+    assert preview.visible and viewer.layers.index(preview) == len(viewer.layers) - 1
+    inputs_right = max(layer.extent.world[1][-1] for layer in viewer.layers if layer is not preview)
+    assert preview.extent.world[0][-1] > inputs_right
     assert not widget.model.training
     comir = compute_comir(widget.model, pair[0], "bf")
     assert comir.shape == (96, 96, 1) and np.isfinite(comir).all()
@@ -48,7 +51,13 @@ def test_stop_early_gives_a_usable_model_that_can_be_saved(viewer_with_pair, pai
     assert "my-bf-shg" in api.list_models()
     assert "my-bf-shg" in model_widget._model_name.choices
     card = api.load_model("my-bf-shg", "cpu").card
-    assert card.training["fine_tune_steps"] == steps
+    assert card.training["steps"] == steps and card.training["started_from"] == "test-model"
+    # Its card says what it is, not the checks of the model it started from as its own.
+    assert card.description.startswith(f"Fine-tuned from test-model on 1 pair(s), {steps} steps")
+    model_widget._model_name.value = "my-bf-shg"
+    shown = model_widget._card.value.split("\ndetails")[0]
+    assert "checked on held-out pairs" not in shown
+    assert f"trained: 1 pair(s), {steps} steps; from test-model" in shown
 
 
 def test_pairs_from_csv_and_errors(viewer_with_pair, pair, tmp_path, errors, user):

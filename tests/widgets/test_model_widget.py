@@ -95,3 +95,10 @@ def test_the_card_says_how_the_model_was_checked_and_trained_before_the_details(
     # a user's card may hold anything in its records: what is not numbers is left to the details
     assert _checked_lines({"val_registration": [1], "checks": "x"}) == []
     assert _trained_lines({"minutes": "four", "steps": 5}) == ["trained: 5 steps"]
+    # fine-tuned: the checks of the model it started from are not shown as its own
+    tuned = api.load_model("bf-shg", "cpu")
+    api.record_fine_tuning(tuned, "bf-shg", {"pairs": ["a", "b", "c"], "steps": 46})
+    summary = card_text(tuned).split("\ndetails\n")[0]
+    assert "Fine-tuned from bf-shg on 3 pair(s), 46 steps" in summary
+    assert "checked on held-out pairs" not in summary and "checked: not on pairs held out" in summary
+    assert "trained: 3 pair(s), 46 steps; from bf-shg" in summary

@@ -2,6 +2,7 @@
 coarse level, accepted into a written pyramid opened as a new multiscale layer."""
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from napari_comir.core.review import review_channels
 from napari_comir.core.synthetic import misaligned_pair
 from napari_comir.core.tiled_resample import resample_to_file
 from napari_comir.core.transforms import AffineTransform, corner_error
-from napari_comir.widgets import _review
+from napari_comir.widgets import _review, _slide_output
 from napari_comir.widgets._layers import (
     coarse_view,
     image_data,
@@ -119,6 +120,23 @@ def test_guided_dock_registers_reviews_and_accepts_slides(guided_dock_on_slides,
     user.click(keep.accept_button)
     user.wait_for_job(session, 120)
     assert session.accepted.name == "moving (registered 2)"
+    # Never onto a file an open layer shows: the slide itself, or an earlier Accept's.
+    for shown, name in ((moving.source.path, "moving"), (tmp_path / "moving_registered.ome.tif",
+                                                         "moving (registered)")):
+        before = Path(shown).read_bytes()
+        keep.output_path = shown
+        user.click(keep.accept_button)
+        assert session.job_kind != "accept" or not session.busy
+        assert f"is the input layer {name!r}: it would be overwritten" in keep.status.value
+        assert Path(shown).read_bytes() == before
+    # The save dialog proposes a name no file has.
+    taken = _slide_output.default_output(moving)
+    assert taken.name == "moving_registered.ome.tif" and taken.parent == Path(moving.source.path).parent
+    taken.write_bytes(b"")
+    try:
+        assert _slide_output.default_output(moving).name == "moving_registered_2.ome.tif"
+    finally:
+        taken.unlink()
 
 
 def test_stop_while_a_slide_is_written_leaves_no_file(guided_dock_on_slides, slide_pair, tmp_path,

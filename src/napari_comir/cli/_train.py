@@ -208,6 +208,8 @@ def run(args) -> int:
                             pps=f"{event.metrics['patches_per_s']:.0f}", refresh=False)
             bar.refresh()
     model.card.training["steps"] = event.step  # fewer than --steps under --max-seconds
+    if args.from_model:
+        api.record_fine_tuning(model, args.from_model, model.card.training)
     path = (api.save_user_model(model, args.save_as) if args.save_as is not None
             else api.save_model(model, args.out))
     print(f"saved model card {path}")

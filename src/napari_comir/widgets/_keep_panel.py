@@ -126,16 +126,24 @@ class KeepPanel(Container):
         if what == "result" and session.result_pair != self._targets_pair:
             # chosen for another pair: one click would carry them through this pair's result
             self.targets.value, self._targets_pair = [], session.result_pair
-        if what == "job" and session.job_kind == "accept" and session.job is not None:
-            state = session.job.state
-            stopped = f"⚠ stopped: {session.stop_reason}" if session.stop_reason else "stopped"
-            self.status.value = {JobState.RUNNING: "writing the registered slide…",
-                                 JobState.STOPPING: "stopping…", JobState.STOPPED: stopped,
-                                 JobState.FAILED: f"⚠ failed: {session.job.error}"}.get(state, "")
+        accept_job = session.job if session.job_kind == "accept" else None
+        ended = _ended_text(session) if accept_job is not None else ""
+        if what == "job" and accept_job is not None:
+            self.status.value = ended or {JobState.RUNNING: "writing the registered slide…",
+                                          JobState.STOPPING: "stopping…"}.get(accept_job.state, "")
         if session.accepted_matches_result():
             written = session.accepted.metadata.get("comir_file")
-            self.status.value = f"✓ kept as layer {session.accepted.name!r}" + (
-                f", written to {written}" if written else "")
+            kept = f"layer {session.accepted.name!r}" + (f", written to {written}" if written else "")
+            # a later Accept that stopped or failed wrote nothing: say so, beside the copy kept
+            self.status.value = (f"{ended}: nothing written; still kept as {kept}" if ended
+                                 else f"✓ kept as {kept}")
         elif what in ("result", "accepted"):  # a new result, or the accepted layer deleted
             self.status.value = ""
 
+
+def _ended_text(session) -> str:
+    """How the last Accept ended when it did not finish (stopped or failed), else ``""``."""
+    state = session.job.state
+    if state is JobState.STOPPED:
+        return f"⚠ stopped: {session.stop_reason}" if session.stop_reason else "stopped"
+    return f"⚠ failed: {session.job.error}" if state is JobState.FAILED else ""

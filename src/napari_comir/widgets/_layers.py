@@ -51,6 +51,14 @@ def beside_source(layer: Layer, file_name: str) -> Path:
     return (folder if os.access(folder, os.W_OK) else Path.cwd()) / file_name
 
 
+def layer_files(viewer) -> dict[str, str]:
+    """The files the viewer's layers show (opened from, or written by an Accept), by
+    "layer '<name>'"."""
+    files = {f"layer {layer.name!r}": getattr(layer.source, "path", None)
+             or layer.metadata.get("comir_file") for layer in viewer.layers}
+    return {name: path for name, path in files.items() if path}
+
+
 def fits_modality(layer: Layer, card, modality: str) -> bool:
     """Whether the network for ``modality`` of the model whose card is ``card`` takes the image
     layer: of its colour (RGB or grey), or grey for an RGB network with a grey palette (bf-shg's

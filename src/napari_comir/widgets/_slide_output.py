@@ -17,8 +17,12 @@ from ._layers import beside_source
 
 
 def default_output(moving: Layer) -> Path:
-    """``<moving name>_registered.ome.tif`` beside the moving image's file, if known."""
-    return beside_source(moving, f"{moving.name}_registered.ome.tif")
+    """``<moving name>_registered.ome.tif`` beside the moving image's file, if known; numbered
+    when that file exists (an earlier Accept's, which may be open)."""
+    path, number = beside_source(moving, f"{moving.name}_registered.ome.tif"), 2
+    while path.exists():
+        path, number = path.with_name(f"{moving.name}_registered_{number}.ome.tif"), number + 1
+    return path
 
 
 def ask_output_path(parent, moving: Layer) -> str | None:

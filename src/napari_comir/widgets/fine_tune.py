@@ -31,6 +31,8 @@ from ._loss_plot import LossPlot
 from ._state import library, state_for
 
 PREVIEW_LAYER = "CoMIR preview (fine-tuning)"
+#: Gap between the images and the preview beside them, as a fraction of the images' width.
+PREVIEW_GAP = 0.05
 #: Steps between two held-out measures (16 patch pairs through both networks: ~0.1 s on a CPU).
 HOLDOUT_EVERY = 10
 
@@ -155,8 +157,9 @@ class FineTuneWidget(Container):
             show_error(f"Fine-tune: {exc}")
             return None
         self.model = copy.deepcopy(base)
-        self.model.card.training = {**self.model.card.training, "fine_tuned_from": base.card.name,
-                                    "fine_tune_pairs": [entry.label for entry in self.pairs]}
+        self._started_from = base.card.name
+        self._tuning = {"pairs": [entry.label for entry in self.pairs], "lr": config.lr,
+                        "batch_size": config.batch_size, "patch_size": config.patch_size}
         self.loss_plot.clear()
         self._heldout = None
         self._start.enabled, self._stop.enabled, self._save.enabled = False, True, False
@@ -188,9 +191,26 @@ class FineTuneWidget(Container):
                                   f"{event.metrics['loss']:.3g}{matched}" + (f"\n{eta}" if eta else ""))
         elif event.stage == "preview" and event.result is not None:
             comir = event.result[..., 0] if event.result.shape[-1] == 1 else event.result[..., :3]
+            first = PREVIEW_LAYER not in self.viewer.layers
             layer = upsert_image(self.viewer, PREVIEW_LAYER, comir, rgb=False,
                                  contrast_limits=percentile_limits(comir))
-            self.viewer.layers.move(self.viewer.layers.index(layer), 0)  # never over the inputs
+            if first:  # under the inputs it was never seen, over them it would hide them
+                self._place_beside_images(layer)
+
+    def _place_beside_images(self, preview) -> None:
+        """Put the preview to the right of every other layer (on the first pair's moving
+        image's scale, when a layer) and fit the view to both."""
+        moving = self.pairs[0].moving if self.pairs else None
+        if isinstance(moving, Image):
+            preview.scale = tuple(moving.scale)[-2:]
+        others = [layer for layer in self.viewer.layers if layer is not preview]
+        if not others:
+            return
+        top = min(layer.extent.world[0][-2] for layer in others)
+        right = max(layer.extent.world[1][-1] for layer in others)
+        preview.translate = (top, right + PREVIEW_GAP * (right - min(
+            layer.extent.world[0][-1] for layer in others)))
+        self.viewer.reset_view()
 
     def _on_done(self, job: _worker.Job):
         self._start.enabled, self._stop.enabled = True, False
@@ -199,7 +219,9 @@ class FineTuneWidget(Container):
         if job.failed:
             self._status.value = f"failed after {steps} steps"
             return
-        self.model.card.training = {**self.model.card.training, "fine_tune_steps": steps}
+        api.record_fine_tuning(self.model, self._started_from, {
+            **self._tuning, "steps": steps, "recipe": "the Fine-tune dock",
+            **({} if self._heldout is None else {"heldout_match": round(self._heldout, 3)})})
         matched = "" if self._heldout is None else f" · held-out patches matched {self._heldout:.0%}"
         self._status.value = (f"stopped at step {steps}" if job.stopped else f"done: {steps} steps") + \
             matched + _unaligned_warning(self.loss_plot.values, self._heldout)

@@ -34,6 +34,9 @@ def _checked_lines(metrics: dict) -> list[str]:
         registered = sum(bool(check.get("registered")) for check in checks)
         lines.append(f"checked on {metrics.get('checked_on', 'its pairs')}: {registered} of "
                      f"{len(checks)} registered")
+    if not lines and "started_from_metrics" in metrics:
+        lines.append("checked: not on pairs held out of its fine-tuning (the checks of the model "
+                     "it started from are under details)")
     return lines
 
 

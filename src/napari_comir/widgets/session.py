@@ -21,6 +21,7 @@ from qtpy.QtCore import QTimer
 
 from .. import api
 from ..core.errors import ComirError, InputError
+from ..core.io.files import check_outputs_apart
 from ..core.progress import Progress
 from ..core.registration import RegistrationResult
 from ..core.registration.landmarks import coverage_warning, fit_landmarks
@@ -32,6 +33,7 @@ from ._landmarks import landmark_names, landmark_pairs
 from ._layers import (
     image_data,
     is_multiscale,
+    layer_files,
     layer_pixel_size,
     layer_pixel_sizes,
     layer_shape,
@@ -544,6 +546,9 @@ class RegistrationSession:
             if not output_path:
                 raise InputError("choose where to write the registered slide")
             path = check_resampled_path(output_path)
+            # the file an open layer shows (the slide itself, an earlier Accept's) is never
+            # replaced: the save dialog's "replace?" does not say it is one of them
+            check_outputs_apart({"the registered slide": path}, layer_files(self.viewer))
             events = resample_to_file(registration_data(moving), transform,
                                       layer_shape(fixed)[:2], path,
                                       pixel_size_um=layer_pixel_size(fixed))
