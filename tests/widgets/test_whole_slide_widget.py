@@ -177,6 +177,25 @@ def test_stop_while_a_slide_is_written_leaves_no_file(guided_dock_on_slides, sli
     assert [layer.name for layer in viewer.layers] == layers_before and session.accepted is None
     assert keep.status.value == "stopped" and keep.accept_button.enabled
 
+    # Kept once, then a later Accept stopped: the keep line says that one wrote nothing (it went
+    # back to "✓ kept ... written to" as if the second file had been written).
+    monkeypatch.setattr(tiled_resample, "_resample_tile", resample_tile)
+    keep.output_path = tmp_path / "kept.ome.tif"
+    user.click(keep.accept_button)
+    assert user.wait_for_job(session, 120).state.value == "finished", errors
+    user.wait_until(lambda: session.accepted is not None)
+    monkeypatch.setattr(tiled_resample, "_resample_tile", slow_tile)
+    keep.output_path = output
+    user.click(keep.accept_button)
+    user.wait_until(lambda: session.last_event is not None and session.last_event.stage == "resample"
+                    and session.last_event.step > 0, 30)
+    user.click(run.stop_button)
+    assert user.wait_for_job(session, 30).state.value == "stopped"
+    user.wait(0.5)
+    assert keep.status.value == ("stopped: nothing written; still kept as layer 'moving (registered)', "
+                                 f"written to {tmp_path / 'kept.ome.tif'}")
+    assert not output.exists()
+
 
 def test_a_deformable_result_of_slides_is_reviewed_between_their_coarse_levels(make_napari_viewer):
     """The overlay and the checkerboard of a whole-slide pair are warped on coarse levels: a
