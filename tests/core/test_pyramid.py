@@ -1,3 +1,4 @@
+import re
 import time
 
 import numpy as np
@@ -5,7 +6,7 @@ import pytest
 
 from napari_comir import api
 from napari_comir.core.evaluation import make_rigid_case
-from napari_comir.core.pyramid import block_mean, register_pyramid
+from napari_comir.core.pyramid import block_mean, register_pyramid, register_pyramid_events
 from napari_comir.core.resampling import resample
 from napari_comir.core.synthetic import misaligned_pair
 from napari_comir.core.transforms import AffineTransform, corner_error
@@ -43,11 +44,18 @@ def test_windows_spread_over_the_image_fix_the_transform_and_seconds_are_honest(
     bf, shg, truth = large_case
     model = api.load_model("bf-shg", "cpu")
     start = time.perf_counter()
-    result = register_pyramid(model, shg, bf, coarse_side=300, window=256)
+    events = list(register_pyramid_events(model, shg, bf, coarse_side=300, window=256))
     wall = time.perf_counter() - start
+    result = events[-1].result
     assert result.success_likely and corner_error(truth, result.transform, bf.shape) < 1.2
     windows = [key for key in result.timings if key.startswith("window")]
     assert len(windows) >= 3
+    # An event before the overview and before each window (a worker stops between them; a whole
+    # slide's Register showed a busy bar for a minute and stopped 34 s after Stop was clicked).
+    assert [(event.step, event.total) for event in events] == [(0, 0)] + [
+        (number, len(windows) + 1) for number in range(1, len(windows) + 2)]
+    assert all(event.result is None for event in events[:-1])
+    assert re.match(r"overview: 3[23]\.\d°; window 1 of \d at the model.s scale", events[1].message)
     assert sum(result.timings.values()) <= result.seconds <= wall  # the whole call, every phase
     assert result.seconds > 0.9 * wall
 

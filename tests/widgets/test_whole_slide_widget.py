@@ -139,6 +139,37 @@ def test_guided_dock_registers_reviews_and_accepts_slides(guided_dock_on_slides,
         taken.unlink()
 
 
+def test_a_slides_register_shows_its_windows_and_stops_between_them(guided_dock_on_slides, slide_pair,
+                                                                     errors, user, monkeypatch):
+    """A whole slide's Register showed a busy bar for its whole minute and stopped 34 s after
+    Stop was clicked: it reports the overview and each window now, and stops between them."""
+    from napari_comir.core import pyramid
+
+    folder, _, _ = slide_pair
+    viewer, _, _, dock = guided_dock_on_slides(folder)
+    run, session = dock.run_panel, dock.session
+    computed, compute = [], pyramid.compute_comir_pair
+
+    def slow_pair(*args):  # a window as slow as a scanner-sized slide's
+        computed.append(args[1].shape)
+        time.sleep(0.5)
+        return compute(*args)
+
+    monkeypatch.setattr(pyramid, "compute_comir_pair", slow_pair)
+    run.transform.value, run.rotation.value = "rigid", 30
+    user.click(run.register_button)
+    user.wait_until(lambda: session.last_event is not None and "window 1 of" in session.last_event.message,
+                    60)
+    total = session.last_event.total
+    assert total >= 3 and "overview: " in session.last_event.message
+    assert run.progress.max == total  # a bar of steps, not a busy bar
+    user.click(run.stop_button)
+    job = user.wait_for_job(session, 10)
+    assert job.state.value == "stopped", (job.error, errors)
+    assert len(computed) < total  # the overview and at most the window under way
+    assert session.result is None
+
+
 def test_stop_while_a_slide_is_written_leaves_no_file(guided_dock_on_slides, slide_pair, tmp_path,
                                                      errors, user, monkeypatch):
     """Stop clicked while Accept writes the registered slide: the job stops, no file and no

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ import numpy as np
 from .errors import InputError
 from .inference import compute_comir_pair
 from .io.slides import Slide, block_mean
+from .progress import Progress
 from .registration import DEFAULT_TRANSFORM, RegistrationResult, register
 from .registration.landmarks import fit_landmarks
 from .registration.levels import level_to_full_xy
@@ -143,14 +145,25 @@ def _tissue_windows(overview: _Reduced, moving_shape, window_full: int, n: int,
     return chosen
 
 
-def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = OVERVIEW_SIDE,
-                     window: int = WINDOW_SIDE, n_windows: int = N_WINDOWS, rotation_range=180.0,
-                     fine_range_deg: float = 3.0, transform: str = DEFAULT_TRANSFORM,
-                     scale_range=None, fixed_pixel_size_um: float | None = None,
-                     moving_pixel_size_um: float | None = None, border: int = 0,
-                     fixed_modality: str | None = None,
-                     moving_modality: str | None = None) -> RegistrationResult:
-    """Register large images: an overview search, then windows at the model's scale, fitted jointly.
+def register_pyramid(model: ComirModel, fixed, moving, **options) -> RegistrationResult:
+    """Register large images (:func:`register_pyramid_events` run to its end): an overview
+    search, then windows at the model's scale, fitted jointly; the same ``options``."""
+    *_, last = register_pyramid_events(model, fixed, moving, **options)
+    return last.result
+
+
+def register_pyramid_events(model: ComirModel, fixed, moving, *, coarse_side: int = OVERVIEW_SIDE,
+                            window: int = WINDOW_SIDE, n_windows: int = N_WINDOWS,
+                            rotation_range=180.0, fine_range_deg: float = 3.0,
+                            transform: str = DEFAULT_TRANSFORM, scale_range=None,
+                            fixed_pixel_size_um: float | None = None,
+                            moving_pixel_size_um: float | None = None, border: int = 0,
+                            fixed_modality: str | None = None,
+                            moving_modality: str | None = None) -> Iterator[Progress]:
+    """Register large images: an overview search, then windows at the model's scale, fitted
+    jointly; a :class:`~napari_comir.core.progress.Progress` event ("register") before the
+    overview and before each window (a worker stops between them: a window takes seconds, the
+    whole run a minute), the last one's ``result`` the :class:`RegistrationResult`.
 
     Parameters
     ----------
@@ -177,11 +190,12 @@ def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = OVE
         Level-0 pixel sizes. With both, the overviews share one pixel size, only ± 5 % of scale
         is searched, and windows are read at the card's ``pixel_size_um``.
 
-    Returns
-    -------
-    RegistrationResult
-        ``transform`` maps MOVING level-0 pixel (x, y) to FIXED level-0 pixel (x, y); ``score``
-        and ``detail_score`` are the agreeing windows' medians; ``seconds`` the whole call.
+    Yields
+    ------
+    Progress
+        The last one's ``result``: a RegistrationResult whose ``transform`` maps MOVING level-0
+        pixel (x, y) to FIXED level-0 pixel (x, y); ``score`` and ``detail_score`` are the
+        agreeing windows' medians; ``seconds`` the whole call.
     """
     start = time.perf_counter()
     card = model.card
@@ -194,6 +208,8 @@ def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = OVE
                       device=model.device)
 
     # 1. Overview: both images at about one physical pixel size; a global search.
+    yield Progress("register", 0, 0, f"an overview search on both images at 1/{max(factor_f, factor_m)} "
+                   "of their size")
     fixed_lo, moving_lo = read_reduced(fixed, factor_f), read_reduced(moving, factor_m)
     expected_scale = (sizes[1] * factor_m) / (sizes[0] * factor_f)  # fixed px per moving px
     if known:
@@ -211,7 +227,8 @@ def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = OVE
     timings = {"coarse": coarse.seconds}
     if max(factor_f, factor_m) == 1:
         coarse.transform, coarse.seconds = estimate, time.perf_counter() - start
-        return coarse
+        yield Progress("register", 1, 1, "registered", result=coarse)
+        return
 
     # 2. Windows at the model's scale, spread over the tissue.
     refine_f = refine_m = 1
@@ -238,7 +255,10 @@ def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = OVE
     # Windows that overlap give no lever arm, only edge-cut duplicates: one central window then.
     if max(moving.shape[:2]) < 2.5 * window_full:
         n_windows = 1
-    for row, col in _tissue_windows(moving_lo, moving.shape, window_full, n_windows, inside_fixed):
+    starts = _tissue_windows(moving_lo, moving.shape, window_full, n_windows, inside_fixed)
+    for number, (row, col) in enumerate(starts, start=1):
+        yield Progress("register", number, len(starts) + 1,
+                       f"overview: {angle:.1f}°; window {number} of {len(starts)} at the model's scale")
         moving_win = read_reduced(moving, refine_m, slice(row, row + window_full),
                                   slice(col, col + window_full))
         if min(moving_win.pixels.shape[:2]) < 64:
@@ -271,8 +291,10 @@ def register_pyramid(model: ComirModel, fixed, moving, *, coarse_side: int = OVE
         moving_points.append(moving_win.to_full().apply_xy(local_points))
         fixed_points.append(fixed_win.to_full().apply_xy(local.transform.apply_xy(local_points)))
         windows.append(local)
-    return _joint_fit(coarse, estimate, windows, tried, fixed_points, moving_points, transform,
-                      refine_f, moving.shape, timings, start)
+    result = _joint_fit(coarse, estimate, windows, tried, fixed_points, moving_points, transform,
+                        refine_f, moving.shape, timings, start)
+    yield Progress("register", len(starts) + 1, len(starts) + 1,
+                   f"fitted to {len(windows)} of {tried} windows", result=result)
 
 
 def _simplest_fit(fixed_xy: np.ndarray, moving_xy: np.ndarray, transform: str,

@@ -15,7 +15,7 @@ from ..core.device import resolve_device
 from ..core.errors import InputError
 from ..core.inference import COMIR_EDGE_PX, compute_comir, compute_comir_pair
 from ..core.progress import Progress
-from ..core.pyramid import WINDOW_TOLERANCE_PX, register_pyramid
+from ..core.pyramid import WINDOW_TOLERANCE_PX, register_pyramid_events
 from ..core.pyramid_deformable import register_pyramid_deformable
 from ..core.registration import (
     RegistrationResult,
@@ -92,16 +92,18 @@ def _registration_events(model: ComirModel, fixed_image, moving_image, plan: Reg
     start = time.perf_counter()
     options = plan.options
     if plan.large:
-        yield Progress("register", 0, 1, "registering a large pair: an overview search, then "
-                       "windows at the model's scale")
-        result = register_pyramid(model, fixed_image, moving_image, coarse_side=plan.overview_side,
-                                  window=plan.window, n_windows=plan.n_windows,
-                                  rotation_range=options.rotation_range,
-                                  transform=options.affine_model, scale_range=options.scale_range,
-                                  fixed_pixel_size_um=options.fixed_pixel_size,
-                                  moving_pixel_size_um=options.moving_pixel_size,
-                                  border=COMIR_EDGE_PX, fixed_modality=options.fixed_modality,
-                                  moving_modality=options.moving_modality)
+        events = register_pyramid_events(
+            model, fixed_image, moving_image, coarse_side=plan.overview_side, window=plan.window,
+            n_windows=plan.n_windows, rotation_range=options.rotation_range,
+            transform=options.affine_model, scale_range=options.scale_range,
+            fixed_pixel_size_um=options.fixed_pixel_size,
+            moving_pixel_size_um=options.moving_pixel_size, border=COMIR_EDGE_PX,
+            fixed_modality=options.fixed_modality, moving_modality=options.moving_modality)
+        for event in events:  # its steps shown (a stop between them); its result is ours to give
+            if event.result is None:
+                yield Progress("register", event.step, event.total,
+                               f"registering a large pair: {event.message}")
+            result = event.result
         if plan.in_memory and options.final_refinement == "mutual-information":
             yield Progress("register", 0, 1, "refining on the images (mutual information)")
             result = _refined_windows_result(fixed_image, moving_image, result)
