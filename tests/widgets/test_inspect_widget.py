@@ -1,3 +1,6 @@
+import time
+
+import numpy as np
 import pytest
 
 from napari_comir.widgets._layers import grid as _grid
@@ -20,21 +23,36 @@ def test_views_agreement_and_equivariance(viewer_with_pair, errors, user):
     widget.overlay()
     assert not _grid(viewer).enabled and viewer.layers["CoMIR (BF)"].colormap.name == "green"
 
-    score = widget.agreement_map()
-    assert -1.0 <= score <= 1.0
-    assert viewer.layers[AGREEMENT_LAYER].data.shape == (96, 96)
+    user.click(widget._agree)  # in a worker: a 2048 px map froze the window for 2 s
+    user.wait_until(lambda: not widget.job.running)
+    assert -1.0 <= widget.agreement <= 1.0
+    agreement = viewer.layers[AGREEMENT_LAYER]
+    assert agreement.data.shape == (96, 96) and agreement.colorbar.visible
+    # the CoMIRs' padded border is not compared (a band of "disagree" framed every map)
+    assert np.isnan(agreement.data[:8]).all() and np.isnan(agreement.data[:, -8:]).all()
+    assert "overlap on" not in widget._agree_label.value
 
     twin = viewer.add_image(viewer.layers["CoMIR (SHG)"].data, name="twin")
     widget._moving.value = twin  # a CoMIR agrees with itself
-    assert widget.agreement_map() == pytest.approx(1.0, abs=1e-3)
+    user.click(widget._agree)
+    user.wait_until(lambda: not widget.job.running)
+    assert widget.agreement == pytest.approx(1.0, abs=1e-3)
+    corner = viewer.add_image(viewer.layers["CoMIR (SHG)"].data[:30, :30], name="corner",
+                              translate=(70, 70))  # of another grid: a corner overlaps
+    widget._moving.value = corner
+    user.click(widget._agree)
+    user.wait_until(lambda: not widget.job.running)
+    assert "⚠ the CoMIRs overlap on" in widget._agree_label.value
 
     widget._image.value, widget._modality.value = viewer.layers["SHG"], "shg"
     widget._angle.value = 90
     user.click(widget._check)
+    assert not widget._check.enabled and not widget._agree.enabled  # one job at a time
     user.wait_until(lambda: not widget.job.running)
     assert widget.job.state.value == "finished", errors
     assert -1.0 <= widget.equivariance <= 1.0
-    assert "r = " in widget._equi_label.value
+    assert widget._equi_label.value.startswith("'SHG' (shg) turned 90°: r = ")
+    assert widget._check.enabled and not widget._stop.enabled
     # Its maps are the plugin's: neither an image to register nor a layer to carry with a result
     # (both were offered)
     from napari_comir.widgets._layers import raw_images
@@ -86,7 +104,9 @@ def test_an_agreement_map_left_shown_goes_under_a_new_review(viewer_with_pair, u
     representations = RepresentationsWidget(viewer)
     user.click(representations._run)
     user.wait_until(lambda: not representations.job.running)
-    InspectWidget(viewer).agreement_map()
+    inspect = InspectWidget(viewer)
+    user.click(inspect._agree)
+    user.wait_until(lambda: not inspect.job.running)
     assert viewer.layers[AGREEMENT_LAYER].visible
     session = session_for(viewer)
     fixed, moving = viewer.layers["SHG"], viewer.layers["BF"]
@@ -101,3 +121,24 @@ def test_an_agreement_map_left_shown_goes_under_a_new_review(viewer_with_pair, u
     session.accept()
     user.wait_until(lambda: session.accepted is not None and not session.busy)
     assert not any(viewer.layers[name].visible for name in ("CoMIR (BF)", "CoMIR (SHG)", AGREEMENT_LAYER))
+
+
+def test_the_equivariance_check_stops(viewer_with_pair, errors, user, monkeypatch):
+    """A 2048 px check ran 36 s with no Stop, and a second click started a second job."""
+    from napari_comir.core import evaluation
+
+    tiles = evaluation.comir_tiles
+
+    def slow_tiles(*args, **kwargs):  # tiles as slow as a large image's
+        for event in tiles(*args, **kwargs):
+            time.sleep(0.3)
+            yield event
+
+    monkeypatch.setattr(evaluation, "comir_tiles", slow_tiles)
+    widget = InspectWidget(viewer_with_pair)
+    user.click(widget._check)
+    user.wait_until(lambda: widget.job.steps > 0, 10)
+    user.click(widget._stop)
+    user.wait_until(lambda: not widget.job.running, 10)
+    assert widget.job.stopped and widget._equi_label.value == "stopped", errors
+    assert widget._check.enabled and widget.equivariance is None

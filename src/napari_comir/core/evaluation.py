@@ -8,9 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from . import field_transform
 from .defaults import SUCCESS_FRACTION
+from .errors import InputError
 from .field_transform import coverage
-from .inference import comir_tiles, compute_comir
+from .inference import COMIR_EDGE_PX, comir_tiles, compute_comir
 from .progress import Progress
 from .resampling import resample
 from .transforms import AffineTransform
@@ -58,6 +60,33 @@ def local_ncc(a: np.ndarray, b: np.ndarray, window: int,
     if valid is not None:
         out[~valid] = np.nan
     return out.astype(np.float32)
+
+
+def agreement_map(fixed_comir: np.ndarray, moving_comir: np.ndarray, transform, window: int,
+                  edge_px: int = COMIR_EDGE_PX) -> tuple[np.ndarray, float]:
+    """Where two CoMIRs agree under ``transform`` (moving -> fixed): their :func:`local_ncc`
+    on the fixed grid, NaN where the moving CoMIR does not cover it, and within ``edge_px`` of
+    either CoMIR's edge (the networks' padded border: a band of "disagree" framed every map).
+
+    Returns
+    -------
+    ncc : np.ndarray
+        (rows, cols) float32 of the fixed CoMIR's grid.
+    overlap : float
+        The share of the fixed grid compared (a pair whose CoMIRs hardly overlap is no pair).
+    """
+    fixed_comir, moving_comir = (np.asarray(comir, np.float32).reshape(*np.shape(comir)[:2], -1)
+                                 for comir in (fixed_comir, moving_comir))
+    if fixed_comir.shape[-1] != moving_comir.shape[-1]:
+        raise InputError(f"the CoMIRs have {fixed_comir.shape[-1]} and {moving_comir.shape[-1]} "
+                         "channels: they are of different models")
+    shape = fixed_comir.shape[:2]
+    # affine or deformable (a review's result)
+    warped = field_transform.resample(moving_comir, transform, shape, order=1).reshape(*shape, -1)
+    inside = coverage(moving_comir.shape, transform, shape) > 0.999
+    if edge_px > 0:  # outside the fixed grid counts as uncovered: its edge band goes too
+        inside = ndimage.minimum_filter(inside, size=2 * edge_px + 1, mode="constant", cval=False)
+    return local_ncc(fixed_comir, warped, window, inside), float(inside.mean())
 
 
 def equivariance_score(model: ComirModel, image: np.ndarray, modality: str,

@@ -269,14 +269,9 @@ def show_checkerboard(viewer, fixed: Layer, moving: Layer, transform: AffineTran
 def show_agreement(viewer, fixed: Layer, fixed_comir: np.ndarray, moving_comir: np.ndarray,
                    transform) -> Layer:
     """The CoMIRs' local NCC under ``transform`` on the fixed grid (green agree, pink disagree)."""
-    from ..core.evaluation import local_ncc
+    from ..core.evaluation import agreement_map
 
-    fixed_comir, moving_comir = (np.asarray(comir, np.float32).reshape(*comir.shape[:2], -1)
-                                 for comir in (fixed_comir, moving_comir))
-    warped = resample(moving_comir, transform, fixed_comir.shape[:2], order=1)
-    warped = warped.reshape(*fixed_comir.shape[:2], -1)
-    inside = coverage(moving_comir.shape, transform, fixed_comir.shape[:2]) > 0.999
-    ncc = local_ncc(fixed_comir, warped, AGREEMENT_WINDOW, inside)
+    ncc, _ = agreement_map(fixed_comir, moving_comir, transform, AGREEMENT_WINDOW)
     # NaN where the images do not overlap: napari leaves it transparent (as 0 it read as white,
     # i.e. "neither agree nor disagree", over the user's images).
     layer = upsert_image(viewer, AGREEMENT, ncc.astype(np.float32), like=fixed, colormap="PiYG",

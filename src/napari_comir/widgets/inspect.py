@@ -15,9 +15,8 @@ from napari.layers import Image, Layer
 from napari.utils.notifications import show_error
 
 from ..core.errors import ComirError, InputError
-from ..core.evaluation import local_ncc, rotation_equivariance_events
-from ..core.field_transform import coverage
-from ..core.resampling import resample
+from ..core.evaluation import agreement_map, rotation_equivariance_events
+from ..core.progress import Progress
 from . import _worker
 from ._connections import connect_while_alive
 from ._docking import tabify_with_siblings
@@ -27,6 +26,9 @@ from ._state import state_for
 
 AGREEMENT_LAYER = "CoMIR agreement (local NCC)"
 EQUIVARIANCE_LAYER = "CoMIR rotated back (equivariance)"
+#: Share of the fixed CoMIR the moving one must cover for the agreement map to be read as a
+#: pair's (two CoMIRs of different images or grids overlapped on a corner: "mean 0.04").
+MIN_OVERLAP = 0.25
 
 
 def _comir_array(layer: Layer) -> np.ndarray:
@@ -56,11 +58,12 @@ class InspectWidget(Container):
         self._image.changed.connect(self._match_modality)
         self._angle = FloatSpinBox(label="angle °", min=-180, max=180, value=90, step=5)
         self._check = PushButton(text="Check equivariance")
+        self._stop = PushButton(text="Stop", enabled=False)
         self._progress = ProgressBar(value=0, max=1)
         self._equi_label = StatusLine()
         super().__init__(widgets=[
             self._fixed, self._moving, self._side, self._overlay, self._window, self._agree,
-            self._agree_label, self._image, self._modality, self._angle, self._check,
+            self._agree_label, self._image, self._modality, self._angle, self._check, self._stop,
             self._progress, self._equi_label])
         tabify_with_siblings(self, self.viewer, tab_title="Inspect")
         self.agreement: float | None = None
@@ -70,6 +73,7 @@ class InspectWidget(Container):
         self._overlay.clicked.connect(self.overlay)
         self._agree.clicked.connect(self.agreement_map)
         self._check.clicked.connect(self.check_equivariance)
+        self._stop.clicked.connect(self.stop)
         for event in ("inserted", "removed", "reordered"):
             getattr(napari_viewer.layers.events, event).connect(self.reset_choices)
         connect_while_alive(self.state.changed, self._on_model, self)
@@ -145,29 +149,42 @@ class InspectWidget(Container):
             if not layer.rgb:
                 layer.colormap, layer.blending = colormap, "additive"
 
-    def agreement_map(self) -> float | None:
-        """Local NCC of the fixed CoMIR and the moving CoMIR as shown (affine); returns the mean."""
+    def agreement_map(self) -> _worker.Job | None:
+        """Local NCC of the fixed CoMIR and the moving CoMIR as shown (affine), in a worker: a
+        layer, and its mean in :attr:`agreement`."""
         try:
             fixed, moving = self._pair()
             transform = pixel_transform(fixed, moving)
-            a = _comir_array(fixed)
-            b_raw = _comir_array(moving)
-            if a.shape[-1] != b_raw.shape[-1]:
-                raise InputError("the two CoMIRs have different channel counts")
-            b = resample(b_raw, transform, a.shape[:2], order=1)
-            valid = coverage(b_raw.shape, transform, a.shape[:2]) > 0.999
+            fixed_comir, moving_comir = _comir_array(fixed), _comir_array(moving)
         except ComirError as exc:
             show_error(f"Inspect: {exc}")
             return None
-        ncc = local_ncc(a, b, int(self._window.value), valid)
-        defined = np.isfinite(ncc)
-        self.agreement = float(ncc[defined].mean()) if defined.any() else float("nan")
-        upsert_image(self.viewer, AGREEMENT_LAYER, np.nan_to_num(ncc), like=fixed, colormap="PiYG",
-                     contrast_limits=(-1.0, 1.0), blending="translucent", visible=True,
-                     metadata={"comir_inspection": "agreement"})
-        self._agree_label.value = (f"mean local NCC {self.agreement:.3f} on the overlap "
-                                   "(green = agree, pink = disagree, 0 = flat/outside)")
-        return self.agreement
+        window = int(self._window.value)
+
+        def events():
+            yield Progress("agreement", 0, 0, "comparing the CoMIRs window by window")
+            yield Progress("agreement", 1, 1, "compared", result=agreement_map(
+                fixed_comir, moving_comir, transform, window))
+
+        def done(job):
+            if job.state is not _worker.JobState.FINISHED or job.result is None:
+                self._agree_label.value = "" if job.stopped else f"⚠ {job.error}"
+                return
+            ncc, overlap = job.result
+            defined = np.isfinite(ncc)
+            self.agreement = float(ncc[defined].mean()) if defined.any() else float("nan")
+            # NaN where not compared: napari leaves it transparent over the CoMIRs
+            layer = upsert_image(self.viewer, AGREEMENT_LAYER, ncc, like=fixed, colormap="PiYG",
+                                 contrast_limits=(-1.0, 1.0), blending="translucent", visible=True,
+                                 metadata={"comir_inspection": "agreement"})
+            layer.colorbar.visible = True  # which colour is agreement: -1 to 1
+            note = (f" ⚠ the CoMIRs overlap on {overlap:.0%} of {fixed.name!r} only: are they of "
+                    "one pair, on one grid?" if overlap < MIN_OVERLAP else "")
+            self._agree_label.value = (f"mean local NCC {self.agreement:.3f} on the overlap "
+                                       f"(green = agree, pink = disagree){note}")
+
+        self._agree_label.value = "comparing…"
+        return self._run(events, done)
 
     def check_equivariance(self) -> _worker.Job | None:
         """Rotate the image, compute its CoMIR, rotate back; report the correlation r."""
@@ -180,21 +197,38 @@ class InspectWidget(Container):
         except ComirError as exc:
             show_error(f"Inspect: {exc}")
             return None
-        angle = float(self._angle.value)
+        angle, modality = float(self._angle.value), self._modality.value
 
         def done(job):
             if job.failed or job.stopped or job.result is None:
+                self._equi_label.value = "stopped" if job.stopped else f"⚠ {job.error}"
                 return
             self.equivariance, back = job.result
             upsert_image(self.viewer, EQUIVARIANCE_LAYER, back[..., 0] if back.shape[-1] == 1
                          else back, like=layer, visible=False,
                          metadata={"comir_inspection": "equivariance"})
-            self._equi_label.value = (f"r = {self.equivariance:.3f} between CoMIR and "
-                                      f"rotate(-{angle:g}°)·CoMIR·rotate({angle:g}°) "
-                                      "(1 = perfectly equivariant)")
+            self._equi_label.value = (f"{layer.name!r} ({modality}) turned {angle:g}°: r = "
+                                      f"{self.equivariance:.3f} between its CoMIR and the turned "
+                                      "image's CoMIR turned back (1 = perfectly equivariant)")
+
+        self._equi_label.value = ""
+        return self._run(lambda: rotation_equivariance_events(model, image, modality, angle), done)
+
+    def _run(self, events, done) -> _worker.Job:
+        """One job at a time: the buttons that start one wait, Stop ends it."""
+        self._agree.enabled = self._check.enabled = False
+        self._stop.enabled = True
+
+        def finished(job):
+            self._agree.enabled = self._check.enabled = True
+            self._stop.enabled = False
+            done(job)
 
         self.job = _worker.Job()
-        _worker.run_job(rotation_equivariance_events, model, image, self._modality.value, angle,
-                        on_done=done, progress_bar=self._progress, job=self.job,
+        _worker.run_job(events, on_done=finished, progress_bar=self._progress, job=self.job,
                         title="Inspect")
         return self.job
+
+    def stop(self) -> None:
+        if self.job is not None:
+            self.job.quit()
