@@ -905,7 +905,7 @@ def test_expert_docks_open_as_tabs_and_the_window_keeps_its_size(make_napari_vie
 
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("napari-comir", "bf_shg_pair_misaligned")
-    open_dock(viewer)
+    dock = open_dock(viewer)
     for name in ("CoMIR model", "Fine-tune CoMIR", "CoMIR representations", "Register (CoMIR)",
                  "Inspect CoMIRs"):
         viewer.window.add_plugin_dock_widget("napari-comir", name)
@@ -921,6 +921,18 @@ def test_expert_docks_open_as_tabs_and_the_window_keeps_its_size(make_napari_vie
     assert titles == ["Guided", "Model", "Fine-tune", "CoMIRs", "Register", "Inspect"]
     for index, title in enumerate(titles):  # room for the whole word: not elided
         assert tabs.tabRect(index).width() > tabs.fontMetrics().horizontalAdvance(title), title
+    # The guided dock at its narrowest, with a scroll bar: its pixel-size boxes read whole
+    # ("ınknown" beside ± buttons, tabbed at 1280 x 800).
+    from qtpy.QtCore import Qt
+
+    from napari_comir.widgets._docking import DOCK_MIN_WIDTH
+
+    tabs.setCurrentIndex(0)
+    window.resizeDocks([ours[0]], [DOCK_MIN_WIDTH], Qt.Orientation.Horizontal)
+    dock.native.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
+    user.wait(0.5)
+    for box in dock.run_panel.sizes.values():
+        assert box.native.width() >= box.native.sizeHint().width(), box.native.specialValueText()
 
 
 def test_a_new_modality_pair_taught_from_landmarks(make_napari_viewer, user, errors):

@@ -72,7 +72,7 @@ class KeepPanel(Container):
         path = self.session.export(path)
         transform, fixed, moving = self.session.require_result()
         unknown = _export.in_micrometres(path) and layer_pixel_sizes(fixed, moving) == (None, None)
-        note = (" (pixel sizes unknown: its µm are pixels; type them under 'µm per pixel' and "
+        note = (" (pixel sizes unknown: its µm are pixels; type them under 'µm / px' and "
                 "export again for physical units)" if unknown else "")
         companions = _export.companion_files(path, transform)
         if companions:

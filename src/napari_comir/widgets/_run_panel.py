@@ -14,6 +14,7 @@ from magicgui.widgets import (
     PushButton,
 )
 from napari.utils.notifications import show_error
+from qtpy.QtWidgets import QAbstractSpinBox
 
 from ..core.defaults import DEFAULT_TRANSFORM, TRANSFORM_CHOICES, TRUE_TRANSFORM_KEY
 from ..core.errors import ComirError
@@ -144,6 +145,9 @@ class RunPanel(Container):
             box.native.setDecimals(4)
             box.native.setPrefix(f"{role} ")
             box.native.setSpecialValueText(f"{role}: unknown")  # shown at 0
+            # Typed, not stepped (µm differ by orders): the ± buttons cut "fixed: unknown" to
+            # "ınknown" in a dock tabbed at 1280 x 800.
+            box.native.setButtonSymbols(QAbstractSpinBox.ButtonSymbols.NoButtons)
             # Applied on Enter or leaving the box, not per keystroke: typing 0.4456 set 0, 4,
             # 44... in turn, each rescaling the layer and rewriting the box under the cursor.
             box.native.setKeyboardTracking(False)
@@ -156,7 +160,7 @@ class RunPanel(Container):
         self.details = StatusLine()
         options = Container(widgets=[self.fixed, self.moving, self.method, self.transform,
                                      self.rotation,
-                                     row(*self.sizes.values(), label="µm per pixel"), self.reuse])
+                                     row(*self.sizes.values(), label="µm / px"), self.reuse])
         options.margins = (0, 0, 0, 0)
         # The verdict and the numbers below the labelled options, at the dock's full width.
         super().__init__(labels=False, widgets=[
