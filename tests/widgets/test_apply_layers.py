@@ -224,3 +224,5 @@ def test_export_dialog_starts_beside_the_moving_image_named_for_the_pair(make_na
     assert default_export_path(fixed, moving) == Path.cwd() / "he_scan_to_SHG"
     moving.name = "he.scan.tif"  # no dot left to read as an ending
     assert default_export_path(fixed, moving) == Path.cwd() / "he_scan_tif_to_SHG"
+    moving.name = "H&E (as scanned, turned)"  # one "_" between words, none at the ends
+    assert default_export_path(fixed, moving) == Path.cwd() / "H_E_as_scanned_turned_to_SHG"

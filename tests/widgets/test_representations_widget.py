@@ -24,6 +24,8 @@ def test_computes_both_comirs_and_rerun_updates_in_place(viewer_with_pair, error
     n_layers = len(viewer.layers)
     viewer.layers["BF"].data = viewer.layers["BF"].data[::-1].copy()
     user.click(widget._run)
+    # not the last run's "CoMIRs of ..." while it computes
+    assert widget._status.value == "computing the CoMIRs of BF, SHG…"
     user.wait_until(lambda: not widget.job.running)
     assert len(viewer.layers) == n_layers
     assert viewer.layers["CoMIR (BF)"] is bf_comir  # same layer, new data

@@ -66,6 +66,7 @@ def test_guided_dock_registers_reviews_and_accepts_slides(guided_dock_on_slides,
     assert fixed.multiscale and moving.multiscale and moving.rgb
     run = dock.run_panel
     assert dock.status["register"].value.endswith("whole slides (coarse to fine): press Register")
+    assert dock.keep_panel.accept_button.text == "Accept (save slide…)"  # said before a result too
     run.transform.value = "rigid"
     run.rotation.value = 30
     user.click(run.register_button)

@@ -96,7 +96,9 @@ def default_export_path(fixed: Layer, moving: Layer) -> Path:
     """``<moving>_to_<fixed>`` beside the moving image's file, if known; without an ending (and
     without dots that would read as one): the format chosen in the dialog adds its own (a
     ``.json`` here stayed whatever format was chosen)."""
-    return beside_source(moving, safe_name(f"{moving.name}_to_{fixed.name}").replace(".", "_"))
+    name = safe_name(f"{moving.name}_to_{fixed.name}").replace(".", "_")
+    # "H&E (as scanned)" gave "H_E__as_scanned_": one "_" between words, none at the ends
+    return beside_source(moving, re.sub("_{2,}", "_", name).strip("_"))
 
 
 def ask_export_path(parent, fixed: Layer, moving: Layer, deformable: bool = False) -> str | None:

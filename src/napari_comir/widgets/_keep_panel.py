@@ -120,7 +120,8 @@ class KeepPanel(Container):
         self.accept_button.enabled = has_result and not session.busy
         # not while another job runs: the result they would act on is about to be replaced
         self.export_button.enabled = self.apply_button.enabled = has_result and not session.busy
-        slides = has_result and any(is_multiscale(layer) for layer in session.result_pair)
+        pair = session.result_pair or (session.fixed, session.moving)  # before a result: the chosen
+        slides = any(layer is not None and is_multiscale(layer) for layer in pair)
         self.accept_button.text = "Accept (save slide…)" if slides else "Accept (resample)"
         self.targets.reset_choices()
         if what == "result" and session.result_pair != self._targets_pair:

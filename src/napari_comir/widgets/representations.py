@@ -126,6 +126,7 @@ class RepresentationsWidget(Container):
             self._status.value = f"CoMIRs of {', '.join(job.result)} ({card.name})"
 
         self._run.enabled, self._stop.enabled = False, True
+        self._status.value = f"computing the CoMIRs of {', '.join(layers)}…"  # not the last run's
         self.job = _worker.Job()
         _worker.run_job(api.comir_events, model, jobs, on_done=done, progress_bar=self._progress,
                         job=self.job, title="CoMIR representations")
