@@ -65,8 +65,9 @@ def local_ncc(a: np.ndarray, b: np.ndarray, window: int,
 def agreement_map(fixed_comir: np.ndarray, moving_comir: np.ndarray, transform, window: int,
                   edge_px: int = COMIR_EDGE_PX) -> tuple[np.ndarray, float]:
     """Where two CoMIRs agree under ``transform`` (moving -> fixed): their :func:`local_ncc`
-    on the fixed grid, NaN where the moving CoMIR does not cover it, and within ``edge_px`` of
-    either CoMIR's edge (the networks' padded border: a band of "disagree" framed every map).
+    on the fixed grid, NaN where the moving CoMIR does not cover it, and where a window reaches
+    within ``edge_px`` of either CoMIR's edge (the networks' padded border: a band of
+    "disagree" framed every map).
 
     Returns
     -------
@@ -85,7 +86,8 @@ def agreement_map(fixed_comir: np.ndarray, moving_comir: np.ndarray, transform, 
     warped = field_transform.resample(moving_comir, transform, shape, order=1).reshape(*shape, -1)
     inside = coverage(moving_comir.shape, transform, shape) > 0.999
     if edge_px > 0:  # outside the fixed grid counts as uncovered: its edge band goes too
-        inside = ndimage.minimum_filter(inside, size=2 * edge_px + 1, mode="constant", cval=False)
+        reach = edge_px + window // 2  # a window that reaches into the band reads it
+        inside = ndimage.minimum_filter(inside, size=2 * reach + 1, mode="constant", cval=False)
     return local_ncc(fixed_comir, warped, window, inside), float(inside.mean())
 
 
